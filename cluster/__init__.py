@@ -1,0 +1,1 @@
+"""Launcher and operator CLI of the local cluster."""

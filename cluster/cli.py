@@ -1,0 +1,180 @@
+"""`bookcluster`: start, stop and inspect the local cluster.
+
+    bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
+    bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
+    bookcluster status [--json]        every process, its health and replication lag
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.binaries import BinaryNotFound
+from cluster.health import probe_all
+from cluster.launcher import ClusterAlreadyRunning, LocalCluster
+from cluster.postgres_server import PostgresSetupError
+from cluster.supervisor import kill_recorded, pid_alive, read_state
+from router.errors import TopologyError
+from router.topology import Topology, load_topology, parse_duration
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bookcluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--topology", type=Path, default=None,
+                   help="topology file (default: ./topology.yaml, else the repo's)")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the local cluster and keep it running")
+    up.add_argument("--hold-ttl", type=_duration, help="seat hold TTL, e.g. 5s (default: "
+                    "settings.hold_ttl)")
+    up.add_argument("--sweep-interval", type=_duration, help="expiry sweep interval, e.g. 1s")
+    down = sub.add_parser("down", help="stop a running local cluster")
+    down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
+    status = sub.add_parser("status", help="health and replication lag of every process")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def topology_path(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    local = Path.cwd() / "topology.yaml"
+    return local if local.exists() else DEFAULT_TOPOLOGY
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        topology = load_topology(topology_path(args.topology))
+        if args.command == "up":
+            code = asyncio.run(_up(topology, args))
+        elif args.command == "down":
+            code = _down(topology, args.wipe)
+        else:
+            code = asyncio.run(_status(topology, args.json))
+    except (TopologyError, BinaryNotFound, ClusterAlreadyRunning, PostgresSetupError,
+            TimeoutError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+def _node_args(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.hold_ttl is not None:
+        out += ["--hold-ttl", f"{args.hold_ttl}s"]
+    if args.sweep_interval is not None:
+        out += ["--sweep-interval", f"{args.sweep_interval}s"]
+    return out
+
+
+async def _up(topology: Topology, args: argparse.Namespace) -> int:
+    cluster = LocalCluster(topology, node_args=_node_args(args),
+                           progress=lambda line: print(line, flush=True))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(cluster.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()  # start() stops whatever it had started
+        await asyncio.gather(starting, return_exceptions=True)
+        print("interrupted during start-up; everything stopped")
+        return 130
+    stopping.cancel()
+    starting.result()
+    print_table(await probe_all(cluster.processes()))
+    print(f"\nrun folder: {cluster.run_dir}\nstop with Ctrl-C or `bookcluster down`", flush=True)
+    reported: set[str] = set()
+    try:
+        while not stop.is_set():
+            for name in set(cluster.crashed()) - reported:
+                print(f"warning: {name} exited; see its log under {cluster.run_dir}/logs",
+                      flush=True)
+                reported.add(name)
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+    finally:
+        print("stopping...", flush=True)
+        cluster.stop()
+        print("stopped: no process left", flush=True)
+    return 0
+
+
+def _down(topology: Topology, wipe: bool) -> int:
+    run_dir = topology.settings.run_dir
+    state = read_state(run_dir)
+    if state is None:
+        print(f"nothing running from {run_dir}")
+    elif pid_alive(state["launcher_pid"]):
+        pid = state["launcher_pid"]
+        print(f"asking launcher pid {pid} to stop...", flush=True)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            print(f"launcher {pid} still running after 60s; killing its processes")
+        stopped = kill_recorded(run_dir)  # whatever it could not stop
+        print(f"stopped{f' ({stopped} left by the launcher)' if stopped else ''}")
+    else:
+        stopped = kill_recorded(run_dir)
+        print(f"launcher was gone; stopped {stopped} leftover processes")
+    if wipe:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"wiped {run_dir}")
+    return 0
+
+
+async def _status(topology: Topology, as_json: bool) -> int:
+    state = read_state(topology.settings.run_dir)
+    if state is None:
+        print(json.dumps({"running": False, "processes": []}) if as_json
+              else f"nothing running from {topology.settings.run_dir}")
+        return 1
+    rows = await probe_all(state["processes"])
+    for row in rows:
+        row["alive"] = pid_alive(row["pid"])
+        row["healthy"] = bool(row.get("healthy")) and row["alive"]
+    if as_json:
+        keep = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
+                "source", "lag_bytes", "link", "error")
+        print(json.dumps({"running": pid_alive(state["launcher_pid"]),
+                          "launcher_pid": state["launcher_pid"],
+                          "processes": [{k: r.get(k) for k in keep} for r in rows]}, indent=2))
+    else:
+        print_table(rows)
+    return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} LAG"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        lag = f"{r['lag_bytes']} B" if r.get("lag_bytes") is not None else ""
+        health = "ok" if r.get("healthy") else "DOWN"
+        print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
+              f"{health:<8} {lag}")

@@ -1,0 +1,194 @@
+"""The demo catalog: Indian cities, theatres, screens, seat layouts and shows.
+
+Deterministic for a given spec and start date, so `topology.yaml` can carry
+the explicit theatre -> region map of exactly these theatres.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+
+# region -> [(city, state, localities)]
+CITIES: dict[str, list[tuple[str, str, list[str]]]] = {
+    "north": [
+        ("Delhi", "Delhi", ["Saket", "Connaught Place", "Vasant Kunj", "Rajouri Garden"]),
+        ("Gurugram", "Haryana", ["Cyber Hub", "Sector 29", "Ambience Mall"]),
+        ("Noida", "Uttar Pradesh", ["Sector 18", "Great India Place", "Gaur City"]),
+        ("Chandigarh", "Chandigarh", ["Elante", "Sector 17", "Zirakpur"]),
+        ("Lucknow", "Uttar Pradesh", ["Hazratganj", "Gomti Nagar", "Alambagh"]),
+        ("Jaipur", "Rajasthan", ["Raj Mandir", "Malviya Nagar", "Vaishali Nagar"]),
+        ("Amritsar", "Punjab", ["Ranjit Avenue", "Lawrence Road", "Golden Gate"]),
+    ],
+    "south": [
+        ("Bengaluru", "Karnataka", ["Koramangala", "Whitefield", "Indiranagar", "Jayanagar"]),
+        ("Chennai", "Tamil Nadu", ["T. Nagar", "Velachery", "Anna Nagar"]),
+        ("Hyderabad", "Telangana", ["Banjara Hills", "Gachibowli", "Kukatpally"]),
+        ("Kochi", "Kerala", ["Edappally", "Marine Drive", "Kakkanad"]),
+        ("Mysuru", "Karnataka", ["Sayyaji Rao Road", "Vijayanagar", "Hebbal"]),
+        ("Coimbatore", "Tamil Nadu", ["RS Puram", "Gandhipuram", "Peelamedu"]),
+        ("Visakhapatnam", "Andhra Pradesh", ["Beach Road", "Dwaraka Nagar", "MVP Colony"]),
+    ],
+    "west": [
+        ("Mumbai", "Maharashtra", ["Andheri", "Lower Parel", "Bandra", "Powai"]),
+        ("Pune", "Maharashtra", ["Koregaon Park", "Kothrud", "Viman Nagar"]),
+        ("Ahmedabad", "Gujarat", ["SG Highway", "Navrangpura", "Maninagar"]),
+        ("Surat", "Gujarat", ["Adajan", "Vesu", "Athwa"]),
+        ("Nagpur", "Maharashtra", ["Sitabuldi", "Dharampeth", "Manish Nagar"]),
+        ("Panaji", "Goa", ["Campal", "Porvorim", "Miramar"]),
+        ("Indore", "Madhya Pradesh", ["Vijay Nagar", "Palasia", "Rajwada"]),
+    ],
+}
+CHAINS = ["PVR", "INOX", "Cinepolis", "Miraj", "Carnival", "Movietime", "Mukta A2"]
+MOVIES = [
+    ("monsoon-express", "Monsoon Express", "Hindi", 148, "UA"),
+    ("the-last-raga", "The Last Raga", "Hindi", 132, "U"),
+    ("kaveri-nights", "Kaveri Nights", "Kannada", 141, "UA"),
+    ("deccan-thunder", "Deccan Thunder", "Telugu", 165, "A"),
+    ("silent-ghats", "Silent Ghats", "Tamil", 127, "UA"),
+    ("operation-konkan", "Operation Konkan", "Marathi", 139, "UA"),
+    ("chai-and-chaos", "Chai & Chaos", "Hindi", 118, "U"),
+    ("backwaters", "Backwaters", "Malayalam", 124, "U"),
+]
+SHOW_TIMES = [time(10, 0), time(13, 30), time(17, 0), time(20, 30), time(23, 0)]
+# category -> base price in rupees; back rows cost more.
+CATEGORIES = [("CLASSIC", 180), ("PRIME", 290), ("RECLINER", 560)]
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    theatres_per_city: int = 3
+    cities_per_region: int = 7
+    days: int = 3
+    shows_per_day: int = 4
+    seed: int = 2026
+
+
+@dataclass(frozen=True)
+class City:
+    id: str
+    name: str
+    state: str
+    region_hint: str  # where the demo expects it; routing still comes from the topology
+
+
+@dataclass(frozen=True)
+class Theatre:
+    id: str
+    city_id: str
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Screen:
+    id: str
+    theatre_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Seat:
+    screen_id: str
+    seat_id: str
+    row_label: str
+    number: int
+    category: str
+    price_paise: int
+    blocked: bool
+
+
+@dataclass(frozen=True)
+class Movie:
+    id: str
+    title: str
+    language: str
+    duration_min: int
+    certificate: str
+
+
+@dataclass(frozen=True)
+class Show:
+    id: int
+    screen_id: str
+    movie_id: str
+    starts_at: datetime
+
+
+@dataclass(frozen=True)
+class Catalog:
+    cities: list[City]
+    theatres: list[Theatre]
+    screens: list[Screen]
+    seats: list[Seat]
+    movies: list[Movie]
+    shows: list[Show]
+
+    def theatre_of_screen(self) -> dict[str, str]:
+        return {s.id: s.theatre_id for s in self.screens}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def row_label(index: int) -> str:
+    letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I or O: they read as 1 and 0
+    return letters[index] if index < len(letters) else letters[index // len(letters) - 1] + \
+        letters[index % len(letters)]
+
+
+def _layout(rng: random.Random, screen_id: str, price_factor: float) -> list[Seat]:
+    while True:
+        rows, per_row = rng.randint(8, 16), rng.randint(12, 20)
+        if 100 <= rows * per_row <= 300:
+            break
+    recliner_rows = 2 if rows >= 10 else 1
+    classic_rows = rows // 3
+    seats = []
+    for r in range(rows):
+        label = row_label(r)
+        if r < classic_rows:
+            category, base = CATEGORIES[0]
+        elif r >= rows - recliner_rows:
+            category, base = CATEGORIES[2]
+        else:
+            category, base = CATEGORIES[1]
+        price = int(round(base * price_factor / 10.0) * 10 * 100)
+        for n in range(1, per_row + 1):
+            blocked = rng.random() < 0.01  # the odd broken seat
+            seats.append(Seat(screen_id, f"{label}{n}", label, n, category, price, blocked))
+    return seats
+
+
+def build_catalog(spec: CatalogSpec, start: date) -> Catalog:
+    rng = random.Random(spec.seed)
+    cities, theatres, screens, seats, shows = [], [], [], [], []
+    movies = [Movie(*m) for m in MOVIES]
+    show_id = 1000
+    for region in sorted(CITIES):
+        for city_name, state, localities in CITIES[region][: spec.cities_per_region]:
+            city = City(slug(city_name), city_name, state, region)
+            cities.append(city)
+            for n in range(1, spec.theatres_per_city + 1):
+                locality = localities[(n - 1) % len(localities)]
+                chain = CHAINS[rng.randrange(len(CHAINS))]
+                theatre = Theatre(f"{city.id}-{n:02d}", city.id, f"{chain} {locality}",
+                                  f"{locality}, {city_name}, {state}")
+                theatres.append(theatre)
+                price_factor = rng.choice([0.9, 1.0, 1.15, 1.3])
+                for s in range(1, rng.randint(2, 4) + 1):
+                    screen = Screen(f"{theatre.id}-s{s}", theatre.id, f"Audi {s}")
+                    screens.append(screen)
+                    seats.extend(_layout(rng, screen.id, price_factor))
+                    for day in range(spec.days):
+                        for slot in SHOW_TIMES[: spec.shows_per_day]:
+                            starts = datetime.combine(start + timedelta(days=day), slot, IST)
+                            movie = movies[rng.randrange(len(movies))]
+                            show_id += 1
+                            shows.append(Show(show_id, screen.id, movie.id, starts))
+    return Catalog(cities, theatres, screens, seats, movies, shows)

@@ -1,0 +1,124 @@
+"""Health probes for every kind of process, and replication lag for replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+
+PROBE_TIMEOUT_S = 2.0
+
+
+async def _redis_info(host: str, port: int) -> dict[str, Any]:
+    client = aioredis.Redis(host=host, port=port, socket_timeout=PROBE_TIMEOUT_S,
+                            socket_connect_timeout=PROBE_TIMEOUT_S, decode_responses=True)
+    try:
+        return await client.info("replication")  # type: ignore[no-any-return]
+    finally:
+        await client.aclose()
+
+
+async def _pg_fetchrow(address: str, query: str) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(address, timeout=PROBE_TIMEOUT_S)
+    try:
+        return await conn.fetchrow(query, timeout=PROBE_TIMEOUT_S)
+    finally:
+        await conn.close()
+
+
+async def probe_redis_master(proc: dict[str, Any]) -> dict[str, Any]:
+    info = await _redis_info(proc["host"], proc["port"])
+    return {"healthy": info.get("role") == "master", "repl_offset": info.get("master_repl_offset")}
+
+
+async def probe_redis_replica(proc: dict[str, Any]) -> dict[str, Any]:
+    info = await _redis_info(proc["host"], proc["port"])
+    up = info.get("role") == "slave" and info.get("master_link_status") == "up"
+    return {"healthy": up, "repl_offset": info.get("slave_repl_offset"),
+            "link": info.get("master_link_status")}
+
+
+async def probe_pg_primary(proc: dict[str, Any]) -> dict[str, Any]:
+    row = await _pg_fetchrow(proc["address"],
+                             "SELECT NOT pg_is_in_recovery() AS ok, "
+                             "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn")
+    assert row is not None
+    return {"healthy": bool(row["ok"]), "repl_offset": row["lsn"]}
+
+
+async def probe_pg_standby(proc: dict[str, Any]) -> dict[str, Any]:
+    row = await _pg_fetchrow(proc["address"],
+                             "SELECT pg_is_in_recovery() AS ok, "
+                             "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint AS lsn, "
+                             "(SELECT status FROM pg_stat_wal_receiver) AS link")
+    assert row is not None
+    healthy = bool(row["ok"]) and row["link"] == "streaming"
+    return {"healthy": healthy, "repl_offset": row["lsn"], "link": row["link"]}
+
+
+async def probe_node(proc: dict[str, Any]) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.get(f"{proc['address']}/healthz") as resp:
+            return {"healthy": resp.status == 200}
+
+
+PROBES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+    "redis-master": probe_redis_master,
+    "redis-replica": probe_redis_replica,
+    "pg-primary": probe_pg_primary,
+    "pg-standby": probe_pg_standby,
+    "node": probe_node,
+}
+
+
+async def probe(proc: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(PROBES[proc["role"]](proc), PROBE_TIMEOUT_S + 0.5)
+    except (TimeoutError, OSError, aiohttp.ClientError, aioredis.RedisError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return {"healthy": False, "error": f"{type(exc).__name__}: {exc}".strip()}
+
+
+async def probe_all(processes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Probe every process; replicas get `lag_bytes` against their source's offset."""
+    procs = list(processes)
+    results = await asyncio.gather(*(probe(p) for p in procs))
+    by_name = {p["name"]: r for p, r in zip(procs, results, strict=True)}
+    out = []
+    for proc, result in zip(procs, results, strict=True):
+        row = {**proc, **result}
+        source = _source_of(proc, procs)
+        if source is not None and result.get("repl_offset") is not None:
+            upstream = by_name[source].get("repl_offset")
+            if upstream is not None:
+                row["lag_bytes"] = max(0, int(upstream) - int(result["repl_offset"]))
+        out.append(row)
+    return out
+
+
+def _source_of(proc: dict[str, Any], procs: list[dict[str, Any]]) -> str | None:
+    if proc["role"] == "redis-replica":
+        return f"{proc['source']}.redis.master"
+    if proc["role"] == "pg-standby":
+        return f"{proc['region']}.postgres.primary"
+    return None
+
+
+async def wait_healthy(proc: dict[str, Any], timeout_s: float,
+                       alive: Callable[[], bool]) -> dict[str, Any]:
+    """Poll a process until healthy; fail early if it died. Raises TimeoutError."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        if not alive():
+            raise RuntimeError(f"{proc['name']} exited during start-up; see {proc['log_path']}")
+        last = await probe(proc)
+        if last.get("healthy"):
+            return last
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{proc['name']} not healthy after {timeout_s:.0f}s: "
+                       f"{last.get('error') or last}; see {proc['log_path']}")

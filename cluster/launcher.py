@@ -1,0 +1,197 @@
+"""The local cluster: every process of a topology on this machine, started in order.
+
+Order: Redis masters, Redis replicas (replicaof), PostgreSQL primaries
+(initdb + migrations), hot standbys (pg_basebackup -R), the catalog seed,
+then app nodes. Each step waits until its processes are healthy. Data lives
+under the topology's run folder; stopping keeps it unless asked to wipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+
+from cluster import postgres_server, redis_server
+from cluster.binaries import Binaries, find_binaries
+from cluster.demo_catalog import CatalogSpec, build_catalog
+from cluster.health import wait_healthy
+from cluster.seed import seed_cluster
+from cluster.supervisor import (
+    Child,
+    ProcessSpec,
+    Supervisor,
+    kill_recorded,
+    pid_alive,
+    read_state,
+)
+from region_node.db.migrate import migrate
+from router.registry import pg_dsn
+from router.topology import Region, Topology
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 60.0
+
+
+class ClusterAlreadyRunning(RuntimeError):
+    pass
+
+
+def node_spec(topology: Topology, region: Region, index: int,
+              node_args: Sequence[str]) -> ProcessSpec:
+    ep = region.nodes[index]
+    name = f"{region.name}.node.{index + 1}"
+    argv = [sys.executable, "-m", "region_node", "--topology", str(topology.path),
+            "--region", region.name, "--host", ep.host, "--port", str(ep.port),
+            "--run-dir", str(topology.settings.run_dir), *node_args]
+    return ProcessSpec(
+        name=name, region=region.name, role="node", host=ep.host, port=ep.port,
+        argv=tuple(argv), log_path=topology.settings.run_dir / "logs" / f"{name}.log",
+        address=f"http://{ep.host}:{ep.port}",
+        env={"PYTHONPATH": str(REPO_ROOT)},
+    )
+
+
+class LocalCluster:
+    """Owner of every process of a local cluster. Use `async with` or start()/stop()."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        binaries: Binaries | None = None,
+        catalog: CatalogSpec | None = None,
+        node_args: Sequence[str] = (),
+        progress: Callable[[str], None] = print,
+    ) -> None:
+        self.topology = topology
+        self.binaries = binaries or find_binaries()
+        self.catalog_spec = catalog or CatalogSpec()
+        self.node_args = list(node_args)
+        self.progress = progress
+        self.run_dir = topology.settings.run_dir
+        self.supervisor = Supervisor(self.run_dir)
+        self.pg_user = postgres_server.pg_os_user()
+
+    async def start(self) -> LocalCluster:
+        self._claim_run_dir()
+        started = time.monotonic()
+        try:
+            await self._step("redis", self._start_redis())
+            await self._step("postgres", self._start_postgres())
+            await self._step("catalog", self._seed())
+            await self._step("nodes", self._start_nodes())
+        except BaseException:
+            self.progress("start-up failed; stopping what was started")
+            self.stop()
+            raise
+        self.progress(f"cluster up in {time.monotonic() - started:.1f}s")
+        return self
+
+    def stop(self, wipe: bool = False) -> None:
+        self.supervisor.stop()
+        if wipe:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def processes(self) -> list[dict[str, Any]]:
+        state = read_state(self.run_dir)
+        return list(state["processes"]) if state else []
+
+    def child(self, name: str) -> Child:
+        return next(c for c in self.supervisor.children if c.spec.name == name)
+
+    def crashed(self) -> list[str]:
+        return [c.spec.name for c in self.supervisor.crashed()]
+
+    async def __aenter__(self) -> LocalCluster:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- steps -------------------------------------------------------------
+
+    def _claim_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o755)  # PostgreSQL's user must reach its data dirs
+        state = read_state(self.run_dir)
+        if state and pid_alive(state["launcher_pid"]):
+            raise ClusterAlreadyRunning(
+                f"a cluster is already running from {self.run_dir} "
+                f"(launcher pid {state['launcher_pid']}); run `bookcluster down` first")
+        if state:  # a launcher died without cleaning up: finish its job
+            killed = kill_recorded(self.run_dir)
+            if killed:
+                self.progress(f"stopped {killed} processes left by a dead launcher")
+        self.supervisor.meta = {"topology": str(self.topology.path),
+                                "run_dir": str(self.run_dir), "started_at": time.time()}
+
+    async def _step(self, what: str, work: Any) -> None:
+        began = time.monotonic()
+        self.progress(f"[{what}] ...")
+        await work
+        self.progress(f"[{what}] ok ({time.monotonic() - began:.1f}s)")
+
+    async def _start_and_wait(self, specs: list[ProcessSpec]) -> None:
+        children = [self.supervisor.start(s) for s in specs]
+        await asyncio.gather(*(self._wait(c) for c in children))
+
+    async def _wait(self, child: Child) -> None:
+        record = {**child.spec.__dict__, "log_path": str(child.spec.log_path)}
+        if child.spec.role == "pg-primary":  # its database may not exist yet
+            record["address"] = child.spec.address.rsplit("/", 1)[0] + "/postgres"
+        await wait_healthy(record, START_TIMEOUT_S, alive=lambda: child.popen.poll() is None)
+        self.progress(f"  {child.spec.name:<28} pid {child.pid:<7} {child.spec.address}")
+
+    async def _start_redis(self) -> None:
+        binary = self.binaries.redis_server
+        self.progress(f"  redis-server: {binary} ({self.binaries.redis_source})")
+        regions = list(self.topology.regions.values())
+        await self._start_and_wait(
+            [redis_server.master_spec(binary, self.topology, r) for r in regions])
+        await self._start_and_wait(
+            [redis_server.replica_spec(binary, self.topology, r, src)
+             for r in regions for src in r.redis_replicas])
+
+    async def _start_postgres(self) -> None:
+        self.progress(f"  postgres: {self.binaries.pg_bindir} ({self.binaries.pg_source})"
+                      + (f", running as {self.pg_user}" if self.pg_user else ""))
+        regions = list(self.topology.regions.values())
+        await asyncio.gather(*(postgres_server.init_primary(
+            self.binaries, postgres_server.data_dir(self.topology, r, "pg-primary"), self.pg_user)
+            for r in regions))
+        await self._start_and_wait([postgres_server.primary_spec(
+            self.binaries, self.topology, r, self.pg_user) for r in regions])
+        for region in regions:
+            await postgres_server.create_database(region.pg_primary)
+            conn = await asyncpg.connect(pg_dsn(region.pg_primary))
+            try:
+                applied = await migrate(conn)
+            finally:
+                await conn.close()
+            if applied:
+                self.progress(f"  {region.name}: applied migrations {applied}")
+        with_standby = [r for r in regions if r.pg_standby is not None]
+        await asyncio.gather(*(postgres_server.init_standby(
+            self.binaries, postgres_server.data_dir(self.topology, r, "pg-standby"),
+            r.pg_primary, self.pg_user) for r in with_standby))
+        await self._start_and_wait([postgres_server.standby_spec(
+            self.binaries, self.topology, r, self.pg_user) for r in with_standby])
+
+    async def _seed(self) -> None:
+        catalog = build_catalog(self.catalog_spec, date.today())
+        await seed_cluster(self.topology, catalog, self.progress)
+
+    async def _start_nodes(self) -> None:
+        specs = [node_spec(self.topology, r, i, self.node_args)
+                 for r in self.topology.regions.values() for i in range(len(r.nodes))]
+        await self._start_and_wait(specs)

@@ -1,0 +1,143 @@
+"""PostgreSQL processes of a region: a primary and a streaming hot standby.
+
+PostgreSQL refuses to run as root, so when the launcher is root every
+PostgreSQL command runs as an unprivileged user (BOOKCLUSTER_PG_USER, else
+`postgres` if it exists, else `nobody`) that owns the data directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+from pathlib import Path
+
+import asyncpg
+
+from cluster.binaries import Binaries
+from cluster.supervisor import ProcessSpec
+from router.registry import PG_DATABASE, PG_USER, pg_dsn
+from router.topology import Endpoint, Region, Topology
+
+
+class PostgresSetupError(RuntimeError):
+    pass
+
+
+def pg_os_user() -> str | None:
+    """The OS user PostgreSQL runs as, or None to run as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    explicit = os.environ.get("BOOKCLUSTER_PG_USER")
+    if explicit:
+        return explicit
+    try:
+        pwd.getpwnam("postgres")
+        return "postgres"
+    except KeyError:
+        return "nobody"
+
+
+def _own(path: Path, user: str | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _server_argv(binaries: Binaries, data_dir: Path, ep: Endpoint, durable: bool) -> list[str]:
+    settings = {
+        "listen_addresses": ep.host,
+        "unix_socket_directories": "",  # TCP only: no socket files to own or leave behind
+        "max_connections": "300",  # 15 nodes x a pool per region, plus tools
+        "wal_level": "replica",
+        "max_wal_senders": "10",
+        "wal_keep_size": "256MB",
+        "hot_standby": "on",
+        "fsync": "on" if durable else "off",
+        "synchronous_commit": "on" if durable else "off",
+        "full_page_writes": "on" if durable else "off",
+        "log_min_messages": "warning",
+        "log_line_prefix": "%m [%p] ",
+    }
+    argv = [str(binaries.pg("postgres")), "-D", str(data_dir), "-p", str(ep.port)]
+    for key, value in settings.items():
+        argv += ["-c", f"{key}={value}"]
+    return argv
+
+
+async def _run(argv: list[str], user: str | None, what: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, user=user, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise PostgresSetupError(f"{what} failed (exit {proc.returncode}):\n{out.decode()[-2000:]}")
+
+
+async def init_primary(binaries: Binaries, data_dir: Path, user: str | None) -> bool:
+    """initdb unless the data directory already exists. Returns True if it created one."""
+    if (data_dir / "PG_VERSION").exists():
+        return False
+    _own(data_dir.parent, user)
+    argv = [str(binaries.pg("initdb")), "-D", str(data_dir), "-U", PG_USER,
+            "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
+    await _run(argv, user, f"initdb {data_dir}")
+    return True
+
+
+async def init_standby(binaries: Binaries, data_dir: Path, primary: Endpoint,
+                       user: str | None) -> bool:
+    """Clone the primary with pg_basebackup -R (writes standby.signal + primary_conninfo)."""
+    if (data_dir / "PG_VERSION").exists():
+        return False
+    _own(data_dir.parent, user)
+    argv = [str(binaries.pg("pg_basebackup")), "-h", primary.host, "-p", str(primary.port),
+            "-U", PG_USER, "-D", str(data_dir), "-R", "-X", "stream", "--no-sync",
+            "-c", "fast"]
+    await _run(argv, user, f"pg_basebackup into {data_dir}")
+    return True
+
+
+async def create_database(primary: Endpoint) -> None:
+    conn = await asyncpg.connect(pg_dsn(primary).rsplit("/", 1)[0] + "/postgres")
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE):
+            await conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+    finally:
+        await conn.close()
+
+
+def data_dir(topology: Topology, region: Region, role: str) -> Path:
+    return topology.settings.run_dir / region.name / role
+
+
+def primary_spec(binaries: Binaries, topology: Topology, region: Region,
+                 user: str | None) -> ProcessSpec:
+    return _spec(binaries, topology, region, "pg-primary", region.pg_primary, user)
+
+
+def standby_spec(binaries: Binaries, topology: Topology, region: Region,
+                 user: str | None) -> ProcessSpec:
+    assert region.pg_standby is not None
+    return _spec(binaries, topology, region, "pg-standby", region.pg_standby, user)
+
+
+def _spec(binaries: Binaries, topology: Topology, region: Region, role: str, ep: Endpoint,
+          user: str | None) -> ProcessSpec:
+    name = f"{region.name}.postgres.{role.removeprefix('pg-')}"
+    return ProcessSpec(
+        name=name,
+        region=region.name,
+        role=role,
+        host=ep.host,
+        port=ep.port,
+        argv=tuple(_server_argv(binaries, data_dir(topology, region, role), ep,
+                                topology.settings.durable)),
+        log_path=topology.settings.run_dir / "logs" / f"{name}.log",
+        address=pg_dsn(ep),
+        user=user,
+        stop_signal=signal.SIGINT,  # "fast" shutdown: roll back sessions, checkpoint, exit
+    )

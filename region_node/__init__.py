@@ -1,0 +1,1 @@
+"""The stateless app node: HTTP API, hold/confirm services, seat maps, sweeper."""

@@ -1,0 +1,3 @@
+from region_node.main import main
+
+main()

@@ -1,0 +1,70 @@
+"""The node's aiohttp application and the one context that owns its resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from region_node.bookings import BookingService
+from region_node.catalog import Catalog
+from region_node.confirm import ConfirmService
+from region_node.metrics import NodeMetrics
+from region_node.middlewares import error_middleware, metrics_middleware
+from region_node.routes import setup_routes
+from region_node.seatmap import SeatMaps
+from region_node.settings import NodeSettings
+from region_node.sweeper import Sweeper
+from region_node.typedefs import (
+    bookings_key,
+    catalog_key,
+    connections_key,
+    metrics_key,
+    placement_key,
+    seatmaps_key,
+    settings_key,
+)
+from region_node.views.booking import confirm_key
+from router.placement import Placement
+from router.registry import Connections
+
+log = logging.getLogger(__name__)
+
+
+async def resources(app: web.Application) -> AsyncIterator[None]:
+    """Opens every long-lived resource of the node and closes it on shutdown."""
+    settings = app[settings_key]
+    topology = settings.topology
+    async with Connections(topology, settings.region) as connections:
+        app[connections_key] = connections
+        catalog = Catalog(connections.pg_catalog(), app[placement_key])
+        await catalog.load()
+        app[catalog_key] = catalog
+        app[seatmaps_key] = SeatMaps(connections, catalog)
+        bookings = BookingService(connections, catalog, topology.settings, app[metrics_key])
+        app[bookings_key] = bookings
+        app[confirm_key] = ConfirmService(bookings)
+        sweeper = Sweeper(bookings.home, settings.region, topology.settings.sweep_interval_s)
+        sweep_task = asyncio.create_task(sweeper.run(), name="sweeper")
+        log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
+        try:
+            yield
+        finally:
+            sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep_task
+            log.info("node %s stopping: swept %d expired holds", settings.name,
+                     sweeper.expired_total)
+
+
+def create_app(settings: NodeSettings) -> web.Application:
+    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    app[settings_key] = settings
+    app[placement_key] = Placement(settings.topology)
+    app[metrics_key] = NodeMetrics(settings.region)
+    app.cleanup_ctx.append(resources)
+    setup_routes(app)
+    return app

@@ -1,0 +1,271 @@
+"""Holds and the booking lifecycle, always in the show's home region.
+
+Hold: the Redis script holds all seats or none (fast rejection of
+contention), then PostgreSQL records the booking and stamps each seat with a
+fencing token from a sequence. PostgreSQL decides: if its rows disagree the
+hold is released and refused. Confirm lives in `confirm.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from region_node import ids
+from region_node.catalog import Catalog, ShowInfo
+from region_node.errors import (
+    BookingNotPending,
+    HoldExpired,
+    InvalidInput,
+    NotFound,
+    SeatsUnavailable,
+)
+from region_node.home import PG_UNAVAILABLE, HomeRegion
+from region_node.metrics import NodeMetrics
+from router.errors import RegionUnavailable
+from router.registry import Connections
+from router.topology import Settings
+
+log = logging.getLogger(__name__)
+
+BOOKING_QUERY = """
+SELECT b.*, array_agg(bs.seat_id ORDER BY bs.seat_id) AS seat_ids
+FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
+"""
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def booking_json(row: asyncpg.Record, region: str) -> dict[str, Any]:
+    return {
+        "booking_id": row["id"],
+        "user_id": row["user_id"],
+        "show_id": row["show_id"],
+        "region": region,
+        "seat_ids": list(row["seat_ids"]),
+        "status": row["status"],
+        "amount_paise": row["amount_paise"],
+        "payment_id": row["payment_id"],
+        "created_at": row["created_at"].isoformat(),
+        "expires_at": row["expires_at"].isoformat(),
+        "hold_token": row["fence_token"],
+    }
+
+
+def validate_hold_request(body: Any, cap: int) -> tuple[str, list[str]]:
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object with user_id and seat_ids")
+    user_id, seat_ids = body.get("user_id"), body.get("seat_ids")
+    if not isinstance(user_id, str) or not ids.USER_ID.match(user_id):
+        raise InvalidInput("user_id must be 1-64 characters of [A-Za-z0-9_.@:-]", field="user_id")
+    if not isinstance(seat_ids, list) or not seat_ids:
+        raise InvalidInput("seat_ids must be a non-empty list", field="seat_ids")
+    if not all(isinstance(s, str) for s in seat_ids):
+        raise InvalidInput("seat_ids must be strings", field="seat_ids")
+    duplicates = sorted({s for s in seat_ids if seat_ids.count(s) > 1})
+    if duplicates:
+        raise InvalidInput("seat_ids has duplicates", field="seat_ids", seats=duplicates)
+    if len(seat_ids) > cap:
+        raise InvalidInput(f"at most {cap} seats per booking", field="seat_ids", limit=cap)
+    return user_id, sorted(seat_ids)
+
+
+class BookingService:
+    def __init__(self, connections: Connections, catalog: Catalog, settings: Settings,
+                 metrics: NodeMetrics) -> None:
+        self.connections = connections
+        self.catalog = catalog
+        self.settings = settings
+        self.metrics = metrics
+        self.home = HomeRegion(connections)
+
+    async def show_of_booking(self, booking_id: str) -> ShowInfo:
+        try:
+            return await self.catalog.show(ids.booking_show(booking_id))
+        except NotFound:
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id) from None
+
+    # -- hold ----------------------------------------------------------------
+
+    async def hold(self, show: ShowInfo, body: Any) -> dict[str, Any]:
+        user_id, seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking)
+        layout = {s.seat_id: s for s in await self.catalog.layout(show.screen_id)}
+        unknown = [s for s in seat_ids if s not in layout]
+        if unknown:
+            raise InvalidInput(f"show {show.id} has no seat(s) {', '.join(unknown)}",
+                               field="seat_ids", seats=unknown)
+        booking_id = ids.new_booking_id(show.id)
+        ttl_ms = int(self.settings.hold_ttl_s * 1000)
+        try:
+            result = await self.home.script(show.region, "hold", show.id,
+                                            [booking_id, ttl_ms, *seat_ids])
+        except RegionUnavailable:
+            self.metrics.holds.labels(self.metrics.region, show.region, "unavailable").inc()
+            raise
+        if int(result[0]) != 1:
+            self.metrics.holds.labels(self.metrics.region, show.region, "conflict").inc()
+            raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
+        expires_at = ms_to_datetime(int(result[2]))
+        amount = sum(layout[s].price_paise for s in seat_ids)
+        try:
+            token = await self._record_hold(show, booking_id, user_id, seat_ids, expires_at,
+                                            {s: layout[s].price_paise for s in seat_ids})
+        except BaseException:
+            # Redis holds only save wasted effort; without the PostgreSQL record
+            # the hold must not linger (best effort: its TTL ends it otherwise).
+            await self._release_quietly(show, booking_id, seat_ids)
+            self.metrics.holds.labels(self.metrics.region, show.region, "failed").inc()
+            raise
+        self.metrics.holds.labels(self.metrics.region, show.region, "held").inc()
+        return {"booking_id": booking_id, "show_id": show.id, "user_id": user_id,
+                "region": show.region, "seat_ids": seat_ids, "status": "INITIATED",
+                "amount_paise": amount, "expires_at": expires_at.isoformat(),
+                "hold_token": token}
+
+    async def _record_hold(self, show: ShowInfo, booking_id: str, user_id: str,
+                           seat_ids: list[str], expires_at: datetime,
+                           prices: dict[str, int]) -> int:
+        async with self.home.transaction(show.region) as conn:
+            # Lock in seat-id order: concurrent holds of overlapping seats never deadlock.
+            rows = await conn.fetch(
+                "SELECT seat_id, status, hold_expires_at FROM show_seat "
+                "WHERE show_id = $1 AND seat_id = ANY($2::text[]) ORDER BY seat_id FOR UPDATE",
+                show.id, seat_ids)
+            now = await conn.fetchval("SELECT now()")
+            free = {r["seat_id"] for r in rows if r["status"] == "AVAILABLE" or
+                    (r["status"] == "LOCKED" and r["hold_expires_at"] <= now)}
+            refused = [s for s in seat_ids if s not in free]
+            if refused:  # Redis lost state (restart, failover): PostgreSQL still decides
+                raise SeatsUnavailable(refused)
+            token: int = await conn.fetchval("SELECT nextval('fence_token_seq')")
+            await conn.execute(
+                "UPDATE show_seat SET status = 'LOCKED', hold_booking_id = $3, "
+                "hold_expires_at = $4, fence_token = $5, updated_at = now() "
+                "WHERE show_id = $1 AND seat_id = ANY($2::text[])",
+                show.id, seat_ids, booking_id, expires_at, token)
+            await conn.execute(
+                "INSERT INTO booking (id, user_id, show_id, status, fence_token, amount_paise, "
+                "expires_at, hold_deadline) VALUES ($1, $2, $3, 'INITIATED', $4, $5, $6, "
+                "now() + $7::interval)",
+                booking_id, user_id, show.id, token, sum(prices.values()), expires_at,
+                timedelta(seconds=self.settings.max_hold_s))
+            await conn.executemany(
+                "INSERT INTO booking_seat (booking_id, show_id, seat_id, price_paise) "
+                "VALUES ($1, $2, $3, $4)",
+                [(booking_id, show.id, s, prices[s]) for s in seat_ids])
+        return token
+
+    async def _release_quietly(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
+        try:
+            await asyncio.shield(self.home.script(show.region, "release", show.id,
+                                                  [booking_id, *seats]))
+        except Exception:
+            log.warning("could not release hold %s; it ends with its TTL", booking_id)
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, booking_id: str) -> dict[str, Any]:
+        show = await self.show_of_booking(booking_id)
+        async with self.home.connection(show.region) as conn:
+            row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
+                                      booking_id)
+        if row is None:
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+        return booking_json(row, show.region)
+
+    async def list_for_user(self, user_id: str) -> dict[str, Any]:
+        """Bookings of a user in every region (each region holds its own), newest first."""
+        if not ids.USER_ID.match(user_id):
+            raise InvalidInput("malformed user id", field="user_id")
+
+        async def one(region: str) -> list[dict[str, Any]]:
+            async with self.home.connection(region) as conn:
+                rows = await conn.fetch(
+                    BOOKING_QUERY + " WHERE b.user_id = $1 GROUP BY b.id "
+                    "ORDER BY b.created_at DESC LIMIT 200", user_id)
+            return [booking_json(r, region) for r in rows]
+
+        regions = list(self.connections.topology.regions)
+        results = await asyncio.gather(*(one(r) for r in regions), return_exceptions=True)
+        bookings: list[dict[str, Any]] = []
+        unavailable = []
+        for region, result in zip(regions, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, RegionUnavailable | PG_UNAVAILABLE):
+                    raise result
+                unavailable.append(region)
+            else:
+                bookings.extend(result)
+        bookings.sort(key=lambda b: b["created_at"], reverse=True)
+        return {"user_id": user_id, "bookings": bookings, "unavailable_regions": unavailable}
+
+    # -- cancel and extend ---------------------------------------------------
+
+    async def cancel(self, booking_id: str) -> dict[str, Any]:
+        show = await self.show_of_booking(booking_id)
+        async with self.home.transaction(show.region) as conn:
+            row = await conn.fetchrow("SELECT status FROM booking WHERE id = $1 FOR UPDATE",
+                                      booking_id)
+            if row is None:
+                raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+            if row["status"] not in ("INITIATED", "CANCELLED"):
+                raise BookingNotPending(booking_id, row["status"])
+            freed = await free_seats(conn, [booking_id])
+            await conn.execute("UPDATE booking SET status = 'CANCELLED', updated_at = now() "
+                               "WHERE id = $1", booking_id)
+        seats = [seat for _, _, seat in freed]
+        if seats:
+            await self._release_quietly(show, booking_id, seats)
+        return await self.get(booking_id)
+
+    async def extend(self, booking_id: str) -> dict[str, Any]:
+        show = await self.show_of_booking(booking_id)
+        async with self.home.connection(show.region) as conn:
+            row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
+                                      booking_id)
+        if row is None:
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+        if row["status"] != "INITIATED":
+            raise BookingNotPending(booking_id, row["status"])
+        deadline_ms = int(row["hold_deadline"].timestamp() * 1000)
+        result = await self.home.script(
+            show.region, "extend", show.id,
+            [booking_id, int(self.settings.hold_ttl_s * 1000), deadline_ms, *row["seat_ids"]])
+        code = int(result[0])
+        if code == 0:
+            raise HoldExpired("the hold is gone; hold the seats again", seats=result[1:])
+        if code == -1:
+            raise HoldExpired("the hold reached its maximum length",
+                              hold_deadline=row["hold_deadline"].isoformat())
+        expires_at = ms_to_datetime(int(result[2]))
+        async with self.home.transaction(show.region) as conn:
+            updated = await conn.fetch(
+                "UPDATE show_seat SET hold_expires_at = $3, updated_at = now() "
+                "WHERE show_id = $1 AND hold_booking_id = $2 AND fence_token = $4 "
+                "AND status = 'LOCKED' RETURNING seat_id",
+                show.id, booking_id, expires_at, row["fence_token"])
+            if len(updated) != len(row["seat_ids"]):
+                raise HoldExpired("the hold is gone; hold the seats again")
+            await conn.execute("UPDATE booking SET expires_at = $2, updated_at = now() "
+                               "WHERE id = $1 AND status = 'INITIATED'", booking_id, expires_at)
+        return await self.get(booking_id)
+
+
+async def free_seats(conn: asyncpg.Connection,
+                     booking_ids: list[str]) -> list[tuple[str, int, str]]:
+    """Make the seats still held by these bookings AVAILABLE; returns (booking, show, seat)."""
+    rows = await conn.fetch(
+        "SELECT hold_booking_id, show_id, seat_id FROM show_seat WHERE hold_booking_id = ANY($1::text[]) "
+        "AND status = 'LOCKED' ORDER BY show_id, seat_id FOR UPDATE", booking_ids)
+    if rows:
+        await conn.execute(
+            "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
+            "hold_expires_at = NULL, updated_at = now() "
+            "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED'", booking_ids)
+    return [(r["hold_booking_id"], r["show_id"], r["seat_id"]) for r in rows]

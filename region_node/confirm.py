@@ -1,0 +1,190 @@
+"""Confirm: the fenced, idempotent, deadlock-free sale of a held booking.
+
+One PostgreSQL transaction on the home primary:
+1. claims the Idempotency-Key (user-scoped). A duplicate arriving while the
+   first runs blocks on the key's unique index until the first commits, then
+   replays its stored response byte for byte — it never runs twice;
+2. locks the booking row, then its seat rows in seat-id order (FOR UPDATE);
+3. checks every seat still carries this booking's fencing token; seats whose
+   hold was lost but that are AVAILABLE (nobody re-held them) are re-taken
+   under the same row locks, so a late confirm succeeds only when no one else
+   could have the seats;
+4. marks seats BOOKED, booking_seat.sold (unique per seat: the last line of
+   defence), the booking CONFIRMED, records the payment and the outbox jobs;
+5. stores the response under the key.
+Business refusals (409) are stored too, so retries get the same answer.
+After commit, Redis turns the holds into booked seats and publishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from region_node.bookings import BOOKING_QUERY, BookingService, booking_json
+from region_node.catalog import ShowInfo
+from region_node.errors import (
+    BookingError,
+    BookingNotPending,
+    HoldExpired,
+    IdempotencyKeyReused,
+    InvalidInput,
+    MissingHeader,
+    NotFound,
+    PaymentReused,
+    SeatsTaken,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: str  # JSON text, returned verbatim on every replay
+
+
+def validate_confirm(key: str | None, body: Any) -> tuple[str, str]:
+    if not key:
+        raise MissingHeader("Idempotency-Key header is required", header="Idempotency-Key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"Idempotency-Key longer than {MAX_KEY_LENGTH}", field="Idempotency-Key")
+    if not isinstance(body, dict) or not isinstance(body.get("payment_id"), str) \
+            or not 0 < len(body["payment_id"]) <= 128:
+        raise InvalidInput("body must be {\"payment_id\": str} (1-128 characters)",
+                           field="payment_id")
+    return key, body["payment_id"]
+
+
+def request_hash(booking_id: str, body: Any) -> str:
+    canonical = json.dumps({"booking_id": booking_id, "body": body}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ConfirmService:
+    def __init__(self, bookings: BookingService) -> None:
+        self.bookings = bookings
+        self.home = bookings.home
+        self.metrics = bookings.metrics
+
+    async def confirm(self, booking_id: str, key: str | None, body: Any) -> StoredResponse:
+        key, payment_id = validate_confirm(key, body)
+        show = await self.bookings.show_of_booking(booking_id)
+        fingerprint = request_hash(booking_id, body)
+        async with self.home.connection(show.region) as conn:
+            user_id = await conn.fetchval("SELECT user_id FROM booking WHERE id = $1", booking_id)
+        if user_id is None:
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+        try:
+            response, sold = await self._confirm_tx(show, booking_id, user_id, key, fingerprint,
+                                                    payment_id)
+        except asyncpg.UniqueViolationError as exc:  # raced with another sale: nothing committed
+            self._count(show, "conflict")
+            if exc.constraint_name == "payment_pkey":
+                raise PaymentReused("this payment_id already paid another booking") from None
+            raise SeatsTaken([]) from None
+        if sold:
+            self._count(show, "confirmed")
+            await self._record_in_redis(show, booking_id, sold)
+        return response
+
+    def _count(self, show: ShowInfo, outcome: str) -> None:
+        self.metrics.confirms.labels(self.metrics.region, show.region, outcome).inc()
+
+    async def _confirm_tx(self, show: ShowInfo, booking_id: str, user_id: str, key: str,
+                          fingerprint: str, payment_id: str) -> tuple[StoredResponse, list[str]]:
+        async with self.home.transaction(show.region) as conn:
+            claimed = await conn.fetchval(
+                "INSERT INTO idempotency (user_id, key, request_hash, status_code, response_body)"
+                " VALUES ($1, $2, $3, 0, '') ON CONFLICT DO NOTHING RETURNING true",
+                user_id, key, fingerprint)
+            if not claimed:
+                self._count(show, "replayed")
+                return await _replay(conn, user_id, key, fingerprint), []
+            try:
+                sold = await _sell(conn, show, booking_id, payment_id)
+                row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
+                                          booking_id)
+                response = StoredResponse(200, json.dumps(booking_json(row, show.region)))
+            except BookingError as exc:
+                self._count(show, exc.code)
+                response, sold = StoredResponse(exc.status, json.dumps(exc.body())), []
+            await conn.execute(
+                "UPDATE idempotency SET status_code = $3, response_body = $4 "
+                "WHERE user_id = $1 AND key = $2", user_id, key, response.status, response.body)
+            return response, sold
+
+    async def _record_in_redis(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
+        try:
+            await self.home.script(show.region, "book", show.id, [booking_id, *seats])
+        except Exception:
+            # The sale is committed in PostgreSQL and stands. Redis only lags:
+            # its stale hold can not sell the seat again (PostgreSQL refuses).
+            log.exception("confirmed %s but could not record it in Redis", booking_id)
+
+
+async def _replay(conn: asyncpg.Connection, user_id: str, key: str,
+                  fingerprint: str) -> StoredResponse:
+    row = await conn.fetchrow(
+        "SELECT request_hash, status_code, response_body FROM idempotency "
+        "WHERE user_id = $1 AND key = $2", user_id, key)
+    if row["request_hash"] != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+    return StoredResponse(row["status_code"], row["response_body"])
+
+
+async def _sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
+                payment_id: str) -> list[str]:
+    """The fenced sale. Raises a BookingError (nothing changed) or returns the seats sold."""
+    booking = await conn.fetchrow(
+        "SELECT status, fence_token, amount_paise, payment_id FROM booking "
+        "WHERE id = $1 FOR UPDATE", booking_id)
+    if booking["status"] == "CONFIRMED":
+        raise BookingNotPending(booking_id, "CONFIRMED")
+    if booking["status"] != "INITIATED":
+        raise HoldExpired(f"booking {booking_id} is {booking['status']}; hold the seats again",
+                          status=booking["status"])
+    wanted = [r["seat_id"] for r in await conn.fetch(
+        "SELECT seat_id FROM booking_seat WHERE booking_id = $1 ORDER BY seat_id", booking_id)]
+    rows = await conn.fetch(
+        "SELECT seat_id, status, hold_booking_id, fence_token FROM show_seat "
+        "WHERE show_id = $1 AND seat_id = ANY($2::text[]) ORDER BY seat_id FOR UPDATE",
+        show.id, wanted)
+    # Under READ COMMITTED a waiter can skip a row that changed while it waited:
+    # every seat must be locked, or nothing is sold.
+    if len(rows) != len(wanted):
+        locked = {r["seat_id"] for r in rows}
+        raise SeatsTaken([s for s in wanted if s not in locked])
+    taken = [r["seat_id"] for r in rows if not _still_ours(r, booking_id, booking["fence_token"])]
+    if taken:
+        raise SeatsTaken(taken)
+    await conn.execute(
+        "UPDATE show_seat SET status = 'BOOKED', booked_booking_id = $3, hold_booking_id = NULL, "
+        "hold_expires_at = NULL, updated_at = now() "
+        "WHERE show_id = $1 AND seat_id = ANY($2::text[])", show.id, wanted, booking_id)
+    await conn.execute("UPDATE booking_seat SET sold = true WHERE booking_id = $1", booking_id)
+    await conn.execute(
+        "UPDATE booking SET status = 'CONFIRMED', payment_id = $2, updated_at = now() "
+        "WHERE id = $1", booking_id, payment_id)
+    await conn.execute(
+        "INSERT INTO payment (id, booking_id, amount_paise, status) VALUES ($1, $2, $3, 'RECORDED')",
+        payment_id, booking_id, booking["amount_paise"])
+    payload = json.dumps({"booking_id": booking_id, "show_id": show.id, "seat_ids": wanted})
+    await conn.executemany(
+        "INSERT INTO outbox (kind, payload) VALUES ($1, $2::jsonb)",
+        [("ticket", payload), ("notification", payload)])
+    return wanted
+
+
+def _still_ours(row: asyncpg.Record, booking_id: str, token: int) -> bool:
+    if row["status"] == "LOCKED":
+        return bool(row["hold_booking_id"] == booking_id and row["fence_token"] == token)
+    # Our hold lapsed and nobody took the seat since: re-take it under this row lock.
+    return bool(row["status"] == "AVAILABLE")

@@ -1,0 +1,1 @@
+"""PostgreSQL schema (versioned migrations) and the queries the node runs."""

@@ -1,0 +1,90 @@
+"""Errors a node raises. Views only raise; `middlewares.error_middleware` maps them to HTTP.
+
+Two families: a `RequestError` is the caller's mistake (4xx, fix the request),
+a `BookingError` is a refusal by the booking rules (409, the world changed).
+Region outages come from `router.RegionUnavailable` (503).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NodeError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class RequestError(NodeError):
+    status = 400
+    code = "bad_request"
+
+
+class MalformedId(RequestError):
+    code = "malformed_id"
+
+
+class MissingHeader(RequestError):
+    code = "missing_header"
+
+
+class NotFound(RequestError):
+    status = 404
+    code = "not_found"
+
+
+class InvalidInput(RequestError):
+    status = 422
+    code = "invalid_input"
+
+
+class IdempotencyKeyReused(RequestError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class BookingError(NodeError):
+    status = 409
+    code = "conflict"
+
+
+class SeatsUnavailable(BookingError):
+    code = "seats_unavailable"
+
+    def __init__(self, seats: list[str]) -> None:
+        super().__init__(f"{len(seats)} seat(s) not free: {', '.join(seats)}", seats=seats)
+
+
+class SeatsTaken(BookingError):
+    code = "seats_taken"
+
+    def __init__(self, seats: list[str]) -> None:
+        super().__init__("the hold was lost: these seats now belong to another booking",
+                         seats=seats)
+
+
+class HoldExpired(BookingError):
+    code = "hold_expired"
+
+
+class BookingNotPending(BookingError):
+    code = "booking_not_pending"
+
+    def __init__(self, booking_id: str, status: str) -> None:
+        super().__init__(f"booking {booking_id} is {status}", status=status)
+
+
+class RequestInProgress(BookingError):
+    code = "in_progress"
+
+
+class PaymentReused(BookingError):
+    code = "payment_already_used"

@@ -1,0 +1,73 @@
+"""Access to a show's home region for writes, with CP failure semantics.
+
+Every write to a home region's Redis master or PostgreSQL primary goes
+through here: a region that does not answer within the write deadline
+becomes `RegionUnavailable` (HTTP 503) — never a hang, never a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from region_node import keys
+from region_node.scripts import SeatScripts
+from router.errors import RegionUnavailable
+from router.registry import Connections
+
+# Bound on one PostgreSQL transaction of the write path; with the Redis
+# timeout this keeps every write's answer (200/409/503) well under 2 s.
+PG_WRITE_DEADLINE_S = 1.2
+
+PG_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+)
+REDIS_UNAVAILABLE = (OSError, asyncio.TimeoutError, aioredis.ConnectionError,
+                     aioredis.TimeoutError)
+
+
+class HomeRegion:
+    """Runs seat scripts and transactions against the home region of a show."""
+
+    def __init__(self, connections: Connections) -> None:
+        self._connections = connections
+        self._scripts = SeatScripts()
+
+    async def script(self, region: str, name: str, show_id: int, args: list[Any]) -> Any:
+        client = self._connections.redis_master(region)
+        try:
+            return await self._scripts.run(
+                client, name, keys.show_keys(show_id),
+                [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
+        except REDIS_UNAVAILABLE as exc:
+            raise RegionUnavailable(region, "redis master") from exc
+
+    @asynccontextmanager
+    async def transaction(self, region: str) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._connections.pg_primary(region)
+        try:
+            async with asyncio.timeout(PG_WRITE_DEADLINE_S):
+                async with pool.acquire() as conn, conn.transaction():
+                    yield conn
+        except PG_UNAVAILABLE as exc:
+            raise RegionUnavailable(region, "postgres primary") from exc
+
+    @asynccontextmanager
+    async def connection(self, region: str) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._connections.pg_primary(region)
+        try:
+            async with asyncio.timeout(PG_WRITE_DEADLINE_S):
+                async with pool.acquire() as conn:
+                    yield conn
+        except PG_UNAVAILABLE as exc:
+            raise RegionUnavailable(region, "postgres primary") from exc

@@ -1,0 +1,41 @@
+"""Every Redis key and channel name, built in one place.
+
+All keys of a show share the hash tag `{show:<id>}`, so one Lua script only
+ever touches one cluster slot (Redis-Cluster safe).
+"""
+
+from __future__ import annotations
+
+# One channel per master: every seat change of that region's shows. Nodes
+# subscribe on their local replica of each master (publishes replicate).
+SEAT_CHANGES_CHANNEL = "bookcluster:seat-changes"
+
+
+def show_tag(show_id: int) -> str:
+    return f"{{show:{show_id}}}"
+
+
+def show_holds(show_id: int) -> str:
+    """Hash seat_id -> "<booking_id>|<expires_at_ms>"; an entry past its expiry is free."""
+    return f"{show_tag(show_id)}:holds"
+
+
+def show_booked(show_id: int) -> str:
+    """Hash seat_id -> booking_id of the confirmed booking that bought it."""
+    return f"{show_tag(show_id)}:booked"
+
+
+def show_blocked(show_id: int) -> str:
+    """Set of seat_ids that are never for sale in this show (UNAVAILABLE)."""
+    return f"{show_tag(show_id)}:blocked"
+
+
+def show_version(show_id: int) -> str:
+    """Counter bumped by every change of the show's seats; tags caches and messages."""
+    return f"{show_tag(show_id)}:version"
+
+
+def show_keys(show_id: int) -> list[str]:
+    """KEYS of every seat script, in the order the scripts expect them."""
+    return [show_holds(show_id), show_booked(show_id), show_blocked(show_id),
+            show_version(show_id)]

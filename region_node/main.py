@@ -1,0 +1,25 @@
+"""Entry point of an app node: `python -m region_node --region R --port P`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvloop
+from aiohttp import web
+
+from region_node.app import create_app
+from region_node.settings import from_args
+from router.errors import TopologyError
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = from_args(argv)
+    except TopologyError as exc:
+        sys.exit(f"error: {exc}")
+    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                print=None, access_log=None, loop=uvloop.new_event_loop(),
+                shutdown_timeout=5.0)

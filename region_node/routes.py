@@ -1,0 +1,26 @@
+"""URL table of a node."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from region_node.views import booking, catalog, ops
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", ops.healthz)
+    r.add_get("/readyz", ops.readyz)
+    r.add_get("/metrics", ops.metrics)
+
+    r.add_get("/theatres", catalog.list_theatres)
+    r.add_get("/theatres/{theatre_id}/shows", catalog.theatre_shows)
+    r.add_get("/shows/{show_id}", catalog.show_detail)
+    r.add_get("/shows/{show_id}/seats", catalog.show_seats)
+
+    r.add_post("/booking/seats/{show_id}/lock", booking.hold)
+    r.add_post("/booking/booking/{booking_id}/confirm", booking.confirm)
+    r.add_post("/booking/booking/{booking_id}/cancel", booking.cancel)
+    r.add_post("/booking/booking/{booking_id}/extend", booking.extend)
+    r.add_get("/booking/booking/{booking_id}", booking.get_booking)
+    r.add_get("/users/{user_id}/bookings", booking.user_bookings)

@@ -1,0 +1,135 @@
+"""Lua scripts that change a show's seats on its home Redis master.
+
+Every script takes the same KEYS (see `keys.show_keys`), all tagged
+`{show:<id>}` so a script touches one cluster slot:
+    KEYS[1] holds    hash seat -> "<booking_id>|<expires_at_ms>"
+    KEYS[2] booked   hash seat -> booking_id
+    KEYS[3] blocked  set of seats never for sale
+    KEYS[4] version  counter, bumped once per change
+and publishes each change on the channel in ARGV[1] as JSON
+{show, version, seats, status, booking[, expires_at]} (publishes replicate, so
+nodes hear them on their local replica). Time comes from the master's clock
+(TIME), not a node's, so every node agrees when a hold ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_HOLDER = """
+local function holder(seat)
+  local h = redis.call('HGET', KEYS[1], seat)
+  if not h then return nil, 0 end
+  local sep = string.find(h, '|', 1, true)
+  return string.sub(h, 1, sep - 1), tonumber(string.sub(h, sep + 1))
+end
+"""
+
+_PUBLISH = """
+local function publish(seats, status, booking, expires)
+  local version = redis.call('INCR', KEYS[4])
+  local msg = {show = tonumber(ARGV[2]), version = version, seats = seats,
+               status = status, booking = booking}
+  if expires then msg.expires_at = expires end
+  redis.call('PUBLISH', ARGV[1], cjson.encode(msg))
+  return version
+end
+"""
+
+# ARGV: channel, show_id, booking_id, ttl_ms, seat...
+# Returns {1, version, expires_at_ms}: every seat was free and is now held by booking_id;
+#         {0, seat...}: nothing changed; these seats were held, booked or blocked.
+HOLD = _NOW + _HOLDER + _PUBLISH + """
+local seats, taken = {}, {}
+for i = 5, #ARGV do
+  local seat = ARGV[i]
+  seats[#seats + 1] = seat
+  local _, expires = holder(seat)
+  if redis.call('SISMEMBER', KEYS[3], seat) == 1 or redis.call('HEXISTS', KEYS[2], seat) == 1
+     or expires > now then
+    taken[#taken + 1] = seat
+  end
+end
+if #taken > 0 then return {0, unpack(taken)} end
+local expires = now + tonumber(ARGV[4])
+local value = ARGV[3] .. '|' .. expires
+for _, seat in ipairs(seats) do redis.call('HSET', KEYS[1], seat, value) end
+return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires}
+"""
+
+# ARGV: channel, show_id, booking_id, seat...
+# Drops the holds of booking_id on these seats (others' holds are left alone).
+# Returns {version or 0, released seat...}.
+RELEASE = _HOLDER + _PUBLISH + """
+local released = {}
+for i = 4, #ARGV do
+  local owner = holder(ARGV[i])
+  if owner == ARGV[3] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    released[#released + 1] = ARGV[i]
+  end
+end
+if #released == 0 then return {0} end
+return {publish(released, 'AVAILABLE', ARGV[3]), unpack(released)}
+"""
+
+# ARGV: channel, show_id, booking_id, seat...
+# Records seats as sold to booking_id after PostgreSQL committed the sale:
+# PostgreSQL decided, so any hold on these seats is dropped. Returns version.
+BOOK = _PUBLISH + """
+local seats = {}
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[3])
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  seats[#seats + 1] = ARGV[i]
+end
+return publish(seats, 'BOOKED', ARGV[3])
+"""
+
+# ARGV: channel, show_id, booking_id, ttl_ms, deadline_ms, seat...
+# Extends booking_id's live holds to min(now + ttl, deadline).
+# Returns {1, version, expires_at_ms}; {0, seat...} if a hold is gone or
+# belongs to someone else (nothing changed); {-1, deadline_ms} if the hold
+# already reached its cap.
+EXTEND = _NOW + _HOLDER + _PUBLISH + """
+local seats, lost = {}, {}
+for i = 6, #ARGV do
+  local owner, expires = holder(ARGV[i])
+  seats[#seats + 1] = ARGV[i]
+  if owner ~= ARGV[3] or expires <= now then lost[#lost + 1] = ARGV[i] end
+end
+if #lost > 0 then return {0, unpack(lost)} end
+local expires = math.min(now + tonumber(ARGV[4]), tonumber(ARGV[5]))
+local _, current = holder(seats[1])
+if expires <= current then return {-1, tonumber(ARGV[5])} end
+local value = ARGV[3] .. '|' .. expires
+for _, seat in ipairs(seats) do redis.call('HSET', KEYS[1], seat, value) end
+return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires}
+"""
+
+
+class SeatScripts:
+    """The seat scripts registered once per Redis client (EVALSHA, loaded on first use)."""
+
+    def __init__(self) -> None:
+        self._registered: dict[int, dict[str, AsyncScript]] = {}
+
+    def _scripts(self, client: aioredis.Redis) -> dict[str, AsyncScript]:
+        scripts = self._registered.get(id(client))
+        if scripts is None:
+            scripts = {name: client.register_script(body) for name, body in
+                       (("hold", HOLD), ("release", RELEASE), ("book", BOOK), ("extend", EXTEND))}
+            self._registered[id(client)] = scripts
+        return scripts
+
+    async def run(self, client: aioredis.Redis, name: str, keys: list[str],
+                  args: list[Any]) -> Any:
+        return await self._scripts(client)[name](keys=keys, args=args)

@@ -1,0 +1,57 @@
+"""The live state of a show's seats as Redis holds it, and how to read it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from region_node import keys
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_hold(value: str) -> tuple[str, int]:
+    """A hold entry "<booking_id>|<expires_at_ms>" -> (booking_id, expires_at_ms)."""
+    booking_id, _, expires = value.partition("|")
+    return booking_id, int(expires)
+
+
+@dataclass(frozen=True)
+class SeatState:
+    version: int
+    holds: dict[str, tuple[str, int]] = field(default_factory=dict)
+    booked: dict[str, str] = field(default_factory=dict)
+    blocked: frozenset[str] = frozenset()
+    read_at: float = 0.0  # wall-clock seconds when read from Redis
+
+    def status(self, seat_id: str, at_ms: int) -> str:
+        if seat_id in self.blocked:
+            return "UNAVAILABLE"
+        if seat_id in self.booked:
+            return "BOOKED"
+        hold = self.holds.get(seat_id)
+        # A hold past its expiry is free, message or not: nobody waits for a sweep.
+        if hold is not None and hold[1] > at_ms:
+            return "LOCKED"
+        return "AVAILABLE"
+
+
+async def read_seat_state(client: aioredis.Redis, show_id: int) -> SeatState:
+    """One MULTI on `client` (a replica or the master), so the four keys agree."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.get(keys.show_version(show_id))
+        pipe.hgetall(keys.show_holds(show_id))
+        pipe.hgetall(keys.show_booked(show_id))
+        pipe.smembers(keys.show_blocked(show_id))
+        version, holds, booked, blocked = await pipe.execute()
+    return SeatState(
+        version=int(version or 0),
+        holds={seat: parse_hold(v) for seat, v in holds.items()},
+        booked=dict(booked),
+        blocked=frozenset(blocked),
+        read_at=time.time(),
+    )

@@ -1,0 +1,55 @@
+"""A node's settings: the topology plus its own place in it, read once at the entry point."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from router.topology import Topology, load_topology, parse_duration
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    topology: Topology
+    region: str
+    host: str
+    port: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.region}@{self.host}:{self.port}"
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m region_node", description="bookcluster app node")
+    p.add_argument("--topology", type=Path, default=Path("topology.yaml"))
+    p.add_argument("--region", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--run-dir", type=Path, help="override settings.run_dir")
+    p.add_argument("--hold-ttl", type=_duration, help="override settings.hold_ttl, e.g. 5s")
+    p.add_argument("--sweep-interval", type=_duration, help="override settings.sweep_interval")
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> NodeSettings:
+    args = parser().parse_args(argv)
+    topology = load_topology(args.topology, run_dir=args.run_dir)
+    if args.region not in topology.regions:
+        parser().error(f"--region {args.region!r} is not in {topology.path}")
+    overrides = {}
+    if args.hold_ttl is not None:
+        overrides["hold_ttl_s"] = args.hold_ttl
+    if args.sweep_interval is not None:
+        overrides["sweep_interval_s"] = args.sweep_interval
+    if overrides:
+        topology = topology.with_settings(**overrides)
+    return NodeSettings(topology, args.region, args.host, args.port)

@@ -1,0 +1,24 @@
+"""Typed application keys: what a node's aiohttp app holds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from region_node.bookings import BookingService
+    from region_node.catalog import Catalog
+    from region_node.metrics import NodeMetrics
+    from region_node.seatmap import SeatMaps
+    from region_node.settings import NodeSettings
+    from router.placement import Placement
+    from router.registry import Connections
+
+settings_key: web.AppKey[NodeSettings] = web.AppKey("settings")
+placement_key: web.AppKey[Placement] = web.AppKey("placement")
+connections_key: web.AppKey[Connections] = web.AppKey("connections")
+catalog_key: web.AppKey[Catalog] = web.AppKey("catalog")
+seatmaps_key: web.AppKey[SeatMaps] = web.AppKey("seatmaps")
+bookings_key: web.AppKey[BookingService] = web.AppKey("bookings")
+metrics_key: web.AppKey[NodeMetrics] = web.AppKey("metrics")

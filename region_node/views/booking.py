@@ -1,0 +1,65 @@
+"""Booking write path: hold, confirm, cancel, extend, and booking reads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from region_node import ids
+from region_node.confirm import ConfirmService
+from region_node.errors import InvalidInput
+from region_node.typedefs import bookings_key, catalog_key
+
+confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
+MAX_BODY_BYTES = 16 * 1024
+
+
+async def json_body(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise InvalidInput(f"body larger than {MAX_BODY_BYTES} bytes")
+    text = await request.text()
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+async def hold(request: web.Request) -> web.Response:
+    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    body = await json_body(request)
+    result = await request.app[bookings_key].hold(show, body)
+    return web.json_response(result, status=201)
+
+
+async def confirm(request: web.Request) -> web.Response:
+    booking_id = request.match_info["booking_id"]
+    ids.booking_show(booking_id)
+    body = await json_body(request)
+    stored = await request.app[confirm_key].confirm(
+        booking_id, request.headers.get("Idempotency-Key"), body)
+    # The stored text, byte for byte: a retry sees exactly the first answer.
+    return web.Response(text=stored.body, status=stored.status, content_type="application/json")
+
+
+async def cancel(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[bookings_key].cancel(
+        request.match_info["booking_id"]))
+
+
+async def extend(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[bookings_key].extend(
+        request.match_info["booking_id"]))
+
+
+async def get_booking(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[bookings_key].get(
+        request.match_info["booking_id"]))
+
+
+async def user_bookings(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[bookings_key].list_for_user(
+        request.match_info["user_id"]))

@@ -1,0 +1,124 @@
+"""Per-region connection registry: one owner for every Redis client and asyncpg pool.
+
+A node in region R talks to
+- each region's Redis master (writes for that region's theatres),
+- R's local replica of each region's master (seat-map reads that stay home),
+- each region's PostgreSQL primary (bookings of that region's theatres),
+- R's own PostgreSQL (the catalog, which every region holds in full).
+
+Everything is created at open without connecting (asyncpg pools with
+min_size=0, redis-py connects on first command), so a dead region never
+blocks start-up, and closed in `close()`.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from router.topology import Endpoint, Topology
+
+# Writes must fail fast when a home region is unreachable (CP, answer 503 in
+# well under 2 s): short timeouts and no silent retries.
+REDIS_CONNECT_TIMEOUT_S = 0.5
+REDIS_COMMAND_TIMEOUT_S = 0.8
+PG_CONNECT_TIMEOUT_S = 0.8
+PG_COMMAND_TIMEOUT_S = 1.0
+PG_POOL_MAX = 10
+PG_DATABASE = "bookcluster"
+PG_USER = "bookcluster"
+
+
+def pg_dsn(endpoint: Endpoint) -> str:
+    return f"postgresql://{PG_USER}@{endpoint.host}:{endpoint.port}/{PG_DATABASE}"
+
+
+def redis_url(endpoint: Endpoint) -> str:
+    return f"redis://{endpoint.host}:{endpoint.port}/0"
+
+
+def make_redis(endpoint: Endpoint, *, timeout_s: float = REDIS_COMMAND_TIMEOUT_S) -> aioredis.Redis:
+    return aioredis.Redis(
+        host=endpoint.host,
+        port=endpoint.port,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+
+
+async def make_pg_pool(endpoint: Endpoint, *, max_size: int = PG_POOL_MAX) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        pg_dsn(endpoint),
+        min_size=0,
+        max_size=max_size,
+        timeout=PG_CONNECT_TIMEOUT_S,
+        command_timeout=PG_COMMAND_TIMEOUT_S,
+        # Idle connections to a region that went away are dropped, not kept broken.
+        max_inactive_connection_lifetime=60.0,
+    )
+
+
+class Connections:
+    """Owns the clients of one node (or worker) living in `local_region`."""
+
+    def __init__(self, topology: Topology, local_region: str) -> None:
+        self.topology = topology
+        self.local_region = local_region
+        self._masters: dict[str, aioredis.Redis] = {}
+        self._replicas: dict[str, aioredis.Redis] = {}
+        self._pg: dict[str, asyncpg.Pool] = {}
+        self._closed = False
+
+    async def open(self) -> Connections:
+        local = self.topology.region(self.local_region)
+        for name, region in self.topology.regions.items():
+            self._masters[name] = make_redis(region.redis_master)
+            self._replicas[name] = make_redis(local.redis_replicas[name])
+            self._pg[name] = await make_pg_pool(region.pg_primary)
+        return self
+
+    def redis_master(self, region: str) -> aioredis.Redis:
+        return self._masters[region]
+
+    def redis_replica(self, source_region: str) -> aioredis.Redis:
+        """This region's replica of `source_region`'s master."""
+        return self._replicas[source_region]
+
+    def pg_primary(self, region: str) -> asyncpg.Pool:
+        return self._pg[region]
+
+    def pg_catalog(self) -> asyncpg.Pool:
+        """The local region's PostgreSQL, which holds the whole catalog."""
+        return self._pg[self.local_region]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for client in [*self._masters.values(), *self._replicas.values()]:
+            await client.aclose()
+        for pool in self._pg.values():
+            await pool.close()
+
+    def terminate(self) -> None:
+        """Hard stop without waiting for in-flight queries."""
+        self._closed = True
+        for pool in self._pg.values():
+            pool.terminate()
+
+    async def __aenter__(self) -> Connections:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,283 @@
+"""The topology model: `topology.yaml` loaded and validated into frozen dataclasses.
+
+Validation fails on the first problem, naming the file, the line, the key path
+and the reason, so an operator can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from router.errors import TopologyError
+
+REGION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+THEATRE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    redis_master: Endpoint
+    # Replicas hosted in this region, keyed by the region whose master they copy.
+    redis_replicas: Mapping[str, Endpoint]
+    pg_primary: Endpoint
+    pg_standby: Endpoint | None
+    nodes: tuple[Endpoint, ...]
+
+    def endpoints(self) -> list[tuple[str, Endpoint]]:
+        """Every listening address of this region with a label, for duplicate checks."""
+        found = [("redis.master", self.redis_master), ("postgres.primary", self.pg_primary)]
+        found += [(f"redis.replicas.{src}", ep) for src, ep in self.redis_replicas.items()]
+        if self.pg_standby is not None:
+            found.append(("postgres.standby", self.pg_standby))
+        found += [(f"nodes[{i}]", ep) for i, ep in enumerate(self.nodes)]
+        return found
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_dir: Path
+    hold_ttl_s: float = 600.0
+    max_hold_s: float = 1800.0
+    max_seats_per_booking: int = 10
+    sweep_interval_s: float = 5.0
+    # fsync and synchronous_commit on PostgreSQL; tests turn it off for speed.
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: Path
+    epoch: int
+    settings: Settings
+    regions: Mapping[str, Region]
+    theatres: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def region(self, name: str) -> Region:
+        return self.regions[name]
+
+    def with_settings(self, **changes: Any) -> Topology:
+        return replace(self, settings=replace(self.settings, **changes))
+
+
+def parse_duration(text: str) -> float:
+    """'600s', '5s', '250ms', '30m' -> seconds. Raises ValueError."""
+    match = DURATION.match(str(text).strip())
+    if not match:
+        raise ValueError(f"expected a duration like 600s, 250ms or 30m, got {text!r}")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+class _Reader:
+    """Walks the YAML node tree, remembering each key path's line for error messages."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[str, int] = {}
+        self._scalars = yaml.SafeLoader("")  # resolves scalar tags (int, bool, str)
+
+    def fail(self, key: str, reason: str) -> TopologyError:
+        line = self.lines.get(key)
+        if line is None:  # fall back to the nearest parent we know a line for
+            parent = key
+            while parent and line is None:
+                parent = parent.rpartition(".")[0]
+                line = self.lines.get(parent)
+        return TopologyError(self.file, key, reason, line)
+
+    def to_python(self, node: yaml.Node, key: str = "") -> Any:
+        self.lines.setdefault(key, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for k_node, v_node in node.value:
+                name = str(k_node.value)
+                child = f"{key}.{name}" if key else name
+                self.lines[child] = k_node.start_mark.line + 1
+                if name in out:
+                    raise self.fail(child, "duplicate key")
+                out[name] = self.to_python(v_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.to_python(v, f"{key}[{i}]") for i, v in enumerate(node.value)]
+        return self._scalars.construct_object(node, deep=True)
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def known_keys(self, value: dict[str, Any], key: str, allowed: set[str]) -> None:
+        for name in value:
+            if name not in allowed:
+                path = f"{key}.{name}" if key else name
+                raise self.fail(path, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def require(self, value: dict[str, Any], key: str, name: str) -> Any:
+        if name not in value or value[name] is None:
+            raise self.fail(f"{key}.{name}" if key else name, "missing")
+        return value[name]
+
+    def endpoint(self, value: Any, key: str) -> Endpoint:
+        if not isinstance(value, str) or value.count(":") != 1:
+            raise self.fail(key, f"expected 'host:port', got {value!r}")
+        host, _, port_text = value.partition(":")
+        if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise self.fail(key, f"expected 'host:port' with a port in 1..65535, got {value!r}")
+        return Endpoint(host, int(port_text))
+
+    def duration(self, value: Any, key: str) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+        if seconds <= 0:
+            raise self.fail(key, "must be positive")
+        return seconds
+
+
+def load_topology(path: str | Path, run_dir: Path | None = None) -> Topology:
+    """Read and validate a topology file. Raises TopologyError naming file, line, key, reason."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TopologyError(str(path), "", f"cannot read: {exc.strerror}") from None
+    return parse_topology(text, path, run_dir)
+
+
+def parse_topology(text: str, path: Path, run_dir: Path | None = None) -> Topology:
+    reader = _Reader(str(path))
+    try:
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TopologyError(str(path), "", f"malformed YAML: {problem}", line) from None
+    if root_node is None:
+        raise TopologyError(str(path), "", "file is empty")
+    root = reader.mapping(reader.to_python(root_node), "")
+    reader.known_keys(root, "", {"epoch", "settings", "regions", "theatres"})
+
+    epoch = root.get("epoch", 1)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise reader.fail("epoch", f"expected a positive integer, got {epoch!r}")
+
+    settings = _settings(reader, root.get("settings") or {}, path, run_dir)
+    regions_raw = reader.mapping(reader.require(root, "", "regions"), "regions")
+    if not regions_raw:
+        raise reader.fail("regions", "at least one region is required")
+    for name in regions_raw:
+        if not REGION_NAME.match(name):
+            raise reader.fail(f"regions.{name}", "region names are lowercase [a-z0-9_-]")
+    regions = {name: _region(reader, name, raw, set(regions_raw)) for name, raw in regions_raw.items()}
+    _check_unique_endpoints(reader, regions)
+
+    theatres_raw = reader.mapping(root.get("theatres") or {}, "theatres")
+    for theatre_id, region in theatres_raw.items():
+        key = f"theatres.{theatre_id}"
+        if not THEATRE_ID.match(theatre_id):
+            raise reader.fail(key, "theatre ids are lowercase [a-z0-9-]")
+        if region not in regions:
+            raise reader.fail(key, f"unknown region {region!r} (known: {', '.join(regions)})")
+
+    return Topology(
+        path=path,
+        epoch=epoch,
+        settings=settings,
+        regions=MappingProxyType(regions),
+        theatres=MappingProxyType(dict(theatres_raw)),
+    )
+
+
+def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Settings:
+    raw = reader.mapping(raw, "settings")
+    allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
+               "durable"}
+    reader.known_keys(raw, "settings", allowed)
+    run_dir_value = raw.get("run_dir", ".run")
+    if not isinstance(run_dir_value, str) or not run_dir_value:
+        raise reader.fail("settings.run_dir", "expected a path")
+    resolved_run_dir = run_dir or (path.parent / run_dir_value).resolve()
+    out = Settings(run_dir=resolved_run_dir)
+    if "hold_ttl" in raw:
+        out = replace(out, hold_ttl_s=reader.duration(raw["hold_ttl"], "settings.hold_ttl"))
+    if "max_hold" in raw:
+        out = replace(out, max_hold_s=reader.duration(raw["max_hold"], "settings.max_hold"))
+    if "sweep_interval" in raw:
+        out = replace(out, sweep_interval_s=reader.duration(raw["sweep_interval"],
+                                                            "settings.sweep_interval"))
+    if "max_seats_per_booking" in raw:
+        cap = raw["max_seats_per_booking"]
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            raise reader.fail("settings.max_seats_per_booking", "expected a positive integer")
+        out = replace(out, max_seats_per_booking=cap)
+    if "durable" in raw:
+        if not isinstance(raw["durable"], bool):
+            raise reader.fail("settings.durable", "expected true or false")
+        out = replace(out, durable=raw["durable"])
+    return out
+
+
+def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Region:
+    key = f"regions.{name}"
+    raw = reader.mapping(raw, key)
+    reader.known_keys(raw, key, {"redis", "postgres", "nodes"})
+    redis_raw = reader.mapping(reader.require(raw, key, "redis"), f"{key}.redis")
+    reader.known_keys(redis_raw, f"{key}.redis", {"master", "replicas"})
+    master = reader.endpoint(reader.require(redis_raw, f"{key}.redis", "master"),
+                             f"{key}.redis.master")
+    replicas_raw = reader.mapping(redis_raw.get("replicas") or {}, f"{key}.redis.replicas")
+    replicas: dict[str, Endpoint] = {}
+    for source, address in replicas_raw.items():
+        rkey = f"{key}.redis.replicas.{source}"
+        if source not in all_regions:
+            raise reader.fail(rkey, f"unknown region {source!r}: a replica copies a region's master")
+        replicas[source] = reader.endpoint(address, rkey)
+    missing = sorted(all_regions - set(replicas))
+    if missing:
+        raise reader.fail(f"{key}.redis.replicas",
+                          f"needs a replica of every region's master; missing {', '.join(missing)}")
+
+    pg_raw = reader.mapping(reader.require(raw, key, "postgres"), f"{key}.postgres")
+    reader.known_keys(pg_raw, f"{key}.postgres", {"primary", "standby"})
+    primary = reader.endpoint(reader.require(pg_raw, f"{key}.postgres", "primary"),
+                              f"{key}.postgres.primary")
+    standby = None
+    if pg_raw.get("standby") is not None:
+        standby = reader.endpoint(pg_raw["standby"], f"{key}.postgres.standby")
+
+    nodes_raw = reader.require(raw, key, "nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise reader.fail(f"{key}.nodes", "expected a non-empty list of 'host:port'")
+    nodes = tuple(reader.endpoint(n, f"{key}.nodes[{i}]") for i, n in enumerate(nodes_raw))
+    return Region(name, master, MappingProxyType(replicas), primary, standby, nodes)
+
+
+def _check_unique_endpoints(reader: _Reader, regions: dict[str, Region]) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for region in regions.values():
+        for label, ep in region.endpoints():
+            key = f"regions.{region.name}.{label}"
+            where = (ep.host, ep.port)
+            if where in seen:
+                raise reader.fail(key, f"duplicate host:port {ep} (also used by {seen[where]})")
+            seen[where] = key
