@@ -79,7 +79,8 @@ PROBES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
 async def probe(proc: dict[str, Any]) -> dict[str, Any]:
     try:
         return await asyncio.wait_for(PROBES[proc["role"]](proc), PROBE_TIMEOUT_S + 0.5)
-    except (TimeoutError, OSError, aiohttp.ClientError, aioredis.RedisError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (OSError, aiohttp.ClientError, aioredis.RedisError, asyncpg.PostgresError,
+            asyncpg.InterfaceError) as exc:
         return {"healthy": False, "error": f"{type(exc).__name__}: {exc}".strip()}
 
 

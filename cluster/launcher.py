@@ -35,7 +35,7 @@ from cluster.supervisor import (
 )
 from region_node.db.migrate import migrate
 from router.registry import pg_dsn
-from router.topology import Region, Topology
+from router.topology import Endpoint, Region, Topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
@@ -45,9 +45,10 @@ class ClusterAlreadyRunning(RuntimeError):
     pass
 
 
-def node_spec(topology: Topology, region: Region, index: int,
-              node_args: Sequence[str]) -> ProcessSpec:
-    ep = region.nodes[index]
+def node_spec(topology: Topology, region: Region, index: int, node_args: Sequence[str],
+              endpoint: Endpoint | None = None) -> ProcessSpec:
+    """A node of `region`: the topology's nodes[index], or an extra one at `endpoint`."""
+    ep = endpoint or region.nodes[index]
     name = f"{region.name}.node.{index + 1}"
     argv = [sys.executable, "-m", "region_node", "--topology", str(topology.path),
             "--region", region.name, "--host", ep.host, "--port", str(ep.port),
@@ -104,6 +105,16 @@ class LocalCluster:
     def processes(self) -> list[dict[str, Any]]:
         state = read_state(self.run_dir)
         return list(state["processes"]) if state else []
+
+    async def start_extra_node(self, region: str, endpoint: Endpoint,
+                               node_args: Sequence[str]) -> Child:
+        """A node outside the topology's list (e.g. with another hold TTL), owned like the rest."""
+        index = len([c for c in self.supervisor.children
+                     if c.spec.role == "node" and c.spec.region == region])
+        child = self.supervisor.start(node_spec(
+            self.topology, self.topology.region(region), index, node_args, endpoint))
+        await self._wait(child)
+        return child
 
     def child(self, name: str) -> Child:
         return next(c for c in self.supervisor.children if c.spec.name == name)
@@ -165,6 +176,7 @@ class LocalCluster:
     async def _start_postgres(self) -> None:
         self.progress(f"  postgres: {self.binaries.pg_bindir} ({self.binaries.pg_source})"
                       + (f", running as {self.pg_user}" if self.pg_user else ""))
+        postgres_server.check_reachable(self.run_dir, self.pg_user)
         regions = list(self.topology.regions.values())
         await asyncio.gather(*(postgres_server.init_primary(
             self.binaries, postgres_server.data_dir(self.topology, r, "pg-primary"), self.pg_user)

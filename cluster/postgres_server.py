@@ -39,6 +39,18 @@ def pg_os_user() -> str | None:
         return "nobody"
 
 
+def check_reachable(run_dir: Path, user: str | None) -> None:
+    """Fail early, naming the directory, if `user` cannot reach the run folder."""
+    if user is None:
+        return
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            raise PostgresSetupError(
+                f"PostgreSQL runs as {user!r} (it refuses root) and cannot enter {parent} "
+                f"(mode {oct(parent.stat().st_mode & 0o777)}); "
+                f"use a run folder outside it or `chmod o+x {parent}`")
+
+
 def _own(path: Path, user: str | None) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if user is not None:

@@ -261,8 +261,9 @@ async def free_seats(conn: asyncpg.Connection,
                      booking_ids: list[str]) -> list[tuple[str, int, str]]:
     """Make the seats still held by these bookings AVAILABLE; returns (booking, show, seat)."""
     rows = await conn.fetch(
-        "SELECT hold_booking_id, show_id, seat_id FROM show_seat WHERE hold_booking_id = ANY($1::text[]) "
-        "AND status = 'LOCKED' ORDER BY show_id, seat_id FOR UPDATE", booking_ids)
+        "SELECT hold_booking_id, show_id, seat_id FROM show_seat "
+        "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED' "
+        "ORDER BY show_id, seat_id FOR UPDATE", booking_ids)
     if rows:
         await conn.execute(
             "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "

@@ -174,7 +174,8 @@ async def _sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
         "UPDATE booking SET status = 'CONFIRMED', payment_id = $2, updated_at = now() "
         "WHERE id = $1", booking_id, payment_id)
     await conn.execute(
-        "INSERT INTO payment (id, booking_id, amount_paise, status) VALUES ($1, $2, $3, 'RECORDED')",
+        "INSERT INTO payment (id, booking_id, amount_paise, status) "
+        "VALUES ($1, $2, $3, 'RECORDED')",
         payment_id, booking_id, booking["amount_paise"])
     payload = json.dumps({"booking_id": booking_id, "show_id": show.id, "seat_ids": wanted})
     await conn.executemany(

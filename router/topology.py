@@ -188,7 +188,8 @@ def parse_topology(text: str, path: Path, run_dir: Path | None = None) -> Topolo
     for name in regions_raw:
         if not REGION_NAME.match(name):
             raise reader.fail(f"regions.{name}", "region names are lowercase [a-z0-9_-]")
-    regions = {name: _region(reader, name, raw, set(regions_raw)) for name, raw in regions_raw.items()}
+    regions = {name: _region(reader, name, raw, set(regions_raw))
+               for name, raw in regions_raw.items()}
     _check_unique_endpoints(reader, regions)
 
     theatres_raw = reader.mapping(root.get("theatres") or {}, "theatres")
@@ -250,7 +251,8 @@ def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Regi
     for source, address in replicas_raw.items():
         rkey = f"{key}.redis.replicas.{source}"
         if source not in all_regions:
-            raise reader.fail(rkey, f"unknown region {source!r}: a replica copies a region's master")
+            raise reader.fail(rkey, f"unknown region {source!r}: "
+                              "a replica copies a region's master")
         replicas[source] = reader.endpoint(address, rkey)
     missing = sorted(all_regions - set(replicas))
     if missing:

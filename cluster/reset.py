@@ -1,0 +1,48 @@
+"""Put every show's seats back to their seeded state and drop all bookings.
+
+For tests and demos. Each touched show gets a new version and a RESET message
+on its master's channel, so node caches drop what they held.
+"""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+from region_node import keys
+from router.registry import make_redis, pg_dsn
+from router.topology import Topology
+
+BOOKING_TABLES = "booking_seat, payment, outbox, idempotency, booking"
+
+
+async def reset_region(topology: Topology, region: str) -> None:
+    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary))
+    try:
+        async with conn.transaction():
+            await conn.execute(f"TRUNCATE {BOOKING_TABLES}")
+            await conn.execute(
+                "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
+                "hold_expires_at = NULL, booked_booking_id = NULL, updated_at = now() "
+                "WHERE status IN ('LOCKED', 'BOOKED') OR hold_booking_id IS NOT NULL")
+    finally:
+        await conn.close()
+    redis = make_redis(topology.region(region).redis_master, timeout_s=10.0)
+    try:
+        shows = set()
+        for pattern in ("{show:*}:holds", "{show:*}:booked"):
+            async for key in redis.scan_iter(match=pattern, count=1000):
+                shows.add(int(key.split("}")[0].removeprefix("{show:")))
+        for show in sorted(shows):
+            await redis.delete(keys.show_holds(show), keys.show_booked(show))
+            version = await redis.incr(keys.show_version(show))
+            await redis.publish(keys.SEAT_CHANGES_CHANNEL, json.dumps(
+                {"show": show, "version": version, "status": "RESET", "seats": []}))
+    finally:
+        await redis.aclose()
+
+
+async def reset_cluster(topology: Topology) -> None:
+    for region in topology.regions:
+        await reset_region(topology, region)

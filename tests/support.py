@@ -1,0 +1,54 @@
+"""Helpers shared by tests: free ports, small topologies, HTTP calls."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REGIONS = ("north", "south", "west")
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports free right now (held open together so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: int = 2,
+                  standby: tuple[str, ...] = (), theatres: dict[str, str] | None = None,
+                  extra_settings: str = "") -> str:
+    per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0)
+    ports = iter(free_ports(per_region * len(regions)))
+    out = [f"epoch: 1\nsettings:\n  run_dir: {run_dir}\n  durable: false\n{extra_settings}",
+           "regions:"]
+    for region in regions:
+        out.append(f"  {region}:\n    redis:\n      master: 127.0.0.1:{next(ports)}\n"
+                   "      replicas:")
+        out += [f"        {src}: 127.0.0.1:{next(ports)}" for src in regions]
+        out.append(f"    postgres:\n      primary: 127.0.0.1:{next(ports)}")
+        if region in standby:
+            out.append(f"      standby: 127.0.0.1:{next(ports)}")
+        out.append("    nodes: [" + ", ".join(f"127.0.0.1:{next(ports)}"
+                                               for _ in range(nodes)) + "]")
+    if theatres:
+        out.append("theatres:")
+        out += [f"  {t}: {r}" for t, r in theatres.items()]
+    return "\n".join(out) + "\n"
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str,
+               **kwargs: Any) -> tuple[int, Any]:
+    async with session.request(method, url, **kwargs) as resp:
+        body = await resp.json(content_type=None)
+        return resp.status, body
