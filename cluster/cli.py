@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.binaries import BinaryNotFound
+from cluster.demo_catalog import CatalogSpec
 from cluster.health import probe_all
 from cluster.launcher import ClusterAlreadyRunning, LocalCluster
 from cluster.postgres_server import PostgresSetupError
@@ -26,6 +27,10 @@ from cluster.supervisor import kill_recorded, pid_alive, read_state
 from router.errors import TopologyError
 from router.topology import Topology, load_topology, parse_duration
 
+CATALOG_SIZES = {
+    "full": CatalogSpec(),
+    "small": CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2),
+}
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
 
 
@@ -46,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--hold-ttl", type=_duration, help="seat hold TTL, e.g. 5s (default: "
                     "settings.hold_ttl)")
     up.add_argument("--sweep-interval", type=_duration, help="expiry sweep interval, e.g. 1s")
+    up.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full",
+                    help="demo catalog size: full (21 theatres per region, 3 days) or small")
     down = sub.add_parser("down", help="stop a running local cluster")
     down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
     status = sub.add_parser("status", help="health and replication lag of every process")
@@ -88,6 +95,7 @@ def _node_args(args: argparse.Namespace) -> list[str]:
 
 async def _up(topology: Topology, args: argparse.Namespace) -> int:
     cluster = LocalCluster(topology, node_args=_node_args(args),
+                           catalog=CATALOG_SIZES[args.catalog],
                            progress=lambda line: print(line, flush=True))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

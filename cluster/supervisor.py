@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.faults import process_tree
+
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
@@ -120,9 +122,12 @@ class Supervisor:
         """Stop children in reverse start order: SIGTERM/SIGINT, wait, then SIGKILL the group."""
         for child in reversed(self.children):
             if child.popen.poll() is None:
+                tree = process_tree(child.pid)
                 _signal_group(child.pid, child.spec.stop_signal)
                 _wait(child, timeout_s)
-            _signal_group(child.pid, signal.SIGKILL)  # stragglers in its group (pg backends)
+                for pid in tree:  # stragglers: PostgreSQL backends live in their own groups
+                    _kill(pid)
+            _signal_group(child.pid, signal.SIGKILL)
             child.popen.wait()
         self.children.clear()
         self.state_path.unlink(missing_ok=True)
@@ -140,6 +145,13 @@ def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
         pass
 
 
@@ -163,12 +175,13 @@ def kill_recorded(run_dir: Path, timeout_s: float = 15.0) -> int:
     if state is None:
         return 0
     alive = [p for p in reversed(state["processes"]) if pid_alive(p["pid"])]
+    trees = [pid for p in alive for pid in process_tree(p["pid"])]
     for proc in alive:
         _signal_group(proc["pid"], proc.get("stop_signal", signal.SIGTERM))
     deadline = time.monotonic() + timeout_s
     while any(pid_alive(p["pid"]) for p in alive) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for proc in alive:
-        _signal_group(proc["pid"], signal.SIGKILL)
+    for pid in trees:
+        _kill(pid)
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     return len(alive)

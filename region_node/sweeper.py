@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from datetime import timedelta
 
 from region_node.bookings import free_seats
 from region_node.home import HomeRegion
@@ -18,7 +19,7 @@ from router.errors import RegionUnavailable
 log = logging.getLogger(__name__)
 
 BATCH = 500
-IDEMPOTENCY_RETENTION = "24 hours"
+IDEMPOTENCY_RETENTION = timedelta(hours=24)  # keys are kept at least this long
 
 
 class Sweeper:

@@ -1,0 +1,92 @@
+"""CP: a home region whose Redis master or PostgreSQL primary is stopped refuses
+its writes with 503 within 2 s; the other regions keep selling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+
+from cluster import faults
+from region_node import keys
+from router.registry import make_redis
+from tests.conftest import Cluster
+from tests.region_node.helpers import seats_of, shows_in
+from tests.region_node.test_holds import confirm, hold
+
+DEADLINE_S = 2.0
+
+
+@contextmanager
+def paused(cluster: Cluster, name: str) -> Iterator[None]:
+    """SIGSTOP a process and all its descendants (PostgreSQL's backends too)."""
+    with faults.paused(cluster.launcher.child(name).pid):
+        yield
+
+
+async def timed(coro: Any) -> tuple[float, tuple[int, Any]]:
+    started = time.monotonic()
+    result = await coro
+    return time.monotonic() - started, result
+
+
+async def test_stopped_redis_master_fails_fast_and_only_its_region(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    south_show = shows_in(clean, catalog, "south")[0]
+    north_show = shows_in(clean, catalog, "north")[0]
+    _, before = await hold(http, clean.node("west"), south_show, "early",
+                           seats_of(catalog, south_show, 1))
+    with paused(clean, "south.redis.master"):
+        elapsed, (status, body) = await timed(hold(
+            http, clean.node("north"), south_show, "u", seats_of(catalog, south_show, 3)[1:]))
+        assert status == 503 and body["error"] == "region_unavailable"
+        assert body["region"] == "south"
+        assert elapsed <= DEADLINE_S, elapsed
+
+        # Confirm of a south booking: PostgreSQL is up, so the sale commits;
+        # only the Redis bookkeeping after it is skipped (it never blocks a sale).
+        elapsed, (status, _) = await timed(confirm(http, clean.node("north"),
+                                                   before["booking_id"], "k", "p"))
+        assert status == 200 and elapsed <= DEADLINE_S + 1.0, elapsed
+
+        elapsed, (status, body) = await timed(hold(
+            http, clean.node("west"), north_show, "u", seats_of(catalog, north_show, 2)))
+        assert status == 201, body
+        assert elapsed <= DEADLINE_S
+
+
+async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    south_show = shows_in(clean, catalog, "south")[0]
+    west_show = shows_in(clean, catalog, "west")[0]
+    seats = seats_of(catalog, south_show, 2)
+    _, before = await hold(http, clean.node("west"), south_show, "early",
+                           seats_of(catalog, south_show, 4)[3:])
+    with paused(clean, "south.postgres.primary"):
+        elapsed, (status, body) = await timed(hold(http, clean.node("north"), south_show, "u",
+                                                   seats))
+        assert status == 503 and body == {"error": "region_unavailable", "region": "south",
+                                          "message": body["message"]}
+        assert elapsed <= DEADLINE_S, elapsed
+
+        elapsed, (status, body) = await timed(confirm(http, clean.node("north"),
+                                                      before["booking_id"], "k", "p"))
+        assert status == 503 and elapsed <= DEADLINE_S, (status, elapsed)
+
+        elapsed, (status, _) = await timed(hold(http, clean.node("north"), west_show, "u",
+                                                seats_of(catalog, west_show, 2)))
+        assert status == 201 and elapsed <= DEADLINE_S
+    # The Redis hold taken before PostgreSQL failed was released.
+    redis = make_redis(clean.topology.region("south").redis_master)
+    try:
+        holds = await redis.hgetall(keys.show_holds(south_show))
+    finally:
+        await redis.aclose()
+    assert not set(seats) & set(holds)
+    assert not await clean.fetch("south", "SELECT 1 FROM booking WHERE user_id = 'u'")
+    # And once it is back, the same seats sell.
+    status, _ = await hold(http, clean.node("north"), south_show, "u2", seats)
+    assert status == 201

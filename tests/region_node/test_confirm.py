@@ -1,0 +1,203 @@
+"""Fenced, idempotent confirm; cancel; extend; expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from region_node import keys
+from router.registry import make_redis
+from tests.conftest import SHORT_TTL_S, Cluster
+from tests.region_node.helpers import seats_of, shows_in
+from tests.region_node.test_holds import confirm, hold
+from tests.support import call
+
+
+async def raw_confirm(http: aiohttp.ClientSession, node: str, booking: str, key: str,
+                      body: Any) -> tuple[int, bytes]:
+    async with http.post(f"{node}/booking/booking/{booking}/confirm", json=body,
+                         headers={"Idempotency-Key": key}) as resp:
+        return resp.status, await resp.read()
+
+
+async def test_confirm_then_replay_is_byte_identical(clean: Cluster, http: aiohttp.ClientSession,
+                                                     catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    seats = seats_of(catalog, show, 2)
+    _, held = await hold(http, clean.node("south"), show, "alice", seats)
+    booking = held["booking_id"]
+    first = await raw_confirm(http, clean.node("west"), booking, "key-1", {"payment_id": "pay-1"})
+    again = await raw_confirm(http, clean.node("north"), booking, "key-1", {"payment_id": "pay-1"})
+    assert first[0] == 200 and first == again
+    status, body = await call(http, "GET", f"{clean.node('south')}/booking/booking/{booking}")
+    assert body["status"] == "CONFIRMED" and body["payment_id"] == "pay-1"
+    rows = await clean.fetch("north", "SELECT status, booked_booking_id FROM show_seat "
+                             "WHERE show_id = $1 AND seat_id = ANY($2::text[])", show, seats)
+    assert {(r["status"], r["booked_booking_id"]) for r in rows} == {("BOOKED", booking)}
+    outbox = await clean.fetch("north", "SELECT kind FROM outbox ORDER BY id")
+    assert [r["kind"] for r in outbox] == ["ticket", "notification"]
+    # The seat map shows them booked, everywhere (through replication).
+    redis = make_redis(clean.topology.region("north").redis_master)
+    try:
+        assert await redis.hgetall(keys.show_booked(show)) == {s: booking for s in seats}
+        assert await redis.hgetall(keys.show_holds(show)) == {}
+    finally:
+        await redis.aclose()
+
+
+async def test_same_key_different_body_is_422(clean: Cluster, http: aiohttp.ClientSession,
+                                              catalog: Any) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    _, held = await hold(http, clean.node("west"), show, "u", seats_of(catalog, show, 1))
+    assert (await confirm(http, clean.node("west"), held["booking_id"], "k", "p1"))[0] == 200
+    status, body = await confirm(http, clean.node("west"), held["booking_id"], "k", "p2")
+    assert status == 422 and body["error"] == "idempotency_key_reused"
+
+
+async def test_concurrent_duplicates_run_once(clean: Cluster, http: aiohttp.ClientSession,
+                                              catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    _, held = await hold(http, clean.node("south"), show, "u", seats_of(catalog, show, 3))
+    booking = held["booking_id"]
+    nodes = clean.nodes()
+    results = await asyncio.gather(*(
+        raw_confirm(http, nodes[i % len(nodes)], booking, "dup-key", {"payment_id": "pay-x"})
+        for i in range(30)))
+    assert {r for r in results} == {results[0]} and results[0][0] == 200
+    assert len(await clean.fetch("south", "SELECT 1 FROM payment")) == 1
+    assert len(await clean.fetch("south", "SELECT 1 FROM outbox")) == 2
+    # A different key on a confirmed booking does not sell it again.
+    status, body = await confirm(http, nodes[0], booking, "other-key", "pay-x")
+    assert status == 409 and body["error"] == "booking_not_pending"
+
+
+async def test_keys_are_scoped_to_the_booking_user(clean: Cluster, http: aiohttp.ClientSession,
+                                                   catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    a, b = seats_of(catalog, show, 2)
+    _, mine = await hold(http, clean.node("north"), show, "alice", [a])
+    _, theirs = await hold(http, clean.node("north"), show, "bob", [b])
+    assert (await confirm(http, clean.node("north"), mine["booking_id"], "same", "pa"))[0] == 200
+    status, body = await confirm(http, clean.node("north"), theirs["booking_id"], "same", "pb")
+    assert status == 200 and body["booking_id"] == theirs["booking_id"]
+
+
+async def test_paused_client_is_fenced_out(clean: Cluster, http: aiohttp.ClientSession,
+                                           catalog: Any) -> None:
+    """A's hold lapses while A is 'paused'; B holds and buys; A's late confirm is refused."""
+    show = shows_in(clean, catalog, "north")[1]
+    seats = seats_of(catalog, show, 2)
+    status, a = await hold(http, clean.short_ttl_node, show, "alice", seats)
+    assert status == 201
+    await asyncio.sleep(SHORT_TTL_S + 0.3)
+    status, b = await hold(http, clean.node("west"), show, "bob", seats)
+    assert status == 201, b
+    assert b["hold_token"] > a["hold_token"]
+    assert (await confirm(http, clean.node("south"), b["booking_id"], "kb", "pay-b"))[0] == 200
+
+    late = await raw_confirm(http, clean.node("north"), a["booking_id"], "ka",
+                             {"payment_id": "pay-a"})
+    assert late[0] == 409
+    retry = await raw_confirm(http, clean.node("west"), a["booking_id"], "ka",
+                              {"payment_id": "pay-a"})
+    assert retry == late
+    assert b'"seats_taken"' in late[1] or b'"hold_expired"' in late[1]
+    sold = await clean.fetch("north", "SELECT booking_id FROM booking_seat "
+                             "WHERE show_id = $1 AND sold", show)
+    assert {r["booking_id"] for r in sold} == {b["booking_id"]}
+    assert not await clean.fetch("north", "SELECT 1 FROM payment WHERE id = 'pay-a'")
+
+
+async def test_late_confirm_succeeds_when_nobody_took_the_seats(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """Documented decision: the row locks make re-hold + confirm atomic."""
+    show = shows_in(clean, catalog, "north")[1]
+    seats = seats_of(catalog, show, 3)[2:]
+    _, held = await hold(http, clean.short_ttl_node, show, "alice", seats)
+    # Stop the sweeper from racing us: expire-by-TTL is enough for this case.
+    await asyncio.sleep(SHORT_TTL_S + 0.1)
+    status, body = await confirm(http, clean.node("north"), held["booking_id"], "k", "p")
+    if status == 409:  # the sweeper got there first: then the booking is EXPIRED
+        assert body["error"] == "hold_expired" and body["status"] == "EXPIRED"
+    else:
+        assert status == 200 and body["status"] == "CONFIRMED"
+
+
+async def test_sweeper_expires_lapsed_holds(clean: Cluster, http: aiohttp.ClientSession,
+                                            catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    seats = seats_of(catalog, show, 2)
+    _, held = await hold(http, clean.short_ttl_node, show, "alice", seats)
+    booking = held["booking_id"]
+    for _ in range(100):
+        _, body = await call(http, "GET", f"{clean.node('north')}/booking/booking/{booking}")
+        if body["status"] == "EXPIRED":
+            break
+        await asyncio.sleep(0.1)
+    assert body["status"] == "EXPIRED"
+    rows = await clean.fetch("north", "SELECT status, hold_booking_id FROM show_seat "
+                             "WHERE show_id = $1 AND seat_id = ANY($2::text[])", show, seats)
+    assert {(r["status"], r["hold_booking_id"]) for r in rows} == {("AVAILABLE", None)}
+    status, body = await confirm(http, clean.node("north"), booking, "k", "p")
+    assert status == 409 and body["error"] == "hold_expired"
+    status, _ = await hold(http, clean.node("south"), show, "bob", seats)
+    assert status == 201
+
+
+async def test_cancel_frees_seats(clean: Cluster, http: aiohttp.ClientSession,
+                                  catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    seats = seats_of(catalog, show, 2)
+    _, held = await hold(http, clean.node("north"), show, "alice", seats)
+    status, body = await call(http, "POST",
+                              f"{clean.node('west')}/booking/booking/{held['booking_id']}/cancel")
+    assert status == 200 and body["status"] == "CANCELLED"
+    status, again = await call(http, "POST",
+                               f"{clean.node('west')}/booking/booking/{held['booking_id']}/cancel")
+    assert status == 200 and again["status"] == "CANCELLED"
+    assert (await hold(http, clean.node("south"), show, "bob", seats))[0] == 201
+    status, body = await confirm(http, clean.node("south"), held["booking_id"], "k", "p")
+    assert status == 409 and body["error"] == "hold_expired"
+
+
+async def test_cancel_of_confirmed_booking_is_refused(clean: Cluster,
+                                                      http: aiohttp.ClientSession,
+                                                      catalog: Any) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    _, held = await hold(http, clean.node("west"), show, "u", seats_of(catalog, show, 1))
+    await confirm(http, clean.node("west"), held["booking_id"], "k", "p")
+    status, body = await call(http, "POST",
+                              f"{clean.node('west')}/booking/booking/{held['booking_id']}/cancel")
+    assert status == 409 and body["error"] == "booking_not_pending"
+    assert body["status"] == "CONFIRMED"
+
+
+async def test_extend_pushes_expiry_and_refuses_lost_holds(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    seats = seats_of(catalog, show, 2)
+    _, held = await hold(http, clean.short_ttl_node, show, "alice", seats)
+    await asyncio.sleep(0.3)
+    url = f"{clean.short_ttl_node}/booking/booking/{held['booking_id']}/extend"
+    status, body = await call(http, "POST", url)
+    assert status == 200 and body["expires_at"] > held["expires_at"]
+    await asyncio.sleep(SHORT_TTL_S + 0.3)
+    status, body = await call(http, "POST", url)
+    assert status == 409 and body["error"] in ("hold_expired", "booking_not_pending")
+
+
+async def test_user_bookings_span_regions_newest_first(clean: Cluster,
+                                                       http: aiohttp.ClientSession,
+                                                       catalog: Any) -> None:
+    made = []
+    for region in ("south", "north", "west"):
+        show = shows_in(clean, catalog, region)[0]
+        _, held = await hold(http, clean.node("north"), show, "traveller",
+                             seats_of(catalog, show, 1))
+        made.append(held["booking_id"])
+    status, body = await call(http, "GET", f"{clean.node('west')}/users/traveller/bookings")
+    assert status == 200 and body["unavailable_regions"] == []
+    assert [b["booking_id"] for b in body["bookings"]] == list(reversed(made))
+    assert {b["region"] for b in body["bookings"]} == {"north", "south", "west"}
