@@ -22,7 +22,8 @@ from tests.support import topology_yaml
 READY_LINE = "stop with Ctrl-C"
 
 
-def bookcluster(topology: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def bookcluster(topology: Path, *args: str,
+                timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cluster", "--topology", str(topology), *args],
                           capture_output=True, text=True, timeout=timeout, check=False)
 

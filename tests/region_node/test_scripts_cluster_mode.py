@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,24 @@ from cluster.supervisor import ProcessSpec, Supervisor
 from region_node import keys
 from region_node.scripts import SeatScripts
 from tests.support import free_ports
+
+
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free too."""
+    for _ in range(100):
+        port = free_ports(1)[0]
+        if port + 10000 < 65536 and port_is_free(port + 10000):
+            return port
+    raise RuntimeError("no port pair free for a cluster-mode Redis")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 async def _serve_all_slots(client: aioredis.Redis) -> None:
@@ -32,7 +51,7 @@ async def _serve_all_slots(client: aioredis.Redis) -> None:
 
 @pytest_asyncio.fixture
 async def cluster_redis(tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
-    port = free_ports(1)[0]
+    port = cluster_port()
     binary, _ = find_redis_server()
     supervisor = Supervisor(tmp_path)
     supervisor.start(ProcessSpec(
