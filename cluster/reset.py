@@ -7,6 +7,7 @@ on its master's channel, so node caches drop what they held.
 from __future__ import annotations
 
 import json
+import time
 
 import asyncpg
 
@@ -38,7 +39,8 @@ async def reset_region(topology: Topology, region: str) -> None:
             await redis.delete(keys.show_holds(show), keys.show_booked(show))
             version = await redis.incr(keys.show_version(show))
             await redis.publish(keys.SEAT_CHANGES_CHANNEL, json.dumps(
-                {"show": show, "version": version, "status": "RESET", "seats": []}))
+                {"show": show, "version": version, "status": "RESET", "seats": [],
+                 "ts": int(time.time() * 1000)}))
     finally:
         await redis.aclose()
 

@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from region_node.bookings import BookingService
 from region_node.catalog import Catalog
 from region_node.confirm import ConfirmService
+from region_node.listener import ChangeListener
+from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
 from region_node.middlewares import error_middleware, metrics_middleware
 from region_node.routes import setup_routes
@@ -22,6 +25,8 @@ from region_node.typedefs import (
     bookings_key,
     catalog_key,
     connections_key,
+    hub_key,
+    listener_key,
     metrics_key,
     placement_key,
     seatmaps_key,
@@ -43,7 +48,17 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         catalog = Catalog(connections.pg_catalog(), app[placement_key])
         await catalog.load()
         app[catalog_key] = catalog
-        app[seatmaps_key] = SeatMaps(connections, catalog)
+        seatmaps = SeatMaps(connections, catalog, app[metrics_key])
+        app[seatmaps_key] = seatmaps
+
+        async def snapshot(show_id: int) -> dict[str, Any]:
+            return await seatmaps.seat_map(await catalog.show(show_id))
+
+        hub = LiveHub(snapshot)
+        app[hub_key] = hub
+        listener = ChangeListener(connections, catalog, seatmaps, hub, app[metrics_key])
+        listener.start()
+        app[listener_key] = listener
         bookings = BookingService(connections, catalog, topology.settings, app[metrics_key])
         app[bookings_key] = bookings
         app[confirm_key] = ConfirmService(bookings)
@@ -53,6 +68,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await hub.close()
+            await listener.close()
             sweep_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweep_task

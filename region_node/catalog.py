@@ -104,6 +104,10 @@ class Catalog:
             self._shows_by_theatre.setdefault(show.theatre_id, []).append(show.id)
         return show
 
+    def region_of_show(self, show_id: int) -> str | None:
+        show = self._shows.get(show_id)
+        return show.region if show else None
+
     def theatre(self, theatre_id: str) -> TheatreInfo:
         try:
             return self.theatres[theatre_id]

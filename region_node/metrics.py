@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -23,6 +24,34 @@ class NodeMetrics:
         self.confirms = Counter(
             "bookcluster_confirms", "Confirm attempts by home region and outcome",
             ["region", "home", "outcome"], registry=self.registry)
+
+        self.cache_entries = Gauge(
+            "bookcluster_seat_cache_entries", "Shows held in the node's seat cache",
+            registry=self.registry)
+        self.cache_evictions = Counter(
+            "bookcluster_seat_cache_evictions", "Shows evicted from the seat cache (LRU cap)",
+            registry=self.registry)
+        self.cache_lookups = Counter(
+            "bookcluster_seat_cache_lookups", "Seat cache lookups by result (hit/miss)",
+            ["region", "result"], registry=self.registry)
+        self.cache_fills = Counter(
+            "bookcluster_seat_cache_fills", "Seat-state reads from Redis to fill the cache",
+            ["region", "home"], registry=self.registry)
+        self.replica_fallbacks = Counter(
+            "bookcluster_replica_fallbacks", "Fills that fell back from the local replica to "
+            "the home master", ["region", "home"], registry=self.registry)
+        self.change_delay = Histogram(
+            "bookcluster_change_delay_seconds", "Delay from a change on a master to its "
+            "arrival at a node, per region pair", ["source", "region"], buckets=DELAY_BUCKETS,
+            registry=self.registry)
+        self.changes = Counter(
+            "bookcluster_seat_changes", "Change messages received, by what they did to the cache",
+            ["region", "source", "outcome"], registry=self.registry)
+        self.subscription_resets = Counter(
+            "bookcluster_subscription_resets", "(Re)subscriptions to a region's changes",
+            ["region", "source"], registry=self.registry)
+        self.live_sockets = Gauge(
+            "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(self.region, route, method, str(status)).inc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from region_node.views import booking, catalog, ops
+from region_node.views import booking, catalog, live, ops
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,6 +17,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/theatres/{theatre_id}/shows", catalog.theatre_shows)
     r.add_get("/shows/{show_id}", catalog.show_detail)
     r.add_get("/shows/{show_id}/seats", catalog.show_seats)
+    r.add_get("/shows/{show_id}/live", live.live)
 
     r.add_post("/booking/seats/{show_id}/lock", booking.hold)
     r.add_post("/booking/booking/{booking_id}/confirm", booking.confirm)

@@ -7,8 +7,9 @@ Every script takes the same KEYS (see `keys.show_keys`), all tagged
     KEYS[3] blocked  set of seats never for sale
     KEYS[4] version  counter, bumped once per change
 and publishes each change on the channel in ARGV[1] as JSON
-{show, version, seats, status, booking[, expires_at]} (publishes replicate, so
-nodes hear them on their local replica). Time comes from the master's clock
+{show, version, seats, status, booking, ts[, expires_at]} where `ts` is the
+master's clock in ms (publishes replicate, so nodes hear them on their local
+replica, and `ts` measures how long that took). Time comes from the master's clock
 (TIME), not a node's, so every node agrees when a hold ends.
 """
 
@@ -36,8 +37,10 @@ end
 _PUBLISH = """
 local function publish(seats, status, booking, expires)
   local version = redis.call('INCR', KEYS[4])
+  local clock = redis.call('TIME')
   local msg = {show = tonumber(ARGV[2]), version = version, seats = seats,
-               status = status, booking = booking}
+               status = status, booking = booking,
+               ts = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)}
   if expires then msg.expires_at = expires end
   redis.call('PUBLISH', ARGV[1], cjson.encode(msg))
   return version

@@ -1,40 +1,99 @@
-"""Seat maps: the catalog layout joined with live seat state from the reader's region.
+"""Seat maps: the catalog layout joined with live seat state, served from the node's cache.
 
-Reads go to this region's replica of the show's home master, so a seat-map
-read never leaves the region; `consistent=True` reads the home master instead.
+State comes from this region's replica of the show's home master (reads
+stay home); if that replica cannot answer, from the home master itself.
+`consistent=True` always reads the home master. Every map says its
+`version` and `as_of` (when the node last knew the state was current).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from region_node.catalog import Catalog, ShowInfo
+from region_node.catalog import Catalog, SeatInfo, ShowInfo
+from region_node.metrics import NodeMetrics
+from region_node.seatcache import DEFAULT_CAPACITY, Entry, SeatCache
 from region_node.seatstate import SeatState, now_ms, read_seat_state
 from router.errors import RegionUnavailable
 from router.registry import Connections
 
+FILLING_FAST_SHARE = 0.2  # "filling fast" below this share of seats left
+AVAILABILITY_TTL_S = 2.0  # micro-cache of per-show availability badges
+REDIS_ERRORS = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
 
 class SeatMaps:
-    def __init__(self, connections: Connections, catalog: Catalog) -> None:
+    def __init__(self, connections: Connections, catalog: Catalog, metrics: NodeMetrics,
+                 capacity: int = DEFAULT_CAPACITY) -> None:
         self._connections = connections
         self._catalog = catalog
+        self._metrics = metrics
+        self.cache = SeatCache(capacity, on_evict=metrics.cache_evictions.inc)
+        metrics.cache_entries.set_function(lambda: len(self.cache))
+        self._availability: dict[str, tuple[float, dict[int, dict[str, Any]]]] = {}
 
-    async def state(self, show: ShowInfo, consistent: bool = False) -> SeatState:
-        if consistent:
-            client = self._connections.redis_master(show.region)
-            return await _read(client, show, show.region, "redis master")
-        client = self._connections.redis_replica(show.region)
-        return await _read(client, show, self._connections.local_region,
-                           f"redis replica of {show.region}")
+    @property
+    def region(self) -> str:
+        return self._connections.local_region
+
+    async def _read_local(self, show: ShowInfo) -> SeatState:
+        self._metrics.cache_fills.labels(self.region, show.region).inc()
+        try:
+            return await read_seat_state(self._connections.redis_replica(show.region), show.id)
+        except REDIS_ERRORS:
+            self._metrics.replica_fallbacks.labels(self.region, show.region).inc()
+            return await self._read_master(show)
+
+    async def _read_master(self, show: ShowInfo) -> SeatState:
+        try:
+            return await read_seat_state(self._connections.redis_master(show.region), show.id)
+        except REDIS_ERRORS as exc:
+            raise RegionUnavailable(show.region, "redis master and local replica") from exc
+
+    async def entry(self, show: ShowInfo) -> Entry:
+        async def load(_: int) -> SeatState:
+            return await self._read_local(show)
+
+        entry, hit = await self.cache.get(show.id, load)
+        self._metrics.cache_lookups.labels(self.region, "hit" if hit else "miss").inc()
+        return entry
 
     async def seat_map(self, show: ShowInfo, consistent: bool = False) -> dict[str, Any]:
-        state = await self.state(show, consistent)
-        layout = await self._catalog.layout(show.screen_id)
+        if consistent:
+            state = await self._read_master(show)
+            return self._render(show, state, state.read_at, "master",
+                                await self._catalog.layout(show.screen_id))
+        entry = await self.entry(show)
+        return self._render(show, entry.state, entry.verified_at, f"cache@{self.region}",
+                            await self._catalog.layout(show.screen_id))
+
+    async def seat_map_body(self, show: ShowInfo) -> bytes:
+        """The cached map as JSON bytes, rendered once per version (and per hold expiry)."""
+        entry = await self.entry(show)
+        memo = entry.rendered.get("body")
         at = now_ms()
-        seats = []
+        if memo is not None and at < memo[0]:
+            return memo[1]  # type: ignore[no-any-return]
+        layout = await self._catalog.layout(show.screen_id)
+        body = json.dumps(self._render(show, entry.state, entry.verified_at,
+                                       f"cache@{self.region}", layout)).encode()
+        live = [exp for _, exp in entry.state.holds.values() if exp > at]
+        entry.rendered["body"] = (min(live, default=1 << 62), body)
+        return body
+
+    def _render(self, show: ShowInfo, state: SeatState, as_of: float, source: str,
+                layout: tuple[SeatInfo, ...]) -> dict[str, Any]:
+        at = now_ms()
+        seats: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
         for seat in layout:
             status = state.status(seat.seat_id, at)
@@ -42,19 +101,29 @@ class SeatMaps:
             seats.append({"seat_id": seat.seat_id, "row": seat.row, "number": seat.number,
                           "category": seat.category, "price_paise": seat.price_paise,
                           "status": status})
-        return {
-            "show_id": show.id,
-            "region": show.region,
-            "version": state.version,
-            "as_of": datetime.fromtimestamp(state.read_at, UTC).isoformat(),
-            "source": "master" if consistent else f"replica@{self._connections.local_region}",
-            "counts": counts,
-            "seats": seats,
-        }
+        return {"show_id": show.id, "region": show.region, "version": state.version,
+                "as_of": _iso(as_of), "source": source, "counts": counts, "seats": seats}
 
-
-async def _read(client: aioredis.Redis, show: ShowInfo, region: str, what: str) -> SeatState:
-    try:
-        return await read_seat_state(client, show.id)
-    except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-        raise RegionUnavailable(region, what) from exc
+    async def availability(self, theatre_id: str,
+                           shows: list[ShowInfo]) -> dict[int, dict[str, Any]]:
+        """Seats left per show, from the cache or the local replica; micro-cached briefly."""
+        cached = self._availability.get(theatre_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        out = {}
+        at = now_ms()
+        for show in shows:
+            entry = self.cache.peek(show.id)
+            try:
+                state = entry.state if entry else await self._read_local(show)
+            except RegionUnavailable:
+                continue
+            layout = await self._catalog.layout(show.screen_id)
+            statuses = [state.status(s.seat_id, at) for s in layout]
+            sellable = len(statuses) - statuses.count("UNAVAILABLE")
+            left = statuses.count("AVAILABLE")
+            out[show.id] = {"seats_left": left, "seats_total": sellable,
+                            "filling_fast": 0 < left < sellable * FILLING_FAST_SHARE,
+                            "sold_out": left == 0}
+        self._availability[theatre_id] = (time.monotonic() + AVAILABILITY_TTL_S, out)
+        return out

@@ -9,6 +9,8 @@ from aiohttp import web
 if TYPE_CHECKING:
     from region_node.bookings import BookingService
     from region_node.catalog import Catalog
+    from region_node.listener import ChangeListener
+    from region_node.live import LiveHub
     from region_node.metrics import NodeMetrics
     from region_node.seatmap import SeatMaps
     from region_node.settings import NodeSettings
@@ -22,3 +24,5 @@ catalog_key: web.AppKey[Catalog] = web.AppKey("catalog")
 seatmaps_key: web.AppKey[SeatMaps] = web.AppKey("seatmaps")
 bookings_key: web.AppKey[BookingService] = web.AppKey("bookings")
 metrics_key: web.AppKey[NodeMetrics] = web.AppKey("metrics")
+hub_key: web.AppKey[LiveHub] = web.AppKey("hub")
+listener_key: web.AppKey[ChangeListener] = web.AppKey("listener")

@@ -22,8 +22,11 @@ async def list_theatres(request: web.Request) -> web.Response:
 async def theatre_shows(request: web.Request) -> web.Response:
     catalog = request.app[catalog_key]
     theatre = catalog.theatre(ids.theatre_id(request.match_info["theatre_id"]))
-    shows = [s.as_json() for s in catalog.shows_of(theatre.id)]
-    return web.json_response({"theatre": theatre.as_json(), "shows": shows})
+    shows = catalog.shows_of(theatre.id)
+    badges = await request.app[seatmaps_key].availability(theatre.id, shows)
+    return web.json_response({"theatre": theatre.as_json(),
+                              "shows": [{**s.as_json(), "availability": badges.get(s.id)}
+                                        for s in shows]})
 
 
 async def show_detail(request: web.Request) -> web.Response:
@@ -38,5 +41,7 @@ async def show_seats(request: web.Request) -> web.Response:
     consistent = request.query.get("consistent", "false").lower()
     if consistent not in ("true", "false", "1", "0"):
         raise InvalidInput("consistent must be true or false", field="consistent")
-    body = await request.app[seatmaps_key].seat_map(show, consistent in ("true", "1"))
-    return web.json_response(body)
+    seatmaps = request.app[seatmaps_key]
+    if consistent in ("true", "1"):
+        return web.json_response(await seatmaps.seat_map(show, consistent=True))
+    return web.Response(body=await seatmaps.seat_map_body(show), content_type="application/json")

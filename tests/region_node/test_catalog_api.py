@@ -62,7 +62,7 @@ async def test_south_theatre_read_through_a_north_node(cluster: Cluster,
         assert seat["category"] == want.category and seat["price_paise"] == want.price_paise
         assert seat["status"] == ("UNAVAILABLE" if want.blocked else "AVAILABLE")
     assert 100 <= len(body["seats"]) <= 300
-    assert body["source"] == "replica@north" and "version" in body and "as_of" in body
+    assert body["source"] == "cache@north" and "version" in body and "as_of" in body
 
 
 async def test_errors_are_json_with_codes(cluster: Cluster, http: aiohttp.ClientSession) -> None:

@@ -1,0 +1,127 @@
+"""Live seat updates over WebSockets: sockets tracked per show in this node's memory.
+
+A client first gets a snapshot (the full map with its version), then one
+delta per change with consecutive versions. Deltas that arrive while a
+snapshot is being prepared are buffered and replayed after it. If a socket
+would see a gap, it gets a fresh snapshot instead; clients that detect a gap
+themselves send {"type": "resync"}. Fan-out comes from the node's one
+subscription per region, never one Redis subscription per socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 1.0  # a socket that cannot take a delta this fast is closed
+
+Snapshot = Callable[[int], Awaitable[dict[str, Any]]]
+
+
+@dataclass(eq=False)
+class LiveSocket:
+    show_id: int
+    ws: web.WebSocketResponse
+    version: int = -1  # last version this socket has seen; -1 until its snapshot
+    buffer: list[dict[str, Any]] = field(default_factory=list)
+    syncing: bool = True
+
+
+class LiveHub:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._sockets: dict[int, set[LiveSocket]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def count(self) -> int:
+        return sum(len(s) for s in self._sockets.values())
+
+    def join(self, show_id: int, ws: web.WebSocketResponse) -> LiveSocket:
+        sock = LiveSocket(show_id, ws)
+        self._sockets.setdefault(show_id, set()).add(sock)
+        return sock
+
+    def leave(self, sock: LiveSocket) -> None:
+        members = self._sockets.get(sock.show_id)
+        if members is not None:
+            members.discard(sock)
+            if not members:
+                del self._sockets[sock.show_id]
+
+    async def sync(self, sock: LiveSocket) -> None:
+        """Send a snapshot, then whatever changed while it was being made."""
+        sock.syncing = True
+        sock.buffer.clear()
+        snapshot = await self._snapshot(sock.show_id)
+        await sock.ws.send_str(json.dumps({"type": "snapshot", **snapshot}))
+        sock.version = int(snapshot["version"])
+        pending, sock.buffer = sorted(sock.buffer, key=lambda m: m["version"]), []
+        sock.syncing = False
+        for message in pending:
+            if not await self._deliver(sock, message):
+                return
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        members = self._sockets.get(int(message["show"]))
+        if not members:
+            return
+        delta = {"type": "delta", "show_id": int(message["show"]),
+                 **{k: v for k, v in message.items() if k != "show"}}
+        ready = []
+        for sock in list(members):
+            if sock.syncing:
+                sock.buffer.append(delta)
+            else:
+                ready.append(sock)
+        text = json.dumps(delta)
+        await asyncio.gather(*(self._send(sock, delta, text) for sock in ready))
+
+    async def _deliver(self, sock: LiveSocket, delta: dict[str, Any]) -> bool:
+        return await self._send(sock, delta, json.dumps(delta))
+
+    async def _send(self, sock: LiveSocket, delta: dict[str, Any], text: str) -> bool:
+        version = int(delta["version"])
+        if version <= sock.version:
+            return True
+        if version != sock.version + 1:  # it missed one: start it over
+            self._spawn(self.sync(sock))
+            return False
+        try:
+            await asyncio.wait_for(sock.ws.send_str(text), SEND_TIMEOUT_S)
+        except (ConnectionError, TimeoutError, RuntimeError):
+            self.leave(sock)
+            self._spawn(sock.ws.close(code=1011, message=b"too slow"))
+            return False
+        sock.version = version
+        return True
+
+    def resync(self, show_id: int) -> None:
+        for sock in list(self._sockets.get(show_id, ())):
+            self._spawn(self.sync(sock))
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        async def run() -> None:
+            with contextlib.suppress(Exception):
+                await work
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for members in list(self._sockets.values()):
+            for sock in list(members):
+                await sock.ws.close(code=1001, message=b"node shutting down")
+        self._sockets.clear()
