@@ -85,16 +85,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _node_args(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.hold_ttl is not None:
-        out += ["--hold-ttl", f"{args.hold_ttl}s"]
-    if args.sweep_interval is not None:
-        out += ["--sweep-interval", f"{args.sweep_interval}s"]
-    return out
+    return ["--hold-ttl", f"{args.hold_ttl}s"] if args.hold_ttl is not None else []
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    if args.sweep_interval is None:
+        return []
+    return ["--sweep-interval", f"{args.sweep_interval}s"]
 
 
 async def _up(topology: Topology, args: argparse.Namespace) -> int:
-    cluster = LocalCluster(topology, node_args=_node_args(args),
+    cluster = LocalCluster(topology, node_args=_node_args(args), worker_args=_worker_args(args),
                            catalog=CATALOG_SIZES[args.catalog],
                            progress=lambda line: print(line, flush=True))
     stop = asyncio.Event()

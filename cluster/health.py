@@ -73,6 +73,8 @@ PROBES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "pg-primary": probe_pg_primary,
     "pg-standby": probe_pg_standby,
     "node": probe_node,
+    "worker": probe_node,
+    "gateway": probe_node,
 }
 
 

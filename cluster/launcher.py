@@ -61,6 +61,31 @@ def node_spec(topology: Topology, region: Region, index: int, node_args: Sequenc
     )
 
 
+def worker_spec(topology: Topology, region: Region, worker_args: Sequence[str],
+                endpoint: Endpoint | None = None, index: int = 0) -> ProcessSpec:
+    ep = endpoint or region.worker
+    assert ep is not None
+    name = f"{region.name}.worker" + (f".{index + 1}" if index else "")
+    argv = [sys.executable, "-m", "region_node.worker", "--topology", str(topology.path),
+            "--region", region.name, "--host", ep.host, "--port", str(ep.port),
+            "--run-dir", str(topology.settings.run_dir), *worker_args]
+    return ProcessSpec(
+        name=name, region=region.name, role="worker", host=ep.host, port=ep.port,
+        argv=tuple(argv), log_path=topology.settings.run_dir / "logs" / f"{name}.log",
+        address=f"http://{ep.host}:{ep.port}", env={"PYTHONPATH": str(REPO_ROOT)})
+
+
+def gateway_spec(topology: Topology) -> ProcessSpec:
+    assert topology.payments is not None
+    ep = topology.payments.gateway
+    argv = [sys.executable, "-m", "cluster.payment_gateway", "--topology", str(topology.path),
+            "--run-dir", str(topology.settings.run_dir)]
+    return ProcessSpec(
+        name="payments.gateway", region="-", role="gateway", host=ep.host, port=ep.port,
+        argv=tuple(argv), log_path=topology.settings.run_dir / "logs" / "payments.gateway.log",
+        address=f"http://{ep.host}:{ep.port}", env={"PYTHONPATH": str(REPO_ROOT)})
+
+
 class LocalCluster:
     """Owner of every process of a local cluster. Use `async with` or start()/stop()."""
 
@@ -71,12 +96,14 @@ class LocalCluster:
         binaries: Binaries | None = None,
         catalog: CatalogSpec | None = None,
         node_args: Sequence[str] = (),
+        worker_args: Sequence[str] = (),
         progress: Callable[[str], None] = print,
     ) -> None:
         self.topology = topology
         self.binaries = binaries or find_binaries()
         self.catalog_spec = catalog or CatalogSpec()
         self.node_args = list(node_args)
+        self.worker_args = list(worker_args)
         self.progress = progress
         self.run_dir = topology.settings.run_dir
         self.supervisor = Supervisor(self.run_dir)
@@ -90,6 +117,7 @@ class LocalCluster:
             await self._step("postgres", self._start_postgres())
             await self._step("catalog", self._seed())
             await self._step("nodes", self._start_nodes())
+            await self._step("workers", self._start_workers())
         except BaseException:
             self.progress("start-up failed; stopping what was started")
             self.stop()
@@ -105,6 +133,24 @@ class LocalCluster:
     def processes(self) -> list[dict[str, Any]]:
         state = read_state(self.run_dir)
         return list(state["processes"]) if state else []
+
+    async def _start_workers(self) -> None:
+        specs = [worker_spec(self.topology, r, self.worker_args)
+                 for r in self.topology.regions.values() if r.worker is not None]
+        if self.topology.payments is not None:
+            specs.append(gateway_spec(self.topology))
+        await self._start_and_wait(specs)
+
+    async def start_extra_worker(self, region: str, endpoint: Endpoint,
+                                 worker_args: Sequence[str] = ()) -> Child:
+        """Another worker of `region` (e.g. to kill it mid-job), owned like the rest."""
+        index = len([c for c in self.supervisor.children
+                     if c.spec.role == "worker" and c.spec.region == region])
+        child = self.supervisor.start(worker_spec(
+            self.topology, self.topology.region(region), [*self.worker_args, *worker_args],
+            endpoint, index))
+        await self._wait(child)
+        return child
 
     async def start_extra_node(self, region: str, endpoint: Endpoint,
                                node_args: Sequence[str]) -> Child:

@@ -12,10 +12,12 @@ import time
 import asyncpg
 
 from region_node import keys
+from region_node.jobqueue import open_queue
 from router.registry import make_redis, pg_dsn
 from router.topology import Topology
 
-BOOKING_TABLES = "booking_seat, payment, outbox, idempotency, booking"
+BOOKING_TABLES = ("booking_seat, payment, outbox, idempotency, payment_event, ticket, "
+                  "notification, booking")
 
 
 async def reset_region(topology: Topology, region: str) -> None:
@@ -43,6 +45,11 @@ async def reset_region(topology: Topology, region: str) -> None:
                  "ts": int(time.time() * 1000)}))
     finally:
         await redis.aclose()
+    queue = open_queue(topology, region)
+    try:
+        await queue.obliterate(force=True)
+    finally:
+        await queue.close()
 
 
 async def reset_cluster(topology: Topology) -> None:

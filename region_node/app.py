@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +18,6 @@ from region_node.middlewares import error_middleware, metrics_middleware
 from region_node.routes import setup_routes
 from region_node.seatmap import SeatMaps
 from region_node.settings import NodeSettings
-from region_node.sweeper import Sweeper
 from region_node.typedefs import (
     bookings_key,
     catalog_key,
@@ -62,19 +59,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         bookings = BookingService(connections, catalog, topology.settings, app[metrics_key])
         app[bookings_key] = bookings
         app[confirm_key] = ConfirmService(bookings)
-        sweeper = Sweeper(bookings.home, settings.region, topology.settings.sweep_interval_s)
-        sweep_task = asyncio.create_task(sweeper.run(), name="sweeper")
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         try:
             yield
         finally:
             await hub.close()
             await listener.close()
-            sweep_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep_task
-            log.info("node %s stopping: swept %d expired holds", settings.name,
-                     sweeper.expired_total)
+            log.info("node %s stopped", settings.name)
 
 
 def create_app(settings: NodeSettings) -> web.Application:

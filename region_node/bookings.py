@@ -175,9 +175,14 @@ class BookingService:
         async with self.home.connection(show.region) as conn:
             row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
                                       booking_id)
+            payments = await conn.fetch(
+                "SELECT id, status, amount_paise FROM payment WHERE booking_id = $1 "
+                "ORDER BY created_at", booking_id) if row is not None else []
         if row is None:
             raise NotFound(f"no booking {booking_id!r}", id=booking_id)
-        return booking_json(row, show.region)
+        return {**booking_json(row, show.region),
+                "payments": [{"payment_id": p["id"], "status": p["status"],
+                              "amount_paise": p["amount_paise"]} for p in payments]}
 
     async def list_for_user(self, user_id: str) -> dict[str, Any]:
         """Bookings of a user in every region (each region holds its own), newest first."""

@@ -39,6 +39,7 @@ from region_node.errors import (
     PaymentReused,
     SeatsTaken,
 )
+from region_node.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ class ConfirmService:
                 self._count(show, "replayed")
                 return await _replay(conn, user_id, key, fingerprint), []
             try:
-                sold = await _sell(conn, show, booking_id, payment_id)
+                async with conn.transaction():  # a savepoint: a refusal undoes any part-sale
+                    sold = await sell(conn, show, booking_id, payment_id)
                 row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
                                           booking_id)
                 response = StoredResponse(200, json.dumps(booking_json(row, show.region)))
@@ -140,8 +142,8 @@ async def _replay(conn: asyncpg.Connection, user_id: str, key: str,
     return StoredResponse(row["status_code"], row["response_body"])
 
 
-async def _sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
-                payment_id: str) -> list[str]:
+async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
+               payment_id: str, payment_status: str = "RECORDED") -> list[str]:
     """The fenced sale. Raises a BookingError (nothing changed) or returns the seats sold."""
     booking = await conn.fetchrow(
         "SELECT status, fence_token, amount_paise, payment_id FROM booking "
@@ -151,6 +153,9 @@ async def _sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
     if booking["status"] != "INITIATED":
         raise HoldExpired(f"booking {booking_id} is {booking['status']}; hold the seats again",
                           status=booking["status"])
+    paid_for = await conn.fetchval("SELECT booking_id FROM payment WHERE id = $1", payment_id)
+    if paid_for is not None and paid_for != booking_id:
+        raise PaymentReused("this payment_id already paid another booking")
     wanted = [r["seat_id"] for r in await conn.fetch(
         "SELECT seat_id FROM booking_seat WHERE booking_id = $1 ORDER BY seat_id", booking_id)]
     rows = await conn.fetch(
@@ -173,15 +178,17 @@ async def _sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
     await conn.execute(
         "UPDATE booking SET status = 'CONFIRMED', payment_id = $2, updated_at = now() "
         "WHERE id = $1", booking_id, payment_id)
-    await conn.execute(
-        "INSERT INTO payment (id, booking_id, amount_paise, status) "
-        "VALUES ($1, $2, $3, 'RECORDED')",
-        payment_id, booking_id, booking["amount_paise"])
-    payload = json.dumps({"booking_id": booking_id, "show_id": show.id, "seat_ids": wanted})
-    await conn.executemany(
-        "INSERT INTO outbox (kind, payload) VALUES ($1, $2::jsonb)",
-        [("ticket", payload), ("notification", payload)])
+    recorded = await conn.fetchval(
+        "INSERT INTO payment (id, booking_id, amount_paise, status) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (id) DO UPDATE SET status = $4, updated_at = now() "
+        "WHERE payment.booking_id = EXCLUDED.booking_id RETURNING true",
+        payment_id, booking_id, booking["amount_paise"], payment_status)
+    if not recorded:  # raced with another booking paying with the same payment_id
+        raise PaymentReused("this payment_id already paid another booking")
+    await enqueue(conn, "ticket", {"booking_id": booking_id})
+    await enqueue(conn, "notification", {"booking_id": booking_id, "event": "confirmed"})
     return wanted
+
 
 
 def _still_ours(row: asyncpg.Record, booking_id: str, token: int) -> bool:

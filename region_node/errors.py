@@ -41,6 +41,10 @@ class NotFound(RequestError):
     code = "not_found"
 
 
+class TicketNotReady(NotFound):
+    code = "ticket_not_ready"
+
+
 class InvalidInput(RequestError):
     status = 422
     code = "invalid_input"

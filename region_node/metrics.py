@@ -59,3 +59,36 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class WorkerMetrics:
+    """Metrics of a region's worker: jobs, queue depth, outbox backlog."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.registry = CollectorRegistry()
+        self.jobs = Counter(
+            "bookcluster_jobs", "Jobs run, by kind and outcome (ok, retry, dead)",
+            ["region", "kind", "outcome"], registry=self.registry)
+        self.job_seconds = Histogram(
+            "bookcluster_job_seconds", "Time a job's handler ran", ["region", "kind"],
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.job_latency = Histogram(
+            "bookcluster_job_latency_seconds", "From enqueue to the end of a job's last run",
+            ["region", "kind"], buckets=LATENCY_BUCKETS + (10.0, 30.0, 60.0),
+            registry=self.registry)
+        self.queue_depth = Gauge(
+            "bookcluster_queue_depth", "Jobs in the region's queue by state",
+            ["region", "state"], registry=self.registry)
+        self.outbox_pending = Gauge(
+            "bookcluster_outbox_pending", "Outbox rows not yet relayed to the queue",
+            ["region"], registry=self.registry)
+        self.relayed = Gauge(
+            "bookcluster_outbox_relayed", "Outbox rows relayed to the queue since start",
+            ["region"], registry=self.registry)
+        self.expired = Gauge(
+            "bookcluster_holds_expired", "Bookings the sweeper expired since start", ["region"],
+            registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

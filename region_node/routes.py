@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from region_node.views import booking, catalog, live, ops
+from region_node.views import booking, catalog, live, ops, payments
 
 
 def setup_routes(app: web.Application) -> None:
@@ -24,4 +24,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/booking/booking/{booking_id}/cancel", booking.cancel)
     r.add_post("/booking/booking/{booking_id}/extend", booking.extend)
     r.add_get("/booking/booking/{booking_id}", booking.get_booking)
+    r.add_get("/booking/booking/{booking_id}/ticket", booking.ticket)
     r.add_get("/users/{user_id}/bookings", booking.user_bookings)
+    r.add_post("/payments/webhook", payments.webhook)

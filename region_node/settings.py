@@ -36,7 +36,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--run-dir", type=Path, help="override settings.run_dir")
     p.add_argument("--hold-ttl", type=_duration, help="override settings.hold_ttl, e.g. 5s")
-    p.add_argument("--sweep-interval", type=_duration, help="override settings.sweep_interval")
     return p
 
 
@@ -48,8 +47,6 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
     overrides = {}
     if args.hold_ttl is not None:
         overrides["hold_ttl_s"] = args.hold_ttl
-    if args.sweep_interval is not None:
-        overrides["sweep_interval_s"] = args.sweep_interval
     if overrides:
         topology = topology.with_settings(**overrides)
     return NodeSettings(topology, args.region, args.host, args.port)

@@ -6,6 +6,7 @@ and the reason, so an operator can fix the file without reading code.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,9 @@ class Region:
     pg_primary: Endpoint
     pg_standby: Endpoint | None
     nodes: tuple[Endpoint, ...]
+    # The region's job worker (queue consumer, outbox relay, expiry sweeper);
+    # the address serves its /healthz and /metrics.
+    worker: Endpoint | None = None
 
     def endpoints(self) -> list[tuple[str, Endpoint]]:
         """Every listening address of this region with a label, for duplicate checks."""
@@ -49,6 +53,8 @@ class Region:
         if self.pg_standby is not None:
             found.append(("postgres.standby", self.pg_standby))
         found += [(f"nodes[{i}]", ep) for i, ep in enumerate(self.nodes)]
+        if self.worker is not None:
+            found.append(("worker", self.worker))
         return found
 
 
@@ -64,12 +70,25 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Payments:
+    """The payment gateway (a simulator locally) and how its webhooks are trusted."""
+
+    gateway: Endpoint
+    # Shared HMAC secret of webhook signatures; BOOKCLUSTER_WEBHOOK_SECRET overrides it.
+    secret: str
+    replay_window_s: float = 300.0
+    capture_delay_s: float = 1.0  # simulator: how long until a payment is captured
+    fail_share: float = 0.0  # simulator: share of payments that fail
+
+
+@dataclass(frozen=True)
 class Topology:
     path: Path
     epoch: int
     settings: Settings
     regions: Mapping[str, Region]
     theatres: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    payments: Payments | None = None
 
     def region(self, name: str) -> Region:
         return self.regions[name]
@@ -175,7 +194,7 @@ def parse_topology(text: str, path: Path, run_dir: Path | None = None) -> Topolo
     if root_node is None:
         raise TopologyError(str(path), "", "file is empty")
     root = reader.mapping(reader.to_python(root_node), "")
-    reader.known_keys(root, "", {"epoch", "settings", "regions", "theatres"})
+    reader.known_keys(root, "", {"epoch", "settings", "regions", "theatres", "payments"})
 
     epoch = root.get("epoch", 1)
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
@@ -190,7 +209,6 @@ def parse_topology(text: str, path: Path, run_dir: Path | None = None) -> Topolo
             raise reader.fail(f"regions.{name}", "region names are lowercase [a-z0-9_-]")
     regions = {name: _region(reader, name, raw, set(regions_raw))
                for name, raw in regions_raw.items()}
-    _check_unique_endpoints(reader, regions)
 
     theatres_raw = reader.mapping(root.get("theatres") or {}, "theatres")
     for theatre_id, region in theatres_raw.items():
@@ -200,13 +218,41 @@ def parse_topology(text: str, path: Path, run_dir: Path | None = None) -> Topolo
         if region not in regions:
             raise reader.fail(key, f"unknown region {region!r} (known: {', '.join(regions)})")
 
+    payments = _payments(reader, root["payments"]) if root.get("payments") else None
+    _check_unique_endpoints(reader, regions,
+                            [("payments.gateway", payments.gateway)] if payments else [])
     return Topology(
         path=path,
         epoch=epoch,
         settings=settings,
         regions=MappingProxyType(regions),
         theatres=MappingProxyType(dict(theatres_raw)),
+        payments=payments,
     )
+
+
+def _payments(reader: _Reader, raw: Any) -> Payments:
+    raw = reader.mapping(raw, "payments")
+    reader.known_keys(raw, "payments", {"gateway", "secret", "replay_window", "capture_delay",
+                                        "fail_share"})
+    gateway = reader.endpoint(reader.require(raw, "payments", "gateway"), "payments.gateway")
+    secret = os.environ.get("BOOKCLUSTER_WEBHOOK_SECRET") or reader.require(raw, "payments",
+                                                                           "secret")
+    if not isinstance(secret, str) or len(secret) < 16:
+        raise reader.fail("payments.secret", "expected a string of at least 16 characters")
+    out = Payments(gateway, secret)
+    if "replay_window" in raw:
+        out = replace(out, replay_window_s=reader.duration(raw["replay_window"],
+                                                           "payments.replay_window"))
+    if "capture_delay" in raw:
+        out = replace(out, capture_delay_s=reader.duration(raw["capture_delay"],
+                                                           "payments.capture_delay"))
+    if "fail_share" in raw:
+        share = raw["fail_share"]
+        if not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share <= 1:
+            raise reader.fail("payments.fail_share", "expected a number from 0 to 1")
+        out = replace(out, fail_share=float(share))
+    return out
 
 
 def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Settings:
@@ -241,7 +287,7 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
 def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Region:
     key = f"regions.{name}"
     raw = reader.mapping(raw, key)
-    reader.known_keys(raw, key, {"redis", "postgres", "nodes"})
+    reader.known_keys(raw, key, {"redis", "postgres", "nodes", "worker"})
     redis_raw = reader.mapping(reader.require(raw, key, "redis"), f"{key}.redis")
     reader.known_keys(redis_raw, f"{key}.redis", {"master", "replicas"})
     master = reader.endpoint(reader.require(redis_raw, f"{key}.redis", "master"),
@@ -271,15 +317,17 @@ def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Regi
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise reader.fail(f"{key}.nodes", "expected a non-empty list of 'host:port'")
     nodes = tuple(reader.endpoint(n, f"{key}.nodes[{i}]") for i, n in enumerate(nodes_raw))
-    return Region(name, master, MappingProxyType(replicas), primary, standby, nodes)
+    worker = reader.endpoint(raw["worker"], f"{key}.worker") if raw.get("worker") else None
+    return Region(name, master, MappingProxyType(replicas), primary, standby, nodes, worker)
 
 
-def _check_unique_endpoints(reader: _Reader, regions: dict[str, Region]) -> None:
+def _check_unique_endpoints(reader: _Reader, regions: dict[str, Region],
+                            extra: list[tuple[str, Endpoint]] | None = None) -> None:
     seen: dict[tuple[str, int], str] = {}
-    for region in regions.values():
-        for label, ep in region.endpoints():
-            key = f"regions.{region.name}.{label}"
-            where = (ep.host, ep.port)
-            if where in seen:
-                raise reader.fail(key, f"duplicate host:port {ep} (also used by {seen[where]})")
-            seen[where] = key
+    labelled = [(f"regions.{region.name}.{label}", ep)
+                for region in regions.values() for label, ep in region.endpoints()]
+    for key, ep in labelled + (extra or []):
+        where = (ep.host, ep.port)
+        if where in seen:
+            raise reader.fail(key, f"duplicate host:port {ep} (also used by {seen[where]})")
+        seen[where] = key

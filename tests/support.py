@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 REGIONS = ("north", "south", "west")
+TEST_WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 
 
 def free_ports(n: int) -> list[int]:
@@ -27,9 +28,9 @@ def free_ports(n: int) -> list[int]:
 
 def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: int = 2,
                   standby: tuple[str, ...] = (), theatres: dict[str, str] | None = None,
-                  extra_settings: str = "") -> str:
-    per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0)
-    ports = iter(free_ports(per_region * len(regions)))
+                  extra_settings: str = "", workers: bool = False) -> str:
+    per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0) + 1
+    ports = iter(free_ports(per_region * len(regions) + 1))
     out = [f"epoch: 1\nsettings:\n  run_dir: {run_dir}\n  durable: false\n{extra_settings}",
            "regions:"]
     for region in regions:
@@ -41,6 +42,11 @@ def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: i
             out.append(f"      standby: 127.0.0.1:{next(ports)}")
         out.append("    nodes: [" + ", ".join(f"127.0.0.1:{next(ports)}"
                                                for _ in range(nodes)) + "]")
+        if workers:
+            out.append(f"    worker: 127.0.0.1:{next(ports)}")
+    if workers:
+        out.append(f"payments:\n  gateway: 127.0.0.1:{next(ports)}\n"
+                   f"  secret: {TEST_WEBHOOK_SECRET}\n  capture_delay: 300ms")
     if theatres:
         out.append("theatres:")
         out += [f"  {t}: {r}" for t, r in theatres.items()]

@@ -9,8 +9,9 @@ from aiohttp import web
 
 from region_node import ids
 from region_node.confirm import ConfirmService
-from region_node.errors import InvalidInput
-from region_node.typedefs import bookings_key, catalog_key
+from region_node.errors import BookingNotPending, InvalidInput, TicketNotReady
+from region_node.jobs.tickets import ticket_path
+from region_node.typedefs import bookings_key, catalog_key, settings_key
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
 MAX_BODY_BYTES = 16 * 1024
@@ -63,3 +64,17 @@ async def get_booking(request: web.Request) -> web.Response:
 async def user_bookings(request: web.Request) -> web.Response:
     return web.json_response(await request.app[bookings_key].list_for_user(
         request.match_info["user_id"]))
+
+
+async def ticket(request: web.Request) -> web.StreamResponse:
+    """The ticket PNG once the region's worker has made it."""
+    booking_id = request.match_info["booking_id"]
+    bookings = request.app[bookings_key]
+    booking = await bookings.get(booking_id)
+    if booking["status"] != "CONFIRMED":
+        raise BookingNotPending(booking_id, booking["status"])
+    path = ticket_path(request.app[settings_key].topology.settings.run_dir,
+                       booking["region"], booking_id)
+    if not path.exists():
+        raise TicketNotReady("the ticket is not ready yet; retry in a moment")
+    return web.FileResponse(path, headers={"Content-Type": "image/png"})

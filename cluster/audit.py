@@ -1,0 +1,376 @@
+"""Audit: prove the cluster's invariants (ARCHITECTURE.md) after a run, in every region.
+
+Reads each region's PostgreSQL primary (one REPEATABLE READ snapshot) and
+Redis master. Run it on a quiescent cluster: a write in flight shows up as a
+passing Redis/PostgreSQL disagreement. Violations, by check:
+
+1. No seat sold twice (invariant 1, no double booking)
+   `sold_twice`      two sold booking_seat rows for one (show, seat);
+   `wrong_region`    bookings of a show stored outside the show's home region,
+                     where no home lock or unique index could guard them.
+2. Every sale is whole (invariants 1 and 2, no double booking, no lost confirmation)
+   `booked_seat`     a BOOKED show_seat whose booking is not a CONFIRMED booking of
+                     the show with a sold booking_seat row for that seat;
+   `sold_seat`       a sold booking_seat row whose show_seat is not BOOKED by it;
+   `unsold_seat`     a CONFIRMED booking with a seat row not sold (or no seats).
+3. Holds end (invariant 6, holds are leases)
+   `stale_hold`      an INITIATED booking past expires_at + sweep interval + grace.
+4. Redis agrees with PostgreSQL (holds in Redis only save work; PostgreSQL decides)
+   `redis_booked`    the `booked` hash differs from PostgreSQL's BOOKED seats;
+   `redis_hold`      a live Redis hold without a PostgreSQL LOCKED row of its booking;
+   `pg_hold`         a PostgreSQL hold still running without its live Redis hold;
+   `redis_blocked`   the `blocked` set differs from PostgreSQL's UNAVAILABLE seats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any, TextIO
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from region_node import keys
+from region_node.seatstate import parse_hold
+from router.placement import Placement
+from router.registry import make_redis, pg_dsn
+from router.topology import Topology
+
+BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")
+SEAT_STATUSES = ("AVAILABLE", "LOCKED", "BOOKED", "UNAVAILABLE")
+DEFAULT_GRACE_S = 5.0
+# Holds ending this close to "now" are not judged: the TTL, sweeper and the
+# two clocks (Redis TIME, PostgreSQL now()) may disagree about them.
+CLOCK_SLACK_MS = 1000
+PG_CONNECT_TIMEOUT_S = 5.0
+PG_COMMAND_TIMEOUT_S = 60.0
+REDIS_TIMEOUT_S = 10.0
+LISTED = 50
+UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+               asyncpg.CannotConnectNowError, aioredis.ConnectionError, aioredis.TimeoutError)
+
+
+@dataclass(frozen=True)
+class Violation:
+    check: str
+    region: str
+    show_id: int | None
+    seat_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class RegionCounts:
+    bookings: dict[str, int]
+    seats: dict[str, int]
+    shows_checked: int
+
+
+@dataclass
+class AuditReport:
+    regions: dict[str, RegionCounts] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # region -> what failed
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 a violation, 2 a region could not be audited."""
+        return 2 if self.unreachable else 1 if self.violations else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"clean": self.exit_code == 0, **asdict(self)}
+
+
+class RegionUnreachable(Exception):
+    pass
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+SOLD_TWICE = """
+SELECT show_id, seat_id, array_agg(booking_id ORDER BY booking_id) AS bookings
+FROM booking_seat WHERE sold GROUP BY show_id, seat_id HAVING count(*) > 1 ORDER BY 1, 2"""
+BOOKINGS_BY_THEATRE = """
+SELECT b.show_id, sc.theatre_id, count(*) AS n FROM booking b
+JOIN show s ON s.id = b.show_id JOIN screen sc ON sc.id = s.screen_id
+GROUP BY b.show_id, sc.theatre_id ORDER BY 1"""
+BAD_BOOKED = """
+SELECT ss.show_id, ss.seat_id, ss.booked_booking_id AS booking, b.status,
+       b.show_id AS booking_show, bs.sold
+FROM show_seat ss
+LEFT JOIN booking b ON b.id = ss.booked_booking_id
+LEFT JOIN booking_seat bs ON bs.booking_id = ss.booked_booking_id AND bs.seat_id = ss.seat_id
+WHERE ss.status = 'BOOKED' AND (b.status IS DISTINCT FROM 'CONFIRMED'
+      OR b.show_id <> ss.show_id OR bs.sold IS NOT TRUE OR bs.show_id <> ss.show_id)
+ORDER BY 1, 2"""
+BAD_SOLD = """
+SELECT bs.show_id, bs.seat_id, bs.booking_id, ss.status, ss.booked_booking_id
+FROM booking_seat bs
+LEFT JOIN show_seat ss ON ss.show_id = bs.show_id AND ss.seat_id = bs.seat_id
+WHERE bs.sold AND (ss.status IS DISTINCT FROM 'BOOKED'
+                   OR ss.booked_booking_id IS DISTINCT FROM bs.booking_id)
+ORDER BY 1, 2"""
+UNSOLD_CONFIRMED = """
+SELECT b.id, b.show_id, bs.seat_id FROM booking b
+LEFT JOIN booking_seat bs ON bs.booking_id = b.id
+WHERE b.status = 'CONFIRMED' AND bs.sold IS NOT TRUE ORDER BY 2, 1, 3"""
+STALE = """
+SELECT id, show_id, extract(epoch FROM now() - expires_at)::float8 AS overdue_s FROM booking
+WHERE status = 'INITIATED' AND expires_at < now() - $1::interval ORDER BY expires_at"""
+SEAT_ROWS = """
+SELECT show_id, seat_id, status, coalesce(hold_booking_id, booked_booking_id) AS booking,
+       (extract(epoch FROM hold_expires_at) * 1000)::bigint AS expires_ms
+FROM show_seat WHERE status <> 'AVAILABLE'"""
+
+
+@dataclass
+class _Show:
+    """One show's seat state, from either side, in the same shape."""
+    booked: dict[str, str] = field(default_factory=dict)  # seat -> booking
+    holds: dict[str, tuple[str, int]] = field(default_factory=dict)  # seat -> (booking, ms)
+    blocked: set[str] = field(default_factory=set)
+    malformed: dict[str, str] = field(default_factory=dict)  # Redis hold values we can't parse
+
+
+async def _counts(conn: asyncpg.Connection, table: str,
+                  statuses: tuple[str, ...]) -> dict[str, int]:
+    rows = await conn.fetch(f"SELECT status, count(*) AS n FROM {table} GROUP BY status")
+    return {**dict.fromkeys(statuses, 0), **{r["status"]: r["n"] for r in rows}}
+
+
+async def _double_sales(conn: asyncpg.Connection, region: str,
+                        placement: Placement) -> list[Violation]:
+    out = [Violation("sold_twice", region, r["show_id"], r["seat_id"],
+                     f"sold to {', '.join(r['bookings'])}")
+           for r in await conn.fetch(SOLD_TWICE)]
+    for r in await conn.fetch(BOOKINGS_BY_THEATRE):
+        home = placement.region_of(r["theatre_id"])
+        if home != region:
+            out.append(Violation("wrong_region", region, r["show_id"], None,
+                                 f"{r['n']} booking(s) of theatre {r['theatre_id']}, "
+                                 f"whose home is {home}"))
+    return out
+
+
+def _booked_problem(r: asyncpg.Record) -> str:
+    if r["status"] is None:
+        return "no such booking"
+    if r["status"] != "CONFIRMED":
+        return f"booking is {r['status']}"
+    if r["booking_show"] != r["show_id"]:
+        return f"booking is of show {r['booking_show']}"
+    return "its booking_seat row is not sold" if r["sold"] is False else "no booking_seat row"
+
+
+async def _sales(conn: asyncpg.Connection, region: str) -> list[Violation]:
+    out = [Violation("booked_seat", region, r["show_id"], r["seat_id"],
+                     f"BOOKED by {r['booking']}: {_booked_problem(r)}")
+           for r in await conn.fetch(BAD_BOOKED)]
+    out += [Violation("sold_seat", region, r["show_id"], r["seat_id"],
+                      f"sold to {r['booking_id']} but show_seat is "
+                      f"{r['status'] or 'missing'} ({r['booked_booking_id'] or 'no booking'})")
+            for r in await conn.fetch(BAD_SOLD)]
+    out += [Violation("unsold_seat", region, r["show_id"], r["seat_id"],
+                      f"CONFIRMED booking {r['id']} "
+                      + ("has no seats" if r["seat_id"] is None else "has this seat unsold"))
+            for r in await conn.fetch(UNSOLD_CONFIRMED)]
+    return out
+
+
+async def _stale_holds(conn: asyncpg.Connection, region: str, max_age_s: float) -> list[Violation]:
+    return [Violation("stale_hold", region, r["show_id"], None,
+                      f"booking {r['id']} still INITIATED {r['overdue_s']:.1f}s after its hold "
+                      f"ended (allowed {max_age_s:g}s)")
+            for r in await conn.fetch(STALE, timedelta(seconds=max_age_s))]
+
+
+async def _pg_shows(conn: asyncpg.Connection) -> dict[int, _Show]:
+    shows: dict[int, _Show] = defaultdict(_Show)
+    for r in await conn.fetch(SEAT_ROWS):
+        show = shows[r["show_id"]]
+        if r["status"] == "BOOKED":
+            show.booked[r["seat_id"]] = r["booking"]
+        elif r["status"] == "LOCKED":
+            show.holds[r["seat_id"]] = (r["booking"], r["expires_ms"])
+        else:
+            show.blocked.add(r["seat_id"])
+    return shows
+
+
+# -- Redis --------------------------------------------------------------------
+
+def _show_of_key(key: str) -> int | None:
+    tag = key.partition("}")[0].removeprefix("{show:")
+    return int(tag) if tag.isdigit() else None
+
+
+async def _redis_shows(client: aioredis.Redis) -> tuple[int, dict[int, _Show]]:
+    """The master's clock in ms, and the seat state of every show with a key."""
+    seconds, micros = await client.time()
+    found: list[tuple[str, int]] = []
+    for kind in ("holds", "booked", "blocked"):
+        async for key in client.scan_iter(match=f"{{show:*}}:{kind}", count=1000):
+            show_id = _show_of_key(key)
+            if show_id is not None:
+                found.append((kind, show_id))
+    async with client.pipeline(transaction=False) as pipe:
+        for kind, show_id in found:
+            if kind == "blocked":
+                pipe.smembers(keys.show_blocked(show_id))
+            else:
+                pipe.hgetall(f"{keys.show_tag(show_id)}:{kind}")
+        values = await pipe.execute()
+    shows: dict[int, _Show] = defaultdict(_Show)
+    for (kind, show_id), value in zip(found, values, strict=True):
+        _fill(shows[show_id], kind, value)
+    return seconds * 1000 + micros // 1000, shows
+
+
+def _fill(show: _Show, kind: str, value: Any) -> None:
+    if kind == "blocked":
+        show.blocked = set(value)
+    elif kind == "booked":
+        show.booked = dict(value)
+    else:
+        for seat, raw in value.items():
+            try:
+                show.holds[seat] = parse_hold(raw)
+            except ValueError:
+                show.malformed[seat] = raw
+
+
+def _compare(region: str, show_id: int, pg: _Show, rd: _Show, now_ms: int) -> list[Violation]:
+    def v(check: str, seat: str, detail: str) -> Violation:
+        return Violation(check, region, show_id, seat, detail)
+
+    out = [v("redis_booked", s, f"PostgreSQL: {_pg_state(pg, s)}; Redis booked: "
+                                f"{rd.booked.get(s, 'no entry')}")
+           for s in sorted(pg.booked.keys() | rd.booked.keys())
+           if pg.booked.get(s) != rd.booked.get(s)]
+    out += [v("redis_hold", s, f"unreadable Redis hold {raw!r}") for s, raw in rd.malformed.items()]
+    for seat, (booking, expires) in sorted(rd.holds.items()):
+        if expires > now_ms + CLOCK_SLACK_MS and pg.holds.get(seat, ("",))[0] != booking:
+            out.append(v("redis_hold", seat, f"Redis holds it for {booking} "
+                         f"({(expires - now_ms) / 1000:.0f}s left); PostgreSQL: "
+                         f"{_pg_state(pg, seat)}"))
+    for seat, (booking, expires) in sorted(pg.holds.items()):
+        held = rd.holds.get(seat)
+        if expires > now_ms + CLOCK_SLACK_MS and (held is None or held[0] != booking
+                                                  or held[1] <= now_ms):
+            out.append(v("pg_hold", seat, f"PostgreSQL: LOCKED by {booking} "
+                         f"({(expires - now_ms) / 1000:.0f}s left); Redis hold: "
+                         f"{'none' if held is None else f'{held[0]} until {held[1]} ms'}"))
+    out += [v("redis_blocked", s, "UNAVAILABLE in PostgreSQL, not blocked in Redis"
+              if s in pg.blocked else f"blocked in Redis, {_pg_state(pg, s)} in PostgreSQL")
+            for s in sorted(pg.blocked ^ rd.blocked)]
+    return out
+
+
+def _pg_state(pg: _Show, seat: str) -> str:
+    if seat in pg.booked:
+        return f"BOOKED by {pg.booked[seat]}"
+    if seat in pg.holds:
+        return f"LOCKED by {pg.holds[seat][0]}"
+    return "UNAVAILABLE" if seat in pg.blocked else "AVAILABLE"
+
+
+# -- the audit ----------------------------------------------------------------
+
+async def _audit_pg(topology: Topology, region: str, grace_s: float
+                    ) -> tuple[dict[str, int], dict[str, int], list[Violation], dict[int, _Show]]:
+    endpoint = topology.region(region).pg_primary
+    try:
+        conn = await asyncpg.connect(pg_dsn(endpoint), timeout=PG_CONNECT_TIMEOUT_S,
+                                     command_timeout=PG_COMMAND_TIMEOUT_S)
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                bookings = await _counts(conn, "booking", BOOKING_STATUSES)
+                seats = await _counts(conn, "show_seat", SEAT_STATUSES)
+                found = await _double_sales(conn, region, Placement(topology))
+                found += await _sales(conn, region)
+                found += await _stale_holds(conn, region,
+                                            topology.settings.sweep_interval_s + grace_s)
+                shows = await _pg_shows(conn)
+        finally:
+            await conn.close()
+    except UNREACHABLE as exc:
+        raise RegionUnreachable(f"postgres primary {endpoint}: {_reason(exc)}") from exc
+    return bookings, seats, found, shows
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _audit_region(topology: Topology, region: str, grace_s: float
+                        ) -> tuple[RegionCounts, list[Violation]]:
+    bookings, seats, found, pg_shows = await _audit_pg(topology, region, grace_s)
+    endpoint = topology.region(region).redis_master
+    client = make_redis(endpoint, timeout_s=REDIS_TIMEOUT_S)
+    try:
+        now_ms, redis_shows = await _redis_shows(client)
+    except UNREACHABLE as exc:
+        raise RegionUnreachable(f"redis master {endpoint}: {_reason(exc)}") from exc
+    finally:
+        await client.aclose()
+    show_ids = sorted(pg_shows.keys() | redis_shows.keys())
+    for show_id in show_ids:
+        found += _compare(region, show_id, pg_shows.get(show_id, _Show()),
+                          redis_shows.get(show_id, _Show()), now_ms)
+    return RegionCounts(bookings, seats, len(show_ids)), found
+
+
+async def run_audit(topology: Topology, *, grace_s: float = DEFAULT_GRACE_S) -> AuditReport:
+    """Audit every region side by side; a region that does not answer is named, not fatal."""
+    regions = list(topology.regions)
+    results = await asyncio.gather(*(_audit_region(topology, r, grace_s) for r in regions),
+                                   return_exceptions=True)
+    report = AuditReport()
+    for region, result in zip(regions, results, strict=True):
+        if isinstance(result, RegionUnreachable):
+            report.unreachable[region] = str(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            report.regions[region], found = result
+            report.violations += found
+    return report
+
+
+def print_report(report: AuditReport, file: TextIO | None = None) -> None:
+    """Counts per region, then the first LISTED violations and how many there are."""
+    def line(text: str = "") -> None:
+        print(text, file=file or sys.stdout)  # sys.stdout now, not at import (capture, redirect)
+
+    for region, counts in report.regions.items():
+        line(f"{region}: {counts.shows_checked} shows checked against Redis")
+        line("  bookings  " + "  ".join(f"{s} {n}" for s, n in counts.bookings.items()))
+        line("  seats     " + "  ".join(f"{s} {n}" for s, n in counts.seats.items()))
+    for region, reason in report.unreachable.items():
+        line(f"{region}: UNREACHABLE, not audited ({reason})")
+    if not report.violations:
+        line("no violations" + (" in the regions audited" if report.unreachable else ""))
+        return
+    line(f"{len(report.violations)} violation(s):")
+    for v in report.violations[:LISTED]:
+        where = f"show {v.show_id}" if v.show_id is not None else "-"
+        where += f" seat {v.seat_id}" if v.seat_id is not None else ""
+        line(f"  [{v.check}] {v.region} {where}: {v.detail}")
+    if len(report.violations) > LISTED:
+        line(f"  ... and {len(report.violations) - LISTED} more")
+
+
+async def audit_command(topology: Topology, as_json: bool = False, *,
+                        grace_s: float = DEFAULT_GRACE_S) -> int:
+    """`bookcluster audit`: 0 clean, 1 on any violation, 2 if a region could not be reached."""
+    report = await run_audit(topology, grace_s=grace_s)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report)
+    return report.exit_code

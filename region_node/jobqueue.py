@@ -1,0 +1,77 @@
+"""The region-local job queue: BullMQ on the region's own Redis master.
+
+Why BullMQ (the Python port of the library seed 004 names) rather than our
+own plumbing or arq: it gives at-least-once delivery with job locks that a
+crashed worker stops renewing (its jobs go back to `wait` via the stalled
+check and another worker runs them), retries with exponential backoff, a
+`failed` set that is our dead-letter list (inspect and `retry` from the
+CLI), job-id de-duplication (the outbox relay may enqueue a job twice after
+a crash), and counts for metrics. arq pins redis-py < 6 and has no
+dead-letter list. Queues are never synchronised across regions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bullmq import Queue
+
+from router.registry import redis_url
+from router.topology import Topology
+
+QUEUE_PREFIX = "bookcluster"
+JOB_ATTEMPTS = 6
+# Retries back off 0.5 s, 1 s, 2 s, 4 s, 8 s; then the job stays in `failed`.
+JOB_OPTIONS: dict[str, Any] = {
+    "attempts": JOB_ATTEMPTS,
+    "backoff": {"type": "exponential", "delay": 500},
+    # Completed jobs are kept a day so a re-enqueue with the same id is a no-op.
+    "removeOnComplete": {"age": 86_400, "count": 100_000},
+    "removeOnFail": False,
+}
+# A job whose worker stops renewing its lock (killed, frozen) is taken back
+# after about lockDuration + stalledInterval.
+WORKER_OPTIONS: dict[str, Any] = {
+    "concurrency": 8,
+    "lockDuration": 4_000,
+    "stalledInterval": 2_000,
+    "maxStalledCount": 3,
+    "prefix": QUEUE_PREFIX,
+}
+COUNT_STATES = ("waiting", "active", "delayed", "failed", "completed", "prioritized")
+
+
+def queue_name(region: str) -> str:
+    return f"jobs-{region}"
+
+
+def connection(topology: Topology, region: str) -> str:
+    return redis_url(topology.region(region).redis_master)
+
+
+def open_queue(topology: Topology, region: str) -> Queue:
+    return Queue(queue_name(region), {"connection": connection(topology, region),
+                                      "prefix": QUEUE_PREFIX})
+
+
+async def add_job(queue: Queue, kind: str, data: dict[str, Any], job_id: str) -> None:
+    await queue.add(kind, data, {**JOB_OPTIONS, "jobId": job_id})
+
+
+async def counts(queue: Queue) -> dict[str, int]:
+    return {k: int(v) for k, v in (await queue.getJobCounts(*COUNT_STATES)).items()}
+
+
+async def dead_letters(queue: Queue, limit: int = 100) -> list[dict[str, Any]]:
+    jobs = await queue.getFailed(0, limit - 1)
+    return [{"id": j.id, "kind": j.name, "data": j.data, "attempts": j.attemptsMade,
+             "reason": j.failedReason} for j in jobs]
+
+
+async def replay(queue: Queue, job_ids: list[str] | None = None) -> int:
+    """Move dead-lettered jobs back to the queue. Returns how many."""
+    jobs = await queue.getFailed(0, -1)
+    chosen = [j for j in jobs if job_ids is None or j.id in job_ids]
+    for job in chosen:
+        await job.retry("failed")
+    return len(chosen)

@@ -1,0 +1,67 @@
+"""Notifications to users, delivered to a local Maildir (`mail/<region>/new/`).
+
+One message per (booking, event): the file name is the notification id, so a
+repeated job rewrites the same message instead of sending a second one.
+"""
+
+from __future__ import annotations
+
+import os
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+from region_node.jobs.context import JobContext
+from region_node.signing import ticket_reference
+
+SUBJECTS = {
+    "confirmed": "Your tickets are confirmed",
+    "refunded": "Your seats were taken - your payment is being refunded",
+    "payment_failed": "Your payment failed - your seats were released",
+}
+
+
+def maildir(run_dir: Path, region: str) -> Path:
+    return run_dir / "mail" / region
+
+
+def _body(event: str, booking: dict[str, Any], data: dict[str, Any], secret: str) -> str:
+    seats = ", ".join(booking["seat_ids"])
+    if event == "confirmed":
+        return (f"Booking {booking['booking_id']} for seats {seats} is confirmed.\n"
+                f"Ticket reference: {ticket_reference(secret, booking['booking_id'])}\n")
+    if event == "refunded":
+        return (f"Your payment {data.get('payment_id')} arrived after your hold on seats "
+                f"{seats} ended and they were sold to someone else. It is being refunded "
+                f"in full.\n")
+    return f"Your payment for seats {seats} failed; the seats were released.\n"
+
+
+async def send(ctx: JobContext, data: dict[str, Any]) -> str:
+    event = data["event"]
+    booking = await ctx.bookings.get(data["booking_id"])
+    note_id = f"{booking['booking_id']}:{event}"
+    message = EmailMessage()
+    message["From"] = "tickets@bookcluster.local"
+    message["To"] = f"{booking['user_id']}@users.bookcluster.local"
+    message["Subject"] = SUBJECTS.get(event, event)
+    message["Date"] = formatdate()
+    message["Message-ID"] = make_msgid(idstring=note_id.replace(":", "."))
+    message["X-Booking-Id"] = booking["booking_id"]
+    message.set_content(_body(event, booking, data, ctx.payments.secret))
+
+    box = maildir(ctx.run_dir, ctx.region)
+    for sub in ("tmp", "new", "cur"):
+        (box / sub).mkdir(parents=True, exist_ok=True)
+    name = note_id.replace(":", "_") + ".eml"
+    tmp = box / "tmp" / f"{name}.{os.getpid()}"
+    tmp.write_bytes(bytes(message))
+    tmp.replace(box / "new" / name)  # Maildir delivery: atomic rename into new/
+    async with ctx.home.transaction(ctx.region) as conn:
+        await conn.execute(
+            "INSERT INTO notification (id, booking_id, user_id, kind, path) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            note_id, booking["booking_id"], booking["user_id"], event,
+            str(box / "new" / name))
+    return note_id

@@ -1,0 +1,152 @@
+"""The late-payment saga (seed 003) and refunds.
+
+A verified webhook event is stored once (by event id) and processed here, in
+the booking's home region:
+- captured, hold still ours      -> the same fenced sale as the confirm endpoint;
+- captured, seats sold elsewhere -> booking EXPIRED, payment REFUND_PENDING,
+                                    a refund job and a message to the user;
+- captured, booking already paid with another payment, cancelled or expired
+                                 -> this payment is refunded;
+- failed                         -> booking CANCELLED, seats released.
+Money is conserved: each captured payment ends as the booking's payment or
+as a refund, never both, decided in one transaction with the booking row locked.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from region_node.bookings import free_seats
+from region_node.catalog import ShowInfo
+from region_node.confirm import sell
+from region_node.errors import BookingError
+from region_node.jobs.context import JobContext
+from region_node.outbox import enqueue
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """The gateway did not accept a refund; the job retries with backoff."""
+
+
+async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
+    booking_id = data["booking_id"]
+    try:
+        show = await ctx.bookings.show_of_booking(booking_id)
+    except Exception:  # an id we never issued: the money still goes back
+        return await _refund_orphan(ctx, data)
+    sold: list[str] = []
+    freed: list[tuple[str, int, str]] = []
+    async with ctx.home.transaction(ctx.region) as conn:
+        event = await conn.fetchrow(
+            "SELECT processed_at, outcome FROM payment_event WHERE event_id = $1 FOR UPDATE",
+            data["event_id"])
+        if event is not None and event["processed_at"] is not None:
+            return f"duplicate: {event['outcome']}"
+        if data["kind"] == "payment.captured":
+            outcome, sold, freed = await _captured(conn, show, data)
+        else:
+            outcome, freed = await _failed(conn, data)
+        await conn.execute(
+            "UPDATE payment_event SET processed_at = now(), outcome = $2 WHERE event_id = $1",
+            data["event_id"], outcome)
+    if sold:
+        await ctx.home.script(ctx.region, "book", show.id, [booking_id, *sold])
+    if freed:
+        await ctx.home.script(ctx.region, "release", show.id,
+                              [booking_id, *[seat for _, _, seat in freed]])
+    return outcome
+
+
+async def _captured(conn: asyncpg.Connection, show: ShowInfo, data: dict[str, Any]
+                    ) -> tuple[str, list[str], list[tuple[str, int, str]]]:
+    booking_id, payment_id = data["booking_id"], data["payment_id"]
+    booking = await conn.fetchrow(
+        "SELECT status, payment_id FROM booking WHERE id = $1 FOR UPDATE", booking_id)
+    if booking is None:
+        await _start_refund(conn, data, "no such booking")
+        return "refund: no booking", [], []
+    if booking["status"] == "CONFIRMED" and booking["payment_id"] == payment_id:
+        return "already confirmed", [], []
+    if booking["status"] == "INITIATED":
+        try:
+            async with conn.transaction():  # savepoint: a refusal undoes any part-sale
+                sold = await sell(conn, show, booking_id, payment_id, "CAPTURED")
+            return "confirmed", sold, []
+        except BookingError as exc:
+            await conn.execute("UPDATE booking SET status = 'EXPIRED', updated_at = now() "
+                               "WHERE id = $1", booking_id)
+            freed = await free_seats(conn, [booking_id])
+            await _start_refund(conn, data, exc.code)
+            return f"refund: {exc.code}", [], freed
+    await _start_refund(conn, data, f"booking {booking['status']}")
+    return f"refund: booking {booking['status']}", [], []
+
+
+async def _start_refund(conn: asyncpg.Connection, data: dict[str, Any], why: str) -> None:
+    await conn.execute(
+        "INSERT INTO payment (id, booking_id, amount_paise, status) "
+        "VALUES ($1, $2, $3, 'REFUND_PENDING') ON CONFLICT (id) DO UPDATE "
+        "SET status = 'REFUND_PENDING', updated_at = now() WHERE payment.status = 'CAPTURED'",
+        data["payment_id"], data["booking_id"], data["amount_paise"])
+    await enqueue(conn, "refund", {"payment_id": data["payment_id"],
+                                   "booking_id": data["booking_id"],
+                                   "amount_paise": data["amount_paise"], "reason": why})
+    if await conn.fetchval("SELECT 1 FROM booking WHERE id = $1", data["booking_id"]):
+        await enqueue(conn, "notification", {"booking_id": data["booking_id"],
+                                             "event": "refunded",
+                                             "payment_id": data["payment_id"]})
+
+
+async def _failed(conn: asyncpg.Connection, data: dict[str, Any]
+                  ) -> tuple[str, list[tuple[str, int, str]]]:
+    booking_id = data["booking_id"]
+    booking = await conn.fetchrow("SELECT status FROM booking WHERE id = $1 FOR UPDATE",
+                                  booking_id)
+    if booking is None:
+        return "failed: no booking", []
+    await conn.execute(
+        "INSERT INTO payment (id, booking_id, amount_paise, status) "
+        "VALUES ($1, $2, $3, 'FAILED') ON CONFLICT (id) DO NOTHING",
+        data["payment_id"], booking_id, data["amount_paise"])
+    if booking["status"] != "INITIATED":
+        return f"failed: booking already {booking['status']}", []
+    await conn.execute("UPDATE booking SET status = 'CANCELLED', updated_at = now() "
+                       "WHERE id = $1", booking_id)
+    freed = await free_seats(conn, [booking_id])
+    await enqueue(conn, "notification", {"booking_id": booking_id, "event": "payment_failed"})
+    return "failed: seats released", freed
+
+
+async def _refund_orphan(ctx: JobContext, data: dict[str, Any]) -> str:
+    if data["kind"] != "payment.captured":
+        return "ignored: no booking"
+    await refund(ctx, data)
+    return "refunded: unknown booking"
+
+
+async def refund(ctx: JobContext, data: dict[str, Any]) -> str:
+    """Ask the gateway to refund a payment (idempotent there per payment id)."""
+    gateway = ctx.payments.gateway
+    url = f"http://{gateway.host}:{gateway.port}/refunds"
+    body = {"payment_id": data["payment_id"], "amount_paise": data["amount_paise"]}
+    try:
+        async with ctx.http.post(url, json=body) as resp:
+            if resp.status != 200:
+                raise GatewayError(f"gateway answered {resp.status}: {await resp.text()}")
+    except aiohttp.ClientError as exc:
+        raise GatewayError(f"gateway unreachable: {exc}") from exc
+    try:
+        show = await ctx.bookings.show_of_booking(data["booking_id"])
+    except Exception:
+        return "refunded"
+    region = show.region
+    async with ctx.home.transaction(region) as conn:
+        await conn.execute("UPDATE payment SET status = 'REFUNDED', updated_at = now() "
+                           "WHERE id = $1 AND status = 'REFUND_PENDING'", data["payment_id"])
+    return "refunded"

@@ -1,0 +1,75 @@
+"""`POST /payments/webhook`: the gateway tells us a payment was captured or failed.
+
+Verified (HMAC over timestamp and body, replay window), stored once by event
+id in the booking's home region together with an outbox job, answered at
+once; the saga runs in that region's worker (`jobs/payments.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from region_node import ids
+from region_node.errors import InvalidInput, NotFound, RequestError
+from region_node.outbox import enqueue
+from region_node.signing import SIGNATURE_HEADER, SignatureError, verify_webhook
+from region_node.typedefs import bookings_key, settings_key
+
+EVENT_KINDS = ("payment.captured", "payment.failed")
+MAX_BODY_BYTES = 16 * 1024
+
+
+class WebhookRejected(RequestError):
+    """Signature problems: 400 for a malformed or stale header, 401 for a wrong one."""
+
+    def __init__(self, exc: SignatureError) -> None:
+        super().__init__(str(exc))
+        self.code = exc.code
+        self.status = 401 if exc.code == "bad_signature" else 400
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(body)
+    except ValueError:
+        raise InvalidInput("webhook body is not JSON") from None
+    fields = {"event_id": str, "kind": str, "payment_id": str, "booking_id": str,
+              "amount_paise": int}
+    if not isinstance(event, dict) or any(not isinstance(event.get(k), t)
+                                          for k, t in fields.items()):
+        raise InvalidInput("webhook needs event_id, kind, payment_id, booking_id (strings) "
+                           "and amount_paise (integer)")
+    if event["kind"] not in EVENT_KINDS:
+        raise InvalidInput(f"unknown event kind {event['kind']!r}", field="kind")
+    ids.booking_show(event["booking_id"])
+    return {k: event[k] for k in fields}
+
+
+async def webhook(request: web.Request) -> web.Response:
+    payments = request.app[settings_key].topology.payments
+    if payments is None:
+        raise NotFound("payments are not configured in this topology")
+    body = await request.read()
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidInput(f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        verify_webhook(payments.secret, request.headers.get(SIGNATURE_HEADER), body,
+                       payments.replay_window_s)
+    except SignatureError as exc:
+        raise WebhookRejected(exc) from None
+    event = parse_event(body)
+    bookings = request.app[bookings_key]
+    show = await bookings.show_of_booking(event["booking_id"])
+    async with bookings.home.transaction(show.region) as conn:
+        stored = await conn.fetchval(
+            "INSERT INTO payment_event (event_id, kind, payment_id, booking_id, amount_paise) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING RETURNING true",
+            event["event_id"], event["kind"], event["payment_id"], event["booking_id"],
+            event["amount_paise"])
+        if stored:
+            await enqueue(conn, "payment_event", event)
+    return web.json_response({"received": True, "duplicate": not stored,
+                              "event_id": event["event_id"], "region": show.region})

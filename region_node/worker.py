@@ -1,0 +1,180 @@
+"""A region's worker process: runs the region's jobs, relays its outbox, sweeps its holds.
+
+    python -m region_node.worker --topology topology.yaml --region north
+
+Everything it touches is region-local: the region's Redis master (queue),
+PostgreSQL primary (outbox, bookings). It serves /healthz and /metrics on the
+region's `worker` address. SIGTERM: stop taking jobs, let running ones end,
+cancel loops, log one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+from aiohttp import web
+from bullmq import Job, Worker
+
+from region_node import jobqueue
+from region_node.bookings import BookingService
+from region_node.catalog import Catalog
+from region_node.jobs import HANDLERS, JobContext
+from region_node.metrics import NodeMetrics, WorkerMetrics
+from region_node.outbox import Relay
+from region_node.sweeper import Sweeper
+from router.errors import TopologyError
+from router.placement import Placement
+from router.registry import Connections
+from router.topology import Topology, load_topology, parse_duration
+
+log = logging.getLogger(__name__)
+
+GAUGE_REFRESH_S = 1.0
+
+
+class RegionWorker:
+    """Owns the worker's connections, queue consumer, relay, sweeper and metrics server."""
+
+    def __init__(self, topology: Topology, region: str) -> None:
+        self.topology = topology
+        self.region = region
+        self.metrics = WorkerMetrics(region)
+        self.jobs_run = 0
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> RegionWorker:
+        stack = self._stack
+        connections = await stack.enter_async_context(Connections(self.topology, self.region))
+        catalog = Catalog(connections.pg_catalog(), Placement(self.topology))
+        await catalog.load()
+        bookings = BookingService(connections, catalog, self.topology.settings,
+                                  NodeMetrics(self.region))
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)))
+        self.context = JobContext(self.topology, self.region, catalog, bookings, http)
+        self.queue = jobqueue.open_queue(self.topology, self.region)
+        stack.push_async_callback(self.queue.close)
+        self.relay = Relay(bookings.home, self.region, self.queue)
+        self.sweeper = Sweeper(bookings.home, self.region,
+                               self.topology.settings.sweep_interval_s)
+        self.metrics.relayed.labels(self.region).set_function(lambda: self.relay.relayed_total)
+        self.metrics.expired.labels(self.region).set_function(
+            lambda: self.sweeper.expired_total)
+        self.consumer = Worker(jobqueue.queue_name(self.region), self.process,
+                               {"connection": jobqueue.connection(self.topology, self.region),
+                                **jobqueue.WORKER_OPTIONS})
+        stack.push_async_callback(self.consumer.close)
+        for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
+                           ("gauges", self._refresh_gauges())):
+            self._tasks.append(asyncio.create_task(loop, name=name))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stack.aclose()
+        log.info("worker %s stopped: %d jobs run, %d outbox rows relayed, %d holds expired",
+                 self.region, self.jobs_run, self.relay.relayed_total,
+                 self.sweeper.expired_total)
+
+    async def process(self, job: Job, token: str) -> Any:
+        handler = HANDLERS.get(job.name)
+        if handler is None:
+            raise ValueError(f"no handler for job kind {job.name!r}")
+        started = time.monotonic()
+        labels = (self.region, job.name)
+        try:
+            result = await handler(self.context, job.data)
+        except Exception as exc:
+            last = job.attemptsMade + 1 >= int(job.opts.get("attempts", 1))
+            self.metrics.jobs.labels(*labels, "dead" if last else "retry").inc()
+            log.warning("job %s %s failed (attempt %d)%s: %s", job.name, job.id,
+                        job.attemptsMade + 1, ", dead-lettered" if last else "", exc)
+            raise
+        finally:
+            self.metrics.job_seconds.labels(*labels).observe(time.monotonic() - started)
+        self.jobs_run += 1
+        self.metrics.jobs.labels(*labels, "ok").inc()
+        self.metrics.job_latency.labels(*labels).observe(
+            max(0.0, time.time() - job.timestamp / 1000))
+        return result
+
+    async def _refresh_gauges(self) -> None:
+        while True:
+            try:
+                for state, value in (await jobqueue.counts(self.queue)).items():
+                    self.metrics.queue_depth.labels(self.region, state).set(value)
+                self.metrics.outbox_pending.labels(self.region).set(await self.relay.pending())
+            except Exception as exc:  # metrics must never stop the worker
+                log.debug("gauge refresh failed: %s", exc)
+            await asyncio.sleep(GAUGE_REFRESH_S)
+
+
+def status_app(worker: RegionWorker) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "region": worker.region,
+                                  "jobs_run": worker.jobs_run})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=worker.metrics.render(), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(topology: Topology, region: str, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with RegionWorker(topology, region) as worker:
+        runner = web.AppRunner(status_app(worker), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("worker %s ready on %s:%d", region, host, port)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m region_node.worker")
+    p.add_argument("--topology", type=Path, default=Path("topology.yaml"))
+    p.add_argument("--region", required=True)
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--sweep-interval", help="override settings.sweep_interval, e.g. 1s")
+    args = p.parse_args(argv)
+    try:
+        topology = load_topology(args.topology, run_dir=args.run_dir)
+    except TopologyError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if args.region not in topology.regions:
+        p.error(f"--region {args.region!r} is not in {topology.path}")
+    if args.sweep_interval:
+        topology = topology.with_settings(sweep_interval_s=parse_duration(args.sweep_interval))
+    endpoint = topology.region(args.region).worker
+    host = args.host or (endpoint.host if endpoint else "127.0.0.1")
+    port = args.port or (endpoint.port if endpoint else 0)
+    uvloop.run(serve(topology, args.region, host, port))
+
+
+if __name__ == "__main__":
+    main()

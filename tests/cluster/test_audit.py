@@ -1,0 +1,289 @@
+"""The audit: clean after real bookings, and each kind of corruption found exactly."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from cluster.audit import AuditReport, Violation, audit_command, print_report, run_audit
+from region_node import keys
+from router.registry import make_redis
+from router.topology import Endpoint
+from tests.conftest import Cluster
+from tests.region_node.helpers import blocked_seat, seats_of, shows_in
+from tests.region_node.test_holds import confirm, hold
+from tests.support import call, free_ports
+
+
+async def booked(http: aiohttp.ClientSession, cluster: Cluster, show: int,
+                 seats: list[str], user: str = "u") -> str:
+    """Hold and confirm `seats`; returns the booking id."""
+    status, held = await hold(http, cluster.node("west"), show, user, seats)
+    assert status == 201, held
+    status, body = await confirm(http, cluster.node("north"), held["booking_id"],
+                                 f"k-{held['booking_id']}", f"p-{held['booking_id']}")
+    assert status == 200, body
+    return str(held["booking_id"])
+
+
+async def held(http: aiohttp.ClientSession, cluster: Cluster, show: int,
+               seats: list[str]) -> str:
+    status, body = await hold(http, cluster.node("south"), show, "u", seats)
+    assert status == 201, body
+    return str(body["booking_id"])
+
+
+async def redis_cmd(cluster: Cluster, region: str, *args: Any) -> Any:
+    client = make_redis(cluster.topology.region(region).redis_master)
+    try:
+        return await client.execute_command(*args)
+    finally:
+        await client.aclose()
+
+
+async def execute(cluster: Cluster, region: str, query: str, *args: Any) -> None:
+    conn = await cluster.pg(region)
+    try:
+        await conn.execute(query, *args)
+    finally:
+        await conn.close()
+
+
+def only(report: AuditReport) -> Violation:
+    assert len(report.violations) == 1, report.violations
+    assert report.exit_code == 1 and not report.unreachable
+    return report.violations[0]
+
+
+def expected_seats(cluster: Cluster, catalog: Any, region: str) -> tuple[int, int]:
+    """(sellable, blocked) show_seat rows of the region's shows."""
+    screens = [next(s.screen_id for s in catalog.shows if s.id == show)
+               for show in shows_in(cluster, catalog, region)]
+    seats = [seat for screen in screens for seat in catalog.seats if seat.screen_id == screen]
+    blocked = sum(seat.blocked for seat in seats)
+    return len(seats) - blocked, blocked
+
+
+def blocked_shows(cluster: Cluster, catalog: Any, region: str) -> set[int]:
+    return {show for show in shows_in(cluster, catalog, region)
+            if blocked_seat(catalog, [show]) is not None}
+
+
+async def test_real_bookings_audit_clean_with_counts(clean: Cluster, http: aiohttp.ClientSession,
+                                                    catalog: Any) -> None:
+    north, south, west = (shows_in(clean, catalog, r)[0] for r in ("north", "south", "west"))
+    await booked(http, clean, north, seats_of(catalog, north, 2))
+    await held(http, clean, north, seats_of(catalog, north, 3)[2:])
+    cancelled = await held(http, clean, south, seats_of(catalog, south, 2))
+    status, body = await call(http, "POST",
+                              f"{clean.node('west')}/booking/booking/{cancelled}/cancel")
+    assert status == 200 and body["status"] == "CANCELLED"
+    await booked(http, clean, west, seats_of(catalog, west, 3))
+
+    report = await run_audit(clean.topology)
+    assert report.violations == [] and report.unreachable == {} and report.exit_code == 0
+    want = {"north": ({"CONFIRMED": 1, "INITIATED": 1}, {"BOOKED": 2, "LOCKED": 1}, {north}),
+            "south": ({"CANCELLED": 1}, {}, set()),
+            "west": ({"CONFIRMED": 1}, {"BOOKED": 3}, {west})}
+    for region, (bookings, taken, touched) in want.items():
+        counts = report.regions[region]
+        assert counts.bookings == {"INITIATED": 0, "CONFIRMED": 0, "CANCELLED": 0,
+                                   "EXPIRED": 0, **bookings}, region
+        sellable, blocked = expected_seats(clean, catalog, region)
+        assert counts.seats == {"AVAILABLE": sellable - sum(taken.values()), "LOCKED": 0,
+                                "BOOKED": 0, "UNAVAILABLE": blocked, **taken}, region
+        assert counts.shows_checked == len(blocked_shows(clean, catalog, region) | touched)
+    out = io.StringIO()
+    print_report(report, out)
+    assert "no violations" in out.getvalue() and "CONFIRMED 1" in out.getvalue()
+
+
+async def test_audit_command_exit_codes_and_json(clean: Cluster, http: aiohttp.ClientSession,
+                                                 catalog: Any,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    await booked(http, clean, show, seats_of(catalog, show, 1))
+    assert await audit_command(clean.topology, True) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["clean"] and doc["violations"] == [] and doc["unreachable"] == {}
+    assert doc["regions"]["south"]["bookings"]["CONFIRMED"] == 1
+
+    seat = seats_of(catalog, show, 2)[1]
+    await redis_cmd(clean, "south", "HSET", keys.show_booked(show), seat, "bghost")
+    assert await audit_command(clean.topology, False) == 1
+    text = capsys.readouterr().out
+    assert "1 violation(s)" in text and f"[redis_booked] south show {show} seat {seat}" in text
+
+
+async def test_unreachable_region_is_named(clean: Cluster,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    dead = Endpoint("127.0.0.1", free_ports(1)[0])
+    west = replace(clean.topology.region("west"), pg_primary=dead)
+    topology = replace(clean.topology, regions={**clean.topology.regions, "west": west})
+    assert await audit_command(topology, False) == 2
+    text = capsys.readouterr().out
+    assert f"west: UNREACHABLE, not audited (postgres primary {dead}" in text
+    assert "north: " in text and "south: " in text
+
+
+async def test_double_sale_is_found(clean: Cluster, http: aiohttp.ClientSession,
+                                    catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    first = await booked(http, clean, show, [seat])
+    second = f"b{show}-{'0' * 16}"
+    conn = await clean.pg("north")
+    try:
+        # The unique index makes this impossible; drop it to prove the audit would notice.
+        await conn.execute("DROP INDEX booking_seat_sold_once")
+        try:
+            await conn.execute(
+                "INSERT INTO booking (id, user_id, show_id, status, fence_token, amount_paise, "
+                "expires_at, hold_deadline) VALUES ($1, 'mallory', $2, 'CONFIRMED', 1, 0, "
+                "now(), now())", second, show)
+            await conn.execute("INSERT INTO booking_seat (booking_id, show_id, seat_id, "
+                               "price_paise, sold) VALUES ($1, $2, $3, 0, true)",
+                               second, show, seat)
+            report = await run_audit(clean.topology)
+        finally:
+            await conn.execute("DELETE FROM booking_seat WHERE booking_id = $1", second)
+            await conn.execute("DELETE FROM booking WHERE id = $1", second)
+            await conn.execute("CREATE UNIQUE INDEX booking_seat_sold_once "
+                               "ON booking_seat (show_id, seat_id) WHERE sold")
+    finally:
+        await conn.close()
+    assert report.exit_code == 1
+    assert sorted(report.violations, key=lambda v: v.check) == [
+        Violation("sold_seat", "north", show, seat,
+                  f"sold to {second} but show_seat is BOOKED ({first})"),
+        Violation("sold_twice", "north", show, seat,
+                  f"sold to {', '.join(sorted([first, second]))}"),
+    ]
+
+
+async def test_booking_outside_its_home_region_is_found(clean: Cluster, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    await execute(clean, "south",
+                  "INSERT INTO booking (id, user_id, show_id, status, fence_token, amount_paise, "
+                  "expires_at, hold_deadline) VALUES ($1, 'u', $2, 'CANCELLED', 1, 0, now(), "
+                  "now())", f"b{show}-{'1' * 16}", show)
+    found = only(await run_audit(clean.topology))
+    assert (found.check, found.region, found.show_id, found.seat_id) == (
+        "wrong_region", "south", show, None)
+    assert found.detail.endswith("whose home is north")
+
+
+async def test_seat_booked_for_an_initiated_booking_is_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    booking = await held(http, clean, show, [seat])
+    await execute(clean, "west",
+                  "UPDATE show_seat SET status = 'BOOKED', booked_booking_id = $3, "
+                  "hold_booking_id = NULL, hold_expires_at = NULL "
+                  "WHERE show_id = $1 AND seat_id = $2", show, seat, booking)
+    # Redis agrees with the corrupt PostgreSQL state, so only the sale itself is wrong.
+    await redis_cmd(clean, "west", "HDEL", keys.show_holds(show), seat)
+    await redis_cmd(clean, "west", "HSET", keys.show_booked(show), seat, booking)
+    assert only(await run_audit(clean.topology)) == Violation(
+        "booked_seat", "west", show, seat, f"BOOKED by {booking}: booking is INITIATED")
+
+
+async def test_confirmed_booking_with_an_unsold_seat_is_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    booking = await booked(http, clean, show, [seat])
+    await execute(clean, "south", "UPDATE booking_seat SET sold = false WHERE booking_id = $1",
+                  booking)
+    report = await run_audit(clean.topology)
+    assert sorted(report.violations, key=lambda v: v.check) == [
+        Violation("booked_seat", "south", show, seat,
+                  f"BOOKED by {booking}: its booking_seat row is not sold"),
+        Violation("unsold_seat", "south", show, seat,
+                  f"CONFIRMED booking {booking} has this seat unsold"),
+    ]
+
+
+async def test_stale_initiated_booking_is_found(clean: Cluster, http: aiohttp.ClientSession,
+                                                catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    booking = await held(http, clean, show, seats_of(catalog, show, 2))
+    # The session's sweepers run every 0.5 s. A FOR KEY SHARE lock makes them skip
+    # the booking (they take FOR UPDATE ... SKIP LOCKED) while our UPDATE of a
+    # non-key column still commits, so the audit sees a stuck booking for as long
+    # as we hold the lock.
+    guard = await clean.pg("north")
+    try:
+        async with guard.transaction():
+            await guard.execute("SELECT 1 FROM booking WHERE id = $1 FOR KEY SHARE", booking)
+            await execute(clean, "north", "UPDATE booking SET expires_at = now() - "
+                          "interval '1 hour' WHERE id = $1", booking)
+            report = await run_audit(clean.topology)
+    finally:
+        await guard.close()
+    found = only(report)
+    assert (found.check, found.region, found.show_id) == ("stale_hold", "north", show)
+    assert found.detail.startswith(f"booking {booking} still INITIATED 3600")
+
+
+async def test_redis_booked_entry_unknown_to_postgres_is_found(clean: Cluster,
+                                                               catalog: Any) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    await redis_cmd(clean, "west", "HSET", keys.show_booked(show), seat, "bghost")
+    assert only(await run_audit(clean.topology)) == Violation(
+        "redis_booked", "west", show, seat, "PostgreSQL: AVAILABLE; Redis booked: bghost")
+
+
+async def test_postgres_hold_without_redis_hold_is_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    kept, lost = seats_of(catalog, show, 2)
+    booking = await held(http, clean, show, [kept, lost])
+    await redis_cmd(clean, "south", "HDEL", keys.show_holds(show), lost)
+    found = only(await run_audit(clean.topology))
+    assert (found.check, found.region, found.show_id, found.seat_id) == (
+        "pg_hold", "south", show, lost)
+    assert found.detail.startswith(f"PostgreSQL: LOCKED by {booking}")
+    assert found.detail.endswith("Redis hold: none")
+
+
+async def test_live_redis_hold_without_postgres_row_is_found(clean: Cluster,
+                                                             catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    now_s, _ = await redis_cmd(clean, "north", "TIME")
+    await redis_cmd(clean, "north", "HSET", keys.show_holds(show), seat,
+                    f"bghost|{(int(now_s) + 300) * 1000}")
+    found = only(await run_audit(clean.topology))
+    assert (found.check, found.region, found.show_id, found.seat_id) == (
+        "redis_hold", "north", show, seat)
+    assert found.detail.endswith("PostgreSQL: AVAILABLE")
+
+
+async def test_redis_blocked_set_disagreeing_is_found(clean: Cluster, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    # reset_cluster does not restore blocked sets: undo by hand.
+    await redis_cmd(clean, "west", "SADD", keys.show_blocked(show), seat)
+    try:
+        report = await run_audit(clean.topology)
+    finally:
+        await redis_cmd(clean, "west", "SREM", keys.show_blocked(show), seat)
+    assert only(report) == Violation("redis_blocked", "west", show, seat,
+                                     "blocked in Redis, AVAILABLE in PostgreSQL")
+
+
+async def test_expired_redis_holds_are_not_judged(clean: Cluster, catalog: Any) -> None:
+    """A lapsed hold left in the hash is free by definition (seatstate), not a disagreement."""
+    show = shows_in(clean, catalog, "south")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    await redis_cmd(clean, "south", "HSET", keys.show_holds(show), seat, "bold|1000")
+    report = await run_audit(clean.topology)
+    assert report.violations == [] and report.exit_code == 0
