@@ -51,7 +51,7 @@ PG_CONNECT_TIMEOUT_S = 5.0
 PG_COMMAND_TIMEOUT_S = 60.0
 REDIS_TIMEOUT_S = 10.0
 LISTED = 50
-UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
                asyncpg.CannotConnectNowError, aioredis.ConnectionError, aioredis.TimeoutError)
 
 
@@ -83,11 +83,11 @@ class AuditReport:
         return 2 if self.unreachable else 1 if self.violations else 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"clean": self.exit_code == 0, **asdict(self)}
+        return {"exit_code": self.exit_code, **asdict(self)}
 
 
 class RegionUnreachable(Exception):
-    pass
+    """A region's PostgreSQL primary or Redis master did not answer; says which."""
 
 
 # -- PostgreSQL ---------------------------------------------------------------
@@ -100,18 +100,20 @@ SELECT b.show_id, sc.theatre_id, count(*) AS n FROM booking b
 JOIN show s ON s.id = b.show_id JOIN screen sc ON sc.id = s.screen_id
 GROUP BY b.show_id, sc.theatre_id ORDER BY 1"""
 BAD_BOOKED = """
-SELECT ss.show_id, ss.seat_id, ss.booked_booking_id AS booking, b.status,
-       b.show_id AS booking_show, bs.sold
-FROM show_seat ss
-LEFT JOIN booking b ON b.id = ss.booked_booking_id
-LEFT JOIN booking_seat bs ON bs.booking_id = ss.booked_booking_id AND bs.seat_id = ss.seat_id
-WHERE ss.status = 'BOOKED' AND (b.status IS DISTINCT FROM 'CONFIRMED'
-      OR b.show_id <> ss.show_id OR bs.sold IS NOT TRUE OR bs.show_id <> ss.show_id)
-ORDER BY 1, 2"""
+SELECT * FROM (SELECT ss.show_id, ss.seat_id, ss.booked_booking_id AS booking, CASE
+    WHEN b.id IS NULL THEN 'no such booking'
+    WHEN b.status <> 'CONFIRMED' THEN 'booking is ' || b.status
+    WHEN b.show_id <> ss.show_id THEN 'booking is of show ' || b.show_id
+    WHEN bs.booking_id IS NULL THEN 'no booking_seat row'
+    WHEN NOT bs.sold THEN 'its booking_seat row is not sold'
+    WHEN bs.show_id <> ss.show_id THEN 'its booking_seat row is of show ' || bs.show_id END
+  AS problem FROM show_seat ss
+  LEFT JOIN booking b ON b.id = ss.booked_booking_id
+  LEFT JOIN booking_seat bs ON bs.booking_id = ss.booked_booking_id AND bs.seat_id = ss.seat_id
+  WHERE ss.status = 'BOOKED') bad WHERE problem IS NOT NULL ORDER BY 1, 2"""
 BAD_SOLD = """
 SELECT bs.show_id, bs.seat_id, bs.booking_id, ss.status, ss.booked_booking_id
-FROM booking_seat bs
-LEFT JOIN show_seat ss ON ss.show_id = bs.show_id AND ss.seat_id = bs.seat_id
+FROM booking_seat bs LEFT JOIN show_seat ss ON ss.show_id = bs.show_id AND ss.seat_id = bs.seat_id
 WHERE bs.sold AND (ss.status IS DISTINCT FROM 'BOOKED'
                    OR ss.booked_booking_id IS DISTINCT FROM bs.booking_id)
 ORDER BY 1, 2"""
@@ -157,19 +159,9 @@ async def _double_sales(conn: asyncpg.Connection, region: str,
     return out
 
 
-def _booked_problem(r: asyncpg.Record) -> str:
-    if r["status"] is None:
-        return "no such booking"
-    if r["status"] != "CONFIRMED":
-        return f"booking is {r['status']}"
-    if r["booking_show"] != r["show_id"]:
-        return f"booking is of show {r['booking_show']}"
-    return "its booking_seat row is not sold" if r["sold"] is False else "no booking_seat row"
-
-
 async def _sales(conn: asyncpg.Connection, region: str) -> list[Violation]:
     out = [Violation("booked_seat", region, r["show_id"], r["seat_id"],
-                     f"BOOKED by {r['booking']}: {_booked_problem(r)}")
+                     f"BOOKED by {r['booking']}: {r['problem']}")
            for r in await conn.fetch(BAD_BOOKED)]
     out += [Violation("sold_seat", region, r["show_id"], r["seat_id"],
                       f"sold to {r['booking_id']} but show_seat is "
@@ -204,44 +196,35 @@ async def _pg_shows(conn: asyncpg.Connection) -> dict[int, _Show]:
 
 # -- Redis --------------------------------------------------------------------
 
-def _show_of_key(key: str) -> int | None:
-    tag = key.partition("}")[0].removeprefix("{show:")
-    return int(tag) if tag.isdigit() else None
-
-
 async def _redis_shows(client: aioredis.Redis) -> tuple[int, dict[int, _Show]]:
     """The master's clock in ms, and the seat state of every show with a key."""
     seconds, micros = await client.time()
     found: list[tuple[str, int]] = []
     for kind in ("holds", "booked", "blocked"):
         async for key in client.scan_iter(match=f"{{show:*}}:{kind}", count=1000):
-            show_id = _show_of_key(key)
-            if show_id is not None:
-                found.append((kind, show_id))
+            tag = key.partition("}")[0].removeprefix("{show:")
+            if tag.isdigit():  # else not a key of ours
+                found.append((kind, int(tag)))
     async with client.pipeline(transaction=False) as pipe:
         for kind, show_id in found:
             if kind == "blocked":
                 pipe.smembers(keys.show_blocked(show_id))
             else:
-                pipe.hgetall(f"{keys.show_tag(show_id)}:{kind}")
+                pipe.hgetall((keys.show_holds if kind == "holds" else keys.show_booked)(show_id))
         values = await pipe.execute()
     shows: dict[int, _Show] = defaultdict(_Show)
     for (kind, show_id), value in zip(found, values, strict=True):
-        _fill(shows[show_id], kind, value)
-    return seconds * 1000 + micros // 1000, shows
-
-
-def _fill(show: _Show, kind: str, value: Any) -> None:
-    if kind == "blocked":
-        show.blocked = set(value)
-    elif kind == "booked":
-        show.booked = dict(value)
-    else:
-        for seat, raw in value.items():
+        show = shows[show_id]
+        if kind == "blocked":
+            show.blocked = set(value)
+        elif kind == "booked":
+            show.booked = dict(value)
+        for seat, raw in value.items() if kind == "holds" else ():
             try:
                 show.holds[seat] = parse_hold(raw)
             except ValueError:
                 show.malformed[seat] = raw
+    return seconds * 1000 + micros // 1000, shows
 
 
 def _compare(region: str, show_id: int, pg: _Show, rd: _Show, now_ms: int) -> list[Violation]:

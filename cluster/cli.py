@@ -3,6 +3,7 @@
     bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
     bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
     bookcluster status [--json]        every process, its health and replication lag
+    bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cluster.health import probe_all
 from cluster.launcher import ClusterAlreadyRunning, LocalCluster
 from cluster.postgres_server import PostgresSetupError
 from cluster.supervisor import kill_recorded, pid_alive, read_state
+from region_node import jobqueue
 from router.errors import TopologyError
 from router.topology import Topology, load_topology, parse_duration
 
@@ -57,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
     status = sub.add_parser("status", help="health and replication lag of every process")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
+    jobs.add_argument("action", choices=["counts", "failed", "replay"])
+    jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
+    jobs.add_argument("--region", help="one region (default: all)")
+    jobs.add_argument("--limit", type=int, default=100, help="how many failed jobs to list")
     return p
 
 
@@ -75,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_up(topology, args))
         elif args.command == "down":
             code = _down(topology, args.wipe)
+        elif args.command == "jobs":
+            code = asyncio.run(_jobs(topology, args))
         else:
             code = asyncio.run(_status(topology, args.json))
     except (TopologyError, BinaryNotFound, ClusterAlreadyRunning, PostgresSetupError,
@@ -187,3 +196,28 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         health = "ok" if r.get("healthy") else "DOWN"
         print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
               f"{health:<8} {lag}")
+
+
+async def _jobs(topology: Topology, args: argparse.Namespace) -> int:
+    regions = [args.region] if args.region else list(topology.regions)
+    code = 0
+    for region in regions:
+        queue = jobqueue.open_queue(topology, region)
+        try:
+            if args.action == "counts":
+                print(f"{region}: {json.dumps(await jobqueue.counts(queue))}")
+            elif args.action == "failed":
+                dead = await jobqueue.dead_letters(queue, args.limit)
+                print(f"{region}: {len(dead)} dead-lettered job(s)")
+                for job in dead:
+                    print(f"  {job['id']:<24} {job['kind']:<14} attempts={job['attempts']} "
+                          f"reason={job['reason']!r} data={json.dumps(job['data'])}")
+            else:
+                moved = await jobqueue.replay(queue, args.job_ids or None)
+                print(f"{region}: replayed {moved} job(s)")
+        except (OSError, ConnectionError) as exc:
+            print(f"{region}: queue unreachable: {exc}", file=sys.stderr)
+            code = 2
+        finally:
+            await queue.close()
+    return code

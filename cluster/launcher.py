@@ -162,6 +162,17 @@ class LocalCluster:
         await self._wait(child)
         return child
 
+    async def restart(self, name: str) -> Child:
+        """Start a process again after it died (or was killed), with the same spec."""
+        old = self.child(name)
+        self.supervisor.stop_child(old)
+        child = self.supervisor.start(old.spec)
+        await self._wait(child)
+        return child
+
+    def stop_child(self, name: str) -> None:
+        self.supervisor.stop_child(self.child(name))
+
     def child(self, name: str) -> Child:
         return next(c for c in self.supervisor.children if c.spec.name == name)
 

@@ -121,16 +121,25 @@ class Supervisor:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop children in reverse start order: SIGTERM/SIGINT, wait, then SIGKILL the group."""
         for child in reversed(self.children):
-            if child.popen.poll() is None:
-                tree = process_tree(child.pid)
-                _signal_group(child.pid, child.spec.stop_signal)
-                _wait(child, timeout_s)
-                for pid in tree:  # stragglers: PostgreSQL backends live in their own groups
-                    _kill(pid)
-            _signal_group(child.pid, signal.SIGKILL)
-            child.popen.wait()
+            _stop(child, timeout_s)
         self.children.clear()
         self.state_path.unlink(missing_ok=True)
+
+    def stop_child(self, child: Child, timeout_s: float = 15.0) -> None:
+        _stop(child, timeout_s)
+        self.children.remove(child)
+        self.write_state()
+
+
+def _stop(child: Child, timeout_s: float) -> None:
+    if child.popen.poll() is None:
+        tree = process_tree(child.pid)
+        _signal_group(child.pid, child.spec.stop_signal)
+        _wait(child, timeout_s)
+        for pid in tree:  # stragglers: PostgreSQL backends live in their own groups
+            _kill(pid)
+    _signal_group(child.pid, signal.SIGKILL)
+    child.popen.wait()
 
 
 def _record(child: Child) -> dict[str, Any]:

@@ -495,9 +495,9 @@ async def serve(links: Sequence[Link], control_host: str, control_port: int) -> 
     try:
         async with ProxySet(links, control_host=control_host,
                             control_port=control_port) as proxies:
-            for proxy in proxies.links.values():
-                log.info("link %s: %s -> %s, delay %d ms, mode %s", proxy.name,
-                         *(proxy.describe()[k] for k in ("listen", "target", "delay_ms", "mode")))
+            for link in proxies.describe():
+                log.info("link %s: %s -> %s, delay %d ms, mode %s", link["name"], link["listen"],
+                         link["target"], link["delay_ms"], link["mode"])
             log.info("control API on %s", proxies.control_url)
             await stop.wait()
             totals = [(p.connections_total, p.bytes_forwarded) for p in proxies.links.values()]

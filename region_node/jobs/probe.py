@@ -30,6 +30,8 @@ async def run(ctx: JobContext, data: dict[str, Any]) -> str:
     folder = ctx.run_dir / "probe" / ctx.region
     folder.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(_append, folder / f"{name}.runs", f"{os.getpid()} {time.time():.3f}\n")
+    if (folder / f"{name}.fail").exists():  # an operator's switch to exercise retries
+        raise RuntimeError(f"probe {name} asked to fail")
     await asyncio.sleep(float(data.get("sleep_s", 0)))
     (folder / f"{name}.done").write_text(str(os.getpid()))
     return name
