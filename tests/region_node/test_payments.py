@@ -1,0 +1,191 @@
+"""Payment webhooks and the late-payment saga, with the gateway simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from region_node.signing import SIGNATURE_HEADER, sign_webhook
+from tests.conftest import SHORT_TTL_S, Cluster
+from tests.region_node.helpers import seats_of, shows_in
+from tests.region_node.test_holds import confirm, hold
+from tests.region_node.test_jobs import eventually
+from tests.support import TEST_WEBHOOK_SECRET, call
+
+
+def gateway(cluster: Cluster) -> str:
+    assert cluster.topology.payments is not None
+    ep = cluster.topology.payments.gateway
+    return f"http://{ep.host}:{ep.port}"
+
+
+async def pay(http: aiohttp.ClientSession, cluster: Cluster, held: dict[str, Any],
+              **options: Any) -> str:
+    status, intent = await call(http, "POST", f"{gateway(cluster)}/intents", json={
+        "booking_id": held["booking_id"], "amount_paise": held["amount_paise"],
+        "region": held["region"], **options})
+    assert status == 201, intent
+    return str(intent["id"])
+
+
+async def booking_when(http: aiohttp.ClientSession, node: str, booking_id: str,
+                       done: Any, within: float = 15.0) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        _, body = await call(http, "GET", f"{node}/booking/booking/{booking_id}")
+        return body if done(body) else None
+    result: dict[str, Any] = await eventually(check, within)
+    return result
+
+
+async def post_webhook(http: aiohttp.ClientSession, node: str, event: dict[str, Any],
+                       secret: str = TEST_WEBHOOK_SECRET, at: int | None = None,
+                       header: str | None = None) -> tuple[int, Any]:
+    body = json.dumps(event).encode()
+    signature = header if header is not None else sign_webhook(secret, body, at)
+    return await call(http, "POST", f"{node}/payments/webhook", data=body,
+                      headers={SIGNATURE_HEADER: signature})
+
+
+async def test_captured_payment_confirms_the_booking(clean: Cluster,
+                                                     http: aiohttp.ClientSession,
+                                                     catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    _, held = await hold(http, clean.node("north"), show, "pia", seats_of(catalog, show, 2))
+    intent = await pay(http, clean, held, capture_delay_ms=100)
+    body = await booking_when(http, clean.node("west"), held["booking_id"],
+                              lambda b: b["status"] != "INITIATED")
+    assert body["status"] == "CONFIRMED" and body["payment_id"] == intent
+    assert body["payments"] == [{"payment_id": intent, "status": "CAPTURED",
+                                 "amount_paise": held["amount_paise"]}]
+
+
+async def test_failed_payment_releases_the_seats(clean: Cluster, http: aiohttp.ClientSession,
+                                                 catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    seats = seats_of(catalog, show, 2)
+    _, held = await hold(http, clean.node("west"), show, "pia", seats)
+    await pay(http, clean, held, capture_delay_ms=50, outcome="fail")
+    body = await booking_when(http, clean.node("north"), held["booking_id"],
+                              lambda b: b["status"] != "INITIATED")
+    assert body["status"] == "CANCELLED" and body["payments"][0]["status"] == "FAILED"
+    status, _ = await hold(http, clean.node("south"), show, "other", seats)
+    assert status == 201
+
+
+async def test_late_payment_after_resale_is_refunded(clean: Cluster,
+                                                     http: aiohttp.ClientSession,
+                                                     catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[1]
+    seats = seats_of(catalog, show, 2)
+    _, late = await hold(http, clean.short_ttl_node, show, "slowpoke", seats)
+    intent = await pay(http, clean, late, capture_delay_ms=int(SHORT_TTL_S * 1000) + 1500)
+    await asyncio.sleep(SHORT_TTL_S + 0.2)
+    status, fast = await hold(http, clean.node("south"), show, "quick", seats)
+    assert status == 201
+    assert (await confirm(http, clean.node("south"), fast["booking_id"], "k", "pay-q"))[0] == 200
+
+    body = await booking_when(http, clean.node("west"), late["booking_id"],
+                              lambda b: any(p["status"] == "REFUNDED" for p in b["payments"]))
+    assert body["status"] == "EXPIRED"
+    assert body["payments"] == [{"payment_id": intent, "status": "REFUNDED",
+                                 "amount_paise": late["amount_paise"]}]
+    _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent}")
+    assert at_gateway["status"] == "REFUNDED"
+    sold = await clean.fetch("north", "SELECT booking_id FROM booking_seat "
+                             "WHERE show_id = $1 AND sold", show)
+    assert {r["booking_id"] for r in sold} == {fast["booking_id"]}
+    notes = await clean.fetch("north", "SELECT kind FROM notification WHERE booking_id = $1",
+                              late["booking_id"])
+    assert [n["kind"] for n in notes] == ["refunded"]
+
+
+async def test_webhook_checks(clean: Cluster, http: aiohttp.ClientSession,
+                              catalog: Any) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    _, held = await hold(http, clean.node("west"), show, "u", seats_of(catalog, show, 1))
+    event = {"event_id": "evt_manual_1", "kind": "payment.captured", "payment_id": "pay_m1",
+             "booking_id": held["booking_id"], "amount_paise": held["amount_paise"]}
+    node = clean.node("north")  # any region's node accepts it and routes it home
+    status, body = await post_webhook(http, node, event, secret="wrong-secret-wrong-secret")
+    assert status == 401 and body["error"] == "bad_signature"
+    status, body = await post_webhook(http, node, event, at=int(time.time()) - 600)
+    assert status == 400 and body["error"] == "stale_webhook"
+    status, body = await post_webhook(http, node, event, header="")
+    assert status == 400 and body["error"] == "missing_signature"
+    status, body = await post_webhook(http, node, event, header="v1=abc")
+    assert status == 400 and body["error"] == "malformed_signature"
+    status, body = await post_webhook(http, node, {**event, "amount_paise": "ten"})
+    assert status == 422 and body["error"] == "invalid_input"
+    assert not await clean.fetch("west", "SELECT 1 FROM payment_event")
+
+    first = await post_webhook(http, node, event)
+    again = await post_webhook(http, clean.node("south"), event)
+    assert first == (200, {"received": True, "duplicate": False, "event_id": "evt_manual_1",
+                           "region": "west"})
+    assert again[0] == 200 and again[1]["duplicate"] is True
+    body = await booking_when(http, node, held["booking_id"],
+                              lambda b: b["status"] == "CONFIRMED")
+    events = await clean.fetch("west", "SELECT outcome FROM payment_event")
+    assert [e["outcome"] for e in events] == ["confirmed"]
+    assert len(await clean.fetch("west", "SELECT 1 FROM outbox WHERE kind = 'payment_event'")) == 1
+
+
+async def test_every_captured_payment_ends_confirmed_or_refunded(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """A few hundred bookings with random payment delays and failures, seats contested."""
+    rng = random.Random(11)
+    shows = {region: shows_in(clean, catalog, region)[:2] for region in ("north", "south", "west")}
+    nodes = [clean.short_ttl_node, *clean.nodes()]
+    intents: dict[str, str] = {}
+
+    async def customer(i: int) -> None:
+        region = rng.choice(list(shows))
+        show = rng.choice(shows[region])
+        seats = rng.sample(seats_of(catalog, show, 40), rng.randint(1, 3))
+        await asyncio.sleep(rng.random() * 3)
+        status, held = await hold(http, rng.choice(nodes), show, f"c{i}", seats)
+        if status != 201:
+            return
+        outcome = "fail" if rng.random() < 0.15 else "capture"
+        intents[await pay(http, clean, held, outcome=outcome,
+                          capture_delay_ms=rng.randint(0, 3000))] = held["booking_id"]
+
+    await asyncio.gather(*(customer(i) for i in range(300)))
+    assert len(intents) > 100
+
+    async def settled() -> bool:
+        for region in ("north", "south", "west"):
+            rows = await clean.fetch(region, "SELECT count(*) AS n FROM payment_event "
+                                     "WHERE processed_at IS NULL")
+            pending = await clean.fetch(region, "SELECT count(*) AS n FROM payment "
+                                        "WHERE status = 'REFUND_PENDING'")
+            if rows[0]["n"] or pending[0]["n"]:
+                return False
+        states = await asyncio.gather(*(call(http, "GET", f"{gateway(clean)}/intents/{i}")
+                                        for i in intents))
+        return all(s["status"] != "PENDING" and s["delivered"] for _, s in states)
+
+    await eventually(settled, within=60)
+    captured = refunded = confirmed = 0
+    for intent_id, booking_id in intents.items():
+        _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent_id}")
+        _, booking = await call(http, "GET", f"{clean.node('north')}/booking/booking/{booking_id}")
+        ours = booking["status"] == "CONFIRMED" and booking["payment_id"] == intent_id
+        if at_gateway["status"] == "FAILED":
+            assert not ours
+            continue
+        captured += 1
+        was_refunded = at_gateway["status"] == "REFUNDED"
+        assert ours != was_refunded, (intent_id, booking, at_gateway)  # exactly one of them
+        refunded += was_refunded
+        confirmed += ours
+    assert captured == confirmed + refunded and confirmed > 0
+    for region in ("north", "south", "west"):
+        assert not await clean.fetch(region, "SELECT show_id, seat_id FROM booking_seat "
+                                     "WHERE sold GROUP BY 1, 2 HAVING count(*) > 1")
+    print(f"captured {captured}: {confirmed} confirmed, {refunded} refunded")
