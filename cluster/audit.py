@@ -2,7 +2,7 @@
 
 Reads each region's PostgreSQL primary (one REPEATABLE READ snapshot) and
 Redis master. Run it on a quiescent cluster: a write in flight shows up as a
-passing Redis/PostgreSQL disagreement. Violations, by check:
+transient Redis/PostgreSQL disagreement. Violations, by check:
 
 1. No seat sold twice (invariant 1, no double booking)
    `sold_twice`      two sold booking_seat rows for one (show, seat);

@@ -3,6 +3,7 @@
     bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
     bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
     bookcluster status [--json]        every process, its health and replication lag
+    bookcluster audit [--json]         no seat sold twice, every sale complete, Redis = PostgreSQL
     bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
 """
 
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.audit import audit_command
 from cluster.binaries import BinaryNotFound
 from cluster.demo_catalog import CatalogSpec
 from cluster.health import probe_all
@@ -53,12 +55,19 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--hold-ttl", type=_duration, help="seat hold TTL, e.g. 5s (default: "
                     "settings.hold_ttl)")
     up.add_argument("--sweep-interval", type=_duration, help="expiry sweep interval, e.g. 1s")
+    up.add_argument("--wan-delay", type=_duration, help="one-way delay on every cross-region "
+                    "link through a TCP proxy, e.g. 40ms")
     up.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full",
                     help="demo catalog size: full (21 theatres per region, 3 days) or small")
     down = sub.add_parser("down", help="stop a running local cluster")
     down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
     status = sub.add_parser("status", help="health and replication lag of every process")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    audit = sub.add_parser("audit", help="check the invariants across all regions; "
+                           "non-zero exit on any violation")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.add_argument("--grace", type=_duration, default=5.0,
+                       help="slack for holds the sweeper has not reached yet (default 5s)")
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
@@ -82,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_up(topology, args))
         elif args.command == "down":
             code = _down(topology, args.wipe)
+        elif args.command == "audit":
+            code = asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
         elif args.command == "jobs":
             code = asyncio.run(_jobs(topology, args))
         else:
@@ -104,7 +115,9 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
 
 
 async def _up(topology: Topology, args: argparse.Namespace) -> int:
+    wan_delay_ms = None if args.wan_delay is None else int(round(args.wan_delay * 1000))
     cluster = LocalCluster(topology, node_args=_node_args(args), worker_args=_worker_args(args),
+                           wan_delay_ms=wan_delay_ms,
                            catalog=CATALOG_SIZES[args.catalog],
                            progress=lambda line: print(line, flush=True))
     stop = asyncio.Event()

@@ -75,6 +75,7 @@ PROBES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "node": probe_node,
     "worker": probe_node,
     "gateway": probe_node,
+    "wanproxy": probe_node,
 }
 
 

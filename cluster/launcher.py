@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from cluster import postgres_server, redis_server
+from cluster import postgres_server, redis_server, wan
 from cluster.binaries import Binaries, find_binaries
 from cluster.demo_catalog import CatalogSpec, build_catalog
 from cluster.health import wait_healthy
@@ -97,6 +97,7 @@ class LocalCluster:
         catalog: CatalogSpec | None = None,
         node_args: Sequence[str] = (),
         worker_args: Sequence[str] = (),
+        wan_delay_ms: int | None = None,
         progress: Callable[[str], None] = print,
     ) -> None:
         self.topology = topology
@@ -104,6 +105,8 @@ class LocalCluster:
         self.catalog_spec = catalog or CatalogSpec()
         self.node_args = list(node_args)
         self.worker_args = list(worker_args)
+        self.wan_delay_ms = wan_delay_ms
+        self.wan: wan.WanPlan | None = None
         self.progress = progress
         self.run_dir = topology.settings.run_dir
         self.supervisor = Supervisor(self.run_dir)
@@ -226,9 +229,24 @@ class LocalCluster:
         regions = list(self.topology.regions.values())
         await self._start_and_wait(
             [redis_server.master_spec(binary, self.topology, r) for r in regions])
+        if self.wan_delay_ms is not None:
+            await self._start_wan_proxy(self.wan_delay_ms)
         await self._start_and_wait(
-            [redis_server.replica_spec(binary, self.topology, r, src)
+            [redis_server.replica_spec(binary, self.topology, r, src, self._dial(r.name, src))
              for r in regions for src in r.redis_replicas])
+
+    def _dial(self, region: str, source: str) -> Endpoint:
+        master = self.topology.region(source).redis_master
+        return self.wan.route(region, master) if self.wan else master
+
+    async def _start_wan_proxy(self, delay_ms: int) -> None:
+        self.wan = wan.plan(self.topology, delay_ms)
+        links, routes = wan.write(self.wan, self.run_dir)
+        self.node_args += ["--wan-routes", str(routes)]
+        self.worker_args += ["--wan-routes", str(routes)]
+        self.progress(f"  WAN delay {delay_ms} ms one way on {len(self.wan.links)} "
+                      "cross-region links")
+        await self._start_and_wait([wan.proxy_spec(self.wan, links, self.run_dir, REPO_ROOT)])
 
     async def _start_postgres(self) -> None:
         self.progress(f"  postgres: {self.binaries.pg_bindir} ({self.binaries.pg_source})"

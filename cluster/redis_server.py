@@ -42,9 +42,11 @@ def master_spec(binary: Path, topology: Topology, region: Region) -> ProcessSpec
     )
 
 
-def replica_spec(binary: Path, topology: Topology, region: Region, source: str) -> ProcessSpec:
+def replica_spec(binary: Path, topology: Topology, region: Region, source: str,
+                 master: Endpoint | None = None) -> ProcessSpec:
+    """A replica in `region` of `source`'s master, dialled at `master` (a WAN proxy) if given."""
     ep = region.redis_replicas[source]
-    master = topology.region(source).redis_master
+    master = master or topology.region(source).redis_master
     data_dir = topology.settings.run_dir / region.name / f"redis-replica-{source}"
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = _argv(binary, ep, data_dir, durable=False) + [

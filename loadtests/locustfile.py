@@ -10,7 +10,9 @@ One task, repeated after a short think time:
    order, so seats collide), else a random theatre and one of its shows that
    is not sold out; either way `GET /theatres/{id}/shows`.
 2. `GET /shows/{id}/seats` and choose 1-6 AVAILABLE seats, mostly adjacent
-   (same row, consecutive numbers), sometimes scattered.
+   (same row, consecutive numbers; often at the start of one of the first few
+   blocks that fit, so users eye the same seats), sometimes scattered; then
+   think 0.1-0.6 s, as people choosing seats do, while others book.
 3. `POST /booking/seats/{id}/lock`. 201 is a hold; 409 `seats_unavailable`
    (someone was faster) is an expected outcome and counted as a success under
    its own name.
@@ -23,13 +25,14 @@ Requests are named by route template (`/shows/[id]/seats`); expected refusals
 get a suffix (`/booking/seats/[id]/lock [409 seats_unavailable]`) so their
 latency stays apart from real holds. Everything else (5xx such as 503
 `region_unavailable`, other 4xx, a malformed answer) is a failure, so locust
-exits non-zero.
+exits non-zero. With `--csv PREFIX`, the final figures are also written to
+`PREFIX_final_stats.csv` and `PREFIX_final_failures.csv`.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
-import logging
 import random
 import sys
 import uuid
@@ -38,17 +41,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, between, events, task
 from locust.runners import WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from router.errors import TopologyError
 from router.topology import load_topology
 
-log = logging.getLogger(__name__)
-
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
 MAX_SEATS = 6  # per booking attempt; the service allows up to max_seats_per_booking
 ADJACENT_SHARE = 0.85  # how often a user wants seats side by side
+# Half of those want the start of one of the same few blocks (the first runs
+# of free seats that fit, in row order), as people eyeing the best seats do.
+FAVOURITE_RUNS = 3
+FAVOURITE_SHARE = 0.5
+# Seconds a user looks at the seat map before holding: others act meanwhile,
+# which is where real holds collide.
+CHOOSING_S = (0.1, 0.6)
 
 LOCK = "/booking/seats/[id]/lock"
 CONFIRM = "/booking/booking/[id]/confirm"
@@ -157,19 +167,36 @@ def _check_options(environment: Any, **_: Any) -> None:
         sys.exit(f"error: {exc}")
 
 
+@events.quitting.add_listener
+def _write_final_csv(environment: Any, **_: Any) -> None:
+    # Locust rewrites its --csv files once a second, so they can miss the
+    # last second of a run (locust issues #1806, #2299). These hold the final
+    # figures, in the same columns as <prefix>_stats.csv / _failures.csv.
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if not prefix or isinstance(environment.runner, WorkerRunner):
+        return
+    stats = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (("final_stats", stats.requests_csv),
+                          ("final_failures", stats.failures_csv)):
+        with open(f"{prefix}_{suffix}.csv", "w", newline="") as f:
+            write(csv.writer(f))
+
+
 def weighted(rng: random.Random, mix: Mapping[str, float]) -> str:
     names = list(mix)
     return rng.choices(names, weights=[mix[n] for n in names])[0]
 
 
 def choose_seats(rng: random.Random, seats: list[dict[str, Any]]) -> list[str]:
-    """1..MAX_SEATS available seat ids: a run of neighbours when one fits, else any."""
+    """1..MAX_SEATS available seat ids: mostly a run of neighbours when one fits, else any."""
     free = [s for s in seats if s.get("status") == "AVAILABLE"]
     if not free:
         return []
     want = min(rng.randint(1, MAX_SEATS), len(free))
     if rng.random() < ADJACENT_SHARE:
         runs = [run for run in _runs(free) if len(run) >= want]
+        if runs and rng.random() < FAVOURITE_SHARE:
+            return rng.choice(runs[:FAVOURITE_RUNS])[:want]
         if runs:
             run = rng.choice(runs)
             start = rng.randint(0, len(run) - want)
@@ -236,6 +263,7 @@ class Booker(FastHttpUser):
         seat_ids = self.pick_seats(show_id)
         if not seat_ids:
             return
+        gevent.sleep(self.rng.uniform(*CHOOSING_S))
         booking_id = self.lock(show_id, seat_ids)
         if booking_id is None:
             return
@@ -342,7 +370,7 @@ class Booker(FastHttpUser):
 def _json(resp: Any) -> Any:
     try:
         return resp.json()
-    except ValueError:
+    except (ValueError, TypeError):  # not JSON, or no body at all (no answer)
         return None
 
 

@@ -2,9 +2,11 @@
 
     python loadtests/summary.py REPORT_DIR/locust
 
-reads REPORT_DIR/locust_stats.csv and REPORT_DIR/locust_failures.csv (the
-`--csv` prefix) and prints requests, failures, requests/s, p50 and p99 per
-request name, then the failures by reason. Needs no locust import.
+reads REPORT_DIR/locust_final_stats.csv and _final_failures.csv (written by
+the locustfile at the end of the run; falls back to locust's own _stats.csv
+and _failures.csv, which may miss the last second) and prints requests,
+failures, requests/s, p50 and p99 per request name, then the failures by
+reason. Needs no locust import.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 from pathlib import Path
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+def read_rows(prefix: str, kind: str) -> list[dict[str, str]]:
+    for path in (Path(f"{prefix}_final_{kind}.csv"), Path(f"{prefix}_{kind}.csv")):
+        if path.exists():
+            with path.open(newline="") as f:
+                return list(csv.DictReader(f))
+    return []
 
 
 def main(argv: list[str]) -> int:
@@ -26,7 +29,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     prefix = argv[0]
-    stats = read_rows(Path(f"{prefix}_stats.csv"))
+    stats = read_rows(prefix, "stats")
     if not stats:
         print(f"no stats in {prefix}_stats.csv", file=sys.stderr)
         return 1
@@ -37,7 +40,7 @@ def main(argv: list[str]) -> int:
         label = row["Name"] if row["Type"] != "" else "TOTAL"
         print(f"{label:<{width}} {row['Request Count']:>8} {row['Failure Count']:>6} "
               f"{float(row['Requests/s']):>8.1f} {row['50%']:>7} {row['99%']:>7}")
-    failures = read_rows(Path(f"{prefix}_failures.csv"))
+    failures = read_rows(prefix, "failures")
     if failures:
         print("\nfailures:")
         for row in failures:

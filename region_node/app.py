@@ -40,7 +40,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     """Opens every long-lived resource of the node and closes it on shutdown."""
     settings = app[settings_key]
     topology = settings.topology
-    async with Connections(topology, settings.region) as connections:
+    async with Connections(topology, settings.region, settings.routes) as connections:
         app[connections_key] = connections
         catalog = Catalog(connections.pg_catalog(), app[placement_key])
         await catalog.load()

@@ -9,6 +9,7 @@ hold is released and refused. Confirm lives in `confirm.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,10 +117,15 @@ class BookingService:
         try:
             token = await self._record_hold(show, booking_id, user_id, seat_ids, expires_at,
                                             {s: layout[s].price_paise for s in seat_ids})
-        except BaseException:
+        except BaseException as exc:
             # Redis holds only save wasted effort; without the PostgreSQL record
             # the hold must not linger (best effort: its TTL ends it otherwise).
             await self._release_quietly(show, booking_id, seat_ids)
+            if isinstance(exc, RegionUnavailable):
+                # The write may still land when the primary wakes up: let the
+                # sweeper expire it then, so a 503 never leaves seats held.
+                with contextlib.suppress(RegionUnavailable):
+                    await self.home.abandon(show.region, booking_id)
             self.metrics.holds.labels(self.metrics.region, show.region, "failed").inc()
             raise
         self.metrics.holds.labels(self.metrics.region, show.region, "held").inc()
@@ -131,35 +137,15 @@ class BookingService:
     async def _record_hold(self, show: ShowInfo, booking_id: str, user_id: str,
                            seat_ids: list[str], expires_at: datetime,
                            prices: dict[str, int]) -> int:
-        async with self.home.transaction(show.region) as conn:
-            # Lock in seat-id order: concurrent holds of overlapping seats never deadlock.
-            rows = await conn.fetch(
-                "SELECT seat_id, status, hold_expires_at FROM show_seat "
-                "WHERE show_id = $1 AND seat_id = ANY($2::text[]) ORDER BY seat_id FOR UPDATE",
-                show.id, seat_ids)
-            now = await conn.fetchval("SELECT now()")
-            free = {r["seat_id"] for r in rows if r["status"] == "AVAILABLE" or
-                    (r["status"] == "LOCKED" and r["hold_expires_at"] <= now)}
-            refused = [s for s in seat_ids if s not in free]
-            if refused:  # Redis lost state (restart, failover): PostgreSQL still decides
-                raise SeatsUnavailable(refused)
-            token: int = await conn.fetchval("SELECT nextval('fence_token_seq')")
-            await conn.execute(
-                "UPDATE show_seat SET status = 'LOCKED', hold_booking_id = $3, "
-                "hold_expires_at = $4, fence_token = $5, updated_at = now() "
-                "WHERE show_id = $1 AND seat_id = ANY($2::text[])",
-                show.id, seat_ids, booking_id, expires_at, token)
-            await conn.execute(
-                "INSERT INTO booking (id, user_id, show_id, status, fence_token, amount_paise, "
-                "expires_at, hold_deadline) VALUES ($1, $2, $3, 'INITIATED', $4, $5, $6, "
-                "now() + $7::interval)",
-                booking_id, user_id, show.id, token, sum(prices.values()), expires_at,
-                timedelta(seconds=self.settings.max_hold_s))
-            await conn.executemany(
-                "INSERT INTO booking_seat (booking_id, show_id, seat_id, price_paise) "
-                "VALUES ($1, $2, $3, $4)",
-                [(booking_id, show.id, s, prices[s]) for s in seat_ids])
-        return token
+        """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides."""
+        async with self.home.connection(show.region) as conn:
+            row = await conn.fetchrow(
+                "SELECT token, refused FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7)",
+                show.id, seat_ids, booking_id, user_id, expires_at,
+                timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids])
+        if row["refused"]:  # Redis lost state (restart, failover): PostgreSQL still decides
+            raise SeatsUnavailable(list(row["refused"]))
+        return int(row["token"])
 
     async def _release_quietly(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
         try:

@@ -39,7 +39,6 @@ from region_node.errors import (
     PaymentReused,
     SeatsTaken,
 )
-from region_node.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -144,55 +143,23 @@ async def _replay(conn: asyncpg.Connection, user_id: str, key: str,
 
 async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
                payment_id: str, payment_status: str = "RECORDED") -> list[str]:
-    """The fenced sale. Raises a BookingError (nothing changed) or returns the seats sold."""
-    booking = await conn.fetchrow(
-        "SELECT status, fence_token, amount_paise, payment_id FROM booking "
-        "WHERE id = $1 FOR UPDATE", booking_id)
-    if booking["status"] == "CONFIRMED":
-        raise BookingNotPending(booking_id, "CONFIRMED")
-    if booking["status"] != "INITIATED":
-        raise HoldExpired(f"booking {booking_id} is {booking['status']}; hold the seats again",
-                          status=booking["status"])
-    paid_for = await conn.fetchval("SELECT booking_id FROM payment WHERE id = $1", payment_id)
-    if paid_for is not None and paid_for != booking_id:
+    """The fenced sale (`bc_sell`, one round trip). Raises a BookingError having changed
+    nothing, or returns the seats sold. Run it inside a transaction or savepoint."""
+    try:
+        row = await conn.fetchrow("SELECT outcome, detail FROM bc_sell($1, $2, $3, $4)",
+                                  show.id, booking_id, payment_id, payment_status)
+    except asyncpg.RaiseError as exc:
+        if "payment_reused" in str(exc):
+            raise PaymentReused("this payment_id already paid another booking") from None
+        raise
+    outcome, detail = row["outcome"], list(row["detail"])
+    if outcome == "sold":
+        return detail
+    if outcome == "not_pending":
+        raise BookingNotPending(booking_id, detail[0])
+    if outcome == "expired":
+        raise HoldExpired(f"booking {booking_id} is {detail[0]}; hold the seats again",
+                          status=detail[0])
+    if outcome == "payment_reused":
         raise PaymentReused("this payment_id already paid another booking")
-    wanted = [r["seat_id"] for r in await conn.fetch(
-        "SELECT seat_id FROM booking_seat WHERE booking_id = $1 ORDER BY seat_id", booking_id)]
-    rows = await conn.fetch(
-        "SELECT seat_id, status, hold_booking_id, fence_token FROM show_seat "
-        "WHERE show_id = $1 AND seat_id = ANY($2::text[]) ORDER BY seat_id FOR UPDATE",
-        show.id, wanted)
-    # Under READ COMMITTED a waiter can skip a row that changed while it waited:
-    # every seat must be locked, or nothing is sold.
-    if len(rows) != len(wanted):
-        locked = {r["seat_id"] for r in rows}
-        raise SeatsTaken([s for s in wanted if s not in locked])
-    taken = [r["seat_id"] for r in rows if not _still_ours(r, booking_id, booking["fence_token"])]
-    if taken:
-        raise SeatsTaken(taken)
-    await conn.execute(
-        "UPDATE show_seat SET status = 'BOOKED', booked_booking_id = $3, hold_booking_id = NULL, "
-        "hold_expires_at = NULL, updated_at = now() "
-        "WHERE show_id = $1 AND seat_id = ANY($2::text[])", show.id, wanted, booking_id)
-    await conn.execute("UPDATE booking_seat SET sold = true WHERE booking_id = $1", booking_id)
-    await conn.execute(
-        "UPDATE booking SET status = 'CONFIRMED', payment_id = $2, updated_at = now() "
-        "WHERE id = $1", booking_id, payment_id)
-    recorded = await conn.fetchval(
-        "INSERT INTO payment (id, booking_id, amount_paise, status) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (id) DO UPDATE SET status = $4, updated_at = now() "
-        "WHERE payment.booking_id = EXCLUDED.booking_id RETURNING true",
-        payment_id, booking_id, booking["amount_paise"], payment_status)
-    if not recorded:  # raced with another booking paying with the same payment_id
-        raise PaymentReused("this payment_id already paid another booking")
-    await enqueue(conn, "ticket", {"booking_id": booking_id})
-    await enqueue(conn, "notification", {"booking_id": booking_id, "event": "confirmed"})
-    return wanted
-
-
-
-def _still_ours(row: asyncpg.Record, booking_id: str, token: int) -> bool:
-    if row["status"] == "LOCKED":
-        return bool(row["hold_booking_id"] == booking_id and row["fence_token"] == token)
-    # Our hold lapsed and nobody took the seat since: re-take it under this row lock.
-    return bool(row["status"] == "AVAILABLE")
+    raise SeatsTaken(detail)

@@ -8,6 +8,7 @@ becomes `RegionUnavailable` (HTTP 503) — never a hang, never a guess.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,6 +52,27 @@ class HomeRegion:
                 [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "redis master") from exc
+
+    async def abandon(self, region: str, booking_id: str) -> None:
+        """Note a hold whose PostgreSQL outcome is unknown, for the sweeper to expire."""
+        try:
+            await self._connections.redis_master(region).zadd(
+                keys.ABANDONED_HOLDS, {booking_id: time.time()})
+        except REDIS_UNAVAILABLE as exc:
+            raise RegionUnavailable(region, "redis master") from exc
+
+    async def abandoned(self, region: str) -> dict[str, float]:
+        client = self._connections.redis_master(region)
+        try:
+            pairs = await client.zrange(keys.ABANDONED_HOLDS, 0, -1, withscores=True)
+            return {str(member): float(score) for member, score in pairs}
+        except REDIS_UNAVAILABLE as exc:
+            raise RegionUnavailable(region, "redis master") from exc
+
+    async def forget_abandoned(self, region: str, booking_ids: list[str]) -> None:
+        if booking_ids:
+            await self._connections.redis_master(region).zrem(keys.ABANDONED_HOLDS,
+                                                               *booking_ids)
 
     @asynccontextmanager
     async def transaction(self, region: str) -> AsyncIterator[asyncpg.Connection]:

@@ -39,3 +39,10 @@ def show_keys(show_id: int) -> list[str]:
     """KEYS of every seat script, in the order the scripts expect them."""
     return [show_holds(show_id), show_booked(show_id), show_blocked(show_id),
             show_version(show_id)]
+
+
+# Per master (one region): bookings whose PostgreSQL write timed out. The write
+# may still land once the primary answers again; the region's sweeper expires
+# them then, so a hold answered with 503 never keeps seats. Sorted set
+# booking_id -> unix time it was abandoned.
+ABANDONED_HOLDS = "bookcluster:abandoned-holds"

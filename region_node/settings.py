@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from router.topology import Topology, load_topology, parse_duration
+from router.registry import load_routes
+from router.topology import Endpoint, Topology, load_topology, parse_duration
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class NodeSettings:
     region: str
     host: str
     port: int
+    routes: dict[str, Endpoint] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -36,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--run-dir", type=Path, help="override settings.run_dir")
     p.add_argument("--hold-ttl", type=_duration, help="override settings.hold_ttl, e.g. 5s")
+    p.add_argument("--wan-routes", type=Path, help="routes through the WAN proxy (launcher)")
     return p
 
 
@@ -49,4 +52,5 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
         overrides["hold_ttl_s"] = args.hold_ttl
     if overrides:
         topology = topology.with_settings(**overrides)
-    return NodeSettings(topology, args.region, args.host, args.port)
+    routes = load_routes(args.wan_routes) if args.wan_routes else {}
+    return NodeSettings(topology, args.region, args.host, args.port, routes)

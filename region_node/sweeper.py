@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from datetime import timedelta
 
@@ -19,6 +20,8 @@ from router.errors import RegionUnavailable
 log = logging.getLogger(__name__)
 
 BATCH = 500
+# How long an abandoned hold is watched for a PostgreSQL write that lands late.
+ABANDONED_WATCH_S = 120.0
 IDEMPOTENCY_RETENTION = timedelta(hours=24)  # keys are kept at least this long
 
 
@@ -30,13 +33,15 @@ class Sweeper:
         self.expired_total = 0
 
     async def sweep_once(self) -> int:
-        """Expire one batch of lapsed holds. Returns how many bookings it expired."""
+        """Expire one batch of lapsed (or abandoned) holds. Returns how many it expired."""
+        abandoned = await self.home.abandoned(self.region)
         async with self.home.transaction(self.region) as conn:
             rows = await conn.fetch(
                 "WITH lapsed AS (SELECT id FROM booking WHERE status = 'INITIATED' "
-                "AND expires_at < now() ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
+                "AND (expires_at < now() OR id = ANY($2::text[])) "
+                "ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
                 "UPDATE booking b SET status = 'EXPIRED', updated_at = now() FROM lapsed "
-                "WHERE b.id = lapsed.id RETURNING b.id", BATCH)
+                "WHERE b.id = lapsed.id RETURNING b.id", BATCH, list(abandoned))
             expired = [r["id"] for r in rows]
             freed = await free_seats(conn, expired) if expired else []
             await conn.execute("DELETE FROM idempotency WHERE created_at < now() - $1::interval",
@@ -49,6 +54,9 @@ class Sweeper:
                 await self.home.script(self.region, "release", show, [booking, *seats])
             except RegionUnavailable:
                 log.warning("expired %s but Redis did not answer; its hold ends by TTL", booking)
+        old = time.time() - ABANDONED_WATCH_S
+        await self.home.forget_abandoned(
+            self.region, [b for b, at in abandoned.items() if b in expired or at < old])
         self.expired_total += len(expired)
         return len(expired)
 

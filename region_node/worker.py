@@ -33,8 +33,8 @@ from region_node.outbox import Relay
 from region_node.sweeper import Sweeper
 from router.errors import TopologyError
 from router.placement import Placement
-from router.registry import Connections
-from router.topology import Topology, load_topology, parse_duration
+from router.registry import Connections, load_routes
+from router.topology import Endpoint, Topology, load_topology, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,11 @@ GAUGE_REFRESH_S = 1.0
 class RegionWorker:
     """Owns the worker's connections, queue consumer, relay, sweeper and metrics server."""
 
-    def __init__(self, topology: Topology, region: str) -> None:
+    def __init__(self, topology: Topology, region: str,
+                 routes: dict[str, Endpoint] | None = None) -> None:
         self.topology = topology
         self.region = region
+        self.routes = routes or {}
         self.metrics = WorkerMetrics(region)
         self.jobs_run = 0
         self._stack = contextlib.AsyncExitStack()
@@ -54,7 +56,8 @@ class RegionWorker:
 
     async def __aenter__(self) -> RegionWorker:
         stack = self._stack
-        connections = await stack.enter_async_context(Connections(self.topology, self.region))
+        connections = await stack.enter_async_context(
+            Connections(self.topology, self.region, self.routes))
         catalog = Catalog(connections.pg_catalog(), Placement(self.topology))
         await catalog.load()
         bookings = BookingService(connections, catalog, self.topology.settings,
@@ -135,12 +138,13 @@ def status_app(worker: RegionWorker) -> web.Application:
     return app
 
 
-async def serve(topology: Topology, region: str, host: str, port: int) -> None:
+async def serve(topology: Topology, region: str, host: str, port: int,
+                routes: dict[str, Endpoint]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with RegionWorker(topology, region) as worker:
+    async with RegionWorker(topology, region, routes) as worker:
         runner = web.AppRunner(status_app(worker), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--run-dir", type=Path)
     p.add_argument("--sweep-interval", help="override settings.sweep_interval, e.g. 1s")
+    p.add_argument("--wan-routes", type=Path, help="routes through the WAN proxy (launcher)")
     args = p.parse_args(argv)
     try:
         topology = load_topology(args.topology, run_dir=args.run_dir)
@@ -173,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     endpoint = topology.region(args.region).worker
     host = args.host or (endpoint.host if endpoint else "127.0.0.1")
     port = args.port or (endpoint.port if endpoint else 0)
-    uvloop.run(serve(topology, args.region, host, port))
+    routes = load_routes(args.wan_routes) if args.wan_routes else {}
+    uvloop.run(serve(topology, args.region, host, port, routes))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ blocks start-up, and closed in `close()`.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 
 import asyncpg
@@ -31,6 +34,20 @@ PG_COMMAND_TIMEOUT_S = 1.0
 PG_POOL_MAX = 10
 PG_DATABASE = "bookcluster"
 PG_USER = "bookcluster"
+
+
+def route_key(from_region: str, target: Endpoint) -> str:
+    """Key of `routes`: a connection from `from_region` to `target`."""
+    return f"{from_region}>{target}"
+
+
+def load_routes(path: Path) -> dict[str, Endpoint]:
+    """A routes file (written by the launcher's WAN proxy plan): key -> "host:port"."""
+    routes = {}
+    for key, via in json.loads(path.read_text()).items():
+        host, _, port = str(via).partition(":")
+        routes[key] = Endpoint(host, int(port))
+    return routes
 
 
 def pg_dsn(endpoint: Endpoint) -> str:
@@ -67,9 +84,12 @@ async def make_pg_pool(endpoint: Endpoint, *, max_size: int = PG_POOL_MAX) -> as
 class Connections:
     """Owns the clients of one node (or worker) living in `local_region`."""
 
-    def __init__(self, topology: Topology, local_region: str) -> None:
+    def __init__(self, topology: Topology, local_region: str,
+                 routes: Mapping[str, Endpoint] | None = None) -> None:
         self.topology = topology
         self.local_region = local_region
+        # Cross-region connections may go through a WAN proxy (see cluster/wan.py).
+        self._routes = dict(routes or {})
         self._masters: dict[str, aioredis.Redis] = {}
         self._replicas: dict[str, aioredis.Redis] = {}
         self._pg: dict[str, asyncpg.Pool] = {}
@@ -78,10 +98,13 @@ class Connections:
     async def open(self) -> Connections:
         local = self.topology.region(self.local_region)
         for name, region in self.topology.regions.items():
-            self._masters[name] = make_redis(region.redis_master)
+            self._masters[name] = make_redis(self.route(region.redis_master))
             self._replicas[name] = make_redis(local.redis_replicas[name])
-            self._pg[name] = await make_pg_pool(region.pg_primary)
+            self._pg[name] = await make_pg_pool(self.route(region.pg_primary))
         return self
+
+    def route(self, target: Endpoint) -> Endpoint:
+        return self._routes.get(route_key(self.local_region, target), target)
 
     def redis_master(self, region: str) -> aioredis.Redis:
         return self._masters[region]

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from cluster.ports import free_ports
+
+__all__ = ["free_ports"]
+
 REGIONS = ("north", "south", "west")
 TEST_WEBHOOK_SECRET = "test-webhook-secret-0123456789"
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports free right now (held open together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: int = 2,

@@ -110,7 +110,7 @@ async def test_audit_command_exit_codes_and_json(clean: Cluster, http: aiohttp.C
     await booked(http, clean, show, seats_of(catalog, show, 1))
     assert await audit_command(clean.topology, True) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["clean"] and doc["violations"] == [] and doc["unreachable"] == {}
+    assert doc["exit_code"] == 0 and doc["violations"] == [] and doc["unreachable"] == {}
     assert doc["regions"]["south"]["bookings"]["CONFIRMED"] == 1
 
     seat = seats_of(catalog, show, 2)[1]
@@ -287,3 +287,14 @@ async def test_expired_redis_holds_are_not_judged(clean: Cluster, catalog: Any) 
     await redis_cmd(clean, "south", "HSET", keys.show_holds(show), seat, "bold|1000")
     report = await run_audit(clean.topology)
     assert report.violations == [] and report.exit_code == 0
+
+
+def test_report_lists_the_first_fifty_and_counts_the_rest() -> None:
+    report = AuditReport(violations=[Violation("redis_booked", "north", 7, f"A{i}", "x")
+                                     for i in range(1, 61)])
+    out = io.StringIO()
+    print_report(report, out)
+    text = out.getvalue()
+    assert "60 violation(s):" in text and "[redis_booked] north show 7 seat A50: x" in text
+    assert "seat A51:" not in text and "... and 10 more" in text
+    assert report.exit_code == 1

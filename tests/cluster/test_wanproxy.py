@@ -172,9 +172,11 @@ async def test_blackhole_pushes_back_instead_of_buffering(proxies: ProxySet) -> 
     """While held, a direction queues at most ~4 MiB: a 64 MiB write stalls, then heals."""
     port = proxy_port(proxies)
     value = b"x" * (64 * 1024 * 1024)
-    await proxies.update(LINK, mode="blackhole")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
+        writer.write(b"PING\r\n")  # pipes are up: a new connection would not even be read
+        assert await asyncio.wait_for(reader.read(100), 5) == b"+PONG\r\n"
+        await proxies.update(LINK, mode="blackhole")
         writer.write(b"*3\r\n$3\r\nSET\r\n$12\r\nwanproxy:big\r\n$%d\r\n" % len(value))
         writer.write(value + b"\r\n")
         with pytest.raises(TimeoutError):  # kernel buffers and the queue hold far less
