@@ -64,7 +64,8 @@ class HomeRegion:
     async def abandoned(self, region: str) -> dict[str, float]:
         client = self._connections.redis_master(region)
         try:
-            pairs = await client.zrange(keys.ABANDONED_HOLDS, 0, -1, withscores=True)
+            pairs: list[Any] = await client.zrange(keys.ABANDONED_HOLDS, 0, -1,
+                                                   withscores=True)
             return {str(member): float(score) for member, score in pairs}
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "redis master") from exc
