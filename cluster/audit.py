@@ -15,6 +15,11 @@ transient Redis/PostgreSQL disagreement. Violations, by check:
    `unsold_seat`     a CONFIRMED booking with a seat row not sold (or no seats).
 3. Holds end (invariant 6, holds are leases)
    `stale_hold`      an INITIATED booking past expires_at + sweep interval + grace.
+3b. Money is conserved (invariant 3)
+   `money`           a captured (or recorded) payment that is neither the payment of its
+                     CONFIRMED booking nor on its way back (REFUND_PENDING/REFUNDED), or a
+                     CONFIRMED booking paid by a payment being refunded;
+   `webhook_pending` a payment event stored but not processed after the grace period.
 4. Redis agrees with PostgreSQL (holds in Redis only save work; PostgreSQL decides)
    `redis_booked`    the `booked` hash differs from PostgreSQL's BOOKED seats;
    `redis_hold`      a live Redis hold without a PostgreSQL LOCKED row of its booking;
@@ -174,6 +179,32 @@ async def _sales(conn: asyncpg.Connection, region: str) -> list[Violation]:
     return out
 
 
+MONEY = """
+SELECT p.id, p.booking_id, p.status, b.status AS booking_status, b.payment_id
+FROM payment p LEFT JOIN booking b ON b.id = p.booking_id
+WHERE (p.status IN ('CAPTURED', 'RECORDED')
+       AND (b.status IS DISTINCT FROM 'CONFIRMED' OR b.payment_id IS DISTINCT FROM p.id))
+   OR (p.status IN ('REFUND_PENDING', 'REFUNDED')
+       AND b.status = 'CONFIRMED' AND b.payment_id = p.id)
+"""
+PENDING_EVENTS = """
+SELECT event_id, booking_id, extract(epoch FROM now() - received_at) AS age_s
+FROM payment_event WHERE processed_at IS NULL AND received_at < now() - $1::interval
+"""
+
+
+async def _money(conn: asyncpg.Connection, region: str, grace_s: float) -> list[Violation]:
+    out = [Violation("money", region, None, None,
+                     f"payment {r['id']} is {r['status']} but booking {r['booking_id']} is "
+                     f"{r['booking_status'] or 'missing'} (paid by {r['payment_id']})")
+           for r in await conn.fetch(MONEY)]
+    out += [Violation("webhook_pending", region, None, None,
+                      f"payment event {r['event_id']} for {r['booking_id']} unprocessed "
+                      f"for {r['age_s']:.0f}s")
+            for r in await conn.fetch(PENDING_EVENTS, timedelta(seconds=grace_s))]
+    return out
+
+
 async def _stale_holds(conn: asyncpg.Connection, region: str, max_age_s: float) -> list[Violation]:
     return [Violation("stale_hold", region, r["show_id"], None,
                       f"booking {r['id']} still INITIATED {r['overdue_s']:.1f}s after its hold "
@@ -276,6 +307,7 @@ async def _audit_pg(topology: Topology, region: str, grace_s: float
                 seats = await _counts(conn, "show_seat", SEAT_STATUSES)
                 found = await _double_sales(conn, region, Placement(topology))
                 found += await _sales(conn, region)
+                found += await _money(conn, region, grace_s)
                 found += await _stale_holds(conn, region,
                                             topology.settings.sweep_interval_s + grace_s)
                 shows = await _pg_shows(conn)

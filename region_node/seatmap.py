@@ -8,6 +8,7 @@ stay home); if that replica cannot answer, from the home master itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ class SeatMaps:
         self.cache = SeatCache(capacity, on_evict=metrics.cache_evictions.inc)
         metrics.cache_entries.set_function(lambda: len(self.cache))
         self._availability: dict[str, tuple[float, dict[int, dict[str, Any]]]] = {}
+        self._availability_runs: dict[str, asyncio.Future[dict[int, dict[str, Any]]]] = {}
 
     @property
     def region(self) -> str:
@@ -106,24 +108,42 @@ class SeatMaps:
 
     async def availability(self, theatre_id: str,
                            shows: list[ShowInfo]) -> dict[int, dict[str, Any]]:
-        """Seats left per show, from the cache or the local replica; micro-cached briefly."""
+        """Seats left per show, from the cache or the local replica; micro-cached briefly.
+
+        One computation per theatre at a time (later callers await it), and the
+        shows' replica reads run concurrently.
+        """
         cached = self._availability.get(theatre_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        out = {}
-        at = now_ms()
-        for show in shows:
+        running = self._availability_runs.get(theatre_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._compute_availability(shows))
+        self._availability_runs[theatre_id] = task
+        try:
+            out = await asyncio.shield(task)
+        finally:
+            self._availability_runs.pop(theatre_id, None)
+        self._availability[theatre_id] = (time.monotonic() + AVAILABILITY_TTL_S, out)
+        return out
+
+    async def _compute_availability(self, shows: list[ShowInfo]) -> dict[int, dict[str, Any]]:
+        async def badge(show: ShowInfo) -> dict[str, Any] | None:
             entry = self.cache.peek(show.id)
             try:
-                state = entry.state if entry else await self._read_local(show)
-            except RegionUnavailable:
-                continue
+                state = entry.state if entry else await read_seat_state(
+                    self._connections.redis_replica(show.region), show.id)
+            except REDIS_ERRORS:
+                return None  # no badge beats a wrong one
             layout = await self._catalog.layout(show.screen_id)
+            at = now_ms()
             statuses = [state.status(s.seat_id, at) for s in layout]
             sellable = len(statuses) - statuses.count("UNAVAILABLE")
             left = statuses.count("AVAILABLE")
-            out[show.id] = {"seats_left": left, "seats_total": sellable,
-                            "filling_fast": 0 < left < sellable * FILLING_FAST_SHARE,
-                            "sold_out": left == 0}
-        self._availability[theatre_id] = (time.monotonic() + AVAILABILITY_TTL_S, out)
-        return out
+            return {"seats_left": left, "seats_total": sellable,
+                    "filling_fast": 0 < left < sellable * FILLING_FAST_SHARE,
+                    "sold_out": left == 0}
+
+        badges = await asyncio.gather(*(badge(show) for show in shows))
+        return {show.id: b for show, b in zip(shows, badges, strict=True) if b is not None}

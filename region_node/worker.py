@@ -39,6 +39,7 @@ from router.topology import Endpoint, Topology, load_topology, parse_duration
 log = logging.getLogger(__name__)
 
 GAUGE_REFRESH_S = 1.0
+CLOSE_GRACE_S = 5.0
 
 
 class RegionWorker:
@@ -76,7 +77,7 @@ class RegionWorker:
         self.consumer = Worker(jobqueue.queue_name(self.region), self.process,
                                {"connection": jobqueue.connection(self.topology, self.region),
                                 **jobqueue.WORKER_OPTIONS})
-        stack.push_async_callback(self.consumer.close)
+        stack.push_async_callback(self._close_consumer)
         for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
                            ("gauges", self._refresh_gauges())):
             self._tasks.append(asyncio.create_task(loop, name=name))
@@ -90,6 +91,16 @@ class RegionWorker:
         log.info("worker %s stopped: %d jobs run, %d outbox rows relayed, %d holds expired",
                  self.region, self.jobs_run, self.relay.relayed_total,
                  self.sweeper.expired_total)
+
+    async def _close_consumer(self) -> None:
+        """Let running jobs finish for a few seconds; then stop (their locks lapse and
+        another worker runs them again: at least once)."""
+        try:
+            await asyncio.wait_for(self.consumer.close(), CLOSE_GRACE_S)
+        except TimeoutError:
+            log.warning("jobs still running after %.0fs; leaving them to another worker",
+                        CLOSE_GRACE_S)
+            await self.consumer.close(force=True)
 
     async def process(self, job: Job, token: str) -> Any:
         handler = HANDLERS.get(job.name)

@@ -194,6 +194,17 @@ async def test_seat_booked_for_an_initiated_booking_is_found(
         "booked_seat", "west", show, seat, f"BOOKED by {booking}: booking is INITIATED")
 
 
+async def test_captured_payment_that_is_neither_sale_nor_refund_is_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "north")[0]
+    booking = await held(http, clean, show, seats_of(catalog, show, 1))
+    await execute(clean, "north", "INSERT INTO payment (id, booking_id, amount_paise, status) "
+                  "VALUES ('pay_lost', $1, 100, 'CAPTURED')", booking)
+    assert only(await run_audit(clean.topology)) == Violation(
+        "money", "north", None, None,
+        f"payment pay_lost is CAPTURED but booking {booking} is INITIATED (paid by None)")
+
+
 async def test_confirmed_booking_with_an_unsold_seat_is_found(
         clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
     show = shows_in(clean, catalog, "south")[0]

@@ -1,0 +1,308 @@
+"""Load generator processes: closed-loop HTTP clients, bounded in time and count.
+
+The bench starts `--load-procs` of these (`python loadgen.py`, stdlib + aiohttp +
+uvloop only) and talks to each over stdin/stdout, one JSON line at a time:
+
+    parent -> spec     child: opens one ClientSession, warms `concurrency`
+                       keep-alive connections, answers "ready"
+    parent -> "go"     every child starts at once; runs until `duration_s`,
+                       `max_requests` or its items run out
+    child  -> result   latencies (ms), statuses, error codes, what it created
+
+Kinds: `holds` (1..4 random free seats of random shows from the child's own
+pool, so holds never collide), `confirms` (one per booking id, with an
+Idempotency-Key), `gets` (each reader cycles the URLs of its group, e.g. the
+nodes of its region; `once` reads every URL exactly once instead) and `burst`
+(every request of a list at the same moment, once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import resource
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REQUEST_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0
+
+
+class _Run:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.rng = random.Random(spec.get("seed", 0))
+        self.latencies: list[float] = []
+        self.ok_latencies: list[float] = []
+        self.statuses: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.created: list[Any] = []
+        self.results: list[dict[str, Any]] = []  # burst: one per request
+        self.bytes = 0
+        self.exhausted = False
+        self.count = 0
+        self.deadline = 0.0
+
+    def more(self) -> bool:
+        return (self.count < int(self.spec["max_requests"])
+                and time.perf_counter() < self.deadline)
+
+    async def request(self, http: aiohttp.ClientSession, method: str, url: str,
+                      body: Any = None, headers: dict[str, str] | None = None,
+                      want_json: bool = False) -> tuple[int, Any]:
+        self.count += 1
+        started = time.perf_counter()
+        status, payload = 0, None
+        try:
+            async with http.request(method, url, json=body, headers=headers) as resp:
+                raw = await resp.read()
+                status = resp.status
+            self.bytes += len(raw)
+            if want_json or status >= 300:
+                try:
+                    payload = json.loads(raw)
+                except ValueError:
+                    payload = None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.errors[f"exception:{type(exc).__name__}"] += 1
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.latencies.append(elapsed_ms)
+        self.statuses[str(status)] += 1
+        if 200 <= status < 300:
+            self.ok_latencies.append(elapsed_ms)
+        elif isinstance(payload, dict):
+            self.errors[f"{status} {payload.get('error')}"] += 1
+        return status, payload
+
+
+async def _holds(run: _Run, http: aiohttp.ClientSession, index: int) -> None:
+    spec = run.spec
+    nodes = spec["nodes"]
+    pool: dict[str, list[str]] = spec["pool"]
+    shows = [s for s in pool if pool[s]]
+    low, high = spec.get("seats", [1, 4])
+    user = f"{spec.get('user', 'bench')}-{index}"
+    node = index
+    while run.more():
+        while shows and len(pool[shows[-1]]) < high:
+            shows.pop()  # too few seats left in this show for the widest hold
+        if not shows:
+            run.exhausted = True
+            return
+        show = shows[run.rng.randrange(len(shows))]
+        seats = pool[show]
+        want = run.rng.randint(low, high)
+        chosen = [seats.pop(run.rng.randrange(len(seats))) for _ in range(want)]
+        if len(seats) < high:
+            shows.remove(show)
+        node = (node + 1) % len(nodes)
+        status, body = await run.request(
+            http, "POST", f"{nodes[node]}/booking/seats/{show}/lock",
+            {"user_id": user, "seat_ids": chosen}, want_json=True)
+        if status == 201 and isinstance(body, dict):
+            run.created.append([body["booking_id"], int(show)])
+
+
+async def _confirms(run: _Run, http: aiohttp.ClientSession, index: int,
+                    bookings: Iterator[str]) -> None:
+    nodes = run.spec["nodes"]
+    node = index
+    while run.more():
+        booking = next(bookings, None)
+        if booking is None:
+            run.exhausted = True
+            return
+        node = (node + 1) % len(nodes)
+        status, _ = await run.request(
+            http, "POST", f"{nodes[node]}/booking/booking/{booking}/confirm",
+            {"payment_id": f"pay-{uuid.uuid4().hex}"},
+            headers={"Idempotency-Key": uuid.uuid4().hex})
+        if status == 200:
+            run.created.append(booking)
+
+
+async def _gets(run: _Run, http: aiohttp.ClientSession, index: int,
+                shared: Iterator[str] | None) -> None:
+    groups: list[list[str]] = run.spec["groups"]
+    urls = groups[index % len(groups)]
+    at = run.rng.randrange(len(urls))
+    while run.more():
+        if shared is not None:
+            url = next(shared, None)
+            if url is None:
+                run.exhausted = True
+                return
+        else:
+            at = (at + 1) % len(urls)
+            url = urls[at]
+        await run.request(http, "GET", url)
+
+
+async def _burst_one(run: _Run, http: aiohttp.ClientSession, method: str, url: str,
+                     body: Any) -> None:
+    started = time.perf_counter()
+    status, payload = await run.request(http, method, url, body, want_json=True)
+    run.results.append({"status": status, "ms": (time.perf_counter() - started) * 1000,
+                        "error": payload.get("error") if isinstance(payload, dict) else None})
+
+
+async def _warm(http: aiohttp.ClientSession, urls: list[str], connections: int) -> None:
+    """Open `connections` keep-alive connections, spread over the hosts of `urls`."""
+    async def one(url: str) -> None:
+        try:
+            async with http.get(url) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            pass
+
+    if urls:
+        await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(connections)))
+
+
+async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
+    """Run one spec; `ready()` is called after warm-up, `await go()` starts the clock."""
+    run = _Run(spec)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        concurrency = int(spec["concurrency"])
+        await _warm(http, spec.get("warm_urls", []), concurrency)
+        ready()
+        await go()
+        kind = spec["kind"]
+        cpu0 = _cpu_s()
+        started_at, t0 = time.time(), time.perf_counter()
+        run.deadline = t0 + float(spec["duration_s"])
+        if kind == "holds":
+            tasks = [_holds(run, http, i) for i in range(concurrency)]
+        elif kind == "confirms":
+            bookings = iter(spec["bookings"])
+            tasks = [_confirms(run, http, i, bookings) for i in range(concurrency)]
+        elif kind == "gets":
+            shared = iter(spec["urls"]) if spec.get("once") else None
+            tasks = [_gets(run, http, i, shared) for i in range(concurrency)]
+        elif kind == "burst":
+            tasks = [_burst_one(run, http, m, u, b) for m, u, b in spec["requests"]]
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+        cpu = _cpu_s() - cpu0
+    return {"started": started_at, "elapsed_s": elapsed, "cpu_s": cpu,
+            "latencies": run.latencies, "ok_latencies": run.ok_latencies,
+            "statuses": dict(run.statuses), "errors": dict(run.errors),
+            "created": run.created, "results": run.results, "bytes": run.bytes,
+            "exhausted": run.exhausted, "pid": os.getpid()}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _child_main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 28)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    spec = json.loads(await reader.readline())
+
+    def ready() -> None:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+
+    async def go() -> None:
+        line = await reader.readline()
+        if line.strip() != b"go":
+            raise SystemExit("loadgen: expected 'go'")
+
+    result = await run_spec(spec, ready, go)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+# -- parent side ---------------------------------------------------------------
+
+async def run_processes(specs: list[dict[str, Any]], timeout_s: float) -> dict[str, Any]:
+    """Run one child per spec, start them together, and merge their results."""
+    procs = []
+    try:
+        for spec in specs:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).resolve()),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, limit=1 << 28)
+            procs.append(proc)
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(spec) + "\n").encode())
+            await proc.stdin.drain()
+        for proc in procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"load generator failed to start: {await _stderr(proc)}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        results = []
+        for proc in procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+            if not line:
+                raise RuntimeError(f"load generator died: {await _stderr(proc)}")
+            results.append(json.loads(line))
+            await proc.wait()
+        return merge(results)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def _stderr(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stderr is not None
+    try:
+        data = await asyncio.wait_for(proc.stderr.read(), 5)
+    except TimeoutError:
+        return "(no output)"
+    return data.decode(errors="replace")[-2000:]
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    started = min(r["started"] for r in results)
+    ended = max(r["started"] + r["elapsed_s"] for r in results)
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    for r in results:
+        statuses.update(r["statuses"])
+        errors.update(r["errors"])
+    return {
+        "elapsed_s": ended - started,
+        "client_cpu_s": sum(r["cpu_s"] for r in results),
+        "latencies": [x for r in results for x in r["latencies"]],
+        "ok_latencies": [x for r in results for x in r["ok_latencies"]],
+        "statuses": dict(statuses), "errors": dict(errors),
+        "created": [x for r in results for x in r["created"]],
+        "results": [x for r in results for x in r["results"]],
+        "bytes": sum(r["bytes"] for r in results),
+        "exhausted": any(r["exhausted"] for r in results),
+        "processes": len(results),
+    }
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+        uvloop.run(_child_main())
+    except ImportError:
+        asyncio.run(_child_main())
