@@ -29,20 +29,13 @@ from cluster.postgres_server import PostgresSetupError
 from cluster.supervisor import kill_recorded, pid_alive, read_state
 from region_node import jobqueue
 from router.errors import TopologyError
-from router.topology import Topology, load_topology, parse_duration
+from router.topology import Topology, duration_arg, load_topology
 
 CATALOG_SIZES = {
     "full": CatalogSpec(),
     "small": CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2),
 }
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,10 +45,10 @@ def parser() -> argparse.ArgumentParser:
                    help="topology file (default: ./topology.yaml, else the repo's)")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local cluster and keep it running")
-    up.add_argument("--hold-ttl", type=_duration, help="seat hold TTL, e.g. 5s (default: "
+    up.add_argument("--hold-ttl", type=duration_arg, help="seat hold TTL, e.g. 5s (default: "
                     "settings.hold_ttl)")
-    up.add_argument("--sweep-interval", type=_duration, help="expiry sweep interval, e.g. 1s")
-    up.add_argument("--wan-delay", type=_duration, help="one-way delay on every cross-region "
+    up.add_argument("--sweep-interval", type=duration_arg, help="expiry sweep interval, e.g. 1s")
+    up.add_argument("--wan-delay", type=duration_arg, help="one-way delay on every cross-region "
                     "link through a TCP proxy, e.g. 40ms")
     up.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full",
                     help="demo catalog size: full (21 theatres per region, 3 days) or small")
@@ -66,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="check the invariants across all regions; "
                            "non-zero exit on any violation")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
-    audit.add_argument("--grace", type=_duration, default=5.0,
+    audit.add_argument("--grace", type=duration_arg, default=5.0,
                        help="slack for holds the sweeper has not reached yet (default 5s)")
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])

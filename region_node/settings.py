@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from router.registry import load_routes
-from router.topology import Endpoint, Topology, load_topology, parse_duration
+from router.topology import Endpoint, Topology, duration_arg, load_topology
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,6 @@ class NodeSettings:
         return f"{self.region}@{self.host}:{self.port}"
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m region_node", description="bookcluster app node")
     p.add_argument("--topology", type=Path, default=Path("topology.yaml"))
@@ -37,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--run-dir", type=Path, help="override settings.run_dir")
-    p.add_argument("--hold-ttl", type=_duration, help="override settings.hold_ttl, e.g. 5s")
+    p.add_argument("--hold-ttl", type=duration_arg, help="override settings.hold_ttl, e.g. 5s")
     p.add_argument("--wan-routes", type=Path, help="routes through the WAN proxy (launcher)")
     return p
 

@@ -34,7 +34,7 @@ from region_node.sweeper import Sweeper
 from router.errors import TopologyError
 from router.placement import Placement
 from router.registry import Connections, load_routes
-from router.topology import Endpoint, Topology, load_topology, parse_duration
+from router.topology import Endpoint, Topology, duration_arg, load_topology
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--run-dir", type=Path)
-    p.add_argument("--sweep-interval", help="override settings.sweep_interval, e.g. 1s")
+    p.add_argument("--sweep-interval", type=duration_arg,
+                   help="override settings.sweep_interval, e.g. 1s")
     p.add_argument("--wan-routes", type=Path, help="routes through the WAN proxy (launcher)")
     args = p.parse_args(argv)
     try:
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.region not in topology.regions:
         p.error(f"--region {args.region!r} is not in {topology.path}")
     if args.sweep_interval:
-        topology = topology.with_settings(sweep_interval_s=parse_duration(args.sweep_interval))
+        topology = topology.with_settings(sweep_interval_s=args.sweep_interval)
     endpoint = topology.region(args.region).worker
     host = args.host or (endpoint.host if endpoint else "127.0.0.1")
     port = args.port or (endpoint.port if endpoint else 0)

@@ -6,6 +6,7 @@ and the reason, so an operator can fix the file without reading code.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Mapping
@@ -103,6 +104,14 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"expected a duration like 600s, 250ms or 30m, got {text!r}")
     return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def duration_arg(text: str) -> float:
+    """`parse_duration` as an argparse type: a bad value is a usage error, not a traceback."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Reader:
