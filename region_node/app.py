@@ -42,6 +42,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     topology = settings.topology
     async with Connections(topology, settings.region, settings.routes) as connections:
         app[connections_key] = connections
+        app[metrics_key].watch_pools(connections)
         catalog = Catalog(connections.pg_catalog(), app[placement_key])
         await catalog.load()
         app[catalog_key] = catalog

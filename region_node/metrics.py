@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from router.registry import Connections
 
 DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -52,6 +59,17 @@ class NodeMetrics:
             ["region", "source"], registry=self.registry)
         self.live_sockets = Gauge(
             "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
+        self.pg_pool = Gauge(
+            "bookcluster_pg_pool_connections", "Connections of this node's pool to a region's "
+            "PostgreSQL primary, by state (in_use, idle)", ["region", "home", "state"],
+            registry=self.registry)
+
+    def watch_pools(self, connections: Connections) -> None:
+        """Export pool usage, read when scraped (no polling task)."""
+        for home in connections.topology.regions:
+            pool = connections.pg_primary(home)
+            self.pg_pool.labels(self.region, home, "in_use").set_function(_in_use(pool))
+            self.pg_pool.labels(self.region, home, "idle").set_function(pool.get_idle_size)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(self.region, route, method, str(status)).inc()
@@ -59,6 +77,10 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _in_use(pool: asyncpg.Pool) -> Callable[[], float]:
+    return lambda: float(pool.get_size() - pool.get_idle_size())
 
 
 class WorkerMetrics:
