@@ -9,9 +9,11 @@ uvloop only) and talks to each over stdin/stdout, one JSON line at a time:
                        `max_requests` or its items run out
     child  -> result   latencies (ms), statuses, error codes, what it created
 
-Kinds: `holds` (1..4 random free seats of random shows from the child's own
-pool, so holds never collide), `confirms` (one per booking id, with an
-Idempotency-Key), `gets` (each reader cycles the URLs of its group, e.g. the
+Clients are spread over `groups`: client i uses group i % len(groups), e.g.
+the nodes of one region and the shows it books. Kinds: `holds` (1..4 random
+free seats of random shows from the group's pool, which no other group or
+child shares, so holds never collide), `confirms` (each booking id once, with
+an Idempotency-Key), `gets` (each reader cycles the URLs of its group, e.g. the
 nodes of its region; `once` reads every URL exactly once instead) and `burst`
 (every request of a list at the same moment, once).
 """
@@ -84,26 +86,27 @@ class _Run:
         return status, payload
 
 
-async def _holds(run: _Run, http: aiohttp.ClientSession, index: int) -> None:
-    spec = run.spec
-    nodes = spec["nodes"]
-    pool: dict[str, list[str]] = spec["pool"]
+async def _holds(run: _Run, http: aiohttp.ClientSession, index: int,
+                 group: dict[str, Any]) -> None:
+    nodes: list[str] = group["nodes"]
+    pool: dict[str, list[str]] = group["pool"]  # shared by the group's clients
     shows = [s for s in pool if pool[s]]
-    low, high = spec.get("seats", [1, 4])
-    user = f"{spec.get('user', 'bench')}-{index}"
+    low, high = run.spec.get("seats", [1, 4])
+    user = f"{run.spec.get('user', 'bench')}-{index}"
     node = index
     while run.more():
-        while shows and len(pool[shows[-1]]) < high:
-            shows.pop()  # too few seats left in this show for the widest hold
         if not shows:
             run.exhausted = True
             return
-        show = shows[run.rng.randrange(len(shows))]
+        at = run.rng.randrange(len(shows))
+        show = shows[at]
         seats = pool[show]
+        if len(seats) < high:  # too few left for the widest hold: drop the show
+            shows[at] = shows[-1]
+            shows.pop()
+            continue
         want = run.rng.randint(low, high)
         chosen = [seats.pop(run.rng.randrange(len(seats))) for _ in range(want)]
-        if len(seats) < high:
-            shows.remove(show)
         node = (node + 1) % len(nodes)
         status, body = await run.request(
             http, "POST", f"{nodes[node]}/booking/seats/{show}/lock",
@@ -113,8 +116,7 @@ async def _holds(run: _Run, http: aiohttp.ClientSession, index: int) -> None:
 
 
 async def _confirms(run: _Run, http: aiohttp.ClientSession, index: int,
-                    bookings: Iterator[str]) -> None:
-    nodes = run.spec["nodes"]
+                    nodes: list[str], bookings: Iterator[str]) -> None:
     node = index
     while run.more():
         booking = next(bookings, None)
@@ -133,8 +135,8 @@ async def _confirms(run: _Run, http: aiohttp.ClientSession, index: int,
 async def _gets(run: _Run, http: aiohttp.ClientSession, index: int,
                 shared: Iterator[str] | None) -> None:
     groups: list[list[str]] = run.spec["groups"]
-    urls = groups[index % len(groups)]
-    at = run.rng.randrange(len(urls))
+    urls = groups[index % len(groups)] if groups else []
+    at = run.rng.randrange(len(urls)) if urls else 0
     while run.more():
         if shared is not None:
             url = next(shared, None)
@@ -182,11 +184,13 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
         cpu0 = _cpu_s()
         started_at, t0 = time.time(), time.perf_counter()
         run.deadline = t0 + float(spec["duration_s"])
+        groups = spec.get("groups", [])
         if kind == "holds":
-            tasks = [_holds(run, http, i) for i in range(concurrency)]
+            tasks = [_holds(run, http, i, groups[i % len(groups)]) for i in range(concurrency)]
         elif kind == "confirms":
-            bookings = iter(spec["bookings"])
-            tasks = [_confirms(run, http, i, bookings) for i in range(concurrency)]
+            queues = [iter(g["bookings"]) for g in groups]
+            tasks = [_confirms(run, http, i, groups[i % len(groups)]["nodes"],
+                               queues[i % len(groups)]) for i in range(concurrency)]
         elif kind == "gets":
             shared = iter(spec["urls"]) if spec.get("once") else None
             tasks = [_gets(run, http, i, shared) for i in range(concurrency)]
