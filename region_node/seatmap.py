@@ -130,11 +130,9 @@ class SeatMaps:
 
     async def _compute_availability(self, shows: list[ShowInfo]) -> dict[int, dict[str, Any]]:
         async def badge(show: ShowInfo) -> dict[str, Any] | None:
-            entry = self.cache.peek(show.id)
-            try:
-                state = entry.state if entry else await read_seat_state(
-                    self._connections.redis_replica(show.region), show.id)
-            except REDIS_ERRORS:
+            try:  # through the seat cache: the next map of this show is then a hit too
+                state = (await self.entry(show)).state
+            except RegionUnavailable:
                 return None  # no badge beats a wrong one
             layout = await self._catalog.layout(show.screen_id)
             at = now_ms()

@@ -35,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+SCRIPT = Path(__file__).resolve()
 REQUEST_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
 
@@ -241,7 +242,7 @@ async def run_processes(specs: list[dict[str, Any]], timeout_s: float) -> dict[s
     try:
         for spec in specs:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(Path(__file__).resolve()),
+                sys.executable, str(SCRIPT),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, limit=1 << 28)
             procs.append(proc)
