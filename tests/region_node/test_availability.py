@@ -46,6 +46,7 @@ async def test_stopped_redis_master_fails_fast_and_only_its_region(
         assert status == 503 and body["error"] == "region_unavailable"
         assert body["region"] == "south"
         assert elapsed <= DEADLINE_S, elapsed
+        print(f"hold with south's Redis master stopped: 503 in {elapsed * 1000:.0f} ms")
 
         # Confirm of a south booking: PostgreSQL is up, so the sale commits;
         # only the Redis bookkeeping after it is skipped (it never blocks a sale).
@@ -72,10 +73,12 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
         assert status == 503 and body == {"error": "region_unavailable", "region": "south",
                                           "message": body["message"]}
         assert elapsed <= DEADLINE_S, elapsed
+        print(f"hold with south's PostgreSQL stopped: 503 in {elapsed * 1000:.0f} ms")
 
         elapsed, (status, body) = await timed(confirm(http, clean.node("north"),
                                                       before["booking_id"], "k", "p"))
         assert status == 503 and elapsed <= DEADLINE_S, (status, elapsed)
+        print(f"confirm with south's PostgreSQL stopped: 503 in {elapsed * 1000:.0f} ms")
 
         elapsed, (status, _) = await timed(hold(http, clean.node("north"), west_show, "u",
                                                 seats_of(catalog, west_show, 2)))
