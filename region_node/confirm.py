@@ -68,6 +68,10 @@ def request_hash(booking_id: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class PaymentRaced(PaymentReused):
+    """Two bookings raced to use one payment id; the losing transaction was aborted."""
+
+
 class ConfirmService:
     def __init__(self, bookings: BookingService) -> None:
         self.bookings = bookings
@@ -78,17 +82,14 @@ class ConfirmService:
         key, payment_id = validate_confirm(key, body)
         show = await self.bookings.show_of_booking(booking_id)
         fingerprint = request_hash(booking_id, body)
-        async with self.home.connection(show.region) as conn:
-            user_id = await conn.fetchval("SELECT user_id FROM booking WHERE id = $1", booking_id)
-        if user_id is None:
-            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
         try:
-            response, sold = await self._confirm_tx(show, booking_id, user_id, key, fingerprint,
+            response, sold = await self._confirm_tx(show, booking_id, key, fingerprint,
                                                     payment_id)
-        except asyncpg.UniqueViolationError as exc:  # raced with another sale: nothing committed
+        except PaymentRaced:  # the transaction was undone: nothing is stored under the key
             self._count(show, "conflict")
-            if exc.constraint_name == "payment_pkey":
-                raise PaymentReused("this payment_id already paid another booking") from None
+            raise
+        except asyncpg.UniqueViolationError:  # raced with another sale: nothing committed
+            self._count(show, "conflict")
             raise SeatsTaken([]) from None
         if sold:
             self._count(show, "confirmed")
@@ -98,23 +99,23 @@ class ConfirmService:
     def _count(self, show: ShowInfo, outcome: str) -> None:
         self.metrics.confirms.labels(self.metrics.region, show.region, outcome).inc()
 
-    async def _confirm_tx(self, show: ShowInfo, booking_id: str, user_id: str, key: str,
-                          fingerprint: str, payment_id: str) -> tuple[StoredResponse, list[str]]:
+    async def _confirm_tx(self, show: ShowInfo, booking_id: str, key: str, fingerprint: str,
+                          payment_id: str) -> tuple[StoredResponse, list[str]]:
+        """Six round trips to the home primary: BEGIN, claim, sell, read, store, COMMIT."""
         async with self.home.transaction(show.region) as conn:
-            claimed = await conn.fetchval(
-                "INSERT INTO idempotency (user_id, key, request_hash, status_code, response_body)"
-                " VALUES ($1, $2, $3, 0, '') ON CONFLICT DO NOTHING RETURNING true",
-                user_id, key, fingerprint)
-            if not claimed:
+            user_id = await conn.fetchval(CLAIM_KEY, booking_id, key, fingerprint)
+            if user_id is None:
+                replay = await _replay(conn, booking_id, key, fingerprint)
                 self._count(show, "replayed")
-                return await _replay(conn, user_id, key, fingerprint), []
+                return replay, []
             try:
-                async with conn.transaction():  # a savepoint: a refusal undoes any part-sale
-                    sold = await sell(conn, show, booking_id, payment_id)
+                sold = await sell(conn, show, booking_id, payment_id)
                 row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
                                           booking_id)
                 response = StoredResponse(200, json.dumps(booking_json(row, show.region)))
-            except BookingError as exc:
+            except PaymentRaced:
+                raise
+            except BookingError as exc:  # bc_sell refused and changed nothing: store the 409
                 self._count(show, exc.code)
                 response, sold = StoredResponse(exc.status, json.dumps(exc.body())), []
             await conn.execute(
@@ -131,11 +132,24 @@ class ConfirmService:
             log.exception("confirmed %s but could not record it in Redis", booking_id)
 
 
-async def _replay(conn: asyncpg.Connection, user_id: str, key: str,
+# Claims the key for the booking's user in one statement. No row back means the
+# booking does not exist or the key is taken; a concurrent duplicate waits here
+# on the key's unique index until the first transaction ends.
+CLAIM_KEY = """
+INSERT INTO idempotency (user_id, key, request_hash, status_code, response_body)
+SELECT user_id, $2, $3, 0, '' FROM booking WHERE id = $1
+ON CONFLICT DO NOTHING RETURNING user_id
+"""
+
+
+async def _replay(conn: asyncpg.Connection, booking_id: str, key: str,
                   fingerprint: str) -> StoredResponse:
     row = await conn.fetchrow(
-        "SELECT request_hash, status_code, response_body FROM idempotency "
-        "WHERE user_id = $1 AND key = $2", user_id, key)
+        "SELECT i.request_hash, i.status_code, i.response_body FROM booking b "
+        "LEFT JOIN idempotency i ON i.user_id = b.user_id AND i.key = $2 WHERE b.id = $1",
+        booking_id, key)
+    if row is None:
+        raise NotFound(f"no booking {booking_id!r}", id=booking_id)
     if row["request_hash"] != fingerprint:
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
     return StoredResponse(row["status_code"], row["response_body"])
@@ -150,7 +164,7 @@ async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
                                   show.id, booking_id, payment_id, payment_status)
     except asyncpg.RaiseError as exc:
         if "payment_reused" in str(exc):
-            raise PaymentReused("this payment_id already paid another booking") from None
+            raise PaymentRaced("this payment_id already paid another booking") from None
         raise
     outcome, detail = row["outcome"], list(row["detail"])
     if outcome == "sold":

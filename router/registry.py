@@ -78,7 +78,14 @@ async def make_pg_pool(endpoint: Endpoint, *, max_size: int = PG_POOL_MAX) -> as
         command_timeout=PG_COMMAND_TIMEOUT_S,
         # Idle connections to a region that went away are dropped, not kept broken.
         max_inactive_connection_lifetime=60.0,
+        reset=_no_session_state,
     )
+
+
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """Our code keeps no session state (no LISTEN, SET or session locks), so a
+    released connection needs no reset query: one round trip less per use, which
+    matters on a pool to another region."""
 
 
 class Connections:

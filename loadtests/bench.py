@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Benchmark of bookcluster on this machine, in one run, against its own clusters.
+
+    .venv/bin/python loadtests/bench.py [--duration 10] [--wan-delays 0,40] [--fast] ...
+
+For each WAN delay a fresh local cluster (3 regions x 5 nodes, durable unless
+--fast) on free loopback ports. On the first one: holds of random free seats,
+1,000 clients on one seat, confirms, seat-map reads (hot and cold) next to a
+trivial aiohttp handler. On every one: change-to-remote-cache delay per region
+pair and local vs remote hold/confirm/read latency. Then, with the clusters
+stopped, the raw limits of the machine (redis-benchmark on the HOLD script,
+pgbench on the hold write and the confirm transaction) and the hold's two
+stages timed from Python. Prints a table; writes results/bench-<UTC>.json and
+.png. Every load loop is bounded by --duration and --max-requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from benchlib import phases, raw, regions
+from benchlib.chart import draw
+from benchlib.local import AuxServers, BenchCluster, bench_cluster
+from benchlib.phases import Load, SeatPool
+from benchlib.report import derive, render
+
+from cluster.binaries import find_binaries
+from cluster.demo_catalog import CatalogSpec
+
+HERE = Path(__file__).resolve().parent
+# 424 shows, ~82,000 seats for sale: enough for ~10 s of holds at full speed.
+BENCH_CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=3, days=2, shows_per_day=4)
+SMOKE_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2)
+# Raw-limit capacity per second of --duration: generous for this machine's rates.
+RAW_HOLDS_PER_S = 8000
+RAW_CONFIRMS_PER_S = 4000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per phase (10)")
+    p.add_argument("--max-requests", type=int, default=100_000,
+                   help="requests per phase at most (100000)")
+    p.add_argument("--wan-delays", default="0,40",
+                   help="one-way WAN delays in ms, a fresh cluster each; the first also "
+                        "runs the throughput phases (0,40); 0 = direct links, no proxy")
+    p.add_argument("--fast", action="store_true",
+                   help="durable: false (no fsync / synchronous_commit, no AOF)")
+    p.add_argument("--nodes-per-region", type=int, default=5)
+    p.add_argument("--workers", action="store_true",
+                   help="also run each region's worker (off: outbox jobs just pile up)")
+    p.add_argument("--load-procs", type=int, default=2, help="load generator processes (2)")
+    p.add_argument("--hold-clients", type=int, default=128,
+                   help="concurrent clients for holds and confirms (128)")
+    p.add_argument("--read-clients", type=int, default=1000,
+                   help="concurrent seat-map readers (1000)")
+    p.add_argument("--rush-clients", type=int, default=1000,
+                   help="clients that all want the same seat (1000)")
+    p.add_argument("--wan-clients", type=int, default=6,
+                   help="concurrent clients of the local/remote latency phases (6)")
+    p.add_argument("--wan-requests", type=int, default=300,
+                   help="requests per local/remote latency phase at most (300)")
+    p.add_argument("--live-holds", type=int, default=100,
+                   help="holds per home region while timing change delay (100)")
+    p.add_argument("--redis-bench-requests", type=int, default=200_000)
+    p.add_argument("--redis-bench-clients", type=int, default=50)
+    p.add_argument("--pgbench-clients", type=int, default=16)
+    p.add_argument("--no-raw", action="store_true", help="skip the raw limits")
+    p.add_argument("--results", type=Path, default=HERE / "results",
+                   help="folder for bench-<UTC>.json and .png (loadtests/results)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny everything (1 node per region, 1 s phases): checks it works")
+    args = p.parse_args(argv)
+    if args.smoke:
+        smoke = {"duration": 1.0, "max_requests": 400, "nodes_per_region": 1,
+                 "load_procs": 1, "hold_clients": 16, "read_clients": 100,
+                 "rush_clients": 100, "wan_clients": 3, "wan_requests": 30, "live_holds": 5,
+                 "redis_bench_requests": 4000, "redis_bench_clients": 10,
+                 "pgbench_clients": 4}
+        for key, value in smoke.items():
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
+    try:
+        args.delays = [int(d) for d in args.wan_delays.split(",") if d.strip()]
+    except ValueError:
+        p.error(f"--wan-delays: expected comma-separated integers, got {args.wan_delays!r}")
+    if not args.delays or any(d < 0 for d in args.delays):
+        p.error("--wan-delays: at least one delay, none negative")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cluster_progress(message: str) -> None:
+    if message.startswith(("[", "cluster up", "start-up", "  WAN")):
+        log(f"  cluster {message.strip()}")
+
+
+def cpu_and_memory() -> tuple[str, int]:
+    """The CPU model from /proc/cpuinfo and the memory in kB from /proc/meminfo."""
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as fh:
+        mem_kb = int(next(x for x in fh if x.startswith("MemTotal")).split()[1])
+    return cpu, mem_kb
+
+
+def scratch_folder(prefix: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)  # PostgreSQL's unprivileged user must reach its data
+    return folder
+
+
+async def machine_facts(durable: bool) -> dict[str, Any]:
+    cpu, mem_kb = cpu_and_memory()
+    binaries = find_binaries()
+    return {"nproc": os.cpu_count(), "cpu_model": cpu, "memory_gib": round(mem_kb / 2**20, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "redis": await raw.version_of(binaries.redis_server),
+            "redis_source": binaries.redis_source,
+            "postgres": await raw.version_of(binaries.pg("postgres")),
+            "postgres_source": binaries.pg_source, "durable": durable,
+            "redis_benchmark": str(raw.find_redis_benchmark() or "missing"),
+            "pgbench": str(raw.find_pgbench(binaries) or "missing")}
+
+
+async def full_phases(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
+                      pool: SeatPool, aux: AuxServers) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    rush = pool.take("north", 1)
+    show, (seat,) = next(iter(rush.items()))
+    throughput_pool = pool.rest()
+    # Unmeasured warm-up: node pools grow to the phase's concurrency first.
+    shows = sorted(throughput_pool)
+    warm_pool = {s: throughput_pool.pop(s) for s in shows[: max(1, len(shows) // 10)]}
+    warm = replace(load, duration_s=max(0.2, load.duration_s / 10),
+                   max_requests=min(load.max_requests, 2000))
+    log(f"   warm-up: {warm.duration_s:g} s of holds and confirms, not measured")
+    _, warm_bookings = await phases.holds(cluster, http, warm, warm_pool)
+    await phases.confirms(cluster, http, warm, warm_bookings)
+    log(f"1a holds: {load.hold_clients} clients, {sum(map(len, throughput_pool.values())):,} "
+        f"free seats in {len(throughput_pool)} shows")
+    out["holds"], bookings = await phases.holds(cluster, http, load, throughput_pool)
+    log(f"   {out['holds']['ok']:,} holds, {out['holds']['ok_per_s']:,}/s")
+    log(f"1b {load.rush_clients} clients on one seat")
+    out["one_seat"] = await phases.one_seat(cluster, http, load, show, seat)
+    log(f"   201: {out['one_seat']['created_201']}, 409: {out['one_seat']['clean_409']}")
+    log(f"2  confirms of {len(bookings):,} held bookings")
+    out["confirms"] = await phases.confirms(cluster, http, load, bookings)
+    log(f"   {out['confirms']['ok']:,} confirms, {out['confirms']['ok_per_s']:,}/s")
+    log("3  trivial aiohttp handler")
+    out["reads_trivial"] = await phases.trivial_reads(cluster, http, load,
+                                                      await aux.trivial_server())
+    log(f"   {out['reads_trivial']['ok_per_s']:,} req/s")
+    hot = cluster.shows(regions_of(cluster)[1])[-1]
+    log(f"3  seat map of a hot show ({hot}), {load.read_clients} readers")
+    out["reads_hot"] = await phases.hot_reads(cluster, http, load, hot)
+    log(f"   {out['reads_hot']['ok_per_s']:,} req/s")
+    log("3  seat maps of cold shows")
+    out["reads_cold"] = await phases.cold_reads(cluster, http, load)
+    log(f"   {out['reads_cold']['ok_per_s']:,} req/s")
+    return out
+
+
+def regions_of(cluster: BenchCluster) -> list[str]:
+    return list(cluster.topology.regions)
+
+
+async def cross_region(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
+                       pool: SeatPool) -> dict[str, Any]:
+    regs = regions_of(cluster)
+    live: dict[str, tuple[int, list[str]]] = {}
+    for home in regs:
+        show, seats = next(iter(pool.take(home, load.live_holds).items()))
+        live[home] = (show, seats)
+    wan_seats = load.wan_requests * 4 // len(regs) + 8
+    pools = {h: {"local": pool.take(h, wan_seats), "remote": pool.take(h, wan_seats),
+                 "warm": pool.take(h, len(cluster.nodes()))} for h in regs}
+    log(f"4  change delay: {load.live_holds} holds per home region, WebSockets in every region")
+    delay = await regions.change_delay(cluster, http, load, live)
+    log(f"6  local vs remote latency ({load.wan_clients} clients)")
+    local_remote = await regions.local_remote(cluster, http, load, pools)
+    return {"change_delay": delay, "local_remote": local_remote}
+
+
+async def raw_limits(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    servers = raw.ScratchServers(folder, durable=not args.fast)
+    try:
+        log("5  raw limits: fresh redis-server and PostgreSQL")
+        await servers.start(hold_shows=max(20, int(RAW_HOLDS_PER_S * args.duration) // 100),
+                            confirm_bookings=max(2000, int(RAW_CONFIRMS_PER_S * args.duration)))
+        out: dict[str, Any] = {}
+        log(f"   redis-benchmark: {args.redis_bench_requests:,} EVALSHA HOLD")
+        out["redis_hold"] = await raw.redis_hold_limit(
+            servers, args.redis_bench_requests, args.redis_bench_clients,
+            timeout_s=60 + args.duration * 10)
+        if "skipped" in out["redis_hold"]:
+            log(f"   SKIPPED: {out['redis_hold']['skipped']}")
+        log(f"   pgbench: hold write and confirm, {args.duration:g} s each")
+        out["pg"] = await raw.pg_limits(servers, args.pgbench_clients, args.duration)
+        log(f"7  hold stages from Python at {args.hold_clients} clients")
+        out["stages"] = await raw.stage_timing(servers, args.hold_clients, args.duration / 2,
+                                               args.max_requests)
+        return out
+    finally:
+        servers.stop()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    durable = not args.fast
+    load = Load(args.duration, args.max_requests, args.load_procs, args.hold_clients,
+                args.read_clients, args.rush_clients, args.wan_clients, args.wan_requests,
+                args.live_holds)
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": await machine_facts(durable),
+        "config": {"durable": durable, "wan_delays_ms": args.delays, "regions": 3,
+                   "nodes_per_region": args.nodes_per_region, "workers": args.workers,
+                   "duration_s": args.duration, "max_requests": args.max_requests,
+                   "load_procs": args.load_procs, "hold_clients": args.hold_clients,
+                   "read_clients": args.read_clients, "rush_clients": args.rush_clients,
+                   "wan_clients": args.wan_clients, "wan_requests": args.wan_requests,
+                   "live_holds": args.live_holds, "smoke": args.smoke,
+                   "catalog": (SMOKE_CATALOG if args.smoke else BENCH_CATALOG).__dict__,
+                   "client": "aiohttp, one ClientSession (limit 0) per load process, uvloop",
+                   "shared_machine": True},
+        "full": {}, "runs": {}, "raw": None}
+    folder = scratch_folder("bookcluster-bench-aux-")
+    try:
+        for i, delay in enumerate(args.delays):
+            log(f"cluster {i + 1}/{len(args.delays)}: WAN delay {delay} ms, durable={durable}")
+            async with bench_cluster(spec=SMOKE_CATALOG if args.smoke else BENCH_CATALOG,
+                                     nodes=args.nodes_per_region, durable=durable,
+                                     workers=args.workers, wan_delay_ms=delay,
+                                     progress=cluster_progress) as cluster:
+                aux = AuxServers(folder / f"aux-{delay}")
+                connector = aiohttp.TCPConnector(limit=0)
+                try:
+                    async with aiohttp.ClientSession(
+                            connector=connector,
+                            timeout=aiohttp.ClientTimeout(total=60)) as http:
+                        pool = SeatPool(cluster)
+                        cross = await cross_region(cluster, http, load, pool)
+                        if i == 0:
+                            results["full"] = await full_phases(cluster, http, load, pool, aux)
+                        results["runs"][str(delay)] = {**cross, "wan_delay_ms": delay}
+                finally:
+                    aux.stop()
+                crashed = cluster.launcher.crashed()
+                if crashed:
+                    results.setdefault("crashed", []).extend(crashed)
+                    log(f"WARNING: processes died during the run: {crashed}")
+        if not args.no_raw:
+            results["raw"] = await raw_limits(args, folder / "raw")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    results["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    results["derived"] = derive(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The default loop, not uvloop: the launcher runs initdb with `user=`, which
+    # uvloop's subprocess_exec does not take. The load generators use uvloop.
+    results = asyncio.run(run(args))
+    print()
+    print(render(results))
+    args.results.mkdir(parents=True, exist_ok=True)
+    stamp = results["started_at"].replace("-", "").replace(":", "")
+    json_path = args.results / f"bench-{stamp}.json"
+    png_path = args.results / f"bench-{stamp}.png"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    draw(results, png_path)
+    print(f"\nresults: {json_path}\nchart:   {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
