@@ -110,6 +110,7 @@ class LocalCluster:
         self.progress = progress
         self.run_dir = topology.settings.run_dir
         self.supervisor = Supervisor(self.run_dir)
+        self._stopped: dict[str, ProcessSpec] = {}
         self.pg_user = postgres_server.pg_os_user()
 
     async def start(self) -> LocalCluster:
@@ -174,7 +175,15 @@ class LocalCluster:
         return child
 
     def stop_child(self, name: str) -> None:
-        self.supervisor.stop_child(self.child(name))
+        child = self.child(name)
+        self.supervisor.stop_child(child)
+        self._stopped[name] = child.spec
+
+    async def restart_stopped(self, name: str) -> Child:
+        """Start again a process that `stop_child` stopped."""
+        child = self.supervisor.start(self._stopped.pop(name))
+        await self._wait(child)
+        return child
 
     def child(self, name: str) -> Child:
         return next(c for c in self.supervisor.children if c.spec.name == name)

@@ -1,9 +1,9 @@
 """WAN delay for the local cluster: which cross-region links go through `wanproxy`.
 
 With `bookcluster up --wan-delay 40ms`, every cross-region connection pays a
-real one-way delay: a node's or worker's connections to another region's
-Redis master and PostgreSQL primary, and each replica's link to another
-region's master. The launcher starts one `cluster.wanproxy` process with a
+real one-way delay: a node's connections to another region's nodes (writes
+are forwarded there), Redis master and PostgreSQL primary, and each
+replica's link to another region's master. The launcher starts one `cluster.wanproxy` process with a
 listener per (region, remote target), and writes `routes.json` that nodes
 read (`--wan-routes`) to dial the proxy instead of the target.
 """
@@ -44,6 +44,8 @@ def plan(topology: Topology, delay_ms: int) -> WanPlan:
                 continue
             targets.append((local, f"{name}.redis.master", remote.redis_master))
             targets.append((local, f"{name}.postgres.primary", remote.pg_primary))
+            # Writes for the remote region's theatres are forwarded to its nodes.
+            targets += [(local, f"{name}.node.{i + 1}", ep) for i, ep in enumerate(remote.nodes)]
     ports = free_ports(len(targets) + 1)
     links, routes = [], {}
     for (local, label, target), port in zip(targets, ports, strict=False):

@@ -11,6 +11,7 @@ from aiohttp import web
 from region_node.bookings import BookingService
 from region_node.catalog import Catalog
 from region_node.confirm import ConfirmService
+from region_node.forward import Forwarder
 from region_node.listener import ChangeListener
 from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
@@ -22,6 +23,7 @@ from region_node.typedefs import (
     bookings_key,
     catalog_key,
     connections_key,
+    forwarder_key,
     hub_key,
     listener_key,
     metrics_key,
@@ -60,12 +62,15 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         bookings = BookingService(connections, catalog, topology.settings, app[metrics_key])
         app[bookings_key] = bookings
         app[confirm_key] = ConfirmService(bookings)
+        forwarder = await Forwarder(topology, settings.region, settings.routes).open()
+        app[forwarder_key] = forwarder
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         try:
             yield
         finally:
             await hub.close()
             await listener.close()
+            await forwarder.close()
             log.info("node %s stopped", settings.name)
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from region_node.bookings import BookingService
     from region_node.catalog import Catalog
+    from region_node.forward import Forwarder
     from region_node.listener import ChangeListener
     from region_node.live import LiveHub
     from region_node.metrics import NodeMetrics
@@ -26,3 +27,4 @@ bookings_key: web.AppKey[BookingService] = web.AppKey("bookings")
 metrics_key: web.AppKey[NodeMetrics] = web.AppKey("metrics")
 hub_key: web.AppKey[LiveHub] = web.AppKey("hub")
 listener_key: web.AppKey[ChangeListener] = web.AppKey("listener")
+forwarder_key: web.AppKey[Forwarder] = web.AppKey("forwarder")

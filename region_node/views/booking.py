@@ -11,7 +11,7 @@ from region_node import ids
 from region_node.confirm import ConfirmService
 from region_node.errors import BookingNotPending, InvalidInput, TicketNotReady
 from region_node.jobs.tickets import ticket_path
-from region_node.typedefs import bookings_key, catalog_key, settings_key
+from region_node.typedefs import bookings_key, catalog_key, forwarder_key, settings_key
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
 MAX_BODY_BYTES = 16 * 1024
@@ -29,8 +29,16 @@ async def json_body(request: web.Request) -> Any:
         raise InvalidInput(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
 
 
+async def _home_region_of_booking(request: web.Request) -> str:
+    return (await request.app[bookings_key].show_of_booking(
+        request.match_info["booking_id"])).region
+
+
 async def hold(request: web.Request) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    forwarder = request.app[forwarder_key]
+    if forwarder.needed(request, show.region):
+        return await forwarder.forward(request, show.region)
     body = await json_body(request)
     result = await request.app[bookings_key].hold(show, body)
     return web.json_response(result, status=201)
@@ -38,7 +46,10 @@ async def hold(request: web.Request) -> web.Response:
 
 async def confirm(request: web.Request) -> web.Response:
     booking_id = request.match_info["booking_id"]
-    ids.booking_show(booking_id)
+    home = await _home_region_of_booking(request)
+    forwarder = request.app[forwarder_key]
+    if forwarder.needed(request, home):
+        return await forwarder.forward(request, home)
     body = await json_body(request)
     stored = await request.app[confirm_key].confirm(
         booking_id, request.headers.get("Idempotency-Key"), body)
@@ -47,11 +58,17 @@ async def confirm(request: web.Request) -> web.Response:
 
 
 async def cancel(request: web.Request) -> web.Response:
+    home = await _home_region_of_booking(request)
+    if request.app[forwarder_key].needed(request, home):
+        return await request.app[forwarder_key].forward(request, home)
     return web.json_response(await request.app[bookings_key].cancel(
         request.match_info["booking_id"]))
 
 
 async def extend(request: web.Request) -> web.Response:
+    home = await _home_region_of_booking(request)
+    if request.app[forwarder_key].needed(request, home):
+        return await request.app[forwarder_key].forward(request, home)
     return web.json_response(await request.app[bookings_key].extend(
         request.match_info["booking_id"]))
 

@@ -101,3 +101,39 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
     # And once it is back, the same seats sell.
     status, _ = await hold(http, clean.node("north"), south_show, "u2", seats)
     assert status == 201
+
+
+async def test_writes_from_another_region_go_through_a_home_node(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """A north node forwards a south hold to a south node; with every south node
+    stopped the answer is a 503 within the deadline, and north's own sales go on."""
+    south_show = shows_in(clean, catalog, "south")[0]
+    north_show = shows_in(clean, catalog, "north")[0]
+    south_nodes = [clean.launcher.child(f"south.node.{i}").pid for i in (1, 2)]
+    with faults.paused(south_nodes[0]):
+        # One home node stopped: a request sent to it is not repeated elsewhere
+        # (it may have run), so either node may be picked: 201 or a clean 503.
+        status, body = await hold(http, clean.node("north"), south_show, "u",
+                                  seats_of(catalog, south_show, 1))
+        assert status in (201, 503), body
+    with faults.paused(south_nodes[0]), faults.paused(south_nodes[1]):
+        elapsed, (status, body) = await timed(hold(http, clean.node("north"), south_show, "u",
+                                                   seats_of(catalog, south_show, 3)[1:]))
+        assert status == 503 and body["error"] == "region_unavailable"
+        assert body["region"] == "south" and elapsed <= DEADLINE_S, elapsed
+        status, _ = await hold(http, clean.node("north"), north_show, "u",
+                               seats_of(catalog, north_show, 1))
+        assert status == 201
+
+
+async def test_a_dead_home_node_is_skipped(clean: Cluster, http: aiohttp.ClientSession,
+                                           catalog: Any) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    clean.launcher.stop_child("west.node.2")  # refuses connections: never sent, try another
+    try:
+        for i, seat in enumerate(seats_of(catalog, show, 4)):
+            status, body = await hold(http, clean.node("south"), show, f"u{i}", [seat])
+            assert status == 201, body
+            assert body["region"] == "west"
+    finally:
+        await clean.launcher.restart_stopped("west.node.2")
