@@ -96,7 +96,7 @@ class BookingService:
 
     async def hold(self, show: ShowInfo, body: Any) -> dict[str, Any]:
         user_id, seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking)
-        layout = {s.seat_id: s for s in await self.catalog.layout(show.screen_id)}
+        layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
         if unknown:
             raise InvalidInput(f"show {show.id} has no seat(s) {', '.join(unknown)}",

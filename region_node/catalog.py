@@ -80,6 +80,7 @@ class Catalog:
         self._shows: dict[int, ShowInfo] = {}
         self._shows_by_theatre: dict[str, list[int]] = {}
         self._layouts: dict[str, tuple[SeatInfo, ...]] = {}
+        self._seat_index: dict[str, dict[str, SeatInfo]] = {}
         self._layout_locks: dict[str, asyncio.Lock] = {}
 
     async def load(self) -> None:
@@ -139,5 +140,12 @@ class Catalog:
                     rows = await conn.fetch(
                         "SELECT seat_id, row_label, number, category, price_paise, blocked "
                         "FROM seat WHERE screen_id = $1 ORDER BY row_label, number", screen_id)
-                self._layouts[screen_id] = tuple(SeatInfo(*r) for r in rows)
+                layout = tuple(SeatInfo(*r) for r in rows)
+                self._seat_index[screen_id] = {seat.seat_id: seat for seat in layout}
+                self._layouts[screen_id] = layout
         return self._layouts[screen_id]
+
+    async def seats_by_id(self, screen_id: str) -> dict[str, SeatInfo]:
+        """The layout keyed by seat id (built once per screen)."""
+        await self.layout(screen_id)
+        return self._seat_index[screen_id]
