@@ -26,35 +26,14 @@ from cluster.demo_catalog import CITIES, Catalog, CatalogSpec, build_catalog, sl
 from cluster.faults import process_tree
 from cluster.health import wait_healthy
 from cluster.launcher import LocalCluster
+from cluster.loopback import topology_yaml
 from cluster.ports import free_ports
 from cluster.supervisor import Child, ProcessSpec, Supervisor
 from router.placement import Placement
 from router.topology import Topology, load_topology
 
-REGIONS = ("north", "south", "west")
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def topology_yaml(run_dir: Path, *, nodes: int, durable: bool, workers: bool,
-                  theatres: dict[str, str]) -> str:
-    """Every region: a master, a replica of each master, a primary, `nodes` app nodes."""
-    per_region = 1 + len(REGIONS) + 1 + nodes + (1 if workers else 0)
-    ports = iter(free_ports(per_region * len(REGIONS)))
-    out = [f"epoch: 1\nsettings:\n  run_dir: {run_dir}\n  durable: {str(durable).lower()}",
-           "regions:"]
-    for region in REGIONS:
-        out.append(f"  {region}:\n    redis:\n      master: 127.0.0.1:{next(ports)}\n"
-                   "      replicas:")
-        out += [f"        {src}: 127.0.0.1:{next(ports)}" for src in REGIONS]
-        out.append(f"    postgres:\n      primary: 127.0.0.1:{next(ports)}")
-        out.append("    nodes: [" + ", ".join(f"127.0.0.1:{next(ports)}"
-                                               for _ in range(nodes)) + "]")
-        if workers:
-            out.append(f"    worker: 127.0.0.1:{next(ports)}")
-    out.append("theatres:")
-    out += [f"  {t}: {r}" for t, r in sorted(theatres.items())]
-    return "\n".join(out) + "\n"
 
 
 def theatre_homes(spec: CatalogSpec) -> dict[str, str]:

@@ -1,0 +1,41 @@
+"""A topology of whole regions on free loopback ports, for tests and benchmarks
+that start their own cluster next to anything already running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cluster.ports import free_ports
+
+REGIONS = ("north", "south", "west")
+
+
+def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: int = 2,
+                  standby: tuple[str, ...] = (), theatres: dict[str, str] | None = None,
+                  extra_settings: str = "", workers: bool = False, durable: bool = False,
+                  payments_secret: str | None = None) -> str:
+    """YAML for `regions`, each with a master, a replica of every master, a primary
+    (a standby too if listed in `standby`), `nodes` app nodes, and a worker if
+    `workers`; a payments section (gateway simulator) if `payments_secret`."""
+    per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0) + 1
+    ports = iter(free_ports(per_region * len(regions) + 1))
+    out = [f"epoch: 1\nsettings:\n  run_dir: {run_dir}\n  durable: {str(durable).lower()}\n"
+           f"{extra_settings}", "regions:"]
+    for region in regions:
+        out.append(f"  {region}:\n    redis:\n      master: 127.0.0.1:{next(ports)}\n"
+                   "      replicas:")
+        out += [f"        {src}: 127.0.0.1:{next(ports)}" for src in regions]
+        out.append(f"    postgres:\n      primary: 127.0.0.1:{next(ports)}")
+        if region in standby:
+            out.append(f"      standby: 127.0.0.1:{next(ports)}")
+        out.append("    nodes: [" + ", ".join(f"127.0.0.1:{next(ports)}"
+                                               for _ in range(nodes)) + "]")
+        if workers:
+            out.append(f"    worker: 127.0.0.1:{next(ports)}")
+    if payments_secret:
+        out.append(f"payments:\n  gateway: 127.0.0.1:{next(ports)}\n"
+                   f"  secret: {payments_secret}\n  capture_delay: 300ms")
+    if theatres:
+        out.append("theatres:")
+        out += [f"  {t}: {r}" for t, r in sorted(theatres.items())]
+    return "\n".join(out) + "\n"
