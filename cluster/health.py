@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -110,6 +111,17 @@ def _source_of(proc: dict[str, Any], procs: list[dict[str, Any]]) -> str | None:
     if proc["role"] == "pg-standby":
         return f"{proc['region']}.postgres.primary"
     return None
+
+
+async def scrape_metric(session: aiohttp.ClientSession, address: str, name: str,
+                        **labels: str) -> float:
+    """Sum of the samples `name` on a process's /metrics whose labels include `labels`."""
+    async with session.get(f"{address}/metrics") as resp:
+        text = await resp.text()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v
+                                              for k, v in labels.items()))
 
 
 async def wait_healthy(proc: dict[str, Any], timeout_s: float,

@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 
+from cluster.health import scrape_metric
 from cluster.loopback import REGIONS
 from cluster.loopback import topology_yaml as loopback_topology
 from cluster.ports import free_ports
@@ -33,14 +34,4 @@ async def call(session: aiohttp.ClientSession, method: str, url: str,
 async def metric(session: aiohttp.ClientSession, node: str, name: str,
                  **labels: str) -> float:
     """Sum of a node's Prometheus samples `name` whose labels include `labels`."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    async with session.get(f"{node}/metrics") as resp:
-        text = await resp.text()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v
-                                           for k, v in labels.items()):
-                total += sample.value
-    return total
+    return await scrape_metric(session, node, name, **labels)

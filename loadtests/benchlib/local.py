@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.demo_catalog import CITIES, Catalog, CatalogSpec, build_catalog, slug
 from cluster.faults import process_tree
-from cluster.health import wait_healthy
+from cluster.health import scrape_metric, wait_healthy
 from cluster.launcher import LocalCluster
 from cluster.loopback import topology_yaml
 from cluster.ports import free_ports
@@ -208,13 +208,5 @@ async def histogram(http: aiohttp.ClientSession, nodes: list[str], name: str,
 
 async def counter(http: aiohttp.ClientSession, nodes: list[str], name: str,
                   **labels: str) -> float:
-    total = 0.0
-    for node in nodes:
-        async with http.get(f"{node}/metrics") as resp:
-            text = await resp.text()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
-                    total += sample.value
-    return total
+    """Sum of a metric over nodes."""
+    return sum([await scrape_metric(http, node, name, **labels) for node in nodes])
