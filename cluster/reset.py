@@ -6,6 +6,7 @@ on its master's channel, so node caches drop what they held.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -65,6 +66,12 @@ async def _reset_redis(topology: Topology, region: str) -> None:
         await redis.aclose()
     queue = open_queue(topology, region)
     try:
+        # Let jobs in flight finish first: deleting a job under a worker makes
+        # BullMQ's loop give up (the worker then starts a new one, but slowly).
+        for _ in range(50):
+            if not (await queue.getJobCounts("active")).get("active"):
+                break
+            await asyncio.sleep(0.1)
         await queue.obliterate(force=True)
     finally:
         await queue.close()

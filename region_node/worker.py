@@ -74,12 +74,10 @@ class RegionWorker:
         self.metrics.relayed.labels(self.region).set_function(lambda: self.relay.relayed_total)
         self.metrics.expired.labels(self.region).set_function(
             lambda: self.sweeper.expired_total)
-        self.consumer = Worker(jobqueue.queue_name(self.region), self.process,
-                               {"connection": jobqueue.connection(self.topology, self.region),
-                                **jobqueue.WORKER_OPTIONS})
+        self.consumer = self._new_consumer()
         stack.push_async_callback(self._close_consumer)
         for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
-                           ("gauges", self._refresh_gauges())):
+                           ("watch", self._watch())):
             self._tasks.append(asyncio.create_task(loop, name=name))
         return self
 
@@ -91,6 +89,20 @@ class RegionWorker:
         log.info("worker %s stopped: %d jobs run, %d outbox rows relayed, %d holds expired",
                  self.region, self.jobs_run, self.relay.relayed_total,
                  self.sweeper.expired_total)
+
+    def _new_consumer(self) -> Worker:
+        return Worker(jobqueue.queue_name(self.region), self.process,
+                      {"connection": jobqueue.connection(self.topology, self.region),
+                       **jobqueue.WORKER_OPTIONS})
+
+    async def _keep_consumer_running(self) -> None:
+        """BullMQ's loop returns for good on an unexpected error (a job deleted under
+        it, say) while the process stays healthy: start a new one rather than idle."""
+        if self.consumer.running or self.consumer.closing:
+            return
+        log.error("job consumer of %s stopped; starting a new one", self.region)
+        old, self.consumer = self.consumer, self._new_consumer()
+        await old.close(force=True)
 
     async def _close_consumer(self) -> None:
         """Let running jobs finish for a few seconds; then stop (their locks lapse and
@@ -124,15 +136,17 @@ class RegionWorker:
             max(0.0, time.time() - job.timestamp / 1000))
         return result
 
-    async def _refresh_gauges(self) -> None:
+    async def _watch(self) -> None:
+        """Every second: the consumer still runs; queue and outbox gauges."""
         while True:
+            await asyncio.sleep(GAUGE_REFRESH_S)  # first: give the consumer time to start
             try:
+                await self._keep_consumer_running()
                 for state, value in (await jobqueue.counts(self.queue)).items():
                     self.metrics.queue_depth.labels(self.region, state).set(value)
                 self.metrics.outbox_pending.labels(self.region).set(await self.relay.pending())
-            except Exception as exc:  # metrics must never stop the worker
-                log.debug("gauge refresh failed: %s", exc)
-            await asyncio.sleep(GAUGE_REFRESH_S)
+            except Exception as exc:  # the watch loop must never stop the worker
+                log.warning("worker watch failed: %s", exc)
 
 
 def status_app(worker: RegionWorker) -> web.Application:
