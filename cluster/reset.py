@@ -66,13 +66,15 @@ async def _reset_redis(topology: Topology, region: str) -> None:
         await redis.aclose()
     queue = open_queue(topology, region)
     try:
-        # Let jobs in flight finish first: deleting a job under a worker makes
-        # BullMQ's loop give up (the worker then starts a new one, but slowly).
+        # Let jobs in flight finish, then drop every job. Not `obliterate`: it
+        # pauses the queue and can swallow a worker's wake-up marker.
         for _ in range(50):
             if not (await queue.getJobCounts("active")).get("active"):
                 break
             await asyncio.sleep(0.1)
-        await queue.obliterate(force=True)
+        await queue.drain(delayed=True)
+        for state in ("completed", "failed"):
+            await queue.clean(0, 1_000_000, state)
     finally:
         await queue.close()
 

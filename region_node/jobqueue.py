@@ -36,6 +36,9 @@ WORKER_OPTIONS: dict[str, Any] = {
     "lockDuration": 4_000,
     "stalledInterval": 2_000,
     "maxStalledCount": 3,
+    # An idle worker re-polls every second (default 5 s): a job whose wake-up
+    # marker was missed still starts within a second.
+    "drainDelay": 1,
     "prefix": QUEUE_PREFIX,
 }
 COUNT_STATES = ("waiting", "active", "delayed", "failed", "completed", "prioritized")

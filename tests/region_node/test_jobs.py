@@ -125,7 +125,7 @@ async def test_failed_jobs_retry_then_dead_letter_then_replay(clean: Cluster,
         async def dead() -> list[dict[str, Any]]:
             return await jobqueue.dead_letters(queue)
 
-        letters = await eventually(dead)
+        letters = await eventually(dead, within=30)
         assert letters[0]["id"] == "probe-flaky" and letters[0]["attempts"] == 3
         assert len((folder / "flaky.runs").read_text().splitlines()) == 3  # retried
         listing = await asyncio.to_thread(bookcluster, clean, "jobs", "failed", "--region",
