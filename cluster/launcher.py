@@ -45,20 +45,24 @@ class ClusterAlreadyRunning(RuntimeError):
     pass
 
 
+def python_service(topology: Topology, name: str, region: str, role: str, ep: Endpoint,
+                   module: str, args: Sequence[str]) -> ProcessSpec:
+    """One of our own Python processes (node, worker, gateway) serving HTTP at `ep`."""
+    argv = [sys.executable, "-m", module, "--topology", str(topology.path),
+            "--run-dir", str(topology.settings.run_dir), *args]
+    return ProcessSpec(
+        name=name, region=region, role=role, host=ep.host, port=ep.port, argv=tuple(argv),
+        log_path=topology.settings.run_dir / "logs" / f"{name}.log",
+        address=f"http://{ep.host}:{ep.port}", env={"PYTHONPATH": str(REPO_ROOT)})
+
+
 def node_spec(topology: Topology, region: Region, index: int, node_args: Sequence[str],
               endpoint: Endpoint | None = None) -> ProcessSpec:
     """A node of `region`: the topology's nodes[index], or an extra one at `endpoint`."""
     ep = endpoint or region.nodes[index]
-    name = f"{region.name}.node.{index + 1}"
-    argv = [sys.executable, "-m", "region_node", "--topology", str(topology.path),
-            "--region", region.name, "--host", ep.host, "--port", str(ep.port),
-            "--run-dir", str(topology.settings.run_dir), *node_args]
-    return ProcessSpec(
-        name=name, region=region.name, role="node", host=ep.host, port=ep.port,
-        argv=tuple(argv), log_path=topology.settings.run_dir / "logs" / f"{name}.log",
-        address=f"http://{ep.host}:{ep.port}",
-        env={"PYTHONPATH": str(REPO_ROOT)},
-    )
+    return python_service(topology, f"{region.name}.node.{index + 1}", region.name, "node", ep,
+                          "region_node", ["--region", region.name, "--host", ep.host,
+                                          "--port", str(ep.port), *node_args])
 
 
 def worker_spec(topology: Topology, region: Region, worker_args: Sequence[str],
@@ -66,24 +70,15 @@ def worker_spec(topology: Topology, region: Region, worker_args: Sequence[str],
     ep = endpoint or region.worker
     assert ep is not None
     name = f"{region.name}.worker" + (f".{index + 1}" if index else "")
-    argv = [sys.executable, "-m", "region_node.worker", "--topology", str(topology.path),
-            "--region", region.name, "--host", ep.host, "--port", str(ep.port),
-            "--run-dir", str(topology.settings.run_dir), *worker_args]
-    return ProcessSpec(
-        name=name, region=region.name, role="worker", host=ep.host, port=ep.port,
-        argv=tuple(argv), log_path=topology.settings.run_dir / "logs" / f"{name}.log",
-        address=f"http://{ep.host}:{ep.port}", env={"PYTHONPATH": str(REPO_ROOT)})
+    return python_service(topology, name, region.name, "worker", ep, "region_node.worker",
+                          ["--region", region.name, "--host", ep.host, "--port", str(ep.port),
+                           *worker_args])
 
 
 def gateway_spec(topology: Topology) -> ProcessSpec:
     assert topology.payments is not None
-    ep = topology.payments.gateway
-    argv = [sys.executable, "-m", "cluster.payment_gateway", "--topology", str(topology.path),
-            "--run-dir", str(topology.settings.run_dir)]
-    return ProcessSpec(
-        name="payments.gateway", region="-", role="gateway", host=ep.host, port=ep.port,
-        argv=tuple(argv), log_path=topology.settings.run_dir / "logs" / "payments.gateway.log",
-        address=f"http://{ep.host}:{ep.port}", env={"PYTHONPATH": str(REPO_ROOT)})
+    return python_service(topology, "payments.gateway", "-", "gateway",
+                          topology.payments.gateway, "cluster.payment_gateway", [])
 
 
 class LocalCluster:
