@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from region_node import keys
 from region_node.seatstate import parse_hold
 from router.placement import Placement
-from router.registry import make_redis, pg_dsn
+from router.registry import make_redis, pg_dsn, pg_login
 from router.topology import Topology
 
 BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")
@@ -299,7 +299,8 @@ async def _audit_pg(topology: Topology, region: str, grace_s: float
                     ) -> tuple[dict[str, int], dict[str, int], list[Violation], dict[int, _Show]]:
     endpoint = topology.region(region).pg_primary
     try:
-        conn = await asyncpg.connect(pg_dsn(endpoint), timeout=PG_CONNECT_TIMEOUT_S,
+        conn = await asyncpg.connect(pg_dsn(endpoint), **pg_login(topology.secrets),
+                                     timeout=PG_CONNECT_TIMEOUT_S,
                                      command_timeout=PG_COMMAND_TIMEOUT_S)
         try:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -326,7 +327,7 @@ async def _audit_region(topology: Topology, region: str, grace_s: float
                         ) -> tuple[RegionCounts, list[Violation]]:
     bookings, seats, found, pg_shows = await _audit_pg(topology, region, grace_s)
     endpoint = topology.region(region).redis_master
-    client = make_redis(endpoint, timeout_s=REDIS_TIMEOUT_S)
+    client = make_redis(endpoint, topology.secrets, timeout_s=REDIS_TIMEOUT_S)
     try:
         now_ms, redis_shows = await _redis_shows(client)
     except UNREACHABLE as exc:

@@ -5,6 +5,8 @@
     bookcluster status [--json]        every process, its health and replication lag
     bookcluster audit [--json]         no seat sold twice, every sale complete, Redis = PostgreSQL
     bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
+    bookcluster token --user alice [--user bob] [--ttl 1h] [--role operator]
+                                       a user token per --user, one line each
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from cluster.audit import audit_command
 from cluster.binaries import BinaryNotFound
 from cluster.demo_catalog import CatalogSpec
 from cluster.health import probe_all
-from cluster.launcher import ClusterAlreadyRunning, LocalCluster
+from cluster.launcher import ClusterAlreadyRunning, ClusterSetupError, LocalCluster
 from cluster.postgres_server import PostgresSetupError
 from cluster.supervisor import kill_recorded, pid_alive, read_state
-from region_node import jobqueue
-from router.errors import TopologyError
+from region_node import auth, jobqueue
+from router.errors import RouterError
 from router.topology import Topology, duration_arg, load_topology
 
 CATALOG_SIZES = {
@@ -61,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     audit.add_argument("--grace", type=duration_arg, default=5.0,
                        help="slack for holds the sweeper has not reached yet (default 5s)")
+    token = sub.add_parser("token", help="print a user token (JWT) per --user, signed with "
+                           "the local cluster's key")
+    token.add_argument("--user", action="append", required=True, dest="users",
+                       help="the token's sub; repeat for several (one line each, in order)")
+    token.add_argument("--ttl", type=duration_arg, default=3600.0,
+                       help="lifetime, e.g. 1h or 15m (default 1h)")
+    token.add_argument("--role", action="append", default=[], dest="roles",
+                       help="a role claim, e.g. operator; repeatable")
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
@@ -88,13 +98,22 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
         elif args.command == "jobs":
             code = asyncio.run(_jobs(topology, args))
+        elif args.command == "token":
+            code = _token(topology, args)
         else:
             code = asyncio.run(_status(topology, args.json))
-    except (TopologyError, BinaryNotFound, ClusterAlreadyRunning, PostgresSetupError,
-            TimeoutError, RuntimeError) as exc:
+    except (RouterError, BinaryNotFound, ClusterAlreadyRunning, ClusterSetupError,
+            PostgresSetupError, TimeoutError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
+
+
+def _token(topology: Topology, args: argparse.Namespace) -> int:
+    """Tokens only on stdout, one line per --user in order, so scripts can read them."""
+    tokens = [auth.mint(topology, user, args.ttl, tuple(args.roles)) for user in args.users]
+    print("\n".join(tokens))
+    return 0
 
 
 def _node_args(args: argparse.Namespace) -> list[str]:
@@ -127,7 +146,7 @@ async def _up(topology: Topology, args: argparse.Namespace) -> int:
         return 130
     stopping.cancel()
     starting.result()
-    print_table(await probe_all(cluster.processes()))
+    print_table(await probe_all(cluster.processes(), topology.secrets))
     print(f"\nrun folder: {cluster.run_dir}\nstop with Ctrl-C or `bookcluster down`", flush=True)
     reported: set[str] = set()
     try:
@@ -178,7 +197,7 @@ async def _status(topology: Topology, as_json: bool) -> int:
         print(json.dumps({"running": False, "processes": []}) if as_json
               else f"nothing running from {topology.settings.run_dir}")
         return 1
-    rows = await probe_all(state["processes"])
+    rows = await probe_all(state["processes"], topology.secrets)
     for row in rows:
         row["alive"] = pid_alive(row["pid"])
         row["healthy"] = bool(row.get("healthy")) and row["alive"]

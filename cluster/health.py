@@ -11,11 +11,15 @@ import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.registry import pg_login
+from router.secrets import Secrets
+
 PROBE_TIMEOUT_S = 2.0
 
 
-async def _redis_info(host: str, port: int) -> dict[str, Any]:
+async def _redis_info(host: str, port: int, secrets: Secrets) -> dict[str, Any]:
     client = aioredis.Redis(host=host, port=port, socket_timeout=PROBE_TIMEOUT_S,
+                            password=secrets.redis_password,
                             socket_connect_timeout=PROBE_TIMEOUT_S, decode_responses=True)
     try:
         return await client.info("replication")  # type: ignore[no-any-return]
@@ -23,52 +27,54 @@ async def _redis_info(host: str, port: int) -> dict[str, Any]:
         await client.aclose()
 
 
-async def _pg_fetchrow(address: str, query: str) -> asyncpg.Record | None:
-    conn = await asyncpg.connect(address, timeout=PROBE_TIMEOUT_S)
+async def _pg_fetchrow(address: str, query: str, secrets: Secrets) -> asyncpg.Record | None:
+    # As the superuser: the replication views are not the application role's to read.
+    conn = await asyncpg.connect(address, timeout=PROBE_TIMEOUT_S,
+                                 **pg_login(secrets, admin=True))
     try:
         return await conn.fetchrow(query, timeout=PROBE_TIMEOUT_S)
     finally:
         await conn.close()
 
 
-async def probe_redis_master(proc: dict[str, Any]) -> dict[str, Any]:
-    info = await _redis_info(proc["host"], proc["port"])
+async def probe_redis_master(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    info = await _redis_info(proc["host"], proc["port"], secrets)
     return {"healthy": info.get("role") == "master", "repl_offset": info.get("master_repl_offset")}
 
 
-async def probe_redis_replica(proc: dict[str, Any]) -> dict[str, Any]:
-    info = await _redis_info(proc["host"], proc["port"])
+async def probe_redis_replica(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    info = await _redis_info(proc["host"], proc["port"], secrets)
     up = info.get("role") == "slave" and info.get("master_link_status") == "up"
     return {"healthy": up, "repl_offset": info.get("slave_repl_offset"),
             "link": info.get("master_link_status")}
 
 
-async def probe_pg_primary(proc: dict[str, Any]) -> dict[str, Any]:
+async def probe_pg_primary(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     row = await _pg_fetchrow(proc["address"],
                              "SELECT NOT pg_is_in_recovery() AS ok, "
-                             "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn")
+                             "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn", secrets)
     assert row is not None
     return {"healthy": bool(row["ok"]), "repl_offset": row["lsn"]}
 
 
-async def probe_pg_standby(proc: dict[str, Any]) -> dict[str, Any]:
+async def probe_pg_standby(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     row = await _pg_fetchrow(proc["address"],
                              "SELECT pg_is_in_recovery() AS ok, "
                              "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint AS lsn, "
-                             "(SELECT status FROM pg_stat_wal_receiver) AS link")
+                             "(SELECT status FROM pg_stat_wal_receiver) AS link", secrets)
     assert row is not None
     healthy = bool(row["ok"]) and row["link"] == "streaming"
     return {"healthy": healthy, "repl_offset": row["lsn"], "link": row["link"]}
 
 
-async def probe_node(proc: dict[str, Any]) -> dict[str, Any]:
+async def probe_node(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async with session.get(f"{proc['address']}/healthz") as resp:
             return {"healthy": resp.status == 200}
 
 
-PROBES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+PROBES: dict[str, Callable[[dict[str, Any], Secrets], Awaitable[dict[str, Any]]]] = {
     "redis-master": probe_redis_master,
     "redis-replica": probe_redis_replica,
     "pg-primary": probe_pg_primary,
@@ -80,18 +86,19 @@ PROBES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
 }
 
 
-async def probe(proc: dict[str, Any]) -> dict[str, Any]:
+async def probe(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     try:
-        return await asyncio.wait_for(PROBES[proc["role"]](proc), PROBE_TIMEOUT_S + 0.5)
+        return await asyncio.wait_for(PROBES[proc["role"]](proc, secrets), PROBE_TIMEOUT_S + 0.5)
     except (OSError, aiohttp.ClientError, aioredis.RedisError, asyncpg.PostgresError,
             asyncpg.InterfaceError) as exc:
         return {"healthy": False, "error": f"{type(exc).__name__}: {exc}".strip()}
 
 
-async def probe_all(processes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+async def probe_all(processes: Iterable[dict[str, Any]],
+                    secrets: Secrets) -> list[dict[str, Any]]:
     """Probe every process; replicas get `lag_bytes` against their source's offset."""
     procs = list(processes)
-    results = await asyncio.gather(*(probe(p) for p in procs))
+    results = await asyncio.gather(*(probe(p, secrets) for p in procs))
     by_name = {p["name"]: r for p, r in zip(procs, results, strict=True)}
     out = []
     for proc, result in zip(procs, results, strict=True):
@@ -124,15 +131,15 @@ async def scrape_metric(session: aiohttp.ClientSession, address: str, name: str,
                                               for k, v in labels.items()))
 
 
-async def wait_healthy(proc: dict[str, Any], timeout_s: float,
-                       alive: Callable[[], bool]) -> dict[str, Any]:
+async def wait_healthy(proc: dict[str, Any], timeout_s: float, alive: Callable[[], bool],
+                       secrets: Secrets) -> dict[str, Any]:
     """Poll a process until healthy; fail early if it died. Raises TimeoutError."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: dict[str, Any] = {}
     while asyncio.get_running_loop().time() < deadline:
         if not alive():
             raise RuntimeError(f"{proc['name']} exited during start-up; see {proc['log_path']}")
-        last = await probe(proc)
+        last = await probe(proc, secrets)
         if last.get("healthy"):
             return last
         await asyncio.sleep(0.1)

@@ -34,7 +34,8 @@ from cluster.supervisor import (
     read_state,
 )
 from region_node.db.migrate import migrate
-from router.registry import pg_dsn
+from router import secrets as cluster_secrets
+from router.registry import pg_dsn, pg_login
 from router.topology import Endpoint, Region, Topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,10 @@ START_TIMEOUT_S = 60.0
 
 
 class ClusterAlreadyRunning(RuntimeError):
+    pass
+
+
+class ClusterSetupError(RuntimeError):
     pass
 
 
@@ -207,8 +212,22 @@ class LocalCluster:
             killed = kill_recorded(self.run_dir)
             if killed:
                 self.progress(f"stopped {killed} processes left by a dead launcher")
+        self._ensure_secrets()
         self.supervisor.meta = {"topology": str(self.topology.path),
                                 "run_dir": str(self.run_dir), "started_at": time.time()}
+
+    def _ensure_secrets(self) -> None:
+        """Generate the local cluster's passwords and keys once per run folder. Data made
+        before passwords existed cannot be logged in to with new ones: say so."""
+        created = cluster_secrets.generate_local(self.run_dir)
+        old_data = [p for p in self.run_dir.glob("*/pg-primary/PG_VERSION")]
+        if "pg_admin_password" in created and old_data:
+            raise ClusterSetupError(
+                f"{self.run_dir} holds data from a version without store passwords; "
+                "`bookcluster down --wipe` and start again")
+        if created:
+            self.progress(f"generated secrets {', '.join(created)} in "
+                          f"{cluster_secrets.secrets_dir(self.run_dir)}")
 
     async def _step(self, what: str, work: Any) -> None:
         began = time.monotonic()
@@ -224,7 +243,8 @@ class LocalCluster:
         record = {**child.spec.__dict__, "log_path": str(child.spec.log_path)}
         if child.spec.role == "pg-primary":  # its database may not exist yet
             record["address"] = child.spec.address.rsplit("/", 1)[0] + "/postgres"
-        await wait_healthy(record, START_TIMEOUT_S, alive=lambda: child.popen.poll() is None)
+        await wait_healthy(record, START_TIMEOUT_S, alive=lambda: child.popen.poll() is None,
+                           secrets=self.topology.secrets)
         self.progress(f"  {child.spec.name:<28} pid {child.pid:<7} {child.spec.address}")
 
     async def _start_redis(self) -> None:
@@ -257,14 +277,15 @@ class LocalCluster:
                       + (f", running as {self.pg_user}" if self.pg_user else ""))
         postgres_server.check_reachable(self.run_dir, self.pg_user)
         regions = list(self.topology.regions.values())
+        secrets = self.topology.secrets
         await asyncio.gather(*(postgres_server.init_primary(
-            self.binaries, postgres_server.data_dir(self.topology, r, "pg-primary"), self.pg_user)
-            for r in regions))
+            self.binaries, postgres_server.data_dir(self.topology, r, "pg-primary"), self.pg_user,
+            secrets) for r in regions))
         await self._start_and_wait([postgres_server.primary_spec(
             self.binaries, self.topology, r, self.pg_user) for r in regions])
         for region in regions:
-            await postgres_server.create_database(region.pg_primary)
-            conn = await asyncpg.connect(pg_dsn(region.pg_primary))
+            await postgres_server.create_database(region.pg_primary, secrets)
+            conn = await asyncpg.connect(pg_dsn(region.pg_primary), **pg_login(secrets))
             try:
                 applied = await migrate(conn)
             finally:
@@ -274,7 +295,7 @@ class LocalCluster:
         with_standby = [r for r in regions if r.pg_standby is not None]
         await asyncio.gather(*(postgres_server.init_standby(
             self.binaries, postgres_server.data_dir(self.topology, r, "pg-standby"),
-            r.pg_primary, self.pg_user) for r in with_standby))
+            r.pg_primary, self.pg_user, secrets) for r in with_standby))
         await self._start_and_wait([postgres_server.standby_spec(
             self.binaries, self.topology, r, self.pg_user) for r in with_standby])
 

@@ -1,9 +1,13 @@
 """A payment gateway simulator, started by `bookcluster up` when the topology has `payments`.
 
+The merchant API needs `Authorization: Bearer <gateway_api_key>`, as a real
+gateway's does (401 otherwise):
     POST /intents  {"booking_id", "amount_paise", "region",
                     "capture_delay_ms"?, "outcome"?: "capture" | "fail"}  -> 201 intent
     GET  /intents/{id}                                                      -> the intent
     POST /refunds  {"payment_id", "amount_paise"}                           -> 200 (idempotent)
+The customer's side is public:
+    GET  /checkout/{id}   where the customer pays: the amount and the intent's status
     GET  /healthz
 
 Each intent is captured (or fails: a configurable share, or as asked) after a
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import random
@@ -28,8 +33,10 @@ from typing import Any
 import aiohttp
 import uvloop
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from region_node.signing import SIGNATURE_HEADER, sign_webhook
+from router.errors import RouterError
 from router.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -101,7 +108,8 @@ class Gateway:
         for attempt in range(DELIVERY_ATTEMPTS):
             node = nodes[attempt % len(nodes)]
             intent.deliveries += 1
-            headers = {SIGNATURE_HEADER: sign_webhook(self.config.secret, body),
+            secret = self.topology.secrets.get("webhook_secret")
+            headers = {SIGNATURE_HEADER: sign_webhook(secret, body),
                        "Content-Type": "application/json"}
             try:
                 async with self._http.post(f"http://{node.host}:{node.port}/payments/webhook",
@@ -132,14 +140,33 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 def make_app(gateway: Gateway) -> web.Application:
+    api_key = gateway.topology.secrets.get("gateway_api_key")
+
+    @web.middleware
+    async def merchant_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(("/intents", "/refunds")) and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode(),
+                f"Bearer {api_key}".encode()):
+            return _error(401, "unauthorized", "the merchant API needs "
+                          "Authorization: Bearer <gateway_api_key>")
+        return await handler(request)
+
+    async def checkout(request: web.Request) -> web.Response:
+        intent = gateway.intents.get(request.match_info["intent_id"])
+        if intent is None:
+            return _error(404, "not_found", "no such payment")
+        return web.json_response({"payment_id": intent.id, "amount_paise": intent.amount_paise,
+                                  "status": intent.status})
+
     async def create(request: web.Request) -> web.Response:
         try:
             body = await request.json()
             if not isinstance(body.get("booking_id"), str) or \
                     not isinstance(body.get("amount_paise"), int) or \
+                    body["amount_paise"] <= 0 or \
                     body.get("region") not in gateway.topology.regions:
                 raise ValueError
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return _error(422, "invalid_input",
                           "need booking_id (str), amount_paise (int), region (a known region)")
         return web.json_response(asdict(gateway.create(body)), status=201)
@@ -163,7 +190,8 @@ def make_app(gateway: Gateway) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "intents": len(gateway.intents)})
 
-    app = web.Application()
+    app = web.Application(middlewares=[merchant_only])
+    app.router.add_get("/checkout/{intent_id}", checkout)
     app.router.add_post("/intents", create)
     app.router.add_get("/intents/{intent_id}", show)
     app.router.add_post("/refunds", refund)
@@ -198,7 +226,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--topology", type=Path, default=Path("topology.yaml"))
     p.add_argument("--run-dir", type=Path)
     args = p.parse_args(argv)
-    uvloop.run(serve(load_topology(args.topology, run_dir=args.run_dir)))
+    try:
+        topology = load_topology(args.topology, run_dir=args.run_dir)
+        topology.secrets.require("webhook_secret", "gateway_api_key")
+    except RouterError as exc:  # a bad topology or a missing secret
+        raise SystemExit(f"error: {exc}") from None
+    uvloop.run(serve(topology))
 
 
 if __name__ == "__main__":

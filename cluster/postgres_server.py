@@ -3,6 +3,11 @@
 PostgreSQL refuses to run as root, so when the launcher is root every
 PostgreSQL command runs as an unprivileged user (BOOKCLUSTER_PG_USER, else
 `postgres` if it exists, else `nobody`) that owns the data directories.
+
+Every connection logs in with a password (scram-sha-256, set by initdb for
+all of pg_hba.conf). The superuser `bookcluster_admin` creates the database
+and replicates; nodes, workers and migrations use `bookcluster`, a role that
+owns the schema but is not a superuser (it cannot run programs as the OS user).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import asyncpg
 
 from cluster.binaries import Binaries
 from cluster.supervisor import ProcessSpec
-from router.registry import PG_DATABASE, PG_USER, pg_dsn
+from router.registry import PG_ADMIN, PG_DATABASE, PG_USER, pg_dsn, pg_login
+from router.secrets import Secrets
 from router.topology import Endpoint, Region, Topology
 
 
@@ -79,45 +85,69 @@ def _server_argv(binaries: Binaries, data_dir: Path, ep: Endpoint, durable: bool
     return argv
 
 
-async def _run(argv: list[str], user: str | None, what: str) -> None:
+async def _run(argv: list[str], user: str | None, what: str,
+               env: dict[str, str] | None = None) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv, user=user, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, **(env or {})},
     )
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise PostgresSetupError(f"{what} failed (exit {proc.returncode}):\n{out.decode()[-2000:]}")
 
 
-async def init_primary(binaries: Binaries, data_dir: Path, user: str | None) -> bool:
+async def init_primary(binaries: Binaries, data_dir: Path, user: str | None,
+                       secrets: Secrets) -> bool:
     """initdb unless the data directory already exists. Returns True if it created one."""
     if (data_dir / "PG_VERSION").exists():
         return False
     _own(data_dir.parent, user)
-    argv = [str(binaries.pg("initdb")), "-D", str(data_dir), "-U", PG_USER,
-            "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]
-    await _run(argv, user, f"initdb {data_dir}")
+    # initdb reads the superuser's password from a file its user can read; gone after.
+    pwfile = data_dir.parent / ".initdb-password"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.pg_admin_password + "\n")
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+    try:
+        argv = [str(binaries.pg("initdb")), "-D", str(data_dir), "-U", PG_ADMIN,
+                f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--no-locale",
+                "--no-sync"]
+        await _run(argv, user, f"initdb {data_dir}")
+    finally:
+        pwfile.unlink(missing_ok=True)
     return True
 
 
 async def init_standby(binaries: Binaries, data_dir: Path, primary: Endpoint,
-                       user: str | None) -> bool:
-    """Clone the primary with pg_basebackup -R (writes standby.signal + primary_conninfo)."""
+                       user: str | None, secrets: Secrets) -> bool:
+    """Clone the primary with pg_basebackup -R (writes standby.signal + primary_conninfo,
+    password included, into the standby's postgresql.auto.conf, mode 0600)."""
     if (data_dir / "PG_VERSION").exists():
         return False
     _own(data_dir.parent, user)
-    argv = [str(binaries.pg("pg_basebackup")), "-h", primary.host, "-p", str(primary.port),
-            "-U", PG_USER, "-D", str(data_dir), "-R", "-X", "stream", "--no-sync",
-            "-c", "fast"]
+    # The password goes in the connection string, which -R copies into primary_conninfo.
+    conninfo = (f"host={primary.host} port={primary.port} user={PG_ADMIN} "
+                f"password={secrets.pg_admin_password}")
+    argv = [str(binaries.pg("pg_basebackup")), "-d", conninfo, "-D", str(data_dir), "-R",
+            "-X", "stream", "--no-sync", "-c", "fast", "-w"]
     await _run(argv, user, f"pg_basebackup into {data_dir}")
     return True
 
 
-async def create_database(primary: Endpoint) -> None:
-    conn = await asyncpg.connect(pg_dsn(primary).rsplit("/", 1)[0] + "/postgres")
+async def create_database(primary: Endpoint, secrets: Secrets) -> None:
+    """The application role (no superuser) and its database, which it owns."""
+    conn = await asyncpg.connect(pg_dsn(primary, "postgres"), **pg_login(secrets, admin=True))
     try:
+        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", PG_USER):
+            await conn.execute(f'CREATE ROLE "{PG_USER}" LOGIN NOSUPERUSER NOCREATEDB '
+                               "NOCREATEROLE NOREPLICATION")
+        # ALTER ROLE takes no bind parameters; the password is quoted as a literal.
+        password = await conn.fetchval("SELECT quote_literal($1)", secrets.pg_password)
+        await conn.execute(f'ALTER ROLE "{PG_USER}" PASSWORD {password}')
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE):
-            await conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+            await conn.execute(f'CREATE DATABASE "{PG_DATABASE}" OWNER "{PG_USER}"')
     finally:
         await conn.close()
 

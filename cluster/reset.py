@@ -14,7 +14,7 @@ import asyncpg
 
 from region_node import keys
 from region_node.jobqueue import open_queue
-from router.registry import make_redis, pg_dsn
+from router.registry import make_redis, pg_dsn, pg_login
 from router.topology import Topology
 
 # TRUNCATE locks its tables in list order; this is the order in which the
@@ -37,7 +37,8 @@ async def reset_region(topology: Topology, region: str) -> None:
 
 
 async def _reset_postgres(topology: Topology, region: str) -> None:
-    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary))
+    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
+                                 **pg_login(topology.secrets))
     try:
         async with conn.transaction():
             await conn.execute(f"TRUNCATE {BOOKING_TABLES}")
@@ -50,7 +51,7 @@ async def _reset_postgres(topology: Topology, region: str) -> None:
 
 
 async def _reset_redis(topology: Topology, region: str) -> None:
-    redis = make_redis(topology.region(region).redis_master, timeout_s=10.0)
+    redis = make_redis(topology.region(region).redis_master, topology.secrets, timeout_s=10.0)
     try:
         shows = set()
         for pattern in ("{show:*}:holds", "{show:*}:booked"):

@@ -13,7 +13,7 @@ import asyncpg
 from cluster.demo_catalog import Catalog
 from region_node import keys
 from router.placement import Placement
-from router.registry import make_redis, pg_dsn
+from router.registry import make_redis, pg_dsn, pg_login
 from router.topology import Topology
 
 CATALOG_TABLES = ["city", "theatre", "screen", "seat", "movie", "show"]
@@ -39,7 +39,8 @@ def _rows(catalog: Catalog) -> dict[str, tuple[list[str], list[tuple[object, ...
 
 
 async def is_seeded(topology: Topology, region: str) -> bool:
-    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary))
+    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
+                                 **pg_login(topology.secrets))
     try:
         return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM theatre)"))
     finally:
@@ -60,7 +61,8 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
         (show.id, seat_id, "UNAVAILABLE" if blocked else "AVAILABLE")
         for show in home_shows for seat_id, blocked in seats_by_screen[show.screen_id]
     ]
-    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary))
+    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
+                                 **pg_login(topology.secrets))
     try:
         async with conn.transaction():
             for table, (columns, rows) in _rows(catalog).items():
@@ -70,7 +72,7 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
     finally:
         await conn.close()
 
-    redis = make_redis(topology.region(region).redis_master, timeout_s=10.0)
+    redis = make_redis(topology.region(region).redis_master, topology.secrets, timeout_s=10.0)
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for show in home_shows:

@@ -8,14 +8,18 @@ from typing import Any
 
 from aiohttp import web
 
+from region_node.auth import TokenVerifier
 from region_node.bookings import BookingService
 from region_node.catalog import Catalog
 from region_node.confirm import ConfirmService
 from region_node.forward import Forwarder
+from region_node.gateway import GatewayClient
+from region_node.limits import RateLimiter
 from region_node.listener import ChangeListener
 from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
 from region_node.middlewares import error_middleware, metrics_middleware
+from region_node.pay import PaymentService
 from region_node.routes import setup_routes
 from region_node.seatmap import SeatMaps
 from region_node.settings import NodeSettings
@@ -25,13 +29,15 @@ from region_node.typedefs import (
     connections_key,
     forwarder_key,
     hub_key,
+    limiter_key,
     listener_key,
     metrics_key,
     placement_key,
     seatmaps_key,
     settings_key,
+    verifier_key,
 )
-from region_node.views.booking import confirm_key
+from region_node.views.booking import confirm_key, pay_key
 from router.placement import Placement
 from router.registry import Connections
 
@@ -59,9 +65,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         listener = ChangeListener(connections, catalog, seatmaps, hub, app[metrics_key])
         listener.start()
         app[listener_key] = listener
-        bookings = BookingService(connections, catalog, topology.settings, app[metrics_key])
+        bookings = BookingService(connections, catalog, app[metrics_key])
         app[bookings_key] = bookings
-        app[confirm_key] = ConfirmService(bookings)
+        gateway = await GatewayClient(topology).open() if topology.payments else None
+        if gateway is not None:
+            app[confirm_key] = ConfirmService(bookings, gateway)
+            app[pay_key] = PaymentService(bookings, gateway)
+        app[limiter_key] = RateLimiter(connections, topology.limits, app[metrics_key])
         forwarder = await Forwarder(topology, settings.region, settings.routes).open()
         app[forwarder_key] = forwarder
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
@@ -71,12 +81,18 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             await hub.close()
             await listener.close()
             await forwarder.close()
+            if gateway is not None:
+                await gateway.close()
             log.info("node %s stopped", settings.name)
 
 
 def create_app(settings: NodeSettings) -> web.Application:
     app = web.Application(middlewares=[metrics_middleware, error_middleware])
     app[settings_key] = settings
+    # Secrets are checked at start-up: a node without them must not start half-able.
+    settings.topology.secrets.require("redis_password", "pg_password", "forward_secret",
+                                      "webhook_secret")
+    app[verifier_key] = TokenVerifier(settings.topology)
     app[placement_key] = Placement(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
     app.cleanup_ctx.append(resources)

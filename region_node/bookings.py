@@ -21,6 +21,7 @@ from region_node.catalog import Catalog, ShowInfo
 from region_node.errors import (
     BookingNotPending,
     HoldExpired,
+    HoldLimitReached,
     InvalidInput,
     NotFound,
     SeatsUnavailable,
@@ -29,7 +30,6 @@ from region_node.home import PG_UNAVAILABLE, HomeRegion
 from region_node.metrics import NodeMetrics
 from router.errors import RegionUnavailable
 from router.registry import Connections
-from router.topology import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,15 @@ def booking_json(row: asyncpg.Record, region: str) -> dict[str, Any]:
     }
 
 
-def validate_hold_request(body: Any, cap: int) -> tuple[str, list[str]]:
+def validate_hold_request(body: Any, cap: int, user: str) -> list[str]:
+    """The seats asked for. The holder is the token's user; a `user_id` in the body
+    may only repeat it."""
     if not isinstance(body, dict):
-        raise InvalidInput("body must be a JSON object with user_id and seat_ids")
-    user_id, seat_ids = body.get("user_id"), body.get("seat_ids")
-    if not isinstance(user_id, str) or not ids.USER_ID.match(user_id):
-        raise InvalidInput("user_id must be 1-64 characters of [A-Za-z0-9_.@:-]", field="user_id")
+        raise InvalidInput("body must be a JSON object with seat_ids")
+    if "user_id" in body and body["user_id"] != user:
+        raise InvalidInput("user_id must be the token's user (or be left out)",
+                           field="user_id")
+    seat_ids = body.get("seat_ids")
     if not isinstance(seat_ids, list) or not seat_ids:
         raise InvalidInput("seat_ids must be a non-empty list", field="seat_ids")
     if not all(isinstance(s, str) for s in seat_ids):
@@ -74,15 +77,15 @@ def validate_hold_request(body: Any, cap: int) -> tuple[str, list[str]]:
         raise InvalidInput("seat_ids has duplicates", field="seat_ids", seats=duplicates)
     if len(seat_ids) > cap:
         raise InvalidInput(f"at most {cap} seats per booking", field="seat_ids", limit=cap)
-    return user_id, sorted(seat_ids)
+    return sorted(seat_ids)
 
 
 class BookingService:
-    def __init__(self, connections: Connections, catalog: Catalog, settings: Settings,
-                 metrics: NodeMetrics) -> None:
+    def __init__(self, connections: Connections, catalog: Catalog, metrics: NodeMetrics) -> None:
         self.connections = connections
         self.catalog = catalog
-        self.settings = settings
+        self.settings = connections.topology.settings
+        self.limits = connections.topology.limits
         self.metrics = metrics
         self.home = HomeRegion(connections)
 
@@ -94,8 +97,8 @@ class BookingService:
 
     # -- hold ----------------------------------------------------------------
 
-    async def hold(self, show: ShowInfo, body: Any) -> dict[str, Any]:
-        user_id, seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking)
+    async def hold(self, show: ShowInfo, body: Any, user_id: str) -> dict[str, Any]:
+        seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking, user_id)
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
         if unknown:
@@ -140,9 +143,14 @@ class BookingService:
         """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides."""
         async with self.home.connection(show.region) as conn:
             row = await conn.fetchrow(
-                "SELECT token, refused FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7)",
+                "SELECT token, refused, limit_hit "
+                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 show.id, seat_ids, booking_id, user_id, expires_at,
-                timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids])
+                timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids],
+                self.limits.seats_per_show, self.limits.holds_per_user)
+        if row["limit_hit"]:
+            self.metrics.limit_refusals.labels(self.metrics.region, row["limit_hit"]).inc()
+            raise HoldLimitReached(row["limit_hit"], getattr(self.limits, row["limit_hit"]))
         if row["refused"]:  # Redis lost state (restart, failover): PostgreSQL still decides
             raise SeatsUnavailable(list(row["refused"]))
         return int(row["token"])
@@ -156,11 +164,14 @@ class BookingService:
 
     # -- reads ---------------------------------------------------------------
 
-    async def get(self, booking_id: str) -> dict[str, Any]:
+    async def get(self, booking_id: str, owner: str | None) -> dict[str, Any]:
+        """The booking, if `owner` holds it (None: any owner, for the region's own jobs).
+        Another user's booking is NotFound: its existence is not revealed."""
         show = await self.show_of_booking(booking_id)
         async with self.home.connection(show.region) as conn:
-            row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
-                                      booking_id)
+            row = await conn.fetchrow(
+                BOOKING_QUERY + " WHERE b.id = $1 AND ($2::text IS NULL OR b.user_id = $2) "
+                "GROUP BY b.id", booking_id, owner)
             payments = await conn.fetch(
                 "SELECT id, status, amount_paise FROM payment WHERE booking_id = $1 "
                 "ORDER BY created_at", booking_id) if row is not None else []
@@ -198,11 +209,12 @@ class BookingService:
 
     # -- cancel and extend ---------------------------------------------------
 
-    async def cancel(self, booking_id: str) -> dict[str, Any]:
+    async def cancel(self, booking_id: str, owner: str) -> dict[str, Any]:
         show = await self.show_of_booking(booking_id)
         async with self.home.transaction(show.region) as conn:
-            row = await conn.fetchrow("SELECT status FROM booking WHERE id = $1 FOR UPDATE",
-                                      booking_id)
+            row = await conn.fetchrow(
+                "SELECT status FROM booking WHERE id = $1 AND user_id = $2 FOR UPDATE",
+                booking_id, owner)
             if row is None:
                 raise NotFound(f"no booking {booking_id!r}", id=booking_id)
             if row["status"] not in ("INITIATED", "CANCELLED"):
@@ -213,13 +225,14 @@ class BookingService:
         seats = [seat for _, _, seat in freed]
         if seats:
             await self._release_quietly(show, booking_id, seats)
-        return await self.get(booking_id)
+        return await self.get(booking_id, owner)
 
-    async def extend(self, booking_id: str) -> dict[str, Any]:
+    async def extend(self, booking_id: str, owner: str) -> dict[str, Any]:
         show = await self.show_of_booking(booking_id)
         async with self.home.connection(show.region) as conn:
-            row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
-                                      booking_id)
+            row = await conn.fetchrow(
+                BOOKING_QUERY + " WHERE b.id = $1 AND b.user_id = $2 GROUP BY b.id",
+                booking_id, owner)
         if row is None:
             raise NotFound(f"no booking {booking_id!r}", id=booking_id)
         if row["status"] != "INITIATED":
@@ -245,7 +258,7 @@ class BookingService:
                 raise HoldExpired("the hold is gone; hold the seats again")
             await conn.execute("UPDATE booking SET expires_at = $2, updated_at = now() "
                                "WHERE id = $1 AND status = 'INITIATED'", booking_id, expires_at)
-        return await self.get(booking_id)
+        return await self.get(booking_id, owner)
 
 
 async def free_seats(conn: asyncpg.Connection,

@@ -1,18 +1,24 @@
 """Confirm: the fenced, idempotent, deadlock-free sale of a held booking.
 
 One PostgreSQL transaction on the home primary:
-1. claims the Idempotency-Key (user-scoped). A duplicate arriving while the
-   first runs blocks on the key's unique index until the first commits, then
-   replays its stored response byte for byte — it never runs twice;
-2. locks the booking row, then its seat rows in seat-id order (FOR UPDATE);
-3. checks every seat still carries this booking's fencing token; seats whose
+1. claims the Idempotency-Key for the booking's owner (another user's booking
+   is 404). A duplicate arriving while the first runs blocks on the key's
+   unique index until the first commits, then replays its stored response
+   byte for byte — it never runs twice;
+2. asks the gateway whether `payment_id` is CAPTURED for this booking; if not
+   (unknown, pending, failed, another booking's, another amount) the answer is
+   402 and the transaction rolls back: nothing changed, nothing stored under
+   the key, so the same request succeeds once the payment is captured;
+3. locks the booking row, then its seat rows in seat-id order (FOR UPDATE);
+4. checks every seat still carries this booking's fencing token; seats whose
    hold was lost but that are AVAILABLE (nobody re-held them) are re-taken
    under the same row locks, so a late confirm succeeds only when no one else
    could have the seats;
-4. marks seats BOOKED, booking_seat.sold (unique per seat: the last line of
+5. marks seats BOOKED, booking_seat.sold (unique per seat: the last line of
    defence), the booking CONFIRMED, records the payment and the outbox jobs;
-5. stores the response under the key.
-Business refusals (409) are stored too, so retries get the same answer.
+6. stores the response under the key.
+Business refusals (409) are stored too, so retries get the same answer. If the
+payment's webhook already sold the booking with this payment, the answer is 200.
 After commit, Redis turns the holds into booked seats and publishes.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +43,16 @@ from region_node.errors import (
     InvalidInput,
     MissingHeader,
     NotFound,
+    PaymentRequired,
     PaymentReused,
     SeatsTaken,
 )
+from region_node.gateway import GatewayClient
 
 log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
+PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,8 @@ def validate_confirm(key: str | None, body: Any) -> tuple[str, str]:
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"Idempotency-Key longer than {MAX_KEY_LENGTH}", field="Idempotency-Key")
     if not isinstance(body, dict) or not isinstance(body.get("payment_id"), str) \
-            or not 0 < len(body["payment_id"]) <= 128:
-        raise InvalidInput("body must be {\"payment_id\": str} (1-128 characters)",
+            or not PAYMENT_ID.match(body["payment_id"]):
+        raise InvalidInput("body must be {\"payment_id\": str} (1-128 of [A-Za-z0-9_-])",
                            field="payment_id")
     return key, body["payment_id"]
 
@@ -73,20 +83,25 @@ class PaymentRaced(PaymentReused):
 
 
 class ConfirmService:
-    def __init__(self, bookings: BookingService) -> None:
+    def __init__(self, bookings: BookingService, gateway: GatewayClient) -> None:
         self.bookings = bookings
+        self.gateway = gateway
         self.home = bookings.home
         self.metrics = bookings.metrics
 
-    async def confirm(self, booking_id: str, key: str | None, body: Any) -> StoredResponse:
+    async def confirm(self, booking_id: str, owner: str, key: str | None,
+                      body: Any) -> StoredResponse:
         key, payment_id = validate_confirm(key, body)
         show = await self.bookings.show_of_booking(booking_id)
         fingerprint = request_hash(booking_id, body)
         try:
-            response, sold = await self._confirm_tx(show, booking_id, key, fingerprint,
+            response, sold = await self._confirm_tx(show, booking_id, owner, key, fingerprint,
                                                     payment_id)
         except PaymentRaced:  # the transaction was undone: nothing is stored under the key
             self._count(show, "conflict")
+            raise
+        except PaymentRequired:  # rolled back: the same request works once captured
+            self._count(show, "payment_required")
             raise
         except asyncpg.UniqueViolationError:  # raced with another sale: nothing committed
             self._count(show, "conflict")
@@ -99,22 +114,45 @@ class ConfirmService:
     def _count(self, show: ShowInfo, outcome: str) -> None:
         self.metrics.confirms.labels(self.metrics.region, show.region, outcome).inc()
 
-    async def _confirm_tx(self, show: ShowInfo, booking_id: str, key: str, fingerprint: str,
-                          payment_id: str) -> tuple[StoredResponse, list[str]]:
-        """Six round trips to the home primary: BEGIN, claim, sell, read, store, COMMIT."""
+    async def _captured_amount(self, booking_id: str, payment_id: str) -> int:
+        """The amount the gateway captured for this booking under `payment_id`, or 402."""
+        intent = await self.gateway.intent(payment_id)
+        if intent is None:
+            raise PaymentRequired("the gateway knows no such payment", payment_id=payment_id)
+        if intent.booking_id != booking_id:
+            raise PaymentRequired("this payment is for another booking",
+                                  payment_id=payment_id)
+        if intent.status != "CAPTURED":
+            raise PaymentRequired(f"the payment is {intent.status}, not captured",
+                                  payment_id=payment_id, payment_status=intent.status)
+        return intent.amount_paise
+
+    async def _confirm_tx(self, show: ShowInfo, booking_id: str, owner: str, key: str,
+                          fingerprint: str, payment_id: str) -> tuple[StoredResponse, list[str]]:
+        """Six round trips to the home primary (BEGIN, claim, sell, read, store, COMMIT)
+        and one to the gateway."""
         async with self.home.transaction(show.region) as conn:
-            user_id = await conn.fetchval(CLAIM_KEY, booking_id, key, fingerprint)
+            user_id = await conn.fetchval(CLAIM_KEY, booking_id, key, fingerprint, owner)
             if user_id is None:
-                replay = await _replay(conn, booking_id, key, fingerprint)
+                replay = await _replay(conn, booking_id, owner, key, fingerprint)
                 self._count(show, "replayed")
                 return replay, []
+            amount = await self._captured_amount(booking_id, payment_id)
             try:
-                sold = await sell(conn, show, booking_id, payment_id)
+                sold = await sell(conn, show, booking_id, payment_id, "CAPTURED", amount)
                 row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
                                           booking_id)
                 response = StoredResponse(200, json.dumps(booking_json(row, show.region)))
-            except PaymentRaced:
+            except (PaymentRaced, PaymentRequired):
                 raise
+            except BookingNotPending as exc:
+                row = await conn.fetchrow(BOOKING_QUERY + " WHERE b.id = $1 GROUP BY b.id",
+                                          booking_id)
+                if row["payment_id"] == payment_id:  # the webhook's saga sold it first
+                    response = StoredResponse(200, json.dumps(booking_json(row, show.region)))
+                else:
+                    response = StoredResponse(exc.status, json.dumps(exc.body()))
+                sold = []
             except BookingError as exc:  # bc_sell refused and changed nothing: store the 409
                 self._count(show, exc.code)
                 response, sold = StoredResponse(exc.status, json.dumps(exc.body())), []
@@ -137,17 +175,17 @@ class ConfirmService:
 # on the key's unique index until the first transaction ends.
 CLAIM_KEY = """
 INSERT INTO idempotency (user_id, key, request_hash, status_code, response_body)
-SELECT user_id, $2, $3, 0, '' FROM booking WHERE id = $1
+SELECT user_id, $2, $3, 0, '' FROM booking WHERE id = $1 AND user_id = $4
 ON CONFLICT DO NOTHING RETURNING user_id
 """
 
 
-async def _replay(conn: asyncpg.Connection, booking_id: str, key: str,
+async def _replay(conn: asyncpg.Connection, booking_id: str, owner: str, key: str,
                   fingerprint: str) -> StoredResponse:
     row = await conn.fetchrow(
         "SELECT i.request_hash, i.status_code, i.response_body FROM booking b "
-        "LEFT JOIN idempotency i ON i.user_id = b.user_id AND i.key = $2 WHERE b.id = $1",
-        booking_id, key)
+        "LEFT JOIN idempotency i ON i.user_id = b.user_id AND i.key = $2 "
+        "WHERE b.id = $1 AND b.user_id = $3", booking_id, key, owner)
     if row is None:
         raise NotFound(f"no booking {booking_id!r}", id=booking_id)
     if row["request_hash"] != fingerprint:
@@ -156,12 +194,14 @@ async def _replay(conn: asyncpg.Connection, booking_id: str, key: str,
 
 
 async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
-               payment_id: str, payment_status: str = "RECORDED") -> list[str]:
-    """The fenced sale (`bc_sell`, one round trip). Raises a BookingError having changed
-    nothing, or returns the seats sold. Run it inside a transaction or savepoint."""
+               payment_id: str, payment_status: str, amount_paise: int) -> list[str]:
+    """The fenced sale (`bc_sell`, one round trip) for a payment of `amount_paise`.
+    Raises a BookingError or PaymentRequired (wrong amount) having changed nothing,
+    or returns the seats sold. Run it inside a transaction or savepoint."""
     try:
-        row = await conn.fetchrow("SELECT outcome, detail FROM bc_sell($1, $2, $3, $4)",
-                                  show.id, booking_id, payment_id, payment_status)
+        row = await conn.fetchrow("SELECT outcome, detail FROM bc_sell($1, $2, $3, $4, $5)",
+                                  show.id, booking_id, payment_id, payment_status,
+                                  amount_paise)
     except asyncpg.RaiseError as exc:
         if "payment_reused" in str(exc):
             raise PaymentRaced("this payment_id already paid another booking") from None
@@ -174,6 +214,9 @@ async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
     if outcome == "expired":
         raise HoldExpired(f"booking {booking_id} is {detail[0]}; hold the seats again",
                           status=detail[0])
+    if outcome == "wrong_amount":
+        raise PaymentRequired(f"the payment is {amount_paise} paise; the booking costs "
+                              f"{detail[0]} paise", amount_paise=int(detail[0]))
     if outcome == "payment_reused":
         raise PaymentReused("this payment_id already paid another booking")
     raise SeatsTaken(detail)

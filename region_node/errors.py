@@ -13,6 +13,7 @@ from typing import Any
 class NodeError(Exception):
     status = 500
     code = "internal"
+    headers: dict[str, str] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -34,6 +35,36 @@ class MalformedId(RequestError):
 
 class MissingHeader(RequestError):
     code = "missing_header"
+
+
+class Unauthorized(RequestError):
+    """No valid bearer token: 401 with a WWW-Authenticate challenge (RFC 6750)."""
+
+    status = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="bookcluster"'}  # noqa: RUF012
+
+
+class Forbidden(RequestError):
+    status = 403
+    code = "forbidden"
+
+
+class PaymentRequired(RequestError):
+    """Confirm without a payment the gateway captured for this booking and amount."""
+
+    status = 402
+    code = "payment_required"
+
+
+class RateLimited(RequestError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, limit: str, retry_after_s: int) -> None:
+        super().__init__(f"too many requests ({limit}); retry in {retry_after_s} s",
+                         limit=limit, retry_after_s=retry_after_s)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class NotFound(RequestError):
@@ -84,6 +115,17 @@ class BookingNotPending(BookingError):
 
     def __init__(self, booking_id: str, status: str) -> None:
         super().__init__(f"booking {booking_id} is {status}", status=status)
+
+
+class HoldLimitReached(BookingError):
+    """A per-user cap (seats held in one show, active holds in a region)."""
+
+    code = "hold_limit_reached"
+
+    def __init__(self, limit: str, maximum: int) -> None:
+        what = {"seats_per_show": f"at most {maximum} seats held at once in one show",
+                "holds_per_user": f"at most {maximum} active holds at once in this region"}
+        super().__init__(f"limit reached: {what.get(limit, limit)}", limit=limit, max=maximum)
 
 
 class RequestInProgress(BookingError):

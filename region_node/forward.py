@@ -10,12 +10,20 @@ byte. If no home node can be reached, the answer is 503 `region_unavailable`.
 
 Only requests that were never sent are retried on another home node (a
 refused connection); a request that may have run is not repeated.
+
+The home node rate-limits by the client's address, which only the entry node
+saw: the forwarder passes it in a header signed with the cluster's
+`forward_secret` (HMAC over address, method, path and time), so a client
+cannot pick its own address by sending that header itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
+import time
 
 import aiohttp
 from aiohttp import web
@@ -27,7 +35,9 @@ from router.topology import Endpoint, Topology
 log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "X-Bookcluster-Forwarded"
-PASSED_HEADERS = ("Content-Type", "Idempotency-Key")
+CLIENT_HEADER = "X-Bookcluster-Client"  # "<address> <unix time> <hmac>"
+PASSED_HEADERS = ("Content-Type", "Idempotency-Key", "Authorization")
+SIGNATURE_WINDOW_S = 30.0
 CONNECT_TIMEOUT_S = 0.5
 # The home node answers 503 within ~1.2 s when its own stores are down; this
 # keeps the whole answer under 2 s even across the WAN.
@@ -40,6 +50,7 @@ class Forwarder:
     def __init__(self, topology: Topology, local_region: str,
                  routes: dict[str, Endpoint] | None = None) -> None:
         self.topology = topology
+        self._secret = topology.secrets.get("forward_secret").encode()
         self.local_region = local_region
         self._routes = routes or {}
         self._turn = itertools.count()
@@ -58,13 +69,35 @@ class Forwarder:
             self._session = None
 
     def needed(self, request: web.Request, home: str) -> bool:
-        return home != self.local_region and FORWARDED_HEADER not in request.headers
+        return home != self.local_region and self._peer_client(request) is None
+
+    def client_address(self, request: web.Request) -> str:
+        """The address of the client who sent this request, also behind a forward."""
+        return self._peer_client(request) or request.remote or "-"
+
+    def _mac(self, address: str, at: str, request: web.Request) -> str:
+        text = f"{address} {at} {request.method} {request.path_qs}".encode()
+        return hmac.new(self._secret, text, hashlib.sha256).hexdigest()
+
+    def _peer_client(self, request: web.Request) -> str | None:
+        """The client address a peer node vouched for, or None if not validly forwarded."""
+        value = request.headers.get(CLIENT_HEADER)
+        if value is None or FORWARDED_HEADER not in request.headers:
+            return None
+        address, _, rest = value.partition(" ")
+        at, _, mac = rest.partition(" ")
+        if not at.isascii() or not at.isdigit() or len(at) > 12 \
+                or abs(time.time() - int(at)) > SIGNATURE_WINDOW_S:
+            return None
+        return address if hmac.compare_digest(self._mac(address, at, request), mac) else None
 
     async def forward(self, request: web.Request, home: str) -> web.Response:
         assert self._session is not None, "Forwarder not opened"
         body = await request.read()
         headers = {h: request.headers[h] for h in PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_HEADER] = self.local_region
+        address, at = self.client_address(request), str(int(time.time()))
+        headers[CLIENT_HEADER] = f"{address} {at} {self._mac(address, at, request)}"
         nodes = self.topology.region(home).nodes
         first = next(self._turn)
         for attempt in range(min(2, len(nodes))):

@@ -49,7 +49,7 @@ def queue_name(region: str) -> str:
 
 
 def connection(topology: Topology, region: str) -> str:
-    return redis_url(topology.region(region).redis_master)
+    return redis_url(topology.region(region).redis_master, topology.secrets.redis_password)
 
 
 def open_queue(topology: Topology, region: str) -> Queue:

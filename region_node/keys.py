@@ -46,3 +46,8 @@ def show_keys(show_id: int) -> list[str]:
 # them then, so a hold answered with 503 never keeps seats. Sorted set
 # booking_id -> unix time it was abandoned.
 ABANDONED_HOLDS = "bookcluster:abandoned-holds"
+
+
+def rate_bucket(scope: str, who: str) -> str:
+    """Hash {tokens, ts} of one token bucket (`scope` user or ip); its own slot."""
+    return f"{{rl:{scope}:{who}}}"

@@ -61,6 +61,7 @@ class ChangeListener:
         endpoint = self._connections.topology.region(self.region).redis_replicas[source]
         while True:
             client = aioredis.Redis(host=endpoint.host, port=endpoint.port,
+                                    password=self._connections.topology.secrets.redis_password,
                                     decode_responses=True, socket_connect_timeout=1.0,
                                     socket_timeout=None, retry=Retry(NoBackoff(), 0))
             try:

@@ -23,6 +23,7 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 1.0  # a socket that cannot take a delta this fast is closed
+DELTA_FIELDS = ("version", "seats", "status", "expires_at", "ts")
 
 Snapshot = Callable[[int], Awaitable[dict[str, Any]]]
 
@@ -74,8 +75,10 @@ class LiveHub:
         members = self._sockets.get(int(message["show"]))
         if not members:
             return
+        # Seat statuses only: never who holds or bought them (a booking id in a
+        # delta let anyone cancel every hold the moment it appeared).
         delta = {"type": "delta", "show_id": int(message["show"]),
-                 **{k: v for k, v in message.items() if k != "show"}}
+                 **{k: message[k] for k in DELTA_FIELDS if k in message}}
         ready = []
         for sock in list(members):
             if sock.syncing:

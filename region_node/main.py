@@ -10,7 +10,7 @@ from aiohttp import web
 
 from region_node.app import create_app
 from region_node.settings import from_args
-from router.errors import TopologyError
+from router.errors import RouterError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = from_args(argv)
-    except TopologyError as exc:
+        app = create_app(settings)
+    except RouterError as exc:  # a bad topology or a missing secret
         sys.exit(f"error: {exc}")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+    web.run_app(app, host=settings.host, port=settings.port,
                 print=None, access_log=None, loop=uvloop.new_event_loop(),
                 shutdown_timeout=5.0)

@@ -31,6 +31,9 @@ class NodeMetrics:
         self.confirms = Counter(
             "bookcluster_confirms", "Confirm attempts by home region and outcome",
             ["region", "home", "outcome"], registry=self.registry)
+        self.limit_refusals = Counter(
+            "bookcluster_limit_refusals", "Requests refused by an abuse limit (429 or 409)",
+            ["region", "limit"], registry=self.registry)
 
         self.cache_entries = Gauge(
             "bookcluster_seat_cache_entries", "Shows held in the node's seat cache",

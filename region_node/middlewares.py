@@ -44,7 +44,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except NodeError as exc:
-        return web.json_response(exc.body(), status=exc.status)
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
     except RegionUnavailable as exc:
         return web.json_response(
             {"error": "region_unavailable", "region": exc.region,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from region_node.views import booking, catalog, live, ops, payments
+from region_node.views import admin, booking, catalog, live, ops, payments
 
 
 def setup_routes(app: web.Application) -> None:
@@ -20,10 +20,15 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/shows/{show_id}/live", live.live)
 
     r.add_post("/booking/seats/{show_id}/lock", booking.hold)
+    r.add_post("/booking/booking/{booking_id}/pay", booking.pay)
     r.add_post("/booking/booking/{booking_id}/confirm", booking.confirm)
     r.add_post("/booking/booking/{booking_id}/cancel", booking.cancel)
     r.add_post("/booking/booking/{booking_id}/extend", booking.extend)
     r.add_get("/booking/booking/{booking_id}", booking.get_booking)
     r.add_get("/booking/booking/{booking_id}/ticket", booking.ticket)
     r.add_get("/users/{user_id}/bookings", booking.user_bookings)
+    r.add_get("/me/bookings", booking.my_bookings)
     r.add_post("/payments/webhook", payments.webhook)
+
+    r.add_get("/ops/jobs", admin.job_counts)
+    r.add_post("/ops/jobs/replay", admin.replay_jobs)

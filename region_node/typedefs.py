@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from region_node.auth import TokenVerifier
     from region_node.bookings import BookingService
     from region_node.catalog import Catalog
     from region_node.forward import Forwarder
+    from region_node.limits import RateLimiter
     from region_node.listener import ChangeListener
     from region_node.live import LiveHub
     from region_node.metrics import NodeMetrics
@@ -28,3 +30,5 @@ metrics_key: web.AppKey[NodeMetrics] = web.AppKey("metrics")
 hub_key: web.AppKey[LiveHub] = web.AppKey("hub")
 listener_key: web.AppKey[ChangeListener] = web.AppKey("listener")
 forwarder_key: web.AppKey[Forwarder] = web.AppKey("forwarder")
+verifier_key: web.AppKey[TokenVerifier] = web.AppKey("verifier")
+limiter_key: web.AppKey[RateLimiter] = web.AppKey("limiter")

@@ -31,7 +31,7 @@ from region_node.jobs import HANDLERS, JobContext
 from region_node.metrics import NodeMetrics, WorkerMetrics
 from region_node.outbox import Relay
 from region_node.sweeper import Sweeper
-from router.errors import TopologyError
+from router.errors import RouterError
 from router.placement import Placement
 from router.registry import Connections, load_routes
 from router.topology import Endpoint, Topology, duration_arg, load_topology
@@ -61,8 +61,7 @@ class RegionWorker:
             Connections(self.topology, self.region, self.routes))
         catalog = Catalog(connections.pg_catalog(), Placement(self.topology))
         await catalog.load()
-        bookings = BookingService(connections, catalog, self.topology.settings,
-                                  NodeMetrics(self.region))
+        bookings = BookingService(connections, catalog, NodeMetrics(self.region))
         http = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)))
         self.context = JobContext(self.topology, self.region, catalog, bookings, http)
@@ -195,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         topology = load_topology(args.topology, run_dir=args.run_dir)
-    except TopologyError as exc:
+        topology.secrets.require("redis_password", "pg_password", "ticket_secret",
+                                 *(("gateway_api_key",) if topology.payments else ()))
+    except RouterError as exc:  # a bad topology or a missing secret
         raise SystemExit(f"error: {exc}") from None
     if args.region not in topology.regions:
         p.error(f"--region {args.region!r} is not in {topology.path}")

@@ -17,12 +17,14 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from router.secrets import Secrets
 from router.topology import Endpoint, Topology
 
 # Writes must fail fast when a home region is unreachable (CP, answer 503 in
@@ -33,7 +35,8 @@ PG_CONNECT_TIMEOUT_S = 0.8
 PG_COMMAND_TIMEOUT_S = 1.0
 PG_POOL_MAX = 10
 PG_DATABASE = "bookcluster"
-PG_USER = "bookcluster"
+PG_USER = "bookcluster"  # the application role: owns the schema, not a superuser
+PG_ADMIN = "bookcluster_admin"  # the superuser: only the launcher uses it
 
 
 def route_key(from_region: str, target: Endpoint) -> str:
@@ -50,18 +53,29 @@ def load_routes(path: Path) -> dict[str, Endpoint]:
     return routes
 
 
-def pg_dsn(endpoint: Endpoint) -> str:
-    return f"postgresql://{PG_USER}@{endpoint.host}:{endpoint.port}/{PG_DATABASE}"
+def pg_dsn(endpoint: Endpoint, database: str = PG_DATABASE) -> str:
+    """Where to connect, without credentials (safe to print); see `pg_login`."""
+    return f"postgresql://{PG_USER}@{endpoint.host}:{endpoint.port}/{database}"
 
 
-def redis_url(endpoint: Endpoint) -> str:
-    return f"redis://{endpoint.host}:{endpoint.port}/0"
+def pg_login(secrets: Secrets, *, admin: bool = False) -> dict[str, str]:
+    """Keyword arguments of asyncpg.connect/create_pool: the role and its password."""
+    if admin:
+        return {"user": PG_ADMIN, "password": secrets.pg_admin_password}
+    return {"user": PG_USER, "password": secrets.pg_password}
 
 
-def make_redis(endpoint: Endpoint, *, timeout_s: float = REDIS_COMMAND_TIMEOUT_S) -> aioredis.Redis:
+def redis_url(endpoint: Endpoint, password: str | None = None) -> str:
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
+
+
+def make_redis(endpoint: Endpoint, secrets: Secrets, *,
+               timeout_s: float = REDIS_COMMAND_TIMEOUT_S) -> aioredis.Redis:
     return aioredis.Redis(
         host=endpoint.host,
         port=endpoint.port,
+        password=secrets.redis_password,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
         socket_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
@@ -69,9 +83,11 @@ def make_redis(endpoint: Endpoint, *, timeout_s: float = REDIS_COMMAND_TIMEOUT_S
     )
 
 
-async def make_pg_pool(endpoint: Endpoint, *, max_size: int = PG_POOL_MAX) -> asyncpg.Pool:
+async def make_pg_pool(endpoint: Endpoint, secrets: Secrets, *,
+                       max_size: int = PG_POOL_MAX) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         pg_dsn(endpoint),
+        **pg_login(secrets),
         min_size=0,
         max_size=max_size,
         timeout=PG_CONNECT_TIMEOUT_S,
@@ -104,10 +120,11 @@ class Connections:
 
     async def open(self) -> Connections:
         local = self.topology.region(self.local_region)
+        secrets = self.topology.secrets
         for name, region in self.topology.regions.items():
-            self._masters[name] = make_redis(self.route(region.redis_master))
-            self._replicas[name] = make_redis(local.redis_replicas[name])
-            self._pg[name] = await make_pg_pool(self.route(region.pg_primary))
+            self._masters[name] = make_redis(self.route(region.redis_master), secrets)
+            self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
+            self._pg[name] = await make_pg_pool(self.route(region.pg_primary), secrets)
         return self
 
     def route(self, target: Endpoint) -> Endpoint:

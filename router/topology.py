@@ -7,7 +7,6 @@ and the reason, so an operator can fix the file without reading code.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from router.errors import TopologyError
+from router.secrets import Secrets, cluster_secrets
 
 REGION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 THEATRE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -72,14 +72,44 @@ class Settings:
 
 @dataclass(frozen=True)
 class Payments:
-    """The payment gateway (a simulator locally) and how its webhooks are trusted."""
+    """The payment gateway (a simulator locally) and how its webhooks are trusted.
+    Its secrets (webhook HMAC key, merchant API key) live in `Topology.secrets`."""
 
     gateway: Endpoint
-    # Shared HMAC secret of webhook signatures; BOOKCLUSTER_WEBHOOK_SECRET overrides it.
-    secret: str
     replay_window_s: float = 300.0
     capture_delay_s: float = 1.0  # simulator: how long until a payment is captured
     fail_share: float = 0.0  # simulator: share of payments that fail
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How user tokens (JWT) are verified. HS256 uses the `jwt_secret` secret (or
+    `secret_file`); RS256/ES256 verify with the identity provider's public key."""
+
+    algorithm: str = "HS256"
+    secret_file: Path | None = None
+    public_key_file: Path | None = None
+    issuer: str | None = None
+    audience: str | None = None
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A token bucket: `per_s` tokens a second, at most `burst` saved up."""
+
+    per_s: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Abuse limits. Caps are per user in a home region; rates are token buckets."""
+
+    seats_per_show: int = 10  # seats one user may hold at once in one show
+    holds_per_user: int = 4  # active holds of one user in one home region
+    user_writes: Rate = Rate(10.0, 30)  # per user, in the home region's Redis
+    ip_writes: Rate = Rate(2000.0, 4000)  # per client IP, in the home region's Redis
+    ip_reads: Rate = Rate(5000.0, 10000)  # per client IP, in each node's memory
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,13 @@ class Topology:
     regions: Mapping[str, Region]
     theatres: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     payments: Payments | None = None
+    auth: Auth = Auth()
+    limits: Limits = Limits()
+
+    @property
+    def secrets(self) -> Secrets:
+        """Passwords and keys of this cluster (env, secret files, or the run folder)."""
+        return cluster_secrets(self.settings.run_dir)
 
     def region(self, name: str) -> Region:
         return self.regions[name]
@@ -203,7 +240,8 @@ def parse_topology(text: str, path: Path, run_dir: Path | None = None) -> Topolo
     if root_node is None:
         raise TopologyError(str(path), "", "file is empty")
     root = reader.mapping(reader.to_python(root_node), "")
-    reader.known_keys(root, "", {"epoch", "settings", "regions", "theatres", "payments"})
+    reader.known_keys(root, "", {"epoch", "settings", "regions", "theatres", "payments", "auth",
+                                 "limits"})
 
     epoch = root.get("epoch", 1)
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
@@ -237,19 +275,21 @@ def parse_topology(text: str, path: Path, run_dir: Path | None = None) -> Topolo
         regions=MappingProxyType(regions),
         theatres=MappingProxyType(dict(theatres_raw)),
         payments=payments,
+        auth=_auth(reader, root.get("auth") or {}, path),
+        limits=_limits(reader, root.get("limits") or {}),
     )
 
 
 def _payments(reader: _Reader, raw: Any) -> Payments:
     raw = reader.mapping(raw, "payments")
-    reader.known_keys(raw, "payments", {"gateway", "secret", "replay_window", "capture_delay",
+    if "secret" in raw:
+        raise reader.fail("payments.secret", "secrets do not belong in topology.yaml: set "
+                          "BOOKCLUSTER_WEBHOOK_SECRET(_FILE), or let `bookcluster up` "
+                          "generate one in the run folder")
+    reader.known_keys(raw, "payments", {"gateway", "replay_window", "capture_delay",
                                         "fail_share"})
     gateway = reader.endpoint(reader.require(raw, "payments", "gateway"), "payments.gateway")
-    secret = os.environ.get("BOOKCLUSTER_WEBHOOK_SECRET") or reader.require(raw, "payments",
-                                                                           "secret")
-    if not isinstance(secret, str) or len(secret) < 16:
-        raise reader.fail("payments.secret", "expected a string of at least 16 characters")
-    out = Payments(gateway, secret)
+    out = Payments(gateway)
     if "replay_window" in raw:
         out = replace(out, replay_window_s=reader.duration(raw["replay_window"],
                                                            "payments.replay_window"))
@@ -262,6 +302,63 @@ def _payments(reader: _Reader, raw: Any) -> Payments:
             raise reader.fail("payments.fail_share", "expected a number from 0 to 1")
         out = replace(out, fail_share=float(share))
     return out
+
+
+def _auth(reader: _Reader, raw: Any, path: Path) -> Auth:
+    raw = reader.mapping(raw, "auth")
+    if "secret" in raw:
+        raise reader.fail("auth.secret", "secrets do not belong in topology.yaml: use "
+                          "auth.secret_file or BOOKCLUSTER_JWT_SECRET(_FILE)")
+    reader.known_keys(raw, "auth", {"algorithm", "secret_file", "public_key_file", "issuer",
+                                    "audience"})
+    algorithm = raw.get("algorithm", "HS256")
+    if algorithm not in ("HS256", "RS256", "ES256"):
+        raise reader.fail("auth.algorithm", "expected HS256, RS256 or ES256")
+    files: dict[str, Path | None] = {}
+    for key in ("secret_file", "public_key_file"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise reader.fail(f"auth.{key}", "expected a path")
+        files[key] = (path.parent / value).resolve() if value else None
+    if algorithm != "HS256" and files["public_key_file"] is None:
+        raise reader.fail("auth.public_key_file", f"{algorithm} needs the identity "
+                          "provider's public key file")
+    texts: dict[str, str | None] = {}
+    for key in ("issuer", "audience"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise reader.fail(f"auth.{key}", "expected a non-empty string")
+        texts[key] = value
+    return Auth(algorithm, files["secret_file"], files["public_key_file"], texts["issuer"],
+                texts["audience"])
+
+
+def _limits(reader: _Reader, raw: Any) -> Limits:
+    raw = reader.mapping(raw, "limits")
+    caps = ("seats_per_show", "holds_per_user")
+    rates = ("user_writes", "ip_writes", "ip_reads")
+    reader.known_keys(raw, "limits", {*caps, *rates})
+    values: dict[str, Any] = {}
+    for key in caps:
+        if key in raw:
+            values[key] = _positive_int(reader, raw[key], f"limits.{key}")
+    for key in rates:
+        if key in raw:
+            rate_raw = reader.mapping(raw[key], f"limits.{key}")
+            reader.known_keys(rate_raw, f"limits.{key}", {"per_second", "burst"})
+            per_s = reader.require(rate_raw, f"limits.{key}", "per_second")
+            if not isinstance(per_s, int | float) or isinstance(per_s, bool) or per_s <= 0:
+                raise reader.fail(f"limits.{key}.per_second", "expected a positive number")
+            burst = _positive_int(reader, reader.require(rate_raw, f"limits.{key}", "burst"),
+                                  f"limits.{key}.burst")
+            values[key] = Rate(float(per_s), burst)
+    return Limits(**values)
+
+
+def _positive_int(reader: _Reader, value: Any, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise reader.fail(key, "expected a positive integer")
+    return value
 
 
 def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Settings:

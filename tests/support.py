@@ -14,13 +14,10 @@ from cluster.ports import free_ports
 
 __all__ = ["REGIONS", "free_ports"]
 
-TEST_WEBHOOK_SECRET = "test-webhook-secret-0123456789"
-
-
 def topology_yaml(run_dir: Path, **options: Any) -> str:
     """The loopback topology tests use: durable off; with workers, the gateway too."""
     if options.get("workers"):
-        options.setdefault("payments_secret", TEST_WEBHOOK_SECRET)
+        options.setdefault("payments", True)
     return loopback_topology(run_dir, **options)
 
 

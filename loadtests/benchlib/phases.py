@@ -221,7 +221,7 @@ async def invalidate(cluster: BenchCluster, shows: list[int]) -> None:
         mine = [s for s in shows if cluster.home_of(s) == region]
         if not mine:
             continue
-        redis = make_redis(cluster.topology.region(region).redis_master, timeout_s=10.0)
+        redis = make_redis(cluster.topology.region(region).redis_master, cluster.topology.secrets, timeout_s=10.0)
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 for show in mine:

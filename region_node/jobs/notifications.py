@@ -40,7 +40,7 @@ def _body(event: str, booking: dict[str, Any], data: dict[str, Any], secret: str
 
 async def send(ctx: JobContext, data: dict[str, Any]) -> str:
     event = data["event"]
-    booking = await ctx.bookings.get(data["booking_id"])
+    booking = await ctx.bookings.get(data["booking_id"], owner=None)
     note_id = f"{booking['booking_id']}:{event}"
     message = EmailMessage()
     message["From"] = "tickets@bookcluster.local"
@@ -49,7 +49,7 @@ async def send(ctx: JobContext, data: dict[str, Any]) -> str:
     message["Date"] = formatdate()
     message["Message-ID"] = make_msgid(idstring=note_id.replace(":", "."))
     message["X-Booking-Id"] = booking["booking_id"]
-    message.set_content(_body(event, booking, data, ctx.payments.secret))
+    message.set_content(_body(event, booking, data, ctx.topology.secrets.get("ticket_secret")))
 
     box = maildir(ctx.run_dir, ctx.region)
     for sub in ("tmp", "new", "cur"):

@@ -5,6 +5,9 @@ the booking's home region:
 - captured, hold still ours      -> the same fenced sale as the confirm endpoint;
 - captured, seats sold elsewhere -> booking EXPIRED, payment REFUND_PENDING,
                                     a refund job and a message to the user;
+- captured, not the booking's exact amount
+                                 -> this payment is refunded, never sold; the
+                                    booking stays held for a correct payment;
 - captured, booking already paid with another payment, cancelled or expired
                                  -> this payment is refunded;
 - failed                         -> booking CANCELLED, seats released.
@@ -17,13 +20,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiohttp
 import asyncpg
 
 from region_node.bookings import free_seats
 from region_node.catalog import ShowInfo
 from region_node.confirm import sell
-from region_node.errors import BookingError
+from region_node.errors import BookingError, PaymentRequired
+from region_node.gateway import GatewayClient, GatewayUnavailable
 from region_node.jobs.context import JobContext
 from region_node.outbox import enqueue
 
@@ -76,8 +79,12 @@ async def _captured(conn: asyncpg.Connection, show: ShowInfo, data: dict[str, An
     if booking["status"] == "INITIATED":
         try:
             async with conn.transaction():  # savepoint: a refusal undoes any part-sale
-                sold = await sell(conn, show, booking_id, payment_id, "CAPTURED")
+                sold = await sell(conn, show, booking_id, payment_id, "CAPTURED",
+                                  data["amount_paise"])
             return "confirmed", sold, []
+        except PaymentRequired as exc:  # wrong amount: refund it, keep the hold
+            await _start_refund(conn, data, "wrong amount")
+            return f"refund: wrong amount ({exc.message})", [], []
         except BookingError as exc:
             await conn.execute("UPDATE booking SET status = 'EXPIRED', updated_at = now() "
                                "WHERE id = $1", booking_id)
@@ -132,15 +139,11 @@ async def _refund_orphan(ctx: JobContext, data: dict[str, Any]) -> str:
 
 async def refund(ctx: JobContext, data: dict[str, Any]) -> str:
     """Ask the gateway to refund a payment (idempotent there per payment id)."""
-    gateway = ctx.payments.gateway
-    url = f"http://{gateway.host}:{gateway.port}/refunds"
-    body = {"payment_id": data["payment_id"], "amount_paise": data["amount_paise"]}
     try:
-        async with ctx.http.post(url, json=body) as resp:
-            if resp.status != 200:
-                raise GatewayError(f"gateway answered {resp.status}: {await resp.text()}")
-    except aiohttp.ClientError as exc:
-        raise GatewayError(f"gateway unreachable: {exc}") from exc
+        await GatewayClient(ctx.topology, ctx.http).refund(data["payment_id"],
+                                                           data["amount_paise"])
+    except GatewayUnavailable as exc:
+        raise GatewayError(exc.message) from exc
     try:
         show = await ctx.bookings.show_of_booking(data["booking_id"])
     except Exception:

@@ -34,12 +34,12 @@ def render(reference: str, lines: list[str]) -> Image.Image:
 
 
 async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
-    booking = await ctx.bookings.get(data["booking_id"])
+    booking = await ctx.bookings.get(data["booking_id"], owner=None)
     if booking["status"] != "CONFIRMED":
         return "skipped: not confirmed"
     show = await ctx.catalog.show(booking["show_id"])
     theatre = ctx.catalog.theatre(show.theatre_id)
-    reference = ticket_reference(ctx.payments.secret, booking["booking_id"])
+    reference = ticket_reference(ctx.topology.secrets.get("ticket_secret"), booking["booking_id"])
     lines = [
         f"{show.movie_title} ({show.certificate}, {show.language})",
         f"{theatre.name}, {theatre.city} - {show.screen_name}",

@@ -1,4 +1,9 @@
-"""Booking write path: hold, confirm, cancel, extend, and booking reads."""
+"""Booking routes: hold, pay, confirm, cancel, extend, and the caller's bookings.
+
+Every route acts for the bearer of a verified token (`access.py`); writes run
+in the show's home region, where ownership is checked in the same statement or
+transaction that reads the booking.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,22 @@ from typing import Any
 
 from aiohttp import web
 
-from region_node import ids
+from region_node import access, ids
+from region_node.auth import Identity
 from region_node.confirm import ConfirmService
-from region_node.errors import BookingNotPending, InvalidInput, TicketNotReady
+from region_node.errors import (
+    BookingNotPending,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TicketNotReady,
+)
 from region_node.jobs.tickets import ticket_path
-from region_node.typedefs import bookings_key, catalog_key, forwarder_key, settings_key
+from region_node.pay import PaymentService
+from region_node.typedefs import bookings_key, catalog_key, settings_key
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
+pay_key: web.AppKey[PaymentService] = web.AppKey("pay")
 MAX_BODY_BYTES = 16 * 1024
 
 
@@ -29,65 +43,80 @@ async def json_body(request: web.Request) -> Any:
         raise InvalidInput(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
 
 
-async def _home_region_of_booking(request: web.Request) -> str:
+async def _show_region(request: web.Request) -> str:
+    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    return show.region
+
+
+async def _booking_region(request: web.Request) -> str:
     return (await request.app[bookings_key].show_of_booking(
         request.match_info["booking_id"])).region
 
 
-async def hold(request: web.Request) -> web.Response:
+@access.home_write(_show_region)
+async def hold(request: web.Request, caller: Identity) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
-    forwarder = request.app[forwarder_key]
-    if forwarder.needed(request, show.region):
-        return await forwarder.forward(request, show.region)
-    body = await json_body(request)
-    result = await request.app[bookings_key].hold(show, body)
+    result = await request.app[bookings_key].hold(show, await json_body(request), caller.user)
     return web.json_response(result, status=201)
 
 
-async def confirm(request: web.Request) -> web.Response:
-    booking_id = request.match_info["booking_id"]
-    home = await _home_region_of_booking(request)
-    forwarder = request.app[forwarder_key]
-    if forwarder.needed(request, home):
-        return await forwarder.forward(request, home)
-    body = await json_body(request)
+def _require_payments(request: web.Request) -> None:
+    if pay_key not in request.app:
+        raise NotFound("payments are not configured in this topology")
+
+
+@access.home_write(_booking_region)
+async def pay(request: web.Request, caller: Identity) -> web.Response:
+    _require_payments(request)
+    return web.json_response(await request.app[pay_key].pay(
+        request.match_info["booking_id"], caller.user), status=201)
+
+
+@access.home_write(_booking_region)
+async def confirm(request: web.Request, caller: Identity) -> web.Response:
+    _require_payments(request)
     stored = await request.app[confirm_key].confirm(
-        booking_id, request.headers.get("Idempotency-Key"), body)
+        request.match_info["booking_id"], caller.user, request.headers.get("Idempotency-Key"),
+        await json_body(request))
     # The stored text, byte for byte: a retry sees exactly the first answer.
     return web.Response(text=stored.body, status=stored.status, content_type="application/json")
 
 
-async def cancel(request: web.Request) -> web.Response:
-    home = await _home_region_of_booking(request)
-    if request.app[forwarder_key].needed(request, home):
-        return await request.app[forwarder_key].forward(request, home)
+@access.home_write(_booking_region)
+async def cancel(request: web.Request, caller: Identity) -> web.Response:
     return web.json_response(await request.app[bookings_key].cancel(
-        request.match_info["booking_id"]))
+        request.match_info["booking_id"], caller.user))
 
 
-async def extend(request: web.Request) -> web.Response:
-    home = await _home_region_of_booking(request)
-    if request.app[forwarder_key].needed(request, home):
-        return await request.app[forwarder_key].forward(request, home)
+@access.home_write(_booking_region)
+async def extend(request: web.Request, caller: Identity) -> web.Response:
     return web.json_response(await request.app[bookings_key].extend(
-        request.match_info["booking_id"]))
+        request.match_info["booking_id"], caller.user))
 
 
-async def get_booking(request: web.Request) -> web.Response:
+@access.user
+async def get_booking(request: web.Request, caller: Identity) -> web.Response:
     return web.json_response(await request.app[bookings_key].get(
-        request.match_info["booking_id"]))
+        request.match_info["booking_id"], caller.user))
 
 
-async def user_bookings(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[bookings_key].list_for_user(
-        request.match_info["user_id"]))
+@access.user
+async def user_bookings(request: web.Request, caller: Identity) -> web.Response:
+    if request.match_info["user_id"] != caller.user:
+        raise Forbidden("a user's bookings are listed only for that user (see /me/bookings)")
+    return web.json_response(await request.app[bookings_key].list_for_user(caller.user))
 
 
-async def ticket(request: web.Request) -> web.StreamResponse:
+@access.user
+async def my_bookings(request: web.Request, caller: Identity) -> web.Response:
+    return web.json_response(await request.app[bookings_key].list_for_user(caller.user))
+
+
+@access.user
+async def ticket(request: web.Request, caller: Identity) -> web.StreamResponse:
     """The ticket PNG once the region's worker has made it."""
     booking_id = request.match_info["booking_id"]
-    bookings = request.app[bookings_key]
-    booking = await bookings.get(booking_id)
+    booking = await request.app[bookings_key].get(booking_id, caller.user)
     if booking["status"] != "CONFIRMED":
         raise BookingNotPending(booking_id, booking["status"])
     path = ticket_path(request.app[settings_key].topology.settings.run_dir,

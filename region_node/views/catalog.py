@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from region_node import ids
+from region_node import access, ids
 from region_node.errors import InvalidInput
 from region_node.typedefs import catalog_key, seatmaps_key
 
 
+@access.public
 async def list_theatres(request: web.Request) -> web.Response:
     catalog = request.app[catalog_key]
     city = request.query.get("city")
@@ -19,6 +20,7 @@ async def list_theatres(request: web.Request) -> web.Response:
     return web.json_response({"theatres": theatres, "count": len(theatres)})
 
 
+@access.public
 async def theatre_shows(request: web.Request) -> web.Response:
     catalog = request.app[catalog_key]
     theatre = catalog.theatre(ids.theatre_id(request.match_info["theatre_id"]))
@@ -29,6 +31,7 @@ async def theatre_shows(request: web.Request) -> web.Response:
                                         for s in shows]})
 
 
+@access.public
 async def show_detail(request: web.Request) -> web.Response:
     catalog = request.app[catalog_key]
     show = await catalog.show(ids.show_id(request.match_info["show_id"]))
@@ -36,6 +39,7 @@ async def show_detail(request: web.Request) -> web.Response:
     return web.json_response({**show.as_json(), "theatre": theatre.as_json()})
 
 
+@access.public
 async def show_seats(request: web.Request) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     consistent = request.query.get("consistent", "false").lower()

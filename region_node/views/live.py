@@ -6,10 +6,11 @@ import json
 
 from aiohttp import WSMsgType, web
 
-from region_node import ids
+from region_node import access, ids
 from region_node.typedefs import catalog_key, hub_key, metrics_key
 
 
+@access.public
 async def live(request: web.Request) -> web.WebSocketResponse:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     hub = request.app[hub_key]

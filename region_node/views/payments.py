@@ -56,7 +56,8 @@ async def webhook(request: web.Request) -> web.Response:
     if len(body) > MAX_BODY_BYTES:
         raise InvalidInput(f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        verify_webhook(payments.secret, request.headers.get(SIGNATURE_HEADER), body,
+        verify_webhook(request.app[settings_key].topology.secrets.get("webhook_secret"),
+                       request.headers.get(SIGNATURE_HEADER), body,
                        payments.replay_window_s)
     except SignatureError as exc:
         raise WebhookRejected(exc) from None

@@ -39,7 +39,7 @@ async def held(http: aiohttp.ClientSession, cluster: Cluster, show: int,
 
 
 async def redis_cmd(cluster: Cluster, region: str, *args: Any) -> Any:
-    client = make_redis(cluster.topology.region(region).redis_master)
+    client = make_redis(cluster.topology.region(region).redis_master, cluster.topology.secrets)
     try:
         return await client.execute_command(*args)
     finally:

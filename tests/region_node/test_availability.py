@@ -84,7 +84,7 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
                                                 seats_of(catalog, west_show, 2)))
         assert status == 201 and elapsed <= DEADLINE_S
     # The Redis hold taken before PostgreSQL failed was released.
-    redis = make_redis(clean.topology.region("south").redis_master)
+    redis = make_redis(clean.topology.region("south").redis_master, clean.topology.secrets)
     try:
         holds = await redis.hgetall(keys.show_holds(south_show))
     finally:

@@ -21,7 +21,7 @@ async def nothing_changed(cluster: Cluster, show: int) -> None:
                              "ON sc.id = s.screen_id WHERE s.id = $1", show))[0]["theatre_id"])
     assert not await cluster.fetch(region, "SELECT 1 FROM booking")
     assert not await cluster.fetch(region, "SELECT 1 FROM show_seat WHERE status = 'LOCKED'")
-    redis = make_redis(cluster.topology.region(region).redis_master)
+    redis = make_redis(cluster.topology.region(region).redis_master, cluster.topology.secrets)
     try:
         assert await redis.hgetall(keys.show_holds(show)) == {}
     finally:

@@ -39,7 +39,7 @@ async def test_confirm_then_replay_is_byte_identical(clean: Cluster, http: aioht
     outbox = await clean.fetch("north", "SELECT kind FROM outbox ORDER BY id")
     assert [r["kind"] for r in outbox] == ["ticket", "notification"]
     # The seat map shows them booked, everywhere (through replication).
-    redis = make_redis(clean.topology.region("north").redis_master)
+    redis = make_redis(clean.topology.region("north").redis_master, clean.topology.secrets)
     try:
         assert await redis.hgetall(keys.show_booked(show)) == {s: booking for s in seats}
         assert await redis.hgetall(keys.show_holds(show)) == {}

@@ -57,7 +57,7 @@ async def test_cross_region_hold_lands_only_in_home_region(clean: Cluster,
     for region in ("north", "south", "west"):
         rows = await clean.fetch(region, "SELECT id FROM booking WHERE id = $1", booking)
         assert len(rows) == (1 if region == "south" else 0), region
-        redis = make_redis(clean.topology.region(region).redis_master)
+        redis = make_redis(clean.topology.region(region).redis_master, clean.topology.secrets)
         try:
             holds = await redis.hgetall(keys.show_holds(show))
         finally:

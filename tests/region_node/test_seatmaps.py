@@ -31,7 +31,7 @@ async def invalidate(cluster: Cluster, show: int) -> None:
         r["theatre_id"] for r in await cluster.fetch(
             "north", "SELECT sc.theatre_id FROM show s JOIN screen sc ON sc.id = s.screen_id "
             "WHERE s.id = $1", show)))
-    redis = make_redis(cluster.topology.region(region).redis_master)
+    redis = make_redis(cluster.topology.region(region).redis_master, cluster.topology.secrets)
     try:
         version = await redis.incr(keys.show_version(show))
         await redis.publish(keys.SEAT_CHANGES_CHANNEL, json.dumps(
@@ -102,7 +102,8 @@ async def test_lost_subscription_drops_that_regions_shows(
     await seat_status(http, north, show)
     fills = await metric(http, north, "bookcluster_seat_cache_fills_total")
     resets = await metric(http, north, "bookcluster_subscription_resets_total", source="south")
-    replica = make_redis(clean.topology.region("north").redis_replicas["south"])
+    replica = make_redis(clean.topology.region("north").redis_replicas["south"],
+                         clean.topology.secrets)
     try:
         await replica.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
     finally:

@@ -1,0 +1,83 @@
+"""Who may call a route and where it runs, decided once per route by a decorator.
+
+- `public`: anyone (catalog, seat maps, live sockets), within the per-address read limit.
+- `user`: a valid bearer token; the view gets the caller's `Identity`.
+- `operator`: a token with the `operator` role.
+- `home_write(region_of)`: a `user` route that changes a home region's state. A
+  node of another region forwards it (one WAN round trip); the home node
+  applies the write rate limits, then runs the view.
+The decorators record the policy on the handler (`handler.access`), which the
+OpenAPI document is checked against.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from region_node.auth import OPERATOR, Identity, TokenVerifier
+from region_node.typedefs import forwarder_key, limiter_key, verifier_key
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UserView = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
+RegionOf = Callable[[web.Request], Awaitable[str]]
+
+
+def identity(request: web.Request) -> Identity:
+    verifier: TokenVerifier = request.app[verifier_key]
+    return verifier.identity(request.headers.get("Authorization"))
+
+
+def client_address(request: web.Request) -> str:
+    return request.app[forwarder_key].client_address(request)
+
+
+def public(view: Handler) -> Handler:
+    @functools.wraps(view)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        request.app[limiter_key].check_read(client_address(request))
+        return await view(request)
+
+    handler.access = "public"  # type: ignore[attr-defined]
+    return handler
+
+
+def user(view: UserView) -> Handler:
+    @functools.wraps(view)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await view(request, identity(request))
+
+    handler.access = "user"  # type: ignore[attr-defined]
+    return handler
+
+
+def operator(view: UserView) -> Handler:
+    @functools.wraps(view)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        caller = identity(request)
+        caller.require(OPERATOR)
+        return await view(request, caller)
+
+    handler.access = "operator"  # type: ignore[attr-defined]
+    return handler
+
+
+def home_write(region_of: RegionOf) -> Callable[[UserView], Handler]:
+    def wrap(view: UserView) -> Handler:
+        @functools.wraps(view)
+        async def handler(request: web.Request) -> web.StreamResponse:
+            caller = identity(request)  # a stranger is refused here, not a WAN hop later
+            region = await region_of(request)
+            forwarder = request.app[forwarder_key]
+            if forwarder.needed(request, region):
+                return await forwarder.forward(request, region)
+            await request.app[limiter_key].check_write(region, caller.user,
+                                                       client_address(request))
+            return await view(request, caller)
+
+        handler.access = "user"  # type: ignore[attr-defined]
+        return handler
+
+    return wrap

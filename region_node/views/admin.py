@@ -1,0 +1,52 @@
+"""Operator routes (token with the `operator` role): the region-local job queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from region_node import access, jobqueue
+from region_node.auth import Identity
+from region_node.errors import InvalidInput
+from region_node.typedefs import settings_key
+from region_node.views.booking import json_body
+
+
+def _region(request: web.Request, value: Any) -> str:
+    regions = request.app[settings_key].topology.regions
+    if not isinstance(value, str) or value not in regions:
+        raise InvalidInput(f"region must be one of {', '.join(regions)}", field="region")
+    return value
+
+
+@access.operator
+async def job_counts(request: web.Request, caller: Identity) -> web.Response:
+    topology = request.app[settings_key].topology
+    out = {}
+    for region in topology.regions:
+        queue = jobqueue.open_queue(topology, region)
+        try:
+            out[region] = await jobqueue.counts(queue)
+        finally:
+            await queue.close()
+    return web.json_response({"regions": out})
+
+
+@access.operator
+async def replay_jobs(request: web.Request, caller: Identity) -> web.Response:
+    """Put dead-lettered jobs of a region back in its queue (all, or `job_ids`)."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be {\"region\": str, \"job_ids\"?: [str]}")
+    region = _region(request, body.get("region"))
+    job_ids = body.get("job_ids")
+    if job_ids is not None and (not isinstance(job_ids, list) or len(job_ids) > 1000
+                                or not all(isinstance(j, str) for j in job_ids)):
+        raise InvalidInput("job_ids must be a list of at most 1000 strings", field="job_ids")
+    queue = jobqueue.open_queue(request.app[settings_key].topology, region)
+    try:
+        moved = await jobqueue.replay(queue, job_ids or None)
+    finally:
+        await queue.close()
+    return web.json_response({"region": region, "replayed": moved})
