@@ -3,7 +3,8 @@
 The merchant API needs `Authorization: Bearer <gateway_api_key>`, as a real
 gateway's does (401 otherwise):
     POST /intents  {"booking_id", "amount_paise", "region",
-                    "capture_delay_ms"?, "outcome"?: "capture" | "fail"}  -> 201 intent
+                    "capture_delay_ms"?, "outcome"?: "capture" | "fail",
+                    "webhook"?: false (tests: capture without telling us)}  -> 201 intent
     GET  /intents/{id}                                                      -> the intent
     POST /refunds  {"payment_id", "amount_paise"}                           -> 200 (idempotent)
 The customer's side is public:
@@ -87,12 +88,14 @@ class Gateway:
         outcome = body.get("outcome") or (
             "fail" if self.rng.random() < self.config.fail_share else "capture")
         self.intents[intent.id] = intent
-        task = asyncio.create_task(self._settle(intent, delay_s, outcome))
+        task = asyncio.create_task(self._settle(intent, delay_s, outcome,
+                                                body.get("webhook") is not False))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return intent
 
-    async def _settle(self, intent: Intent, delay_s: float, outcome: str) -> None:
+    async def _settle(self, intent: Intent, delay_s: float, outcome: str,
+                      webhook: bool) -> None:
         await asyncio.sleep(delay_s)
         intent.status = "CAPTURED" if outcome == "capture" else "FAILED"
         intent.event_id = f"evt_{secrets.token_hex(10)}"
@@ -100,7 +103,8 @@ class Gateway:
                  "kind": "payment.captured" if outcome == "capture" else "payment.failed",
                  "payment_id": intent.id, "booking_id": intent.booking_id,
                  "amount_paise": intent.amount_paise}
-        await self._deliver(intent, json.dumps(event).encode())
+        if webhook:
+            await self._deliver(intent, json.dumps(event).encode())
 
     async def _deliver(self, intent: Intent, body: bytes) -> None:
         nodes = list(self.topology.region(intent.region).nodes)

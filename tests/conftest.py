@@ -22,11 +22,20 @@ from cluster.reset import reset_cluster
 from router.placement import Placement
 from router.registry import pg_dsn, pg_login
 from router.topology import Endpoint, Topology, load_topology
-from tests.support import free_ports, topology_yaml
+from tests.support import free_ports, topology_yaml, use_topology
 
 # Two cities per region, one theatre each, one day of two shows per screen.
 TEST_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2)
 SHORT_TTL_S = 1.5
+# Caps as shipped; rates high enough that tests of one user under load (50 at once)
+# reach the caps, not the bucket; test_limits.py drains a bucket on purpose.
+TEST_LIMITS = """\
+  seats_per_show: 10
+  holds_per_user: 4
+  user_writes: {per_second: 50, burst: 100}
+  ip_writes: {per_second: 100000, burst: 100000}
+  ip_reads: {per_second: 100000, burst: 100000}
+"""
 
 
 @dataclass
@@ -78,10 +87,12 @@ async def cluster(run_dir: Path) -> AsyncIterator[Cluster]:
     path = run_dir / "topology.yaml"
     path.write_text(topology_yaml(run_dir / "run", nodes=2, standby=("north",),
                                   theatres=_theatre_map(),
-                                  extra_settings="  sweep_interval: 500ms\n", workers=True))
+                                  extra_settings="  sweep_interval: 500ms\n", workers=True,
+                                  limits=TEST_LIMITS))
     topology = load_topology(path)
     launcher = LocalCluster(topology, catalog=TEST_CATALOG, progress=lambda _: None)
     await launcher.start()
+    use_topology(topology)
     try:
         port = free_ports(1)[0]
         await launcher.start_extra_node("north", Endpoint("127.0.0.1", port),

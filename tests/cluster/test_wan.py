@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from cluster.demo_catalog import CatalogSpec, build_catalog
 from cluster.launcher import LocalCluster
+from region_node.auth import mint
 from router.placement import Placement
 from router.topology import load_topology
 from tests.support import call, topology_yaml
@@ -58,15 +59,17 @@ async def test_remote_writes_pay_the_wan_local_ones_do_not(wan_cluster: LocalClu
     node = f"http://{north.host}:{north.port}"
     local_show, local_seat = show_in(wan_cluster, "north")
     remote_show, remote_seat = show_in(wan_cluster, "south")
+    # This cluster has its own keys: a token of the session cluster would be refused.
+    token = {"Authorization": f"Bearer {mint(wan_cluster.topology, 'u', 600)}"}
     async with aiohttp.ClientSession() as http:
         for show in (local_show, remote_show):
             await call(http, "GET", f"{node}/shows/{show}/seats")  # warm caches and pools
         local_ms, status, _ = await timed(http, "POST", f"{node}/booking/seats/{local_show}/lock",
-                                          json={"user_id": "u", "seat_ids": [local_seat]})
+                                          json={"seat_ids": [local_seat]}, headers=token)
         assert status == 201
         remote_ms, status, _ = await timed(http, "POST",
                                            f"{node}/booking/seats/{remote_show}/lock",
-                                           json={"user_id": "u", "seat_ids": [remote_seat]})
+                                           json={"seat_ids": [remote_seat]}, headers=token)
         assert status == 201
         read_ms, status, body = await timed(http, "GET", f"{node}/shows/{remote_show}/seats")
         assert status == 200

@@ -12,7 +12,7 @@ from router.registry import make_redis
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import hold
-from tests.support import call
+from tests.support import bearer, call
 
 
 async def nothing_changed(cluster: Cluster, show: int) -> None:
@@ -35,7 +35,8 @@ async def nothing_changed(cluster: Cluster, show: int) -> None:
     ({"user_id": "u", "seat_ids": ["A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9", "A10",
                                    "A11"]}, "invalid_input"),
     ({"user_id": "", "seat_ids": ["A1"]}, "invalid_input"),
-    ({"seat_ids": ["A1"]}, "invalid_input"),
+    ({"user_id": "someone-else", "seat_ids": ["A1"]}, "invalid_input"),
+    ({"seat_ids": []}, "invalid_input"),
     ({"user_id": "u", "seat_ids": "A1"}, "invalid_input"),
     ({"user_id": "u", "seat_ids": [1, 2]}, "invalid_input"),
     (["not", "an", "object"], "invalid_input"),
@@ -44,7 +45,7 @@ async def test_bad_hold_requests(clean: Cluster, http: aiohttp.ClientSession, ca
                                  body: Any, code: str) -> None:
     show = shows_in(clean, catalog, "south")[0]
     status, answer = await call(http, "POST", f"{clean.node('north')}/booking/seats/{show}/lock",
-                                json=body)
+                                json=body, user="u")
     assert status == 422 and answer["error"] == code and answer["message"]
     await nothing_changed(clean, show)
 
@@ -62,7 +63,8 @@ async def test_malformed_json_and_ids(clean: Cluster, http: aiohttp.ClientSessio
                                       catalog: Any) -> None:
     node = clean.node("north")
     show = shows_in(clean, catalog, "north")[0]
-    async with http.post(f"{node}/booking/seats/{show}/lock", data=b"{not json") as resp:
+    async with http.post(f"{node}/booking/seats/{show}/lock", data=b"{not json",
+                         headers=bearer("u")) as resp:
         assert resp.status == 422 and (await resp.json())["error"] == "invalid_input"
     status, body = await call(http, "POST", f"{node}/booking/seats/x1/lock",
                               json={"user_id": "u", "seat_ids": ["A1"]})
@@ -86,10 +88,11 @@ async def test_bad_confirm_requests(clean: Cluster, http: aiohttp.ClientSession,
         assert status == 422 and body["error"] == "invalid_input"
     status, body = await call(http, "POST", f"{node}/booking/booking/b{show}-0000000000000000"
                               "/confirm", json={"payment_id": "p"},
-                              headers={"Idempotency-Key": "k"})
+                              headers={"Idempotency-Key": "k"}, user="u")
     assert status == 404 and body["error"] == "not_found"
     status, body = await call(http, "POST", f"{node}/booking/booking/garbage/confirm",
-                              json={"payment_id": "p"}, headers={"Idempotency-Key": "k"})
+                              json={"payment_id": "p"}, headers={"Idempotency-Key": "k"},
+                              user="u")
     assert status == 400 and body["error"] == "malformed_id"
     rows = await clean.fetch("north", "SELECT status FROM booking")
     assert [r["status"] for r in rows] == ["INITIATED"]

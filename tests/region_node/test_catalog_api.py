@@ -8,7 +8,7 @@ import aiohttp
 
 from tests.conftest import Cluster
 from tests.region_node.helpers import shows_in
-from tests.support import call
+from tests.support import bearer, call
 
 
 async def test_every_node_lists_the_same_theatres_with_their_home_region(
@@ -81,7 +81,7 @@ async def test_errors_are_json_with_codes(cluster: Cluster, http: aiohttp.Client
         ("GET", "/shows/1001/seats?consistent=maybe", 422, "invalid_input"),
     ]
     for method, path, status, code in cases:
-        async with http.request(method, f"{node}{path}") as resp:
+        async with http.request(method, f"{node}{path}", headers=bearer("erin")) as resp:
             assert resp.status == status, path
             assert resp.content_type == "application/json", path
             body = await resp.json()

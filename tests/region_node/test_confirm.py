@@ -12,13 +12,16 @@ from router.registry import make_redis
 from tests.conftest import SHORT_TTL_S, Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
-from tests.support import call
+from tests.support import Session, bearer, call, paid
 
 
 async def raw_confirm(http: aiohttp.ClientSession, node: str, booking: str, key: str,
                       body: Any) -> tuple[int, bytes]:
+    """The confirm's raw answer; `payment_id` names a real captured payment (see `paid`)."""
+    body = {**body, "payment_id": await paid(http, node, booking, body["payment_id"])}
     async with http.post(f"{node}/booking/booking/{booking}/confirm", json=body,
-                         headers={"Idempotency-Key": key}) as resp:
+                         headers={"Idempotency-Key": key, **bearer(Session.owners[booking])}
+                         ) as resp:
         return resp.status, await resp.read()
 
 
@@ -32,7 +35,8 @@ async def test_confirm_then_replay_is_byte_identical(clean: Cluster, http: aioht
     again = await raw_confirm(http, clean.node("north"), booking, "key-1", {"payment_id": "pay-1"})
     assert first[0] == 200 and first == again
     status, body = await call(http, "GET", f"{clean.node('south')}/booking/booking/{booking}")
-    assert body["status"] == "CONFIRMED" and body["payment_id"] == "pay-1"
+    assert body["status"] == "CONFIRMED"
+    assert body["payment_id"] == await paid(http, clean.node("west"), booking, "pay-1")
     rows = await clean.fetch("north", "SELECT status, booked_booking_id FROM show_seat "
                              "WHERE show_id = $1 AND seat_id = ANY($2::text[])", show, seats)
     assert {(r["status"], r["booked_booking_id"]) for r in rows} == {("BOOKED", booking)}
@@ -68,8 +72,12 @@ async def test_concurrent_duplicates_run_once(clean: Cluster, http: aiohttp.Clie
     assert {r for r in results} == {results[0]} and results[0][0] == 200
     assert len(await clean.fetch("south", "SELECT 1 FROM payment")) == 1
     assert len(await clean.fetch("south", "SELECT 1 FROM outbox")) == 2
-    # A different key on a confirmed booking does not sell it again.
+    # A different key with the same payment answers the sale; it does not sell again.
     status, body = await confirm(http, nodes[0], booking, "other-key", "pay-x")
+    assert status == 200 and body["status"] == "CONFIRMED"
+    assert len(await clean.fetch("south", "SELECT 1 FROM outbox")) == 2
+    # Another payment for a sold booking is refused.
+    status, body = await confirm(http, nodes[0], booking, "third-key", "pay-y")
     assert status == 409 and body["error"] == "booking_not_pending"
 
 
@@ -107,7 +115,8 @@ async def test_paused_client_is_fenced_out(clean: Cluster, http: aiohttp.ClientS
     sold = await clean.fetch("north", "SELECT booking_id FROM booking_seat "
                              "WHERE show_id = $1 AND sold", show)
     assert {r["booking_id"] for r in sold} == {b["booking_id"]}
-    assert not await clean.fetch("north", "SELECT 1 FROM payment WHERE id = 'pay-a'")
+    pay_a = await paid(http, clean.node("north"), a["booking_id"], "pay-a")
+    assert not await clean.fetch("north", "SELECT 1 FROM payment WHERE id = $1", pay_a)
 
 
 async def test_late_confirm_succeeds_when_nobody_took_the_seats(
@@ -197,7 +206,8 @@ async def test_user_bookings_span_regions_newest_first(clean: Cluster,
         _, held = await hold(http, clean.node("north"), show, "traveller",
                              seats_of(catalog, show, 1))
         made.append(held["booking_id"])
-    status, body = await call(http, "GET", f"{clean.node('west')}/users/traveller/bookings")
+    status, body = await call(http, "GET", f"{clean.node('west')}/users/traveller/bookings",
+                              user="traveller")
     assert status == 200 and body["unavailable_regions"] == []
     assert [b["booking_id"] for b in body["bookings"]] == list(reversed(made))
     assert {b["region"] for b in body["bookings"]} == {"north", "south", "west"}

@@ -12,7 +12,7 @@ from region_node import keys
 from router.registry import make_redis
 from tests.conftest import Cluster
 from tests.region_node.helpers import blocked_seat, seats_of, shows_in
-from tests.support import call
+from tests.support import call, paid
 
 
 async def hold(http: aiohttp.ClientSession, node: str, show_id: int, user: str,
@@ -23,8 +23,10 @@ async def hold(http: aiohttp.ClientSession, node: str, show_id: int, user: str,
 
 async def confirm(http: aiohttp.ClientSession, node: str, booking_id: str, key: str,
                   payment: str) -> tuple[int, Any]:
+    """Confirm with the captured payment this test calls `payment` (see `paid`)."""
+    payment_id = await paid(http, node, booking_id, payment)
     return await call(http, "POST", f"{node}/booking/booking/{booking_id}/confirm",
-                      json={"payment_id": payment}, headers={"Idempotency-Key": key})
+                      json={"payment_id": payment_id}, headers={"Idempotency-Key": key})
 
 
 async def test_hold_is_all_or_nothing(clean: Cluster, http: aiohttp.ClientSession,

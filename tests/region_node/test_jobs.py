@@ -22,7 +22,12 @@ from router.topology import Endpoint
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
-from tests.support import TEST_WEBHOOK_SECRET, call, free_ports
+from tests.support import Session, bearer, call, free_ports
+
+
+def cluster_secret(name: str) -> str:
+    assert Session.topology is not None
+    return Session.topology.secrets.get(name)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
@@ -47,7 +52,7 @@ async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.C
     await confirm(http, clean.node("west"), booking, "k", "p")
 
     async def ticket() -> bytes | None:
-        async with http.get(url) as resp:
+        async with http.get(url, headers=bearer("mira")) as resp:
             return await resp.read() if resp.status == 200 else None
 
     png = await eventually(ticket)
@@ -55,7 +60,7 @@ async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.C
     assert image.format == "PNG" and image.width > 300
     rows = await clean.fetch("west", "SELECT reference FROM ticket WHERE booking_id = $1",
                              booking)
-    assert verify_ticket_reference(TEST_WEBHOOK_SECRET, rows[0]["reference"]) == booking
+    assert verify_ticket_reference(cluster_secret("ticket_secret"), rows[0]["reference"]) == booking
     mail = maildir(clean.topology.settings.run_dir, "west") / "new" / f"{booking}_confirmed.eml"
     await eventually(lambda: asyncio.to_thread(mail.exists))
     text = mail.read_text()

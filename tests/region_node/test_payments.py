@@ -15,7 +15,7 @@ from tests.conftest import SHORT_TTL_S, Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
 from tests.region_node.test_jobs import eventually
-from tests.support import TEST_WEBHOOK_SECRET, call
+from tests.support import Session, call, merchant
 
 
 def gateway(cluster: Cluster) -> str:
@@ -28,7 +28,7 @@ async def pay(http: aiohttp.ClientSession, cluster: Cluster, held: dict[str, Any
               **options: Any) -> str:
     status, intent = await call(http, "POST", f"{gateway(cluster)}/intents", json={
         "booking_id": held["booking_id"], "amount_paise": held["amount_paise"],
-        "region": held["region"], **options})
+        "region": held["region"], **options}, headers=merchant(), anonymous=True)
     assert status == 201, intent
     return str(intent["id"])
 
@@ -43,9 +43,10 @@ async def booking_when(http: aiohttp.ClientSession, node: str, booking_id: str,
 
 
 async def post_webhook(http: aiohttp.ClientSession, node: str, event: dict[str, Any],
-                       secret: str = TEST_WEBHOOK_SECRET, at: int | None = None,
+                       secret: str | None = None, at: int | None = None,
                        header: str | None = None) -> tuple[int, Any]:
     body = json.dumps(event).encode()
+    secret = secret or Session.topology.secrets.get("webhook_secret")  # type: ignore[union-attr]
     signature = header if header is not None else sign_webhook(secret, body, at)
     return await call(http, "POST", f"{node}/payments/webhook", data=body,
                       headers={SIGNATURE_HEADER: signature})
@@ -166,14 +167,16 @@ async def test_every_captured_payment_ends_confirmed_or_refunded(
                                         "WHERE status = 'REFUND_PENDING'")
             if rows[0]["n"] or pending[0]["n"]:
                 return False
-        states = await asyncio.gather(*(call(http, "GET", f"{gateway(clean)}/intents/{i}")
+        states = await asyncio.gather(*(call(http, "GET", f"{gateway(clean)}/intents/{i}",
+                                             headers=merchant())
                                         for i in intents))
         return all(s["status"] != "PENDING" and s["delivered"] for _, s in states)
 
     await eventually(settled, within=60)
     captured = refunded = confirmed = 0
     for intent_id, booking_id in intents.items():
-        _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent_id}")
+        _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent_id}",
+                                  headers=merchant())
         _, booking = await call(http, "GET", f"{clean.node('north')}/booking/booking/{booking_id}")
         ours = booking["status"] == "CONFIRMED" and booking["payment_id"] == intent_id
         if at_gateway["status"] == "FAILED":
