@@ -5,7 +5,9 @@
 - `operator`: a token with the `operator` role.
 - `home_write(region_of)`: a `user` route that changes a home region's state. A
   node of another region forwards it (one WAN round trip); the home node
-  applies the write rate limits, then runs the view.
+  applies the write rate limits, then runs the view. `redis_bound` routes (a
+  hold) cannot work without the home Redis master, so its outage is a 503
+  at once instead of a second timeout.
 The decorators record the policy on the handler (`handler.access`), which the
 OpenAPI document is checked against.
 """
@@ -64,7 +66,7 @@ def operator(view: UserView) -> Handler:
     return handler
 
 
-def home_write(region_of: RegionOf) -> Callable[[UserView], Handler]:
+def home_write(region_of: RegionOf, *, redis_bound: bool = False) -> Callable[[UserView], Handler]:
     def wrap(view: UserView) -> Handler:
         @functools.wraps(view)
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -73,8 +75,8 @@ def home_write(region_of: RegionOf) -> Callable[[UserView], Handler]:
             forwarder = request.app[forwarder_key]
             if forwarder.needed(request, region):
                 return await forwarder.forward(request, region)
-            await request.app[limiter_key].check_write(region, caller.user,
-                                                       client_address(request))
+            await request.app[limiter_key].check_write(
+                region, caller.user, client_address(request), redis_bound=redis_bound)
             return await view(request, caller)
 
         handler.access = "user"  # type: ignore[attr-defined]

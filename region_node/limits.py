@@ -9,6 +9,7 @@ leave the reader's region and must stay cheap. Over the limit: 429 with
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -38,6 +39,7 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
 return {allowed, wait}
 """
+log = logging.getLogger(__name__)
 READ_BUCKETS_MAX = 100_000  # addresses remembered per node; the least recent go first
 
 
@@ -52,8 +54,13 @@ class RateLimiter:
         self._metrics = metrics
         self._reads: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    async def check_write(self, region: str, user: str, address: str) -> None:
-        """Take one token from the user's and the address's bucket in `region`."""
+    async def check_write(self, region: str, user: str, address: str, *,
+                          redis_bound: bool) -> None:
+        """Take one token from the user's and the address's bucket in `region`.
+
+        If that Redis master does not answer, a write that needs it anyway
+        (`redis_bound`: a hold) is refused now, 503; any other write goes on
+        unlimited: PostgreSQL alone decides a sale, and a limiter must not stop one."""
         client = self._connections.redis_master(region)
         buckets = (("user_writes", keys.rate_bucket("user", user), self._limits.user_writes),
                    ("ip_writes", keys.rate_bucket("ip", address), self._limits.ip_writes))
@@ -63,7 +70,11 @@ class RateLimiter:
                     pipe.eval(TOKEN_BUCKET, 1, key, rate.per_s, rate.burst)
                 results = await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
-            raise RegionUnavailable(region, "redis master") from exc
+            if redis_bound:
+                raise RegionUnavailable(region, "redis master") from exc
+            self._metrics.limit_refusals.labels(self._metrics.region, "unchecked").inc()
+            log.warning("rate limits of %s unchecked: its Redis master did not answer", region)
+            return
         for (name, _, _), (allowed, wait_ms) in zip(buckets, results, strict=True):
             if not int(allowed):
                 self._refuse(name, int(wait_ms))

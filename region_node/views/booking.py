@@ -53,7 +53,7 @@ async def _booking_region(request: web.Request) -> str:
         request.match_info["booking_id"])).region
 
 
-@access.home_write(_show_region)
+@access.home_write(_show_region, redis_bound=True)
 async def hold(request: web.Request, caller: Identity) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     result = await request.app[bookings_key].hold(show, await json_body(request), caller.user)

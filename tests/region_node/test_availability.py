@@ -17,6 +17,7 @@ from router.registry import make_redis
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
+from tests.support import paid
 
 DEADLINE_S = 2.0
 
@@ -40,6 +41,7 @@ async def test_stopped_redis_master_fails_fast_and_only_its_region(
     north_show = shows_in(clean, catalog, "north")[0]
     _, before = await hold(http, clean.node("west"), south_show, "early",
                            seats_of(catalog, south_show, 1))
+    await paid(http, clean.node("west"), before["booking_id"], "p")  # captured beforehand
     with paused(clean, "south.redis.master"):
         elapsed, (status, body) = await timed(hold(
             http, clean.node("north"), south_show, "u", seats_of(catalog, south_show, 3)[1:]))
@@ -67,6 +69,7 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
     seats = seats_of(catalog, south_show, 2)
     _, before = await hold(http, clean.node("west"), south_show, "early",
                            seats_of(catalog, south_show, 4)[3:])
+    await paid(http, clean.node("west"), before["booking_id"], "p")  # captured beforehand
     with paused(clean, "south.postgres.primary"):
         elapsed, (status, body) = await timed(hold(http, clean.node("north"), south_show, "u",
                                                    seats))

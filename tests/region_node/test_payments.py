@@ -95,7 +95,8 @@ async def test_late_payment_after_resale_is_refunded(clean: Cluster,
     assert body["status"] == "EXPIRED"
     assert body["payments"] == [{"payment_id": intent, "status": "REFUNDED",
                                  "amount_paise": late["amount_paise"]}]
-    _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent}")
+    _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent}",
+                               headers=merchant())
     assert at_gateway["status"] == "REFUNDED"
     sold = await clean.fetch("north", "SELECT booking_id FROM booking_seat "
                              "WHERE show_id = $1 AND sold", show)

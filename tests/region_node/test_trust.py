@@ -29,10 +29,10 @@ async def test_no_token_is_401_with_a_challenge(clean: Cluster, http: aiohttp.Cl
                                                 catalog: Any) -> None:
     show = shows_in(clean, catalog, "north")[0]
     url = f"{clean.node('south')}/booking/seats/{show}/lock"
+    forged = jwt.encode({"sub": "eve", "exp": int(time.time()) + 60},
+                        "a-guessed-secret-that-is-long-enough-0123", algorithm="HS256")
     for headers in ({}, {"Authorization": "Bearer not.a.jwt"}, {"Authorization": "Basic x"},
-                    {"Authorization": "Bearer " + jwt.encode(
-                        {"sub": "eve", "exp": int(time.time()) + 60}, "a-guessed-secret-that-is-long-enough-0123",
-                        algorithm="HS256")}):
+                    {"Authorization": f"Bearer {forged}"}):
         async with http.post(url, json={"seat_ids": ["A1"]}, headers=headers) as resp:
             assert resp.status == 401, headers
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")
