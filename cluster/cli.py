@@ -147,7 +147,9 @@ async def _up(topology: Topology, args: argparse.Namespace) -> int:
     stopping.cancel()
     starting.result()
     print_table(await probe_all(cluster.processes(), topology.secrets))
-    print(f"\nrun folder: {cluster.run_dir}\nstop with Ctrl-C or `bookcluster down`", flush=True)
+    print(f"\nrun folder: {cluster.run_dir} (secrets in {cluster.run_dir / 'secrets'})\n"
+          "a user token: `bookcluster token --user alice`\n"
+          "stop with Ctrl-C or `bookcluster down`", flush=True)
     reported: set[str] = set()
     try:
         while not stop.is_set():
