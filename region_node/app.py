@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from region_node.body import MAX_BODY_BYTES
 from region_node.bookings import BookingService
 from region_node.catalog import Catalog
 from region_node.confirm import ConfirmService
@@ -75,7 +76,10 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: NodeSettings) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    # client_max_size: aiohttp counts while reading, so a chunked body (no Content-Length)
+    # is cut off at the limit too (413) instead of being buffered whole.
+    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+                          client_max_size=MAX_BODY_BYTES)
     app[settings_key] = settings
     app[placement_key] = Placement(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)

@@ -6,9 +6,9 @@ import logging
 import sys
 
 import uvloop
-from aiohttp import web
 
 from region_node.app import create_app
+from region_node.server import serve
 from region_node.settings import from_args
 from router.errors import TopologyError
 
@@ -20,6 +20,4 @@ def main(argv: list[str] | None = None) -> None:
         settings = from_args(argv)
     except TopologyError as exc:
         sys.exit(f"error: {exc}")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                print=None, access_log=None, loop=uvloop.new_event_loop(),
-                shutdown_timeout=5.0)
+    uvloop.run(serve(create_app(settings), settings))
