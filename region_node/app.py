@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from region_node.auth import TokenVerifier
+from region_node.body import MAX_BODY_BYTES
 from region_node.bookings import BookingService
 from region_node.catalog import Catalog
 from region_node.confirm import ConfirmService
@@ -87,7 +88,10 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: NodeSettings) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    # client_max_size: aiohttp counts while reading, so a chunked body (no Content-Length)
+    # is cut off at the limit too (413) instead of being buffered whole.
+    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+                          client_max_size=MAX_BODY_BYTES)
     app[settings_key] = settings
     # Secrets are checked at start-up: a node without them must not start half-able.
     settings.topology.secrets.require("redis_password", "pg_password", "forward_secret",

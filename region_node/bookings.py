@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,13 +71,13 @@ def validate_hold_request(body: Any, cap: int, user: str) -> list[str]:
     seat_ids = body.get("seat_ids")
     if not isinstance(seat_ids, list) or not seat_ids:
         raise InvalidInput("seat_ids must be a non-empty list", field="seat_ids")
+    if len(seat_ids) > cap:  # first: every check below costs time per seat id
+        raise InvalidInput(f"at most {cap} seats per booking", field="seat_ids", limit=cap)
     if not all(isinstance(s, str) for s in seat_ids):
         raise InvalidInput("seat_ids must be strings", field="seat_ids")
-    duplicates = sorted({s for s in seat_ids if seat_ids.count(s) > 1})
+    duplicates = sorted(s for s, n in Counter(seat_ids).items() if n > 1)
     if duplicates:
         raise InvalidInput("seat_ids has duplicates", field="seat_ids", seats=duplicates)
-    if len(seat_ids) > cap:
-        raise InvalidInput(f"at most {cap} seats per booking", field="seat_ids", limit=cap)
     return sorted(seat_ids)
 
 

@@ -86,6 +86,18 @@ class IdempotencyKeyReused(RequestError):
     code = "idempotency_key_reused"
 
 
+class BodyTooLarge(RequestError):
+    status = 413
+    code = "body_too_large"
+
+
+class BodyTimeout(RequestError):
+    """The request's body did not arrive in time (a slow or stalled client)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class BookingError(NodeError):
     status = 409
     code = "conflict"

@@ -28,6 +28,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from region_node.body import read_body
 from router.errors import RegionUnavailable
 from router.registry import route_key
 from router.topology import Endpoint, Topology
@@ -93,7 +94,7 @@ class Forwarder:
 
     async def forward(self, request: web.Request, home: str) -> web.Response:
         assert self._session is not None, "Forwarder not opened"
-        body = await request.read()
+        body = await read_body(request)  # bounded in size and time like any body here
         headers = {h: request.headers[h] for h in PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_HEADER] = self.local_region
         address, at = self.client_address(request), str(int(time.time()))

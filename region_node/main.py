@@ -6,9 +6,9 @@ import logging
 import sys
 
 import uvloop
-from aiohttp import web
 
 from region_node.app import create_app
+from region_node.server import serve
 from region_node.settings import from_args
 from router.errors import RouterError
 
@@ -21,6 +21,4 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
     except RouterError as exc:  # a bad topology or a missing secret
         sys.exit(f"error: {exc}")
-    web.run_app(app, host=settings.host, port=settings.port,
-                print=None, access_log=None, loop=uvloop.new_event_loop(),
-                shutdown_timeout=5.0)
+    uvloop.run(serve(app, settings))

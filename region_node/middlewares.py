@@ -54,7 +54,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        # 413: aiohttp's own `client_max_size` check, for a body read outside `body.py`.
+        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+                413: "body_too_large"}.get(exc.status, "http_error")
         return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
     except Exception:
         error_id = uuid.uuid4().hex[:12]

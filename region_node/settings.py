@@ -9,6 +9,11 @@ from pathlib import Path
 from router.registry import load_routes
 from router.topology import Endpoint, Topology, duration_arg, load_topology
 
+# Slow clients (slowloris): seconds a client has to send a request's headers
+# (`server.py` closes the connection) and then its body (`body.py`: 408).
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True)
 class NodeSettings:
@@ -17,6 +22,8 @@ class NodeSettings:
     host: str
     port: int
     routes: dict[str, Endpoint] = field(default_factory=dict)
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
 
     @property
     def name(self) -> str:
@@ -32,6 +39,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="override settings.run_dir")
     p.add_argument("--hold-ttl", type=duration_arg, help="override settings.hold_ttl, e.g. 5s")
     p.add_argument("--wan-routes", type=Path, help="routes through the WAN proxy (launcher)")
+    p.add_argument("--header-timeout", type=duration_arg, default=HEADER_TIMEOUT_S,
+                   help="close a client that has not sent its request headers within this "
+                        f"(default {HEADER_TIMEOUT_S:g}s)")
+    p.add_argument("--body-timeout", type=duration_arg, default=BODY_TIMEOUT_S,
+                   help="answer 408 to a body that has not arrived within this "
+                        f"(default {BODY_TIMEOUT_S:g}s)")
     return p
 
 
@@ -40,10 +53,13 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
     topology = load_topology(args.topology, run_dir=args.run_dir)
     if args.region not in topology.regions:
         parser().error(f"--region {args.region!r} is not in {topology.path}")
+    if args.header_timeout <= 0 or args.body_timeout <= 0:
+        parser().error("--header-timeout and --body-timeout must be positive")
     overrides = {}
     if args.hold_ttl is not None:
         overrides["hold_ttl_s"] = args.hold_ttl
     if overrides:
         topology = topology.with_settings(**overrides)
     routes = load_routes(args.wan_routes) if args.wan_routes else {}
-    return NodeSettings(topology, args.region, args.host, args.port, routes)
+    return NodeSettings(topology, args.region, args.host, args.port, routes,
+                        args.header_timeout, args.body_timeout)

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from region_node import access, jobqueue
 from region_node.auth import Identity
+from region_node.body import json_body
 from region_node.errors import InvalidInput
 from region_node.typedefs import settings_key
-from region_node.views.booking import json_body
 
 
 def _region(request: web.Request, value: Any) -> str:

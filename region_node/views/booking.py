@@ -7,40 +7,19 @@ transaction that reads the booking.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
 from region_node import access, ids
 from region_node.auth import Identity
+from region_node.body import json_body
 from region_node.confirm import ConfirmService
-from region_node.errors import (
-    BookingNotPending,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    TicketNotReady,
-)
+from region_node.errors import BookingNotPending, Forbidden, NotFound, TicketNotReady
 from region_node.jobs.tickets import ticket_path
 from region_node.pay import PaymentService
 from region_node.typedefs import bookings_key, catalog_key, settings_key
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
 pay_key: web.AppKey[PaymentService] = web.AppKey("pay")
-MAX_BODY_BYTES = 16 * 1024
-
-
-async def json_body(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise InvalidInput(f"body larger than {MAX_BODY_BYTES} bytes")
-    text = await request.text()
-    if not text.strip():
-        return {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc.msg} at position {exc.pos}") from None
 
 
 async def _show_region(request: web.Request) -> str:

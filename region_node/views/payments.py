@@ -7,19 +7,18 @@ once; the saga runs in that region's worker (`jobs/payments.py`).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from region_node import ids
+from region_node.body import parse_json, read_body
 from region_node.errors import InvalidInput, NotFound, RequestError
 from region_node.outbox import enqueue
 from region_node.signing import SIGNATURE_HEADER, SignatureError, verify_webhook
 from region_node.typedefs import bookings_key, settings_key
 
 EVENT_KINDS = ("payment.captured", "payment.failed")
-MAX_BODY_BYTES = 16 * 1024
 
 
 class WebhookRejected(RequestError):
@@ -32,10 +31,7 @@ class WebhookRejected(RequestError):
 
 
 def parse_event(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise InvalidInput("webhook body is not JSON") from None
+    event = parse_json(body)
     fields = {"event_id": str, "kind": str, "payment_id": str, "booking_id": str,
               "amount_paise": int}
     if not isinstance(event, dict) or any(not isinstance(event.get(k), t)
@@ -52,9 +48,7 @@ async def webhook(request: web.Request) -> web.Response:
     payments = request.app[settings_key].topology.payments
     if payments is None:
         raise NotFound("payments are not configured in this topology")
-    body = await request.read()
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidInput(f"body larger than {MAX_BODY_BYTES} bytes")
+    body = await read_body(request)
     try:
         verify_webhook(request.app[settings_key].topology.secrets.get("webhook_secret"),
                        request.headers.get(SIGNATURE_HEADER), body,
