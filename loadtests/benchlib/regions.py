@@ -120,21 +120,22 @@ def _others(cluster: BenchCluster, home: str) -> list[str]:
 
 
 async def _warm(cluster: BenchCluster, http: aiohttp.ClientSession,
-                warm: dict[str, list[str]], shows: dict[str, int]) -> None:
-    """One hold + confirm per (node, home region): pools and prepared statements exist."""
+                warm: dict[str, list[tuple[int, str]]]) -> None:
+    """One hold + confirm per (node, home region): pools and prepared statements exist.
+    `warm`: home -> (show, seat) pairs, one per node."""
     made: dict[str, str] = {}  # booking -> the node that held it
 
-    async def hold(node: str, home: str, seat: str) -> Held | None:
+    async def hold(node: str, show: int, seat: str) -> Held | None:
         token = token_for(cluster.topology, f"warm-{uuid.uuid4().hex[:12]}")
-        async with http.post(f"{node}/booking/seats/{shows[home]}/lock",
+        async with http.post(f"{node}/booking/seats/{show}/lock",
                              json={"seat_ids": [seat]}, headers=bearer(token)) as resp:
             body = await resp.json(content_type=None)
         if resp.status != 201:
             return None
         made[body["booking_id"]] = node
-        return Held(body["booking_id"], shows[home], token, body["amount_paise"])
+        return Held(body["booking_id"], show, token, body["amount_paise"])
 
-    holds = await asyncio.gather(*(hold(node, home, warm[home][i])
+    holds = await asyncio.gather(*(hold(node, *warm[home][i])
                                    for home in warm for i, node in enumerate(cluster.nodes())))
 
     async def confirm(booking: str, token: str, payment: str) -> None:
@@ -152,9 +153,10 @@ async def local_remote(cluster: BenchCluster, http: aiohttp.ClientSession, load:
                        pools: dict[str, dict[str, dict[int, list[str]]]]) -> dict[str, Any]:
     """`pools`: home -> {"local": seats, "remote": seats, "warm": seats} (show -> seats)."""
     regions = list(cluster.topology.regions)
-    await _warm(cluster, http, {h: [s for seats in pools[h]["warm"].values() for s in seats]
-                                for h in regions},
-                {h: next(iter(pools[h]["warm"])) for h in regions})
+    # Each seat with its own show: a warm pool may span two shows, and the first seats of
+    # the second have the same ids as seats of the first that the remote pool holds.
+    await _warm(cluster, http, {h: [(show, seat) for show, seats in pools[h]["warm"].items()
+                                    for seat in seats] for h in regions})
     base = {"concurrency": load.wan_clients, "duration_s": load.duration_s / 2,
             "max_requests": load.wan_requests, "warm_urls": []}
     timeout = load.duration_s * 3 + 120
