@@ -17,8 +17,11 @@ transient Redis/PostgreSQL disagreement. Violations, by check:
    `stale_hold`      an INITIATED booking past expires_at + sweep interval + grace.
 3b. Money is conserved (invariant 3)
    `money`           a captured (or recorded) payment that is neither the payment of its
-                     CONFIRMED booking nor on its way back (REFUND_PENDING/REFUNDED), or a
-                     CONFIRMED booking paid by a payment being refunded;
+                     CONFIRMED booking nor on its way back (REFUND_PENDING/REFUNDED);
+   `unpaid_sale`     a CONFIRMED booking whose payment (booking.payment_id) is not a
+                     CAPTURED payment row of this booking for exactly its amount: missing,
+                     RECORDED (never verified with the gateway), being refunded, or of
+                     another amount;
    `webhook_pending` a payment event stored but not processed after the grace period.
 4. Redis agrees with PostgreSQL (holds in Redis only save work; PostgreSQL decides)
    `redis_booked`    the `booked` hash differs from PostgreSQL's BOOKED seats;
@@ -182,10 +185,19 @@ async def _sales(conn: asyncpg.Connection, region: str) -> list[Violation]:
 MONEY = """
 SELECT p.id, p.booking_id, p.status, b.status AS booking_status, b.payment_id
 FROM payment p LEFT JOIN booking b ON b.id = p.booking_id
-WHERE (p.status IN ('CAPTURED', 'RECORDED')
-       AND (b.status IS DISTINCT FROM 'CONFIRMED' OR b.payment_id IS DISTINCT FROM p.id))
-   OR (p.status IN ('REFUND_PENDING', 'REFUNDED')
-       AND b.status = 'CONFIRMED' AND b.payment_id = p.id)
+WHERE p.status IN ('CAPTURED', 'RECORDED')
+  AND (b.status IS DISTINCT FROM 'CONFIRMED' OR b.payment_id IS DISTINCT FROM p.id)
+"""
+# The other direction: a sale stands only on a capture of exactly its amount (a sale
+# paid by a payment being refunded is found here too).
+UNPAID_SALES = """
+SELECT b.id, b.show_id, b.amount_paise, b.payment_id, p.status, p.amount_paise AS paid,
+       p.booking_id AS paid_for
+FROM booking b LEFT JOIN payment p ON p.id = b.payment_id
+WHERE b.status = 'CONFIRMED'
+  AND (p.id IS NULL OR p.status <> 'CAPTURED' OR p.amount_paise <> b.amount_paise
+       OR p.booking_id <> b.id)
+ORDER BY b.show_id, b.id
 """
 PENDING_EVENTS = """
 SELECT event_id, booking_id, extract(epoch FROM now() - received_at) AS age_s
@@ -198,11 +210,23 @@ async def _money(conn: asyncpg.Connection, region: str, grace_s: float) -> list[
                      f"payment {r['id']} is {r['status']} but booking {r['booking_id']} is "
                      f"{r['booking_status'] or 'missing'} (paid by {r['payment_id']})")
            for r in await conn.fetch(MONEY)]
+    out += [Violation("unpaid_sale", region, r["show_id"], None, _unpaid(r))
+            for r in await conn.fetch(UNPAID_SALES)]
     out += [Violation("webhook_pending", region, None, None,
                       f"payment event {r['event_id']} for {r['booking_id']} unprocessed "
                       f"for {r['age_s']:.0f}s")
             for r in await conn.fetch(PENDING_EVENTS, timedelta(seconds=grace_s))]
     return out
+
+
+def _unpaid(row: asyncpg.Record) -> str:
+    sale = f"CONFIRMED booking {row['id']} ({row['amount_paise']} paise)"
+    if row["payment_id"] is None:
+        return f"{sale} has no payment id"
+    if row["status"] is None:
+        return f"{sale} names payment {row['payment_id']}, which has no payment row"
+    paid = f"{sale} is paid by {row['payment_id']}: {row['status']}, {row['paid']} paise"
+    return paid if row["paid_for"] == row["id"] else f"{paid}, for booking {row['paid_for']}"
 
 
 async def _stale_holds(conn: asyncpg.Connection, region: str, max_age_s: float) -> list[Violation]:

@@ -4,14 +4,19 @@
     .venv/bin/python loadtests/bench.py [--duration 10] [--wan-delays 0,40] [--fast] ...
 
 For each WAN delay a fresh local cluster (3 regions x 5 nodes, durable unless
---fast) on free loopback ports. On the first one: holds of random free seats,
-1,000 clients on one seat, confirms, seat-map reads (hot and cold) next to a
-trivial aiohttp handler. On every one: change-to-remote-cache delay per region
-pair and local vs remote hold/confirm/read latency. Then, with the clusters
-stopped, the raw limits of the machine (redis-benchmark on the HOLD script,
-pgbench on the hold write and the confirm transaction) and the hold's two
-stages timed from Python. Prints a table; writes results/bench-<UTC>.json and
-.png. Every load loop is bounded by --duration and --max-requests.
+--fast, the payment gateway simulator, the default abuse limits) on free
+loopback ports. On the first one: what verifying a user token costs (µs per
+`TokenVerifier.identity()`), holds of random free seats, 1,000 clients on one
+seat, confirms of payments the gateway captured, seat-map reads (hot and cold)
+next to a trivial aiohttp handler. On every one: change-to-remote-cache delay
+per region pair and local vs remote hold/confirm/read latency. Every write
+carries a token of its own user, and every hold is by a fresh user, so no
+per-user cap or rate refuses one. Then, with the clusters stopped, the raw
+limits of the machine (redis-benchmark on the HOLD script, pgbench on the hold
+write and the confirm transaction) and the hold's two stages timed from
+Python, against password-protected scratch servers. Prints a table; writes
+results/bench-<UTC>.json and .png. Every load loop is bounded by --duration
+and --max-requests.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ import aiohttp
 from benchlib import phases, raw, regions
 from benchlib.chart import draw
 from benchlib.local import AuxServers, BenchCluster, bench_cluster
+from benchlib.payments import pay
 from benchlib.phases import Load, SeatPool
 from benchlib.report import derive, render
+from benchlib.tokens import verify_cost
 
 from cluster.binaries import find_binaries
 from cluster.demo_catalog import CatalogSpec
@@ -47,6 +54,7 @@ SMOKE_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, sh
 # Raw-limit capacity per second of --duration: generous for this machine's rates.
 RAW_HOLDS_PER_S = 8000
 RAW_CONFIRMS_PER_S = 4000
+TOKEN_CALLS = 5_000  # per round of the token verification micro-benchmark (5 rounds, ~5 s)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-bench-requests", type=int, default=200_000)
     p.add_argument("--redis-bench-clients", type=int, default=50)
     p.add_argument("--pgbench-clients", type=int, default=16)
+    p.add_argument("--token-calls", type=int, default=TOKEN_CALLS,
+                   help=f"token verifications per round of the micro-benchmark ({TOKEN_CALLS})")
     p.add_argument("--no-raw", action="store_true", help="skip the raw limits")
     p.add_argument("--results", type=Path, default=HERE / "results",
                    help="folder for bench-<UTC>.json and .png (loadtests/results)")
@@ -90,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "load_procs": 1, "hold_clients": 16, "read_clients": 100,
                  "rush_clients": 100, "wan_clients": 3, "wan_requests": 30, "live_holds": 5,
                  "redis_bench_requests": 4000, "redis_bench_clients": 10,
-                 "pgbench_clients": 4}
+                 "pgbench_clients": 4, "token_calls": 2000}
         for key, value in smoke.items():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
@@ -155,18 +165,24 @@ async def full_phases(cluster: BenchCluster, http: aiohttp.ClientSession, load: 
     warm_pool = {s: throughput_pool.pop(s) for s in shows[: max(1, len(shows) // 10)]}
     warm = replace(load, duration_s=max(0.2, load.duration_s / 10),
                    max_requests=min(load.max_requests, 2000))
-    log(f"   warm-up: {warm.duration_s:g} s of holds and confirms, not measured")
-    _, warm_bookings = await phases.holds(cluster, http, warm, warm_pool)
-    await phases.confirms(cluster, http, warm, warm_bookings)
+    log(f"   warm-up: {warm.duration_s:g} s of holds, payments and confirms, not measured")
+    _, warm_holds = await phases.holds(cluster, http, warm, warm_pool)
+    await phases.confirms(cluster, http, warm, await pay(cluster, http, warm_holds))
     log(f"1a holds: {load.hold_clients} clients, {sum(map(len, throughput_pool.values())):,} "
         f"free seats in {len(throughput_pool)} shows")
-    out["holds"], bookings = await phases.holds(cluster, http, load, throughput_pool)
+    out["holds"], holds = await phases.holds(cluster, http, load, throughput_pool)
     log(f"   {out['holds']['ok']:,} holds, {out['holds']['ok_per_s']:,}/s")
     log(f"1b {load.rush_clients} clients on one seat")
     out["one_seat"] = await phases.one_seat(cluster, http, load, show, seat)
     log(f"   201: {out['one_seat']['created_201']}, 409: {out['one_seat']['clean_409']}")
-    log(f"2  confirms of {len(bookings):,} held bookings")
-    out["confirms"] = await phases.confirms(cluster, http, load, bookings)
+    holds = holds[: load.max_requests]  # the confirm phase uses no more
+    log(f"   paying {len(holds):,} held bookings at the gateway (captured at once; not "
+        "measured)")
+    started = time.perf_counter()
+    paid = await pay(cluster, http, holds)
+    log(f"   captured and webhooks delivered in {time.perf_counter() - started:.1f} s")
+    log(f"2  confirms of {len(paid):,} held bookings with their captured payments")
+    out["confirms"] = await phases.confirms(cluster, http, load, paid)
     log(f"   {out['confirms']['ok']:,} confirms, {out['confirms']['ok_per_s']:,}/s")
     log("3  trivial aiohttp handler")
     out["reads_trivial"] = await phases.trivial_reads(cluster, http, load,
@@ -243,8 +259,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "live_holds": args.live_holds, "smoke": args.smoke,
                    "catalog": (SMOKE_CATALOG if args.smoke else BENCH_CATALOG).__dict__,
                    "client": "aiohttp, one ClientSession (limit 0) per load process, uvloop",
+                   "auth": "HS256 bearer token per write, a fresh user per hold",
+                   "token_calls": args.token_calls,
                    "shared_machine": True},
-        "full": {}, "runs": {}, "raw": None}
+        "full": {}, "runs": {}, "raw": None, "token_verify": None}
     folder = scratch_folder("bookcluster-bench-aux-")
     try:
         for i, delay in enumerate(args.delays):
@@ -253,7 +271,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                      nodes=args.nodes_per_region, durable=durable,
                                      workers=args.workers, wan_delay_ms=delay,
                                      progress=cluster_progress) as cluster:
-                aux = AuxServers(folder / f"aux-{delay}")
+                aux = AuxServers(folder / f"aux-{delay}", cluster.topology.secrets)
+                if i == 0:
+                    log(f"0  token verification: {args.token_calls:,} x 5 "
+                        "TokenVerifier.identity() in this process")
+                    results["token_verify"] = verify_cost(cluster.topology, args.token_calls)
+                    log(f"   {results['token_verify']['identity_us']} µs per valid token "
+                        f"({results['token_verify']['algorithm']}), "
+                        f"{results['token_verify']['bad_signature_us']} µs per forged one")
                 connector = aiohttp.TCPConnector(limit=0)
                 try:
                     async with aiohttp.ClientSession(

@@ -2,7 +2,9 @@
 
 Each simulated user lives in one region (`--user-region-mix`) and talks only to
 that region's app nodes from the topology file, round-robin from a random start.
-One task, repeated after a short think time:
+It is a customer with a user id and a token (JWT, minted here with the
+cluster's key from the topology's run folder; workers mint their own). One
+task, repeated after a short think time:
 
 1. `GET /theatres` once per user (cached), then pick a target region
    (`--target-region-mix`) and, with probability `--hot-share`, one of that
@@ -10,61 +12,78 @@ One task, repeated after a short think time:
    order, so seats collide), else a random theatre and one of its shows that
    is not sold out; either way `GET /theatres/{id}/shows`.
 2. `GET /shows/{id}/seats` and choose 1-6 AVAILABLE seats, mostly adjacent
-   (same row, consecutive numbers; often at the start of one of the first few
-   blocks that fit, so users eye the same seats), sometimes scattered; then
-   think 0.1-0.6 s, as people choosing seats do, while others book.
-3. `POST /booking/seats/{id}/lock`. 201 is a hold; 409 `seats_unavailable`
-   (someone was faster) is an expected outcome and counted as a success under
-   its own name.
+   (`picking.py`); then think 0.1-0.6 s, as people choosing seats do, while
+   others book.
+3. `POST /booking/seats/{id}/lock` with the token. 201 is a hold; 409
+   `seats_unavailable` (someone was faster) is an expected outcome and counted
+   as a success under its own name.
 4. With probability `--abandon-share` walk away: cancel the hold with
-   probability `--cancel-share`, else leave it to expire. Otherwise
-   `POST /booking/booking/{id}/confirm` with a fresh `Idempotency-Key`; 200 is a
-   sale, a 409 is an expected race outcome, also counted under its own name.
+   probability `--cancel-share`, else leave it to expire. Otherwise pay:
+   `POST /booking/booking/{id}/pay` (201: a payment intent at the gateway,
+   which captures it and sends the signed webhook; the region's worker sells).
+5. Most users then poll `GET /booking/booking/{id}` every 0.3 s, for at most
+   15 s, until it is CONFIRMED (or CANCELLED: the gateway failed the payment,
+   `payments.fail_share`). With probability `--anxious-share` the user instead
+   watches the gateway's checkout page until the payment is captured and
+   calls `POST /booking/booking/{id}/confirm` with its `payment_id` and a fresh
+   `Idempotency-Key` (200 CONFIRMED also when the webhook's saga sold it first).
+
+Each end-to-end payment is also reported as a `FLOW` entry, timed from the
+pay's 201 to the CONFIRMED (or CANCELLED) booking; a sale not seen within 15 s
+is a failure there. Per-user caps (4 open holds per home region, 10 seats per
+show) and the per-user write rate are never reached: a customer has at most
+one open hold, and one who leaves a hold behind (abandoned, or a payment that
+went wrong) is replaced by a new customer with a new id and token.
 
 Requests are named by route template (`/shows/[id]/seats`); expected refusals
 get a suffix (`/booking/seats/[id]/lock [409 seats_unavailable]`) so their
-latency stays apart from real holds. Everything else (5xx such as 503
-`region_unavailable`, other 4xx, a malformed answer) is a failure, so locust
-exits non-zero. With `--csv PREFIX`, the final figures are also written to
-`PREFIX_final_stats.csv` and `PREFIX_final_failures.csv`.
+latency stays apart from real holds. Everything else (429 `rate_limited`,
+5xx such as 503 `region_unavailable`, other 4xx, a malformed answer) is a
+failure, so locust exits non-zero. With `--csv PREFIX`, the final figures are
+also written to `PREFIX_final_stats.csv` and `PREFIX_final_failures.csv`.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import random
 import sys
+import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gevent
+from loadconfig import load_config
 from locust import FastHttpUser, between, events, task
 from locust.runners import WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+from picking import choose_seats, weighted
 
-from router.errors import TopologyError
-from router.topology import load_topology
+from region_node.auth import mint
+from router.errors import RouterError
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
-MAX_SEATS = 6  # per booking attempt; the service allows up to max_seats_per_booking
-ADJACENT_SHARE = 0.85  # how often a user wants seats side by side
-# Half of those want the start of one of the same few blocks (the first runs
-# of free seats that fit, in row order), as people eyeing the best seats do.
-FAVOURITE_RUNS = 3
-FAVOURITE_SHARE = 0.5
 # Seconds a user looks at the seat map before holding: others act meanwhile,
 # which is where real holds collide.
 CHOOSING_S = (0.1, 0.6)
+POLL_EVERY_S = 0.3
+SALE_TIMEOUT_S = 15.0  # pay's 201 -> CONFIRMED, at most (capture delay + webhook + saga)
+TOKEN_TTL_S = 3600.0
+TOKEN_RENEW_S = TOKEN_TTL_S / 2  # a long run mints a fresh token well before expiry
 
 LOCK = "/booking/seats/[id]/lock"
+PAY = "/booking/booking/[id]/pay"
 CONFIRM = "/booking/booking/[id]/confirm"
 CANCEL = "/booking/booking/[id]/cancel"
+POLL = "/booking/booking/[id] [poll]"
+CHECKOUT = "gateway /checkout/[id] [poll]"
 SEATS = "/shows/[id]/seats"
 SHOWS = "/theatres/[id]/shows"
+FLOW = "FLOW"
+SOLD = "pay -> CONFIRMED (webhook)"
+SOLD_BY_CONFIRM = "pay -> capture -> confirm -> CONFIRMED"
+PAYMENT_FAILED = "pay -> CANCELLED [payment failed]"
 
 
 @events.init_command_line_parser.add_listener
@@ -82,77 +101,13 @@ def _add_arguments(parser: Any) -> None:
     group.add_argument("--hot-share", default="0.3",
                        help="share of bookings aimed at a hot show, 0..1 (default 0.3)")
     group.add_argument("--abandon-share", default="0.2",
-                       help="share of holds never confirmed, 0..1 (default 0.2)")
+                       help="share of holds never paid, 0..1 (default 0.2)")
     group.add_argument("--cancel-share", default="0.5",
                        help="share of abandoned holds cancelled rather than left to expire, "
                             "0..1 (default 0.5)")
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    nodes: Mapping[str, tuple[str, ...]]  # region -> node base URLs
-    user_mix: Mapping[str, float]
-    target_mix: Mapping[str, float]
-    hot_shows: int
-    hot_share: float
-    abandon_share: float
-    cancel_share: float
-
-
-def parse_mix(text: str, regions: Sequence[str], option: str) -> dict[str, float]:
-    """'north=2,south=1' -> {'north': 2.0, 'south': 1.0}; empty -> every region at 1."""
-    if not text.strip():
-        return dict.fromkeys(regions, 1.0)
-    mix: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, weight = part.strip().partition("=")
-        if not sep or name not in regions:
-            raise ValueError(f"{option}: expected region=weight with a region of "
-                             f"{', '.join(regions)}, got {part.strip()!r}")
-        try:
-            mix[name] = float(weight)
-        except ValueError:
-            raise ValueError(f"{option}: weight of {name} is not a number: {weight!r}") from None
-        if mix[name] < 0:
-            raise ValueError(f"{option}: weight of {name} is negative")
-    if not any(mix.values()):
-        raise ValueError(f"{option}: at least one weight must be positive")
-    return mix
-
-
-def _share(value: Any, option: str) -> float:
-    share = float(value)
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"{option}: expected a share in 0..1, got {value}")
-    return share
-
-
-@functools.cache
-def _load_config(topology: str, user_mix: str, target_mix: str, hot_shows: str,
-                 hot_share: str, abandon_share: str, cancel_share: str) -> LoadConfig:
-    topo = load_topology(topology)
-    regions = list(topo.regions)
-    hot = int(hot_shows)
-    if hot < 0:
-        raise ValueError(f"--hot-shows: expected a count >= 0, got {hot_shows}")
-    return LoadConfig(
-        nodes={name: tuple(f"http://{ep.host}:{ep.port}" for ep in region.nodes)
-               for name, region in topo.regions.items()},
-        user_mix=parse_mix(user_mix, regions, "--user-region-mix"),
-        target_mix=parse_mix(target_mix, regions, "--target-region-mix"),
-        hot_shows=hot,
-        hot_share=_share(hot_share, "--hot-share"),
-        abandon_share=_share(abandon_share, "--abandon-share"),
-        cancel_share=_share(cancel_share, "--cancel-share"),
-    )
-
-
-def load_config(options: Any) -> LoadConfig:
-    """The run's settings, read once per process (workers get the master's options)."""
-    return _load_config(str(options.topology), str(options.user_region_mix),
-                        str(options.target_region_mix), str(options.hot_shows),
-                        str(options.hot_share), str(options.abandon_share),
-                        str(options.cancel_share))
+    group.add_argument("--anxious-share", default="0.2",
+                       help="share of payers who confirm the captured payment themselves "
+                            "instead of waiting for the webhook, 0..1 (default 0.2)")
 
 
 @events.init.add_listener
@@ -163,7 +118,7 @@ def _check_options(environment: Any, **_: Any) -> None:
         return
     try:
         load_config(environment.parsed_options)
-    except (TopologyError, ValueError) as exc:
+    except (RouterError, ValueError) as exc:  # a bad topology, a missing secret, a bad option
         sys.exit(f"error: {exc}")
 
 
@@ -182,43 +137,16 @@ def _write_final_csv(environment: Any, **_: Any) -> None:
             write(csv.writer(f))
 
 
-def weighted(rng: random.Random, mix: Mapping[str, float]) -> str:
-    names = list(mix)
-    return rng.choices(names, weights=[mix[n] for n in names])[0]
+class FlowFailed(Exception):
+    """A payment that did not end as promised (reported under FLOW)."""
 
 
-def choose_seats(rng: random.Random, seats: list[dict[str, Any]]) -> list[str]:
-    """1..MAX_SEATS available seat ids: mostly a run of neighbours when one fits, else any."""
-    free = [s for s in seats if s.get("status") == "AVAILABLE"]
-    if not free:
-        return []
-    want = min(rng.randint(1, MAX_SEATS), len(free))
-    if rng.random() < ADJACENT_SHARE:
-        runs = [run for run in _runs(free) if len(run) >= want]
-        if runs and rng.random() < FAVOURITE_SHARE:
-            return rng.choice(runs[:FAVOURITE_RUNS])[:want]
-        if runs:
-            run = rng.choice(runs)
-            start = rng.randint(0, len(run) - want)
-            return run[start:start + want]
-    return [s["seat_id"] for s in rng.sample(free, want)]
-
-
-def _runs(free: list[dict[str, Any]]) -> list[list[str]]:
-    """Maximal runs of consecutive seat numbers within a row."""
-    runs: list[list[str]] = []
-    last: tuple[str, int] | None = None
-    for seat in sorted(free, key=lambda s: (s["row"], s["number"])):
-        if last is not None and last == (seat["row"], seat["number"] - 1):
-            runs[-1].append(seat["seat_id"])
-        else:
-            runs.append([seat["seat_id"]])
-        last = (seat["row"], seat["number"])
-    return runs
+class RequestFailed(Exception):
+    """A request of the payment flow failed; it is reported under its own name already."""
 
 
 class Booker(FastHttpUser):
-    """Browses, holds and buys seats; see the module docstring."""
+    """Browses, holds, pays and buys seats; see the module docstring."""
 
     wait_time = between(0.1, 0.5)
 
@@ -229,11 +157,26 @@ class Booker(FastHttpUser):
         nodes = self.config.nodes[self.region]
         self.host = nodes[0]  # FastHttpUser wants a base URL; requests use absolute URLs
         super().__init__(environment)
-        self.user_id = f"load-{self.region}-{uuid.uuid4().hex[:12]}"
         self._nodes = nodes
         self._next_node = self.rng.randrange(len(nodes))
         self.theatres: dict[str, list[str]] | None = None  # region -> theatre ids, sorted
         self.hot: dict[str, list[tuple[str, int]]] = {}  # region -> (theatre id, show id)
+        self.new_customer()
+
+    def new_customer(self) -> None:
+        """Another person at this keyboard: a new user id and token. Called whenever a hold
+        of ours may stay open, so no user ever reaches the per-user caps."""
+        self.user_id = f"load-{self.region}-{uuid.uuid4().hex[:12]}"
+        self._mint()
+
+    def _mint(self) -> None:
+        self._token = mint(self.config.topology, self.user_id, TOKEN_TTL_S)
+        self._minted_at = time.monotonic()
+
+    def auth(self, **headers: str) -> dict[str, str]:
+        if time.monotonic() - self._minted_at > TOKEN_RENEW_S:
+            self._mint()
+        return {"Authorization": f"Bearer {self._token}", **headers}
 
     def url(self, path: str) -> str:
         node = self._nodes[self._next_node]
@@ -268,10 +211,12 @@ class Booker(FastHttpUser):
         if booking_id is None:
             return
         if self.rng.random() < self.config.abandon_share:
-            if self.rng.random() < self.config.cancel_share:
-                self.cancel(booking_id)
-            return
-        self.confirm(booking_id)
+            left_open = self.rng.random() >= self.config.cancel_share or \
+                not self.cancel(booking_id)
+        else:
+            left_open = not self.buy(booking_id)
+        if left_open:
+            self.new_customer()
 
     def load_theatres(self) -> dict[str, list[str]] | None:
         if self.theatres is None:
@@ -328,12 +273,13 @@ class Booker(FastHttpUser):
             return seat_ids
 
     def lock(self, show_id: int, seat_ids: list[str]) -> str | None:
-        body = {"user_id": self.user_id, "seat_ids": seat_ids}
-        with self.client.post(self.url(f"/booking/seats/{show_id}/lock"), json=body, name=LOCK,
+        with self.client.post(self.url(f"/booking/seats/{show_id}/lock"),
+                              json={"seat_ids": seat_ids}, headers=self.auth(), name=LOCK,
                               catch_response=True) as resp:
             booking = _json(resp)
             if resp.status_code == 201 and isinstance(booking, dict):
                 if booking.get("status") != "INITIATED" or not booking.get("booking_id") or \
+                        booking.get("user_id") != self.user_id or \
                         sorted(booking.get("seat_ids", [])) != sorted(seat_ids):
                     resp.failure(f"201 but not our hold: {resp.text[:200]}")
                     return None
@@ -345,26 +291,113 @@ class Booker(FastHttpUser):
                 resp.failure(_describe(resp))
             return None
 
-    def confirm(self, booking_id: str) -> None:
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
-        body = {"payment_id": f"pay-{uuid.uuid4().hex}"}
-        with self.client.post(self.url(f"/booking/booking/{booking_id}/confirm"), json=body,
-                              headers=headers, name=CONFIRM, catch_response=True) as resp:
-            if resp.status_code == 200:
-                booking = _json(resp)
-                if not isinstance(booking, dict) or booking.get("status") != "CONFIRMED":
-                    resp.failure(f"200 but not confirmed: {resp.text[:200]}")
-            elif resp.status_code == 409:
-                resp.request_meta["name"] = f"{CONFIRM} [409 {_error(resp)}]"
-                resp.success()
-            else:
-                resp.failure(_describe(resp))
-
-    def cancel(self, booking_id: str) -> None:
-        with self.client.post(self.url(f"/booking/booking/{booking_id}/cancel"), name=CANCEL,
-                              catch_response=True) as resp:
+    def cancel(self, booking_id: str) -> bool:
+        with self.client.post(self.url(f"/booking/booking/{booking_id}/cancel"),
+                              headers=self.auth(), name=CANCEL, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(_describe(resp))
+                return False
+            return True
+
+    # -- paying ---------------------------------------------------------------------
+
+    def buy(self, booking_id: str) -> bool:
+        """Pay, then wait for the sale (or confirm it ourselves). True if the booking ended
+        CONFIRMED or CANCELLED, False if it may still be open."""
+        payment = self.pay(booking_id)
+        if payment is None:
+            return False
+        paid_at = time.perf_counter()
+        anxious = self.rng.random() < self.config.anxious_share
+        flow = SOLD_BY_CONFIRM if anxious else SOLD
+        try:
+            status = self.confirm_when_captured(booking_id, payment) if anxious else None
+            if status is None:  # waiting for the webhook's sale (or the failed payment)
+                status = self.wait_for_sale(booking_id, payment["payment_id"])
+        except FlowFailed as exc:
+            self.report(flow, paid_at, exc)
+            return False
+        except RequestFailed:
+            return False
+        self.report(PAYMENT_FAILED if status == "CANCELLED" else flow, paid_at)
+        return True
+
+    def pay(self, booking_id: str) -> dict[str, Any] | None:
+        with self.client.post(self.url(f"/booking/booking/{booking_id}/pay"),
+                              headers=self.auth(), name=PAY, catch_response=True) as resp:
+            payment = _json(resp)
+            if resp.status_code != 201 or not isinstance(payment, dict):
+                resp.failure(_describe(resp))
+                return None
+            if payment.get("booking_id") != booking_id or not payment.get("payment_id") or \
+                    not payment.get("checkout_url") or \
+                    payment.get("status") not in ("PENDING", "CAPTURED", "FAILED"):
+                resp.failure(f"201 but not a payment of our booking: {resp.text[:200]}")
+                return None
+            return payment
+
+    def wait_for_sale(self, booking_id: str, payment_id: str) -> str:
+        """Poll the booking until CONFIRMED by `payment_id` or CANCELLED; FlowFailed if it
+        is anything else or still INITIATED after SALE_TIMEOUT_S."""
+        deadline = time.monotonic() + SALE_TIMEOUT_S
+        while True:
+            with self.client.get(self.url(f"/booking/booking/{booking_id}"),
+                                 headers=self.auth(), name=POLL, catch_response=True) as resp:
+                booking = _json(resp)
+                if resp.status_code != 200 or not isinstance(booking, dict):
+                    resp.failure(_describe(resp))
+                    raise RequestFailed
+            status = booking.get("status")
+            if status == "CONFIRMED" and booking.get("payment_id") == payment_id:
+                return status
+            if status == "CANCELLED":
+                return status
+            if status != "INITIATED":
+                raise FlowFailed(f"booking became {status} (payment {booking.get('payment_id')})")
+            if time.monotonic() > deadline:
+                raise FlowFailed(f"still INITIATED {SALE_TIMEOUT_S:g} s after paying")
+            gevent.sleep(POLL_EVERY_S)
+
+    def confirm_when_captured(self, booking_id: str, payment: dict[str, Any]) -> str | None:
+        """Watch the gateway's checkout page until the payment is captured, then confirm it.
+        None if the payment failed (the booking is then cancelled by the saga)."""
+        deadline = time.monotonic() + SALE_TIMEOUT_S
+        state = payment["status"]
+        while state == "PENDING":
+            if time.monotonic() > deadline:
+                raise FlowFailed(f"payment still PENDING {SALE_TIMEOUT_S:g} s after paying")
+            gevent.sleep(POLL_EVERY_S)
+            with self.client.get(payment["checkout_url"], name=CHECKOUT,
+                                 catch_response=True) as resp:
+                page = _json(resp)
+                if resp.status_code != 200 or not isinstance(page, dict):
+                    resp.failure(_describe(resp))
+                    raise RequestFailed
+                state = page.get("status")
+        if state != "CAPTURED":
+            return None
+        return self.confirm(booking_id, payment["payment_id"])
+
+    def confirm(self, booking_id: str, payment_id: str) -> str:
+        headers = self.auth(**{"Idempotency-Key": uuid.uuid4().hex})
+        with self.client.post(self.url(f"/booking/booking/{booking_id}/confirm"),
+                              json={"payment_id": payment_id}, headers=headers, name=CONFIRM,
+                              catch_response=True) as resp:
+            booking = _json(resp)
+            if resp.status_code == 200 and isinstance(booking, dict) and \
+                    booking.get("status") == "CONFIRMED" and \
+                    booking.get("payment_id") == payment_id:
+                return "CONFIRMED"
+            if resp.status_code == 200:
+                resp.failure(f"200 but not confirmed with our payment: {resp.text[:200]}")
+            else:  # the payment is captured and the hold lasts minutes: no race is expected
+                resp.failure(_describe(resp))
+            raise RequestFailed
+
+    def report(self, name: str, since: float, exc: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type=FLOW, name=name, response_time=(time.perf_counter() - since) * 1000,
+            response_length=0, exception=exc, context={})
 
 
 def _json(resp: Any) -> Any:

@@ -5,13 +5,16 @@
 reads REPORT_DIR/locust_final_stats.csv and _final_failures.csv (written by
 the locustfile at the end of the run; falls back to locust's own _stats.csv
 and _failures.csv, which may miss the last second) and prints requests,
-failures, requests/s, p50 and p99 per request name, then the failures by
-reason. Needs no locust import.
+failures, requests/s, p50 and p99 per request name (`FLOW` rows time a whole
+payment: pay's 201 to the CONFIRMED booking), then the failures by reason and
+how many requests were refused with 429 (the defaults must never refuse a
+load test). Needs no locust import.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -45,6 +48,10 @@ def main(argv: list[str]) -> int:
         print("\nfailures:")
         for row in failures:
             print(f"  {row['Occurrences']:>6} x {row['Method']} {row['Name']}: {row['Error']}")
+    # Errors read like CatchResponseError('429 rate_limited') (see _describe).
+    limited = sum(int(row["Occurrences"]) for row in failures
+                  if re.search(r"(^|\W)429 ", row["Error"]))
+    print(f"\nrate limited (429): {limited}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Load generator processes: closed-loop HTTP clients, bounded in time and count.
 
-The bench starts `--load-procs` of these (`python loadgen.py`, stdlib + aiohttp +
-uvloop only) and talks to each over stdin/stdout, one JSON line at a time:
+The bench starts `--load-procs` of these (`python loadgen.py`: stdlib, aiohttp,
+uvloop, and `region_node.auth.mint` for tokens) and talks to each over
+stdin/stdout, one JSON line at a time:
 
     parent -> spec     child: opens one ClientSession, warms `concurrency`
                        keep-alive connections, answers "ready"
@@ -12,10 +13,13 @@ uvloop only) and talks to each over stdin/stdout, one JSON line at a time:
 Clients are spread over `groups`: client i uses group i % len(groups), e.g.
 the nodes of one region and the shows it books. Kinds: `holds` (1..4 random
 free seats of random shows from the group's pool, which no other group or
-child shares, so holds never collide), `confirms` (each booking id once, with
-an Idempotency-Key), `gets` (each reader cycles the URLs of its group, e.g. the
-nodes of its region; `once` reads every URL exactly once instead) and `burst`
-(every request of a list at the same moment, once).
+child shares, so holds never collide; each hold by a fresh user with its own
+token, minted here with the key of the spec's `topology`, so no per-user cap
+or rate ever refuses one), `confirms` (each [booking id, owner's token,
+captured payment id] once, with an Idempotency-Key), `gets` (each reader
+cycles the URLs of its group, e.g. the nodes of its region; `once` reads every
+URL exactly once instead) and `burst` (every request of a list at the same
+moment, once; each [method, url, body, headers]).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ import aiohttp
 SCRIPT = Path(__file__).resolve()
 REQUEST_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
+TOKEN_TTL_S = 3600.0  # longer than any phase
 
 
 class _Run:
@@ -87,14 +92,24 @@ class _Run:
         return status, payload
 
 
+def _minter(spec: dict[str, Any]) -> Callable[[str], str]:
+    """user -> token, signed with the key of the spec's cluster (`topology`)."""
+    from region_node.auth import mint
+    from router.topology import load_topology
+
+    topology = load_topology(spec["topology"])
+    return lambda user: mint(topology, user, TOKEN_TTL_S)
+
+
 async def _holds(run: _Run, http: aiohttp.ClientSession, index: int,
-                 group: dict[str, Any]) -> None:
+                 group: dict[str, Any], token_for: Callable[[str], str]) -> None:
     nodes: list[str] = group["nodes"]
     pool: dict[str, list[str]] = group["pool"]  # shared by the group's clients
     shows = [s for s in pool if pool[s]]
     low, high = run.spec.get("seats", [1, 4])
-    user = f"{run.spec.get('user', 'bench')}-{index}"
+    prefix = f"{run.spec.get('user', 'bench')}-{uuid.uuid4().hex[:8]}-{index}"
     node = index
+    made = 0
     while run.more():
         if not shows:
             run.exhausted = True
@@ -109,26 +124,29 @@ async def _holds(run: _Run, http: aiohttp.ClientSession, index: int,
         want = run.rng.randint(low, high)
         chosen = [seats.pop(run.rng.randrange(len(seats))) for _ in range(want)]
         node = (node + 1) % len(nodes)
+        made += 1
+        token = token_for(f"{prefix}-{made}")  # a fresh user: never near a per-user limit
         status, body = await run.request(
-            http, "POST", f"{nodes[node]}/booking/seats/{show}/lock",
-            {"user_id": user, "seat_ids": chosen}, want_json=True)
+            http, "POST", f"{nodes[node]}/booking/seats/{show}/lock", {"seat_ids": chosen},
+            headers={"Authorization": f"Bearer {token}"}, want_json=True)
         if status == 201 and isinstance(body, dict):
-            run.created.append([body["booking_id"], int(show)])
+            run.created.append([body["booking_id"], int(show), token, body["amount_paise"]])
 
 
 async def _confirms(run: _Run, http: aiohttp.ClientSession, index: int,
-                    nodes: list[str], bookings: Iterator[str]) -> None:
+                    nodes: list[str], bookings: Iterator[list[str]]) -> None:
     node = index
     while run.more():
-        booking = next(bookings, None)
-        if booking is None:
+        item = next(bookings, None)
+        if item is None:
             run.exhausted = True
             return
+        booking, token, payment = item
         node = (node + 1) % len(nodes)
         status, _ = await run.request(
             http, "POST", f"{nodes[node]}/booking/booking/{booking}/confirm",
-            {"payment_id": f"pay-{uuid.uuid4().hex}"},
-            headers={"Idempotency-Key": uuid.uuid4().hex})
+            {"payment_id": payment},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex})
         if status == 200:
             run.created.append(booking)
 
@@ -151,9 +169,9 @@ async def _gets(run: _Run, http: aiohttp.ClientSession, index: int,
 
 
 async def _burst_one(run: _Run, http: aiohttp.ClientSession, method: str, url: str,
-                     body: Any) -> None:
+                     body: Any, headers: dict[str, str] | None) -> None:
     started = time.perf_counter()
-    status, payload = await run.request(http, method, url, body, want_json=True)
+    status, payload = await run.request(http, method, url, body, headers, want_json=True)
     run.results.append({"status": status, "ms": (time.perf_counter() - started) * 1000,
                         "error": payload.get("error") if isinstance(payload, dict) else None})
 
@@ -176,6 +194,7 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
     run = _Run(spec)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    token_for = _minter(spec) if spec["kind"] == "holds" else None
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         concurrency = int(spec["concurrency"])
         await _warm(http, spec.get("warm_urls", []), concurrency)
@@ -187,7 +206,9 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
         run.deadline = t0 + float(spec["duration_s"])
         groups = spec.get("groups", [])
         if kind == "holds":
-            tasks = [_holds(run, http, i, groups[i % len(groups)]) for i in range(concurrency)]
+            assert token_for is not None
+            tasks = [_holds(run, http, i, groups[i % len(groups)], token_for)
+                     for i in range(concurrency)]
         elif kind == "confirms":
             queues = [iter(g["bookings"]) for g in groups]
             tasks = [_confirms(run, http, i, groups[i % len(groups)]["nodes"],
@@ -196,7 +217,7 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
             shared = iter(spec["urls"]) if spec.get("once") else None
             tasks = [_gets(run, http, i, shared) for i in range(concurrency)]
         elif kind == "burst":
-            tasks = [_burst_one(run, http, m, u, b) for m, u, b in spec["requests"]]
+            tasks = [_burst_one(run, http, m, u, b, h) for m, u, b, h in spec["requests"]]
         else:
             raise ValueError(f"unknown kind {kind!r}")
         await asyncio.gather(*tasks)

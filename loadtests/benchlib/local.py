@@ -3,7 +3,9 @@ where their CPU time goes.
 
 The cluster runs from a generated topology on free loopback ports in a temporary run
 folder (mode 0755: PostgreSQL's unprivileged user must reach its data when we are
-root). Every theatre's home is the region of its city, so each region has shows.
+root), with the payment gateway simulator and the default abuse limits; the launcher
+generates its secrets there. Every theatre's home is the region of its city, so each
+region has shows.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cluster.loopback import topology_yaml
 from cluster.ports import free_ports
 from cluster.supervisor import Child, ProcessSpec, Supervisor
 from router.placement import Placement
+from router.secrets import Secrets
 from router.topology import Topology, load_topology
 
 HERE = Path(__file__).resolve().parent
@@ -96,7 +99,8 @@ async def bench_cluster(*, spec: CatalogSpec, nodes: int, durable: bool, workers
     try:
         path = folder / "topology.yaml"
         path.write_text(topology_yaml(folder / "run", nodes=nodes, durable=durable,
-                                      workers=workers, theatres=theatre_homes(spec)))
+                                      workers=workers, payments=True,
+                                      theatres=theatre_homes(spec)))
         topology = load_topology(path)
         launcher = LocalCluster(topology, catalog=spec, progress=progress,
                                 wan_delay_ms=wan_delay_ms or None)
@@ -113,9 +117,10 @@ async def bench_cluster(*, spec: CatalogSpec, nodes: int, durable: bool, workers
 class AuxServers:
     """Processes the bench starts besides the cluster, stopped by PID in `stop()`."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, secrets: Secrets) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self.secrets = secrets  # to probe servers that need a password
         self.supervisor = Supervisor(folder)
 
     async def start(self, spec: ProcessSpec, timeout_s: float = 60.0,
@@ -123,7 +128,8 @@ class AuxServers:
         child = self.supervisor.start(spec)
         record = {**spec.__dict__, "log_path": str(spec.log_path),
                   "address": probe_address or spec.address}
-        await wait_healthy(record, timeout_s, alive=lambda: child.popen.poll() is None)
+        await wait_healthy(record, timeout_s, alive=lambda: child.popen.poll() is None,
+                           secrets=self.secrets)
         return child
 
     async def trivial_server(self) -> Child:
@@ -156,7 +162,7 @@ def cpu_groups(cluster: BenchCluster) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
     names = {"node": "nodes", "redis-master": "redis", "redis-replica": "redis",
              "pg-primary": "postgres", "pg-standby": "postgres", "wanproxy": "wan proxy",
-             "worker": "workers", "gateway": "workers"}
+             "worker": "workers", "gateway": "gateway"}
     for child in cluster.launcher.supervisor.children:
         groups.setdefault(names.get(child.spec.role, child.spec.role), []).append(child.pid)
     return groups

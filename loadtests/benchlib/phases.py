@@ -4,7 +4,9 @@ Each throughput phase runs in the load generator processes (`loadgen.py`) and
 reports what the client saw (successes per second, p50/p99 of all answers,
 statuses, error codes), what the nodes measured themselves (mean of
 `bookcluster_http_request_seconds` over the phase) and where the machine's CPU
-went (nodes, Redis, PostgreSQL, the load generators).
+went (nodes, Redis, PostgreSQL, the gateway, the load generators). Every write
+carries its own user's token; confirms use payments the gateway captured
+(`payments.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from router.registry import make_redis
 
 from . import loadgen
 from .local import BenchCluster, counter, cpu_groups, cpu_seconds, cpu_share, histogram
+from .payments import Held, held
 from .stats import summarize
+from .tokens import bearer, token_for
 
 HOLD_ROUTE = ("/booking/seats/{show_id}/lock", "POST")
 CONFIRM_ROUTE = ("/booking/booking/{booking_id}/confirm", "POST")
@@ -124,23 +128,25 @@ def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
 # -- 1a, 2: holds and confirms --------------------------------------------------------
 
 async def holds(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                pool: dict[int, list[str]]) -> tuple[dict[str, Any], list[str]]:
-    """Holds of 1-4 random free seats of many shows, from clients spread over every node."""
+                pool: dict[int, list[str]]) -> tuple[dict[str, Any], list[Held]]:
+    """Holds of 1-4 random free seats of many shows, from clients spread over every node,
+    each by a fresh user."""
     nodes, shows = cluster.nodes(), sorted(pool)
     specs = [{"kind": "holds", "concurrency": clients, "duration_s": load.duration_s,
               "max_requests": cap, "seed": i, "user": f"bench{i}",
-              "warm_urls": _healthz(nodes),
+              "topology": str(cluster.topology.path), "warm_urls": _healthz(nodes),
               "groups": [{"nodes": _rotate(nodes, i * 7),
                           "pool": {str(s): pool[s] for s in shows[i::load.procs]}}]}
              for i, (clients, cap) in enumerate(zip(_share(load.hold_clients, load.procs),
                                                     _share(load.max_requests, load.procs),
                                                     strict=True))]
     result = await measured(cluster, http, specs, HOLD_ROUTE, load.duration_s * 3 + 60)
-    return report(result, "201"), [b for b, _ in result["created"]]
+    return report(result, "201"), held(result["created"])
 
 
 async def confirms(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                   bookings: list[str]) -> dict[str, Any]:
+                   bookings: list[list[str]]) -> dict[str, Any]:
+    """`bookings`: [booking, owner's token, captured payment id] (`payments.pay`)."""
     nodes = cluster.nodes()
     specs = [{"kind": "confirms", "concurrency": clients, "duration_s": load.duration_s,
               "max_requests": cap, "seed": i, "warm_urls": _healthz(nodes),
@@ -159,7 +165,7 @@ async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
                    show: int, seat: str) -> dict[str, Any]:
     nodes = cluster.nodes()
     requests = [["POST", f"{nodes[j % len(nodes)]}/booking/seats/{show}/lock",
-                 {"user_id": f"rush-{j}", "seat_ids": [seat]}]
+                 {"seat_ids": [seat]}, bearer(token_for(cluster.topology, f"rush-{j}"))]
                 for j in range(load.rush_clients)]
     specs = [{"kind": "burst", "concurrency": len(part), "duration_s": 60,
               "max_requests": len(part), "warm_urls": [
@@ -221,7 +227,8 @@ async def invalidate(cluster: BenchCluster, shows: list[int]) -> None:
         mine = [s for s in shows if cluster.home_of(s) == region]
         if not mine:
             continue
-        redis = make_redis(cluster.topology.region(region).redis_master, cluster.topology.secrets, timeout_s=10.0)
+        redis = make_redis(cluster.topology.region(region).redis_master,
+                           cluster.topology.secrets, timeout_s=10.0)
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 for show in mine:

@@ -1,13 +1,16 @@
 """The raw limits of this machine for the two stages of a hold, and for a confirm.
 
 A fresh redis-server and a scratch PostgreSQL, started from the same binaries and
-with the same settings as the cluster's (`durable` included), through the
-launcher's own helpers and stopped by PID:
+with the same settings as the cluster's (`durable` included, and passwords: the
+secrets are generated in the scratch run folder as `bookcluster up` does),
+through the launcher's own helpers and stopped by PID:
 
-- `redis-benchmark` runs the HOLD script (EVALSHA, 2 and 3 random seats of one
-  show, so holds succeed) as fast as this machine allows;
-- `pgbench` runs the hold's PostgreSQL write (`bc_record_hold`, 1-4 seats) and the
-  confirm transaction exactly as `region_node/confirm.py` sends it;
+- `redis-benchmark -a <password>` runs the HOLD script (EVALSHA, 2 and 3 random
+  seats of one show, so holds succeed) as fast as this machine allows;
+- `pgbench -U bookcluster` (the application role, PGPASSWORD in its environment)
+  runs the hold's PostgreSQL write (`bc_record_hold`, 1-4 seats, caps checked,
+  a fresh user per hold as in the bench) and the confirm transaction as
+  `region_node/confirm.py` sends it, minus its call to the gateway;
 - the same two stages are also timed from Python (redis-py, asyncpg: the nodes'
   drivers) at the hold phase's concurrency, to see where a hold's time goes.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import random
 import shutil
 import time
@@ -33,8 +37,9 @@ from cluster.ports import free_ports
 from region_node import keys
 from region_node.db.migrate import migrate
 from region_node.scripts import HOLD
-from router.registry import PG_DATABASE, PG_USER, pg_dsn
-from router.topology import Endpoint, load_topology
+from router.registry import PG_DATABASE, PG_USER, make_redis, pg_dsn, pg_login
+from router.secrets import generate_local
+from router.topology import Endpoint, Limits, load_topology
 
 from .local import AuxServers
 from .stats import summarize
@@ -42,30 +47,35 @@ from .stats import summarize
 SEATS_PER_SHOW = 400  # seats S0..S399: 100 blocks of 4, one block per hold or booking
 BLOCKS = SEATS_PER_SHOW // 4
 RESPONSE_BODY = "x" * 420  # about the size of a stored confirm response
+CAPS = Limits()  # the per-user caps bc_record_hold checks, at their defaults
 
+# A fresh user per hold, as the bench's clients do: the caps are checked, never hit.
 PGBENCH_HOLD = """\
 \\set k random(1, 4)
-SELECT h.token, h.refused FROM (SELECT nextval('bench_hold_seq') AS n) q,
+SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS n) q,
   LATERAL bc_record_hold(1 + (q.n - 1) / {blocks},
     ARRAY(SELECT 'S' || (4 * ((q.n - 1) % {blocks}) + g)
           FROM generate_series(0, :k::int - 1) g),
-    'bh' || q.n, 'bench-user', now() + interval '10 minutes', interval '30 minutes',
-    array_fill(18000, ARRAY[:k::int])) h;
+    'bh' || q.n, 'bh-user-' || q.n, now() + interval '10 minutes', interval '30 minutes',
+    array_fill(18000, ARRAY[:k::int]), {max_seats}, {max_holds}) h;
 """
 
-# region_node/confirm.py: the user lookup, then one transaction with a savepoint
-# around the sale. The user lookup also draws this client's next booking.
+# region_node/confirm.py's transaction: claim the key for the owner, (ask the gateway:
+# not here), the fenced sale for the captured amount, read the booking, store the
+# answer. The first statement only draws this client's next booking, its owner and
+# amount (which the node knows from the token and the gateway).
 PGBENCH_CONFIRM = """\
-SELECT q.n AS n, b.user_id AS uid FROM (SELECT nextval('bench_confirm_seq') AS n) q
+SELECT q.n AS n, b.user_id AS uid, b.amount_paise AS amt
+  FROM (SELECT nextval('bench_confirm_seq') AS n) q
   LEFT JOIN booking b ON b.id = 'cb' || q.n \\gset
 \\if :n <= :cap
 \\set show :cbase + (:n - 1) / {blocks}
 BEGIN;
 INSERT INTO idempotency (user_id, key, request_hash, status_code, response_body)
-  VALUES (:uid, 'key-' || :n, 'hash', 0, '') ON CONFLICT DO NOTHING RETURNING true;
-SAVEPOINT sale;
-SELECT outcome, detail FROM bc_sell(:show, 'cb' || :n, 'pay-' || :n, 'RECORDED');
-RELEASE SAVEPOINT sale;
+  SELECT user_id, 'key-' || :n, 'hash', 0, '' FROM booking
+  WHERE id = 'cb' || :n AND user_id = :uid
+  ON CONFLICT DO NOTHING RETURNING user_id;
+SELECT outcome, detail FROM bc_sell(:show, 'cb' || :n, 'pay-' || :n, 'CAPTURED', :amt);
 SELECT b.*, array_agg(bs.seat_id ORDER BY bs.seat_id) AS seat_ids
   FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
   WHERE b.id = 'cb' || :n GROUP BY b.id;
@@ -77,11 +87,11 @@ COMMIT;
 
 
 STAGE_PG_HOLD = f"""
-SELECT h.token, h.refused FROM (SELECT nextval('bench_hold_seq') AS n) q,
+SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS n) q,
   LATERAL bc_record_hold(1 + (q.n - 1) / {BLOCKS},
     ARRAY(SELECT 'S' || (4 * ((q.n - 1) % {BLOCKS}) + g) FROM generate_series(0, $1 - 1) g),
-    'bs' || q.n, 'bench-user', now() + interval '10 minutes', interval '30 minutes',
-    array_fill(18000, ARRAY[$1::int])) h
+    'bs' || q.n, 'bs-user-' || q.n, now() + interval '10 minutes', interval '30 minutes',
+    array_fill(18000, ARRAY[$1::int]), {CAPS.seats_per_show}, {CAPS.holds_per_user}) h
 """
 
 
@@ -98,10 +108,12 @@ def find_pgbench(binaries: Binaries) -> Path | None:
     return Path(found) if found else None
 
 
-async def _run(argv: list[str], timeout_s: float, cwd: Path | None = None) -> str:
+async def _run(argv: list[str], timeout_s: float, cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL, cwd=cwd)
+        stdin=asyncio.subprocess.DEVNULL, cwd=cwd,
+        env={**os.environ, **env} if env else None)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
     finally:
@@ -129,7 +141,7 @@ class ScratchServers:
         self.folder = folder
         self.durable = durable
         self.binaries = find_binaries()
-        self.aux = AuxServers(folder / "aux")
+        generate_local(folder / "run")  # store passwords, as `bookcluster up` makes them
         ports = free_ports(4)
         topo = folder / "topology.yaml"
         topo.write_text(
@@ -139,6 +151,8 @@ class ScratchServers:
             f"    postgres:\n      primary: 127.0.0.1:{ports[2]}\n"
             f"    nodes: [127.0.0.1:{ports[3]}]\n")
         self.topology = load_topology(topo)
+        self.secrets = self.topology.secrets
+        self.aux = AuxServers(folder / "aux", self.secrets)
         self.region = self.topology.region("scratch")
         self.hold_shows = 0
         self.confirm_bookings = 0
@@ -151,6 +165,10 @@ class ScratchServers:
     def pg(self) -> Endpoint:
         return self.region.pg_primary
 
+    async def connect(self) -> asyncpg.Connection:
+        """As the nodes log in: the application role `bookcluster`, with its password."""
+        return await asyncpg.connect(pg_dsn(self.pg), **pg_login(self.secrets))
+
     async def start(self, hold_shows: int, confirm_bookings: int) -> None:
         await self.aux.start(redis_server.master_spec(self.binaries.redis_server,
                                                       self.topology, self.region))
@@ -158,11 +176,11 @@ class ScratchServers:
         postgres_server.check_reachable(self.topology.settings.run_dir, user)
         await postgres_server.init_primary(
             self.binaries, postgres_server.data_dir(self.topology, self.region, "pg-primary"),
-            user)
+            user, self.secrets)
         spec = postgres_server.primary_spec(self.binaries, self.topology, self.region, user)
         await self.aux.start(spec, probe_address=spec.address.rsplit("/", 1)[0] + "/postgres")
-        await postgres_server.create_database(self.pg)
-        conn = await asyncpg.connect(pg_dsn(self.pg))
+        await postgres_server.create_database(self.pg, self.secrets)
+        conn = await self.connect()
         try:
             await migrate(conn)
             await self._seed(conn, hold_shows, confirm_bookings)
@@ -203,7 +221,8 @@ class ScratchServers:
               FROM booking_seat bs
               WHERE ss.show_id = bs.show_id AND ss.seat_id = bs.seat_id;
         """)
-        await conn.execute("VACUUM ANALYZE")  # not inside the implicit transaction above
+        # Not inside the implicit transaction above; only our tables (the role owns no others).
+        await conn.execute("VACUUM ANALYZE show, show_seat, booking, booking_seat")
 
     def stop(self) -> None:
         self.aux.stop()
@@ -217,7 +236,7 @@ async def redis_hold_limit(servers: ScratchServers, requests: int, clients: int,
     if binary is None:
         return {"skipped": "redis-benchmark not on PATH (Debian: apt-get install -y "
                            "redis-tools)"}
-    client = aioredis.Redis(host=servers.redis.host, port=servers.redis.port)
+    client = make_redis(servers.redis, servers.secrets, timeout_s=10.0)
     try:
         sha = await client.script_load(HOLD)
     finally:
@@ -226,8 +245,8 @@ async def redis_hold_limit(servers: ScratchServers, requests: int, clients: int,
     runs = []
     for seats in (2, 3):  # holds of 1-4 seats average 2.5
         argv = [str(binary), "-h", servers.redis.host, "-p", str(servers.redis.port),
-                "-n", str(max(1, requests // 2)), "-c", str(clients), "-P", "1",
-                "-r", "100000000", "--csv",
+                "-a", servers.secrets.redis_password, "-n", str(max(1, requests // 2)),
+                "-c", str(clients), "-P", "1", "-r", "100000000", "--csv",
                 "EVALSHA", sha, "4", *keys.show_keys(show), keys.SEAT_CHANGES_CHANNEL,
                 str(show), "b__rand_int__", "600000",
                 *[f"{chr(65 + i)}__rand_int__" for i in range(seats)]]
@@ -259,7 +278,8 @@ async def _pgbench(binary: Path, servers: ScratchServers, script: str, name: str
             "-T", str(max(1, round(duration_s))), "-f", str(folder / "script.sql"),
             "--log", f"--log-prefix={folder / 'log'}",
             *[f"-D{k}={v}" for k, v in defines.items()], PG_DATABASE]
-    out = await _run(argv, duration_s * 4 + 60, cwd=folder)
+    out = await _run(argv, duration_s * 4 + 60, cwd=folder,
+                     env={"PGPASSWORD": servers.secrets.pg_password})
     latencies = []
     for log in folder.glob("log.*"):
         for line in log.read_text().splitlines():
@@ -276,13 +296,14 @@ async def pg_limits(servers: ScratchServers, clients: int, duration_s: float) ->
     binary = find_pgbench(servers.binaries)
     if binary is None:
         return {"skipped": "pgbench not found next to PostgreSQL nor on PATH"}
-    hold = await _pgbench(binary, servers, PGBENCH_HOLD.format(blocks=BLOCKS), "hold",
-                          clients, duration_s, {})
+    hold = await _pgbench(binary, servers, PGBENCH_HOLD.format(
+        blocks=BLOCKS, max_seats=CAPS.seats_per_show, max_holds=CAPS.holds_per_user), "hold",
+        clients, duration_s, {})
     confirm = await _pgbench(binary, servers,
                              PGBENCH_CONFIRM.format(blocks=BLOCKS, body=RESPONSE_BODY),
                              "confirm", clients, duration_s,
                              {"cap": servers.confirm_bookings, "cbase": servers.hold_shows + 1})
-    conn = await asyncpg.connect(pg_dsn(servers.pg))
+    conn = await servers.connect()
     try:
         held = await conn.fetchval("SELECT count(*) FROM booking WHERE id LIKE 'bh%'")
         attempted = await conn.fetchval("SELECT last_value FROM bench_hold_seq")
@@ -302,10 +323,11 @@ async def pg_limits(servers: ScratchServers, clients: int, duration_s: float) ->
 async def stage_timing(servers: ScratchServers, concurrency: int, duration_s: float,
                        max_requests: int) -> dict[str, Any]:
     redis = aioredis.Redis(host=servers.redis.host, port=servers.redis.port,
+                           password=servers.secrets.redis_password,
                            max_connections=concurrency + 8)
     script = redis.register_script(HOLD)
-    pool = await asyncpg.create_pool(pg_dsn(servers.pg), min_size=min(concurrency, 50),
-                                     max_size=concurrency)
+    pool = await asyncpg.create_pool(pg_dsn(servers.pg), **pg_login(servers.secrets),
+                                     min_size=min(concurrency, 50), max_size=concurrency)
     show_keys = keys.show_keys(2)
     rng = random.Random(7)
 

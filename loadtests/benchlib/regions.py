@@ -1,13 +1,15 @@
 """What crossing regions costs: change-to-remote-cache delay and local vs remote latency.
 
 Change delay: a `/shows/{id}/live` WebSocket on a node of every region for a show of
-every home region; holds go through the home region, and each delta's arrival is
-compared with its `ts` (the home master's clock, ms: same machine, same clock) and
-with the moment the hold's 201 arrived (a delta can beat the 201: the master
-publishes before PostgreSQL records the hold).
+every home region; holds of one seat each go through the home region, and each
+delta's arrival is compared with its `ts` (the home master's clock, ms: same
+machine, same clock) and with the moment the hold's 201 arrived (a delta can beat
+the 201: the master publishes before PostgreSQL records the hold). Deltas carry
+seat statuses only, no booking ids: a delta is matched to its hold by show and seat.
 
 Local vs remote: the same holds, confirms and seat-map reads at low concurrency
 through a node of the show's home region and through nodes of other regions.
+Every hold is by a fresh user with its own token; confirms use captured payments.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import aiohttp
 
 from . import loadgen
 from .local import BenchCluster
+from .payments import Held, held, pay
 from .phases import Load, report
 from .stats import summarize
+from .tokens import bearer, token_for
 
 SNAPSHOT_TIMEOUT_S = 15.0
 DRAIN_TIMEOUT_S = 3.0
@@ -49,10 +53,12 @@ async def change_delay(cluster: BenchCluster, http: aiohttp.ClientSession, load:
             if data.get("type") == "snapshot":
                 snapshots[pair].set()
             elif data.get("type") == "delta" and data.get("status") == "LOCKED":
-                arrivals[pair].append((str(data.get("booking")), time.time() * 1000,
-                                       float(data.get("ts", "nan"))))
+                arrived = time.time() * 1000
+                arrivals[pair] += [(f"{data.get('show_id')}/{seat}", arrived,
+                                    float(data.get("ts", "nan")))
+                                   for seat in data.get("seats") or []]
 
-    created: dict[str, float] = {}  # booking -> when its 201 arrived (ms)
+    created: dict[str, float] = {}  # "show/seat" -> when its hold's 201 arrived (ms)
     sent: dict[str, list[str]] = {h: [] for h in regions}
     try:
         for home in regions:
@@ -69,15 +75,18 @@ async def change_delay(cluster: BenchCluster, http: aiohttp.ClientSession, load:
             show, free = seats[home]
             nodes = cluster.nodes(home)
             deadline = time.perf_counter() + load.duration_s
+            tokens = [token_for(cluster.topology, f"live-{home}-{k}")
+                      for k in range(min(len(free), load.live_holds))]
             for k, seat in enumerate(free[: load.live_holds]):
                 if time.perf_counter() > deadline:
                     break
                 async with http.post(f"{nodes[k % len(nodes)]}/booking/seats/{show}/lock",
-                                     json={"user_id": "live", "seat_ids": [seat]}) as resp:
-                    body = await resp.json(content_type=None)
+                                     json={"seat_ids": [seat]},
+                                     headers=bearer(tokens[k])) as resp:
+                    await resp.read()
                 if resp.status == 201:
-                    created[body["booking_id"]] = time.time() * 1000
-                    sent[home].append(body["booking_id"])
+                    created[f"{show}/{seat}"] = time.time() * 1000
+                    sent[home].append(f"{show}/{seat}")
                 await asyncio.sleep(HOLD_INTERVAL_S)
 
         await asyncio.gather(*(write(h) for h in regions))
@@ -111,30 +120,43 @@ def _others(cluster: BenchCluster, home: str) -> list[str]:
 
 
 async def _warm(cluster: BenchCluster, http: aiohttp.ClientSession,
-                warm: dict[str, list[str]], shows: dict[str, int]) -> None:
-    """One hold + confirm per (node, home region): pools and prepared statements exist."""
-    async def one(node: str, home: str, seat: str) -> None:
-        async with http.post(f"{node}/booking/seats/{shows[home]}/lock",
-                             json={"user_id": "warm", "seat_ids": [seat]}) as resp:
+                warm: dict[str, list[tuple[int, str]]]) -> None:
+    """One hold + confirm per (node, home region): pools and prepared statements exist.
+    `warm`: home -> (show, seat) pairs, one per node."""
+    made: dict[str, str] = {}  # booking -> the node that held it
+
+    async def hold(node: str, show: int, seat: str) -> Held | None:
+        token = token_for(cluster.topology, f"warm-{uuid.uuid4().hex[:12]}")
+        async with http.post(f"{node}/booking/seats/{show}/lock",
+                             json={"seat_ids": [seat]}, headers=bearer(token)) as resp:
             body = await resp.json(content_type=None)
         if resp.status != 201:
-            return
-        async with http.post(f"{node}/booking/booking/{body['booking_id']}/confirm",
-                             json={"payment_id": f"pay-{uuid.uuid4().hex}"},
-                             headers={"Idempotency-Key": uuid.uuid4().hex}) as resp:
+            return None
+        made[body["booking_id"]] = node
+        return Held(body["booking_id"], show, token, body["amount_paise"])
+
+    holds = await asyncio.gather(*(hold(node, *warm[home][i])
+                                   for home in warm for i, node in enumerate(cluster.nodes())))
+
+    async def confirm(booking: str, token: str, payment: str) -> None:
+        async with http.post(f"{made[booking]}/booking/booking/{booking}/confirm",
+                             json={"payment_id": payment},
+                             headers=bearer(token, **{"Idempotency-Key": uuid.uuid4().hex})
+                             ) as resp:
             await resp.read()
 
-    await asyncio.gather(*(one(node, home, warm[home][i])
-                           for home in warm for i, node in enumerate(cluster.nodes())))
+    paid = await pay(cluster, http, [h for h in holds if h is not None])
+    await asyncio.gather(*(confirm(*item) for item in paid))
 
 
 async def local_remote(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
                        pools: dict[str, dict[str, dict[int, list[str]]]]) -> dict[str, Any]:
     """`pools`: home -> {"local": seats, "remote": seats, "warm": seats} (show -> seats)."""
     regions = list(cluster.topology.regions)
-    await _warm(cluster, http, {h: [s for seats in pools[h]["warm"].values() for s in seats]
-                                for h in regions},
-                {h: next(iter(pools[h]["warm"])) for h in regions})
+    # Each seat with its own show: a warm pool may span two shows, and the first seats of
+    # the second have the same ids as seats of the first that the remote pool holds.
+    await _warm(cluster, http, {h: [(show, seat) for show, seats in pools[h]["warm"].items()
+                                    for seat in seats] for h in regions})
     base = {"concurrency": load.wan_clients, "duration_s": load.duration_s / 2,
             "max_requests": load.wan_requests, "warm_urls": []}
     timeout = load.duration_s * 3 + 120
@@ -143,17 +165,21 @@ async def local_remote(cluster: BenchCluster, http: aiohttp.ClientSession, load:
         return await loadgen.run_processes([{**base, **spec}], timeout)
 
     out: dict[str, Any] = {}
-    made: dict[str, list[list[Any]]] = {}
+    made: dict[str, list[Held]] = {}
     for where in ("local", "remote"):
         groups = [{"nodes": _others(cluster, h) if where == "remote" else cluster.nodes(h),
                    "pool": {str(s): seats for s, seats in pools[h][where].items()}}
                   for h in regions]
-        result = await run({"kind": "holds", "groups": groups, "user": f"wan-{where}"})
+        result = await run({"kind": "holds", "groups": groups, "user": f"wan-{where}",
+                            "topology": str(cluster.topology.path)})
         out[f"hold_{where}"] = report(result, "201")
-        made[where] = result["created"]
+        made[where] = held(result["created"])
     for where in ("local", "remote"):
+        paid = dict(zip([h.booking_id for h in made[where]],
+                        await pay(cluster, http, made[where]), strict=True))
         groups = [{"nodes": _others(cluster, h) if where == "remote" else cluster.nodes(h),
-                   "bookings": [b for b, s in made[where] if cluster.home_of(s) == h]}
+                   "bookings": [paid[b.booking_id] for b in made[where]
+                                if cluster.home_of(b.show) == h]}
                   for h in regions]
         out[f"confirm_{where}"] = report(await run({"kind": "confirms", "groups": groups}),
                                          "200")

@@ -48,11 +48,24 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                                        _get(full, "reads_trivial", "ok_per_s")),
     }
     return {"ratios": ratios, "bottleneck": bottleneck(results), "targets": targets(results,
-                                                                                   ratios)}
+                                                                                   ratios),
+            "token_verify": token_share(results)}
+
+
+def token_share(results: dict[str, Any]) -> dict[str, Any]:
+    """One token verification against the node CPU a hold and a confirm cost (a write
+    that enters at another region's node is verified there and again at home)."""
+    verify_us = _get(results, "token_verify", "identity_us")
+    full = results["full"]
+    per = {op: _get(cpu_per_op(full.get(key) or {}), "nodes")
+           for op, key in (("hold", "holds"), ("confirm", "confirms"))}
+    return {f"share_of_node_cpu_per_{op}": ratio(verify_us / 1000, ms) if verify_us else None
+            for op, ms in per.items()}
 
 
 NAMES = {"nodes": "app-node CPU (Python)", "postgres": "PostgreSQL", "redis": "Redis",
-         "client": "the load generator", "wan proxy": "the WAN proxy", "workers": "workers"}
+         "client": "the load generator", "wan proxy": "the WAN proxy", "workers": "workers",
+         "gateway": "the payment gateway simulator"}
 CPU_BOUND = 0.8  # busier than this, the machine's cores are what runs out
 
 
@@ -202,6 +215,7 @@ def render(results: dict[str, Any]) -> str:
     sizes = [f"{label} {_fmt(_get(full, key, 'bytes_per_answer'), 0)} B" for label, key in
              (("seat map", "reads_hot"), ("trivial", "reads_trivial"))]
     out.append("     response body: " + ", ".join(sizes))
+    out += ["", *_token_lines(results)]
     out += ["", "5. raw limits on this machine (fresh servers, same binaries and settings)"]
     if raw is None:
         out.append("  skipped (--no-raw)")
@@ -245,6 +259,28 @@ def render(results: dict[str, Any]) -> str:
         mark = {True: "MET    ", False: "NOT MET", None: "n/a    "}[t["met"]]
         out.append(f"  [{mark}] {t['target']}: {t['shown']}")
     return "\n".join(out)
+
+
+def _token_lines(results: dict[str, Any]) -> list[str]:
+    cost = results.get("token_verify")
+    if not cost:
+        return ["0. token verification: not measured"]
+    shares = _get(results, "derived", "token_verify") or {}
+
+    def share(key: str) -> str:
+        value = shares.get(key)
+        return "-" if value is None else f"{value * 100:.1f}%"
+
+    return [f"0. token verification ({cost['algorithm']}, PyJWT {cost['pyjwt']}, iss/aud "
+            f"{'checked' if cost['checks_iss_aud'] else 'not configured'}; one core, "
+            f"{cost['calls']:,} calls x {cost['rounds']}, median of rounds)",
+            f"     TokenVerifier.identity(): {cost['identity_us']:.1f} µs per valid token "
+            f"(best {cost['identity_us_best']:.1f}), {cost['identity_per_core_per_s']:,}/s "
+            f"per core; forged signature refused in {cost['bad_signature_us']:.1f} µs; "
+            f"mint {cost['mint_us']:.1f} µs",
+            f"     one verification = {share('share_of_node_cpu_per_hold')} of the node CPU "
+            f"per hold, {share('share_of_node_cpu_per_confirm')} per "
+            "confirm (a write entering at another region's node is verified twice)"]
 
 
 def _change_delay_table(results: dict[str, Any]) -> list[str]:

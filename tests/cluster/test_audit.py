@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -12,30 +14,54 @@ import pytest
 
 from cluster.audit import AuditReport, Violation, audit_command, print_report, run_audit
 from region_node import keys
+from region_node.auth import mint
 from router.registry import make_redis
 from router.topology import Endpoint
 from tests.conftest import Cluster
 from tests.region_node.helpers import blocked_seat, seats_of, shows_in
-from tests.region_node.test_holds import confirm, hold
 from tests.support import call, free_ports
+
+SALE_TIMEOUT_S = 15.0  # pay -> capture (300 ms) -> webhook -> the worker's saga sells
+
+
+def bearer(cluster: Cluster, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(cluster.topology, user, 600)}"}
+
+
+async def hold(http: aiohttp.ClientSession, cluster: Cluster, node: str, show: int,
+               seats: list[str], user: str = "u") -> dict[str, Any]:
+    status, body = await call(http, "POST", f"{node}/booking/seats/{show}/lock",
+                              json={"seat_ids": seats}, headers=bearer(cluster, user))
+    assert status == 201, body
+    return dict(body)
 
 
 async def booked(http: aiohttp.ClientSession, cluster: Cluster, show: int,
                  seats: list[str], user: str = "u") -> str:
-    """Hold and confirm `seats`; returns the booking id."""
-    status, held = await hold(http, cluster.node("west"), show, user, seats)
-    assert status == 201, held
-    status, body = await confirm(http, cluster.node("north"), held["booking_id"],
-                                 f"k-{held['booking_id']}", f"p-{held['booking_id']}")
-    assert status == 200, body
-    return str(held["booking_id"])
+    """Hold, pay, and wait until the region's worker sold it (and Redis shows it booked):
+    the real pay flow. Returns the booking id."""
+    held = await hold(http, cluster, cluster.node("west"), show, seats, user)
+    booking = str(held["booking_id"])
+    status, paid = await call(http, "POST", f"{cluster.node('north')}/booking/booking/"
+                              f"{booking}/pay", headers=bearer(cluster, user))
+    assert status == 201 and paid["amount_paise"] == held["amount_paise"], paid
+    deadline = time.monotonic() + SALE_TIMEOUT_S
+    while True:
+        status, body = await call(http, "GET", f"{cluster.node('south')}/booking/booking/"
+                                  f"{booking}", headers=bearer(cluster, user))
+        assert status == 200, body
+        in_redis = await redis_cmd(cluster, held["region"], "HMGET",
+                                   keys.show_booked(show), *seats)
+        if body["status"] == "CONFIRMED" and in_redis == [booking] * len(seats):
+            assert body["payment_id"] == paid["payment_id"], body
+            return booking
+        assert body["status"] == "INITIATED" and time.monotonic() < deadline, body
+        await asyncio.sleep(0.1)
 
 
 async def held(http: aiohttp.ClientSession, cluster: Cluster, show: int,
                seats: list[str]) -> str:
-    status, body = await hold(http, cluster.node("south"), show, "u", seats)
-    assert status == 201, body
-    return str(body["booking_id"])
+    return str((await hold(http, cluster, cluster.node("south"), show, seats))["booking_id"])
 
 
 async def redis_cmd(cluster: Cluster, region: str, *args: Any) -> Any:
@@ -81,7 +107,8 @@ async def test_real_bookings_audit_clean_with_counts(clean: Cluster, http: aioht
     await held(http, clean, north, seats_of(catalog, north, 3)[2:])
     cancelled = await held(http, clean, south, seats_of(catalog, south, 2))
     status, body = await call(http, "POST",
-                              f"{clean.node('west')}/booking/booking/{cancelled}/cancel")
+                              f"{clean.node('west')}/booking/booking/{cancelled}/cancel",
+                              headers=bearer(clean, "u"))
     assert status == 200 and body["status"] == "CANCELLED"
     await booked(http, clean, west, seats_of(catalog, west, 3))
 
@@ -163,6 +190,8 @@ async def test_double_sale_is_found(clean: Cluster, http: aiohttp.ClientSession,
                   f"sold to {second} but show_seat is BOOKED ({first})"),
         Violation("sold_twice", "north", show, seat,
                   f"sold to {', '.join(sorted([first, second]))}"),
+        Violation("unpaid_sale", "north", show, None,
+                  f"CONFIRMED booking {second} (0 paise) has no payment id"),
     ]
 
 
@@ -203,6 +232,48 @@ async def test_captured_payment_that_is_neither_sale_nor_refund_is_found(
     assert only(await run_audit(clean.topology)) == Violation(
         "money", "north", None, None,
         f"payment pay_lost is CAPTURED but booking {booking} is INITIATED (paid by None)")
+
+
+@pytest.mark.parametrize(("corruption", "paid"), [
+    ("amount_paise = amount_paise - 1", "CAPTURED, {short} paise"),
+    ("status = 'REFUNDED'", "REFUNDED, {amount} paise"),
+    ("status = 'RECORDED'", "RECORDED, {amount} paise"),
+])
+async def test_sale_without_a_capture_of_its_exact_amount_is_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any, corruption: str,
+        paid: str) -> None:
+    show = shows_in(clean, catalog, "west")[0]
+    booking = await booked(http, clean, show, seats_of(catalog, show, 2))
+    clean_report = await run_audit(clean.topology)  # a real sale is clean
+    assert clean_report.violations == [] and clean_report.exit_code == 0
+    (row,) = await clean.fetch("west", "SELECT amount_paise, payment_id FROM booking "
+                               "WHERE id = $1", booking)
+    amount, payment = row["amount_paise"], row["payment_id"]
+    (captured,) = await clean.fetch("west", "SELECT status, amount_paise FROM payment "
+                                    "WHERE id = $1", payment)
+    assert (captured["status"], captured["amount_paise"]) == ("CAPTURED", amount)
+    await execute(clean, "west", f"UPDATE payment SET {corruption} WHERE id = $1", payment)
+    assert only(await run_audit(clean.topology)) == Violation(
+        "unpaid_sale", "west", show, None,
+        f"CONFIRMED booking {booking} ({amount} paise) is paid by {payment}: "
+        + paid.format(amount=amount, short=amount - 1))
+
+
+async def test_sale_naming_a_missing_payment_is_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    booking = await booked(http, clean, show, seats_of(catalog, show, 1))
+    (row,) = await clean.fetch("south", "SELECT amount_paise, payment_id FROM booking "
+                               "WHERE id = $1", booking)
+    await execute(clean, "south", "UPDATE booking SET payment_id = 'pay_invented' "
+                  "WHERE id = $1", booking)
+    report = await run_audit(clean.topology)
+    # The real capture is now nobody's sale: `money` finds that side.
+    assert sorted((v.check, v.detail) for v in report.violations) == [
+        ("money", f"payment {row['payment_id']} is CAPTURED but booking {booking} is "
+                  "CONFIRMED (paid by pay_invented)"),
+        ("unpaid_sale", f"CONFIRMED booking {booking} ({row['amount_paise']} paise) names "
+                        "payment pay_invented, which has no payment row")]
 
 
 async def test_confirmed_booking_with_an_unsold_seat_is_found(

@@ -3,7 +3,9 @@
 It runs as a subprocess (it starts and stops its own cluster, load generator
 processes and scratch servers) and must exit 0 and write a JSON with every
 figure. The raw limits are skipped with a note when `redis-benchmark` or
-`pgbench` is missing; the rest must be there.
+`pgbench` is missing; the rest must be there. Every write carries a token and
+confirms use captured payments, so no phase sees anything but 200/201 (no 401,
+402, 409 `hold_limit_reached` or 429 `rate_limited`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "targets:" in proc.stdout
+    assert "TokenVerifier.identity():" in proc.stdout
     (json_path,) = tmp_path.glob("bench-*.json")
     assert json_path.with_suffix(".png").stat().st_size > 10_000
     results = json.loads(json_path.read_text())
@@ -58,6 +61,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert 0 <= pair["from_ts"]["p50_ms"] < 1000, pair
     for key in ("hold_local", "hold_remote", "confirm_local", "confirm_remote", "read_local"):
         assert run["local_remote"][key]["ok"] > 0, key
+        assert set(run["local_remote"][key]["statuses"]) <= {"200", "201"}, key
+
+    token = results["token_verify"]
+    assert token["algorithm"] == "HS256" and token["calls"] > 0
+    assert 0 < token["identity_us_best"] <= token["identity_us"] < 10_000
+    assert 0 < token["bad_signature_us"] < 10_000 and 0 < token["mint_us"] < 10_000
 
     raw = results["raw"]
     if "skipped" not in raw["redis_hold"]:
@@ -71,3 +80,4 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert derived["bottleneck"]["verdict"].startswith("hold: ")
     assert {t["target"].split(" ")[0] for t in derived["targets"]} >= {"hold", "seat-map"}
     assert 0 < derived["ratios"]["hot_reads_vs_trivial"]
+    assert 0 < derived["token_verify"]["share_of_node_cpu_per_hold"] < 1
