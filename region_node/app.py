@@ -20,6 +20,7 @@ from region_node.listener import ChangeListener
 from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
 from region_node.middlewares import error_middleware, metrics_middleware
+from region_node.openapi import document_bytes
 from region_node.pay import PaymentService
 from region_node.routes import setup_routes
 from region_node.seatmap import SeatMaps
@@ -33,6 +34,7 @@ from region_node.typedefs import (
     limiter_key,
     listener_key,
     metrics_key,
+    openapi_key,
     placement_key,
     seatmaps_key,
     settings_key,
@@ -99,6 +101,7 @@ def create_app(settings: NodeSettings) -> web.Application:
     app[verifier_key] = TokenVerifier(settings.topology)
     app[placement_key] = Placement(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
+    app[openapi_key] = document_bytes(settings.topology)
     app.cleanup_ctx.append(resources)
     setup_routes(app)
     return app

@@ -61,7 +61,9 @@ class TokenVerifier:
         if not authorization:
             raise Unauthorized("this route needs Authorization: Bearer <token>")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        # A JWT is ASCII (base64url and dots); other bytes in the header would reach
+        # PyJWT as undecodable text and fail outside its own error family.
+        if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
             raise Unauthorized("expected Authorization: Bearer <token>")
         try:
             claims = jwt.decode(token.strip(), self._key, algorithms=[self._auth.algorithm],

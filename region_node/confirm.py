@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+IDEMPOTENCY_KEY = re.compile(r"^[ -~]+$")  # printable ASCII
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ def validate_confirm(key: str | None, body: Any) -> tuple[str, str]:
         raise MissingHeader("Idempotency-Key header is required", header="Idempotency-Key")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"Idempotency-Key longer than {MAX_KEY_LENGTH}", field="Idempotency-Key")
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        # Other bytes arrive as undecodable text that PostgreSQL cannot store.
+        raise InvalidInput("Idempotency-Key must be printable ASCII", field="Idempotency-Key")
     if not isinstance(body, dict) or not isinstance(body.get("payment_id"), str) \
             or not PAYMENT_ID.match(body["payment_id"]):
         raise InvalidInput("body must be {\"payment_id\": str} (1-128 of [A-Za-z0-9_-])",

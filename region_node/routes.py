@@ -1,10 +1,10 @@
-"""URL table of a node."""
+"""URL table of a node. Every route is in the OpenAPI document (`openapi.py`); a test checks."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from region_node.views import admin, booking, catalog, live, ops, payments
+from region_node.views import admin, booking, catalog, docs, live, ops, payments
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,6 +12,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/healthz", ops.healthz)
     r.add_get("/readyz", ops.readyz)
     r.add_get("/metrics", ops.metrics)
+    r.add_get("/openapi.json", docs.openapi_document)
 
     r.add_get("/theatres", catalog.list_theatres)
     r.add_get("/theatres/{theatre_id}/shows", catalog.theatre_shows)

@@ -32,3 +32,4 @@ listener_key: web.AppKey[ChangeListener] = web.AppKey("listener")
 forwarder_key: web.AppKey[Forwarder] = web.AppKey("forwarder")
 verifier_key: web.AppKey[TokenVerifier] = web.AppKey("verifier")
 limiter_key: web.AppKey[RateLimiter] = web.AppKey("limiter")
+openapi_key: web.AppKey[bytes] = web.AppKey("openapi")  # the rendered document

@@ -13,12 +13,15 @@ from aiohttp import web
 
 from region_node import ids
 from region_node.body import parse_json, read_body
+from region_node.confirm import PAYMENT_ID
 from region_node.errors import InvalidInput, NotFound, RequestError
 from region_node.outbox import enqueue
 from region_node.signing import SIGNATURE_HEADER, SignatureError, verify_webhook
 from region_node.typedefs import bookings_key, settings_key
 
 EVENT_KINDS = ("payment.captured", "payment.failed")
+GATEWAY_ID = PAYMENT_ID  # the gateway's ids (payments, events) share one alphabet
+MAX_PAISE = 2**31 - 1  # amount columns are `integer`
 
 
 class WebhookRejected(RequestError):
@@ -40,6 +43,12 @@ def parse_event(body: bytes) -> dict[str, Any]:
                            "and amount_paise (integer)")
     if event["kind"] not in EVENT_KINDS:
         raise InvalidInput(f"unknown event kind {event['kind']!r}", field="kind")
+    # Signed or not, what PostgreSQL cannot store must be a 422, not a 500.
+    for name in ("event_id", "payment_id"):
+        if not GATEWAY_ID.fullmatch(event[name]):
+            raise InvalidInput(f"{name} must be 1-128 of [A-Za-z0-9_-]", field=name)
+    if isinstance(event["amount_paise"], bool) or not 0 <= event["amount_paise"] <= MAX_PAISE:
+        raise InvalidInput(f"amount_paise must be 0..{MAX_PAISE}", field="amount_paise")
     ids.booking_show(event["booking_id"])
     return {k: event[k] for k in fields}
 

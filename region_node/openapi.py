@@ -1,0 +1,272 @@
+"""The API's contract: the OpenAPI 3.1 document every node serves at `/openapi.json`.
+
+Built in Python, not kept as YAML, so what must agree with the code comes from
+the code (id patterns, the seat cap, region names: `schemas.py`). It cannot
+drift: `tests/region_node/test_openapi.py` fails when the router and this table
+disagree on a route, or an operation's `security` on its handler's `access`,
+and fuzzes a live node against the document (schemathesis).
+
+Security: `[]` for routes anyone may call (public reads, health, the webhook,
+which its HMAC signature authenticates); `bearerAuth` for user routes;
+`bearerAuth: [operator]` (an OpenAPI 3.1 role) for operator routes.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from typing import Any
+
+from region_node import ids
+from region_node.schemas import IDEMPOTENCY_KEY, USER_ID, Schema, components, pattern, ref
+from region_node.signing import SIGNATURE_HEADER
+from router.topology import Topology
+
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "none": [], "public": [], "user": [{"bearerAuth": []}],
+    "operator": [{"bearerAuth": ["operator"]}],
+}
+WHY = {
+    400: "Malformed id, header or signature", 401: "No valid bearer token (or webhook signature)",
+    402: "The payment is not captured for this booking and amount", 403: "Not allowed",
+    404: "No such theatre, show, booking or ticket", 409: "Refused by the booking rules",
+    # 413: body over the node's size limit (`http_error` until the body-limit work lands).
+    413: "Body too large", 422: "Invalid input", 429: "Rate limited; retry after `Retry-After` s",
+    503: "The home region (or payment gateway) cannot answer now; nothing changed",
+}
+HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer challenge
+    "unauthorized": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    "rate_limited": {"Retry-After": {"required": True, "description": "seconds",
+                                     "schema": {"type": "integer", "minimum": 1}}},
+}
+RATE = ("rate_limited",)
+REGION_DOWN = ("region_unavailable",)
+BODY_TOO_LARGE = ("body_too_large", "http_error")
+
+
+def json_content(schema: Schema) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def error(status: int, codes: tuple[str, ...]) -> dict[str, Any]:
+    schema = {"allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
+    out: dict[str, Any] = {"description": WHY[status], "content": json_content(schema)}
+    headers = {k: v for code in codes for k, v in HEADERS.get(code, {}).items()}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def ok(description: str, schema: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = json_content(ref(schema))
+    return out
+
+
+def path_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description}
+
+
+def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def header(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "schema": schema,
+            "description": description}
+
+
+SHOW = path_param("show_id", pattern(ids.SHOW_ID), "a show id")
+THEATRE = path_param("theatre_id", pattern(ids.THEATRE_ID), "a theatre id")
+BOOKING = path_param("booking_id", pattern(ids.BOOKING_ID),
+                     "a booking id: `b<show id>-<16 hex>`, so any node finds its home region")
+
+
+def operation(op_id: str, tag: str, access: str, summary: str, *,
+              responses: dict[int, dict[str, Any]], errors: dict[int, tuple[str, ...]],
+              params: tuple[dict[str, Any], ...] = (), body: str | None = None,
+              description: str | None = None) -> dict[str, Any]:
+    """One operation. Token routes always may answer 401, operator routes 403, and
+    public routes 429 (the per-address read limit), so those are added here."""
+    errors = dict(errors)
+    if access in ("user", "operator"):
+        errors.setdefault(401, ("unauthorized",))
+    if access == "operator":
+        errors.setdefault(403, ("forbidden",))
+        description = (description or "") + " Needs a token with the `operator` role."
+    if access == "public":
+        errors.setdefault(429, RATE)
+    out: dict[str, Any] = {
+        "operationId": op_id, "tags": [tag], "summary": summary,
+        "security": SECURITY[access],
+        "responses": {str(s): r for s, r in sorted(
+            {**responses, **{s: error(s, c) for s, c in errors.items()}}.items())},
+    }
+    if description:
+        out["description"] = description.strip()
+    if params:
+        out["parameters"] = list(params)
+    if body is not None:
+        out["requestBody"] = {"required": True, "content": json_content(ref(body))}
+    return out
+
+
+def paths() -> dict[str, dict[str, Any]]:
+    return {
+        "/healthz": {"get": operation(
+            "healthz", "ops", "none", "Liveness: 200 while the process serves",
+            responses={200: ok("Serving", "Health")}, errors={})},
+        "/readyz": {"get": operation(
+            "readyz", "ops", "none", "Readiness: this region's Redis master and PostgreSQL",
+            responses={200: ok("Ready", "Readiness"),
+                       503: {"description": "Not ready; `checks` says which store failed",
+                             "content": json_content(ref("Readiness"))}}, errors={})},
+        "/metrics": {"get": operation(
+            "metrics", "ops", "none", "Prometheus metrics (text format 0.0.4)",
+            responses={200: {"description": "Metrics",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            errors={})},
+        "/openapi.json": {"get": operation(
+            "openapi", "ops", "public", "This document",
+            responses={200: {"description": "OpenAPI 3.1",
+                             "content": json_content({"type": "object"})}}, errors={})},
+        "/theatres": {"get": operation(
+            "listTheatres", "catalog", "public", "Theatres, optionally of a city or region",
+            params=(query("city", {"type": "string"}, "case-insensitive city name"),
+                    query("region", {"type": "string"}, "home region")),
+            responses={200: ok("Theatres", "TheatreList")}, errors={})},
+        "/theatres/{theatre_id}/shows": {"get": operation(
+            "theatreShows", "catalog", "public", "A theatre and its shows, with seats left",
+            params=(THEATRE,), responses={200: ok("The theatre's shows", "TheatreShows")},
+            errors={400: ("malformed_id",), 404: ("not_found",)})},
+        "/shows/{show_id}": {"get": operation(
+            "showDetail", "catalog", "public", "A show with its movie, screen and theatre",
+            params=(SHOW,), responses={200: ok("The show", "ShowDetail")},
+            errors={400: ("malformed_id",), 404: ("not_found",)})},
+        "/shows/{show_id}/seats": {"get": operation(
+            "showSeats", "catalog", "public", "The seat map",
+            description="From the node's cache (`version`, `as_of` say how fresh), or the "
+                        "home master with `consistent=true`.",
+            params=(SHOW, query("consistent", {"enum": ["true", "false", "1", "0"]},
+                                "read the home master (case-insensitive)")),
+            responses={200: ok("The seat map", "SeatMap")},
+            errors={400: ("malformed_id",), 404: ("not_found",), 422: ("invalid_input",),
+                    503: REGION_DOWN})},
+        "/shows/{show_id}/live": {"get": operation(
+            "showLive", "catalog", "public", "WebSocket of seat changes",
+            description="A `snapshot` (the seat map), then one `delta` per change with "
+                        "consecutive versions; send `{\"type\": \"resync\"}` for a new "
+                        "snapshot.",
+            params=(SHOW,), responses={101: ok("Switching to the WebSocket protocol")},
+            errors={400: ("malformed_id", "http_error"), 404: ("not_found",)})},
+        "/booking/seats/{show_id}/lock": {"post": operation(
+            "hold", "booking", "user", "Hold seats (all or none) for the token's user",
+            description="Runs in the show's home region (another region's node forwards it).",
+            params=(SHOW,), body="HoldRequest", responses={201: ok("Held", "Hold")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("seats_unavailable", "hold_limit_reached"), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input",), 429: RATE, 503: REGION_DOWN})},
+        "/booking/booking/{booking_id}/pay": {"post": operation(
+            "pay", "booking", "user", "A payment intent at the gateway for the held amount",
+            description="Asking again returns the same intent while it can still be paid.",
+            params=(BOOKING,), responses={201: ok("The intent", "PaymentIntent")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("booking_not_pending",), 429: RATE,
+                    503: REGION_DOWN + ("payment_gateway_unavailable",)})},
+        "/booking/booking/{booking_id}/confirm": {"post": operation(
+            "confirm", "booking", "user", "Sell a held booking paid by a captured payment",
+            description="Idempotent per `Idempotency-Key`: a retry gets the first answer "
+                        "byte for byte; business refusals (409) are stored too.",
+            params=(BOOKING, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                                    "the client's key for this confirm")),
+            body="ConfirmRequest", responses={200: ok("Confirmed", "Booking")},
+            errors={400: ("malformed_id", "missing_header"), 402: ("payment_required",),
+                    404: ("not_found",),
+                    409: ("seats_taken", "hold_expired", "booking_not_pending",
+                          "payment_already_used"),
+                    413: BODY_TOO_LARGE, 422: ("invalid_input", "idempotency_key_reused"),
+                    429: RATE, 503: REGION_DOWN + ("payment_gateway_unavailable",)})},
+        "/booking/booking/{booking_id}/cancel": {"post": operation(
+            "cancel", "booking", "user", "Cancel a held booking (idempotent); frees its seats",
+            params=(BOOKING,), responses={200: ok("Cancelled", "BookingWithPayments")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("booking_not_pending",), 429: RATE, 503: REGION_DOWN})},
+        "/booking/booking/{booking_id}/extend": {"post": operation(
+            "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
+            params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("booking_not_pending", "hold_expired"), 429: RATE,
+                    503: REGION_DOWN})},
+        "/booking/booking/{booking_id}": {"get": operation(
+            "getBooking", "booking", "user", "The caller's booking, with its payments",
+            description="Another user's booking is 404: its existence is not revealed.",
+            params=(BOOKING,), responses={200: ok("The booking", "BookingWithPayments")},
+            errors={400: ("malformed_id",), 404: ("not_found",), 503: REGION_DOWN})},
+        "/booking/booking/{booking_id}/ticket": {"get": operation(
+            "getTicket", "booking", "user", "The ticket PNG once the region's worker made it",
+            params=(BOOKING,),
+            responses={200: {"description": "The ticket (QR code with a signed reference)",
+                             "content": {"image/png": {"schema": {}}}}},
+            errors={400: ("malformed_id",), 404: ("not_found", "ticket_not_ready"),
+                    409: ("booking_not_pending",), 503: REGION_DOWN})},
+        "/users/{user_id}/bookings": {"get": operation(
+            "userBookings", "booking", "user", "A user's bookings; only that user may ask",
+            params=(path_param("user_id", USER_ID, "must be the token's user"),),
+            responses={200: ok("Newest first, from every region", "UserBookings")},
+            errors={403: ("forbidden",)})},
+        "/me/bookings": {"get": operation(
+            "myBookings", "booking", "user", "The caller's bookings in every region",
+            description="`unavailable_regions` names regions that did not answer.",
+            responses={200: ok("Newest first, from every region", "UserBookings")},
+            errors={})},
+        "/payments/webhook": {"post": operation(
+            "paymentWebhook", "payments", "none", "The gateway's signed payment event",
+            description=f"Authenticated by `{SIGNATURE_HEADER}: t=<unix>,v1=<hex>`, "
+                        "HMAC-SHA256(secret, \"<t>.\" + body), within the replay window. "
+                        "Stored once by `event_id`; the home region's worker runs the saga.",
+            params=(header(SIGNATURE_HEADER, {"type": "string"}, "t=<unix>,v1=<hex HMAC>"),),
+            body="PaymentEvent",
+            responses={200: ok("Stored (or a duplicate)", "PaymentEventReceived")},
+            errors={400: ("missing_signature", "malformed_signature", "stale_webhook",
+                          "malformed_id"),
+                    401: ("bad_signature",), 404: ("not_found",), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input",), 503: REGION_DOWN})},
+        "/ops/jobs": {"get": operation(
+            "jobCounts", "ops", "operator", "Job queue depth per region and state",
+            responses={200: ok("Counts", "JobCounts")}, errors={})},
+        "/ops/jobs/replay": {"post": operation(
+            "replayJobs", "ops", "operator", "Put a region's dead-lettered jobs back in its queue",
+            description="All of them, or only `job_ids`.", body="ReplayRequest",
+            responses={200: ok("How many went back", "Replayed")},
+            errors={413: BODY_TOO_LARGE, 422: ("invalid_input",)})},
+    }
+
+
+def document(topology: Topology) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "bookcluster", "version": metadata.version("bookcluster"),
+            "description": "Region-sharded movie-ticket booking: no seat is ever sold twice. "
+                           "Every node answers every route. Errors are JSON "
+                           "`{\"error\": code, \"message\": ..., ...details}`.",
+        },
+        "tags": [{"name": "catalog"}, {"name": "booking"}, {"name": "payments"},
+                 {"name": "ops"}],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "A JWT whose `sub` is the user id; `roles` may hold "
+                               "`operator`. `exp` is required."}},
+            "schemas": components(topology),
+        },
+    }
+
+
+def document_bytes(topology: Topology) -> bytes:
+    """The document as served: rendered once per node, at start-up."""
+    return json.dumps(document(topology), indent=1).encode()
