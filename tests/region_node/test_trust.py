@@ -205,9 +205,8 @@ async def test_a_burst_over_the_rate_limit_gets_429_then_a_retry_succeeds(
                 break
     assert retry_after is not None and 1 <= retry_after <= 60, statuses
     assert statuses.count(404) >= rate.burst - 5  # the burst went through first
-    status, body = await call(http, "POST", f"{clean.node('south')}/booking/seats/{show}/lock",
-                              json={"seat_ids": seats_of(catalog, show, 1)}, user="scripted")
-    assert status == 429 and body["error"] == "rate_limited"
+    # (The test cluster refills 50 tokens a second, so no further refusal is asserted:
+    # the next token may already be back.)
     await asyncio.sleep(retry_after)
     status, body = await call(http, "POST", f"{clean.node('south')}/booking/seats/{show}/lock",
                               json={"seat_ids": seats_of(catalog, show, 1)}, user="scripted")
