@@ -5,6 +5,7 @@
     bookcluster status [--json]        every process, its health and replication lag
     bookcluster audit [--json]         no seat sold twice, every sale complete, Redis = PostgreSQL
     bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
+    bookcluster repair [--region R] [--show S] [--dry-run]   fix Redis seat state from PostgreSQL
     bookcluster token --user alice [--user bob] [--ttl 1h] [--role operator]
                                        a user token per --user, one line each
 """
@@ -30,7 +31,10 @@ from cluster.launcher import ClusterAlreadyRunning, ClusterSetupError, LocalClus
 from cluster.postgres_server import PostgresSetupError
 from cluster.supervisor import kill_recorded, pid_alive, read_state
 from region_node import auth, jobqueue
-from router.errors import RouterError
+from region_node.home import HomeRegion
+from region_node.reconciler import Reconciler
+from router.errors import RegionUnavailable, RouterError
+from router.registry import Connections
 from router.topology import Topology, duration_arg, load_topology
 
 CATALOG_SIZES = {
@@ -63,6 +67,11 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     audit.add_argument("--grace", type=duration_arg, default=5.0,
                        help="slack for holds the sweeper has not reached yet (default 5s)")
+    repair = sub.add_parser("repair", help="compare each region's Redis seat mirror with "
+                            "PostgreSQL and fix what differs")
+    repair.add_argument("--region", help="one region (default: all)")
+    repair.add_argument("--show", type=int, help="one show (default: every show)")
+    repair.add_argument("--dry-run", action="store_true", help="report, change nothing")
     token = sub.add_parser("token", help="print a user token (JWT) per --user, signed with "
                            "the local cluster's key")
     token.add_argument("--user", action="append", required=True, dest="users",
@@ -98,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
         elif args.command == "jobs":
             code = asyncio.run(_jobs(topology, args))
+        elif args.command == "repair":
+            code = asyncio.run(_repair(topology, args))
         elif args.command == "token":
             code = _token(topology, args)
         else:
@@ -107,6 +118,30 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
+
+
+async def _repair(topology: Topology, args: argparse.Namespace) -> int:
+    """Operator repair: needs the stores' passwords (the run folder or env)."""
+    regions = [args.region] if args.region else list(topology.regions)
+    code = 0
+    for region in regions:
+        async with Connections(topology, region) as connections:
+            reconciler = Reconciler(connections, HomeRegion(connections), region)
+            try:
+                shows = await reconciler.region_shows()
+                if args.show is not None:
+                    shows = [s for s in shows if s == args.show]
+                report = await reconciler.repair(shows, dry_run=args.dry_run)
+            except RegionUnavailable as exc:
+                print(f"{region}: unreachable: {exc}", file=sys.stderr)
+                code = 2
+                continue
+        verb = "would repair" if args.dry_run else "repaired"
+        print(f"{region}: {report.shows_checked} shows checked, {verb} "
+              f"{report.divergent_seats} seats in {len(report.divergent)} shows")
+        for show, seats in sorted(report.divergent.items()):
+            print(f"  show {show}: " + ", ".join(f"{s}->{w}" for s, w in sorted(seats.items())))
+    return code
 
 
 def _token(topology: Topology, args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from router.topology import Topology
 # running services lock them (jobs: ticket/notification/payment_event before
 # booking; sweeper and confirm: booking before the rest), so it cannot deadlock.
 BOOKING_TABLES = ("payment_event, ticket, notification, booking, booking_seat, payment, "
-                  "outbox, idempotency")
+                  "outbox, idempotency, mirror_change")
 ATTEMPTS = 3
 
 

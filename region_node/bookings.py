@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from region_node import ids
+from region_node import ids, mirror
 from region_node.catalog import Catalog, ShowInfo
 from region_node.errors import (
     BookingNotPending,
@@ -223,9 +223,7 @@ class BookingService:
             freed = await free_seats(conn, [booking_id])
             await conn.execute("UPDATE booking SET status = 'CANCELLED', updated_at = now() "
                                "WHERE id = $1", booking_id)
-        seats = [seat for _, _, seat in freed]
-        if seats:
-            await self._release_quietly(show, booking_id, seats)
+        await mirror.apply_now(self.home, show.region, released(freed))
         return await self.get(booking_id, owner)
 
     async def extend(self, booking_id: str, owner: str) -> dict[str, Any]:
@@ -262,16 +260,24 @@ class BookingService:
         return await self.get(booking_id, owner)
 
 
+def released(freed: list[tuple[str, int, str]]) -> mirror.Changes:
+    """`free_seats`' rows as mirror changes."""
+    return mirror.group(("release", show, booking, seat) for booking, show, seat in freed)
+
+
 async def free_seats(conn: asyncpg.Connection,
                      booking_ids: list[str]) -> list[tuple[str, int, str]]:
-    """Make the seats still held by these bookings AVAILABLE; returns (booking, show, seat)."""
+    """Make the seats still held by these bookings AVAILABLE, with their mirror rows;
+    returns (booking, show, seat)."""
     rows = await conn.fetch(
         "SELECT hold_booking_id, show_id, seat_id FROM show_seat "
         "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED' "
         "ORDER BY show_id, seat_id FOR UPDATE", booking_ids)
+    freed = [(r["hold_booking_id"], r["show_id"], r["seat_id"]) for r in rows]
     if rows:
         await conn.execute(
             "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
             "hold_expires_at = NULL, updated_at = now() "
             "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED'", booking_ids)
-    return [(r["hold_booking_id"], r["show_id"], r["seat_id"]) for r in rows]
+        await mirror.record_release(conn, freed)
+    return freed

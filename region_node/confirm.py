@@ -33,6 +33,7 @@ from typing import Any
 
 import asyncpg
 
+from region_node import mirror
 from region_node.bookings import BOOKING_QUERY, BookingService, booking_json
 from region_node.catalog import ShowInfo
 from region_node.errors import (
@@ -112,7 +113,9 @@ class ConfirmService:
             raise SeatsTaken([]) from None
         if sold:
             self._count(show, "confirmed")
-            await self._record_in_redis(show, booking_id, sold)
+            # Committed with its mirror rows: Redis learns it now, or from the worker.
+            await mirror.apply_now(self.home, show.region,
+                                   {("book", show.id, booking_id): sold})
         return response
 
     def _count(self, show: ShowInfo, outcome: str) -> None:
@@ -164,14 +167,6 @@ class ConfirmService:
                 "UPDATE idempotency SET status_code = $3, response_body = $4 "
                 "WHERE user_id = $1 AND key = $2", user_id, key, response.status, response.body)
             return response, sold
-
-    async def _record_in_redis(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
-        try:
-            await self.home.script(show.region, "book", show.id, [booking_id, *seats])
-        except Exception:
-            # The sale is committed in PostgreSQL and stands. Redis only lags:
-            # its stale hold can not sell the seat again (PostgreSQL refuses).
-            log.exception("confirmed %s but could not record it in Redis", booking_id)
 
 
 # Claims the key for the booking's user in one statement. No row back means the

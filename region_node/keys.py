@@ -51,3 +51,11 @@ ABANDONED_HOLDS = "bookcluster:abandoned-holds"
 def rate_bucket(scope: str, who: str) -> str:
     """Hash {tokens, ts} of one token bucket (`scope` user or ip); its own slot."""
     return f"{{rl:{scope}:{who}}}"
+
+
+# Per master: {gen, run_id}. The generation the reconciler gave this master's
+# current run (`INFO server` run_id); a different run_id is a (re)start.
+MIRROR_GENERATION = "bookcluster:mirror-generation"
+# Versions of a generation start at gen << GENERATION_SHIFT, so they never go
+# backwards for a node, whatever a restarted master forgot.
+GENERATION_SHIFT = 32

@@ -114,6 +114,18 @@ class WorkerMetrics:
         self.expired = Gauge(
             "bookcluster_holds_expired", "Bookings the sweeper expired since start", ["region"],
             registry=self.registry)
+        self.mirror_applied = Gauge(
+            "bookcluster_mirror_changes_applied", "Committed seat changes the worker applied "
+            "to the master since start", ["region"], registry=self.registry)
+        self.mirror_divergent = Gauge(
+            "bookcluster_mirror_divergent_seats", "Seats whose Redis state differed from "
+            "PostgreSQL in the reconciler's last pass", ["region"], registry=self.registry)
+        self.mirror_repaired = Gauge(
+            "bookcluster_mirror_repaired_seats", "Seats the reconciler repaired since start",
+            ["region"], registry=self.registry)
+        self.mirror_generation = Gauge(
+            "bookcluster_mirror_generation", "Generation of the region's Redis master",
+            ["region"], registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

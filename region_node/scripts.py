@@ -86,15 +86,54 @@ return {publish(released, 'AVAILABLE', ARGV[3]), unpack(released)}
 
 # ARGV: channel, show_id, booking_id, seat...
 # Records seats as sold to booking_id after PostgreSQL committed the sale:
-# PostgreSQL decided, so any hold on these seats is dropped. Returns version.
+# PostgreSQL decided, so any hold on these seats is dropped. Returns the version,
+# or 0 when every seat was already recorded (applying a sale twice is a no-op:
+# nothing changes, nothing is published).
 BOOK = _PUBLISH + """
-local seats = {}
+local seats, changed = {}, false
 for i = 4, #ARGV do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[3])
-  redis.call('HDEL', KEYS[1], ARGV[i])
   seats[#seats + 1] = ARGV[i]
+  if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[3]
+     or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[3])
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    changed = true
+  end
 end
+if not changed then return 0 end
 return publish(seats, 'BOOKED', ARGV[3])
+"""
+
+# ARGV: channel, show_id, min_version, then pairs (seat, wanted state) where the
+# state is "B:<booking>" (sold), "H:<booking>|<expires_ms>" (held), "U" (never
+# for sale) or "A" (free). The reconciler's repair: sets each listed seat to
+# what PostgreSQL says, raises the version to at least min_version (a new
+# generation of the master), and publishes RESET so every node drops its copy
+# and reads the show again. Returns the new version.
+REPAIR = """
+for i = 4, #ARGV, 2 do
+  local seat, want = ARGV[i], ARGV[i + 1]
+  local kind = string.sub(want, 1, 1)
+  redis.call('HDEL', KEYS[1], seat)
+  redis.call('HDEL', KEYS[2], seat)
+  redis.call('SREM', KEYS[3], seat)
+  if kind == 'B' then redis.call('HSET', KEYS[2], seat, string.sub(want, 3))
+  elseif kind == 'H' then redis.call('HSET', KEYS[1], seat, string.sub(want, 3))
+  elseif kind == 'U' then redis.call('SADD', KEYS[3], seat) end
+end
+local version = redis.call('INCR', KEYS[4])
+local floor = tonumber(ARGV[3])
+if version < floor then
+  redis.call('SET', KEYS[4], ARGV[3])
+  version = floor
+end
+local clock = redis.call('TIME')
+-- Written by hand: cjson would encode the empty seat list as an object.
+redis.call('PUBLISH', ARGV[1], string.format(
+  '{"show": %d, "version": %d, "seats": [], "status": "RESET", "ts": %d}',
+  tonumber(ARGV[2]), version,
+  tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)))
+return version
 """
 
 # ARGV: channel, show_id, booking_id, ttl_ms, deadline_ms, seat...
@@ -129,7 +168,8 @@ class SeatScripts:
         scripts = self._registered.get(id(client))
         if scripts is None:
             scripts = {name: client.register_script(body) for name, body in
-                       (("hold", HOLD), ("release", RELEASE), ("book", BOOK), ("extend", EXTEND))}
+                       (("hold", HOLD), ("release", RELEASE), ("book", BOOK), ("extend", EXTEND),
+                        ("repair", REPAIR))}
             self._registered[id(client)] = scripts
         return scripts
 

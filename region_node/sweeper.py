@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from datetime import timedelta
 
-from region_node.bookings import free_seats
+from region_node import mirror
+from region_node.bookings import free_seats, released
 from region_node.home import HomeRegion
 from router.errors import RegionUnavailable
 
@@ -46,14 +46,7 @@ class Sweeper:
             freed = await free_seats(conn, expired) if expired else []
             await conn.execute("DELETE FROM idempotency WHERE created_at < now() - $1::interval",
                                IDEMPOTENCY_RETENTION)
-        by_booking: dict[tuple[str, int], list[str]] = defaultdict(list)
-        for booking, show, seat in freed:
-            by_booking[(booking, show)].append(seat)
-        for (booking, show), seats in by_booking.items():
-            try:
-                await self.home.script(self.region, "release", show, [booking, *seats])
-            except RegionUnavailable:
-                log.warning("expired %s but Redis did not answer; its hold ends by TTL", booking)
+        await mirror.apply_now(self.home, self.region, released(freed))
         old = time.time() - ABANDONED_WATCH_S
         await self.home.forget_abandoned(
             self.region, [b for b, at in abandoned.items() if b in expired or at < old])

@@ -27,11 +27,14 @@ from bullmq import Job, Worker
 from region_node import jobqueue
 from region_node.bookings import BookingService
 from region_node.catalog import Catalog
+from region_node.home import REDIS_UNAVAILABLE
 from region_node.jobs import HANDLERS, JobContext
 from region_node.metrics import NodeMetrics, WorkerMetrics
+from region_node.mirror import MirrorApplier
 from region_node.outbox import Relay
+from region_node.reconciler import Reconciler
 from region_node.sweeper import Sweeper
-from router.errors import RouterError
+from router.errors import RegionUnavailable, RouterError
 from router.placement import Placement
 from router.registry import Connections, load_routes
 from router.topology import Endpoint, Topology, duration_arg, load_topology
@@ -73,9 +76,17 @@ class RegionWorker:
         self.metrics.relayed.labels(self.region).set_function(lambda: self.relay.relayed_total)
         self.metrics.expired.labels(self.region).set_function(
             lambda: self.sweeper.expired_total)
+        self.applier = MirrorApplier(bookings.home, self.region)
+        self.reconciler = Reconciler(connections, bookings.home, self.region)
+        self._watch_mirror()
+        try:  # a new master generation is announced before this worker reports healthy
+            await self.reconciler.run_once()
+        except (RegionUnavailable, *REDIS_UNAVAILABLE) as exc:
+            log.warning("first mirror check of %s skipped: %s", self.region, exc)
         self.consumer = self._new_consumer()
         stack.push_async_callback(self._close_consumer)
         for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
+                           ("mirror", self.applier.run()), ("reconciler", self.reconciler.run()),
                            ("watch", self._watch())):
             self._tasks.append(asyncio.create_task(loop, name=name))
         return self
@@ -88,6 +99,16 @@ class RegionWorker:
         log.info("worker %s stopped: %d jobs run, %d outbox rows relayed, %d holds expired",
                  self.region, self.jobs_run, self.relay.relayed_total,
                  self.sweeper.expired_total)
+
+    def _watch_mirror(self) -> None:
+        region, metrics = self.region, self.metrics
+        metrics.mirror_applied.labels(region).set_function(lambda: self.applier.applied_total)
+        metrics.mirror_divergent.labels(region).set_function(
+            lambda: self.reconciler.divergent_last)
+        metrics.mirror_repaired.labels(region).set_function(
+            lambda: self.reconciler.repaired_total)
+        metrics.mirror_generation.labels(region).set_function(
+            lambda: self.reconciler.generation or 0)
 
     def _new_consumer(self) -> Worker:
         return Worker(jobqueue.queue_name(self.region), self.process,

@@ -22,7 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from region_node.bookings import free_seats
+from region_node import mirror
+from region_node.bookings import free_seats, released
 from region_node.catalog import ShowInfo
 from region_node.confirm import sell
 from region_node.errors import BookingError, PaymentRequired
@@ -58,11 +59,10 @@ async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
         await conn.execute(
             "UPDATE payment_event SET processed_at = now(), outcome = $2 WHERE event_id = $1",
             data["event_id"], outcome)
+    changes = released(freed)
     if sold:
-        await ctx.home.script(ctx.region, "book", show.id, [booking_id, *sold])
-    if freed:
-        await ctx.home.script(ctx.region, "release", show.id,
-                              [booking_id, *[seat for _, _, seat in freed]])
+        changes[("book", show.id, booking_id)] = sold
+    await mirror.apply_now(ctx.home, ctx.region, changes)
     return outcome
 
 

@@ -1,0 +1,210 @@
+"""Repairs a region's Redis seat mirror from PostgreSQL, the truth.
+
+Runs in the region's worker, every second:
+- if the master's run changed (`INFO server` run_id: a restart, or later a
+  promotion), it is a new **generation**: the next number of a PostgreSQL
+  sequence. Every show of the region is repaired and its version raised to
+  at least `gen << 32`, so no node ever sees a version go backwards; the RESET
+  each repair publishes makes nodes drop their copy and read it again;
+- otherwise the shows whose bookings changed in the last few seconds are
+  compared seat by seat and any divergent seat is repaired.
+`bookcluster repair` runs the same comparison on demand.
+
+A seat held in Redis whose booking PostgreSQL does not know yet is a hold in
+flight (Redis answers first) or an abandoned one (the sweeper ends it): it is
+left alone. Seats PostgreSQL changed in the last second are left to the next
+pass: their mirror change may be on its way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from region_node import keys
+from region_node.home import REDIS_UNAVAILABLE, HomeRegion
+from region_node.seatstate import SeatState, read_seat_state
+from router.errors import RegionUnavailable
+from router.registry import Connections
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 1.0
+RECENT = timedelta(seconds=5)  # how far back a pass looks for changed bookings
+SETTLE = timedelta(seconds=1)  # younger PostgreSQL changes wait for the next pass
+HOLD_SLACK_MS = 1000  # hold expiries closer than this agree
+
+
+@dataclass
+class RepairReport:
+    shows_checked: int = 0
+    divergent: dict[int, dict[str, str]] = field(default_factory=dict)  # show -> seat -> want
+    generation: int | None = None  # set when this pass started a new generation
+
+    @property
+    def divergent_seats(self) -> int:
+        return sum(len(seats) for seats in self.divergent.values())
+
+
+def pg_wanted(row: asyncpg.Record, now: float) -> str:
+    """A show_seat row as the mirror should hold it (see the REPAIR script)."""
+    if row["status"] == "UNAVAILABLE":
+        return "U"
+    if row["status"] == "BOOKED":
+        return f"B:{row['booked_booking_id']}"
+    expires = row["hold_expires_at"]
+    if row["status"] == "LOCKED" and expires.timestamp() > now:
+        return f"H:{row['hold_booking_id']}|{int(expires.timestamp() * 1000)}"
+    return "A"
+
+
+def redis_has(state: SeatState, seat: str, now_ms: int) -> str:
+    if seat in state.blocked:
+        return "U"
+    if seat in state.booked:
+        return f"B:{state.booked[seat]}"
+    hold = state.holds.get(seat)
+    if hold is not None and hold[1] > now_ms:
+        return f"H:{hold[0]}|{hold[1]}"
+    return "A"
+
+
+def agree(want: str, have: str) -> bool:
+    if want[0] == "H" and have[0] == "H":
+        (w_booking, w_exp), (h_booking, h_exp) = (x[2:].split("|") for x in (want, have))
+        return w_booking == h_booking and abs(int(w_exp) - int(h_exp)) <= HOLD_SLACK_MS
+    return want == have
+
+
+class Reconciler:
+    def __init__(self, connections: Connections, home: HomeRegion, region: str) -> None:
+        self.connections = connections
+        self.home = home
+        self.region = region
+        self.generation: int | None = None
+        self.divergent_last = 0
+        self.repaired_total = 0
+        self._since = 0.0  # wall clock of the last pass
+
+    # -- passes ---------------------------------------------------------------
+
+    async def run_once(self) -> RepairReport:
+        """One pass: a new generation's full repair, or the recently changed shows."""
+        started = time.time()
+        report = await self._generation_pass()
+        if report is None:
+            async with self.home.connection(self.region) as conn:
+                shows = [r["show_id"] for r in await conn.fetch(
+                    "SELECT DISTINCT show_id FROM booking WHERE updated_at > $1",
+                    datetime.fromtimestamp(self._since, UTC) - RECENT)]
+            report = await self.repair(shows)
+        self._since = started
+        self.divergent_last = report.divergent_seats
+        return report
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (RegionUnavailable, *REDIS_UNAVAILABLE) as exc:
+                log.warning("mirror check of %s skipped: %s", self.region, exc)
+            except Exception:
+                log.exception("mirror check of %s failed; retrying", self.region)
+            await asyncio.sleep(INTERVAL_S)
+
+    async def _generation_pass(self) -> RepairReport | None:
+        master = self.connections.redis_master(self.region)
+        run_id = (await master.info("server"))["run_id"]
+        marker = await master.hgetall(keys.MIRROR_GENERATION)
+        if marker.get("run_id") == run_id:
+            self.generation = int(marker["gen"])
+            return None
+        async with self.home.connection(self.region) as conn:
+            generation = int(await conn.fetchval("SELECT nextval('mirror_generation_seq')"))
+        shows = await self.region_shows()
+        report = await self.repair(shows, min_version=generation << keys.GENERATION_SHIFT)
+        await master.hset(keys.MIRROR_GENERATION, mapping={"gen": generation, "run_id": run_id})
+        self.generation = report.generation = generation
+        log.info("master of %s runs as generation %d (run %s): %d shows checked, %d seats "
+                 "repaired", self.region, generation, run_id[:8], report.shows_checked,
+                 report.divergent_seats)
+        return report
+
+    async def region_shows(self) -> list[int]:
+        async with self.home.connection(self.region) as conn:
+            return [r["show_id"] for r in await conn.fetch(
+                "SELECT DISTINCT show_id FROM show_seat ORDER BY show_id")]
+
+    # -- comparing and repairing ----------------------------------------------
+
+    async def repair(self, show_ids: list[int], min_version: int = 0,
+                     dry_run: bool = False) -> RepairReport:
+        """Compare these shows with PostgreSQL and fix what differs. With `min_version`,
+        every show is rewritten (its version raised) even if nothing differs."""
+        report = RepairReport(shows_checked=len(show_ids))
+        master = self.connections.redis_master(self.region)
+        for chunk in (show_ids[i:i + 200] for i in range(0, len(show_ids), 200)):
+            wanted, settling = await self._pg_state(chunk)
+            states = {show: await read_seat_state(master, show) for show in chunk}
+            known = await self._known_bookings(states.values())
+            now_ms = int(time.time() * 1000)
+            for show in chunk:
+                fix = self._diff(wanted.get(show, {}), states[show], settling.get(show, set()),
+                                 known, now_ms)
+                if fix:
+                    report.divergent[show] = fix
+                if not dry_run and (fix or min_version):
+                    args = [min_version] + [x for seat in sorted(fix) for x in (seat, fix[seat])]
+                    await self.home.script(self.region, "repair", show, args)
+        if not dry_run:
+            self.repaired_total += report.divergent_seats
+        return report
+
+    async def _pg_state(self, shows: list[int]
+                        ) -> tuple[dict[int, dict[str, str]], dict[int, set[str]]]:
+        async with self.home.connection(self.region) as conn:
+            rows = await conn.fetch(
+                "SELECT show_id, seat_id, status, hold_booking_id, hold_expires_at, "
+                "booked_booking_id, updated_at > now() - $2::interval AS settling "
+                "FROM show_seat WHERE show_id = ANY($1::bigint[]) "
+                "AND (status <> 'AVAILABLE' OR updated_at > now() - $2::interval)",
+                shows, SETTLE)
+        now = time.time()
+        wanted: dict[int, dict[str, str]] = {}
+        settling: dict[int, set[str]] = {}
+        for row in rows:
+            wanted.setdefault(row["show_id"], {})[row["seat_id"]] = pg_wanted(row, now)
+            if row["settling"]:
+                settling.setdefault(row["show_id"], set()).add(row["seat_id"])
+        return wanted, settling
+
+    async def _known_bookings(self, states: Iterable[SeatState]) -> set[str]:
+        """Bookings PostgreSQL knows among those Redis holds seats for."""
+        held = sorted({b for s in states for b, _ in s.holds.values()})
+        if not held:
+            return set()
+        async with self.home.connection(self.region) as conn:
+            return {r["id"] for r in await conn.fetch(
+                "SELECT id FROM booking WHERE id = ANY($1::text[])", held)}
+
+    @staticmethod
+    def _diff(wanted: dict[str, str], state: SeatState, settling: set[str], known: set[str],
+              now_ms: int) -> dict[str, str]:
+        seats = set(wanted) | set(state.holds) | set(state.booked) | set(state.blocked)
+        fix = {}
+        for seat in seats - settling:
+            want = wanted.get(seat, "A")
+            have = redis_has(state, seat, now_ms)
+            if agree(want, have):
+                continue
+            if want == "A" and have[0] == "H" and have[2:].split("|")[0] not in known:
+                continue  # a hold in flight or abandoned: not PostgreSQL's yet
+            fix[seat] = want
+        return fix
+
