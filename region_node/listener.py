@@ -2,17 +2,28 @@
 
 Masters publish every seat change; replication carries the publish to the
 replicas, so a node hears every region's changes without leaving its own
-region. Each message patches the seat cache and fans out to live sockets.
-A lost subscription drops that region's cached shows (messages may have been
-missed) and tells live sockets to re-sync.
+region. Each message is checked (`changes.parse_change`), then patches the
+seat cache and fans out to live sockets; a malformed one is counted and
+skipped.
+
+Each subscription is supervised: a lost connection, a replica that stops
+answering PINGs, or any other exception is logged and counted, drops that
+region's cached shows (messages may have been missed), tells live sockets
+to re-sync, and reconnects after a backoff. The task itself only ends at
+`close()`; if it ends any other way it is logged, counted and started again.
+`/readyz` reads `readiness()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import functools
 import logging
+import math
 import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,6 +32,7 @@ from redis.backoff import NoBackoff
 
 from region_node import keys
 from region_node.catalog import Catalog
+from region_node.changes import MalformedChange, parse_change
 from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
 from region_node.seatmap import SeatMaps
@@ -28,7 +40,39 @@ from router.registry import Connections
 
 log = logging.getLogger(__name__)
 
-RECONNECT_DELAY_S = 0.5
+RECONNECT_DELAY_S = 0.5  # doubled per failure in a row, up to MAX_RECONNECT_DELAY_S
+MAX_RECONNECT_DELAY_S = 5.0
+STABLE_AFTER_S = 10.0  # a subscription up this long before it failed resets the backoff
+PING_AFTER_S = 1.0  # silence on the subscription before we PING the replica
+# No message, PONG or subscribe reply for this long: the connection is dead even if
+# TCP has not noticed (a paused or partitioned replica). Generous: a node under
+# load may be slow to read, and a false alarm costs a cache drop.
+SILENT_LIMIT_S = 5.0
+DOWN_GRACE_S = 2.0  # readyz: a subscription down longer than this makes the node unready
+WARN_EVERY_S = 10.0  # at most one malformed-message warning per source this often
+
+
+class ReplicaSilent(Exception):
+    """The subscription's connection is open but the replica stopped answering."""
+
+
+@dataclass
+class SourceState:
+    """How one source region's subscription is doing (read by /readyz and tests)."""
+
+    subscribed: bool = False
+    changed_at: float = field(default_factory=time.time)  # wall clock of the last up/down
+    up_or_down_since: float = field(default_factory=time.monotonic)
+    reason: str = "not subscribed yet"
+    restarts: int = 0
+    failures: int = 0  # in a row, for the backoff
+    last_change: float | None = None  # monotonic: last change message applied
+    warned_at: float = -math.inf
+    unwarned: int = 0  # malformed messages since the last warning
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
 class ChangeListener:
@@ -39,8 +83,10 @@ class ChangeListener:
         self._seatmaps = seatmaps
         self._hub = hub
         self._metrics = metrics
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
         self.subscribed: dict[str, asyncio.Event] = {}
+        self.sources: dict[str, SourceState] = {}
 
     @property
     def region(self) -> str:
@@ -49,57 +95,162 @@ class ChangeListener:
     def start(self) -> None:
         for source in self._connections.topology.regions:
             self.subscribed[source] = asyncio.Event()
-            self._tasks.append(asyncio.create_task(self._run(source), name=f"listen-{source}"))
+            self.sources[source] = SourceState()
+            self._metrics.listener_subscribed.labels(self.region, source).set(0)
+            self._spawn(source)
+
+    def _spawn(self, source: str) -> None:
+        task = asyncio.create_task(self._run(source), name=f"listen-{source}")
+        task.add_done_callback(functools.partial(self._ended, source))
+        self._tasks[source] = task
+
+    def _ended(self, source: str, task: asyncio.Task[None]) -> None:
+        """`_run` never returns; if its task ends anyway (cancelled by a stranger, a
+        BaseException), say so and start another."""
+        if self._closing or self._tasks.get(source) is not task:
+            return
+        error = None if task.cancelled() else task.exception()
+        self._spawn(source)  # first, so that nothing below can prevent it
+        how = "cancelled" if task.cancelled() else type(error).__name__ if error else "returned"
+        log.error("listener for %s changes ended (%s); restarted", source, how, exc_info=error)
+        self._lost(source, "ended", "listener task ended")
 
     async def close(self) -> None:
-        for task in self._tasks:
+        self._closing = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _run(self, source: str) -> None:
         endpoint = self._connections.topology.region(self.region).redis_replicas[source]
         while True:
+            # Bytes, not str: a message that is not UTF-8 is malformed, not a parser error.
             client = aioredis.Redis(host=endpoint.host, port=endpoint.port,
                                     password=self._connections.topology.secrets.redis_password,
-                                    decode_responses=True, socket_connect_timeout=1.0,
-                                    socket_timeout=None, retry=Retry(NoBackoff(), 0))
+                                    decode_responses=False, socket_connect_timeout=1.0,
+                                    socket_timeout=SILENT_LIMIT_S, retry=Retry(NoBackoff(), 0))
             try:
                 await self._listen(client, source)
+                reason, why = "ended", "subscription ended"
+            except ReplicaSilent as exc:
+                reason, why = "silent", str(exc)
+                log.warning("subscription to %s changes is silent: %s", source, exc)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-                log.warning("subscription to %s changes lost: %s", source, exc)
+                reason, why = "connection", f"{type(exc).__name__}: {exc}"
+                log.warning("subscription to %s changes lost: %s", source, why)
+            except Exception as exc:  # a bug must not stop this region's updates for good
+                reason, why = "error", f"{type(exc).__name__}: {exc}"
+                log.exception("listener for %s changes failed; reconnecting", source)
             finally:
-                self.subscribed[source].clear()
-                await client.aclose()
-            await asyncio.sleep(RECONNECT_DELAY_S)
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(self._lost(source, reason, why))
 
     async def _listen(self, client: aioredis.Redis, source: str) -> None:
         async with client.pubsub() as pubsub:
             await pubsub.subscribe(keys.SEAT_CHANGES_CHANNEL)
-            async for message in pubsub.listen():
+            heard = pinged = time.monotonic()
+            while True:
+                message = await pubsub.get_message(timeout=PING_AFTER_S)
+                now = time.monotonic()
+                if message is None:
+                    if now - heard >= SILENT_LIMIT_S:
+                        raise ReplicaSilent(f"no reply from {source}'s replica in "
+                                            f"{now - heard:.1f} s")
+                    if now - pinged >= PING_AFTER_S:
+                        await pubsub.ping()  # its PONG arrives as a message
+                        pinged = now
+                    continue
+                heard = now
                 if message["type"] == "subscribe":
                     self._resubscribed(source)
                 elif message["type"] == "message":
-                    await self.on_message(json.loads(message["data"]), source)
+                    try:
+                        change = parse_change(message["data"])
+                    except MalformedChange as exc:
+                        self._malformed(source, exc, message["data"])
+                    else:
+                        await self.on_message(change, source)
 
     def _resubscribed(self, source: str) -> None:
         """Fresh subscription: anything cached from `source` may have missed changes."""
-        first = self._metrics.subscription_resets.labels(self.region, source)
-        first.inc()
+        self._metrics.subscription_resets.labels(self.region, source).inc()
+        dropped = self._drop(source)
+        state = self.sources[source]
+        state.subscribed, state.reason = True, "subscribed"
+        state.changed_at, state.up_or_down_since = time.time(), time.monotonic()
+        self._metrics.listener_subscribed.labels(self.region, source).set(1)
+        self.subscribed[source].set()
+        log.info("subscribed to %s changes; dropped %d cached shows", source, dropped)
+
+    def _lost(self, source: str, reason: str, why: str) -> float:
+        """Count a failure, mark the subscription down, drop what it fed; returns the
+        backoff before the next attempt."""
+        self._metrics.listener_restarts.labels(self.region, source, reason).inc()
+        state = self.sources[source]
+        now = time.monotonic()
+        stable = state.subscribed and now - state.up_or_down_since >= STABLE_AFTER_S
+        state.failures = 1 if stable else state.failures + 1
+        state.restarts += 1
+        state.reason = why
+        if state.subscribed:
+            state.subscribed = False
+            state.changed_at, state.up_or_down_since = time.time(), now
+            # The message being handled may be half applied, and what we hold is
+            # older than the replica: refill from it now (once, not on every retry,
+            # so an outage does not keep sending reads to the home master). The
+            # resubscription drops these shows once more.
+            self._drop(source)
+        self._metrics.listener_subscribed.labels(self.region, source).set(0)
+        self.subscribed[source].clear()
+        return float(min(MAX_RECONNECT_DELAY_S, RECONNECT_DELAY_S * 2 ** (state.failures - 1)))
+
+    def _drop(self, source: str) -> int:
         dropped = self._seatmaps.cache.drop_shows(
             lambda show_id: self._catalog.region_of_show(show_id) != source)
         for show_id in dropped:
             self._hub.resync(show_id)
-        self.subscribed[source].set()
-        log.info("subscribed to %s changes; dropped %d cached shows", source, len(dropped))
+        return len(dropped)
+
+    def _malformed(self, source: str, exc: MalformedChange, data: Any) -> None:
+        self._metrics.listener_malformed.labels(self.region, source, exc.reason).inc()
+        state = self.sources[source]
+        now = time.monotonic()
+        if now - state.warned_at < WARN_EVERY_S:
+            state.unwarned += 1
+            return
+        more = f" ({state.unwarned} more since the last warning)" if state.unwarned else ""
+        log.warning("skipped a malformed change from %s: %s: %r%s", source, exc,
+                    data[:100], more)
+        state.warned_at, state.unwarned = now, 0
 
     async def on_message(self, message: dict[str, Any], source: str) -> None:
+        """Apply one change, already checked by `parse_change`."""
+        self.sources[source].last_change = time.monotonic()
         if "ts" in message:
-            delay = max(0.0, time.time() - int(message["ts"]) / 1000)
+            delay = max(0.0, time.time() - message["ts"] / 1000)
             self._metrics.change_delay.labels(source, self.region).observe(delay)
         outcome = self._seatmaps.cache.apply(message)
         self._metrics.changes.labels(self.region, source, outcome).inc()
-        if message.get("status") == "RESET":
-            self._hub.resync(int(message["show"]))
+        if message["status"] == "RESET":
+            self._hub.resync(message["show"])
         else:
             await self._hub.publish(message)
+
+    def readiness(self) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+        """Per source: a readiness check ("ok" or why not) and details. A subscription
+        down for less than DOWN_GRACE_S (a reconnect) still counts as ready."""
+        now = time.monotonic()
+        checks, details = {}, {}
+        for source, state in self.sources.items():
+            down_for = 0.0 if state.subscribed else now - state.up_or_down_since
+            checks[source] = "ok" if down_for < DOWN_GRACE_S else \
+                f"down since {_iso(state.changed_at)}: {state.reason}"
+            details[source] = {
+                "subscribed": state.subscribed, "since": _iso(state.changed_at),
+                "restarts": state.restarts,
+                "last_change_s": None if state.last_change is None
+                else round(now - state.last_change, 3)}
+        return checks, details

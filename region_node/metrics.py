@@ -60,6 +60,17 @@ class NodeMetrics:
         self.subscription_resets = Counter(
             "bookcluster_subscription_resets", "(Re)subscriptions to a region's changes",
             ["region", "source"], registry=self.registry)
+        self.listener_malformed = Counter(
+            "bookcluster_listener_malformed", "Change messages skipped as malformed, by why "
+            "(not_json, not_object, missing, bad_type, out_of_range)",
+            ["region", "source", "reason"], registry=self.registry)
+        self.listener_restarts = Counter(
+            "bookcluster_listener_restarts", "Listener reconnects after a failure, by cause "
+            "(connection, silent, error, ended)", ["region", "source", "reason"],
+            registry=self.registry)
+        self.listener_subscribed = Gauge(
+            "bookcluster_listener_subscribed", "1 while the subscription to a region's "
+            "changes is up", ["region", "source"], registry=self.registry)
         self.live_sockets = Gauge(
             "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
         self.pg_pool = Gauge(

@@ -120,9 +120,11 @@ def paths() -> dict[str, dict[str, Any]]:
             "healthz", "ops", "none", "Liveness: 200 while the process serves",
             responses={200: ok("Serving", "Health")}, errors={})},
         "/readyz": {"get": operation(
-            "readyz", "ops", "none", "Readiness: this region's Redis master and PostgreSQL",
+            "readyz", "ops", "none",
+            "Readiness: this region's Redis master and PostgreSQL, and the node's "
+            "subscription to each region's seat changes",
             responses={200: ok("Ready", "Readiness"),
-                       503: {"description": "Not ready; `checks` says which store failed",
+                       503: {"description": "Not ready; `checks` says which check failed",
                              "content": json_content(ref("Readiness"))}}, errors={})},
         "/metrics": {"get": operation(
             "metrics", "ops", "none", "Prometheus metrics (text format 0.0.4)",

@@ -102,8 +102,18 @@ def components(topology: Topology) -> dict[str, Schema]:
     return {
         "Error": ERROR,
         "Health": closed({"status": {"const": "ok"}, "node": STRING, "region": STRING}),
-        "Readiness": closed({"ready": BOOLEAN, "region": STRING,
-                             "checks": closed({"redis": STRING, "postgres": STRING})}),
+        "Readiness": closed({
+            "ready": BOOLEAN, "region": STRING,
+            "checks": closed({"redis": STRING, "postgres": STRING, "listener": {
+                "type": "object", "additionalProperties": STRING,
+                "description": "per source region: ok, or since when its seat-change "
+                               "subscription is down and why"}}),
+            "listeners": {"type": "object", "additionalProperties": closed({
+                "subscribed": BOOLEAN, "since": TIME, "restarts": COUNT,
+                "last_change_s": {"type": ["number", "null"], "minimum": 0,
+                                  "description": "seconds since its last change message"},
+            })},
+        }),
         "Theatre": THEATRE,
         "TheatreList": closed({"theatres": {"type": "array", "items": ref("Theatre")},
                                "count": COUNT}),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
-from region_node.typedefs import connections_key, metrics_key, settings_key
+from region_node.typedefs import connections_key, listener_key, metrics_key, settings_key
 
 READY_TIMEOUT_S = 1.0
 
@@ -17,10 +18,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when this region's Redis master and PostgreSQL primary answer."""
+    """Ready when this region's Redis master and PostgreSQL primary answer and the
+    subscription to every region's seat changes is up (or down for under 2 s)."""
     connections = request.app[connections_key]
     region = request.app[settings_key].region
-    checks = {}
+    checks: dict[str, Any] = {}
 
     async def redis_ok() -> None:
         await connections.redis_master(region).ping()
@@ -35,9 +37,12 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = "ok"
         except Exception as exc:  # any failure means not ready; say which
             checks[name] = f"{type(exc).__name__}: {exc}".strip()
-    ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"ready": ready, "region": region, "checks": checks},
-                             status=200 if ready else 503)
+    # In memory, no I/O: cheap enough for every poll.
+    checks["listener"], listeners = request.app[listener_key].readiness()
+    ready = checks["redis"] == checks["postgres"] == "ok" and \
+        all(v == "ok" for v in checks["listener"].values())
+    return web.json_response({"ready": ready, "region": region, "checks": checks,
+                              "listeners": listeners}, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

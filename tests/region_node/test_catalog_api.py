@@ -8,7 +8,7 @@ import aiohttp
 
 from tests.conftest import Cluster
 from tests.region_node.helpers import shows_in
-from tests.support import bearer, call
+from tests.support import REGIONS, bearer, call
 
 
 async def test_every_node_lists_the_same_theatres_with_their_home_region(
@@ -93,7 +93,9 @@ async def test_health_ready_and_metrics(cluster: Cluster, http: aiohttp.ClientSe
     node = cluster.node("south")
     assert (await call(http, "GET", f"{node}/healthz"))[0] == 200
     status, body = await call(http, "GET", f"{node}/readyz")
-    assert status == 200 and body["checks"] == {"redis": "ok", "postgres": "ok"}
+    assert status == 200 and body["checks"] == {
+        "redis": "ok", "postgres": "ok", "listener": {r: "ok" for r in REGIONS}}
+    assert all(listener["subscribed"] for listener in body["listeners"].values())
     await call(http, "GET", f"{node}/shows/abc")
     async with http.get(f"{node}/metrics") as resp:
         text = await resp.text()
