@@ -17,7 +17,7 @@ from router.registry import make_redis
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
-from tests.support import paid
+from tests.support import call, paid
 
 DEADLINE_S = 2.0
 
@@ -140,3 +140,31 @@ async def test_a_dead_home_node_is_skipped(clean: Cluster, http: aiohttp.ClientS
             assert body["region"] == "west"
     finally:
         await clean.launcher.restart_stopped("west.node.2")
+
+
+async def test_bookings_list_names_a_stopped_region_and_shows_the_others(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """A user's bookings while one region's PostgreSQL primary is stopped: 200 within
+    the deadline, that region in `unavailable_regions`, every other region's bookings."""
+    made = {}
+    for region in ("north", "south", "west"):
+        show = shows_in(clean, catalog, region)[0]
+        status, held = await hold(http, clean.node("west"), show, "traveller",
+                                  seats_of(catalog, show, 1))
+        assert status == 201, held
+        made[region] = held["booking_id"]
+    with paused(clean, "south.postgres.primary"):
+        for url in (f"{clean.node('north')}/users/traveller/bookings",
+                    f"{clean.node('west', 1)}/me/bookings"):
+            elapsed, (status, body) = await timed(call(http, "GET", url, user="traveller"))
+            assert status == 200, body
+            assert body["unavailable_regions"] == ["south"]
+            assert {b["booking_id"] for b in body["bookings"]} == {made["north"], made["west"]}
+            assert elapsed <= DEADLINE_S, elapsed
+            print(f"bookings list with south's PostgreSQL stopped: 200 in "
+                  f"{elapsed * 1000:.0f} ms")
+    status, body = await call(http, "GET", f"{clean.node('south')}/me/bookings",
+                              user="traveller")
+    assert status == 200 and body["unavailable_regions"] == []
+    assert {b["booking_id"] for b in body["bookings"]} == set(made.values())
+
