@@ -1,8 +1,8 @@
 """Region-local sweeper: INITIATED bookings past their hold become EXPIRED.
 
-Each node runs one for its own region; `FOR UPDATE SKIP LOCKED` lets the
-region's nodes sweep side by side without waiting on each other or on a
-confirm that holds a booking row. `sweep_once()` is the run-once mode.
+Each region's worker runs one (`worker.py`); `FOR UPDATE SKIP LOCKED` lets
+several sweep side by side without waiting on each other or on a confirm that
+holds a booking row. `sweep_once()` is the run-once mode.
 
 Old idempotency keys are deleted apart from expiry, in statements of at most
 `KEY_BATCH` rows and at most `KEY_BATCHES` of them a round (`clean_keys_once()`):
