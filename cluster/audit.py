@@ -46,7 +46,7 @@ import redis.asyncio as aioredis
 from region_node import keys
 from region_node.seatstate import parse_hold
 from router.placement import Placement
-from router.registry import make_redis, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
 from router.topology import Topology
 
 BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")
@@ -325,7 +325,8 @@ async def _audit_pg(topology: Topology, region: str, grace_s: float
     try:
         conn = await asyncpg.connect(pg_dsn(endpoint), **pg_login(topology.secrets),
                                      timeout=PG_CONNECT_TIMEOUT_S,
-                                     command_timeout=PG_COMMAND_TIMEOUT_S)
+                                     command_timeout=PG_COMMAND_TIMEOUT_S,
+                                     server_settings=PG_TOOL_SESSION)
         try:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 bookings = await _counts(conn, "booking", BOOKING_STATUSES)

@@ -35,7 +35,7 @@ from cluster.supervisor import (
 )
 from region_node.db.migrate import migrate
 from router import secrets as cluster_secrets
-from router.registry import pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
 from router.topology import Endpoint, Region, Topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -285,7 +285,8 @@ class LocalCluster:
             self.binaries, self.topology, r, self.pg_user) for r in regions])
         for region in regions:
             await postgres_server.create_database(region.pg_primary, secrets)
-            conn = await asyncpg.connect(pg_dsn(region.pg_primary), **pg_login(secrets))
+            conn = await asyncpg.connect(pg_dsn(region.pg_primary), **pg_login(secrets),
+                                         server_settings=PG_TOOL_SESSION)
             try:
                 applied = await migrate(conn)
             finally:

@@ -8,6 +8,8 @@ Every connection logs in with a password (scram-sha-256, set by initdb for
 all of pg_hba.conf). The superuser `bookcluster_admin` creates the database
 and replicates; nodes, workers and migrations use `bookcluster`, a role that
 owns the schema but is not a superuser (it cannot run programs as the OS user).
+That role carries lock, statement and idle-in-transaction timeouts, so a
+stopped client cannot keep row locks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import asyncpg
 
 from cluster.binaries import Binaries
 from cluster.supervisor import ProcessSpec
-from router.registry import PG_ADMIN, PG_DATABASE, PG_USER, pg_dsn, pg_login
+from router.registry import (
+    PG_ADMIN,
+    PG_DATABASE,
+    PG_SESSION_LIMITS,
+    PG_USER,
+    pg_dsn,
+    pg_login,
+)
 from router.secrets import Secrets
 from router.topology import Endpoint, Region, Topology
 
@@ -78,6 +87,9 @@ def _server_argv(binaries: Binaries, data_dir: Path, ep: Endpoint, durable: bool
         "full_page_writes": "on" if durable else "off",
         "log_min_messages": "warning",
         "log_line_prefix": "%m [%p] ",
+        # Find a deadlock well inside the 1.2 s write deadline and before lock_timeout
+        # (1 s), so one victim gets a 503 and the other transaction goes on.
+        "deadlock_timeout": "200ms",
     }
     argv = [str(binaries.pg("postgres")), "-D", str(data_dir), "-p", str(ep.port)]
     for key, value in settings.items():
@@ -146,6 +158,10 @@ async def create_database(primary: Endpoint, secrets: Secrets) -> None:
         # ALTER ROLE takes no bind parameters; the password is quoted as a literal.
         password = await conn.fetchval("SELECT quote_literal($1)", secrets.pg_password)
         await conn.execute(f'ALTER ROLE "{PG_USER}" PASSWORD {password}')
+        # On the role, so they bind every session of it, whatever its client sets up
+        # (see PG_SESSION_LIMITS); tools lift them per session (PG_TOOL_SESSION).
+        for name, value in PG_SESSION_LIMITS.items():
+            await conn.execute(f"""ALTER ROLE "{PG_USER}" SET {name} = '{value}'""")
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE):
             await conn.execute(f'CREATE DATABASE "{PG_DATABASE}" OWNER "{PG_USER}"')
     finally:

@@ -13,7 +13,7 @@ import asyncpg
 from cluster.demo_catalog import Catalog
 from region_node import keys
 from router.placement import Placement
-from router.registry import make_redis, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
 from router.topology import Topology
 
 CATALOG_TABLES = ["city", "theatre", "screen", "seat", "movie", "show"]
@@ -62,7 +62,7 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
         for show in home_shows for seat_id, blocked in seats_by_screen[show.screen_id]
     ]
     conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
-                                 **pg_login(topology.secrets))
+                                 **pg_login(topology.secrets), server_settings=PG_TOOL_SESSION)
     try:
         async with conn.transaction():
             for table, (columns, rows) in _rows(catalog).items():

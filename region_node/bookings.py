@@ -26,8 +26,9 @@ from region_node.errors import (
     InvalidInput,
     NotFound,
     SeatsUnavailable,
+    TransactionAborted,
 )
-from region_node.home import PG_UNAVAILABLE, HomeRegion
+from region_node.home import HomeRegion
 from region_node.metrics import NodeMetrics
 from router.errors import RegionUnavailable
 from router.registry import Connections
@@ -200,7 +201,8 @@ class BookingService:
         unavailable = []
         for region, result in zip(regions, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, RegionUnavailable | PG_UNAVAILABLE):
+                # `home.connection` turns every store failure into one of these two.
+                if not isinstance(result, RegionUnavailable | TransactionAborted):
                     raise result
                 unavailable.append(region)
             else:
@@ -227,36 +229,46 @@ class BookingService:
         return await self.get(booking_id, owner)
 
     async def extend(self, booking_id: str, owner: str) -> dict[str, Any]:
+        """One transaction that locks like confirm (`bc_sell`): the booking row, then its
+        seat rows in seat-id order, so an extend and a confirm of the same booking queue
+        up instead of deadlocking. Redis is extended under those locks; if the
+        transaction then fails, Redis only holds longer than PostgreSQL, whose expiry
+        the sweeper follows (it releases the Redis hold too)."""
         show = await self.show_of_booking(booking_id)
-        async with self.home.connection(show.region) as conn:
-            row = await conn.fetchrow(
-                BOOKING_QUERY + " WHERE b.id = $1 AND b.user_id = $2 GROUP BY b.id",
-                booking_id, owner)
-        if row is None:
-            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
-        if row["status"] != "INITIATED":
-            raise BookingNotPending(booking_id, row["status"])
-        deadline_ms = int(row["hold_deadline"].timestamp() * 1000)
-        result = await self.home.script(
-            show.region, "extend", show.id,
-            [booking_id, int(self.settings.hold_ttl_s * 1000), deadline_ms, *row["seat_ids"]])
-        code = int(result[0])
-        if code == 0:
-            raise HoldExpired("the hold is gone; hold the seats again", seats=result[1:])
-        if code == -1:
-            raise HoldExpired("the hold reached its maximum length",
-                              hold_deadline=row["hold_deadline"].isoformat())
-        expires_at = ms_to_datetime(int(result[2]))
         async with self.home.transaction(show.region) as conn:
-            updated = await conn.fetch(
-                "UPDATE show_seat SET hold_expires_at = $3, updated_at = now() "
-                "WHERE show_id = $1 AND hold_booking_id = $2 AND fence_token = $4 "
-                "AND status = 'LOCKED' RETURNING seat_id",
-                show.id, booking_id, expires_at, row["fence_token"])
-            if len(updated) != len(row["seat_ids"]):
+            row = await conn.fetchrow(
+                "SELECT status, fence_token, hold_deadline, ARRAY(SELECT seat_id "
+                "FROM booking_seat WHERE booking_id = b.id ORDER BY seat_id) AS seat_ids "
+                "FROM booking b WHERE id = $1 AND user_id = $2 FOR UPDATE OF b",
+                booking_id, owner)
+            if row is None:
+                raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+            if row["status"] != "INITIATED":
+                raise BookingNotPending(booking_id, row["status"])
+            seat_ids = list(row["seat_ids"])
+            held = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM show_seat WHERE show_id = $1 "
+                "AND seat_id = ANY($2::text[]) AND status = 'LOCKED' AND hold_booking_id = $3 "
+                "AND fence_token = $4 ORDER BY seat_id FOR UPDATE) s",
+                show.id, seat_ids, booking_id, row["fence_token"])
+            if held != len(seat_ids):
                 raise HoldExpired("the hold is gone; hold the seats again")
-            await conn.execute("UPDATE booking SET expires_at = $2, updated_at = now() "
-                               "WHERE id = $1 AND status = 'INITIATED'", booking_id, expires_at)
+            deadline_ms = int(row["hold_deadline"].timestamp() * 1000)
+            result = await self.home.script(
+                show.region, "extend", show.id,
+                [booking_id, int(self.settings.hold_ttl_s * 1000), deadline_ms, *seat_ids])
+            code = int(result[0])
+            if code == 0:
+                raise HoldExpired("the hold is gone; hold the seats again", seats=result[1:])
+            if code == -1:
+                raise HoldExpired("the hold reached its maximum length",
+                                  hold_deadline=row["hold_deadline"].isoformat())
+            expires_at = ms_to_datetime(int(result[2]))
+            await conn.execute(
+                "WITH seats AS (UPDATE show_seat SET hold_expires_at = $3, updated_at = now() "
+                "WHERE show_id = $1 AND seat_id = ANY($4::text[]) AND hold_booking_id = $2) "
+                "UPDATE booking SET expires_at = $3, updated_at = now() WHERE id = $2",
+                show.id, booking_id, expires_at, seat_ids)
         return await self.get(booking_id, owner)
 
 

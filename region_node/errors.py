@@ -2,7 +2,8 @@
 
 Two families: a `RequestError` is the caller's mistake (4xx, fix the request),
 a `BookingError` is a refusal by the booking rules (409, the world changed).
-Region outages come from `router.RegionUnavailable` (503).
+Region outages come from `router.RegionUnavailable` (503); a transaction the
+home primary aborted to break a lock wait is `TransactionAborted` (503).
 """
 
 from __future__ import annotations
@@ -146,3 +147,20 @@ class RequestInProgress(BookingError):
 
 class PaymentReused(BookingError):
     code = "payment_already_used"
+
+
+class TransactionAborted(NodeError):
+    """The home primary aborted the transaction instead of letting it wait: a deadlock
+    victim, a lock wait past `lock_timeout` (rows held by a stalled session), or a
+    statement past `statement_timeout`. It rolled back, so nothing changed: 503, not 409
+    (the booking rules refused nothing) and not a 500 (no bug: retry in a moment)."""
+
+    status = 503
+    code = "transaction_aborted"
+    RETRY_AFTER_S = 1
+
+    def __init__(self, region: str, reason: str) -> None:
+        super().__init__(f"home region {region} aborted this write ({reason}) so that it "
+                         "would not wait on locks; nothing was changed, retry shortly",
+                         region=region, reason=reason, retry_after_s=self.RETRY_AFTER_S)
+        self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}

@@ -2,7 +2,10 @@
 
 Every write to a home region's Redis master or PostgreSQL primary goes
 through here: a region that does not answer within the write deadline
-becomes `RegionUnavailable` (HTTP 503) — never a hang, never a guess.
+becomes `RegionUnavailable` (HTTP 503) — never a hang, never a guess. A
+transaction the primary aborts rather than let it wait on locks (deadlock
+victim, `lock_timeout`, `statement_timeout`: see `router.registry`) becomes
+`TransactionAborted` (HTTP 503): it rolled back, so a retry is safe.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from region_node import keys
+from region_node.errors import TransactionAborted
 from region_node.scripts import SeatScripts
 from router.errors import RegionUnavailable
 from router.registry import Connections
@@ -33,6 +37,11 @@ PG_UNAVAILABLE = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.AdminShutdownError,
 )
+# The server gave up on the transaction and rolled it back; the reason by SQLSTATE
+# (57014 is mostly `statement_timeout`, also an operator's pg_cancel_backend).
+PG_ABORTED = (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError,
+              asyncpg.QueryCanceledError)
+ABORT_REASONS = {"40P01": "deadlock", "55P03": "lock_timeout", "57014": "statement_canceled"}
 REDIS_UNAVAILABLE = (OSError, asyncio.TimeoutError, aioredis.ConnectionError,
                      aioredis.TimeoutError)
 
@@ -84,6 +93,8 @@ class HomeRegion:
                     yield conn
         except PG_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "postgres primary") from exc
+        except PG_ABORTED as exc:
+            raise TransactionAborted(region, ABORT_REASONS[exc.sqlstate]) from exc
 
     @asynccontextmanager
     async def connection(self, region: str) -> AsyncIterator[asyncpg.Connection]:
@@ -94,3 +105,5 @@ class HomeRegion:
                     yield conn
         except PG_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "postgres primary") from exc
+        except PG_ABORTED as exc:
+            raise TransactionAborted(region, ABORT_REASONS[exc.sqlstate]) from exc

@@ -38,9 +38,14 @@ HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer ch
     "unauthorized": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
     "rate_limited": {"Retry-After": {"required": True, "description": "seconds",
                                      "schema": {"type": "integer", "minimum": 1}}},
+    # Not required: a forwarded answer carries the body only.
+    "transaction_aborted": {"Retry-After": {"required": False, "description": "seconds",
+                                            "schema": {"type": "integer", "minimum": 1}}},
 }
 RATE = ("rate_limited",)
 REGION_DOWN = ("region_unavailable",)
+# Routes that use the home primary: it may also abort a transaction rather than wait.
+PRIMARY_DOWN = (*REGION_DOWN, "transaction_aborted")
 BODY_TOO_LARGE = ("body_too_large", "http_error")
 
 
@@ -170,14 +175,14 @@ def paths() -> dict[str, dict[str, Any]]:
             params=(SHOW,), body="HoldRequest", responses={201: ok("Held", "Hold")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("seats_unavailable", "hold_limit_reached"), 413: BODY_TOO_LARGE,
-                    422: ("invalid_input",), 429: RATE, 503: REGION_DOWN})},
+                    422: ("invalid_input",), 429: RATE, 503: PRIMARY_DOWN})},
         "/booking/booking/{booking_id}/pay": {"post": operation(
             "pay", "booking", "user", "A payment intent at the gateway for the held amount",
             description="Asking again returns the same intent while it can still be paid.",
             params=(BOOKING,), responses={201: ok("The intent", "PaymentIntent")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending",), 429: RATE,
-                    503: REGION_DOWN + ("payment_gateway_unavailable",)})},
+                    503: PRIMARY_DOWN + ("payment_gateway_unavailable",)})},
         "/booking/booking/{booking_id}/confirm": {"post": operation(
             "confirm", "booking", "user", "Sell a held booking paid by a captured payment",
             description="Idempotent per `Idempotency-Key`: a retry gets the first answer "
@@ -190,30 +195,30 @@ def paths() -> dict[str, dict[str, Any]]:
                     409: ("seats_taken", "hold_expired", "booking_not_pending",
                           "payment_already_used"),
                     413: BODY_TOO_LARGE, 422: ("invalid_input", "idempotency_key_reused"),
-                    429: RATE, 503: REGION_DOWN + ("payment_gateway_unavailable",)})},
+                    429: RATE, 503: PRIMARY_DOWN + ("payment_gateway_unavailable",)})},
         "/booking/booking/{booking_id}/cancel": {"post": operation(
             "cancel", "booking", "user", "Cancel a held booking (idempotent); frees its seats",
             params=(BOOKING,), responses={200: ok("Cancelled", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
-                    409: ("booking_not_pending",), 429: RATE, 503: REGION_DOWN})},
+                    409: ("booking_not_pending",), 429: RATE, 503: PRIMARY_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending", "hold_expired"), 429: RATE,
-                    503: REGION_DOWN})},
+                    503: PRIMARY_DOWN})},
         "/booking/booking/{booking_id}": {"get": operation(
             "getBooking", "booking", "user", "The caller's booking, with its payments",
             description="Another user's booking is 404: its existence is not revealed.",
             params=(BOOKING,), responses={200: ok("The booking", "BookingWithPayments")},
-            errors={400: ("malformed_id",), 404: ("not_found",), 503: REGION_DOWN})},
+            errors={400: ("malformed_id",), 404: ("not_found",), 503: PRIMARY_DOWN})},
         "/booking/booking/{booking_id}/ticket": {"get": operation(
             "getTicket", "booking", "user", "The ticket PNG once the region's worker made it",
             params=(BOOKING,),
             responses={200: {"description": "The ticket (QR code with a signed reference)",
                              "content": {"image/png": {"schema": {}}}}},
             errors={400: ("malformed_id",), 404: ("not_found", "ticket_not_ready"),
-                    409: ("booking_not_pending",), 503: REGION_DOWN})},
+                    409: ("booking_not_pending",), 503: PRIMARY_DOWN})},
         "/users/{user_id}/bookings": {"get": operation(
             "userBookings", "booking", "user", "A user's bookings; only that user may ask",
             params=(path_param("user_id", USER_ID, "must be the token's user"),),
@@ -235,7 +240,7 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={400: ("missing_signature", "malformed_signature", "stale_webhook",
                           "malformed_id"),
                     401: ("bad_signature",), 404: ("not_found",), 413: BODY_TOO_LARGE,
-                    422: ("invalid_input",), 503: REGION_DOWN})},
+                    422: ("invalid_input",), 503: PRIMARY_DOWN})},
         "/ops/jobs": {"get": operation(
             "jobCounts", "ops", "operator", "Job queue depth per region and state",
             responses={200: ok("Counts", "JobCounts")}, errors={})},

@@ -34,6 +34,23 @@ REDIS_COMMAND_TIMEOUT_S = 0.8
 PG_CONNECT_TIMEOUT_S = 0.8
 PG_COMMAND_TIMEOUT_S = 1.0
 PG_POOL_MAX = 10
+# Server-side limits of every session of the application role, set on the role
+# (`cluster/postgres_server.py`) and again by our pools. A client-side deadline
+# cannot help when the client itself stops (SIGSTOP, partition, a stuck event
+# loop): its session would keep its row locks until TCP gives up, hours later,
+# and every write to those seats would wait. Against the 1.2 s write deadline
+# (`region_node/home.py`): a lock wait ends before it (503, never a hang), no
+# statement of ours takes 2 s, and a session silent inside a transaction for
+# 5 s is ended by the server, its locks released.
+PG_SESSION_LIMITS = {
+    "lock_timeout": "1s",
+    "statement_timeout": "2s",
+    "idle_in_transaction_session_timeout": "5s",
+}
+# Operator tools run as the same role but may legitimately run long (seeding a
+# big catalog with COPY, migrations, reset's TRUNCATE waiting for the nodes,
+# the audit): they lift the limits for their own session.
+PG_TOOL_SESSION = dict.fromkeys(PG_SESSION_LIMITS, "0")
 PG_DATABASE = "bookcluster"
 PG_USER = "bookcluster"  # the application role: owns the schema, not a superuser
 PG_ADMIN = "bookcluster_admin"  # the superuser: only the launcher uses it
@@ -95,6 +112,7 @@ async def make_pg_pool(endpoint: Endpoint, secrets: Secrets, *,
         # Idle connections to a region that went away are dropped, not kept broken.
         max_inactive_connection_lifetime=60.0,
         reset=_no_session_state,
+        server_settings=PG_SESSION_LIMITS,  # also where the role lacks them (not our launcher)
     )
 
 

@@ -37,7 +37,14 @@ from cluster.ports import free_ports
 from region_node import keys
 from region_node.db.migrate import migrate
 from region_node.scripts import HOLD
-from router.registry import PG_DATABASE, PG_USER, make_redis, pg_dsn, pg_login
+from router.registry import (
+    PG_DATABASE,
+    PG_TOOL_SESSION,
+    PG_USER,
+    make_redis,
+    pg_dsn,
+    pg_login,
+)
 from router.secrets import generate_local
 from router.topology import Endpoint, Limits, load_topology
 
@@ -165,9 +172,11 @@ class ScratchServers:
     def pg(self) -> Endpoint:
         return self.region.pg_primary
 
-    async def connect(self) -> asyncpg.Connection:
-        """As the nodes log in: the application role `bookcluster`, with its password."""
-        return await asyncpg.connect(pg_dsn(self.pg), **pg_login(self.secrets))
+    async def connect(self, *, tool: bool = False) -> asyncpg.Connection:
+        """As the nodes log in: the application role `bookcluster`, with its password;
+        a `tool` session (migrations, seeding) lifts the role's timeouts."""
+        return await asyncpg.connect(pg_dsn(self.pg), **pg_login(self.secrets),
+                                     server_settings=PG_TOOL_SESSION if tool else None)
 
     async def start(self, hold_shows: int, confirm_bookings: int) -> None:
         await self.aux.start(redis_server.master_spec(self.binaries.redis_server,
@@ -180,7 +189,7 @@ class ScratchServers:
         spec = postgres_server.primary_spec(self.binaries, self.topology, self.region, user)
         await self.aux.start(spec, probe_address=spec.address.rsplit("/", 1)[0] + "/postgres")
         await postgres_server.create_database(self.pg, self.secrets)
-        conn = await self.connect()
+        conn = await self.connect(tool=True)
         try:
             await migrate(conn)
             await self._seed(conn, hold_shows, confirm_bookings)

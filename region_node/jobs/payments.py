@@ -10,6 +10,8 @@ the booking's home region:
                                     booking stays held for a correct payment;
 - captured, booking already paid with another payment, cancelled or expired
                                  -> this payment is refunded;
+- captured, a booking id of a known show that we never issued
+                                 -> refunded (no payment row: it would need the booking);
 - failed                         -> booking CANCELLED, seats released.
 Money is conserved: each captured payment ends as the booking's payment or
 as a refund, never both, decided in one transaction with the booking row locked.
@@ -96,15 +98,20 @@ async def _captured(conn: asyncpg.Connection, show: ShowInfo, data: dict[str, An
 
 
 async def _start_refund(conn: asyncpg.Connection, data: dict[str, Any], why: str) -> None:
-    await conn.execute(
-        "INSERT INTO payment (id, booking_id, amount_paise, status) "
-        "VALUES ($1, $2, $3, 'REFUND_PENDING') ON CONFLICT (id) DO UPDATE "
-        "SET status = 'REFUND_PENDING', updated_at = now() WHERE payment.status = 'CAPTURED'",
-        data["payment_id"], data["booking_id"], data["amount_paise"])
+    """A refund job in the same transaction. A payment row needs its booking (foreign
+    key): for a booking id we never issued (of a known show) there is none to record,
+    nobody to mail, and the money goes back all the same."""
+    known = await conn.fetchval("SELECT true FROM booking WHERE id = $1", data["booking_id"])
+    if known:
+        await conn.execute(
+            "INSERT INTO payment (id, booking_id, amount_paise, status) "
+            "VALUES ($1, $2, $3, 'REFUND_PENDING') ON CONFLICT (id) DO UPDATE "
+            "SET status = 'REFUND_PENDING', updated_at = now() WHERE payment.status = 'CAPTURED'",
+            data["payment_id"], data["booking_id"], data["amount_paise"])
     await enqueue(conn, "refund", {"payment_id": data["payment_id"],
                                    "booking_id": data["booking_id"],
                                    "amount_paise": data["amount_paise"], "reason": why})
-    if await conn.fetchval("SELECT 1 FROM booking WHERE id = $1", data["booking_id"]):
+    if known:
         await enqueue(conn, "notification", {"booking_id": data["booking_id"],
                                              "event": "refunded",
                                              "payment_id": data["payment_id"]})

@@ -4,6 +4,8 @@ its writes with 503 within 2 s; the other regions keep selling."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +15,11 @@ import aiohttp
 
 from cluster import faults
 from region_node import keys
-from router.registry import make_redis
+from router.registry import make_redis, pg_dsn
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
-from tests.support import paid
+from tests.support import call, paid
 
 DEADLINE_S = 2.0
 
@@ -140,3 +142,117 @@ async def test_a_dead_home_node_is_skipped(clean: Cluster, http: aiohttp.ClientS
             assert body["region"] == "west"
     finally:
         await clean.launcher.restart_stopped("west.node.2")
+
+
+async def test_bookings_list_names_a_stopped_region_and_shows_the_others(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """A user's bookings while one region's PostgreSQL primary is stopped: 200 within
+    the deadline, that region in `unavailable_regions`, every other region's bookings."""
+    made = {}
+    for region in ("north", "south", "west"):
+        show = shows_in(clean, catalog, region)[0]
+        status, held = await hold(http, clean.node("west"), show, "traveller",
+                                  seats_of(catalog, show, 1))
+        assert status == 201, held
+        made[region] = held["booking_id"]
+    with paused(clean, "south.postgres.primary"):
+        for url in (f"{clean.node('north')}/users/traveller/bookings",
+                    f"{clean.node('west', 1)}/me/bookings"):
+            elapsed, (status, body) = await timed(call(http, "GET", url, user="traveller"))
+            assert status == 200, body
+            assert body["unavailable_regions"] == ["south"]
+            assert {b["booking_id"] for b in body["bookings"]} == {made["north"], made["west"]}
+            assert elapsed <= DEADLINE_S, elapsed
+            print(f"bookings list with south's PostgreSQL stopped: 200 in "
+                  f"{elapsed * 1000:.0f} ms")
+    status, body = await call(http, "GET", f"{clean.node('south')}/me/bookings",
+                              user="traveller")
+    assert status == 200 and body["unavailable_regions"] == []
+    assert {b["booking_id"] for b in body["bookings"]} == set(made.values())
+
+
+# A client of the application role that locks seat rows inside a transaction and
+# then says nothing more, as a node stopped mid-confirm would. It sets nothing
+# itself: the limits it meets are the role's. Prints its backend pid once locked.
+SILENT_LOCKER = """
+import asyncio, sys, asyncpg
+async def main():
+    conn = await asyncpg.connect(sys.argv[1])
+    pid = await conn.fetchval("SELECT pg_backend_pid()")
+    tx = conn.transaction()
+    await tx.start()
+    await conn.fetch("SELECT 1 FROM show_seat WHERE show_id = $1 AND seat_id = ANY($2::text[]) "
+                     "ORDER BY seat_id FOR UPDATE", int(sys.argv[2]), sys.argv[3:])
+    print(pid, flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+async def test_a_stopped_client_in_a_transaction_loses_its_locks(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """Seat rows locked by a session whose client was SIGSTOPped: writes on them get a
+    fast 503 while the lock lasts; the server ends the silent session after
+    `idle_in_transaction_session_timeout` (5 s), and the same writes then succeed."""
+    conn = await clean.pg("north")
+    try:  # the role's limits, as any session of it sees them
+        limits = {name: await conn.fetchval(f"SHOW {name}") for name in
+                  ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout")}
+    finally:
+        await conn.close()
+    assert limits == {"lock_timeout": "1s", "statement_timeout": "2s",
+                      "idle_in_transaction_session_timeout": "5s"}
+
+    show = shows_in(clean, catalog, "north")[0]
+    seats = seats_of(catalog, show, 4)
+    status, held = await hold(http, clean.node("north"), show, "alice", seats[:2])
+    assert status == 201, held
+    await paid(http, clean.node("north"), held["booking_id"], "p")  # captured beforehand
+    topology = clean.topology
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SILENT_LOCKER, pg_dsn(topology.region("north").pg_primary),
+        str(show), *seats, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PGPASSWORD": topology.secrets.pg_password})
+    try:
+        assert proc.stdout is not None
+        silent_pid = int(await asyncio.wait_for(proc.stdout.readline(), 30))
+        silent_since = time.monotonic()
+        with faults.paused(proc.pid):
+            refused: list[str] = []
+            confirmed_at = held_at = None
+            while confirmed_at is None or held_at is None:
+                assert time.monotonic() - silent_since < 15, "the locks were never released"
+                attempts = []
+                if confirmed_at is None:
+                    attempts.append(("confirm", timed(confirm(
+                        http, clean.node("south"), held["booking_id"], "k", "p"))))
+                if held_at is None:
+                    attempts.append(("hold", timed(hold(http, clean.node("west"), show, "bob",
+                                                        seats[2:]))))
+                results = await asyncio.gather(*(coro for _, coro in attempts))
+                now = time.monotonic() - silent_since
+                for (what, _), (elapsed, (status, body)) in zip(attempts, results, strict=True):
+                    if status == 503:
+                        assert elapsed <= DEADLINE_S, (what, elapsed)
+                        assert body["error"] in ("transaction_aborted", "region_unavailable")
+                        refused.append(f"{body['error']}/{body.get('reason', '-')}")
+                    elif what == "confirm":
+                        assert status == 200, body
+                        confirmed_at = now
+                    else:
+                        assert status == 201, body
+                        held_at = now
+                await asyncio.sleep(0.05)
+        gone = await clean.fetch("north", "SELECT pid FROM pg_stat_activity WHERE pid = $1",
+                                 silent_pid)
+        assert gone == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    # While the silent session lived (5 s), nothing got through; right after, both did.
+    assert refused and min(confirmed_at, held_at) >= 4.5, (refused, confirmed_at, held_at)
+    assert max(confirmed_at, held_at) <= 5 + 2 * DEADLINE_S
+    print(f"silent session: {len(refused)} writes refused 503 ({sorted(set(refused))}); "
+          f"confirm 200 at {confirmed_at:.2f} s, hold 201 at {held_at:.2f} s "
+          "after it went silent (idle-in-transaction timeout 5 s)")

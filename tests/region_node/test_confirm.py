@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -211,3 +213,53 @@ async def test_user_bookings_span_regions_newest_first(clean: Cluster,
     assert status == 200 and body["unavailable_regions"] == []
     assert [b["booking_id"] for b in body["bookings"]] == list(reversed(made))
     assert {b["region"] for b in body["bookings"]} == {"north", "south", "west"}
+
+
+# What an extend or a confirm may answer while the other runs on the same booking.
+RACE_ANSWERS = {(200, None), (409, "booking_not_pending"), (409, "hold_expired"),
+                (503, "transaction_aborted"), (503, "region_unavailable")}
+
+
+async def test_extends_racing_confirms_never_deadlock(clean: Cluster,
+                                                      http: aiohttp.ClientSession,
+                                                      catalog: Any) -> None:
+    """Extends and confirms of the same bookings, all at once: both lock the booking row
+    and then its seats in seat-id order, so they queue; PostgreSQL finds no deadlock and
+    no answer is a 500."""
+    show = shows_in(clean, catalog, "west")[0]
+    seats = seats_of(catalog, show, 30)
+    bookings = []
+    for i in range(10):
+        status, held = await hold(http, clean.node("west"), show, f"racer{i}",
+                                  seats[3 * i:3 * i + 3])
+        assert status == 201, held
+        bookings.append(held["booking_id"])
+    nodes = clean.nodes("west")
+    await asyncio.gather(*(paid(http, nodes[0], b, "p") for b in bookings))
+    log = clean.topology.settings.run_dir / "logs" / "west.postgres.primary.log"
+    deadlocks_before = log.read_text().count("deadlock detected")
+
+    async def extend(booking: str, i: int) -> tuple[str, int, Any]:
+        status, body = await call(http, "POST",
+                                  f"{nodes[i % 2]}/booking/booking/{booking}/extend")
+        return "extend", status, body
+
+    async def sell(booking: str, i: int) -> tuple[str, int, Any]:
+        status, body = await confirm(http, nodes[i % 2], booking, f"k{i}", "p")
+        return "confirm", status, body
+
+    calls = [op(b, i) for b in bookings for op, n in ((extend, 6), (sell, 3)) for i in range(n)]
+    random.Random(5).shuffle(calls)
+    results = await asyncio.gather(*calls)
+    answers = Counter((what, status, body.get("error") if status != 200 else None)
+                      for what, status, body in results)
+    print("extend/confirm race:", dict(answers))
+    assert {(status, error) for _, status, error in answers} <= RACE_ANSWERS, answers
+    assert log.read_text().count("deadlock detected") == deadlocks_before
+    for booking in bookings:  # a confirm answered 503 changed nothing: its retry sells
+        status, body = await confirm(http, nodes[0], booking, "k0", "p")
+        assert status == 200 and body["status"] == "CONFIRMED", body
+    rows = await clean.fetch("west", "SELECT status, count(*) AS n FROM show_seat "
+                             "WHERE show_id = $1 AND seat_id = ANY($2::text[]) GROUP BY 1",
+                             show, seats)
+    assert {r["status"]: r["n"] for r in rows} == {"BOOKED": 30}

@@ -10,12 +10,13 @@ from typing import Any
 
 import aiohttp
 
+from region_node.jobqueue import dead_letters, open_queue
 from region_node.signing import SIGNATURE_HEADER, sign_webhook
 from tests.conftest import SHORT_TTL_S, Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
 from tests.region_node.test_jobs import eventually
-from tests.support import Session, call, merchant
+from tests.support import Session, call, captured_payment, merchant, metric
 
 
 def gateway(cluster: Cluster) -> str:
@@ -193,3 +194,42 @@ async def test_every_captured_payment_ends_confirmed_or_refunded(
         assert not await clean.fetch(region, "SELECT show_id, seat_id FROM booking_seat "
                                      "WHERE sold GROUP BY 1, 2 HAVING count(*) > 1")
     print(f"captured {captured}: {confirmed} confirmed, {refunded} refunded")
+
+
+async def test_capture_for_an_unknown_booking_of_a_known_show_is_refunded(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """A booking id we never issued, of a show we know: no payment row can reference
+    it, but the money goes back and the event is processed (not retried, not dead)."""
+    show = shows_in(clean, catalog, "south")[0]
+    orphan = {"booking_id": f"b{show}-0000000000000000", "region": "south",
+              "amount_paise": 25_000}
+    worker = clean.topology.region("south").worker
+    assert worker is not None
+    worker_url = f"http://{worker.host}:{worker.port}"
+    failures_before = await metric(http, worker_url, "bookcluster_jobs_total",
+                                   kind="payment_event", outcome="retry")
+    intent = await captured_payment(http, orphan)  # captured at the gateway, no webhook
+    event = {"event_id": "evt_orphan_1", "kind": "payment.captured", "payment_id": intent,
+             "booking_id": orphan["booking_id"], "amount_paise": orphan["amount_paise"]}
+    status, body = await post_webhook(http, clean.node("north"), event)
+    assert status == 200 and body["region"] == "south", body
+
+    async def refunded() -> dict[str, Any] | None:
+        _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent}",
+                                   headers=merchant(), anonymous=True)
+        return at_gateway if at_gateway["status"] == "REFUNDED" else None
+
+    at_gateway = await eventually(refunded, within=15)
+    assert at_gateway["refunded_paise"] == orphan["amount_paise"]
+    events = await clean.fetch("south", "SELECT processed_at, outcome FROM payment_event "
+                               "WHERE event_id = $1", event["event_id"])
+    assert events[0]["processed_at"] is not None
+    assert events[0]["outcome"] == "refund: no booking"
+    assert await clean.fetch("south", "SELECT 1 FROM payment") == []
+    assert await metric(http, worker_url, "bookcluster_jobs_total", kind="payment_event",
+                        outcome="retry") == failures_before
+    queue = open_queue(clean.topology, "south")
+    try:
+        assert await dead_letters(queue) == []
+    finally:
+        await queue.close()
