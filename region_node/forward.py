@@ -39,6 +39,7 @@ FORWARDED_HEADER = "X-Bookcluster-Forwarded"
 CLIENT_HEADER = "X-Bookcluster-Client"  # "<address> <unix time> <hmac>"
 PASSED_HEADERS = ("Content-Type", "Idempotency-Key", "Authorization")
 SIGNATURE_WINDOW_S = 30.0
+PEER_CLIENT = "bookcluster.peer_client"  # request key: the checked CLIENT_HEADER
 CONNECT_TIMEOUT_S = 0.5
 # The home node answers 503 within ~1.2 s when its own stores are down; this
 # keeps the whole answer under 2 s even across the WAN.
@@ -81,7 +82,14 @@ class Forwarder:
         return hmac.new(self._secret, text, hashlib.sha256).hexdigest()
 
     def _peer_client(self, request: web.Request) -> str | None:
-        """The client address a peer node vouched for, or None if not validly forwarded."""
+        """The client address a peer node vouched for, or None if not validly forwarded
+        (checked once per request: routing and the rate limits both ask)."""
+        if PEER_CLIENT in request:
+            return request[PEER_CLIENT]  # type: ignore[no-any-return]
+        request[PEER_CLIENT] = found = self._vouched(request)
+        return found
+
+    def _vouched(self, request: web.Request) -> str | None:
         value = request.headers.get(CLIENT_HEADER)
         if value is None or FORWARDED_HEADER not in request.headers:
             return None

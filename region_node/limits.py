@@ -14,6 +14,8 @@ import math
 import time
 from collections import OrderedDict
 
+from redis.commands.core import AsyncScript
+
 from region_node import keys
 from region_node.errors import RateLimited
 from region_node.home import REDIS_UNAVAILABLE
@@ -53,6 +55,7 @@ class RateLimiter:
         self._limits = limits
         self._metrics = metrics
         self._reads: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._buckets: dict[str, AsyncScript] = {}  # region -> the script on its master
 
     async def check_write(self, region: str, user: str, address: str, *,
                           redis_bound: bool) -> None:
@@ -62,12 +65,15 @@ class RateLimiter:
         (`redis_bound`: a hold) is refused now, 503; any other write goes on
         unlimited: PostgreSQL alone decides a sale, and a limiter must not stop one."""
         client = self._connections.redis_master(region)
+        script = self._buckets.get(region)
+        if script is None:
+            script = self._buckets[region] = client.register_script(TOKEN_BUCKET)
         buckets = (("user_writes", keys.rate_bucket("user", user), self._limits.user_writes),
                    ("ip_writes", keys.rate_bucket("ip", address), self._limits.ip_writes))
         try:
             async with client.pipeline(transaction=False) as pipe:
-                for _, key, rate in buckets:
-                    pipe.eval(TOKEN_BUCKET, 1, key, rate.per_s, rate.burst)
+                for _, key, rate in buckets:  # EVALSHA; the pipeline loads it if missing
+                    await script(keys=[key], args=[rate.per_s, rate.burst], client=pipe)
                 results = await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
             if redis_bound:

@@ -29,15 +29,11 @@ from region_node.bookings import free_seats, released
 from region_node.catalog import ShowInfo
 from region_node.confirm import sell
 from region_node.errors import BookingError, PaymentRequired
-from region_node.gateway import GatewayClient, GatewayUnavailable
+from region_node.gateway import GatewayClient
 from region_node.jobs.context import JobContext
 from region_node.outbox import enqueue
 
 log = logging.getLogger(__name__)
-
-
-class GatewayError(Exception):
-    """The gateway did not accept a refund; the job retries with backoff."""
 
 
 async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
@@ -146,11 +142,9 @@ async def _refund_orphan(ctx: JobContext, data: dict[str, Any]) -> str:
 
 async def refund(ctx: JobContext, data: dict[str, Any]) -> str:
     """Ask the gateway to refund a payment (idempotent there per payment id)."""
-    try:
-        await GatewayClient(ctx.topology, ctx.http).refund(data["payment_id"],
-                                                           data["amount_paise"])
-    except GatewayUnavailable as exc:
-        raise GatewayError(exc.message) from exc
+    # GatewayUnavailable fails the job: the queue retries it with backoff.
+    await GatewayClient(ctx.topology, ctx.http).refund(data["payment_id"],
+                                                       data["amount_paise"])
     try:
         show = await ctx.bookings.show_of_booking(data["booking_id"])
     except Exception:
