@@ -7,7 +7,9 @@
   node of another region forwards it (one WAN round trip); the home node
   applies the write rate limits, then runs the view. `redis_bound` routes (a
   hold) cannot work without the home Redis master, so its outage is a 503
-  at once instead of a second timeout.
+  at once instead of a second timeout. The write runs to one deadline
+  (`deadline.py`), started here. A `lease` route (a hold) that fails with an
+  unknown outcome says by when a hold it may have made lapses.
 The decorators record the policy on the handler (`handler.access`), which the
 OpenAPI document is checked against.
 """
@@ -16,11 +18,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from aiohttp import web
 
+from region_node import deadline
 from region_node.auth import OPERATOR, Identity, TokenVerifier
-from region_node.typedefs import forwarder_key, limiter_key, verifier_key
+from region_node.typedefs import forwarder_key, limiter_key, settings_key, verifier_key
+from router.errors import RegionUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserView = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
@@ -66,20 +71,36 @@ def operator(view: UserView) -> Handler:
     return handler
 
 
-def home_write(region_of: RegionOf, *, redis_bound: bool = False) -> Callable[[UserView], Handler]:
+def home_write(region_of: RegionOf, *, redis_bound: bool = False,
+               lease: bool = False) -> Callable[[UserView], Handler]:
     def wrap(view: UserView) -> Handler:
         @functools.wraps(view)
         async def handler(request: web.Request) -> web.StreamResponse:
-            caller = identity(request)  # a stranger is refused here, not a WAN hop later
-            region = await region_of(request)
-            forwarder = request.app[forwarder_key]
-            if forwarder.needed(request, region):
-                return await forwarder.forward(request, region)
-            await request.app[limiter_key].check_write(
-                region, caller.user, client_address(request), redis_bound=redis_bound)
-            return await view(request, caller)
+            limit = deadline.of_request(request.headers.get(deadline.HEADER))
+            with deadline.running(limit):
+                try:
+                    return await _home_write(request, view, region_of, redis_bound)
+                except RegionUnavailable as exc:
+                    if not lease or exc.outcome != "unknown" or "lapses_by" in exc.known:
+                        raise
+                    # No hold starts after the deadline, and none outlives its TTL.
+                    ttl_s = request.app[settings_key].topology.settings.hold_ttl_s
+                    lapses = datetime.fromtimestamp(limit.at + ttl_s, UTC).isoformat()
+                    raise exc.unknown(lapses_by=lapses) from exc
 
         handler.access = "user"  # type: ignore[attr-defined]
         return handler
 
     return wrap
+
+
+async def _home_write(request: web.Request, view: UserView, region_of: RegionOf,
+                      redis_bound: bool) -> web.StreamResponse:
+    caller = identity(request)  # a stranger is refused here, not a WAN hop later
+    region = await region_of(request)
+    forwarder = request.app[forwarder_key]
+    if forwarder.needed(request, region):
+        return await forwarder.forward(request, region)
+    await request.app[limiter_key].check_write(
+        region, caller.user, client_address(request), redis_bound=redis_bound)
+    return await view(request, caller)

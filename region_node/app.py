@@ -54,7 +54,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     async with Connections(topology, settings.region, settings.routes) as connections:
         app[connections_key] = connections
         app[metrics_key].watch_pools(connections)
-        catalog = Catalog(connections.pg_catalog(), app[placement_key])
+        catalog = Catalog(connections, app[placement_key])
         await catalog.load()
         app[catalog_key] = catalog
         seatmaps = SeatMaps(connections, catalog, app[metrics_key])

@@ -17,12 +17,13 @@ from typing import Any
 
 import asyncpg
 
-from region_node import ids, mirror
+from region_node import deadline, ids, mirror
 from region_node.catalog import Catalog, ShowInfo
 from region_node.errors import (
     BookingNotPending,
     HoldExpired,
     HoldLimitReached,
+    IdempotencyKeyReused,
     InvalidInput,
     NotFound,
     SeatsUnavailable,
@@ -39,6 +40,11 @@ BOOKING_QUERY = """
 SELECT b.*, array_agg(bs.seat_id ORDER BY bs.seat_id) AS seat_ids
 FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
 """
+
+
+# The fields of a hold's answer (201), also when replayed under its Idempotency-Key.
+HOLD_ANSWER = ("booking_id", "show_id", "user_id", "region", "seat_ids", "status",
+               "amount_paise", "expires_at", "hold_token")
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -99,57 +105,127 @@ class BookingService:
 
     # -- hold ----------------------------------------------------------------
 
-    async def hold(self, show: ShowInfo, body: Any, user_id: str) -> dict[str, Any]:
+    async def hold(self, show: ShowInfo, body: Any, user_id: str,
+                   key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Hold the seats; returns the answer and whether it replays an earlier hold
+        under the same Idempotency-Key (which is then returned as it is now)."""
         seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking, user_id)
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
         if unknown:
             raise InvalidInput(f"show {show.id} has no seat(s) {', '.join(unknown)}",
                                field="seat_ids", seats=unknown)
-        booking_id = ids.new_booking_id(show.id)
+        if key is None:
+            booking_id = ids.new_booking_id(show.id)
+        else:
+            earlier = await self._held_under(show, user_id, ids.idempotency_key(key), seat_ids)
+            if earlier is not None:
+                return earlier, True
+            booking_id = ids.keyed_booking_id(show.id, user_id, key)
         ttl_ms = int(self.settings.hold_ttl_s * 1000)
         try:
             result = await self.home.script(show.region, "hold", show.id,
                                             [booking_id, ttl_ms, *seat_ids])
         except RegionUnavailable:
-            self.metrics.holds.labels(self.metrics.region, show.region, "unavailable").inc()
+            self._count(show, "unavailable")
             raise
         if int(result[0]) != 1:
-            self.metrics.holds.labels(self.metrics.region, show.region, "conflict").inc()
+            self._count(show, "conflict")
             raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
         expires_at = ms_to_datetime(int(result[2]))
-        amount = sum(layout[s].price_paise for s in seat_ids)
+        prices = {s: layout[s].price_paise for s in seat_ids}
         try:
             token = await self._record_hold(show, booking_id, user_id, seat_ids, expires_at,
-                                            {s: layout[s].price_paise for s in seat_ids})
+                                            prices, key)
         except BaseException as exc:
-            # Redis holds only save wasted effort; without the PostgreSQL record
-            # the hold must not linger (best effort: its TTL ends it otherwise).
+            self._count(show, "failed")
+            error = await self._undo_hold(show, booking_id, seat_ids, expires_at, key, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        if token is None:  # a duplicate of this request recorded it first
+            assert key is not None
+            return await self._raced(show, booking_id, user_id, key, seat_ids), True
+        self._count(show, "held")
+        answer = {"booking_id": booking_id, "show_id": show.id, "user_id": user_id,
+                  "region": show.region, "seat_ids": seat_ids, "status": "INITIATED",
+                  "amount_paise": sum(prices.values()), "expires_at": expires_at.isoformat(),
+                  "hold_token": token}
+        if key is None and deadline.current().expired():
+            # Made after its caller gave up (a forward's 503): nobody can use it,
+            # so the sweeper releases it now rather than at expires_at.
+            await self._abandon(show, booking_id, seat_ids)
+            raise RegionUnavailable(show.region, "hold made after the deadline; released")
+        return answer, False
+
+    def _count(self, show: ShowInfo, outcome: str) -> None:
+        self.metrics.holds.labels(self.metrics.region, show.region, outcome).inc()
+
+    async def _held_under(self, show: ShowInfo, user_id: str, key: str,
+                          seat_ids: list[str]) -> dict[str, Any] | None:
+        """The hold an earlier request with this key made, as the hold answer (with its
+        status now), or None. The key on another request is 422."""
+        async with self.home.connection(show.region) as conn:
+            row = await conn.fetchrow(
+                BOOKING_QUERY + " WHERE b.user_id = $1 AND b.hold_key = $2 GROUP BY b.id",
+                user_id, key)
+        if row is None:
+            return None
+        if row["show_id"] != show.id or list(row["seat_ids"]) != seat_ids:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for another hold",
+                                       booking_id=row["id"])
+        return {field: value for field, value in booking_json(row, show.region).items()
+                if field in HOLD_ANSWER}
+
+    async def _raced(self, show: ShowInfo, booking_id: str, user_id: str, key: str,
+                     seat_ids: list[str]) -> dict[str, Any]:
+        """The answer for a hold that lost the race to a duplicate with its key."""
+        try:
+            earlier = await self._held_under(show, user_id, key, seat_ids)
+        except IdempotencyKeyReused:  # the same key, other seats: drop what we held
             await self._release_quietly(show, booking_id, seat_ids)
-            if isinstance(exc, RegionUnavailable):
-                # The write may still land when the primary wakes up: let the
-                # sweeper expire it then, so a 503 never leaves seats held.
-                with contextlib.suppress(RegionUnavailable):
-                    await self.home.abandon(show.region, booking_id)
-            self.metrics.holds.labels(self.metrics.region, show.region, "failed").inc()
             raise
-        self.metrics.holds.labels(self.metrics.region, show.region, "held").inc()
-        return {"booking_id": booking_id, "show_id": show.id, "user_id": user_id,
-                "region": show.region, "seat_ids": seat_ids, "status": "INITIATED",
-                "amount_paise": amount, "expires_at": expires_at.isoformat(),
-                "hold_token": token}
+        if earlier is None:  # bc_record_hold saw it under the user's lock
+            raise RuntimeError(f"hold under key of {booking_id} vanished")
+        return earlier
+
+    async def _undo_hold(self, show: ShowInfo, booking_id: str, seat_ids: list[str],
+                         expires_at: datetime, key: str | None,
+                         exc: BaseException) -> BaseException:
+        """After PostgreSQL did not record the hold: what to do with the Redis hold,
+        and the error that says so. Redis holds only save wasted effort; without the
+        PostgreSQL record a hold must not linger."""
+        if not isinstance(exc, RegionUnavailable) or exc.outcome != "unknown":
+            await self._release_quietly(show, booking_id, seat_ids)
+            return exc
+        # The statement may still commit. With a key, the retry gets that hold and
+        # meets its own Redis hold (same booking id); otherwise both lapse. Without
+        # one nobody could use it: release it, and the sweeper expires it if it lands.
+        if key is None:
+            await self._abandon(show, booking_id, seat_ids)
+        return exc.unknown(lapses_by=expires_at.isoformat())
+
+    async def _abandon(self, show: ShowInfo, booking_id: str, seat_ids: list[str]) -> None:
+        """Release the Redis hold and have the sweeper expire the booking if its
+        PostgreSQL write landed (or lands late): a 503 never leaves seats held."""
+        await self._release_quietly(show, booking_id, seat_ids)
+        with contextlib.suppress(RegionUnavailable):
+            await self.home.abandon(show.region, booking_id)
 
     async def _record_hold(self, show: ShowInfo, booking_id: str, user_id: str,
                            seat_ids: list[str], expires_at: datetime,
-                           prices: dict[str, int]) -> int:
-        """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides."""
-        async with self.home.connection(show.region) as conn:
+                           prices: dict[str, int], key: str | None) -> int | None:
+        """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides.
+        None: a duplicate under the same key recorded its hold first."""
+        async with self.home.connection(show.region, writes=True) as conn:
             row = await conn.fetchrow(
-                "SELECT token, refused, limit_hit "
-                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "SELECT token, refused, limit_hit, replayed "
+                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 show.id, seat_ids, booking_id, user_id, expires_at,
                 timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids],
-                self.limits.seats_per_show, self.limits.holds_per_user)
+                self.limits.seats_per_show, self.limits.holds_per_user, key)
+        if row["replayed"]:
+            return None
         if row["limit_hit"]:
             self.metrics.limit_refusals.labels(self.metrics.region, row["limit_hit"]).inc()
             raise HoldLimitReached(row["limit_hit"], getattr(self.limits, row["limit_hit"]))
@@ -159,8 +235,9 @@ class BookingService:
 
     async def _release_quietly(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
         try:
-            await asyncio.shield(self.home.script(show.region, "release", show.id,
-                                                  [booking_id, *seats]))
+            with deadline.running(None):  # clean-up gets its own time, past the request's
+                await asyncio.shield(self.home.script(show.region, "release", show.id,
+                                                      [booking_id, *seats]))
         except Exception:
             log.warning("could not release hold %s; it ends with its TTL", booking_id)
 

@@ -6,6 +6,8 @@ region holds all of it). Routing a show to its home region needs only this.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +15,10 @@ from typing import Any
 import asyncpg
 
 from region_node.errors import NotFound
+from region_node.home import PG_UNAVAILABLE
+from router.errors import RegionUnavailable
 from router.placement import Placement
+from router.registry import Connections
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,9 @@ FROM show sh JOIN screen sc ON sc.id = sh.screen_id JOIN movie m ON m.id = sh.mo
 class Catalog:
     """Loaded once at start; shows added later are fetched on first use."""
 
-    def __init__(self, pool: asyncpg.Pool, placement: Placement) -> None:
-        self._pool = pool
+    def __init__(self, connections: Connections, placement: Placement) -> None:
+        self._pool = connections.pg_catalog()
+        self._region = connections.local_region
         self._placement = placement
         self.theatres: dict[str, TheatreInfo] = {}
         self._shows: dict[int, ShowInfo] = {}
@@ -83,8 +89,17 @@ class Catalog:
         self._seat_index: dict[str, dict[str, SeatInfo]] = {}
         self._layout_locks: dict[str, asyncio.Lock] = {}
 
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection to the local catalog; its outage is a 503, not a 500."""
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except PG_UNAVAILABLE as exc:
+            raise RegionUnavailable(self._region, "catalog in postgres") from exc
+
     async def load(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._read() as conn:
             theatres = await conn.fetch(
                 "SELECT t.id, t.name, t.address, c.name AS city, c.state "
                 "FROM theatre t JOIN city c ON c.id = t.city_id ORDER BY t.id")
@@ -123,7 +138,7 @@ class Catalog:
         show = self._shows.get(show_id)
         if show is not None:
             return show
-        async with self._pool.acquire() as conn:
+        async with self._read() as conn:
             row = await conn.fetchrow(SHOW_QUERY + " WHERE sh.id = $1", show_id)
         if row is None:
             raise NotFound(f"no show {show_id}", id=show_id)
@@ -136,7 +151,7 @@ class Catalog:
         lock = self._layout_locks.setdefault(screen_id, asyncio.Lock())
         async with lock:  # one query per screen, however many requests miss at once
             if screen_id not in self._layouts:
-                async with self._pool.acquire() as conn:
+                async with self._read() as conn:
                     rows = await conn.fetch(
                         "SELECT seat_id, row_label, number, category, price_paise, blocked "
                         "FROM seat WHERE screen_id = $1 ORDER BY row_label, number", screen_id)

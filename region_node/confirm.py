@@ -33,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from region_node import mirror
+from region_node import ids, mirror
 from region_node.bookings import BOOKING_QUERY, BookingService, booking_json
 from region_node.catalog import ShowInfo
 from region_node.errors import (
@@ -52,9 +52,7 @@ from region_node.gateway import GatewayClient
 
 log = logging.getLogger(__name__)
 
-MAX_KEY_LENGTH = 255
 PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-IDEMPOTENCY_KEY = re.compile(r"^[ -~]+$")  # printable ASCII
 
 
 @dataclass(frozen=True)
@@ -66,11 +64,7 @@ class StoredResponse:
 def validate_confirm(key: str | None, body: Any) -> tuple[str, str]:
     if not key:
         raise MissingHeader("Idempotency-Key header is required", header="Idempotency-Key")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidInput(f"Idempotency-Key longer than {MAX_KEY_LENGTH}", field="Idempotency-Key")
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        # Other bytes arrive as undecodable text that PostgreSQL cannot store.
-        raise InvalidInput("Idempotency-Key must be printable ASCII", field="Idempotency-Key")
+    ids.idempotency_key(key)
     if not isinstance(body, dict) or not isinstance(body.get("payment_id"), str) \
             or not PAYMENT_ID.match(body["payment_id"]):
         raise InvalidInput("body must be {\"payment_id\": str} (1-128 of [A-Za-z0-9_-])",

@@ -8,8 +8,11 @@ its own stores over its own network. Nothing about the rules changes: the
 home node runs the same hold and confirm, and the answer comes back byte for
 byte. If no home node can be reached, the answer is 503 `region_unavailable`.
 
-Only requests that were never sent are retried on another home node (a
-refused connection); a request that may have run is not repeated.
+The forward waits until the write's deadline (`deadline.py`) and passes it on
+(less the margin for the way back), so the home node gives up before its
+caller does. Only requests that were never sent are retried on another home
+node (a refused connection); a request that may have run is not repeated, and
+its 503 says the outcome is unknown.
 
 The home node rate-limits by the client's address, which only the entry node
 saw: the forwarder passes it in a header signed with the cluster's
@@ -28,6 +31,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from region_node import deadline
 from region_node.body import read_body
 from router.errors import RegionUnavailable
 from router.registry import route_key
@@ -38,12 +42,10 @@ log = logging.getLogger(__name__)
 FORWARDED_HEADER = "X-Bookcluster-Forwarded"
 CLIENT_HEADER = "X-Bookcluster-Client"  # "<address> <unix time> <hmac>"
 PASSED_HEADERS = ("Content-Type", "Idempotency-Key", "Authorization")
+REPLAYED_HEADER = "Idempotent-Replayed"  # passed back: the answer is a stored one
 SIGNATURE_WINDOW_S = 30.0
 PEER_CLIENT = "bookcluster.peer_client"  # request key: the checked CLIENT_HEADER
 CONNECT_TIMEOUT_S = 0.5
-# The home node answers 503 within ~1.2 s when its own stores are down; this
-# keeps the whole answer under 2 s even across the WAN.
-TOTAL_TIMEOUT_S = 1.9
 
 
 class Forwarder:
@@ -60,7 +62,8 @@ class Forwarder:
         self.forwarded = 0
 
     async def open(self) -> Forwarder:
-        timeout = aiohttp.ClientTimeout(total=TOTAL_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
+        # Each forward is bounded by its write's deadline (`forward`), not a session total.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
         self._session = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
         return self
@@ -101,10 +104,13 @@ class Forwarder:
         return address if hmac.compare_digest(self._mac(address, at, request), mac) else None
 
     async def forward(self, request: web.Request, home: str) -> web.Response:
+        """Send the write to a home node and return its answer, by the write's deadline."""
         assert self._session is not None, "Forwarder not opened"
+        limit = deadline.current()
         body = await read_body(request)  # bounded in size and time like any body here
         headers = {h: request.headers[h] for h in PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_HEADER] = self.local_region
+        headers[deadline.HEADER] = limit.forwarded()
         address, at = self.client_address(request), str(int(time.time()))
         headers[CLIENT_HEADER] = f"{address} {at} {self._mac(address, at, request)}"
         nodes = self.topology.region(home).nodes
@@ -113,15 +119,19 @@ class Forwarder:
             node = nodes[(first + attempt) % len(nodes)]
             via = self._routes.get(route_key(self.local_region, node), node)
             url = f"http://{via.host}:{via.port}{request.path_qs}"
+            timeout = aiohttp.ClientTimeout(total=limit.left_for(home, f"home node {node}"))
             try:
                 async with self._session.request(request.method, url, data=body,
-                                                 headers=headers) as resp:
+                                                 headers=headers, timeout=timeout) as resp:
                     payload = await resp.read()
                     self.forwarded += 1
+                    passed = {h: resp.headers[h] for h in ("Retry-After", REPLAYED_HEADER)
+                              if h in resp.headers}
                     return web.Response(body=payload, status=resp.status,
-                                        content_type=resp.content_type)
+                                        content_type=resp.content_type, headers=passed)
             except aiohttp.ClientConnectorError as exc:  # never sent: another node may take it
                 log.warning("home node %s of %s unreachable: %s", node, home, exc)
             except (aiohttp.ClientError, TimeoutError) as exc:  # may have run: do not repeat
-                raise RegionUnavailable(home, f"home node {node} ({type(exc).__name__})") from exc
+                raise RegionUnavailable(home, f"home node {node} ({type(exc).__name__})",
+                                        outcome="unknown") from exc
         raise RegionUnavailable(home, "every home node tried")

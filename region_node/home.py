@@ -1,8 +1,10 @@
 """Access to a show's home region for writes, with CP failure semantics.
 
 Every write to a home region's Redis master or PostgreSQL primary goes
-through here: a region that does not answer within the write deadline
-becomes `RegionUnavailable` (HTTP 503) — never a hang, never a guess. A
+through here, bounded by the write's deadline (`deadline.py`): a region that
+does not answer in time becomes `RegionUnavailable` (HTTP 503) — never a
+hang, never a guess: its `outcome` says whether the write may still land. A
+transaction commits only before the deadline. A
 transaction the primary aborts rather than let it wait on locks (deadlock
 victim, `lock_timeout`, `statement_timeout`: see `router.registry`) becomes
 `TransactionAborted` (HTTP 503): it rolled back, so a retry is safe.
@@ -19,15 +21,11 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from region_node import keys
+from region_node import deadline, keys
 from region_node.errors import TransactionAborted
 from region_node.scripts import SeatScripts
 from router.errors import RegionUnavailable
 from router.registry import Connections
-
-# Bound on one PostgreSQL transaction of the write path; with the Redis
-# timeout this keeps every write's answer (200/409/503) well under 2 s.
-PG_WRITE_DEADLINE_S = 1.2
 
 PG_UNAVAILABLE = (
     OSError,
@@ -54,13 +52,16 @@ class HomeRegion:
         self._scripts = SeatScripts()
 
     async def script(self, region: str, name: str, show_id: int, args: list[Any]) -> Any:
+        """Run a seat script; a failure once it was sent may still have applied it."""
         client = self._connections.redis_master(region)
+        left = deadline.current().left_for(region, "redis master")
         try:
-            return await self._scripts.run(
-                client, name, keys.show_keys(show_id),
-                [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
+            async with asyncio.timeout(left):
+                return await self._scripts.run(
+                    client, name, keys.show_keys(show_id),
+                    [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
         except REDIS_UNAVAILABLE as exc:
-            raise RegionUnavailable(region, "redis master") from exc
+            raise RegionUnavailable(region, "redis master", outcome="unknown") from exc
 
     async def abandon(self, region: str, booking_id: str) -> None:
         """Note a hold whose PostgreSQL outcome is unknown, for the sweeper to expire."""
@@ -86,24 +87,34 @@ class HomeRegion:
 
     @asynccontextmanager
     async def transaction(self, region: str) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that commits before the deadline or not at all."""
         pool = self._connections.pg_primary(region)
+        limit = deadline.current()
+        committing = False
         try:
-            async with asyncio.timeout(PG_WRITE_DEADLINE_S):
+            async with asyncio.timeout(limit.left_for(region, "postgres primary")):
                 async with pool.acquire() as conn, conn.transaction():
                     yield conn
+                    limit.left_for(region, "postgres commit")  # raising here rolls back
+                    committing = True
         except PG_UNAVAILABLE as exc:
-            raise RegionUnavailable(region, "postgres primary") from exc
+            unavailable = RegionUnavailable(region, "postgres primary")
+            raise (unavailable.unknown() if committing else unavailable) from exc
         except PG_ABORTED as exc:
             raise TransactionAborted(region, ABORT_REASONS[exc.sqlstate]) from exc
 
     @asynccontextmanager
-    async def connection(self, region: str) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, region: str, *,
+                         writes: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for single statements (each its own transaction); with `writes`
+        a failure says the statement may have committed."""
         pool = self._connections.pg_primary(region)
         try:
-            async with asyncio.timeout(PG_WRITE_DEADLINE_S):
+            async with asyncio.timeout(deadline.current().left_for(region, "postgres primary")):
                 async with pool.acquire() as conn:
                     yield conn
         except PG_UNAVAILABLE as exc:
-            raise RegionUnavailable(region, "postgres primary") from exc
+            unavailable = RegionUnavailable(region, "postgres primary")
+            raise (unavailable.unknown() if writes else unavailable) from exc
         except PG_ABORTED as exc:
             raise TransactionAborted(region, ABORT_REASONS[exc.sqlstate]) from exc

@@ -4,16 +4,19 @@ a booking to its home region from local data only (booking -> show -> theatre).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 
-from region_node.errors import MalformedId
+from region_node.errors import InvalidInput, MalformedId
 
 THEATRE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 SHOW_ID = re.compile(r"^[1-9][0-9]{0,17}$")
 BOOKING_ID = re.compile(r"^b([1-9][0-9]{0,17})-[0-9a-f]{16}$")
 SEAT_ID = re.compile(r"^[A-Z]{1,2}[1-9][0-9]{0,2}$")
 USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
+IDEMPOTENCY_KEY = re.compile(r"^[ -~]+$")  # printable ASCII
+MAX_KEY_LENGTH = 255
 
 
 def theatre_id(text: str) -> str:
@@ -38,3 +41,21 @@ def booking_show(booking_id: str) -> int:
 
 def new_booking_id(show: int) -> str:
     return f"b{show}-{secrets.token_hex(8)}"
+
+
+def keyed_booking_id(show: int, user: str, key: str) -> str:
+    """The booking a hold under an Idempotency-Key makes: every attempt of that
+    request names the same booking, so a retry meets its own earlier hold in
+    Redis instead of colliding with it."""
+    digest = hashlib.sha256(f"{user}\n{key}".encode()).hexdigest()
+    return f"b{show}-{digest[:16]}"
+
+
+def idempotency_key(key: str) -> str:
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"Idempotency-Key longer than {MAX_KEY_LENGTH}",
+                           field="Idempotency-Key")
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        # Other bytes arrive as undecodable text that PostgreSQL cannot store.
+        raise InvalidInput("Idempotency-Key must be printable ASCII", field="Idempotency-Key")
+    return key

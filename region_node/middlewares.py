@@ -15,6 +15,13 @@ from router.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
 
+UNAVAILABLE_RETRY_AFTER_S = 1
+OUTCOME_WORDS = {
+    "not_applied": "nothing was changed, retry later",
+    "unknown": "the write may still take effect: retry with the same Idempotency-Key "
+               "to learn its outcome",
+}
+
 
 def _route(request: web.Request) -> str:
     info = request.match_info
@@ -46,11 +53,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except NodeError as exc:
         return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
     except RegionUnavailable as exc:
-        return web.json_response(
-            {"error": "region_unavailable", "region": exc.region,
-             "message": f"home region {exc.region} cannot take writes now ({exc.component}); "
-                        "nothing was changed, retry later"},
-            status=503)
+        return web.json_response(_unavailable_body(exc), status=503,
+                                 headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -64,3 +68,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(
             {"error": "internal", "message": "internal error", "error_id": error_id},
             status=500)
+
+
+def _unavailable_body(exc: RegionUnavailable) -> dict[str, str | int]:
+    """A 503 says what the caller can rely on (`RegionUnavailable.outcome`)."""
+    words = OUTCOME_WORDS[exc.outcome]
+    if "lapses_by" in exc.known:
+        words += f"; a hold made by it lapses by {exc.known['lapses_by']}"
+    return {"error": "region_unavailable", "region": exc.region, "outcome": exc.outcome,
+            **exc.known, "retry_after_s": UNAVAILABLE_RETRY_AFTER_S,
+            "message": f"home region {exc.region} cannot take writes now ({exc.component}); "
+                       f"{words}"}

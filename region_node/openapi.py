@@ -32,12 +32,16 @@ WHY = {
     404: "No such theatre, show, booking or ticket", 409: "Refused by the booking rules",
     # 413: body over the node's size limit (`http_error` until the body-limit work lands).
     413: "Body too large", 422: "Invalid input", 429: "Rate limited; retry after `Retry-After` s",
-    503: "The home region (or payment gateway) cannot answer now; nothing changed",
+    503: "The home region (or payment gateway) cannot answer now. `outcome` says whether "
+         "anything changed: `not_applied`, or `unknown` (retry with the same "
+         "Idempotency-Key to learn it; a hold that may exist lapses by `lapses_by`)",
 }
 HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer challenge
     "unauthorized": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
     "rate_limited": {"Retry-After": {"required": True, "description": "seconds",
                                      "schema": {"type": "integer", "minimum": 1}}},
+    "region_unavailable": {"Retry-After": {"required": False, "description": "seconds",
+                                           "schema": {"type": "integer", "minimum": 1}}},
     # Not required: a forwarded answer carries the body only.
     "transaction_aborted": {"Retry-After": {"required": False, "description": "seconds",
                                             "schema": {"type": "integer", "minimum": 1}}},
@@ -79,8 +83,9 @@ def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
             "description": description}
 
 
-def header(name: str, schema: Schema, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": True, "schema": schema,
+def header(name: str, schema: Schema, description: str, *,
+           required: bool = True) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "schema": schema,
             "description": description}
 
 
@@ -171,11 +176,17 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={400: ("malformed_id", "http_error"), 404: ("not_found",)})},
         "/booking/seats/{show_id}/lock": {"post": operation(
             "hold", "booking", "user", "Hold seats (all or none) for the token's user",
-            description="Runs in the show's home region (another region's node forwards it).",
-            params=(SHOW,), body="HoldRequest", responses={201: ok("Held", "Hold")},
+            description="Runs in the show's home region (another region's node forwards it). "
+                        "With an `Idempotency-Key`, a retry returns the hold the first "
+                        "attempt made (as it is now, header `Idempotent-Replayed: true`) "
+                        "and never makes a second one.",
+            params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                                 "the client's key for this hold", required=False)),
+            body="HoldRequest", responses={201: ok("Held", "Hold")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("seats_unavailable", "hold_limit_reached"), 413: BODY_TOO_LARGE,
-                    422: ("invalid_input",), 429: RATE, 503: PRIMARY_DOWN})},
+                    422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
+                    503: PRIMARY_DOWN})},
         "/booking/booking/{booking_id}/pay": {"post": operation(
             "pay", "booking", "user", "A payment intent at the gateway for the held amount",
             description="Asking again returns the same intent while it can still be paid.",

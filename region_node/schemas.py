@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from region_node import ids
-from region_node.confirm import IDEMPOTENCY_KEY as KEY_PATTERN
-from region_node.confirm import MAX_KEY_LENGTH, PAYMENT_ID
+from region_node.confirm import PAYMENT_ID
+from region_node.ids import IDEMPOTENCY_KEY as KEY_PATTERN
+from region_node.ids import MAX_KEY_LENGTH
 from region_node.jobqueue import COUNT_STATES
 from region_node.views.payments import EVENT_KINDS, GATEWAY_ID, MAX_PAISE
 from router.topology import Topology

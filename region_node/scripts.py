@@ -48,16 +48,18 @@ end
 """
 
 # ARGV: channel, show_id, booking_id, ttl_ms, seat...
-# Returns {1, version, expires_at_ms}: every seat was free and is now held by booking_id;
+# Returns {1, version, expires_at_ms}: every seat was free (or already held by this
+#         booking: a retried hold under the same Idempotency-Key) and is now held
+#         by booking_id;
 #         {0, seat...}: nothing changed; these seats were held, booked or blocked.
 HOLD = _NOW + _HOLDER + _PUBLISH + """
 local seats, taken = {}, {}
 for i = 5, #ARGV do
   local seat = ARGV[i]
   seats[#seats + 1] = seat
-  local _, expires = holder(seat)
+  local owner, expires = holder(seat)
   if redis.call('SISMEMBER', KEYS[3], seat) == 1 or redis.call('HEXISTS', KEYS[2], seat) == 1
-     or expires > now then
+     or (expires > now and owner ~= ARGV[3]) then
     taken[#taken + 1] = seat
   end
 end

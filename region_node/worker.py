@@ -62,7 +62,7 @@ class RegionWorker:
         stack = self._stack
         connections = await stack.enter_async_context(
             Connections(self.topology, self.region, self.routes))
-        catalog = Catalog(connections.pg_catalog(), Placement(self.topology))
+        catalog = Catalog(connections, Placement(self.topology))
         await catalog.load()
         bookings = BookingService(connections, catalog, NodeMetrics(self.region))
         http = await stack.enter_async_context(

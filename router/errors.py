@@ -24,9 +24,22 @@ class RoutingError(RouterError):
 
 
 class RegionUnavailable(RoutingError):
-    """The home region's Redis master or PostgreSQL primary did not answer in time."""
+    """The home region's Redis master or PostgreSQL primary did not answer in time.
 
-    def __init__(self, region: str, component: str) -> None:
+    `outcome` is what the caller can rely on: "not_applied" (nothing changed) or
+    "unknown" (the write was sent and may still take effect: a retry with the same
+    Idempotency-Key learns which). `known` adds facts, e.g. when a hold that may
+    have been made lapses (`lapses_by`)."""
+
+    def __init__(self, region: str, component: str, *, outcome: str = "not_applied",
+                 **known: str) -> None:
         self.region = region
         self.component = component
+        self.outcome = outcome
+        self.known = known
         super().__init__(f"region {region!r}: {component} unavailable")
+
+    def unknown(self, **known: str) -> RegionUnavailable:
+        """The same outage, for a write that may have taken effect."""
+        return RegionUnavailable(self.region, self.component, outcome="unknown",
+                                 **{**self.known, **known})

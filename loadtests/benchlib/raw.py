@@ -64,7 +64,7 @@ SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS
     ARRAY(SELECT 'S' || (4 * ((q.n - 1) % {blocks}) + g)
           FROM generate_series(0, :k::int - 1) g),
     'bh' || q.n, 'bh-user-' || q.n, now() + interval '10 minutes', interval '30 minutes',
-    array_fill(18000, ARRAY[:k::int]), {max_seats}, {max_holds}) h;
+    array_fill(18000, ARRAY[:k::int]), {max_seats}, {max_holds}, NULL) h;
 """
 
 # region_node/confirm.py's transaction: claim the key for the owner, (ask the gateway:
@@ -98,7 +98,7 @@ SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS
   LATERAL bc_record_hold(1 + (q.n - 1) / {BLOCKS},
     ARRAY(SELECT 'S' || (4 * ((q.n - 1) % {BLOCKS}) + g) FROM generate_series(0, $1 - 1) g),
     'bs' || q.n, 'bs-user-' || q.n, now() + interval '10 minutes', interval '30 minutes',
-    array_fill(18000, ARRAY[$1::int]), {CAPS.seats_per_show}, {CAPS.holds_per_user}) h
+    array_fill(18000, ARRAY[$1::int]), {CAPS.seats_per_show}, {CAPS.holds_per_user}, NULL) h
 """
 
 

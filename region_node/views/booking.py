@@ -14,6 +14,7 @@ from region_node.auth import Identity
 from region_node.body import json_body
 from region_node.confirm import ConfirmService
 from region_node.errors import BookingNotPending, Forbidden, NotFound, TicketNotReady
+from region_node.forward import REPLAYED_HEADER
 from region_node.jobs.tickets import ticket_path
 from region_node.pay import PaymentService
 from region_node.typedefs import bookings_key, catalog_key, settings_key
@@ -32,11 +33,13 @@ async def _booking_region(request: web.Request) -> str:
         request.match_info["booking_id"])).region
 
 
-@access.home_write(_show_region, redis_bound=True)
+@access.home_write(_show_region, redis_bound=True, lease=True)
 async def hold(request: web.Request, caller: Identity) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
-    result = await request.app[bookings_key].hold(show, await json_body(request), caller.user)
-    return web.json_response(result, status=201)
+    result, replayed = await request.app[bookings_key].hold(
+        show, await json_body(request), caller.user, request.headers.get("Idempotency-Key"))
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    return web.json_response(result, status=201, headers=headers)
 
 
 def _require_payments(request: web.Request) -> None:

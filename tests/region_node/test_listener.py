@@ -213,7 +213,7 @@ async def node(clean: Cluster, catalog: Any) -> AsyncIterator[InProcess]:
     show = shows_in(clean, catalog, "south")[0]
     metrics = NodeMetrics("north")
     async with Connections(clean.topology, "north") as connections:
-        node_catalog = Catalog(connections.pg_catalog(), Placement(clean.topology))
+        node_catalog = Catalog(connections, Placement(clean.topology))
         await node_catalog.load()
         seatmaps = SeatMaps(connections, node_catalog, metrics)
         hub = ExplodingHub(show)
