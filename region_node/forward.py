@@ -1,8 +1,8 @@
 """Writes for another region's theatres are forwarded to a node of that region.
 
 A hold costs one Redis and one PostgreSQL round trip to the home region, a
-confirm six; from a node in another region each of those is a WAN round trip
-(about 80 ms across India). Forwarding the HTTP request to a node of the home
+confirm one PostgreSQL round trip and one to the gateway; from a node in
+another region each of those is a WAN round trip (about 80 ms across India). Forwarding the HTTP request to a node of the home
 region makes a remote write pay one WAN round trip: the home node talks to
 its own stores over its own network. Nothing about the rules changes: the
 home node runs the same hold and confirm, and the answer comes back byte for
