@@ -53,7 +53,6 @@ from .stats import summarize
 
 SEATS_PER_SHOW = 400  # seats S0..S399: 100 blocks of 4, one block per hold or booking
 BLOCKS = SEATS_PER_SHOW // 4
-RESPONSE_BODY = "x" * 420  # about the size of a stored confirm response
 CAPS = Limits()  # the per-user caps bc_record_hold checks, at their defaults
 
 # A fresh user per hold, as the bench's clients do: the caps are checked, never hit.
@@ -67,9 +66,9 @@ SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS
     array_fill(18000, ARRAY[:k::int]), {max_seats}, {max_holds}, NULL) h;
 """
 
-# region_node/confirm.py's transaction: claim the key for the owner, (ask the gateway:
-# not here), the fenced sale for the captured amount, read the booking, store the
-# answer. The first statement only draws this client's next booking, its owner and
+# region_node/confirm.py's statement, `bc_confirm`: claim the key for the owner, the
+# fenced sale for the captured amount, store the answer (the gateway is asked before:
+# not here). The first statement only draws this client's next booking, its owner and
 # amount (which the node knows from the token and the gateway).
 PGBENCH_CONFIRM = """\
 SELECT q.n AS n, b.user_id AS uid, b.amount_paise AS amt
@@ -77,18 +76,8 @@ SELECT q.n AS n, b.user_id AS uid, b.amount_paise AS amt
   LEFT JOIN booking b ON b.id = 'cb' || q.n \\gset
 \\if :n <= :cap
 \\set show :cbase + (:n - 1) / {blocks}
-BEGIN;
-INSERT INTO idempotency (user_id, key, request_hash, status_code, response_body)
-  SELECT user_id, 'key-' || :n, 'hash', 0, '' FROM booking
-  WHERE id = 'cb' || :n AND user_id = :uid
-  ON CONFLICT DO NOTHING RETURNING user_id;
-SELECT outcome, detail FROM bc_sell(:show, 'cb' || :n, 'pay-' || :n, 'CAPTURED', :amt);
-SELECT b.*, array_agg(bs.seat_id ORDER BY bs.seat_id) AS seat_ids
-  FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
-  WHERE b.id = 'cb' || :n GROUP BY b.id;
-UPDATE idempotency SET status_code = 200, response_body = '{body}'
-  WHERE user_id = :uid AND key = 'key-' || :n;
-COMMIT;
+SELECT outcome FROM bc_confirm(:show, 'cb' || :n, :uid, 'key-' || :n, 'hash',
+  'pay-' || :n, :amt, 'bench', now() + interval '1 minute');
 \\endif
 """
 
@@ -309,7 +298,7 @@ async def pg_limits(servers: ScratchServers, clients: int, duration_s: float) ->
         blocks=BLOCKS, max_seats=CAPS.seats_per_show, max_holds=CAPS.holds_per_user), "hold",
         clients, duration_s, {})
     confirm = await _pgbench(binary, servers,
-                             PGBENCH_CONFIRM.format(blocks=BLOCKS, body=RESPONSE_BODY),
+                             PGBENCH_CONFIRM.format(blocks=BLOCKS),
                              "confirm", clients, duration_s,
                              {"cap": servers.confirm_bookings, "cbase": servers.hold_shows + 1})
     conn = await servers.connect()
