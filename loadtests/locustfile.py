@@ -61,6 +61,7 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 from picking import choose_seats, weighted
 
 from region_node.auth import mint
+from region_node.middlewares import HOME_NODES_HEADER
 from router.errors import RouterError
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
@@ -159,6 +160,9 @@ class Booker(FastHttpUser):
         super().__init__(environment)
         self._nodes = nodes
         self._next_node = self.rng.randrange(len(nodes))
+        # The show's home nodes, from the seat map's X-Bookcluster-Home-Nodes header:
+        # writes go there directly instead of through a forward.
+        self._home_nodes: list[str] = []
         self.theatres: dict[str, list[str]] | None = None  # region -> theatre ids, sorted
         self.hot: dict[str, list[tuple[str, int]]] = {}  # region -> (theatre id, show id)
         self.new_customer()
@@ -182,6 +186,12 @@ class Booker(FastHttpUser):
         node = self._nodes[self._next_node]
         self._next_node = (self._next_node + 1) % len(self._nodes)
         return node + path
+
+    def write_url(self, path: str) -> str:
+        """A write goes to a home node of the show when the cluster told us which."""
+        if not self._home_nodes:
+            return self.url(path)
+        return self.rng.choice(self._home_nodes) + path
 
     def get_json(self, path: str, name: str) -> Any | None:
         with self.client.get(self.url(path), name=name, catch_response=True) as resp:
@@ -267,13 +277,14 @@ class Booker(FastHttpUser):
             if resp.status_code != 200 or not isinstance(body, dict):
                 resp.failure(_describe(resp))
                 return []
+            self._home_nodes = (resp.headers.get(HOME_NODES_HEADER) or "").split()
             seat_ids = choose_seats(self.rng, body["seats"])
             if not seat_ids:
                 resp.request_meta["name"] = f"{SEATS} [sold out]"
             return seat_ids
 
     def lock(self, show_id: int, seat_ids: list[str]) -> str | None:
-        with self.client.post(self.url(f"/booking/seats/{show_id}/lock"),
+        with self.client.post(self.write_url(f"/booking/seats/{show_id}/lock"),
                               json={"seat_ids": seat_ids}, headers=self.auth(), name=LOCK,
                               catch_response=True) as resp:
             booking = _json(resp)
@@ -292,7 +303,7 @@ class Booker(FastHttpUser):
             return None
 
     def cancel(self, booking_id: str) -> bool:
-        with self.client.post(self.url(f"/booking/booking/{booking_id}/cancel"),
+        with self.client.post(self.write_url(f"/booking/booking/{booking_id}/cancel"),
                               headers=self.auth(), name=CANCEL, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(_describe(resp))
@@ -323,7 +334,7 @@ class Booker(FastHttpUser):
         return True
 
     def pay(self, booking_id: str) -> dict[str, Any] | None:
-        with self.client.post(self.url(f"/booking/booking/{booking_id}/pay"),
+        with self.client.post(self.write_url(f"/booking/booking/{booking_id}/pay"),
                               headers=self.auth(), name=PAY, catch_response=True) as resp:
             payment = _json(resp)
             if resp.status_code != 201 or not isinstance(payment, dict):
@@ -380,7 +391,7 @@ class Booker(FastHttpUser):
 
     def confirm(self, booking_id: str, payment_id: str) -> str:
         headers = self.auth(**{"Idempotency-Key": uuid.uuid4().hex})
-        with self.client.post(self.url(f"/booking/booking/{booking_id}/confirm"),
+        with self.client.post(self.write_url(f"/booking/booking/{booking_id}/confirm"),
                               json={"payment_id": payment_id}, headers=headers, name=CONFIRM,
                               catch_response=True) as resp:
             booking = _json(resp)

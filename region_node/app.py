@@ -19,7 +19,7 @@ from region_node.limits import RateLimiter
 from region_node.listener import ChangeListener
 from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
-from region_node.middlewares import error_middleware, metrics_middleware
+from region_node.middlewares import error_middleware, home_middleware, metrics_middleware
 from region_node.openapi import document_bytes
 from region_node.pay import PaymentService
 from region_node.routes import setup_routes
@@ -92,7 +92,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: NodeSettings) -> web.Application:
     # client_max_size: aiohttp counts while reading, so a chunked body (no Content-Length)
     # is cut off at the limit too (413) instead of being buffered whole.
-    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+    app = web.Application(middlewares=[metrics_middleware, home_middleware, error_middleware],
                           client_max_size=MAX_BODY_BYTES)
     app[settings_key] = settings
     # Secrets are checked at start-up: a node without them must not start half-able.

@@ -2,11 +2,14 @@
 
 A hold costs one Redis and one PostgreSQL round trip to the home region, a
 confirm one PostgreSQL round trip and one to the gateway; from a node in
-another region each of those is a WAN round trip (about 80 ms across India). Forwarding the HTTP request to a node of the home
-region makes a remote write pay one WAN round trip: the home node talks to
-its own stores over its own network. Nothing about the rules changes: the
-home node runs the same hold and confirm, and the answer comes back byte for
-byte. If no home node can be reached, the answer is 503 `region_unavailable`.
+another region each of those is a WAN round trip (about 80 ms across India).
+Forwarding the HTTP request to a node of the home region makes a remote write
+pay one WAN round trip: the home node talks to its own stores over its own
+network. Nothing about the rules changes: the home node runs the same hold
+and confirm, and the answer comes back byte for byte. (Clients that follow
+the X-Bookcluster-Home-Nodes header of any answer about a show or booking
+skip this hop: `middlewares.home_middleware`.) If no home node can be
+reached, the answer is 503 `region_unavailable`.
 
 The forward waits until the write's deadline (`deadline.py`) and passes it on
 (less the margin for the way back), so the home node gives up before its

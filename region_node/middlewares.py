@@ -9,12 +9,15 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from region_node.errors import NodeError
-from region_node.typedefs import metrics_key
+from region_node import ids
+from region_node.errors import MalformedId, NodeError
+from region_node.typedefs import catalog_key, metrics_key, placement_key, settings_key
 from router.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
 
+HOME_REGION_HEADER = "X-Bookcluster-Home-Region"
+HOME_NODES_HEADER = "X-Bookcluster-Home-Nodes"  # space-separated base URLs
 UNAVAILABLE_RETRY_AFTER_S = 1
 OUTCOME_WORDS = {
     "not_applied": "nothing was changed, retry later",
@@ -79,3 +82,34 @@ def _unavailable_body(exc: RegionUnavailable) -> dict[str, str | int]:
             **exc.known, "retry_after_s": UNAVAILABLE_RETRY_AFTER_S,
             "message": f"home region {exc.region} cannot take writes now ({exc.component}); "
                        f"{words}"}
+
+
+@web.middleware
+async def home_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer about a theatre, show or booking names its home region and that
+    region's nodes, so a client sends its next write there directly (no forward)."""
+    response = await handler(request)
+    if response.prepared:  # a live socket or a streamed file: headers are gone
+        return response
+    region = _home_of(request)
+    if region is not None:
+        nodes = request.app[settings_key].topology.region(region).nodes
+        response.headers[HOME_REGION_HEADER] = region
+        response.headers[HOME_NODES_HEADER] = " ".join(
+            f"http://{node.host}:{node.port}" for node in nodes)
+    return response
+
+
+def _home_of(request: web.Request) -> str | None:
+    """The home region named by the route's ids, from local data only (or None)."""
+    info = request.match_info
+    try:
+        if "theatre_id" in info:
+            return request.app[placement_key].region_of(ids.theatre_id(info["theatre_id"]))
+        if "show_id" in info:
+            return request.app[catalog_key].region_of_show(ids.show_id(info["show_id"]))
+        if "booking_id" in info:
+            return request.app[catalog_key].region_of_show(ids.booking_show(info["booking_id"]))
+    except MalformedId:
+        return None
+    return None

@@ -20,7 +20,7 @@ from router.registry import make_redis, pg_dsn
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
-from tests.support import call, paid
+from tests.support import bearer, call, paid
 
 DEADLINE_S = 2.0
 
@@ -260,3 +260,21 @@ async def test_a_stopped_client_in_a_transaction_loses_its_locks(
     print(f"silent session: {len(refused)} writes refused 503 ({sorted(set(refused))}); "
           f"confirm 200 at {confirmed_at:.2f} s, hold 201 at {held_at:.2f} s "
           "after it went silent (idle-in-transaction timeout 5 s)")
+
+
+async def test_answers_name_the_home_nodes(clean: Cluster, http: aiohttp.ClientSession,
+                                           catalog: Any) -> None:
+    """A seat map from any node names the show's home region and its nodes, where a
+    client sends its writes directly."""
+    show = shows_in(clean, catalog, "south")[0]
+    async with http.get(f"{clean.node('north')}/shows/{show}/seats") as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Bookcluster-Home-Region"] == "south"
+        home_nodes = resp.headers["X-Bookcluster-Home-Nodes"].split()
+    assert home_nodes == clean.nodes("south")
+    status, body = await hold(http, home_nodes[0], show, "homer", seats_of(catalog, show, 1))
+    assert status == 201, body
+    assert resp.headers["X-Bookcluster-Home-Region"] == "south"
+    async with http.get(f"{clean.node('west')}/booking/booking/{body['booking_id']}",
+                        headers=bearer("homer")) as resp:
+        assert resp.headers["X-Bookcluster-Home-Nodes"].split() == home_nodes
