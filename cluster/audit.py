@@ -1,8 +1,9 @@
 """Audit: prove the cluster's invariants (ARCHITECTURE.md) after a run, in every region.
 
 Reads each region's PostgreSQL primary (one REPEATABLE READ snapshot) and
-Redis master. Run it on a quiescent cluster: a write in flight shows up as a
-transient Redis/PostgreSQL disagreement. Violations, by check:
+Redis master, and every node's seat cache (`GET /ops/seat-cache`). Run it on a
+quiescent cluster: a write in flight shows up as a transient Redis/PostgreSQL
+disagreement. Violations, by check:
 
 1. No seat sold twice (invariant 1, no double booking)
    `sold_twice`      two sold booking_seat rows for one (show, seat);
@@ -28,6 +29,13 @@ transient Redis/PostgreSQL disagreement. Violations, by check:
    `redis_hold`      a live Redis hold without a PostgreSQL LOCKED row of its booking;
    `pg_hold`         a PostgreSQL hold still running without its live Redis hold;
    `redis_blocked`   the `blocked` set differs from PostgreSQL's UNAVAILABLE seats.
+5. Every node's cache agrees with PostgreSQL (seat maps are derived state; `node_audit.py`)
+   `node_cache`      a node's cached seat map shows a seat otherwise than PostgreSQL
+                     (read now, not from the snapshot: caches are live), still after
+                     ~1.6 s of looking again; names the node, the show's version and
+                     mirror generation. Region = the show's home region.
+A node that does not answer its cache (or a node check that cannot get an operator
+token) is listed with the unreachable regions.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from typing import Any, TextIO
 import asyncpg
 import redis.asyncio as aioredis
 
+from cluster.node_audit import CacheDiff, audit_node_caches
 from region_node import keys
 from region_node.seatstate import parse_hold
 from router.placement import Placement
@@ -83,11 +92,13 @@ class RegionCounts:
 class AuditReport:
     regions: dict[str, RegionCounts] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
-    unreachable: dict[str, str] = field(default_factory=dict)  # region -> what failed
+    # region, or "node <name>", -> what failed
+    unreachable: dict[str, str] = field(default_factory=dict)
+    node_caches: dict[str, int] = field(default_factory=dict)  # node -> cached shows checked
 
     @property
     def exit_code(self) -> int:
-        """0 clean, 1 a violation, 2 a region could not be audited."""
+        """0 clean, 1 a violation, 2 a region or node could not be audited."""
         return 2 if self.unreachable else 1 if self.violations else 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -380,7 +391,21 @@ async def run_audit(topology: Topology, *, grace_s: float = DEFAULT_GRACE_S) -> 
         else:
             report.regions[region], found = result
             report.violations += found
+    try:
+        nodes = await audit_node_caches(topology, report.regions.keys())
+    except UNREACHABLE as exc:  # a primary that answered a moment ago
+        report.unreachable["node caches"] = f"PostgreSQL: {_reason(exc)}"
+        return report
+    report.node_caches = nodes.checked
+    report.unreachable.update(nodes.unreachable)
+    report.violations += [_cache_violation(d) for d in nodes.diffs]
     return report
+
+
+def _cache_violation(diff: CacheDiff) -> Violation:
+    return Violation("node_cache", diff.region, diff.show_id, diff.seat_id,
+                     f"node {diff.node} shows {diff.cached} (version {diff.version}, "
+                     f"generation {diff.generation}); PostgreSQL: {diff.truth}")
 
 
 def print_report(report: AuditReport, file: TextIO | None = None) -> None:
@@ -392,6 +417,9 @@ def print_report(report: AuditReport, file: TextIO | None = None) -> None:
         line(f"{region}: {counts.shows_checked} shows checked against Redis")
         line("  bookings  " + "  ".join(f"{s} {n}" for s, n in counts.bookings.items()))
         line("  seats     " + "  ".join(f"{s} {n}" for s, n in counts.seats.items()))
+    if report.node_caches:
+        line(f"node caches: {sum(report.node_caches.values())} cached shows of "
+             f"{len(report.node_caches)} nodes checked against PostgreSQL")
     for region, reason in report.unreachable.items():
         line(f"{region}: UNREACHABLE, not audited ({reason})")
     if not report.violations:

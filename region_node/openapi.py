@@ -260,6 +260,15 @@ def paths() -> dict[str, dict[str, Any]]:
             description="All of them, or only `job_ids`.", body="ReplayRequest",
             responses={200: ok("How many went back", "Replayed")},
             errors={413: BODY_TOO_LARGE, 422: ("invalid_input",)})},
+        "/ops/seat-cache": {"get": operation(
+            "seatCache", "ops", "operator", "What this node's seat cache holds",
+            description="Per cached show its mirror generation, version and a digest of its "
+                        "seat statuses (`bookcluster audit` compares them with PostgreSQL); "
+                        "with `show`, that show only, with `seats`: every seat that is not "
+                        "AVAILABLE now, and its status.",
+            params=(query("show", pattern(ids.SHOW_ID), "one show, with its statuses"),),
+            responses={200: ok("The cached shows", "SeatCache")},
+            errors={400: ("malformed_id",)})},
     }
 
 

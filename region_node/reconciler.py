@@ -6,6 +6,10 @@ Runs in the region's worker, every second:
   sequence. Every show of the region is repaired and its version raised to
   at least `gen << 32`, so no node ever sees a version go backwards; the RESET
   each repair publishes makes nodes drop their copy and read it again;
+- if a replica of the master came online since the last pass (it reconnected,
+  e.g. to a master that came back), every show is rewritten again: a change or
+  RESET published while a replica was not streaming from its master never
+  reaches the nodes subscribed on it, and they would keep a stale copy;
 - otherwise the shows whose bookings changed in the last few seconds are
   compared seat by seat and any divergent seat is repaired.
 `bookcluster repair` runs the same comparison on demand.
@@ -91,13 +95,21 @@ class Reconciler:
         self.divergent_last = 0
         self.repaired_total = 0
         self._since = 0.0  # wall clock of the last pass
+        self._online: set[str] | None = None  # replicas streaming at the last pass
 
     # -- passes ---------------------------------------------------------------
 
     async def run_once(self) -> RepairReport:
         """One pass: a new generation's full repair, or the recently changed shows."""
         started = time.time()
+        # Read before any RESET we publish: a replica online now hears all of them.
+        online = await self._online_replicas()
+        joined = online - self._online if self._online is not None else set()
         report = await self._generation_pass()
+        if report is None and joined:
+            log.info("replica(s) %s of %s's master came online: every show sent again",
+                     ", ".join(sorted(joined)), self.region)
+            report = await self.repair(await self.region_shows(), rewrite=True)
         if report is None:
             async with self.home.connection(self.region) as conn:
                 shows = [r["show_id"] for r in await conn.fetch(
@@ -105,8 +117,16 @@ class Reconciler:
                     datetime.fromtimestamp(self._since, UTC) - RECENT)]
             report = await self.repair(shows)
         self._since = started
+        self._online = online
         self.divergent_last = report.divergent_seats
         return report
+
+    async def _online_replicas(self) -> set[str]:
+        """The master's replicas that receive its stream now (`ip:port`)."""
+        info = await self.connections.redis_master(self.region).info("replication")
+        return {f"{r['ip']}:{r['port']}" for name, r in info.items()
+                if name.startswith("slave") and isinstance(r, dict)
+                and r.get("state") == "online"}
 
     async def run(self) -> None:
         while True:
@@ -128,7 +148,8 @@ class Reconciler:
         async with self.home.connection(self.region) as conn:
             generation = int(await conn.fetchval("SELECT nextval('mirror_generation_seq')"))
         shows = await self.region_shows()
-        report = await self.repair(shows, min_version=generation << keys.GENERATION_SHIFT)
+        report = await self.repair(shows, min_version=generation << keys.GENERATION_SHIFT,
+                                   rewrite=True)
         await master.hset(keys.MIRROR_GENERATION, mapping={"gen": generation, "run_id": run_id})
         self.generation = report.generation = generation
         log.info("master of %s runs as generation %d (run %s): %d shows checked, %d seats "
@@ -143,10 +164,11 @@ class Reconciler:
 
     # -- comparing and repairing ----------------------------------------------
 
-    async def repair(self, show_ids: list[int], min_version: int = 0,
-                     dry_run: bool = False) -> RepairReport:
-        """Compare these shows with PostgreSQL and fix what differs. With `min_version`,
-        every show is rewritten (its version raised) even if nothing differs."""
+    async def repair(self, show_ids: list[int], min_version: int = 0, dry_run: bool = False,
+                     rewrite: bool = False) -> RepairReport:
+        """Compare these shows with PostgreSQL and fix what differs. With `rewrite`,
+        every show is rewritten (a new version at least `min_version`, and a RESET
+        that makes nodes read it again) even if nothing differs."""
         report = RepairReport(shows_checked=len(show_ids))
         master = self.connections.redis_master(self.region)
         for chunk in (show_ids[i:i + 200] for i in range(0, len(show_ids), 200)):
@@ -159,7 +181,7 @@ class Reconciler:
                                  known, now_ms)
                 if fix:
                     report.divergent[show] = fix
-                if not dry_run and (fix or min_version):
+                if not dry_run and (fix or rewrite):
                     args = [min_version] + [x for seat in sorted(fix) for x in (seat, fix[seat])]
                     await self.home.script(self.region, "repair", show, args)
         if not dry_run:

@@ -33,3 +33,4 @@ def setup_routes(app: web.Application) -> None:
 
     r.add_get("/ops/jobs", admin.job_counts)
     r.add_post("/ops/jobs/replay", admin.replay_jobs)
+    r.add_get("/ops/seat-cache", admin.seat_cache)

@@ -174,6 +174,19 @@ def components(topology: Topology) -> dict[str, Schema]:
                                 {"job_ids": {"type": "array", "items": STRING,
                                              "maxItems": 1000}}),
         "Replayed": closed({"region": {"enum": regions}, "replayed": COUNT}),
+        "SeatCache": closed({
+            "node": STRING, "region": STRING,
+            "at_ms": {**COUNT, "description": "the node's clock when it read its cache"},
+            "shows": {"type": "array", "items": closed({
+                "show_id": SHOW_ID, "region": {"type": ["string", "null"]},
+                "generation": {**COUNT, "description": "the home master's mirror generation "
+                                                       "(version >> 32)"},
+                "version": COUNT, "as_of": TIME,
+                "digest": {"type": "string", "description": "of `seats` as `seatstate.digest` "
+                                                            "computes it"},
+            }, {"seats": {"type": "object", "propertyNames": SEAT_ID,
+                          "additionalProperties": {"enum": list(SEAT_STATUSES[1:])}}})},
+        }),
     }
 
 

@@ -75,6 +75,10 @@ class SeatCache:
     def peek(self, show_id: int) -> Entry | None:
         return self._entries.get(show_id)
 
+    def entries(self) -> list[tuple[int, Entry]]:
+        """Every cached show and its entry, least recently used first (no LRU effect)."""
+        return list(self._entries.items())
+
     async def get(self, show_id: int, load: Loader) -> tuple[Entry, bool]:
         """The entry for a show, filling it on a miss. Returns (entry, was_hit)."""
         entry = self._entries.get(show_id)

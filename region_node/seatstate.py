@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +39,20 @@ class SeatState:
         if hold is not None and hold[1] > at_ms:
             return "LOCKED"
         return "AVAILABLE"
+
+    def statuses(self, at_ms: int) -> dict[str, str]:
+        """Every seat that is not AVAILABLE at `at_ms`, with its status (the rest of the
+        layout is AVAILABLE)."""
+        live = {seat for seat, (_, expires) in self.holds.items() if expires > at_ms}
+        return {seat: self.status(seat, at_ms)
+                for seat in sorted(live | self.booked.keys() | self.blocked)}
+
+
+def digest(statuses: dict[str, str]) -> str:
+    """A short fingerprint of `statuses` (as `SeatState.statuses` gives them), so the
+    audit compares a node's cached show with PostgreSQL without shipping every seat."""
+    text = "".join(f"{seat}={statuses[seat]}\n" for seat in sorted(statuses))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 async def read_seat_state(client: aioredis.Redis, show_id: int) -> SeatState:

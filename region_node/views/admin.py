@@ -1,16 +1,19 @@
-"""Operator routes (token with the `operator` role): the region-local job queues."""
+"""Operator routes (token with the `operator` role): the region-local job queues, and
+what this node's seat cache holds (for `bookcluster audit`)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from region_node import access, jobqueue
+from region_node import access, ids, jobqueue, keys
 from region_node.auth import Identity
 from region_node.body import json_body
 from region_node.errors import InvalidInput
-from region_node.typedefs import settings_key
+from region_node.seatstate import digest, now_ms
+from region_node.typedefs import catalog_key, seatmaps_key, settings_key
 
 
 def _region(request: web.Request, value: Any) -> str:
@@ -50,3 +53,32 @@ async def replay_jobs(request: web.Request, caller: Identity) -> web.Response:
     finally:
         await queue.close()
     return web.json_response({"region": region, "replayed": moved})
+
+
+@access.operator
+async def seat_cache(request: web.Request, caller: Identity) -> web.Response:
+    """This node's cached seat state: per show its mirror generation, version and a
+    digest of its seat statuses; with `?show=ID` only that show, with the statuses
+    themselves (seats not listed are AVAILABLE). Statuses are as the seat map would
+    show them now: a lapsed hold is AVAILABLE."""
+    only = request.query.get("show")
+    wanted = None if only is None else ids.show_id(only)
+    catalog = request.app[catalog_key]
+    at = now_ms()
+    shows = []
+    for show_id, entry in request.app[seatmaps_key].cache.entries():
+        if wanted is not None and show_id != wanted:
+            continue
+        statuses = entry.state.statuses(at)
+        shown: dict[str, Any] = {
+            "show_id": show_id, "region": catalog.region_of_show(show_id),
+            "generation": entry.state.version >> keys.GENERATION_SHIFT,
+            "version": entry.state.version,
+            "as_of": datetime.fromtimestamp(entry.verified_at, UTC).isoformat(),
+            "digest": digest(statuses)}
+        if wanted is not None:
+            shown["seats"] = statuses
+        shows.append(shown)
+    settings = request.app[settings_key]
+    return web.json_response({"node": settings.name, "region": settings.region, "at_ms": at,
+                              "shows": shows})

@@ -14,7 +14,8 @@ import pytest
 
 from cluster.audit import AuditReport, Violation, audit_command, print_report, run_audit
 from region_node import keys
-from region_node.auth import mint
+from region_node.auth import OPERATOR, mint
+from region_node.seatstate import digest
 from router.registry import make_redis
 from router.topology import Endpoint
 from tests.conftest import Cluster
@@ -72,6 +73,32 @@ async def redis_cmd(cluster: Cluster, region: str, *args: Any) -> Any:
         await client.aclose()
 
 
+async def drop_caches(cluster: Cluster, region: str, show: int) -> None:
+    """What `reset_cluster` does for a show: a new version and a RESET, so every node
+    drops its copy and reads the show again."""
+    version = await redis_cmd(cluster, region, "INCR", keys.show_version(show))
+    await redis_cmd(cluster, region, "PUBLISH", keys.SEAT_CHANGES_CHANNEL, json.dumps(
+        {"show": show, "version": version, "status": "RESET", "seats": []}))
+
+
+async def replicated(cluster: Cluster, region: str) -> None:
+    """Every replica of the region's master has what it wrote so far."""
+    replicas = len(cluster.topology.regions)  # one in every region
+    assert await redis_cmd(cluster, region, "WAIT", replicas, 5000) == replicas
+
+
+async def seat_map(http: aiohttp.ClientSession, node: str, show: int) -> dict[str, str]:
+    status, body = await call(http, "GET", f"{node}/shows/{show}/seats", anonymous=True)
+    assert status == 200, body
+    return {s["seat_id"]: s["status"] for s in body["seats"]}
+
+
+def named_node(cluster: Cluster, region: str, index: int = 0) -> tuple[str, str]:
+    """A node's URL and its name as it gives it (`NodeSettings.name`)."""
+    ep = cluster.topology.region(region).nodes[index]
+    return f"http://{ep.host}:{ep.port}", f"{region}@{ep.host}:{ep.port}"
+
+
 async def execute(cluster: Cluster, region: str, query: str, *args: Any) -> None:
     conn = await cluster.pg(region)
     try:
@@ -111,9 +138,16 @@ async def test_real_bookings_audit_clean_with_counts(clean: Cluster, http: aioht
                               headers=bearer(clean, "u"))
     assert status == 200 and body["status"] == "CANCELLED"
     await booked(http, clean, west, seats_of(catalog, west, 3))
+    for node in clean.nodes():  # every node caches every touched show: compared too
+        for show in (north, south, west):
+            await seat_map(http, node, show)
 
     report = await run_audit(clean.topology)
     assert report.violations == [] and report.unreachable == {} and report.exit_code == 0
+    names = [named_node(clean, r, i)[1] for r in clean.topology.regions
+             for i in range(len(clean.topology.region(r).nodes))]
+    assert sorted(report.node_caches) == sorted(names)
+    assert all(n >= 3 for n in report.node_caches.values()), report.node_caches
     want = {"north": ({"CONFIRMED": 1, "INITIATED": 1}, {"BOOKED": 2, "LOCKED": 1}, {north}),
             "south": ({"CANCELLED": 1}, {}, set()),
             "west": ({"CONFIRMED": 1}, {"BOOKED": 3}, {west})}
@@ -156,6 +190,82 @@ async def test_unreachable_region_is_named(clean: Cluster,
     text = capsys.readouterr().out
     assert f"west: UNREACHABLE, not audited (postgres primary {dead}" in text
     assert "north: " in text and "south: " in text
+
+
+async def test_unreachable_node_is_named(clean: Cluster) -> None:
+    dead = Endpoint("127.0.0.1", free_ports(1)[0])
+    south = clean.topology.region("south")
+    topology = replace(clean.topology, regions={
+        **clean.topology.regions, "south": replace(south, nodes=(*south.nodes, dead))})
+    report = await run_audit(topology)
+    assert report.exit_code == 2 and report.violations == []
+    assert list(report.unreachable) == [f"node south@{dead}"]
+    assert report.unreachable[f"node south@{dead}"].startswith("ClientConnectorError")
+    assert len(report.node_caches) == len(clean.nodes())  # the others were audited
+    out = io.StringIO()
+    print_report(report, out)
+    assert f"node south@{dead}: UNREACHABLE, not audited (ClientConnectorError" in out.getvalue()
+
+
+async def test_seat_cache_is_for_operators_and_says_what_the_seat_map_shows(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    seats = seats_of(catalog, show, 3)
+    await held(http, clean, show, seats[:2])
+    node, name = named_node(clean, "north", 1)
+    shown = await seat_map(http, node, show)
+    url = f"{node}/ops/seat-cache"
+    status, body = await call(http, "GET", url, anonymous=True)
+    assert status == 401, body
+    status, body = await call(http, "GET", url, headers=bearer(clean, "u"))
+    assert (status, body["error"]) == (403, "forbidden")
+    operator = {"Authorization": f"Bearer {mint(clean.topology, 'ops', 600, (OPERATOR,))}"}
+    status, listing = await call(http, "GET", url, headers=operator)
+    assert status == 200 and (listing["node"], listing["region"]) == (name, "north")
+    (entry,) = [s for s in listing["shows"] if s["show_id"] == show]
+    not_available = {seat: st for seat, st in shown.items() if st != "AVAILABLE"}
+    assert {seat: not_available[seat] for seat in seats[:2]} == {s: "LOCKED" for s in seats[:2]}
+    assert entry["digest"] == digest(not_available) and "seats" not in entry
+    assert entry["region"] == "south" and entry["version"] >> 32 == entry["generation"]
+    status, one = await call(http, "GET", f"{url}?show={show}", headers=operator)
+    assert status == 200 and [s["show_id"] for s in one["shows"]] == [show]
+    assert one["shows"][0]["seats"] == not_available
+    status, body = await call(http, "GET", f"{url}?show=x1", headers=operator)
+    assert (status, body["error"]) == (400, "malformed_id")
+
+
+async def test_a_node_cache_that_differs_from_postgres_is_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """A node loads a corrupt Redis state that is then put right behind the mirror's
+    back (no publish): Redis and PostgreSQL agree, that one node's cache does not."""
+    show = shows_in(clean, catalog, "west")[1]
+    seat = seats_of(catalog, show, 1)[0]
+    node, name = named_node(clean, "south", 1)
+    try:
+        await drop_caches(clean, "west", show)
+        await redis_cmd(clean, "west", "HSET", keys.show_booked(show), seat, "bghost")
+        await replicated(clean, "west")
+        for _ in range(40):  # until the node heard the RESET (a copy read before it goes)
+            if (await seat_map(http, node, show))[seat] == "BOOKED":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the node never loaded the corrupt state")
+        await redis_cmd(clean, "west", "HDEL", keys.show_booked(show), seat)
+        await replicated(clean, "west")
+        assert (await seat_map(http, node, show))[seat] == "BOOKED"  # still cached
+        started = time.monotonic()
+        report = await run_audit(clean.topology)
+        took = time.monotonic() - started
+    finally:
+        await drop_caches(clean, "west", show)
+    found = only(report)
+    assert (found.check, found.region, found.show_id, found.seat_id) == (
+        "node_cache", "west", show, seat)
+    assert found.detail.startswith(f"node {name} shows BOOKED (version ")
+    assert found.detail.endswith("); PostgreSQL: AVAILABLE")
+    print(f"audit with one wrong node cache took {took:.2f} s (it looks again before it "
+          "reports)")
 
 
 async def test_double_sale_is_found(clean: Cluster, http: aiohttp.ClientSession,
@@ -216,9 +326,11 @@ async def test_seat_booked_for_an_initiated_booking_is_found(
                   "UPDATE show_seat SET status = 'BOOKED', booked_booking_id = $3, "
                   "hold_booking_id = NULL, hold_expires_at = NULL "
                   "WHERE show_id = $1 AND seat_id = $2", show, seat, booking)
-    # Redis agrees with the corrupt PostgreSQL state, so only the sale itself is wrong.
+    # Redis and the node caches agree with the corrupt PostgreSQL state, so only the
+    # sale itself is wrong.
     await redis_cmd(clean, "west", "HDEL", keys.show_holds(show), seat)
     await redis_cmd(clean, "west", "HSET", keys.show_booked(show), seat, booking)
+    await drop_caches(clean, "west", show)
     assert only(await run_audit(clean.topology)) == Violation(
         "booked_seat", "west", show, seat, f"BOOKED by {booking}: booking is INITIATED")
 
