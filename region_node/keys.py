@@ -11,13 +11,14 @@ from __future__ import annotations
 # (`cluster/reset.py`). The seat scripts take it as ARGV[1] and publish on
 # `show_changes(show)`.
 SEAT_CHANGES_CHANNEL = "bookcluster:seat-changes"
+SHOW_CHANGES_PREFIX = f"{SEAT_CHANGES_CHANNEL}:"
 
 
 def show_changes(show_id: int) -> str:
     """The channel of one show's seat changes, which only nodes that cache the show or
     hold live sockets on it subscribe to. The scripts build it the same way:
     ARGV[1] .. ':' .. ARGV[2] (channel, show id)."""
-    return f"{SEAT_CHANGES_CHANNEL}:{show_id}"
+    return f"{SHOW_CHANGES_PREFIX}{show_id}"
 
 
 def show_tag(show_id: int) -> str:

@@ -58,7 +58,7 @@ WARN_EVERY_S = 10.0  # at most one malformed-message warning per source this oft
 
 
 REGION_CHANNEL = keys.SEAT_CHANGES_CHANNEL.encode()
-SHOW_CHANNEL_PREFIX = keys.show_changes(0).removesuffix("0").encode()
+SHOW_CHANNEL_PREFIX = keys.SHOW_CHANGES_PREFIX.encode()
 
 
 class ReplicaSilent(Exception):
