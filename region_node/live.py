@@ -5,7 +5,7 @@ delta per change with consecutive versions. Deltas that arrive while a
 snapshot is being prepared are buffered and replayed after it. If a socket
 would see a gap, it gets a fresh snapshot instead; clients that detect a gap
 themselves send {"type": "resync"}. Fan-out comes from the node's one
-subscription per region (a show with sockets stays followed: `on_idle` says
+connection per region (a show with sockets stays subscribed: `on_idle` says
 when its last socket left), never one Redis subscription per socket.
 """
 
