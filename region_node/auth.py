@@ -73,13 +73,14 @@ class TokenVerifier:
         known = self._verified.get(token)
         if known is not None and time.time() < known[1] + LEEWAY_S:
             return known[0]
-        caller, expires = self._verify(token)
+        caller, expires = self.verify(token)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()  # crude but bounded: refilled by the next requests
         self._verified[token] = (caller, expires)
         return caller
 
-    def _verify(self, token: str) -> tuple[Identity, float]:
+    def verify(self, token: str) -> tuple[Identity, float]:
+        """The token's caller and expiry, checking its signature and claims (no cache)."""
         try:
             claims = jwt.decode(token, self._key, algorithms=[self._auth.algorithm],
                                 audience=self._auth.audience, issuer=self._auth.issuer,

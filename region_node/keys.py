@@ -6,9 +6,19 @@ ever touches one cluster slot (Redis-Cluster safe).
 
 from __future__ import annotations
 
-# One channel per master: every seat change of that region's shows. Nodes
-# subscribe on their local replica of each master (publishes replicate).
+# Per master, region-wide: every node subscribes to it on its local replica of
+# each master (publishes replicate). Tools publish RESETs of any show here
+# (`cluster/reset.py`). The seat scripts take it as ARGV[1] and publish on
+# `show_changes(show)`.
 SEAT_CHANGES_CHANNEL = "bookcluster:seat-changes"
+SHOW_CHANGES_PREFIX = f"{SEAT_CHANGES_CHANNEL}:"
+
+
+def show_changes(show_id: int) -> str:
+    """The channel of one show's seat changes, which only nodes that cache the show or
+    hold live sockets on it subscribe to. The scripts build it the same way:
+    ARGV[1] .. ':' .. ARGV[2] (channel, show id)."""
+    return f"{SHOW_CHANGES_PREFIX}{show_id}"
 
 
 def show_tag(show_id: int) -> str:

@@ -1,10 +1,15 @@
-"""One Pub/Sub subscription per source region, on this region's local replica.
+"""One Pub/Sub connection per source region, on this region's local replica.
 
-Masters publish every seat change; replication carries the publish to the
-replicas, so a node hears every region's changes without leaving its own
-region. Each message is checked (`changes.parse_change`), then patches the
-seat cache and fans out to live sockets; a malformed one is counted and
-skipped.
+Masters publish every seat change on the show's own channel; replication
+carries the publish to the replicas, so a node hears changes without leaving
+its own region. A node follows only the shows it serves: it subscribes to a
+show's channel when its cache reads the show (and waits for the subscription
+before the read, see `seatcache.py`), keeps it while the show is cached or has
+live sockets, and unsubscribes when neither holds. The region-wide channel
+(`keys.SEAT_CHANGES_CHANNEL`: tools' RESETs) is always subscribed. Each message
+is checked (`changes.parse_change`), then patches the seat cache and fans out
+to live sockets; a malformed one is counted and skipped. Every reply that has
+arrived is handled per wake-up (`pubsub.py`).
 
 Each subscription is supervised: a lost connection, a replica that stops
 answering PINGs, or any other exception is logged and counted, drops that
@@ -17,29 +22,29 @@ to re-sync, and reconnects after a backoff. The task itself only ends at
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+import hiredis
 
 from region_node import keys
 from region_node.catalog import Catalog
 from region_node.changes import MalformedChange, parse_change
 from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
+from region_node.pubsub import PubSubConnection
 from region_node.seatmap import SeatMaps
 from router.registry import Connections
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_S = 1.0
 RECONNECT_DELAY_S = 0.5  # doubled per failure in a row, up to MAX_RECONNECT_DELAY_S
 MAX_RECONNECT_DELAY_S = 5.0
 STABLE_AFTER_S = 10.0  # a subscription up this long before it failed resets the backoff
@@ -52,8 +57,48 @@ DOWN_GRACE_S = 2.0  # readyz: a subscription down longer than this makes the nod
 WARN_EVERY_S = 10.0  # at most one malformed-message warning per source this often
 
 
+REGION_CHANNEL = keys.SEAT_CHANGES_CHANNEL.encode()
+SHOW_CHANNEL_PREFIX = keys.SHOW_CHANGES_PREFIX.encode()
+
+
 class ReplicaSilent(Exception):
     """The subscription's connection is open but the replica stopped answering."""
+
+
+class ReplicaRefused(Exception):
+    """The replica answered a subscription command with an error."""
+
+
+@dataclass
+class Feed:
+    """One source region's connection and the shows it follows on it."""
+
+    conn: PubSubConnection | None = None  # None while down
+    wanted: set[int] = field(default_factory=set)  # shows this node follows
+    # Shows whose last command on `conn` was SUBSCRIBE, and per show one future per
+    # SUBSCRIBE not yet confirmed, oldest first: replies come in command order, so an
+    # UNSUBSCRIBE and SUBSCRIBE racing each other cannot be mistaken for one another.
+    sent: set[int] = field(default_factory=set)
+    unconfirmed: dict[int, deque[asyncio.Future[None]]] = field(default_factory=dict)
+
+    def confirmed(self, show_id: int) -> None:
+        waiting = self.unconfirmed.get(show_id)
+        if waiting:
+            future = waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+            if not waiting:
+                del self.unconfirmed[show_id]
+
+    def detach(self) -> None:
+        """The connection is gone: release everyone waiting on it."""
+        self.conn = None
+        self.sent.clear()
+        for waiting in self.unconfirmed.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
+        self.unconfirmed.clear()
 
 
 @dataclass
@@ -87,6 +132,9 @@ class ChangeListener:
         self._closing = False
         self.subscribed: dict[str, asyncio.Event] = {}
         self.sources: dict[str, SourceState] = {}
+        self.feeds: dict[str, Feed] = {}
+        seatmaps.cache.watcher = self
+        hub.on_idle = self.unwatch
 
     @property
     def region(self) -> str:
@@ -96,7 +144,10 @@ class ChangeListener:
         for source in self._connections.topology.regions:
             self.subscribed[source] = asyncio.Event()
             self.sources[source] = SourceState()
+            feed = self.feeds[source] = Feed()
             self._metrics.listener_subscribed.labels(self.region, source).set(0)
+            self._metrics.listener_shows.labels(self.region, source).set_function(
+                functools.partial(len, feed.sent))
             self._spawn(source)
 
     def _spawn(self, source: str) -> None:
@@ -123,56 +174,113 @@ class ChangeListener:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
+    # -- following shows (called by the seat cache and the live hub) -----------
+
+    def _feed_of(self, show_id: int) -> Feed | None:
+        source = self._catalog.region_of_show(show_id)
+        return self.feeds.get(source) if source is not None else None
+
+    async def watch(self, show_id: int) -> None:
+        """Follow a show; returns once its changes reach this node, or at once while its
+        region's connection is down (the resubscription drops what was read meanwhile)."""
+        feed = self._feed_of(show_id)
+        if feed is None:
+            return
+        feed.wanted.add(show_id)
+        if feed.conn is None:
+            return
+        if show_id not in feed.sent:
+            feed.conn.subscribe(keys.show_changes(show_id))
+            feed.sent.add(show_id)
+            feed.unconfirmed.setdefault(show_id, deque()).append(
+                asyncio.get_running_loop().create_future())
+        waiting = feed.unconfirmed.get(show_id)
+        if waiting:
+            await asyncio.shield(waiting[-1])  # the latest SUBSCRIBE: earlier ones may be undone
+
+    def unwatch(self, show_id: int) -> None:
+        """Stop following a show unless it is still cached or has live sockets."""
+        if self._seatmaps.cache.holds(show_id) or self._hub.watching(show_id):
+            return
+        feed = self._feed_of(show_id)
+        if feed is None:
+            return
+        feed.wanted.discard(show_id)
+        if feed.conn is not None and show_id in feed.sent:
+            feed.conn.unsubscribe(keys.show_changes(show_id))
+            feed.sent.discard(show_id)
+
+    # -- the connection ------------------------------------------------------
+
     async def _run(self, source: str) -> None:
         endpoint = self._connections.topology.region(self.region).redis_replicas[source]
         while True:
-            # Bytes, not str: a message that is not UTF-8 is malformed, not a parser error.
-            client = aioredis.Redis(host=endpoint.host, port=endpoint.port,
-                                    password=self._connections.topology.secrets.redis_password,
-                                    decode_responses=False, socket_connect_timeout=1.0,
-                                    socket_timeout=SILENT_LIMIT_S, retry=Retry(NoBackoff(), 0))
+            conn = None
             try:
-                await self._listen(client, source)
+                conn = await PubSubConnection.open(
+                    endpoint.host, endpoint.port,
+                    self._connections.topology.secrets.redis_password, CONNECT_TIMEOUT_S)
+                await self._listen(conn, source)
                 reason, why = "ended", "subscription ended"
             except ReplicaSilent as exc:
                 reason, why = "silent", str(exc)
                 log.warning("subscription to %s changes is silent: %s", source, exc)
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            except (OSError, hiredis.ProtocolError) as exc:  # TimeoutError, ConnectionError
                 reason, why = "connection", f"{type(exc).__name__}: {exc}"
                 log.warning("subscription to %s changes lost: %s", source, why)
             except Exception as exc:  # a bug must not stop this region's updates for good
                 reason, why = "error", f"{type(exc).__name__}: {exc}"
                 log.exception("listener for %s changes failed; reconnecting", source)
             finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                self.feeds[source].detach()
+                if conn is not None:
+                    conn.close()
             await asyncio.sleep(self._lost(source, reason, why))
 
-    async def _listen(self, client: aioredis.Redis, source: str) -> None:
-        async with client.pubsub() as pubsub:
-            await pubsub.subscribe(keys.SEAT_CHANGES_CHANNEL)
-            heard = pinged = time.monotonic()
-            while True:
-                message = await pubsub.get_message(timeout=PING_AFTER_S)
-                now = time.monotonic()
-                if message is None:
-                    if now - heard >= SILENT_LIMIT_S:
-                        raise ReplicaSilent(f"no reply from {source}'s replica in "
-                                            f"{now - heard:.1f} s")
-                    if now - pinged >= PING_AFTER_S:
-                        await pubsub.ping()  # its PONG arrives as a message
-                        pinged = now
-                    continue
-                heard = now
-                if message["type"] == "subscribe":
-                    self._resubscribed(source)
-                elif message["type"] == "message":
-                    try:
-                        change = parse_change(message["data"])
-                    except MalformedChange as exc:
-                        self._malformed(source, exc, message["data"])
-                    else:
-                        await self.on_message(change, source)
+    async def _listen(self, conn: PubSubConnection, source: str) -> None:
+        feed = self.feeds[source]
+        feed.conn = conn
+        # One command: every channel is subscribed before any later publish is sent to
+        # us, so the region channel's reply stands for all of them (`_resubscribed`).
+        conn.subscribe(keys.SEAT_CHANGES_CHANNEL, *map(keys.show_changes, feed.wanted))
+        loop = asyncio.get_running_loop()
+        for show_id in feed.wanted:
+            feed.sent.add(show_id)
+            feed.unconfirmed.setdefault(show_id, deque()).append(loop.create_future())
+        heard = pinged = time.monotonic()
+        while True:
+            replies = await conn.read(PING_AFTER_S)
+            now = time.monotonic()
+            if not replies:
+                if now - heard >= SILENT_LIMIT_S:
+                    raise ReplicaSilent(f"no reply from {source}'s replica in "
+                                        f"{now - heard:.1f} s")
+                if now - pinged >= PING_AFTER_S:
+                    conn.ping()
+                    pinged = now
+                continue
+            heard = now
+            for reply in replies:  # every reply that has arrived, in one wake-up
+                await self._handle(reply, feed, source)
+
+    async def _handle(self, reply: Any, feed: Feed, source: str) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            raise ReplicaRefused(str(reply))
+        kind = reply[0]
+        if kind == b"message":
+            try:
+                change = parse_change(reply[2])
+            except MalformedChange as exc:
+                self._malformed(source, exc, reply[2])
+            else:
+                await self.on_message(change, source)
+        elif kind == b"subscribe":
+            channel = reply[1]
+            if channel == REGION_CHANNEL:
+                self._resubscribed(source)
+            elif channel.startswith(SHOW_CHANNEL_PREFIX):
+                feed.confirmed(int(channel[len(SHOW_CHANNEL_PREFIX):]))
+        # unsubscribe and pong replies only prove the replica is alive
 
     def _resubscribed(self, source: str) -> None:
         """Fresh subscription: anything cached from `source` may have missed changes."""

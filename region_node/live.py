@@ -5,7 +5,8 @@ delta per change with consecutive versions. Deltas that arrive while a
 snapshot is being prepared are buffered and replayed after it. If a socket
 would see a gap, it gets a fresh snapshot instead; clients that detect a gap
 themselves send {"type": "resync"}. Fan-out comes from the node's one
-subscription per region, never one Redis subscription per socket.
+connection per region (a show with sockets stays subscribed: `on_idle` says
+when its last socket left), never one Redis subscription per socket.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ class LiveHub:
         self._snapshot = snapshot
         self._sockets: dict[int, set[LiveSocket]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_idle: Callable[[int], None] = lambda show_id: None
 
     def count(self) -> int:
         return sum(len(s) for s in self._sockets.values())
+
+    def watching(self, show_id: int) -> bool:
+        return show_id in self._sockets
 
     def join(self, show_id: int, ws: web.WebSocketResponse) -> LiveSocket:
         sock = LiveSocket(show_id, ws)
@@ -57,6 +62,7 @@ class LiveHub:
             members.discard(sock)
             if not members:
                 del self._sockets[sock.show_id]
+                self.on_idle(sock.show_id)
 
     async def sync(self, sock: LiveSocket) -> None:
         """Send a snapshot, then whatever changed while it was being made."""

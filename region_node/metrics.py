@@ -71,6 +71,10 @@ class NodeMetrics:
         self.listener_subscribed = Gauge(
             "bookcluster_listener_subscribed", "1 while the subscription to a region's "
             "changes is up", ["region", "source"], registry=self.registry)
+        self.listener_shows = Gauge(
+            "bookcluster_listener_shows", "Shows whose change channel this node subscribes "
+            "to (cached or with live sockets), by source region", ["region", "source"],
+            registry=self.registry)
         self.live_sockets = Gauge(
             "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
         self.pg_pool = Gauge(

@@ -6,11 +6,13 @@ Every script takes the same KEYS (see `keys.show_keys`), all tagged
     KEYS[2] booked   hash seat -> booking_id
     KEYS[3] blocked  set of seats never for sale
     KEYS[4] version  counter, bumped once per change
-and publishes each change on the channel in ARGV[1] as JSON
-{show, version, seats, status, booking, ts[, expires_at]} where `ts` is the
-master's clock in ms (publishes replicate, so nodes hear them on their local
-replica, and `ts` measures how long that took). Time comes from the master's clock
-(TIME), not a node's, so every node agrees when a hold ends.
+and publishes each change on the show's own channel, ARGV[1] .. ':' .. ARGV[2]
+(`keys.show_changes`; ARGV[1] is `keys.SEAT_CHANGES_CHANNEL`, ARGV[2] the show
+id), as JSON {show, version, seats, status, booking, ts[, expires_at]} where
+`ts` is the master's clock in ms (publishes replicate, so nodes that follow the
+show hear them on their local replica, and `ts` measures how long that took).
+Time comes from the master's clock (TIME), not a node's, so every node agrees
+when a hold ends.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ local function publish(seats, status, booking, expires)
                status = status, booking = booking,
                ts = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)}
   if expires then msg.expires_at = expires end
-  redis.call('PUBLISH', ARGV[1], cjson.encode(msg))
+  redis.call('PUBLISH', ARGV[1] .. ':' .. ARGV[2], cjson.encode(msg))
   return version
 end
 """
@@ -110,8 +112,10 @@ return publish(seats, 'BOOKED', ARGV[3])
 # state is "B:<booking>" (sold), "H:<booking>|<expires_ms>" (held), "U" (never
 # for sale) or "A" (free). The reconciler's repair: sets each listed seat to
 # what PostgreSQL says, raises the version to at least min_version (a new
-# generation of the master), and publishes RESET so every node drops its copy
-# and reads the show again. Returns the new version.
+# generation of the master), and publishes RESET on the show's channel so every
+# node that follows the show drops its copy and reads it again (a new generation
+# repairs every show of the region, so it reaches every node that caches any of
+# them). Returns the new version.
 REPAIR = """
 for i = 4, #ARGV, 2 do
   local seat, want = ARGV[i], ARGV[i + 1]
@@ -131,7 +135,7 @@ if version < floor then
 end
 local clock = redis.call('TIME')
 -- Written by hand: cjson would encode the empty seat list as an object.
-redis.call('PUBLISH', ARGV[1], string.format(
+redis.call('PUBLISH', ARGV[1] .. ':' .. ARGV[2], string.format(
   '{"show": %d, "version": %d, "seats": [], "status": "RESET", "ts": %d}',
   tonumber(ARGV[2]), version,
   tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)))

@@ -7,6 +7,11 @@ serves a state older than the last version it heard of. A miss is filled
 from the local replica of the show's home master by exactly one request per
 show (single flight); messages that arrive during the fill are replayed on
 top of it. The cache is an LRU with a size cap.
+
+A node hears only the changes of shows it follows (`listener.py`): the cache
+tells its `watcher` before it reads a show, and waits until the show's changes
+will reach `apply`, so none between that read and the subscription is lost;
+it tells it again when a show leaves the cache.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from region_node.seatstate import SeatState
 
@@ -61,6 +66,26 @@ def patched(state: SeatState, message: dict[str, Any]) -> SeatState:
 Loader = Callable[[int], Coroutine[Any, Any, SeatState]]
 
 
+class Watcher(Protocol):
+    """Subscribes the node to a show's changes (the listener)."""
+
+    async def watch(self, show_id: int) -> None:
+        """Returns once every later change of the show will reach `SeatCache.apply`."""
+
+    def unwatch(self, show_id: int) -> None:
+        """The cache no longer holds the show."""
+
+
+class Unwatched:
+    """No subscriptions (a cache without a listener, as in unit tests)."""
+
+    async def watch(self, show_id: int) -> None:
+        pass
+
+    def unwatch(self, show_id: int) -> None:
+        pass
+
+
 class SeatCache:
     def __init__(self, capacity: int = DEFAULT_CAPACITY,
                  on_evict: Callable[[], None] | None = None) -> None:
@@ -68,9 +93,14 @@ class SeatCache:
         self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._fills: dict[int, Fill] = {}
         self._on_evict = on_evict or (lambda: None)
+        self.watcher: Watcher = Unwatched()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def holds(self, show_id: int) -> bool:
+        """Cached or being filled: the node needs the show's changes."""
+        return show_id in self._entries or show_id in self._fills
 
     def peek(self, show_id: int) -> Entry | None:
         return self._entries.get(show_id)
@@ -97,12 +127,15 @@ class SeatCache:
                 raise
             finally:
                 del self._fills[show_id]
+                if show_id not in self._entries:
+                    self.watcher.unwatch(show_id)
             fill.future.set_result(entry)
             return entry, False
         return await asyncio.shield(fill.future), True
 
     async def _load(self, show_id: int, fill: Fill, load: Loader) -> Entry:
         for _ in range(3):
+            await self.watcher.watch(show_id)  # before the read: no change falls between
             replayed = self._replay(await load(show_id), fill.pending)
             if replayed is not None:
                 entry = Entry(replayed, time.time())
@@ -126,8 +159,9 @@ class SeatCache:
         self._entries[show_id] = entry
         self._entries.move_to_end(show_id)
         while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+            evicted, _ = self._entries.popitem(last=False)
             self._on_evict()
+            self.watcher.unwatch(evicted)
 
     def apply(self, message: dict[str, Any]) -> str:
         """Apply a change message; returns patched, stale, dropped, filling or absent."""
@@ -144,6 +178,7 @@ class SeatCache:
             return "stale"
         if version != entry.state.version + 1 or message["status"] == "RESET":
             del self._entries[show_id]  # a gap: we missed a change
+            self.watcher.unwatch(show_id)
             return "dropped"
         self._entries[show_id] = Entry(patched(entry.state, message), time.time())
         return "patched"
@@ -153,6 +188,7 @@ class SeatCache:
         dropped = [s for s in self._entries if not keep(s)]
         for show_id in dropped:
             del self._entries[show_id]
+            self.watcher.unwatch(show_id)
         for show_id, fill in self._fills.items():
             if not keep(show_id):
                 fill.pending.append({"show": show_id, "version": 1 << 62, "status": "RESET"})

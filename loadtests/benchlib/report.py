@@ -275,8 +275,10 @@ def _token_lines(results: dict[str, Any]) -> list[str]:
             f"{'checked' if cost['checks_iss_aud'] else 'not configured'}; one core, "
             f"{cost['calls']:,} calls x {cost['rounds']}, median of rounds)",
             f"     TokenVerifier.identity(): {cost['identity_us']:.1f} µs per valid token "
-            f"(best {cost['identity_us_best']:.1f}), {cost['identity_per_core_per_s']:,}/s "
-            f"per core; forged signature refused in {cost['bad_signature_us']:.1f} µs; "
+            f"seen first (best {cost['identity_us_best']:.1f}), "
+            f"{cost['identity_per_core_per_s']:,}/s per core; "
+            f"{cost.get('repeated_us', 0):.2f} µs when seen again (cached until it expires); "
+            f"forged signature refused in {cost['bad_signature_us']:.1f} µs; "
             f"mint {cost['mint_us']:.1f} µs",
             f"     one verification = {share('share_of_node_cpu_per_hold')} of the node CPU "
             f"per hold, {share('share_of_node_cpu_per_confirm')} per "

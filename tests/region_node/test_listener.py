@@ -21,12 +21,13 @@ from region_node.listener import DOWN_GRACE_S, SILENT_LIMIT_S, ChangeListener
 from region_node.live import LiveHub
 from region_node.metrics import NodeMetrics
 from region_node.seatmap import SeatMaps
+from region_node.seatstate import SeatState, read_seat_state
 from router.placement import Placement
 from router.registry import Connections, make_redis
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import hold
-from tests.region_node.test_seatmaps import receive, seat_status
+from tests.region_node.test_seatmaps import invalidate, receive, seat_status
 from tests.support import call, metric
 
 
@@ -281,3 +282,114 @@ async def test_malformed_messages_warn_at_most_once_per_interval(
                        reason="not_object") == 1
     assert node.listener.sources["south"].unwarned == 2
     assert node.sample("bookcluster_listener_restarts_total") == 0
+
+
+# -- fan-out proportional to interest ---------------------------------------------
+
+async def followers(cluster: Cluster, region: str, show: int) -> int:
+    """How many of `region`'s nodes subscribe to a show's channel (PUBSUB NUMSUB on
+    their replica of its home master): only they are sent its changes."""
+    home = cluster.placement.region_of(next(
+        r["theatre_id"] for r in await cluster.fetch(
+            "north", "SELECT sc.theatre_id FROM show s JOIN screen sc ON sc.id = s.screen_id "
+            "WHERE s.id = $1", show)))
+    replica = make_redis(cluster.topology.region(region).redis_replicas[home],
+                         cluster.topology.secrets)
+    try:
+        ((_, count),) = await replica.pubsub_numsub(keys.show_changes(show))
+    finally:
+        await replica.aclose()
+    return int(count)
+
+
+async def until_followers(cluster: Cluster, region: str, show: int, want: int) -> None:
+    deadline = time.monotonic() + 2
+    while (count := await followers(cluster, region, show)) != want:
+        assert time.monotonic() < deadline, f"{count} followers in {region}, want {want}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_node_is_sent_only_the_changes_of_shows_it_serves(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[-1]
+    a, b = seats_of(catalog, show, 2)
+    north, west = clean.node("north"), clean.node("west")
+    await invalidate(clean, show)  # no node caches it now, so none follows it
+    await until_followers(clean, "west", show, 0)
+    await seat_status(http, north, show)  # north follows it
+    assert await followers(clean, "north", show) >= 1
+    absent = await metric(http, west, "bookcluster_seat_changes_total", source="south",
+                          outcome="absent")
+    status, _ = await hold(http, clean.node("south"), show, "u", [a])
+    assert status == 201
+    deadline = time.monotonic() + 1
+    while (await seat_status(http, north, show))[1][a] != "LOCKED":
+        assert time.monotonic() < deadline, "north did not see the hold"
+        await asyncio.sleep(0.05)
+    # A marker on the region-wide channel, which every node hears: it follows the hold
+    # on the replica's stream, so once west counted it, west would have had the hold.
+    await publish(clean, "south", json.dumps(
+        {"show": show, "version": 0, "status": "RESET", "seats": []}))
+    deadline = time.monotonic() + 1
+    while (now := await metric(http, west, "bookcluster_seat_changes_total",
+                               source="south", outcome="absent")) == absent:
+        assert time.monotonic() < deadline, "west did not hear the region channel"
+        await asyncio.sleep(0.05)
+    assert now == absent + 1, "west was sent the change of a show it does not serve"
+
+    # Once west serves the show, it is sent its changes and patches its copy.
+    fills = await metric(http, west, "bookcluster_seat_cache_fills_total")
+    version, seats = await seat_status(http, west, show)
+    assert seats[a] == "LOCKED"
+    assert await followers(clean, "west", show) == 1
+    status, _ = await hold(http, clean.node("south"), show, "v", [b])
+    assert status == 201
+    deadline = time.monotonic() + 1
+    while (seen := await seat_status(http, west, show)) != (version + 1, {**seats, b: "LOCKED"}):
+        assert time.monotonic() < deadline, f"west did not see the hold: {seen[0]}"
+        await asyncio.sleep(0.05)
+    assert await metric(http, west, "bookcluster_seat_cache_fills_total") == fills + 1
+
+    # A live socket on it gets the next change; with neither socket nor cache entry the
+    # show is no longer followed.
+    async with http.ws_connect(f"{west}/shows/{show}/live") as ws:
+        assert (await receive(ws))["version"] == version + 1
+        await hold(http, clean.node("south"), show, "w", seats_of(catalog, show, 3)[2:])
+        delta = await receive(ws)
+        assert (delta["type"], delta["version"]) == ("delta", version + 2)
+    assert await followers(clean, "west", show) == 1  # still cached
+    await invalidate(clean, show)
+    await until_followers(clean, "west", show, 0)
+
+
+async def test_the_cache_reads_a_show_only_once_its_subscription_is_confirmed(
+        node: InProcess, clean: Cluster, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[-2]
+    await invalidate(clean, show)
+    await until_followers(clean, "north", show, 0)
+    seen: list[tuple[bool, int]] = []
+    replica = make_redis(clean.topology.region("north").redis_replicas["south"],
+                         clean.topology.secrets)
+    feed = node.listener.feeds["south"]
+
+    async def load(show_id: int) -> SeatState:
+        # At the moment of the read: the replica has confirmed the SUBSCRIBE (so every
+        # later change will reach the cache), and counts this node as a follower.
+        confirmed = show_id in feed.sent and show_id not in feed.unconfirmed
+        seen.append((confirmed, await followers(clean, "north", show_id)))
+        return await read_seat_state(replica, show_id)
+
+    try:
+        await node.seatmaps.cache.get(show, load)
+        assert seen == [(True, 1)]
+        assert node.sample("bookcluster_listener_shows", source="south") == 1
+        # Dropped (no live socket: unsubscribed) and read again at once, its UNSUBSCRIBE
+        # perhaps still on the way: subscribed again before the read.
+        node.seatmaps.cache.drop_shows(lambda show_id: show_id != show)
+        await node.seatmaps.cache.get(show, load)
+        assert seen == [(True, 1)] * 2
+        node.seatmaps.cache.drop_shows(lambda show_id: show_id != show)
+        await until_followers(clean, "north", show, 0)
+        assert node.sample("bookcluster_listener_shows", source="south") == 0
+    finally:
+        await replica.aclose()
