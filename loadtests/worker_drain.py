@@ -20,6 +20,11 @@ drained per kind during the load, the backlog at its peak and at the end of the
 load, how long the rest took to drain, and CPU ms per confirm of the workers
 (net of their idle use, measured first) and of every other process group.
 Bounded in count (`rate x duration`, at most `--max-confirms`) and time.
+
+    .venv/bin/python loadtests/worker_drain.py --render 2000
+
+only times the ticket picture (`region_node/jobs/ticket_image.py`: QR, text,
+PNG) in this process: CPU ms per ticket, no cluster.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fast", action="store_true",
                    help="durable: false (no fsync / synchronous_commit, no AOF)")
     p.add_argument("--json", type=Path, help="also write the summary and samples here")
+    p.add_argument("--render", type=int, metavar="N",
+                   help="only time N ticket pictures in this process, then exit")
     args = p.parse_args(argv)
     args.region_list = [r.strip() for r in args.regions.split(",") if r.strip()]
     args.count = min(args.max_confirms, int(args.rate * args.duration))
@@ -334,8 +341,37 @@ def summary(r: dict[str, Any]) -> str:
     ])
 
 
+def render_cost(count: int) -> dict[str, float]:
+    """CPU ms per ticket picture and per stage (median of 5 rounds of `count`)."""
+    from region_node.jobs import ticket_image
+    from region_node.signing import ticket_reference
+
+    reference = ticket_reference("bench-secret", "b1001-0123456789abcdef")
+    lines = ["A Movie (UA, Hindi)", "A Theatre, Bengaluru - Audi 2",
+             "Mon 24 Nov 2026 18:30 IST", "Seats: A1, A2", "Paid: Rs 500.00",
+             f"Ref: {reference}"]
+    image = ticket_image.render(reference, lines)
+    stages = {"qr": lambda: ticket_image.qr_modules(reference),
+              "render": lambda: ticket_image.render(reference, lines),
+              "png": lambda: ticket_image.png(image),
+              "ticket": lambda: ticket_image.png(ticket_image.render(reference, lines))}
+    out = {}
+    for name, stage in stages.items():
+        per_round = []
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(count):
+                stage()
+            per_round.append((time.process_time() - started) / count * 1000)
+        out[f"{name}_ms"] = round(sorted(per_round)[2], 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        print(json.dumps(render_cost(args.render), indent=2))
+        return 0
     # The default loop, not uvloop: the launcher runs initdb with `user=`.
     result = asyncio.run(run(args))
     print()

@@ -11,26 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import qrcode
-from PIL import Image, ImageDraw
-
 from region_node.jobs.context import JobContext
+from region_node.jobs.ticket_image import png, render
 from region_node.signing import ticket_reference
 
 
 def ticket_path(run_dir: Path, region: str, booking_id: str) -> Path:
     return run_dir / "tickets" / region / f"{booking_id}.png"
-
-
-def render(reference: str, lines: list[str]) -> Image.Image:
-    qr = qrcode.make(reference, box_size=6, border=2).get_image().convert("RGB")
-    width = qr.width + 520
-    image = Image.new("RGB", (width, max(qr.height, 40 + 28 * len(lines))), "white")
-    image.paste(qr, (0, 0))
-    draw = ImageDraw.Draw(image)
-    for i, line in enumerate(lines):
-        draw.text((qr.width + 20, 20 + 28 * i), line, fill="black")
-    return image
 
 
 async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
@@ -51,7 +38,7 @@ async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
     path = ticket_path(ctx.run_dir, ctx.region, booking["booking_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    render(reference, lines).save(tmp, format="PNG")
+    tmp.write_bytes(png(render(reference, lines)))
     tmp.replace(path)
     async with ctx.home.transaction(ctx.region) as conn:
         await conn.execute(
