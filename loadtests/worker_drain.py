@@ -7,8 +7,9 @@ Starts a fresh local cluster with its workers (3 regions x `--nodes-per-region`,
 the gateway simulator), holds `rate x duration` bookings of fresh users in the
 chosen regions (not measured), then starts one booking's flow every 1/rate s
 for `--duration` s: `POST /pay` (the gateway captures after its capture delay
-and sends its webhook, a `payment_event` job), then `POST /confirm` with the
-payment id, again every 0.1 s while it answers 402 (not captured yet). Every
+and sends its webhook, a `payment_event` job), then, after that delay (the user at
+the checkout page), `POST /confirm` with the payment id, again every 0.1 s while
+it answers 402 (not captured yet). Every
 sale writes a `ticket` and a `notification` job. Flows that would exceed
 `--in-flight` are not started (counted as `skipped`): the rate is a target.
 
@@ -175,8 +176,10 @@ async def hold_all(cluster: BenchCluster, http: aiohttp.ClientSession, regions: 
 class Flows:
     """Pay -> confirm for each booking, one started every 1/rate s."""
 
-    def __init__(self, http: aiohttp.ClientSession, in_flight: int) -> None:
+    def __init__(self, http: aiohttp.ClientSession, in_flight: int,
+                 capture_delay_s: float) -> None:
         self.http = http
+        self.capture_delay_s = capture_delay_s
         self.gate = asyncio.Semaphore(in_flight)
         self.statuses: Counter[str] = Counter()
         self.confirmed = 0
@@ -192,6 +195,7 @@ class Flows:
                 self.statuses[f"pay {resp.status} {body.get('error')}"] += 1
                 return
             headers = bearer(token, **{"Idempotency-Key": uuid.uuid4().hex})
+            await asyncio.sleep(self.capture_delay_s)
             for _ in range(RETRIES_402):
                 async with self.http.post(f"{node}/booking/booking/{booking}/confirm",
                                           json={"payment_id": body["payment_id"]},
@@ -285,7 +289,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         jobs0, cpu0 = await probe.jobs_done(http), probe.cpu()
         log(f"load: {args.rate:g} pay->confirm flows/s for {args.duration:g} s, "
             f"{args.count:,} bookings")
-        flows, samples, stop = Flows(http, args.in_flight), [], asyncio.Event()
+        payments = cluster.topology.payments
+        assert payments is not None, "the bench cluster runs the gateway simulator"
+        flows = Flows(http, args.in_flight, payments.capture_delay_s)
+        samples: list[dict[str, Any]] = []
+        stop = asyncio.Event()
         started = time.perf_counter()
         sampler = asyncio.create_task(sample(probe, http, flows, started, samples, stop))
         try:

@@ -6,13 +6,13 @@ repeated job rewrites the same message instead of sending a second one.
 
 from __future__ import annotations
 
-import os
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
 from region_node.jobs.context import JobContext
+from region_node.jobs.files import deliver
 from region_node.signing import ticket_reference
 
 SUBJECTS = {
@@ -52,13 +52,11 @@ async def send(ctx: JobContext, data: dict[str, Any]) -> str:
     message.set_content(_body(event, booking, data, ctx.topology.secrets.get("ticket_secret")))
 
     box = maildir(ctx.run_dir, ctx.region)
-    for sub in ("tmp", "new", "cur"):
-        (box / sub).mkdir(parents=True, exist_ok=True)
+    (box / "cur").mkdir(parents=True, exist_ok=True)
     name = note_id.replace(":", "_") + ".eml"
-    tmp = box / "tmp" / f"{name}.{os.getpid()}"
-    tmp.write_bytes(bytes(message))
-    tmp.replace(box / "new" / name)  # Maildir delivery: atomic rename into new/
-    async with ctx.home.transaction(ctx.region) as conn:
+    # Maildir delivery: written in tmp/, renamed into new/.
+    await deliver(bytes(message), box / "new" / name, box / "tmp")
+    async with ctx.home.connection(ctx.region, writes=True) as conn:  # one statement
         await conn.execute(
             "INSERT INTO notification (id, booking_id, user_id, kind, path) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",

@@ -7,11 +7,11 @@ a function of the booking, written atomically, recorded once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from region_node.jobs.context import JobContext
+from region_node.jobs.files import deliver
 from region_node.jobs.ticket_image import png, render
 from region_node.signing import ticket_reference
 
@@ -36,11 +36,8 @@ async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
         f"Ref: {reference}",
     ]
     path = ticket_path(ctx.run_dir, ctx.region, booking["booking_id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(png(render(reference, lines)))
-    tmp.replace(path)
-    async with ctx.home.transaction(ctx.region) as conn:
+    await deliver(png(render(reference, lines)), path)
+    async with ctx.home.connection(ctx.region, writes=True) as conn:  # one statement
         await conn.execute(
             "INSERT INTO ticket (booking_id, reference, path) VALUES ($1, $2, $3) "
             "ON CONFLICT (booking_id) DO NOTHING", booking["booking_id"], reference, str(path))
