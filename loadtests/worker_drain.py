@@ -36,7 +36,7 @@ import json
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ SEATS_PER_BOOKING = 2
 PREP_CONCURRENCY = 32
 RETRY_402_S = 0.1
 RETRIES_402 = 50  # 5 s: the simulator captures after its capture delay (300 ms)
+Jobs = dict[str, float]  # kind -> jobs finished; "<kind>:s" -> seconds their handlers ran
 SETTLE_S = 6.0  # > the reconciler's RECENT window (5 s)
 QUEUED = ("waiting", "active", "delayed", "prioritized")
 
@@ -129,9 +130,10 @@ class Probe:
             queued += sum(counts.get(state, 0) for state in QUEUED)
         return {"outbox": outbox, "queued": queued, "total": outbox + queued}
 
-    async def jobs_done(self, http: aiohttp.ClientSession) -> Counter[str]:
-        """Jobs the chosen regions' workers finished, by kind (any outcome)."""
-        done: Counter[str] = Counter()
+    async def jobs_done(self, http: aiohttp.ClientSession) -> Jobs:
+        """Jobs the chosen regions' workers finished, by kind (any outcome); and, under
+        `<kind>:s`, the seconds their handlers ran (wall time, not CPU)."""
+        done: Jobs = defaultdict(float)
         for region in self.regions:
             worker = self.cluster.topology.region(region).worker
             assert worker is not None, "the cluster runs with workers"
@@ -141,6 +143,8 @@ class Probe:
                 for sample in family.samples:
                     if sample.name == "bookcluster_jobs_total":
                         done[sample.labels["kind"]] += int(sample.value)
+                    elif sample.name == "bookcluster_job_seconds_sum":
+                        done[sample.labels["kind"] + ":s"] += sample.value
         return done
 
     def cpu(self) -> dict[str, float]:
@@ -229,9 +233,15 @@ class Flows:
         return time.perf_counter() - started
 
 
-def rates(done: Counter[str], before: Counter[str], seconds: float) -> dict[str, float]:
+def rates(done: Jobs, before: Jobs, seconds: float) -> dict[str, float]:
     return {k: round((done[k] - before[k]) / seconds, 1)
-            for k in sorted(done) if done[k] - before[k] and seconds > 0}
+            for k in sorted(done) if ":" not in k and done[k] - before[k] and seconds > 0}
+
+
+def handler_ms(done: Jobs, before: Jobs) -> dict[str, float]:
+    """Mean wall ms a job's handler ran, by kind."""
+    return {k: round((done[f"{k}:s"] - before[f"{k}:s"]) / (done[k] - before[k]) * 1000, 1)
+            for k in sorted(done) if ":" not in k and done[k] - before[k]}
 
 
 async def sample(probe: Probe, http: aiohttp.ClientSession, flows: Flows, started: float,
@@ -256,7 +266,7 @@ async def sample(probe: Probe, http: aiohttp.ClientSession, flows: Flows, starte
         last_jobs, last_confirmed, last_t = jobs, flows.confirmed, now
 
 
-async def drained(probe: Probe, http: aiohttp.ClientSession, want: Counter[str],
+async def drained(probe: Probe, http: aiohttp.ClientSession, want: Jobs,
                   timeout_s: float) -> float | None:
     """Seconds until the backlog is empty and the jobs `want` ran; None on timeout."""
     started = time.perf_counter()
@@ -300,8 +310,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             load_s = await flows.run(bookings, args.rate)
             jobs1, backlog_end = await probe.jobs_done(http), await probe.backlog()
             # Each confirm makes a ticket and a notification, each payment a payment_event.
-            want = Counter({k: jobs0[k] + flows.confirmed
-                            for k in ("ticket", "notification", "payment_event")})
+            want = {k: jobs0[k] + flows.confirmed
+                    for k in ("ticket", "notification", "payment_event")}
             drain_s = await drained(probe, http, want, args.drain_timeout)
         finally:
             stop.set()
@@ -324,7 +334,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "drained_per_s_during_load": rates(jobs1, jobs0, load_s),
         "backlog_peak": peak, "backlog_at_load_end": backlog_end,
         "drain_after_load_s": drain_s,
-        "jobs": {k: jobs2[k] - jobs0[k] for k in sorted(jobs2) if jobs2[k] - jobs0[k]},
+        "jobs": {k: jobs2[k] - jobs0[k] for k in sorted(jobs2)
+                 if ":" not in k and jobs2[k] - jobs0[k]},
+        "handler_wall_ms": handler_ms(jobs2, jobs0),
         "worker_idle_cpu_ms_per_s": round(idle_cpu_per_s * 1000, 1),
         "worker_cpu_ms_per_confirm": round(worker_net / confirms * 1000, 2),
         "worker_cpu_ms_per_confirm_gross": round(used["workers"] / confirms * 1000, 2),
@@ -340,6 +352,7 @@ def summary(r: dict[str, Any]) -> str:
         f"(skipped {r['skipped']}, 402 retries {r['retries_402']})",
         f"answers               {r['answers']}",
         f"drained during load   {r['drained_per_s_during_load']} jobs/s",
+        f"handler wall ms       {r['handler_wall_ms']} (mean per job, of its worker)",
         f"backlog               peak {r['backlog_peak'].get('total')}, at load end "
         f"{r['backlog_at_load_end']['total']}; rest drained in {drain}",
         f"worker CPU / confirm  {r['worker_cpu_ms_per_confirm']} ms net of idle "

@@ -41,6 +41,12 @@ class Relay:
 
     async def relay_once(self) -> int:
         """Move one batch of pending outbox rows to the queue. Returns how many."""
+        # An idle relay polls ten times a second: one statement to look, rather than
+        # BEGIN, SELECT ... FOR UPDATE, COMMIT (a third of an idle worker's CPU).
+        async with self.home.connection(self.region) as conn:
+            if not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE relayed_at IS NULL)"):
+                return 0
         async with self.home.transaction(self.region) as conn:
             rows = await conn.fetch(
                 "SELECT id, kind, payload FROM outbox WHERE relayed_at IS NULL "
