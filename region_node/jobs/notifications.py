@@ -70,7 +70,7 @@ async def send(ctx: JobContext, data: dict[str, Any]) -> str:
     (box / "cur").mkdir(parents=True, exist_ok=True)
     name = note_id.replace(":", "_") + ".eml"
     # Maildir delivery: written in tmp/, renamed into new/.
-    await deliver(message, box / "new" / name, box / "tmp")
+    deliver(message, box / "new" / name, box / "tmp")
     async with ctx.home.connection(ctx.region, writes=True) as conn:  # one statement
         await conn.execute(
             "INSERT INTO notification (id, booking_id, user_id, kind, path) "

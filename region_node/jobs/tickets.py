@@ -36,7 +36,7 @@ async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
         f"Ref: {reference}",
     ]
     path = ticket_path(ctx.run_dir, ctx.region, booking["booking_id"])
-    await deliver(png(render(reference, lines)), path)
+    deliver(png(render(reference, lines)), path)
     async with ctx.home.connection(ctx.region, writes=True) as conn:  # one statement
         await conn.execute(
             "INSERT INTO ticket (booking_id, reference, path) VALUES ($1, $2, $3) "
