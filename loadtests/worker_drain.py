@@ -51,7 +51,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.demo_catalog import CatalogSpec
 from region_node import jobqueue
-from router.registry import pg_dsn, pg_login
+from router.registry import make_redis, pg_dsn, pg_login
 
 # ~10,000 seats for sale per region: 5,000 two-seat bookings.
 CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=2, days=1, shows_per_day=4)
@@ -60,6 +60,7 @@ PREP_CONCURRENCY = 32
 RETRY_402_S = 0.1
 RETRIES_402 = 50  # 5 s: the simulator captures after its capture delay (300 ms)
 Jobs = dict[str, float]  # kind -> jobs finished; "<kind>:s" -> seconds their handlers ran
+MIN_BACKLOG_TO_TIME = 300  # jobs
 SETTLE_S = 6.0  # > the reconciler's RECENT window (5 s)
 QUEUED = ("waiting", "active", "delayed", "prioritized")
 
@@ -149,6 +150,20 @@ class Probe:
 
     def cpu(self) -> dict[str, float]:
         return cpu_seconds(self.groups)
+
+    async def redis_calls(self) -> Counter[str]:
+        """Commands run so far by the chosen regions' Redis masters (all clients)."""
+        calls: Counter[str] = Counter()
+        topology = self.cluster.topology
+        for region in self.regions:
+            client = make_redis(topology.region(region).redis_master, topology.secrets)
+            try:
+                stats = await client.info("commandstats")
+            finally:
+                await client.aclose()
+            for name, value in stats.items():
+                calls[name.removeprefix("cmdstat_")] += int(value["calls"])
+        return calls
 
 
 async def hold_all(cluster: BenchCluster, http: aiohttp.ClientSession, regions: list[str],
@@ -296,7 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu0, t0 = probe.cpu(), time.perf_counter()
         await asyncio.sleep(args.idle)
         idle_cpu_per_s = (probe.cpu()["workers"] - cpu0["workers"]) / (time.perf_counter() - t0)
-        jobs0, cpu0 = await probe.jobs_done(http), probe.cpu()
+        jobs0, cpu0, redis0 = await probe.jobs_done(http), probe.cpu(), await probe.redis_calls()
         log(f"load: {args.rate:g} pay->confirm flows/s for {args.duration:g} s, "
             f"{args.count:,} bookings")
         payments = cluster.topology.payments
@@ -317,7 +332,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             await sampler
         total_s = time.perf_counter() - started
-        cpu1, jobs2 = probe.cpu(), await probe.jobs_done(http)
+        cpu1, jobs2, redis1 = probe.cpu(), await probe.jobs_done(http), await probe.redis_calls()
     used = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
     confirms = max(1, flows.confirmed)
     worker_net = used["workers"] - idle_cpu_per_s * total_s
@@ -334,6 +349,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "drained_per_s_during_load": rates(jobs1, jobs0, load_s),
         "backlog_peak": peak, "backlog_at_load_end": backlog_end,
         "drain_after_load_s": drain_s,
+        # With the load gone the workers have the machine: what they can do at most,
+        # if the backlog was big enough to time (else None).
+        "drained_per_s_after_load": rates(jobs2, jobs1, drain_s)
+        if drain_s and backlog_end["total"] >= MIN_BACKLOG_TO_TIME else None,
         "jobs": {k: jobs2[k] - jobs0[k] for k in sorted(jobs2)
                  if ":" not in k and jobs2[k] - jobs0[k]},
         "handler_wall_ms": handler_ms(jobs2, jobs0),
@@ -341,6 +360,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "worker_cpu_ms_per_confirm": round(worker_net / confirms * 1000, 2),
         "worker_cpu_ms_per_confirm_gross": round(used["workers"] / confirms * 1000, 2),
         "cpu_ms_per_confirm": {k: round(v / confirms * 1000, 2) for k, v in sorted(used.items())},
+        # Every client's, nodes' too; the probe's own INFO and counts are a few a second.
+        "redis_calls_per_confirm": {k: round(n / confirms, 2)
+                                    for k, n in (redis1 - redis0).most_common(12)},
         "samples": samples,
     }
 
@@ -354,11 +376,13 @@ def summary(r: dict[str, Any]) -> str:
         f"drained during load   {r['drained_per_s_during_load']} jobs/s",
         f"handler wall ms       {r['handler_wall_ms']} (mean per job, of its worker)",
         f"backlog               peak {r['backlog_peak'].get('total')}, at load end "
-        f"{r['backlog_at_load_end']['total']}; rest drained in {drain}",
+        f"{r['backlog_at_load_end']['total']}; rest drained in {drain}"
+        + (f" at {r['drained_per_s_after_load']} jobs/s" if r["drained_per_s_after_load"] else ""),
         f"worker CPU / confirm  {r['worker_cpu_ms_per_confirm']} ms net of idle "
         f"({r['worker_idle_cpu_ms_per_s']} ms/s), {r['worker_cpu_ms_per_confirm_gross']} gross",
         f"CPU ms / confirm      {r['cpu_ms_per_confirm']} (pay + confirm + jobs, "
         "load and drain)",
+        f"Redis calls / confirm {r['redis_calls_per_confirm']} (home masters, all clients)",
     ])
 
 
