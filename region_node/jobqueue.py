@@ -57,8 +57,12 @@ def open_queue(topology: Topology, region: str) -> Queue:
                                       "prefix": QUEUE_PREFIX})
 
 
-async def add_job(queue: Queue, kind: str, data: dict[str, Any], job_id: str) -> None:
-    await queue.add(kind, data, {**JOB_OPTIONS, "jobId": job_id})
+async def add_jobs(queue: Queue, jobs: list[tuple[str, dict[str, Any], str]]) -> None:
+    """Several (kind, data, job id) in one round trip (a MULTI of the same script)."""
+    if jobs:
+        await queue.addBulk([{"name": kind, "data": data,
+                              "opts": {**JOB_OPTIONS, "jobId": job_id}}
+                             for kind, data, job_id in jobs])
 
 
 async def counts(queue: Queue) -> dict[str, int]:

@@ -17,7 +17,7 @@ import asyncpg
 from bullmq import Queue
 
 from region_node.home import HomeRegion
-from region_node.jobqueue import add_job
+from region_node.jobqueue import add_jobs
 from router.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,21 @@ class Relay:
 
     async def relay_once(self) -> int:
         """Move one batch of pending outbox rows to the queue. Returns how many."""
+        # An idle relay polls ten times a second: one statement to look, rather than
+        # BEGIN, SELECT ... FOR UPDATE, COMMIT (a third of an idle worker's CPU).
+        async with self.home.connection(self.region) as conn:
+            if not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE relayed_at IS NULL)"):
+                return 0
         async with self.home.transaction(self.region) as conn:
             rows = await conn.fetch(
                 "SELECT id, kind, payload FROM outbox WHERE relayed_at IS NULL "
                 "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED", BATCH)
-            for row in rows:
-                data = {**json.loads(row["payload"]), "outbox_id": row["id"]}
-                await add_job(self.queue, row["kind"], data, f"outbox-{row['id']}")
+            # One round trip for the batch, not one per row: the relay keeps up
+            # with hundreds of confirms a second while the worker is busy.
+            await add_jobs(self.queue, [
+                (row["kind"], {**json.loads(row["payload"]), "outbox_id": row["id"]},
+                 f"outbox-{row['id']}") for row in rows])
             if rows:
                 await conn.execute("UPDATE outbox SET relayed_at = now() WHERE id = ANY($1)",
                                    [r["id"] for r in rows])

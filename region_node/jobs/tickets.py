@@ -7,30 +7,17 @@ a function of the booking, written atomically, recorded once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import qrcode
-from PIL import Image, ImageDraw
-
 from region_node.jobs.context import JobContext
+from region_node.jobs.files import deliver
+from region_node.jobs.ticket_image import png, render
 from region_node.signing import ticket_reference
 
 
 def ticket_path(run_dir: Path, region: str, booking_id: str) -> Path:
     return run_dir / "tickets" / region / f"{booking_id}.png"
-
-
-def render(reference: str, lines: list[str]) -> Image.Image:
-    qr = qrcode.make(reference, box_size=6, border=2).get_image().convert("RGB")
-    width = qr.width + 520
-    image = Image.new("RGB", (width, max(qr.height, 40 + 28 * len(lines))), "white")
-    image.paste(qr, (0, 0))
-    draw = ImageDraw.Draw(image)
-    for i, line in enumerate(lines):
-        draw.text((qr.width + 20, 20 + 28 * i), line, fill="black")
-    return image
 
 
 async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
@@ -49,11 +36,8 @@ async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
         f"Ref: {reference}",
     ]
     path = ticket_path(ctx.run_dir, ctx.region, booking["booking_id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    render(reference, lines).save(tmp, format="PNG")
-    tmp.replace(path)
-    async with ctx.home.transaction(ctx.region) as conn:
+    deliver(png(render(reference, lines)), path)
+    async with ctx.home.connection(ctx.region, writes=True) as conn:  # one statement
         await conn.execute(
             "INSERT INTO ticket (booking_id, reference, path) VALUES ($1, $2, $3) "
             "ON CONFLICT (booking_id) DO NOTHING", booking["booking_id"], reference, str(path))
