@@ -57,11 +57,11 @@ async function refresh() {
   timer = setTimeout(refresh, REFRESH_MS);
 }
 
-function stateCell(probe, extra = "") {
-  const up = probe.up;
-  const words = up ? (extra || "up") : "down";
-  return el("td", {},
-    el("span", { class: `state ${up ? (extra && extra !== "up" ? "degraded" : "up") : "down"}` }, words),
+/** up / down, or a node's "ready" / "not ready" (up, but not serving writes). */
+function stateCell(probe, words) {
+  const [text, tone] = !probe.up ? ["down", "down"]
+    : words === "not ready" ? [words, "degraded"] : [words || "up", "up"];
+  return el("td", {}, el("span", { class: `state ${tone}` }, text),
     probe.error ? el("span", { class: "error-text" }, probe.error) : null);
 }
 
