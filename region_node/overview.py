@@ -44,7 +44,9 @@ def audit_report_path(topology: Topology) -> Path:
     return topology.settings.run_dir / "audit" / "last.json"
 
 
-def _failure(exc: BaseException) -> dict[str, Any]:
+def _failure(exc: BaseException, timeout_s: float) -> dict[str, Any]:
+    if isinstance(exc, TimeoutError):
+        return {"up": False, "error": f"no answer within {timeout_s:g} s"}
     text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
     return {"up": False, "error": text[:300]}
 
@@ -53,7 +55,7 @@ async def _bounded(work: Awaitable[dict[str, Any]], timeout_s: float) -> dict[st
     try:
         return await asyncio.wait_for(work, timeout_s)
     except Exception as exc:  # any failure means down; say why
-        return _failure(exc)
+        return _failure(exc, timeout_s)
 
 
 async def _redis(endpoint: Endpoint, password: str) -> dict[str, Any]:
