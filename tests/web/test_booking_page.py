@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
+from cluster import faults
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.support import call
@@ -278,3 +279,32 @@ async def test_theatres_page_fits_a_phone(clean: Cluster, open_page: Any,
     assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     assert await page.inner_text("#signin label") == "Your name"
     await shots.take(page, "theatres-phone")
+
+
+async def test_region_unavailable_in_plain_words(clean: Cluster, catalog: Any, open_page: Any,
+                                                 shots: Shots) -> None:
+    """A hold while the show's home Redis master is stopped: the page says which region
+    and when to retry, keeps the selection, and the retry (same Idempotency-Key) holds."""
+    show = shows_in(clean, catalog, "south")[1]
+    seat_id = seats_of(catalog, show)[7]
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "tara")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    keys: list[str | None] = []
+    page.on("request", lambda r: keys.append(r.headers.get("idempotency-key"))
+            if "/lock" in r.url else None)
+    with faults.paused(clean.launcher.child("south.redis.master").pid):
+        async with page.expect_response(lambda r: "/lock" in r.url) as answer:
+            await page.click("#hold")
+        assert (await answer.value).status == 503
+        words = await alert_text(page)
+        assert words.startswith("The south region can't take bookings right now. "
+                                "Please retry in 1 s."), words
+        assert await page.get_attribute(seat(seat_id), "aria-pressed") == "true"
+        await shots.take(page, "region-unavailable")
+    async with page.expect_response(lambda r: "/lock" in r.url) as answer:
+        await page.click("#hold")
+    assert (await answer.value).status == 201
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
+    await page.wait_for_selector("#view-hold:not([hidden])")
