@@ -45,7 +45,7 @@ import json
 import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import asyncpg
@@ -53,6 +53,7 @@ import redis.asyncio as aioredis
 
 from cluster.node_audit import CacheDiff, audit_node_caches
 from region_node import keys
+from region_node.overview import audit_report_path
 from region_node.seatstate import parse_hold
 from router.placement import Placement
 from router.registry import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
@@ -434,10 +435,31 @@ def print_report(report: AuditReport, file: TextIO | None = None) -> None:
         line(f"  ... and {len(report.violations) - LISTED} more")
 
 
+def save_last(topology: Topology, report: AuditReport) -> None:
+    """Leave a summary in the run folder for the operator page (`/ops/overview`); the
+    full list of violations stays with the caller."""
+    path = audit_report_path(topology)
+    by_check: dict[str, int] = {}
+    for v in report.violations:
+        by_check[v.check] = by_check.get(v.check, 0) + 1
+    summary = {"finished_at": datetime.now(UTC).isoformat(), "exit_code": report.exit_code,
+               "violations": len(report.violations), "by_check": by_check,
+               "first": [asdict(v) for v in report.violations[:LISTED]],
+               "unreachable": report.unreachable}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(summary, indent=1, default=str))
+        partial.replace(path)  # a reader never sees half a report
+    except OSError as exc:
+        print(f"audit: could not save the summary to {path}: {exc}", file=sys.stderr)
+
+
 async def audit_command(topology: Topology, as_json: bool = False, *,
                         grace_s: float = DEFAULT_GRACE_S) -> int:
     """`bookcluster audit`: 0 clean, 1 on any violation, 2 if a region could not be reached."""
     report = await run_audit(topology, grace_s=grace_s)
+    save_last(topology, report)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -13,11 +13,11 @@ REGIONS = ("north", "south", "west")
 def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: int = 2,
                   standby: tuple[str, ...] = (), theatres: dict[str, str] | None = None,
                   extra_settings: str = "", workers: bool = False, durable: bool = False,
-                  payments: bool = False, limits: str = "") -> str:
+                  payments: bool = False, limits: str = "", auth: str = "") -> str:
     """YAML for `regions`, each with a master, a replica of every master, a primary
     (a standby too if listed in `standby`), `nodes` app nodes, and a worker if
-    `workers`; a payments section (gateway simulator) if `payments`; `limits` is YAML put
-    under `limits:`."""
+    `workers`; a payments section (gateway simulator) if `payments`; `limits` and `auth`
+    are YAML put under `limits:` and `auth:`."""
     per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0) + 1
     ports = iter(free_ports(per_region * len(regions) + 1))
     out = [f"epoch: 1\nsettings:\n  run_dir: {run_dir}\n  durable: {str(durable).lower()}\n"
@@ -37,6 +37,8 @@ def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: i
         out.append(f"payments:\n  gateway: 127.0.0.1:{next(ports)}\n  capture_delay: 300ms")
     if limits:
         out.append("limits:\n" + limits.rstrip())
+    if auth:
+        out.append("auth:\n" + auth.rstrip())
     if theatres:
         out.append("theatres:")
         out += [f"  {t}: {r}" for t, r in sorted(theatres.items())]

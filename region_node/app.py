@@ -41,6 +41,7 @@ from region_node.typedefs import (
     verifier_key,
 )
 from region_node.views.booking import confirm_key, pay_key
+from region_node.views.pages import files_key, load_files
 from router.placement import Placement
 from router.registry import Connections
 
@@ -102,6 +103,7 @@ def create_app(settings: NodeSettings) -> web.Application:
     app[placement_key] = Placement(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
     app[openapi_key] = document_bytes(settings.topology)
+    app[files_key] = load_files()
     app.cleanup_ctx.append(resources)
     setup_routes(app)
     return app

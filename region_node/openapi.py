@@ -51,6 +51,7 @@ REGION_DOWN = ("region_unavailable",)
 # Routes that use the home primary: it may also abort a transaction rather than wait.
 PRIMARY_DOWN = (*REGION_DOWN, "transaction_aborted")
 BODY_TOO_LARGE = ("body_too_large", "http_error")
+STATIC_TYPES = ("text/javascript", "text/css", "text/html", "image/svg+xml")
 
 
 def json_content(schema: Schema) -> dict[str, Any]:
@@ -71,6 +72,11 @@ def ok(description: str, schema: str | None = None) -> dict[str, Any]:
     if schema is not None:
         out["content"] = json_content(ref(schema))
     return out
+
+
+def html(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
 def path_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
@@ -269,6 +275,37 @@ def paths() -> dict[str, dict[str, Any]]:
             params=(query("show", pattern(ids.SHOW_ID), "one show, with its statuses"),),
             responses={200: ok("The cached shows", "SeatCache")},
             errors={400: ("malformed_id",)})},
+        "/ops/overview": {"get": operation(
+            "clusterOverview", "ops", "operator", "The whole cluster's health, probed now",
+            description="Every region's Redis master and replicas (role, link, lag in bytes "
+                        "behind the source master), PostgreSQL primary and standby (role, "
+                        "standby lag in bytes), nodes (`/readyz`), worker (queue depth, "
+                        "outbox backlog, mirror generation), the topology epoch and the last "
+                        "audit; each probe within about a second, so a stopped server shows "
+                        "as down (`up: false`, `error`). Failovers and moves are not recorded "
+                        "yet (`available: false`).",
+            responses={200: ok("The overview", "ClusterOverview")}, errors={})},
+        "/": {"get": operation(
+            "bookingPage", "web", "public", "The booking web page (HTML)",
+            responses={200: html("The page")}, errors={})},
+        "/ops": {"get": operation(
+            "operatorPage", "web", "public", "The operator web page (HTML)",
+            description="The page is public; the data it shows needs an operator token.",
+            responses={200: html("The page")}, errors={})},
+        "/static/{name}": {"get": operation(
+            "staticFile", "web", "public", "A file of the web pages (JavaScript, CSS)",
+            params=(path_param("name", {"type": "string"}, "a file name, e.g. `book.js`"),),
+            responses={200: {"description": "The file", "content": {
+                t: {"schema": {"type": "string"}} for t in STATIC_TYPES}}},
+            errors={404: ("not_found",)})},
+        "/auth/dev-sign-in": {"post": operation(
+            "devSignIn", "web", "public", "Development sign-in: a token for any user name",
+            description="Only when the topology has `auth: {dev_sign_in: true}` (the local "
+                        "cluster); 404 otherwise. Anyone who can reach a node gets any "
+                        "user's token, the operator role included: never on a real "
+                        "deployment, whose users sign in at its identity provider.",
+            body="DevSignIn", responses={200: ok("A token", "DevToken")},
+            errors={404: ("not_found",), 413: BODY_TOO_LARGE, 422: ("invalid_input",)})},
     }
 
 
@@ -282,7 +319,7 @@ def document(topology: Topology) -> dict[str, Any]:
                            "`{\"error\": code, \"message\": ..., ...details}`.",
         },
         "tags": [{"name": "catalog"}, {"name": "booking"}, {"name": "payments"},
-                 {"name": "ops"}],
+                 {"name": "ops"}, {"name": "web"}],
         "paths": paths(),
         "components": {
             "securitySchemes": {"bearerAuth": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from region_node.views import admin, booking, catalog, docs, live, ops, payments
+from region_node.views import admin, booking, catalog, docs, live, ops, pages, payments, signin
 
 
 def setup_routes(app: web.Application) -> None:
@@ -34,3 +34,10 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/ops/jobs", admin.job_counts)
     r.add_post("/ops/jobs/replay", admin.replay_jobs)
     r.add_get("/ops/seat-cache", admin.seat_cache)
+    r.add_get("/ops/overview", admin.cluster_overview)
+
+    # The web pages (plain files, `region_node/web/`) and their development sign-in.
+    r.add_get("/", pages.booking_page)
+    r.add_get("/ops", pages.operator_page)
+    r.add_get("/static/{name}", pages.static_file)
+    r.add_post("/auth/dev-sign-in", signin.dev_sign_in)

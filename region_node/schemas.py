@@ -101,6 +101,27 @@ ERROR: Schema = {
 }
 
 
+def _probe(**fields: Schema) -> Schema:
+    """One process in the operator overview: `up`, or `up: false` with the `error`."""
+    return closed({"address": STRING, "up": BOOLEAN}, {"error": STRING, **fields})
+
+
+NOT_RECORDED = closed({"available": {"const": False}, "note": STRING})
+LSN_OR_OFFSET: Schema = {"type": ["integer", "null"], "minimum": 0}
+OVERVIEW_REGION = closed({
+    "redis_master": _probe(role=STRING, offset=LSN_OR_OFFSET),
+    "redis_replicas": {"type": "array", "items": _probe(
+        source=STRING, role=STRING, link=STRING, offset=LSN_OR_OFFSET, lag_bytes=COUNT)},
+    "pg_primary": _probe(role=STRING, lsn=LSN_OR_OFFSET),
+    "pg_standby": {"oneOf": [_probe(role=STRING, lsn=LSN_OR_OFFSET, lag_bytes=COUNT),
+                             {"type": "null"}]},
+    "nodes": {"type": "array", "items": _probe(ready=BOOLEAN, checks={"type": "object"})},
+    "worker": {"oneOf": [_probe(queue={"type": "object", "additionalProperties": COUNT},
+                                outbox_pending=COUNT, mirror_generation=COUNT),
+                         {"type": "null"}]},
+})
+
+
 def components(topology: Topology) -> dict[str, Schema]:
     cap = topology.settings.max_seats_per_booking
     regions = list(topology.regions)
@@ -174,6 +195,22 @@ def components(topology: Topology) -> dict[str, Schema]:
                                 {"job_ids": {"type": "array", "items": STRING,
                                              "maxItems": 1000}}),
         "Replayed": closed({"region": {"enum": regions}, "replayed": COUNT}),
+        "ClusterOverview": closed({
+            "at": TIME, "node": STRING, "epoch": {"type": "integer", "minimum": 1},
+            "regions": {"type": "object", "propertyNames": {"enum": regions},
+                        "additionalProperties": OVERVIEW_REGION},
+            "failovers": NOT_RECORDED, "moves": NOT_RECORDED,
+            "audit": {"oneOf": [NOT_RECORDED, {
+                "type": "object", "required": ["available", "finished_at", "exit_code"],
+                "properties": {"available": {"const": True}, "finished_at": TIME,
+                               "exit_code": {"enum": [0, 1, 2]},
+                               "violations": COUNT},
+                "description": "the summary `bookcluster audit` left in the run folder"}]}}),
+        "DevSignIn": closed({"user": USER_ID},
+                            {"roles": {"type": "array", "items": {"const": "operator"}}}),
+        "DevToken": closed({"token": STRING, "user": USER_ID,
+                            "roles": {"type": "array", "items": {"const": "operator"}},
+                            "expires_at": TIME}),
         "SeatCache": closed({
             "node": STRING, "region": STRING,
             "at_ms": {**COUNT, "description": "the node's clock when it read its cache"},

@@ -91,6 +91,9 @@ class Auth:
     public_key_file: Path | None = None
     issuer: str | None = None
     audience: str | None = None
+    # `POST /auth/dev-sign-in` mints a token for any user name (and the operator
+    # role) to whoever can reach a node: for the local cluster only.
+    dev_sign_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -310,7 +313,7 @@ def _auth(reader: _Reader, raw: Any, path: Path) -> Auth:
         raise reader.fail("auth.secret", "secrets do not belong in topology.yaml: use "
                           "auth.secret_file or BOOKCLUSTER_JWT_SECRET(_FILE)")
     reader.known_keys(raw, "auth", {"algorithm", "secret_file", "public_key_file", "issuer",
-                                    "audience"})
+                                    "audience", "dev_sign_in"})
     algorithm = raw.get("algorithm", "HS256")
     if algorithm not in ("HS256", "RS256", "ES256"):
         raise reader.fail("auth.algorithm", "expected HS256, RS256 or ES256")
@@ -329,8 +332,14 @@ def _auth(reader: _Reader, raw: Any, path: Path) -> Auth:
         if value is not None and (not isinstance(value, str) or not value):
             raise reader.fail(f"auth.{key}", "expected a non-empty string")
         texts[key] = value
+    dev_sign_in = raw.get("dev_sign_in", False)
+    if not isinstance(dev_sign_in, bool):
+        raise reader.fail("auth.dev_sign_in", "expected true or false")
+    if dev_sign_in and algorithm != "HS256":
+        raise reader.fail("auth.dev_sign_in", f"development sign-in mints HS256 tokens; with "
+                          f"{algorithm}, users sign in at the identity provider")
     return Auth(algorithm, files["secret_file"], files["public_key_file"], texts["issuer"],
-                texts["audience"])
+                texts["audience"], dev_sign_in)
 
 
 def _limits(reader: _Reader, raw: Any) -> Limits:

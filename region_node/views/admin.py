@@ -1,5 +1,6 @@
-"""Operator routes (token with the `operator` role): the region-local job queues, and
-what this node's seat cache holds (for `bookcluster audit`)."""
+"""Operator routes (token with the `operator` role): the region-local job queues,
+what this node's seat cache holds (for `bookcluster audit`), and the whole cluster's
+health for the operator page (`overview.py`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from region_node import access, ids, jobqueue, keys
+from region_node import access, ids, jobqueue, keys, overview
 from region_node.auth import Identity
 from region_node.body import json_body
 from region_node.errors import InvalidInput
@@ -82,3 +83,11 @@ async def seat_cache(request: web.Request, caller: Identity) -> web.Response:
     settings = request.app[settings_key]
     return web.json_response({"node": settings.name, "region": settings.region, "at_ms": at,
                               "shows": shows})
+
+
+@access.operator
+async def cluster_overview(request: web.Request, caller: Identity) -> web.Response:
+    """Every region's processes, store roles and replication lag, queues, the epoch and
+    the last audit, probed now from this node (`overview.py`)."""
+    settings = request.app[settings_key]
+    return web.json_response(await overview.overview(settings.topology, settings.name))

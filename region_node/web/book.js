@@ -1,0 +1,631 @@
+// The booking page: city → theatre → show → seats → hold → pay → ticket, and
+// "My bookings". Views follow the URL's hash (#/, #/theatre/ID, #/show/ID,
+// #/booking/ID, #/bookings), so the back button and links work.
+
+import {
+  ApiError, api, el, istDate, istDay, istTime, newKey, rupees, seatList, session,
+} from "./api.js";
+import { LiveSeats } from "./live.js";
+
+const MAX_SEATS = 10;  // the topology's default cap; the node says so if it is lower
+const CONFIRM_POLL_MS = 1000;
+const TICKET_POLL_MS = 1000;
+const CATEGORY_ORDER = ["CLASSIC", "PRIME", "RECLINER"];
+const STATUS_WORDS = {
+  AVAILABLE: "available", LOCKED: "taken", BOOKED: "taken", UNAVAILABLE: "not for sale",
+};
+
+const $ = (id) => document.getElementById(id);
+const VIEWS = ["view-theatres", "view-shows", "view-show", "view-hold", "view-booking",
+  "view-bookings"];
+
+const state = {
+  theatres: null,           // from GET /theatres
+  shows: new Map(),         // show id -> show detail (cached)
+  live: null,               // LiveSeats of the open show
+  show: null,               // the open show's detail
+  seats: new Map(),         // seat id -> {seat, status, expiresAt}
+  buttons: new Map(),       // seat id -> its button
+  selection: new Set(),
+  holdKey: null,            // Idempotency-Key of the current selection's hold
+  booking: null,            // the hold being paid for
+  mine: new Set(),          // seats of that hold
+  countdown: null,
+  paying: null,             // timer of the confirm poll
+  lapse: new Map(),         // seat id -> timer that frees a lapsed hold
+};
+
+// -- messages -------------------------------------------------------------------
+
+function alertUser(text) {
+  const box = $("alert");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function notify(text) { $("notice").textContent = text; }
+
+function clearMessages() { alertUser(""); notify(""); }
+
+function fail(error) {
+  alertUser(error instanceof ApiError ? error.message : `Something went wrong: ${error}`);
+  if (!(error instanceof ApiError)) console.error(error);
+}
+
+// -- sign-in ----------------------------------------------------------------------
+
+function showAccount() {
+  const signedIn = session.load();
+  $("signin").hidden = Boolean(signedIn);
+  $("account").hidden = !signedIn;
+  $("account-user").textContent = signedIn ? signedIn.user : "";
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const user = $("signin-user").value.trim();
+  try {
+    session.save(await api("POST", "/auth/dev-sign-in", { body: { user }, token: null }));
+    clearMessages();
+    notify(`Signed in as ${user}.`);
+  } catch (error) {
+    if (error instanceof ApiError && error.code === "not_found") {
+      alertUser("This cluster has no development sign-in: sign in through its identity provider.");
+    } else {
+      fail(error);
+    }
+  }
+  showAccount();
+}
+
+function signOut() {
+  session.clear();
+  showAccount();
+  notify("Signed out.");
+}
+
+function needSignIn() {
+  if (session.load()) return false;
+  alertUser("Please sign in first (your name, top right).");
+  $("signin-user").focus();
+  return true;
+}
+
+// -- views --------------------------------------------------------------------------
+
+function show(...ids) {
+  for (const id of VIEWS) $(id).hidden = !ids.includes(id);
+}
+
+async function route() {
+  const [, kind, id] = location.hash.split("/");
+  if (kind !== "show") closeLive();
+  try {
+    if (kind === "theatre" && id) await theatreView(decodeURIComponent(id));
+    else if (kind === "show" && id) await showView(Number(id));
+    else if (kind === "booking" && id) await bookingView(decodeURIComponent(id));
+    else if (kind === "bookings") await bookingsView();
+    else await theatresView();
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function theatresView() {
+  show("view-theatres");
+  document.title = "bookcluster — book a movie";
+  if (state.theatres === null) state.theatres = (await api("GET", "/theatres")).theatres;
+  const cities = [...new Set(state.theatres.map((t) => t.city))].sort();
+  const select = $("city");
+  if (!select.options.length) {
+    select.replaceChildren(...cities.map((c) => el("option", { value: c }, c)));
+    const saved = localStorage.getItem("bookcluster.city");
+    if (saved && cities.includes(saved)) select.value = saved;
+    select.addEventListener("change", () => {
+      localStorage.setItem("bookcluster.city", select.value);
+      listTheatres();
+    });
+  }
+  listTheatres();
+}
+
+function listTheatres() {
+  const city = $("city").value;
+  const here = state.theatres.filter((t) => t.city === city)
+    .sort((a, b) => a.name.localeCompare(b.name));
+  $("theatres").replaceChildren(...here.map((t) => el("li", {},
+    el("a", { href: `#/theatre/${encodeURIComponent(t.id)}`, class: "card" },
+      el("strong", {}, t.name), el("span", { class: "muted" }, t.address)))));
+}
+
+function badge(availability) {
+  if (!availability) return el("span", { class: "badge unknown" }, "availability unknown");
+  if (availability.sold_out) return el("span", { class: "badge sold-out" }, "Sold out");
+  const left = `${availability.seats_left} of ${availability.seats_total} left`;
+  if (availability.filling_fast) return el("span", { class: "badge fast" }, `Filling fast · ${left}`);
+  return el("span", { class: "badge open" }, `Available · ${left}`);
+}
+
+async function theatreView(theatreId) {
+  const data = await api("GET", `/theatres/${encodeURIComponent(theatreId)}/shows`);
+  show("view-shows");
+  document.title = `${data.theatre.name} — bookcluster`;
+  $("h-shows").textContent = data.theatre.name;
+  $("theatre-address").textContent = data.theatre.address;
+  const byDay = new Map();
+  for (const s of data.shows.sort((a, b) => a.starts_at.localeCompare(b.starts_at))) {
+    const day = istDay(s.starts_at);
+    if (!byDay.has(day)) byDay.set(day, []);
+    byDay.get(day).push(s);
+  }
+  const days = [...byDay.values()].map((shows) => el("div", { class: "day" },
+    el("h2", {}, istDate(shows[0].starts_at)),
+    el("ul", { class: "cards" }, shows.map((s) => el("li", {},
+      el("a", {
+        href: `#/show/${s.id}`, class: "card show-card", "data-show": s.id,
+        "aria-disabled": s.availability?.sold_out ? "true" : null,
+      },
+      el("strong", {}, istTime(s.starts_at)),
+      el("span", {}, `${s.movie.title} (${s.movie.language}, ${s.movie.certificate})`),
+      el("span", { class: "muted" }, `${s.screen.name} · ${s.movie.duration_min} min`),
+      badge(s.availability)))))));
+  $("shows").replaceChildren(...(days.length ? days : [el("p", {}, "No shows.")]));
+}
+
+// -- the seat map ----------------------------------------------------------------
+
+async function showDetail(showId) {
+  if (!state.shows.has(showId)) state.shows.set(showId, await api("GET", `/shows/${showId}`));
+  return state.shows.get(showId);
+}
+
+async function showView(showId) {
+  const detail = await showDetail(showId);
+  const holding = state.booking?.show_id === showId ? ["view-hold"] : [];
+  if (state.show?.id === showId && state.live) {
+    show("view-show", ...holding);
+    return;
+  }
+  closeLive();
+  state.show = detail;
+  state.selection.clear();
+  state.holdKey = null;
+  show("view-show", ...holding);
+  document.title = `${detail.movie.title}, ${istTime(detail.starts_at)} — bookcluster`;
+  $("h-show").textContent = `${detail.movie.title} (${detail.movie.language}, ${detail.movie.certificate})`;
+  $("show-when").textContent = `${istDate(detail.starts_at)}, ${istTime(detail.starts_at)} · `
+    + `${detail.theatre.name}, ${detail.screen.name}`;
+  $("back-to-shows").href = `#/theatre/${encodeURIComponent(detail.theatre.id)}`;
+  $("seatmap").replaceChildren();
+  setLiveState("connecting");
+  state.live = new LiveSeats(showId, {
+    onSnapshot: drawMap, onDelta: applyDelta, onState: setLiveState,
+  });
+  updateSelection();
+}
+
+function closeLive() {
+  state.live?.close();
+  state.live = null;
+  state.show = null;
+  for (const timer of state.lapse.values()) clearTimeout(timer);
+  state.lapse.clear();
+}
+
+function setLiveState(live) {
+  const node = $("live-state");
+  node.dataset.state = live;
+  node.textContent = { connecting: "connecting…", live: "live", resyncing: "catching up…",
+    reconnecting: "reconnecting…" }[live];
+}
+
+/** Aisles: the catalog has none, so every row is split at its quarter points. */
+function aisleAfter(perRow) {
+  const side = Math.max(2, Math.round(perRow / 4));
+  return perRow >= 8 ? new Set([side, perRow - side]) : new Set();
+}
+
+function categoryClass(category) {
+  const known = CATEGORY_ORDER.indexOf(category);
+  return `cat-${known >= 0 ? category.toLowerCase() : "other"}`;
+}
+
+function drawMap(map) {
+  const previous = state.seats;
+  state.seats = new Map();
+  state.buttons = new Map();
+  const rows = new Map();
+  for (const seat of map.seats) {
+    if (!rows.has(seat.row)) rows.set(seat.row, []);
+    rows.get(seat.row).push(seat);
+    state.seats.set(seat.seat_id, { seat, status: seat.status, expiresAt: null });
+  }
+  const prices = new Map();
+  const lines = [];
+  let category = null;
+  for (const [row, seats] of rows) {
+    seats.sort((a, b) => a.number - b.number);
+    if (seats[0].category !== category) {
+      category = seats[0].category;
+      prices.set(category, seats[0].price_paise);
+      lines.push(el("div", { class: "category-line" }, `${category} · ${rupees(seats[0].price_paise)}`));
+    }
+    const aisles = aisleAfter(seats[seats.length - 1].number);
+    const cells = [];
+    for (const seat of seats) {
+      const button = el("button", {
+        type: "button", class: `seat ${categoryClass(seat.category)}`, "data-seat": seat.seat_id,
+        onclick: () => pickSeat(seat.seat_id),
+      }, String(seat.number));
+      state.buttons.set(seat.seat_id, button);
+      cells.push(button);
+      if (aisles.has(seat.number)) cells.push(el("span", { class: "aisle", "aria-hidden": "true" }));
+    }
+    lines.push(el("div", { class: "row", role: "group", "aria-label": `Row ${row}` },
+      el("span", { class: "row-label", "aria-hidden": "true" }, row), ...cells,
+      el("span", { class: "row-label", "aria-hidden": "true" }, row)));
+  }
+  $("seatmap").replaceChildren(...lines);
+  drawLegend(prices);
+  for (const timer of state.lapse.values()) clearTimeout(timer);
+  state.lapse.clear();
+  for (const [id, entry] of state.seats) {
+    // A snapshot has no hold ends: keep the one a delta told us for a hold still shown.
+    const known = previous.get(id);
+    setSeat(id, entry.status, known?.status === "LOCKED" ? known.expiresAt : null);
+  }
+  dropTakenFromSelection();
+}
+
+function drawLegend(prices) {
+  const order = [...prices.keys()].sort((a, b) => CATEGORY_ORDER.indexOf(a) - CATEGORY_ORDER.indexOf(b));
+  $("legend").replaceChildren(
+    ...order.map((c) => el("li", {}, el("span", { class: `swatch seat ${categoryClass(c)}` }),
+      `${c} ${rupees(prices.get(c))}`)),
+    el("li", {}, el("span", { class: "swatch seat selected" }), "Selected"),
+    el("li", {}, el("span", { class: "swatch seat mine" }), "Held by you"),
+    el("li", {}, el("span", { class: "swatch seat taken" }), "Taken"),
+    el("li", {}, el("span", { class: "swatch seat unavailable" }), "Not for sale"),
+  );
+}
+
+function paintSeat(id) {
+  const entry = state.seats.get(id);
+  const button = state.buttons.get(id);
+  if (!entry || !button) return;
+  const { seat, status } = entry;
+  const mine = state.mine.has(id) && status !== "AVAILABLE";
+  const selected = state.selection.has(id);
+  const free = status === "AVAILABLE";
+  button.classList.toggle("taken", !free && !mine && status !== "UNAVAILABLE");
+  button.classList.toggle("unavailable", status === "UNAVAILABLE");
+  button.classList.toggle("mine", mine);
+  button.classList.toggle("selected", selected);
+  button.dataset.status = mine ? "MINE" : status;
+  // Taken seats stay focusable (aria-disabled, not disabled), so a keyboard or
+  // screen-reader user hears why they cannot be picked.
+  button.setAttribute("aria-disabled", free ? "false" : "true");
+  button.setAttribute("aria-pressed", selected ? "true" : "false");
+  const words = mine ? "held by you" : selected ? "selected" : STATUS_WORDS[status] || status;
+  button.setAttribute("aria-label",
+    `Row ${seat.row} seat ${seat.number}, ${seat.category}, ${rupees(seat.price_paise)}, ${words}`);
+  button.title = `${seat.seat_id} · ${seat.category} · ${rupees(seat.price_paise)} · ${words}`;
+}
+
+/** A seat's new status; a hold with a known end frees the seat when it lapses, as
+ * the node's own seat map shows it, without waiting for the sweeper's message. */
+function setSeat(id, status, expiresAt = null) {
+  const entry = state.seats.get(id);
+  if (!entry) return;
+  entry.status = status;
+  entry.expiresAt = status === "LOCKED" ? expiresAt : null;
+  clearTimeout(state.lapse.get(id));
+  state.lapse.delete(id);
+  if (entry.expiresAt) {
+    state.lapse.set(id, setTimeout(() => {
+      state.lapse.delete(id);
+      if (entry.status === "LOCKED" && entry.expiresAt === expiresAt) setSeat(id, "AVAILABLE");
+    }, Math.max(0, expiresAt - Date.now()) + 50));
+  }
+  paintSeat(id);
+}
+
+function applyDelta(delta) {
+  for (const id of delta.seats) setSeat(id, delta.status, delta.expires_at ?? null);
+  dropTakenFromSelection();
+}
+
+function dropTakenFromSelection() {
+  const lost = [...state.selection].filter((id) => state.seats.get(id)?.status !== "AVAILABLE");
+  if (!lost.length) return;
+  for (const id of lost) {
+    state.selection.delete(id);
+    paintSeat(id);
+  }
+  state.holdKey = null;
+  alertUser(lost.length === 1
+    ? `Seat ${lost[0]} was just taken by someone else. Please pick another seat.`
+    : `Seats ${seatList(lost)} were just taken by someone else. Please pick other seats.`);
+  updateSelection();
+}
+
+function pickSeat(id) {
+  const entry = state.seats.get(id);
+  if (!entry) return;
+  if (state.mine.has(id) && entry.status !== "AVAILABLE") {
+    notify(`Seat ${id} is already held for you.`);
+    return;
+  }
+  if (entry.status === "UNAVAILABLE") {
+    alertUser(`Seat ${id} is not for sale. Please pick another seat.`);
+    return;
+  }
+  if (entry.status !== "AVAILABLE") {
+    alertUser(`Seat ${id} is already taken. Please pick another seat.`);
+    return;
+  }
+  if (state.selection.has(id)) {
+    state.selection.delete(id);
+  } else if (state.selection.size >= MAX_SEATS) {
+    alertUser(`You can pick at most ${MAX_SEATS} seats at a time.`);
+    return;
+  } else {
+    state.selection.add(id);
+  }
+  alertUser("");
+  state.holdKey = null;  // another selection is another hold
+  paintSeat(id);
+  updateSelection();
+}
+
+function updateSelection() {
+  const picked = [...state.selection];
+  const total = picked.reduce((sum, id) => sum + state.seats.get(id).seat.price_paise, 0);
+  $("selection-text").textContent = picked.length
+    ? `${picked.length} seat${picked.length > 1 ? "s" : ""}: ${seatList(picked)} · ${rupees(total)}`
+    : "Pick your seats.";
+  $("hold").disabled = picked.length === 0;
+  $("hold").textContent = picked.length ? `Hold ${picked.length} seat${picked.length > 1 ? "s" : ""}` : "Hold seats";
+}
+
+// -- hold, pay, confirm ---------------------------------------------------------
+
+async function holdSeats() {
+  if (needSignIn() || !state.show || !state.selection.size) return;
+  const seats = [...state.selection];
+  // One key per selection: a retry after an unclear failure gets the same hold back.
+  state.holdKey ??= newKey("hold");
+  $("hold").disabled = true;
+  try {
+    const booking = await api("POST", `/booking/seats/${state.show.id}/lock`,
+      { body: { seat_ids: seats }, key: state.holdKey });
+    state.selection.clear();
+    state.holdKey = null;
+    clearMessages();
+    startHold(booking);
+    for (const id of seats) setSeat(id, "LOCKED", Date.parse(booking.expires_at));
+    updateSelection();
+    notify(`Held ${seatList(seats)} for you.`);
+  } catch (error) {
+    fail(error);
+    if (error instanceof ApiError && error.code === "seats_unavailable") {
+      for (const id of error.body.seats || []) {
+        state.selection.delete(id);
+        if (state.seats.get(id)?.status === "AVAILABLE") setSeat(id, "LOCKED");
+        paintSeat(id);
+      }
+      state.holdKey = null;
+    }
+    updateSelection();
+  }
+}
+
+function startHold(booking) {
+  state.booking = booking;
+  state.mine = new Set(booking.seat_ids);
+  $("h-hold").textContent = "Your seats are held";
+  $("hold-summary").textContent = `${seatList(booking.seat_ids)} · ${rupees(booking.amount_paise)} · `
+    + `booking ${booking.booking_id}`;
+  for (const id of ["pay", "extend", "cancel"]) $(id).disabled = false;
+  $("checkout").hidden = true;
+  $("view-hold").hidden = false;
+  tick();
+  clearInterval(state.countdown);
+  state.countdown = setInterval(tick, 250);
+}
+
+function tick() {
+  const booking = state.booking;
+  if (!booking) return;
+  const left = Math.max(0, Date.parse(booking.expires_at) - Date.now());
+  const s = Math.ceil(left / 1000);
+  $("countdown").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  if (left === 0 && !state.paying) holdExpired();
+}
+
+function holdExpired() {
+  endHold();
+  $("h-hold").textContent = "Your hold has expired";
+  alertUser("Your hold has expired and the seats were released. Pick seats again to book.");
+}
+
+function endHold() {
+  clearInterval(state.countdown);
+  state.countdown = null;
+  stopPaying();
+  const seats = [...state.mine];
+  state.booking = null;
+  state.mine = new Set();
+  for (const id of seats) paintSeat(id);
+  for (const id of ["pay", "extend", "cancel"]) $(id).disabled = true;
+  $("countdown").textContent = "0:00";
+}
+
+async function extendHold() {
+  const booking = state.booking;
+  if (!booking) return;
+  try {
+    const extended = await api("POST", `/booking/booking/${booking.booking_id}/extend`);
+    booking.expires_at = extended.expires_at;
+    notify(`Held until ${istTime(extended.expires_at)}.`);
+    tick();
+  } catch (error) {
+    fail(error);
+    if (error instanceof ApiError && ["hold_expired", "booking_not_pending"].includes(error.code)) endHold();
+  }
+}
+
+async function releaseHold() {
+  const booking = state.booking;
+  if (!booking) return;
+  try {
+    await api("POST", `/booking/booking/${booking.booking_id}/cancel`);
+    endHold();
+    $("view-hold").hidden = true;
+    notify("Seats released.");
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function pay() {
+  const booking = state.booking;
+  if (!booking) return;
+  $("pay").disabled = true;
+  try {
+    const intent = await api("POST", `/booking/booking/${booking.booking_id}/pay`);
+    $("checkout-link").href = intent.checkout_url;
+    $("checkout-link").textContent = `pay ${rupees(intent.amount_paise)} on the checkout page`;
+    $("payment-state").textContent = "Waiting for the payment…";
+    $("checkout").hidden = false;
+    alertUser("");
+    waitForPayment(booking, intent.payment_id);
+  } catch (error) {
+    $("pay").disabled = false;
+    fail(error);
+  }
+}
+
+/** Confirm with the payment until the gateway has captured it (402 until then).
+ * One Idempotency-Key for every attempt: a retry after an unclear failure gets
+ * the first answer, never a second sale. */
+function waitForPayment(booking, paymentId) {
+  stopPaying();
+  const key = `confirm-${paymentId}`;
+  const attempt = async () => {
+    try {
+      const confirmed = await api("POST", `/booking/booking/${booking.booking_id}/confirm`,
+        { body: { payment_id: paymentId }, key });
+      stopPaying();
+      endHold();
+      location.hash = `#/booking/${confirmed.booking_id}`;
+      return;
+    } catch (error) {
+      if (error instanceof ApiError && error.code === "payment_required") {
+        $("payment-state").textContent = "Waiting for the payment…";
+      } else if (error instanceof ApiError && error.status === 409) {
+        stopPaying();
+        endHold();
+        $("h-hold").textContent = "Not booked";
+        alertUser(error.code === "booking_not_pending" && error.body.status === "CANCELLED"
+          ? "The payment did not go through, so the hold was released."
+          : error.message);
+        return;
+      } else {
+        $("payment-state").textContent = `${error.message} Still trying…`;
+      }
+    }
+    if (state.paying !== null) state.paying = setTimeout(attempt, CONFIRM_POLL_MS);
+  };
+  state.paying = setTimeout(attempt, 0);
+}
+
+function stopPaying() {
+  clearTimeout(state.paying);
+  state.paying = null;
+}
+
+// -- a booking, and my bookings --------------------------------------------------
+
+async function bookingView(bookingId) {
+  if (needSignIn()) return;
+  const booking = await api("GET", `/booking/booking/${encodeURIComponent(bookingId)}`);
+  const detail = await showDetail(booking.show_id);
+  if (booking.status === "INITIATED") {
+    location.hash = `#/show/${booking.show_id}`;
+    startHold(booking);
+    return;
+  }
+  show("view-booking");
+  $("h-booking").textContent = booking.status === "CONFIRMED" ? "You're booked!" : `Booking ${booking.status.toLowerCase()}`;
+  document.title = `${$("h-booking").textContent} — bookcluster`;
+  const rows = [
+    ["Movie", `${detail.movie.title} (${detail.movie.language}, ${detail.movie.certificate})`],
+    ["When", `${istDate(detail.starts_at)}, ${istTime(detail.starts_at)}`],
+    ["Where", `${detail.theatre.name}, ${detail.screen.name} — ${detail.theatre.address}`],
+    ["Seats", seatList(booking.seat_ids)],
+    ["Amount", rupees(booking.amount_paise)],
+    ["Status", booking.status],
+    ["Booking", booking.booking_id],
+  ];
+  $("booking-details").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  $("ticket").hidden = true;
+  $("ticket-wait").hidden = booking.status !== "CONFIRMED";
+  if (booking.status === "CONFIRMED") loadTicket(booking.booking_id);
+}
+
+async function loadTicket(bookingId) {
+  while (location.hash === `#/booking/${bookingId}`) {
+    try {
+      const png = await api("GET", `/booking/booking/${bookingId}/ticket`);
+      const url = URL.createObjectURL(png);
+      $("ticket-img").src = url;
+      $("ticket-link").href = url;
+      $("ticket-link").download = `ticket-${bookingId}.png`;
+      $("ticket").hidden = false;
+      $("ticket-wait").hidden = true;
+      return;
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.code !== "ticket_not_ready") {
+        fail(error);
+        return;
+      }
+    }
+    await new Promise((resolve) => { setTimeout(resolve, TICKET_POLL_MS); });
+  }
+}
+
+async function bookingsView() {
+  if (needSignIn()) return;
+  show("view-bookings");
+  document.title = "My bookings — bookcluster";
+  const data = await api("GET", "/me/bookings");
+  const note = $("bookings-note");
+  note.hidden = !data.unavailable_regions.length;
+  note.textContent = `Bookings in ${seatList(data.unavailable_regions)} could not be listed right now.`;
+  const items = await Promise.all(data.bookings.map(async (b) => {
+    const detail = await showDetail(b.show_id).catch(() => null);
+    const title = detail ? `${detail.movie.title} · ${istDate(detail.starts_at)}, ${istTime(detail.starts_at)}` : `Show ${b.show_id}`;
+    return el("li", {}, el("a", { href: `#/booking/${encodeURIComponent(b.booking_id)}`, class: "card" },
+      el("strong", {}, title),
+      el("span", {}, `${seatList(b.seat_ids)} · ${rupees(b.amount_paise)}`),
+      el("span", { class: `badge status-${b.status.toLowerCase()}` }, b.status)));
+  }));
+  $("bookings").replaceChildren(...(items.length ? items : [el("li", {}, "No bookings yet.")]));
+}
+
+// -- start ---------------------------------------------------------------------------
+
+$("signin").addEventListener("submit", signIn);
+$("signout").addEventListener("click", signOut);
+$("hold").addEventListener("click", holdSeats);
+$("pay").addEventListener("click", pay);
+$("extend").addEventListener("click", extendHold);
+$("cancel").addEventListener("click", releaseHold);
+window.addEventListener("signed-out", () => {
+  showAccount();
+  alertUser("Your sign-in has ended. Please sign in again.");
+});
+window.addEventListener("hashchange", () => { alertUser(""); route(); });
+showAccount();
+route();

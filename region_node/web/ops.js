@@ -1,0 +1,174 @@
+// The operator page: GET /ops/overview (operator token) every few seconds, one
+// request at a time. Shows what the node can probe now; what the cluster does
+// not record yet is shown as such, never invented.
+
+import { ApiError, api, el, istDate, istTime } from "./api.js";
+
+const OPS_KEY = "bookcluster.ops";
+const REFRESH_MS = 3000;
+const $ = (id) => document.getElementById(id);
+let timer = null;
+
+function saved() {
+  try { return JSON.parse(localStorage.getItem(OPS_KEY) || "null"); } catch { return null; }
+}
+
+function alertUser(text) {
+  $("alert").textContent = text;
+  $("alert").hidden = !text;
+}
+
+/** Show the page for the saved token; `value` replaces it (null forgets it). */
+function signedIn(value) {
+  if (value) localStorage.setItem(OPS_KEY, JSON.stringify(value));
+  else if (value === null) localStorage.removeItem(OPS_KEY);
+  const current = saved();
+  $("token-form").hidden = Boolean(current);
+  $("account").hidden = !current;
+  $("overview").hidden = !current;
+  $("account-user").textContent = current ? current.user : "";
+  clearTimeout(timer);
+  if (current) refresh();
+}
+
+function userOf(token) {
+  try {
+    const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return String(claims.sub || "?");
+  } catch {
+    return "?";
+  }
+}
+
+async function refresh() {
+  const current = saved();
+  if (!current) return;
+  try {
+    render(await api("GET", "/ops/overview", { token: current.token }));
+    alertUser("");
+  } catch (error) {
+    alertUser(error instanceof ApiError ? error.message : String(error));
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+      signedIn(null);
+      alertUser(error.status === 403 ? "That token has no operator role." : "The token was refused; give another.");
+      return;
+    }
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+/** up / down, or a node's "ready" / "not ready" (up, but not serving writes). */
+function stateCell(probe, words) {
+  const [text, tone] = !probe.up ? ["down", "down"]
+    : words === "not ready" ? [words, "degraded"] : [words || "up", "up"];
+  return el("td", {}, el("span", { class: `state ${tone}` }, text),
+    probe.error ? el("span", { class: "error-text" }, probe.error) : null);
+}
+
+function lag(probe) {
+  return probe.lag_bytes === undefined ? "–" : `${probe.lag_bytes.toLocaleString("en-IN")} B`;
+}
+
+function row(name, label, probe, role, lagText, extra) {
+  return el("tr", { "data-process": name, "data-up": String(Boolean(probe.up)) },
+    el("th", { scope: "row" }, label, el("span", { class: "error-text" }, probe.address)),
+    stateCell(probe, extra), el("td", {}, role || "–"), el("td", {}, lagText));
+}
+
+function regionCard(name, region) {
+  const rows = [
+    row(`${name}.redis.master`, "Redis master", region.redis_master,
+      region.redis_master.role, "–"),
+    ...region.redis_replicas.map((r) => row(`${name}.redis.replica.${r.source}`,
+      `Redis replica of ${r.source}`, r, r.role && `${r.role}, link ${r.link || "?"}`, lag(r))),
+    row(`${name}.postgres.primary`, "PostgreSQL primary", region.pg_primary,
+      region.pg_primary.role, "–"),
+  ];
+  if (region.pg_standby) {
+    rows.push(row(`${name}.postgres.standby`, "PostgreSQL standby", region.pg_standby,
+      region.pg_standby.role, lag(region.pg_standby)));
+  }
+  region.nodes.forEach((n, i) => {
+    const failed = Object.entries(n.checks || {})
+      .filter(([, v]) => typeof v === "string" && v !== "ok").map(([k, v]) => `${k}: ${v}`);
+    const nodeRow = row(`${name}.node.${i + 1}`, `Node ${i + 1}`, n, "app node", "–",
+      n.up ? (n.ready ? "ready" : "not ready") : "");
+    if (failed.length) nodeRow.children[1].append(el("span", { class: "error-text" }, failed.join("; ")));
+    rows.push(nodeRow);
+  });
+  if (region.worker) rows.push(row(`${name}.worker`, "Worker", region.worker, "jobs, outbox, sweeper", "–"));
+  return el("div", { class: "region", "data-region": name },
+    el("h2", {}, name),
+    el("table", {}, el("thead", {}, el("tr", {},
+      el("th", { scope: "col" }, "Process"), el("th", { scope: "col" }, "State"),
+      el("th", { scope: "col" }, "Role"), el("th", { scope: "col" }, "Lag"))),
+    el("tbody", {}, rows)));
+}
+
+function queues(regions) {
+  const states = new Set();
+  for (const r of Object.values(regions)) Object.keys(r.worker?.queue || {}).forEach((s) => states.add(s));
+  const order = [...states].sort();
+  const head = el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Region"),
+    ...order.map((s) => el("th", { scope: "col" }, s)),
+    el("th", { scope: "col" }, "Outbox backlog"), el("th", { scope: "col" }, "Mirror generation")));
+  const body = Object.entries(regions).map(([name, r]) => {
+    const w = r.worker;
+    if (!w || !w.up) {
+      return el("tr", { "data-queue": name }, el("th", { scope: "row" }, name),
+        el("td", { colspan: String(order.length + 2), class: "empty" },
+          w ? `worker not answering: ${w.error || "?"}` : "no worker in the topology"));
+    }
+    return el("tr", { "data-queue": name }, el("th", { scope: "row" }, name),
+      ...order.map((s) => el("td", {}, String(w.queue[s] ?? 0))),
+      el("td", {}, String(w.outbox_pending ?? "–")), el("td", {}, String(w.mirror_generation ?? "–")));
+  });
+  return [head, el("tbody", {}, body)];
+}
+
+function recorded(section) {
+  if (!section.available) return el("p", { class: "empty" }, `Not available yet: ${section.note}`);
+  return el("pre", {}, JSON.stringify(section.items ?? section, null, 1));
+}
+
+function audit(last) {
+  if (!last.available) return el("p", { class: "empty" }, `No result: ${last.note}`);
+  const words = { 0: "clean", 1: "violations found", 2: "some regions or nodes could not be audited" };
+  const out = [el("p", {},
+    el("span", { class: `state ${last.exit_code === 0 ? "up" : "down"}` }, words[last.exit_code] || `exit ${last.exit_code}`),
+    ` · ${istDate(last.finished_at)}, ${istTime(last.finished_at)} · ${last.violations} violation(s)`)];
+  const checks = Object.entries(last.by_check || {});
+  if (checks.length) out.push(el("p", {}, checks.map(([k, n]) => `${k}: ${n}`).join(", ")));
+  const unreachable = Object.entries(last.unreachable || {});
+  if (unreachable.length) out.push(el("p", {}, `Not audited: ${unreachable.map(([k, v]) => `${k} (${v})`).join("; ")}`));
+  return el("div", {}, out);
+}
+
+function render(data) {
+  $("epoch").textContent = String(data.epoch);
+  $("probed-by").textContent = data.node;
+  $("probed-at").textContent = istTime(data.at);
+  $("regions").replaceChildren(...Object.entries(data.regions).map(([n, r]) => regionCard(n, r)));
+  $("queues").replaceChildren(...queues(data.regions));
+  $("failovers").replaceChildren(recorded(data.failovers));
+  $("moves").replaceChildren(recorded(data.moves));
+  $("audit").replaceChildren(audit(data.audit));
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  if (token) signedIn({ token, user: userOf(token) });
+});
+$("dev-sign-in").addEventListener("click", async () => {
+  try {
+    signedIn(await api("POST", "/auth/dev-sign-in",
+      { body: { user: "operator", roles: ["operator"] }, token: null }));
+  } catch (error) {
+    alertUser(error instanceof ApiError && error.code === "not_found"
+      ? "This cluster has no development sign-in: paste a token from `bookcluster token --role operator` or your identity provider."
+      : String(error.message || error));
+  }
+});
+$("signout").addEventListener("click", () => signedIn(null));
+signedIn(undefined);

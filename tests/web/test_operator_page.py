@@ -1,0 +1,56 @@
+"""The operator page in a real browser: a SIGSTOPped Redis master shows as down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cluster import faults
+from tests.conftest import Cluster
+from tests.web.conftest import Shots
+
+
+@contextmanager
+def paused(cluster: Cluster, name: str) -> Iterator[None]:
+    with faults.paused(cluster.launcher.child(name).pid):
+        yield
+
+
+def process(name: str) -> str:
+    return f"[data-process='{name}']"
+
+
+async def test_operator_page_shows_a_stopped_master_as_down(cluster: Cluster, browser: Any,
+                                                           shots: Shots) -> None:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{cluster.node('north')}/ops")
+        await page.click("#dev-sign-in")
+        await page.wait_for_selector(f"{process('south.redis.master')}[data-up=true]")
+        assert await page.inner_text("#epoch") == str(cluster.topology.epoch)
+        assert "Not available yet" in await page.inner_text("#failovers")
+        assert "Not available yet" in await page.inner_text("#moves")
+        for region in cluster.topology.regions:
+            assert await page.is_visible(f"[data-queue='{region}']")
+        standby = await page.inner_text(f"{process('north.postgres.standby')} td:last-child")
+        assert standby.endswith(" B")  # its lag in bytes behind the primary
+        await shots.take(page, "healthy")
+        with paused(cluster, "south.redis.master"):
+            await page.wait_for_selector(f"{process('south.redis.master')}[data-up=false]",
+                                         timeout=15000)
+            cell = await page.inner_text(f"{process('south.redis.master')} .state")
+            assert cell == "down"
+            # Its nodes say why they are not ready; other regions are untouched.
+            await page.wait_for_selector(f"{process('south.node.1')} .state:has-text('not ready')",
+                                         timeout=15000)
+            assert await page.get_attribute(process("north.redis.master"), "data-up") == "true"
+            await shots.take(page, "south-master-stopped")
+        await page.wait_for_selector(f"{process('south.redis.master')}[data-up=true]",
+                                     timeout=15000)
+    finally:
+        await context.close()
+    assert not errors, f"JavaScript errors: {errors}"
