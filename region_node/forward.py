@@ -47,7 +47,8 @@ CLIENT_HEADER = "X-Bookcluster-Client"  # "<address> <unix time> <hmac>"
 PASSED_HEADERS = ("Content-Type", "Idempotency-Key", "Authorization")
 REPLAYED_HEADER = "Idempotent-Replayed"  # passed back: the answer is a stored one
 SIGNATURE_WINDOW_S = 30.0
-PEER_CLIENT = "bookcluster.peer_client"  # request key: the checked CLIENT_HEADER
+# The checked CLIENT_HEADER, kept on the request: routing and the rate limits both ask.
+PEER_CLIENT: web.RequestKey[str | None] = web.RequestKey("peer_client")
 CONNECT_TIMEOUT_S = 0.5
 
 
@@ -91,7 +92,7 @@ class Forwarder:
         """The client address a peer node vouched for, or None if not validly forwarded
         (checked once per request: routing and the rate limits both ask)."""
         if PEER_CLIENT in request:
-            return request[PEER_CLIENT]  # type: ignore[no-any-return]
+            return request[PEER_CLIENT]
         request[PEER_CLIENT] = found = self._vouched(request)
         return found
 

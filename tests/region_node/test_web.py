@@ -3,6 +3,7 @@ the operator overview (`/ops/overview`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from typing import Any
@@ -60,9 +61,6 @@ async def test_dev_sign_in_gives_working_tokens(cluster: Cluster,
         assert status == 422 and body["error"] == "invalid_input", bad
 
 
-# In-process, warnings are errors; forward.py keeps a plain-string request key, which
-# aiohttp warns about (harmless, and not this test's subject).
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 async def test_dev_sign_in_is_off_unless_the_topology_says_so(cluster: Cluster) -> None:
     topology = replace(cluster.topology, auth=replace(cluster.topology.auth, dev_sign_in=False))
     port = free_ports(1)[0]
@@ -100,10 +98,14 @@ async def test_overview_probes_every_process(cluster: Cluster,
         assert resp.status == 401
     save_last(cluster.topology, AuditReport())
     try:
-        async with http.get(f"{node}/ops/overview",
-                            headers=bearer("root", ("operator",))) as resp:
-            assert resp.status == 200
-            data = await resp.json()
+        for _ in range(50):  # a worker publishes its gauges a second after it starts
+            async with http.get(f"{node}/ops/overview",
+                                headers=bearer("root", ("operator",))) as resp:
+                assert resp.status == 200
+                data = await resp.json()
+            if all("outbox_pending" in r["worker"] for r in data["regions"].values()):
+                break
+            await asyncio.sleep(0.1)
     finally:
         audit_report_path(cluster.topology).unlink()
     assert data["epoch"] == cluster.topology.epoch
