@@ -9,10 +9,12 @@ For each entry of --nodes a fresh local cluster (3 regions, durable unless
 same moment from --load-procs processes, spread over every node of every region
 (so two thirds are forwarded to a north node, as in `bench.py` phase 1b); every
 round takes a seat nobody asked for before. Round 1 meets cold connection pools
-(the first writes since start-up); later rounds warm ones.
+(the first writes since start-up); later rounds warm ones. The nodes' seat caches
+do not hold the show unless --seat-maps.
 
 Prints per round: answers by status (a 5xx with what its message says failed),
-p50/p90/p99/max, the CPU seconds of each process group over the round, and
+p50/p90/p99/max, the CPU seconds of each process group over the round, what the
+nodes counted (holds by outcome, early-refusal reads, writes shed), and
 whether PostgreSQL holds exactly one hold of the seat. Every loop is bounded: one
 request per client per round, a 30 s client timeout, --rounds rounds.
 """
@@ -35,6 +37,7 @@ from benchlib.local import BenchCluster, bench_cluster
 from benchlib.phases import HOLD_ROUTE, measured
 from benchlib.stats import summarize
 from benchlib.tokens import bearer, token_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.demo_catalog import CatalogSpec
 from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
@@ -51,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds per cluster (3)")
     p.add_argument("--load-procs", type=int, default=2, help="load generator processes (2)")
     p.add_argument("--fast", action="store_true", help="durable: false")
+    p.add_argument("--seat-maps", action="store_true",
+                   help="before each round every node serves the show's seat map once, as "
+                        "for clients that look before they pick (their seat caches hold it)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--logs", type=Path,
                    help="copy each cluster's process logs here before it is removed")
@@ -90,6 +96,33 @@ def _kind(answer: dict[str, Any]) -> str:
         f"{(answer.get('message') or '').split(';')[0]}{outcome}"
 
 
+# What the nodes counted, summed over all of them: (sample name, label to split by).
+NODE_COUNTS = {"holds": ("bookcluster_holds_total", "outcome"),
+               "early_refusal_reads": ("bookcluster_early_refusal_reads_total", None),
+               "writes_shed": ("bookcluster_writes_shed_total", "reason")}
+
+
+async def node_counts(http: aiohttp.ClientSession, nodes: list[str]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for node in nodes:
+        async with http.get(f"{node}/metrics") as resp:
+            text = await resp.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                for short, (name, label) in NODE_COUNTS.items():
+                    if sample.name == name:
+                        out[f"{short} {sample.labels[label]}" if label else short] += \
+                            int(sample.value)
+    return out
+
+
+async def read_seat_maps(http: aiohttp.ClientSession, nodes: list[str], show: int) -> None:
+    """Every node reads the show's seat map once, as clients do before picking a seat."""
+    for node in nodes:
+        async with http.get(f"{node}/shows/{show}/seats") as resp:
+            await resp.read()
+
+
 async def one_round(cluster: BenchCluster, http: aiohttp.ClientSession, args: argparse.Namespace,
                     show: int, seat: str, tag: str) -> dict[str, Any]:
     nodes = cluster.nodes()
@@ -101,7 +134,12 @@ async def one_round(cluster: BenchCluster, http: aiohttp.ClientSession, args: ar
               "warm_urls": [f"{nodes[j % len(nodes)]}/healthz"
                             for j in range(i, len(requests), args.load_procs)]}
              for i in range(args.load_procs) if (part := requests[i::args.load_procs])]
+    if args.seat_maps:
+        await read_seat_maps(http, nodes, show)
+    counts0 = await node_counts(http, nodes)
     result = await measured(cluster, http, specs, HOLD_ROUTE, 120)
+    counted = await node_counts(http, nodes)
+    counted.subtract(counts0)
     answers = result["results"]
     by_status = Counter(_kind(a) for a in answers)
     return {**summarize([a["ms"] for a in answers], result["elapsed_s"]),
@@ -111,6 +149,7 @@ async def one_round(cluster: BenchCluster, http: aiohttp.ClientSession, args: ar
                              for a in answers),
             "answers": dict(by_status.most_common()),
             "holds_in_postgres": await holds_in_postgres(cluster, show, seat),
+            "node_counts": {k: v for k, v in sorted(counted.items()) if v},
             "server_mean_ms": result["server_mean_ms"], "cpu": result["cpu"]}
 
 
@@ -151,7 +190,8 @@ def render_round(r: dict[str, Any]) -> str:
             f"{r['server_mean_ms']} ms\n"
             f"     answers ({ok}; PostgreSQL holds of the seat: {r['holds_in_postgres']}):\n"
             f"{answers}\n"
-            f"     CPU s: {groups}; machine {cpu['busy_share_of_machine'] * 100:.0f}% busy")
+            f"     CPU s: {groups}; machine {cpu['busy_share_of_machine'] * 100:.0f}% busy\n"
+            f"     nodes counted: {r['node_counts']}")
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ leave the reader's region and must stay cheap. Over the limit: 429 with
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -16,7 +17,7 @@ from collections import OrderedDict
 
 from redis.commands.core import AsyncScript
 
-from region_node import keys
+from region_node import deadline, keys
 from region_node.errors import RateLimited
 from region_node.home import REDIS_UNAVAILABLE
 from region_node.metrics import NodeMetrics
@@ -70,8 +71,9 @@ class RateLimiter:
             script = self._buckets[region] = client.register_script(TOKEN_BUCKET)
         buckets = (("user_writes", keys.rate_bucket("user", user), self._limits.user_writes),
                    ("ip_writes", keys.rate_bucket("ip", address), self._limits.ip_writes))
+        left = deadline.current().left_for(region, "redis master (rate limits)")
         try:
-            async with client.pipeline(transaction=False) as pipe:
+            async with asyncio.timeout(left), client.pipeline(transaction=False) as pipe:
                 for _, key, rate in buckets:  # EVALSHA; the pipeline loads it if missing
                     await script(keys=[key], args=[rate.per_s, rate.burst], client=pipe)
                 results = await pipe.execute()

@@ -12,12 +12,19 @@ from aiohttp import web
 from region_node import access, ids
 from region_node.auth import Identity
 from region_node.body import json_body
+from region_node.bookings import validate_hold_request
 from region_node.confirm import ConfirmService
-from region_node.errors import BookingNotPending, Forbidden, NotFound, TicketNotReady
+from region_node.errors import (
+    BookingNotPending,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TicketNotReady,
+)
 from region_node.forward import REPLAYED_HEADER
 from region_node.jobs.tickets import ticket_path
 from region_node.pay import PaymentService
-from region_node.typedefs import bookings_key, catalog_key, settings_key
+from region_node.typedefs import bookings_key, catalog_key, refusal_key, settings_key
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
 pay_key: web.AppKey[PaymentService] = web.AppKey("pay")
@@ -33,7 +40,23 @@ async def _booking_region(request: web.Request) -> str:
         request.match_info["booking_id"])).region
 
 
-@access.home_write(_show_region, redis_bound=True, lease=True)
+async def _seats_taken(request: web.Request, caller: Identity, waited: bool) -> None:
+    """409 now if the home master shows a wanted seat taken (`refusals.py`); it is asked
+    if the node's seat cache suggests so, or if the hold had to wait for admission.
+    Keyed holds and bodies the hold would refuse as invalid are left to the hold."""
+    if "Idempotency-Key" in request.headers:
+        return
+    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    cap = request.app[settings_key].topology.settings.max_seats_per_booking
+    try:
+        seat_ids = validate_hold_request(await json_body(request), cap, caller.user)
+    except InvalidInput:
+        return
+    await request.app[refusal_key].check(show, seat_ids, access.client_address(request),
+                                         ask_master=waited)
+
+
+@access.home_write(_show_region, redis_bound=True, lease=True, refuse_early=_seats_taken)
 async def hold(request: web.Request, caller: Identity) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     result, replayed = await request.app[bookings_key].hold(
