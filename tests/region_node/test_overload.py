@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 
 from cluster import faults
+from region_node import keys
+from router.registry import make_redis
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import hold
@@ -106,3 +108,19 @@ async def test_a_stale_seat_cache_never_refuses_a_free_seat(
         assert (await seat_status(http, west, show))[1][seat] == "LOCKED"  # still stale
     assert status == 201, body
     assert await holds_in_postgres(clean, show, seat) == [body["booking_id"]]
+
+
+async def test_rate_limits_load_their_script_again_after_a_script_flush(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """The limiter sends EVALSHA alone (no SCRIPT EXISTS first): a master that lost its
+    scripts (restart, failover) answers NOSCRIPT once, and the limiter loads it again."""
+    show = shows_in(clean, catalog, "north")[0]
+    seat = seats_of(catalog, show, 1)[0]
+    redis = make_redis(clean.topology.region("north").redis_master, clean.topology.secrets)
+    try:
+        await redis.script_flush()
+        status, body = await hold(http, clean.node("north"), show, "flushed", [seat])
+        assert status == 201, body
+        assert float(await redis.hget(keys.rate_bucket("user", "flushed"), "tokens")) >= 0
+    finally:
+        await redis.aclose()
