@@ -11,17 +11,19 @@
   (`deadline.py`), started here. A `lease` route (a hold) that fails with an
   unknown outcome says by when a hold it may have made lapses. On the home
   node a write runs once admitted (`admission.py`: a bounded number at once,
-  a bounded queue). A route's `refuse_early` check (a hold of seats the home
-  master shows taken: `refusals.py`) runs before the forward, and again after
-  a wait for admission, so a refusal costs neither a forward nor a write.
+  a bounded queue). A route's `turn` (holds: one per seat at a time on each
+  node, the others refused without a write if the seats went: `refusals.py`)
+  is taken before the forward, so a refusal costs neither a forward nor a write.
 The decorators record the policy on the handler (`handler.access`), which the
 OpenAPI document is checked against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -40,7 +42,7 @@ from router.errors import RegionUnavailable
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserView = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
 RegionOf = Callable[[web.Request], Awaitable[str]]
-Precheck = Callable[[web.Request, Identity, bool], Awaitable[None]]  # bool: it waited
+Turn = Callable[[web.Request, Identity], AbstractAsyncContextManager[None]]
 
 
 def identity(request: web.Request) -> Identity:
@@ -83,15 +85,14 @@ def operator(view: UserView) -> Handler:
 
 
 def home_write(region_of: RegionOf, *, redis_bound: bool = False, lease: bool = False,
-               refuse_early: Precheck | None = None) -> Callable[[UserView], Handler]:
+               turn: Turn | None = None) -> Callable[[UserView], Handler]:
     def wrap(view: UserView) -> Handler:
         @functools.wraps(view)
         async def handler(request: web.Request) -> web.StreamResponse:
             limit = deadline.of_request(request.headers.get(deadline.HEADER))
             with deadline.running(limit):
                 try:
-                    return await _home_write(request, view, region_of, redis_bound,
-                                             refuse_early)
+                    return await _home_write(request, view, region_of, redis_bound, turn)
                 except RegionUnavailable as exc:
                     if not lease or exc.outcome != "unknown" or "lapses_by" in exc.known:
                         raise
@@ -107,17 +108,14 @@ def home_write(region_of: RegionOf, *, redis_bound: bool = False, lease: bool = 
 
 
 async def _home_write(request: web.Request, view: UserView, region_of: RegionOf,
-                      redis_bound: bool, refuse_early: Precheck | None) -> web.StreamResponse:
+                      redis_bound: bool, turn: Turn | None) -> web.StreamResponse:
     caller = identity(request)  # a stranger is refused here, not a WAN hop later
     region = await region_of(request)
-    if refuse_early is not None:
-        await refuse_early(request, caller, False)
-    forwarder = request.app[forwarder_key]
-    if forwarder.needed(request, region):
-        return await forwarder.forward(request, region)
-    async with request.app[admission_key].admit() as waited:
-        if waited and refuse_early is not None:
-            await refuse_early(request, caller, True)  # they may have gone while it waited
-        await request.app[limiter_key].check_write(
-            region, caller.user, client_address(request), redis_bound=redis_bound)
-        return await view(request, caller)
+    async with turn(request, caller) if turn is not None else contextlib.nullcontext():
+        forwarder = request.app[forwarder_key]
+        if forwarder.needed(request, region):
+            return await forwarder.forward(request, region)
+        async with request.app[admission_key].admit():
+            await request.app[limiter_key].check_write(
+                region, caller.user, client_address(request), redis_bound=redis_bound)
+            return await view(request, caller)

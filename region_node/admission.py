@@ -41,15 +41,14 @@ class WriteAdmission:
         metrics.writes_waiting.set_function(lambda: self._waiting)
 
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[bool]:
-        """Run the block as one admitted write; yields whether it had to wait."""
-        waited = self._slots.locked()
-        if waited:
+    async def admit(self) -> AsyncIterator[None]:
+        """Run the block as one admitted write."""
+        if self._slots.locked():
             await self._wait()
         else:
             await self._slots.acquire()  # free now: returns at once
         try:
-            yield waited
+            yield
         finally:
             self._slots.release()
 

@@ -79,7 +79,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             app[confirm_key] = ConfirmService(bookings, gateway)
             app[pay_key] = PaymentService(bookings, gateway)
         limiter = app[limiter_key] = RateLimiter(connections, topology.limits, app[metrics_key])
-        app[refusal_key] = EarlyRefusal(connections, seatmaps.cache, limiter, app[metrics_key])
+        app[refusal_key] = EarlyRefusal(connections, seatmaps, limiter, app[metrics_key])
         forwarder = await Forwarder(topology, settings.region, settings.routes).open()
         app[forwarder_key] = forwarder
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))

@@ -7,6 +7,9 @@ transaction that reads the booking.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from region_node import access, ids
@@ -40,23 +43,25 @@ async def _booking_region(request: web.Request) -> str:
         request.match_info["booking_id"])).region
 
 
-async def _seats_taken(request: web.Request, caller: Identity, waited: bool) -> None:
-    """409 now if the home master shows a wanted seat taken (`refusals.py`); it is asked
-    if the node's seat cache suggests so, or if the hold had to wait for admission.
-    Keyed holds and bodies the hold would refuse as invalid are left to the hold."""
-    if "Idempotency-Key" in request.headers:
+@contextlib.asynccontextmanager
+async def _hold_turn(request: web.Request, caller: Identity) -> AsyncIterator[None]:
+    """A hold waits for this node's hold of the same seats, and is refused (409) if the
+    home master then, or when the seat cache suggests it, shows them taken
+    (`refusals.py`). Keyed holds and bodies the hold refuses as invalid go on at once."""
+    seat_ids = None
+    if "Idempotency-Key" not in request.headers:
+        cap = request.app[settings_key].topology.settings.max_seats_per_booking
+        with contextlib.suppress(InvalidInput):
+            seat_ids = validate_hold_request(await json_body(request), cap, caller.user)
+    if seat_ids is None:
+        yield
         return
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
-    cap = request.app[settings_key].topology.settings.max_seats_per_booking
-    try:
-        seat_ids = validate_hold_request(await json_body(request), cap, caller.user)
-    except InvalidInput:
-        return
-    await request.app[refusal_key].check(show, seat_ids, access.client_address(request),
-                                         ask_master=waited)
+    async with request.app[refusal_key].turn(show, seat_ids, access.client_address(request)):
+        yield
 
 
-@access.home_write(_show_region, redis_bound=True, lease=True, refuse_early=_seats_taken)
+@access.home_write(_show_region, redis_bound=True, lease=True, turn=_hold_turn)
 async def hold(request: web.Request, caller: Identity) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     result, replayed = await request.app[bookings_key].hold(

@@ -18,12 +18,11 @@ async def test_writes_beyond_the_slots_wait_in_order_and_a_full_queue_sheds() ->
     order: list[int] = []
     release = asyncio.Event()
 
-    async def write(i: int) -> bool:
+    async def write(i: int) -> None:
         with deadline.running(deadline.Deadline.after(30)):
-            async with admission.admit() as waited:
+            async with admission.admit():
                 order.append(i)
                 await release.wait()
-                return waited
 
     running = [asyncio.ensure_future(write(i)) for i in range(4)]
     await asyncio.sleep(0.05)
@@ -34,7 +33,7 @@ async def test_writes_beyond_the_slots_wait_in_order_and_a_full_queue_sheds() ->
     assert shed.value.status == 503 and shed.value.headers["Retry-After"] == "1"
     assert shed.value.body()["outcome"] == "not_applied"
     release.set()
-    assert await asyncio.gather(*running) == [False, False, True, True]
+    await asyncio.gather(*running)
     assert order == [0, 1, 2, 3]
     assert metrics.writes_shed.labels("north", "queue_full")._value.get() == 1
 
@@ -58,5 +57,5 @@ async def test_a_write_that_cannot_be_admitted_before_its_deadline_is_shed() -> 
     assert metrics.writes_shed.labels("north", "deadline")._value.get() == 1
     release.set()
     await running
-    async with admission.admit() as waited:  # the slot was handed back
-        assert not waited
+    async with asyncio.timeout(1), admission.admit():  # the slot was handed back
+        pass
