@@ -13,7 +13,8 @@ round takes a seat nobody asked for before. Round 1 meets cold connection pools
 do not hold the show unless --seat-maps.
 
 Prints per round: answers by status (a 5xx with what its message says failed),
-p50/p90/p99/max, the CPU seconds of each process group over the round, what the
+p50/p90/p99/max, the CPU seconds of each process group over the round (and how
+busy the whole machine was: it may be shared), what the
 nodes counted (holds by outcome, early-refusal reads, writes shed), and
 whether PostgreSQL holds exactly one hold of the seat. Every loop is bounded: one
 request per client per round, a 30 s client timeout, --rounds rounds.
@@ -86,6 +87,14 @@ async def holds_in_postgres(cluster: BenchCluster, show: int, seat: str) -> int:
         await conn.close()
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def _kind(answer: dict[str, Any]) -> str:
     """An answer's status; for a 5xx also what failed (its message up to the first ';',
     e.g. "... cannot take writes now (redis master)"), without per-request details."""
@@ -137,7 +146,9 @@ async def one_round(cluster: BenchCluster, http: aiohttp.ClientSession, args: ar
     if args.seat_maps:
         await read_seat_maps(http, nodes, show)
     counts0 = await node_counts(http, nodes)
+    machine0 = machine_ticks()
     result = await measured(cluster, http, specs, HOLD_ROUTE, 120)
+    machine1 = machine_ticks()
     counted = await node_counts(http, nodes)
     counted.subtract(counts0)
     answers = result["results"]
@@ -150,7 +161,10 @@ async def one_round(cluster: BenchCluster, http: aiohttp.ClientSession, args: ar
             "answers": dict(by_status.most_common()),
             "holds_in_postgres": await holds_in_postgres(cluster, show, seat),
             "node_counts": {k: v for k, v in sorted(counted.items()) if v},
-            "server_mean_ms": result["server_mean_ms"], "cpu": result["cpu"]}
+            "server_mean_ms": result["server_mean_ms"], "cpu": result["cpu"],
+            # the whole machine, whoever used it: the box is shared
+            "machine_busy_share": round((machine1[0] - machine0[0])
+                                        / max(1, machine1[1] - machine0[1]), 3)}
 
 
 async def one_cluster(args: argparse.Namespace, nodes: int) -> list[dict[str, Any]]:
@@ -190,7 +204,9 @@ def render_round(r: dict[str, Any]) -> str:
             f"{r['server_mean_ms']} ms\n"
             f"     answers ({ok}; PostgreSQL holds of the seat: {r['holds_in_postgres']}):\n"
             f"{answers}\n"
-            f"     CPU s: {groups}; machine {cpu['busy_share_of_machine'] * 100:.0f}% busy\n"
+            f"     CPU s: {groups}; this cluster and its clients kept "
+            f"{cpu['busy_share_of_machine'] * 100:.0f}% of the machine busy, everything "
+            f"{r['machine_busy_share'] * 100:.0f}%\n"
             f"     nodes counted: {r['node_counts']}")
 
 
@@ -211,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         others = {k: v for k, v in r["answers"].items() if k not in ("201", "409")}
         print(f"  {r['nodes_per_region']}/region round {r['round']}: 201 x {r['created_201']}, "
               f"409 x {r['clean_409']}, other {others or 'none'}; p50 {r['p50_ms']:.0f} / "
-              f"p99 {r['p99_ms']:.0f} ms; CPU {sum(r['cpu']['cpu_s'].values()):.2f} s")
+              f"p99 {r['p99_ms']:.0f} ms; CPU {sum(r['cpu']['cpu_s'].values()):.2f} s; "
+              f"machine {r['machine_busy_share'] * 100:.0f}% busy")
     if args.json:
         args.json.write_text(json.dumps(rounds, indent=2) + "\n")
     met = all(r["created_201"] == 1 and r["clean_409"] == r["count"] - 1
