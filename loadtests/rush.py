@@ -204,9 +204,8 @@ def render_round(r: dict[str, Any]) -> str:
             f"{r['server_mean_ms']} ms\n"
             f"     answers ({ok}; PostgreSQL holds of the seat: {r['holds_in_postgres']}):\n"
             f"{answers}\n"
-            f"     CPU s: {groups}; this cluster and its clients kept "
-            f"{cpu['busy_share_of_machine'] * 100:.0f}% of the machine busy, everything "
-            f"{r['machine_busy_share'] * 100:.0f}%\n"
+            f"     CPU s: {groups}; the whole machine (shared; over the round and its "
+            f"set-up) was {r['machine_busy_share'] * 100:.0f}% busy\n"
             f"     nodes counted: {r['node_counts']}")
 
 
