@@ -9,27 +9,40 @@
   hold) cannot work without the home Redis master, so its outage is a 503
   at once instead of a second timeout. The write runs to one deadline
   (`deadline.py`), started here. A `lease` route (a hold) that fails with an
-  unknown outcome says by when a hold it may have made lapses.
+  unknown outcome says by when a hold it may have made lapses. On the home
+  node a write runs once admitted (`admission.py`: a bounded number at once,
+  a bounded queue). A route's `turn` (holds: one per seat at a time on each
+  node, the others refused without a write if the seats went: `refusals.py`)
+  is taken before the forward, so a refusal costs neither a forward nor a write.
 The decorators record the policy on the handler (`handler.access`), which the
 OpenAPI document is checked against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from region_node import deadline
 from region_node.auth import OPERATOR, Identity, TokenVerifier
-from region_node.typedefs import forwarder_key, limiter_key, settings_key, verifier_key
+from region_node.typedefs import (
+    admission_key,
+    forwarder_key,
+    limiter_key,
+    settings_key,
+    verifier_key,
+)
 from router.errors import RegionUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserView = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
 RegionOf = Callable[[web.Request], Awaitable[str]]
+Turn = Callable[[web.Request, Identity], AbstractAsyncContextManager[None]]
 
 
 def identity(request: web.Request) -> Identity:
@@ -71,15 +84,15 @@ def operator(view: UserView) -> Handler:
     return handler
 
 
-def home_write(region_of: RegionOf, *, redis_bound: bool = False,
-               lease: bool = False) -> Callable[[UserView], Handler]:
+def home_write(region_of: RegionOf, *, redis_bound: bool = False, lease: bool = False,
+               turn: Turn | None = None) -> Callable[[UserView], Handler]:
     def wrap(view: UserView) -> Handler:
         @functools.wraps(view)
         async def handler(request: web.Request) -> web.StreamResponse:
             limit = deadline.of_request(request.headers.get(deadline.HEADER))
             with deadline.running(limit):
                 try:
-                    return await _home_write(request, view, region_of, redis_bound)
+                    return await _home_write(request, view, region_of, redis_bound, turn)
                 except RegionUnavailable as exc:
                     if not lease or exc.outcome != "unknown" or "lapses_by" in exc.known:
                         raise
@@ -95,12 +108,14 @@ def home_write(region_of: RegionOf, *, redis_bound: bool = False,
 
 
 async def _home_write(request: web.Request, view: UserView, region_of: RegionOf,
-                      redis_bound: bool) -> web.StreamResponse:
+                      redis_bound: bool, turn: Turn | None) -> web.StreamResponse:
     caller = identity(request)  # a stranger is refused here, not a WAN hop later
     region = await region_of(request)
-    forwarder = request.app[forwarder_key]
-    if forwarder.needed(request, region):
-        return await forwarder.forward(request, region)
-    await request.app[limiter_key].check_write(
-        region, caller.user, client_address(request), redis_bound=redis_bound)
-    return await view(request, caller)
+    async with turn(request, caller) if turn is not None else contextlib.nullcontext():
+        forwarder = request.app[forwarder_key]
+        if forwarder.needed(request, region):
+            return await forwarder.forward(request, region)
+        async with request.app[admission_key].admit():
+            await request.app[limiter_key].check_write(
+                region, caller.user, client_address(request), redis_bound=redis_bound)
+            return await view(request, caller)

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from region_node.admission import WriteAdmission
 from region_node.auth import TokenVerifier
 from region_node.body import MAX_BODY_BYTES
 from region_node.bookings import BookingService
@@ -22,10 +23,12 @@ from region_node.metrics import NodeMetrics
 from region_node.middlewares import error_middleware, home_middleware, metrics_middleware
 from region_node.openapi import document_bytes
 from region_node.pay import PaymentService
+from region_node.refusals import EarlyRefusal
 from region_node.routes import setup_routes
 from region_node.seatmap import SeatMaps
 from region_node.settings import NodeSettings
 from region_node.typedefs import (
+    admission_key,
     bookings_key,
     catalog_key,
     connections_key,
@@ -36,6 +39,7 @@ from region_node.typedefs import (
     metrics_key,
     openapi_key,
     placement_key,
+    refusal_key,
     seatmaps_key,
     settings_key,
     verifier_key,
@@ -75,7 +79,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         if gateway is not None:
             app[confirm_key] = ConfirmService(bookings, gateway)
             app[pay_key] = PaymentService(bookings, gateway)
-        app[limiter_key] = RateLimiter(connections, topology.limits, app[metrics_key])
+        limiter = app[limiter_key] = RateLimiter(connections, topology.limits, app[metrics_key])
+        app[refusal_key] = EarlyRefusal(connections, seatmaps, limiter, app[metrics_key])
         forwarder = await Forwarder(topology, settings.region, settings.routes).open()
         app[forwarder_key] = forwarder
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
@@ -102,6 +107,7 @@ def create_app(settings: NodeSettings) -> web.Application:
     app[verifier_key] = TokenVerifier(settings.topology)
     app[placement_key] = Placement(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
+    app[admission_key] = WriteAdmission(app[metrics_key])
     app[openapi_key] = document_bytes(settings.topology)
     app[files_key] = load_files()
     app.cleanup_ctx.append(resources)

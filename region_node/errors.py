@@ -3,7 +3,8 @@
 Two families: a `RequestError` is the caller's mistake (4xx, fix the request),
 a `BookingError` is a refusal by the booking rules (409, the world changed).
 Region outages come from `router.RegionUnavailable` (503); a transaction the
-home primary aborted to break a lock wait is `TransactionAborted` (503).
+home primary aborted to break a lock wait is `TransactionAborted` (503); a write
+the node's full write queue sheds is `Overloaded` (503).
 """
 
 from __future__ import annotations
@@ -163,4 +164,20 @@ class TransactionAborted(NodeError):
         super().__init__(f"home region {region} aborted this write ({reason}) so that it "
                          "would not wait on locks; nothing was changed, retry shortly",
                          region=region, reason=reason, retry_after_s=self.RETRY_AFTER_S)
+        self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}
+
+
+class Overloaded(NodeError):
+    """The node's write queue is full, or a write waited in it until too close to its
+    deadline (`admission.py`). Nothing was done, so a retry is safe: 503 with Retry-After,
+    not 429 (the caller exceeded no limit of its own)."""
+
+    status = 503
+    code = "overloaded"
+    RETRY_AFTER_S = 1
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"this node is taking too many writes at once ({why}); nothing was "
+                         "changed, retry shortly", outcome="not_applied",
+                         retry_after_s=self.RETRY_AFTER_S)
         self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}

@@ -9,14 +9,18 @@ leave the reader's region and must stay cheap. Over the limit: 429 with
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import time
 from collections import OrderedDict
+from typing import Any
 
-from redis.commands.core import AsyncScript
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
-from region_node import keys
+from region_node import deadline, keys
 from region_node.errors import RateLimited
 from region_node.home import REDIS_UNAVAILABLE
 from region_node.metrics import NodeMetrics
@@ -45,6 +49,19 @@ log = logging.getLogger(__name__)
 READ_BUCKETS_MAX = 100_000  # addresses remembered per node; the least recent go first
 
 
+TOKEN_BUCKET_SHA = hashlib.sha1(TOKEN_BUCKET.encode()).hexdigest()
+
+
+async def _take_tokens(client: Redis, buckets: tuple[tuple[str, str, Rate], ...]) -> list[Any]:
+    """One round trip: an EVALSHA per bucket (each its own key, so its own cluster slot)
+    in one pipeline. Not redis-py's registered scripts: in a pipeline they cost a SCRIPT
+    EXISTS round trip first, every time."""
+    async with client.pipeline(transaction=False) as pipe:
+        for _, key, rate in buckets:
+            pipe.evalsha(TOKEN_BUCKET_SHA, 1, key, rate.per_s, rate.burst)
+        return await pipe.execute()
+
+
 def _retry_after_s(wait_ms: float) -> int:
     return max(1, math.ceil(wait_ms / 1000))
 
@@ -55,7 +72,6 @@ class RateLimiter:
         self._limits = limits
         self._metrics = metrics
         self._reads: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._buckets: dict[str, AsyncScript] = {}  # region -> the script on its master
 
     async def check_write(self, region: str, user: str, address: str, *,
                           redis_bound: bool) -> None:
@@ -65,16 +81,16 @@ class RateLimiter:
         (`redis_bound`: a hold) is refused now, 503; any other write goes on
         unlimited: PostgreSQL alone decides a sale, and a limiter must not stop one."""
         client = self._connections.redis_master(region)
-        script = self._buckets.get(region)
-        if script is None:
-            script = self._buckets[region] = client.register_script(TOKEN_BUCKET)
         buckets = (("user_writes", keys.rate_bucket("user", user), self._limits.user_writes),
                    ("ip_writes", keys.rate_bucket("ip", address), self._limits.ip_writes))
+        left = deadline.current().left_for(region, "redis master (rate limits)")
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for _, key, rate in buckets:  # EVALSHA; the pipeline loads it if missing
-                    await script(keys=[key], args=[rate.per_s, rate.burst], client=pipe)
-                results = await pipe.execute()
+            async with asyncio.timeout(left):
+                try:
+                    results = await _take_tokens(client, buckets)
+                except NoScriptError:  # a master that restarted or took over: load it once
+                    await client.script_load(TOKEN_BUCKET)
+                    results = await _take_tokens(client, buckets)
         except REDIS_UNAVAILABLE as exc:
             if redis_bound:
                 raise RegionUnavailable(region, "redis master") from exc

@@ -26,11 +26,22 @@ class NodeMetrics:
             "bookcluster_http_request_seconds", "HTTP request latency by route",
             ["region", "route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.holds = Counter(
-            "bookcluster_holds", "Hold attempts by home region and outcome",
+            "bookcluster_holds", "Hold attempts by home region and outcome (held, conflict, "
+            "refused_early, unavailable, failed)",
             ["region", "home", "outcome"], registry=self.registry)
         self.confirms = Counter(
             "bookcluster_confirms", "Confirm attempts by home region and outcome",
             ["region", "home", "outcome"], registry=self.registry)
+        self.writes_waiting = Gauge(
+            "bookcluster_writes_waiting", "Writes waiting for admission on this node",
+            registry=self.registry)
+        self.writes_shed = Counter(
+            "bookcluster_writes_shed", "Writes refused 503 overloaded by admission, by why "
+            "(queue_full, deadline)", ["region", "reason"], registry=self.registry)
+        self.early_refusal_reads = Counter(
+            "bookcluster_early_refusal_reads", "Home-master reads of a show's seats to refuse "
+            "holds early (shared by concurrent holds)", ["region", "home"],
+            registry=self.registry)
         self.limit_refusals = Counter(
             "bookcluster_limit_refusals", "Requests refused by an abuse limit (429 or 409)",
             ["region", "limit"], registry=self.registry)

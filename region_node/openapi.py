@@ -32,9 +32,10 @@ WHY = {
     404: "No such theatre, show, booking or ticket", 409: "Refused by the booking rules",
     # 413: body over the node's size limit (`http_error` until the body-limit work lands).
     413: "Body too large", 422: "Invalid input", 429: "Rate limited; retry after `Retry-After` s",
-    503: "The home region (or payment gateway) cannot answer now. `outcome` says whether "
-         "anything changed: `not_applied`, or `unknown` (retry with the same "
-         "Idempotency-Key to learn it; a hold that may exist lapses by `lapses_by`)",
+    503: "The home region (or payment gateway) cannot answer now, or (`overloaded`) the "
+         "home node's write queue is full. `outcome` says whether anything changed: "
+         "`not_applied`, or `unknown` (retry with the same Idempotency-Key to learn it; a "
+         "hold that may exist lapses by `lapses_by`)",
 }
 HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer challenge
     "unauthorized": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
@@ -45,11 +46,15 @@ HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer ch
     # Not required: a forwarded answer carries the body only.
     "transaction_aborted": {"Retry-After": {"required": False, "description": "seconds",
                                             "schema": {"type": "integer", "minimum": 1}}},
+    "overloaded": {"Retry-After": {"required": False, "description": "seconds",
+                                   "schema": {"type": "integer", "minimum": 1}}},
 }
 RATE = ("rate_limited",)
 REGION_DOWN = ("region_unavailable",)
 # Routes that use the home primary: it may also abort a transaction rather than wait.
 PRIMARY_DOWN = (*REGION_DOWN, "transaction_aborted")
+# Writes run once the home node admits them (`admission.py`); a full queue sheds.
+WRITE_DOWN = (*PRIMARY_DOWN, "overloaded")
 BODY_TOO_LARGE = ("body_too_large", "http_error")
 STATIC_TYPES = ("text/javascript", "text/css", "text/html", "image/svg+xml")
 
@@ -192,14 +197,14 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("seats_unavailable", "hold_limit_reached"), 413: BODY_TOO_LARGE,
                     422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
-                    503: PRIMARY_DOWN})},
+                    503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/pay": {"post": operation(
             "pay", "booking", "user", "A payment intent at the gateway for the held amount",
             description="Asking again returns the same intent while it can still be paid.",
             params=(BOOKING,), responses={201: ok("The intent", "PaymentIntent")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending",), 429: RATE,
-                    503: PRIMARY_DOWN + ("payment_gateway_unavailable",)})},
+                    503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
         "/booking/booking/{booking_id}/confirm": {"post": operation(
             "confirm", "booking", "user", "Sell a held booking paid by a captured payment",
             description="Idempotent per `Idempotency-Key`: a retry gets the first answer "
@@ -212,18 +217,18 @@ def paths() -> dict[str, dict[str, Any]]:
                     409: ("seats_taken", "hold_expired", "booking_not_pending",
                           "payment_already_used"),
                     413: BODY_TOO_LARGE, 422: ("invalid_input", "idempotency_key_reused"),
-                    429: RATE, 503: PRIMARY_DOWN + ("payment_gateway_unavailable",)})},
+                    429: RATE, 503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
         "/booking/booking/{booking_id}/cancel": {"post": operation(
             "cancel", "booking", "user", "Cancel a held booking (idempotent); frees its seats",
             params=(BOOKING,), responses={200: ok("Cancelled", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
-                    409: ("booking_not_pending",), 429: RATE, 503: PRIMARY_DOWN})},
+                    409: ("booking_not_pending",), 429: RATE, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending", "hold_expired"), 429: RATE,
-                    503: PRIMARY_DOWN})},
+                    503: WRITE_DOWN})},
         "/booking/booking/{booking_id}": {"get": operation(
             "getBooking", "booking", "user", "The caller's booking, with its payments",
             description="Another user's booking is 404: its existence is not revealed.",

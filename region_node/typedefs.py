@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from region_node.admission import WriteAdmission
     from region_node.auth import TokenVerifier
     from region_node.bookings import BookingService
     from region_node.catalog import Catalog
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from region_node.listener import ChangeListener
     from region_node.live import LiveHub
     from region_node.metrics import NodeMetrics
+    from region_node.refusals import EarlyRefusal
     from region_node.seatmap import SeatMaps
     from region_node.settings import NodeSettings
     from router.placement import Placement
@@ -33,3 +35,5 @@ forwarder_key: web.AppKey[Forwarder] = web.AppKey("forwarder")
 verifier_key: web.AppKey[TokenVerifier] = web.AppKey("verifier")
 limiter_key: web.AppKey[RateLimiter] = web.AppKey("limiter")
 openapi_key: web.AppKey[bytes] = web.AppKey("openapi")  # the rendered document
+admission_key: web.AppKey[WriteAdmission] = web.AppKey("admission")
+refusal_key: web.AppKey[EarlyRefusal] = web.AppKey("refusal")

@@ -172,8 +172,12 @@ async def _burst_one(run: _Run, http: aiohttp.ClientSession, method: str, url: s
                      body: Any, headers: dict[str, str] | None) -> None:
     started = time.perf_counter()
     status, payload = await run.request(http, method, url, body, headers, want_json=True)
+    body = payload if isinstance(payload, dict) else {}
     run.results.append({"status": status, "ms": (time.perf_counter() - started) * 1000,
-                        "error": payload.get("error") if isinstance(payload, dict) else None})
+                        "error": body.get("error"),
+                        # what a 5xx says failed (e.g. "redis master"): to find its cause
+                        "message": body.get("message") if status >= 500 else None,
+                        "outcome": body.get("outcome")})
 
 
 async def _warm(http: aiohttp.ClientSession, urls: list[str], connections: int) -> None:

@@ -7,17 +7,27 @@ transaction that reads the booking.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from region_node import access, ids
 from region_node.auth import Identity
 from region_node.body import json_body
+from region_node.bookings import validate_hold_request
 from region_node.confirm import ConfirmService
-from region_node.errors import BookingNotPending, Forbidden, NotFound, TicketNotReady
+from region_node.errors import (
+    BookingNotPending,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TicketNotReady,
+)
 from region_node.forward import REPLAYED_HEADER
 from region_node.jobs.tickets import ticket_path
 from region_node.pay import PaymentService
-from region_node.typedefs import bookings_key, catalog_key, settings_key
+from region_node.typedefs import bookings_key, catalog_key, refusal_key, settings_key
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
 pay_key: web.AppKey[PaymentService] = web.AppKey("pay")
@@ -33,7 +43,25 @@ async def _booking_region(request: web.Request) -> str:
         request.match_info["booking_id"])).region
 
 
-@access.home_write(_show_region, redis_bound=True, lease=True)
+@contextlib.asynccontextmanager
+async def _hold_turn(request: web.Request, caller: Identity) -> AsyncIterator[None]:
+    """A hold waits for this node's hold of the same seats, and is refused (409) if the
+    home master then, or when the seat cache suggests it, shows them taken
+    (`refusals.py`). Keyed holds and bodies the hold refuses as invalid go on at once."""
+    seat_ids = None
+    if "Idempotency-Key" not in request.headers:
+        cap = request.app[settings_key].topology.settings.max_seats_per_booking
+        with contextlib.suppress(InvalidInput):
+            seat_ids = validate_hold_request(await json_body(request), cap, caller.user)
+    if seat_ids is None:
+        yield
+        return
+    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    async with request.app[refusal_key].turn(show, seat_ids, access.client_address(request)):
+        yield
+
+
+@access.home_write(_show_region, redis_bound=True, lease=True, turn=_hold_turn)
 async def hold(request: web.Request, caller: Identity) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     result, replayed = await request.app[bookings_key].hold(

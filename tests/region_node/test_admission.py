@@ -1,0 +1,61 @@
+"""Write admission: a bounded number run, a bounded number wait in order, the rest shed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from region_node import deadline
+from region_node.admission import MIN_WORK_S, WriteAdmission
+from region_node.errors import Overloaded
+from region_node.metrics import NodeMetrics
+
+
+async def test_writes_beyond_the_slots_wait_in_order_and_a_full_queue_sheds() -> None:
+    metrics = NodeMetrics("north")
+    admission = WriteAdmission(metrics, in_flight=2, queued=2)
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def write(i: int) -> None:
+        with deadline.running(deadline.Deadline.after(30)):
+            async with admission.admit():
+                order.append(i)
+                await release.wait()
+
+    running = [asyncio.ensure_future(write(i)) for i in range(4)]
+    await asyncio.sleep(0.05)
+    assert order == [0, 1]  # two run, two wait
+    assert metrics.writes_waiting.collect()[0].samples[0].value == 2
+    with pytest.raises(Overloaded) as shed:
+        await write(4)
+    assert shed.value.status == 503 and shed.value.headers["Retry-After"] == "1"
+    assert shed.value.body()["outcome"] == "not_applied"
+    release.set()
+    await asyncio.gather(*running)
+    assert order == [0, 1, 2, 3]
+    assert metrics.writes_shed.labels("north", "queue_full")._value.get() == 1
+
+
+async def test_a_write_that_cannot_be_admitted_before_its_deadline_is_shed() -> None:
+    metrics = NodeMetrics("north")
+    admission = WriteAdmission(metrics, in_flight=1, queued=10)
+    release = asyncio.Event()
+
+    async def hog() -> None:
+        with deadline.running(deadline.Deadline.after(30)):
+            async with admission.admit():
+                await release.wait()
+
+    running = asyncio.ensure_future(hog())
+    await asyncio.sleep(0.01)
+    with deadline.running(deadline.Deadline.after(MIN_WORK_S + 0.2)), \
+            pytest.raises(Overloaded, match="deadline"):
+        async with admission.admit():
+            raise AssertionError("admitted although the slot stayed taken")
+    assert metrics.writes_shed.labels("north", "deadline")._value.get() == 1
+    release.set()
+    await running
+    async with asyncio.timeout(1), admission.admit():  # the slot was handed back
+        pass
