@@ -240,7 +240,8 @@ async def _status(topology: Topology, as_json: bool) -> int:
         row["healthy"] = bool(row.get("healthy")) and row["alive"]
     if as_json:
         keep = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
-                "source", "lag_bytes", "link", "error")
+                "source", "lag_bytes", "link", "error", "api", "member", "pg_role", "leader",
+                "timeline")
         print(json.dumps({"running": pid_alive(state["launcher_pid"]),
                           "launcher_pid": state["launcher_pid"],
                           "processes": [{k: r.get(k) for k in keep} for r in rows]}, indent=2))
@@ -250,14 +251,28 @@ async def _status(topology: Topology, as_json: bool) -> int:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} LAG"
+    """One line per process; PostgreSQL members add what Patroni says: role, leader,
+    timeline (their lag is behind the leader)."""
+    header = (f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} "
+              f"{'LAG':<10} PATRONI")
     print(header)
     print("-" * len(header))
     for r in rows:
         lag = f"{r['lag_bytes']} B" if r.get("lag_bytes") is not None else ""
         health = "ok" if r.get("healthy") else "DOWN"
         print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
-              f"{health:<8} {lag}")
+              f"{health:<8} {lag:<10} {_patroni_detail(r)}".rstrip())
+
+
+def _patroni_detail(row: dict[str, Any]) -> str:
+    if row["role"] != "pg-member" or not row.get("pg_role"):
+        return ""
+    detail = f"{row['pg_role']}, timeline {row.get('timeline')}"
+    if row.get("leader") and row["pg_role"] != "leader":
+        detail += f", leader {row['leader']}"
+    elif not row.get("leader"):
+        detail += ", no leader"
+    return detail
 
 
 async def _jobs(topology: Topology, args: argparse.Namespace) -> int:

@@ -27,6 +27,8 @@ PURPOSES = {
     "ticket_secret": "HMAC key of ticket QR references",
     "gateway_api_key": "the merchant's API key at the payment gateway",
     "forward_secret": "HMAC key of requests one node forwards to another",
+    "patroni_password": "Patroni's REST API (switchover, configuration changes)",
+    "raft_password": "the raft traffic among a region's Patroni members (encrypted with it)",
 }
 MIN_LENGTH = 16
 

@@ -15,7 +15,7 @@ import aiohttp
 
 from cluster import faults
 from region_node import keys
-from router.registry import make_redis, pg_dsn
+from router.registry import make_redis, region_dsn
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
@@ -72,7 +72,7 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
     _, before = await hold(http, clean.node("west"), south_show, "early",
                            seats_of(catalog, south_show, 4)[3:])
     await paid(http, clean.node("west"), before["booking_id"], "p")  # captured beforehand
-    with paused(clean, "south.postgres.primary"):
+    with paused(clean, "south.postgres.1"):
         elapsed, (status, body) = await timed(hold(http, clean.node("north"), south_show, "u",
                                                    seats))
         assert status == 503 and body == {"error": "region_unavailable", "region": "south",
@@ -155,7 +155,7 @@ async def test_bookings_list_names_a_stopped_region_and_shows_the_others(
                                   seats_of(catalog, show, 1))
         assert status == 201, held
         made[region] = held["booking_id"]
-    with paused(clean, "south.postgres.primary"):
+    with paused(clean, "south.postgres.1"):
         for url in (f"{clean.node('north')}/users/traveller/bookings",
                     f"{clean.node('west', 1)}/me/bookings"):
             elapsed, (status, body) = await timed(call(http, "GET", url, user="traveller"))
@@ -210,7 +210,7 @@ async def test_a_stopped_client_in_a_transaction_loses_its_locks(
     await paid(http, clean.node("north"), held["booking_id"], "p")  # captured beforehand
     topology = clean.topology
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SILENT_LOCKER, pg_dsn(topology.region("north").pg_primary),
+        sys.executable, "-c", SILENT_LOCKER, region_dsn(topology.region("north")),
         str(show), *seats, stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PGPASSWORD": topology.secrets.pg_password})
     try:
