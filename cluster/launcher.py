@@ -284,13 +284,14 @@ class LocalCluster:
         await asyncio.gather(*(self._start_region_postgres(r) for r in regions))
 
     async def _start_region_postgres(self, region: Region) -> None:
-        """Witness and members at once; migrations on the leader as soon as there is one,
-        while the other members clone it."""
+        """The region's etcd, then its members at once; migrations on the leader as soon as
+        there is one, while the other members clone it."""
+        # etcd first, so it stops last: a leader that stops hands its key over through it.
+        etcd = self.supervisor.start(patroni.etcd_spec(self.binaries, self.topology, region,
+                                                       self.pg_user))
+        await self._wait(etcd)
         specs = [patroni.member_spec(self.binaries, self.topology, region, i, self.pg_user)
                  for i in range(len(region.pg_members))]
-        if len(region.pg_raft) > len(region.pg_members):
-            specs.insert(0, patroni.witness_spec(self.binaries, self.topology, region,
-                                                 self.pg_user))
         children = [self.supervisor.start(s) for s in specs]
         waits = [asyncio.ensure_future(self._wait(c)) for c in children]
         try:

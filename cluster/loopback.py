@@ -30,10 +30,10 @@ def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: i
         members = 2 if region in standby else 1
         if members == 2:
             out.append(f"      standby: 127.0.0.1:{next(ports)}")
-        # Patroni: a REST API per member; raft voters: each member, then a witness.
+        # Patroni: a REST API per member; its DCS, the region's etcd: client, peer.
         api = [f"127.0.0.1:{next(ports)}" for _ in range(members)]
-        raft = [f"127.0.0.1:{next(ports)}" for _ in range(3 if members == 2 else 1)]
-        out.append(f"      patroni: [{', '.join(api)}]\n      raft: [{', '.join(raft)}]")
+        etcd = [f"127.0.0.1:{next(ports)}" for _ in range(2)]
+        out.append(f"      patroni: [{', '.join(api)}]\n      etcd: [{', '.join(etcd)}]")
         out.append("    nodes: [" + ", ".join(f"127.0.0.1:{next(ports)}"
                                                for _ in range(nodes)) + "]")
         if workers:

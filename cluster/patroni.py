@@ -1,20 +1,25 @@
-"""A region's PostgreSQL under Patroni: its members, their configuration, their raft witness.
+"""A region's PostgreSQL under Patroni: its members, their configuration, their etcd.
 
 Each member is one Patroni process (under `cluster.reaper`, so its PostgreSQL
 stays in its process tree) that runs one PostgreSQL server: the first member
 bootstraps (initdb), the second clones it (pg_basebackup) and streams from it as
-its synchronous standby. The DCS is Patroni's raft, inside the Patroni
-processes; a region with two members adds a witness (`patroni_raft_controller`,
-no PostgreSQL), because two raft voters have no majority once one is gone.
+its synchronous standby. The DCS, where the leader key lives, is one etcd per
+region (`etcd_spec`), not Patroni's built-in raft: that is deprecated upstream
+("neither guarantee nor responsibility"), runs its consensus in Python threads of
+the Patroni processes (which compete for the CPU with everything else here), and
+a pair needs a third voter anyway (two voters have no majority once one is gone),
+so raft costs a witness process where etcd costs one etcd. With `failsafe_mode`,
+a primary that still reaches every member keeps running while etcd is down (no
+failover is possible meanwhile).
 
 Timing (seconds), as short as Patroni allows: the leader key lives `TTL_S` (20,
 Patroni's minimum) after its last renewal, members loop every `LOOP_WAIT_S`, and
 a DCS or PostgreSQL call is retried for `RETRY_TIMEOUT_S` before the leader
 demotes itself (`loop_wait + 2 * retry_timeout <= ttl`). A dead primary is
-replaced about TTL_S + LOOP_WAIT_S after its last renewal.
+replaced about TTL_S after its last renewal (members watch the leader key).
 
-Everything runs as the unprivileged PostgreSQL user (see `postgres_server`),
-which owns the data directories, the raft journal and the 0600 config files
+Patroni and PostgreSQL run as the unprivileged PostgreSQL user (see
+`postgres_server`), which owns the data directories and the 0600 config files
 (they hold the passwords).
 """
 
@@ -88,6 +93,7 @@ def _dcs(topology: Topology) -> dict[str, Any]:
         # can be promoted until the standby caught up again).
         "synchronous_mode": True,
         "synchronous_mode_strict": False,
+        "failsafe_mode": True,
         "postgresql": {
             "use_pg_rewind": True,  # a returning old primary rewinds and follows
             "use_slots": True,
@@ -116,7 +122,7 @@ def member_config(binaries: Binaries, topology: Topology, region: Region,
         "restapi": {"listen": str(api), "connect_address": str(api),
                     "authentication": {"username": API_USER,
                                        "password": secrets.get("patroni_password")}},
-        "raft": _raft(topology, region, index),
+        "etcd3": {"hosts": [str(region.pg_etcd[0])]},
         **({"bootstrap": {
             "dcs": _dcs(topology),
             "initdb": [{"encoding": "UTF8"}, "no-locale", {"auth": "scram-sha-256"},
@@ -144,24 +150,11 @@ def member_config(binaries: Binaries, topology: Topology, region: Region,
     }
 
 
-def witness_config(topology: Topology, region: Region) -> dict[str, Any]:
-    return {"scope": region.name, "namespace": NAMESPACE, "name": f"{region.name}-witness",
-            "log": _log(), "raft": _raft(topology, region, len(region.pg_members))}
-
-
 def _log() -> dict[str, Any]:
     # INFO shows elections, promotions, demotions and rewinds; the main loop's
     # once-a-second "no action" line would drown them.
     return {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s",
             "loggers": {"patroni.__main__": "WARNING", "urllib3": "WARNING"}}
-
-
-def _raft(topology: Topology, region: Region, index: int) -> dict[str, Any]:
-    me = region.pg_raft[index]
-    return {"data_dir": str(_region_dir(topology, region) / "raft"),
-            "self_addr": str(me),
-            "partner_addrs": [str(a) for a in region.pg_raft if a != me],
-            "password": topology.secrets.get("raft_password")}
 
 
 def write_config(path: Path, config: dict[str, Any], user: str | None) -> None:
@@ -178,10 +171,10 @@ def write_config(path: Path, config: dict[str, Any], user: str | None) -> None:
 
 
 def prepare(binaries: Binaries, topology: Topology, region: Region, user: str | None) -> None:
-    """Write every config file of the region's members and witness; own their folders."""
+    """Write every config file of the region's members; own their folders."""
     check_configured(region)
     folder = _region_dir(topology, region)
-    for path in (folder, folder / "raft"):
+    for path in (folder, folder / "etcd"):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o700)
         if user is not None:
@@ -190,8 +183,6 @@ def prepare(binaries: Binaries, topology: Topology, region: Region, user: str | 
     for index in range(len(region.pg_members)):
         write_config(folder / f"patroni-{index + 1}.yml",
                      member_config(binaries, topology, region, index), user)
-    if len(region.pg_raft) > len(region.pg_members):
-        write_config(folder / "witness.yml", witness_config(topology, region), user)
 
 
 def member_spec(binaries: Binaries, topology: Topology, region: Region, index: int,
@@ -210,13 +201,20 @@ def member_spec(binaries: Binaries, topology: Topology, region: Region, index: i
         env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
 
 
-def witness_spec(binaries: Binaries, topology: Topology, region: Region,
-                 user: str | None) -> ProcessSpec:
-    name = f"{region.name}.postgres.witness"
-    raft = region.pg_raft[-1]
+def etcd_spec(binaries: Binaries, topology: Topology, region: Region,
+              user: str | None) -> ProcessSpec:
+    """The region's etcd: one member, on loopback, its data next to the region's."""
+    name = f"{region.name}.etcd"
+    client, peer = region.pg_etcd
+    folder = _region_dir(topology, region) / "etcd"
     return ProcessSpec(
-        name=name, region=region.name, role="pg-witness", host=raft.host, port=raft.port,
-        argv=(str(binaries.patroni("patroni_raft_controller")),
-              str(_region_dir(topology, region) / "witness.yml")),
+        name=name, region=region.name, role="etcd", host=client.host, port=client.port,
+        argv=(str(binaries.etcd), "--name", region.name, "--data-dir", str(folder),
+              "--listen-client-urls", f"http://{client}",
+              "--advertise-client-urls", f"http://{client}",
+              "--listen-peer-urls", f"http://{peer}",
+              "--initial-advertise-peer-urls", f"http://{peer}",
+              "--initial-cluster", f"{region.name}=http://{peer}",
+              "--log-level", "warn", "--logger", "zap"),
         log_path=topology.settings.run_dir / "logs" / f"{name}.log",
-        address=f"raft://{raft}", user=user)
+        address=f"http://{client}", user=user)

@@ -32,7 +32,7 @@ STATE_FILE = "cluster.json"
 class ProcessSpec:
     name: str  # e.g. "north.redis.replica.south"
     region: str
-    role: str  # redis-master | redis-replica | pg-member | pg-witness | node | ...
+    role: str  # redis-master | redis-replica | etcd | pg-member | node | ...
     host: str
     port: int
     argv: tuple[str, ...]

@@ -48,9 +48,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except RegionUnavailable as exc:
         return web.json_response(
             {"error": "region_unavailable", "region": exc.region,
+             "retry_after_s": exc.RETRY_AFTER_S,
              "message": f"home region {exc.region} cannot take writes now ({exc.component}); "
                         "nothing was changed, retry later"},
-            status=503)
+            status=503, headers={"Retry-After": str(exc.RETRY_AFTER_S)})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -38,9 +38,11 @@ HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer ch
     "unauthorized": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
     "rate_limited": {"Retry-After": {"required": True, "description": "seconds",
                                      "schema": {"type": "integer", "minimum": 1}}},
-    # Not required: a forwarded answer carries the body only.
+    # Not required: a forwarded answer carries the body only (`retry_after_s`).
     "transaction_aborted": {"Retry-After": {"required": False, "description": "seconds",
                                             "schema": {"type": "integer", "minimum": 1}}},
+    "region_unavailable": {"Retry-After": {"required": False, "description": "seconds",
+                                           "schema": {"type": "integer", "minimum": 1}}},
 }
 RATE = ("rate_limited",)
 REGION_DOWN = ("region_unavailable",)

@@ -26,6 +26,11 @@ class RoutingError(RouterError):
 class RegionUnavailable(RoutingError):
     """The home region's Redis master or PostgreSQL primary did not answer in time."""
 
+    # Seconds a client should wait before retrying (HTTP Retry-After). A failover takes
+    # about 20 s; a retry every second finds the new primary soon after, and a refused
+    # write is cheap: it fails fast and changes nothing.
+    RETRY_AFTER_S = 1
+
     def __init__(self, region: str, component: str) -> None:
         self.region = region
         self.component = component

@@ -28,7 +28,6 @@ PURPOSES = {
     "gateway_api_key": "the merchant's API key at the payment gateway",
     "forward_secret": "HMAC key of requests one node forwards to another",
     "patroni_password": "Patroni's REST API (switchover, configuration changes)",
-    "raft_password": "the raft traffic among a region's Patroni members (encrypted with it)",
 }
 MIN_LENGTH = 16
 

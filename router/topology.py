@@ -46,10 +46,10 @@ class Region:
     # The region's job worker (queue consumer, outbox relay, expiry sweeper);
     # the address serves its /healthz and /metrics.
     worker: Endpoint | None = None
-    # Patroni: the REST API of each PostgreSQL member (in `pg_members` order) and the
-    # raft voters (each member's, then a witness's when there are two members).
+    # Patroni: the REST API of each PostgreSQL member (in `pg_members` order), and the
+    # region's etcd (Patroni's DCS): its client address, then its peer address.
     pg_api: tuple[Endpoint, ...] = ()
-    pg_raft: tuple[Endpoint, ...] = ()
+    pg_etcd: tuple[Endpoint, ...] = ()
 
     @property
     def pg_members(self) -> tuple[Endpoint, ...]:
@@ -65,7 +65,7 @@ class Region:
         if self.pg_standby is not None:
             found.append(("postgres.standby", self.pg_standby))
         found += [(f"postgres.patroni[{i}]", ep) for i, ep in enumerate(self.pg_api)]
-        found += [(f"postgres.raft[{i}]", ep) for i, ep in enumerate(self.pg_raft)]
+        found += [(f"postgres.etcd[{i}]", ep) for i, ep in enumerate(self.pg_etcd)]
         found += [(f"nodes[{i}]", ep) for i, ep in enumerate(self.nodes)]
         if self.worker is not None:
             found.append(("worker", self.worker))
@@ -425,13 +425,13 @@ def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Regi
                           f"needs a replica of every region's master; missing {', '.join(missing)}")
 
     pg_raw = reader.mapping(reader.require(raw, key, "postgres"), f"{key}.postgres")
-    reader.known_keys(pg_raw, f"{key}.postgres", {"primary", "standby", "patroni", "raft"})
+    reader.known_keys(pg_raw, f"{key}.postgres", {"primary", "standby", "patroni", "etcd"})
     primary = reader.endpoint(reader.require(pg_raw, f"{key}.postgres", "primary"),
                               f"{key}.postgres.primary")
     standby = None
     if pg_raw.get("standby") is not None:
         standby = reader.endpoint(pg_raw["standby"], f"{key}.postgres.standby")
-    api, raft = _patroni(reader, pg_raw, f"{key}.postgres", 1 if standby is None else 2)
+    api, etcd = _patroni(reader, pg_raw, f"{key}.postgres", 1 if standby is None else 2)
 
     nodes_raw = reader.require(raw, key, "nodes")
     if not isinstance(nodes_raw, list) or not nodes_raw:
@@ -439,20 +439,17 @@ def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Regi
     nodes = tuple(reader.endpoint(n, f"{key}.nodes[{i}]") for i, n in enumerate(nodes_raw))
     worker = reader.endpoint(raw["worker"], f"{key}.worker") if raw.get("worker") else None
     return Region(name, master, MappingProxyType(replicas), primary, standby, nodes, worker,
-                  api, raft)
+                  api, etcd)
 
 
 def _patroni(reader: _Reader, raw: dict[str, Any], key: str,
              members: int) -> tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]]:
-    """`patroni`: one REST API per member; `raft`: one voter per member, plus a witness
-    with two members (two voters have no majority once one is gone: no failover)."""
-    if raw.get("patroni") is None and raw.get("raft") is None:
+    """`patroni`: one REST API per member; `etcd`: the region's etcd, client then peer."""
+    if raw.get("patroni") is None and raw.get("etcd") is None:
         return (), ()  # plain PostgreSQL: tools that start a server of their own
-    voters = members + 1 if members == 2 else members
     lists = []
     for name, want, what in (("patroni", members, "one REST API address per member"),
-                             ("raft", voters, "one raft address per member"
-                              + (", then the witness's" if members == 2 else ""))):
+                             ("etcd", 2, "etcd's client address, then its peer address")):
         value = reader.require(raw, key, name)
         if not isinstance(value, list) or len(value) != want:
             raise reader.fail(f"{key}.{name}", f"expected a list of {want} 'host:port': {what}")

@@ -101,7 +101,7 @@ def test_up_status_down_leaves_nothing(topology: Path, tmp_path: Path) -> None:
     procs = state["processes"]
     assert state["running"] and all(p["healthy"] for p in procs), procs
     assert sorted(p["role"] for p in procs) == [
-        "node", "pg-member", "pg-member", "pg-witness", "redis-master", "redis-replica"]
+        "etcd", "node", "pg-member", "pg-member", "redis-master", "redis-replica"]
     for proc in procs:
         assert {"region", "role", "pid", "host", "port", "address", "healthy"} <= set(proc)
     members = {p["name"]: p for p in procs if p["role"] == "pg-member"}

@@ -76,6 +76,7 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
         elapsed, (status, body) = await timed(hold(http, clean.node("north"), south_show, "u",
                                                    seats))
         assert status == 503 and body == {"error": "region_unavailable", "region": "south",
+                                          "retry_after_s": 1,
                                           "message": body["message"]}
         assert elapsed <= DEADLINE_S, elapsed
         print(f"hold with south's PostgreSQL stopped: 503 in {elapsed * 1000:.0f} ms")
