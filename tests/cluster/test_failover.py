@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -386,3 +388,35 @@ async def _try_fresh_write(ha: HA, endpoint: Any, tag: str) -> tuple[str, bool]:
         return await _try_write(conn, tag)
     finally:
         conn.terminate()
+
+
+@pytest.mark.timeout(180)
+async def test_planned_switchover_from_the_cli(ha: HA) -> None:
+    """`bookcluster failover --region north --store postgres`: the standby leads, the old
+    primary follows it, and bookings go on."""
+    await ha.wait_sync_standby()
+    before = await ha.leader_process()
+
+    def bookcluster(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cluster", "--topology",
+                               str(ha.topology.path), *args],
+                              capture_output=True, text=True, timeout=90, check=False)
+
+    refused = await asyncio.to_thread(bookcluster, "failover", "--region", "north",
+                                      "--store", "redis")
+    assert refused.returncode == 2 and "only --store postgres" in refused.stderr
+    result = await asyncio.to_thread(bookcluster, "failover", "--region", "north",
+                                     "--store", "postgres")
+    assert result.returncode == 0, result.stderr
+    after = await ha.leader_process()
+    assert after != before and f"-> {patroni.member_name(ha.region, int(after[-1]) - 1)}" \
+        in result.stdout, result.stdout
+    await ha.wait_member(before, ("replica",))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        [booking] = await prepare(http, ha, 1, "switched")
+        async with http.post(f"{ha.nodes[0]}/booking/booking/{booking.booking_id}/confirm",
+                             json={"payment_id": booking.payment_id},
+                             headers={**bearer(ha, booking.user), "Idempotency-Key": "k"}) as resp:
+            assert resp.status == 200, await resp.text()
+    status = await asyncio.to_thread(bookcluster, "status")
+    assert f"leader {patroni.member_name(ha.region, int(after[-1]) - 1)}" in status.stdout
