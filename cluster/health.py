@@ -55,6 +55,15 @@ async def probe_redis_replica(proc: dict[str, Any], secrets: Secrets) -> dict[st
             "link": info.get("master_link_status")}
 
 
+async def probe_pg_primary(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    """A plain PostgreSQL server of a tool (the benchmark's raw limits), not Patroni's."""
+    row = await _pg_fetchrow(proc["address"],
+                             "SELECT NOT pg_is_in_recovery() AS ok, "
+                             "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn", secrets)
+    assert row is not None
+    return {"healthy": bool(row["ok"]), "repl_offset": row["lsn"]}
+
+
 async def probe_pg_member(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     """Healthy: PostgreSQL runs and is the primary, or a replica streaming from it.
     Also the member's role, the leader, the timeline and its lag as Patroni sees them."""
@@ -100,6 +109,7 @@ async def probe_node(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
 PROBES: dict[str, Callable[[dict[str, Any], Secrets], Awaitable[dict[str, Any]]]] = {
     "redis-master": probe_redis_master,
     "redis-replica": probe_redis_replica,
+    "pg-primary": probe_pg_primary,
     "pg-member": probe_pg_member,
     "etcd": probe_etcd,
     "node": probe_node,
