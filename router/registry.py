@@ -92,13 +92,6 @@ def pg_dsn(endpoints: Endpoint | Sequence[Endpoint], database: str = PG_DATABASE
     return f"postgresql://{PG_USER}@{hosts}/{database}{attrs}"
 
 
-def _discard(task: asyncio.Task[asyncpg.Connection], keep: asyncpg.Connection | None) -> None:
-    """Close a connection that lost the race; retrieve any error (none is 'never
-    retrieved')."""
-    if not task.cancelled() and task.exception() is None and task.result() is not keep:
-        task.result().terminate()
-
-
 def region_dsn(region: Region, database: str = PG_DATABASE) -> str:
     """The multi-host DSN of a region's primary, e.g. for psql."""
     return pg_dsn(region.pg_members, database)
@@ -144,6 +137,13 @@ async def connect_primary(members: Sequence[Endpoint], secrets: Secrets | None =
         raise refusals[0]
     raise NoPrimary(f"no writable PostgreSQL among {', '.join(map(str, members))}: "
                     + "; ".join(f"{type(e).__name__}: {e}" for e in errors)) from errors[-1]
+
+
+def _discard(task: asyncio.Task[asyncpg.Connection], keep: asyncpg.Connection | None) -> None:
+    """Close a connection that lost the race; retrieve any error (none is 'never
+    retrieved')."""
+    if not task.cancelled() and task.exception() is None and task.result() is not keep:
+        task.result().terminate()
 
 
 def pg_login(secrets: Secrets, *, admin: bool = False) -> dict[str, str]:

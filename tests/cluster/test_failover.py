@@ -52,6 +52,7 @@ LOAD_DEADLINE_S = 120.0  # every loop here is bounded in time and count
 KILL_AFTER = 40  # confirms answered before the primary is killed
 REJOIN_TIMEOUT_S = 90.0
 FREEZE_S = patroni.TTL_S + 10
+KILL_CYCLES = 4  # the slow variant
 
 
 @dataclass
@@ -420,3 +421,32 @@ async def test_planned_switchover_from_the_cli(ha: HA) -> None:
             assert resp.status == 200, await resp.text()
     status = await asyncio.to_thread(bookcluster, "status")
     assert f"leader {patroni.member_name(ha.region, int(after[-1]) - 1)}" in status.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_primary_killed_again_and_again(ha: HA) -> None:
+    """The long variant: KILL_CYCLES times, kill whichever member leads under a confirm
+    load, bring it back, wait until it is the synchronous standby, and go again."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        every: list[Booking] = []
+        for cycle in range(KILL_CYCLES):
+            bookings = await prepare(http, ha, BOOKINGS // 2, f"again{cycle}")
+            every += bookings
+            await ha.wait_sync_standby()
+            victim = await ha.leader_process()
+            fault = asyncio.Event()
+            load = asyncio.create_task(confirm_all(http, ha, bookings, fault))
+            await asyncio.wait_for(fault.wait(), LOAD_DEADLINE_S)
+            killed_at = time.monotonic()
+            faults.signal_tree(ha.launcher.child(victim).pid, signal.SIGKILL)
+            await load
+            resumed = min(done for b in bookings for sent, done, status, _ in b.answers
+                          if sent > killed_at and status == 200)
+            print(f"\ncycle {cycle + 1}: SIGKILL {victim}, writes again after "
+                  f"{resumed - killed_at:.1f} s")
+            await ha.launcher.restart(victim)
+            await ha.wait_member(victim, ("replica",))
+    found = await outcomes(ha, every)
+    assert found == {"lost_ack": [], "lying_fail": [], "not_confirmed": []}, found
+    await audit_clean(ha)
