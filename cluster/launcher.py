@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cluster import patroni, postgres_server, redis_server, wan
+from cluster import etcd, patroni, postgres_server, redis_server, wan
 from cluster.binaries import Binaries, find_binaries
 from cluster.demo_catalog import CatalogSpec, build_catalog
 from cluster.health import wait_healthy, wait_leader
@@ -287,9 +287,11 @@ class LocalCluster:
         """The region's etcd, then its members at once; migrations on the leader as soon as
         there is one, while the other members clone it."""
         # etcd first, so it stops last: a leader that stops hands its key over through it.
-        etcd = self.supervisor.start(patroni.etcd_spec(self.binaries, self.topology, region,
-                                                       self.pg_user))
-        await self._wait(etcd)
+        dcs = self.supervisor.start(etcd.etcd_spec(str(self.binaries.etcd), self.topology,
+                                                   region, self.pg_user))
+        await self._wait(dcs)
+        if await etcd.ensure_auth(region, self.topology.secrets.get("etcd_password")):
+            self.progress(f"  {region.name}: etcd now requires a login (user {etcd.USER})")
         specs = [patroni.member_spec(self.binaries, self.topology, region, i, self.pg_user)
                  for i in range(len(region.pg_members))]
         children = [self.supervisor.start(s) for s in specs]

@@ -4,7 +4,7 @@ Each member is one Patroni process (under `cluster.reaper`, so its PostgreSQL
 stays in its process tree) that runs one PostgreSQL server: the first member
 bootstraps (initdb), the second clones it (pg_basebackup) and streams from it as
 its synchronous standby. The DCS, where the leader key lives, is one etcd per
-region (`etcd_spec`), not Patroni's built-in raft: that is deprecated upstream
+region (`cluster.etcd`), not Patroni's built-in raft: that is deprecated upstream
 ("neither guarantee nor responsibility"), runs its consensus in Python threads of
 the Patroni processes (which compete for the CPU with everything else here), and
 a pair needs a third voter anyway (two voters have no majority once one is gone),
@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from cluster import etcd
 from cluster.binaries import Binaries
 from cluster.postgres_server import server_parameters
 from cluster.supervisor import ProcessSpec
@@ -122,7 +123,8 @@ def member_config(binaries: Binaries, topology: Topology, region: Region,
         "restapi": {"listen": str(api), "connect_address": str(api),
                     "authentication": {"username": API_USER,
                                        "password": secrets.get("patroni_password")}},
-        "etcd3": {"hosts": [str(region.pg_etcd[0])]},
+        "etcd3": {"hosts": [str(region.pg_etcd[0])], "username": etcd.USER,
+                  "password": secrets.get("etcd_password")},
         **({"bootstrap": {
             "dcs": _dcs(topology),
             "initdb": [{"encoding": "UTF8"}, "no-locale", {"auth": "scram-sha-256"},
@@ -199,22 +201,3 @@ def member_spec(binaries: Binaries, topology: Topology, region: Region, index: i
         log_path=topology.settings.run_dir / "logs" / f"{name}.log",
         address=pg_dsn(ep), api=f"http://{api}",
         env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-
-
-def etcd_spec(binaries: Binaries, topology: Topology, region: Region,
-              user: str | None) -> ProcessSpec:
-    """The region's etcd: one member, on loopback, its data next to the region's."""
-    name = f"{region.name}.etcd"
-    client, peer = region.pg_etcd
-    folder = _region_dir(topology, region) / "etcd"
-    return ProcessSpec(
-        name=name, region=region.name, role="etcd", host=client.host, port=client.port,
-        argv=(str(binaries.etcd), "--name", region.name, "--data-dir", str(folder),
-              "--listen-client-urls", f"http://{client}",
-              "--advertise-client-urls", f"http://{client}",
-              "--listen-peer-urls", f"http://{peer}",
-              "--initial-advertise-peer-urls", f"http://{peer}",
-              "--initial-cluster", f"{region.name}=http://{peer}",
-              "--log-level", "warn", "--logger", "zap"),
-        log_path=topology.settings.run_dir / "logs" / f"{name}.log",
-        address=f"http://{client}", user=user)

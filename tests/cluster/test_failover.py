@@ -13,6 +13,7 @@ printed; run with `-s` to see them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import signal
 import subprocess
@@ -450,3 +451,19 @@ async def test_primary_killed_again_and_again(ha: HA) -> None:
     found = await outcomes(ha, every)
     assert found == {"lost_ack": [], "lying_fail": [], "not_confirmed": []}, found
     await audit_clean(ha)
+
+
+async def test_etcd_refuses_without_its_password(ha: HA) -> None:
+    """Whoever writes the leader key picks the primary: etcd wants a login."""
+    base = f"http://{ha.region.pg_etcd[0]}/v3"
+    leader_key = base64.b64encode(f"{patroni.NAMESPACE}north/leader".encode()).decode()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for path, body in (("kv/range", {"key": leader_key}),
+                           ("kv/put", {"key": leader_key, "value": "bWU="})):
+            async with http.post(f"{base}/{path}", json=body) as resp:
+                answer = await resp.json(content_type=None)
+                assert "user name is empty" in answer.get("error", ""), answer
+        async with http.post(f"{base}/auth/authenticate",
+                             json={"name": "root", "password": "wrong-password-123"}) as resp:
+            assert resp.status != 200 and "authentication failed" in await resp.text()
+    assert (await ha.leader_process()).startswith("north.postgres.")  # nothing changed
