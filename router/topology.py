@@ -79,7 +79,8 @@ class Settings:
     max_hold_s: float = 1800.0
     max_seats_per_booking: int = 10
     sweep_interval_s: float = 5.0
-    # fsync and synchronous_commit on PostgreSQL; tests turn it off for speed.
+    # fsync on PostgreSQL (and Redis persistence); tests turn it off for speed. Commits
+    # wait for the synchronous standby either way (`cluster/postgres_server.py`).
     durable: bool = True
 
 
