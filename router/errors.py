@@ -31,6 +31,11 @@ class RegionUnavailable(RoutingError):
     Idempotency-Key learns which). `known` adds facts, e.g. when a hold that may
     have been made lapses (`lapses_by`)."""
 
+    # Seconds a client should wait before retrying (HTTP Retry-After). A failover takes
+    # about 20 s; a retry every second finds the new primary soon after, and a refused
+    # write is cheap: it fails fast and changes nothing.
+    RETRY_AFTER_S = 1
+
     def __init__(self, region: str, component: str, *, outcome: str = "not_applied",
                  **known: str) -> None:
         self.region = region
