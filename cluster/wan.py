@@ -5,9 +5,10 @@ real one-way delay: a node's connections to another region's nodes (writes
 are forwarded there), Redis master (and the replica Sentinel may promote in its
 place), Sentinel and PostgreSQL members, and each replica's link to another
 region's master. After a failover, Sentinel points replicas at the new master
-directly: their links no longer pass through the proxy. The launcher starts one `cluster.wanproxy` process with a
-listener per (region, remote target), and writes `routes.json` that nodes
-read (`--wan-routes`) to dial the proxy instead of the target.
+directly: their links no longer pass through the proxy. The launcher starts
+one `cluster.wanproxy` process with a listener per (region, remote target), and
+writes `routes.json` that nodes read (`--wan-routes`) to dial the proxy instead
+of the target.
 """
 
 from __future__ import annotations
