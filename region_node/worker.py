@@ -34,6 +34,7 @@ from region_node.mirror import MirrorApplier
 from region_node.outbox import Relay
 from region_node.reconciler import Reconciler
 from region_node.sweeper import Sweeper
+from region_node.topology_swap import TopologySwap
 from router.errors import RegionUnavailable, RouterError
 from router.placement import Placement
 from router.registry import Connections, load_routes
@@ -64,6 +65,8 @@ class RegionWorker:
             Connections(self.topology, self.region, self.routes))
         catalog = Catalog(connections, Placement(self.topology))
         await catalog.load()
+        self.swap = TopologySwap(connections, catalog)
+        await self.swap.adopt()  # a newer epoch the cluster applied than our file's
         bookings = BookingService(connections, catalog, NodeMetrics(self.region))
         http = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)))
