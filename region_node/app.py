@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,10 +98,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 hub.resync(show_id)
 
         swap.hooks.append(rehome)
+        poll = asyncio.create_task(swap.run(), name="topology-poll")
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         try:
             yield
         finally:
+            poll.cancel()
+            await asyncio.gather(poll, return_exceptions=True)
             await hub.close()
             await listener.close()
             await forwarder.close()

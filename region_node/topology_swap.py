@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # A hook gets the new topology and the shows whose home changed (show -> old home).
 Hook = Callable[[Topology, dict[int, str]], None]
+# A process that missed an apply (down, partitioned) finds the epoch in its store this often.
+POLL_INTERVAL_S = 5.0
 
 
 class MapDisagrees(RouterError):
@@ -104,6 +106,16 @@ class TopologySwap:
         # Only routing changes live; this process's own settings (and overrides) stay.
         return replace(current, epoch=parsed.epoch, regions=parsed.regions,
                        theatres=parsed.theatres)
+
+    async def run(self) -> None:
+        """Look for a newer epoch in this region's store now and then (a process that
+        missed an apply catches up within POLL_INTERVAL_S, reads included)."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            try:
+                await self.adopt()
+            except Exception:  # the next round tries again; routing goes on meanwhile
+                log.exception("looking for a newer topology epoch failed")
 
     async def start(self) -> None:
         """At start-up: adopt a newer epoch the cluster applied than our file's, then

@@ -1,0 +1,484 @@
+"""`bookcluster topology move THEATRE --to REGION`: move a theatre while it sells.
+
+Each step is recorded in the source region's `theatre_move` row, so a mover
+that dies is resumed (the same command again) or rolled back (`--rollback`):
+
+1. **freeze** (`frozen`): the source master's owner keys of the theatre's shows
+   say "moving" (holds are refused before they publish anything); then, under
+   the theatre's exclusive advisory lock, which waits for every write in flight
+   (`bc_own` holds it shared), the source's record becomes FROZEN. Every later
+   write answers 503 `theatre_moving`; reads go on.
+2. **copy and commit** (`committed`): the theatre's rows are read at the source
+   in one snapshot and written at the target in one transaction that also
+   records the target as owner at epoch + 1: show seats, bookings and their
+   seats, payments, payment events, tickets, notifications, idempotency keys
+   and pending outbox rows. That commit is the move's decision. Before it
+   nothing of the copy is visible anywhere (an abort unfreezes the source);
+   after it the move only goes forward.
+3. The target master is rebuilt from the target's PostgreSQL: holds with their
+   absolute expiry (so their remaining TTL), sales, blocked seats, at versions
+   above the source's and the target's generation.
+4. The topology at epoch + 1 (the theatre mapped to the target) is stored in
+   every region.
+5. **flip** (`flipped`): the source's record becomes MOVED (target, epoch + 1)
+   and its owner keys say so. Writes go on at the target; a node that has not
+   heard gets MOVED, adopts epoch + 1 from its own region's store and routes
+   there. The freeze ends here.
+6. Every node and worker is told to route by epoch + 1; topology.yaml is
+   rewritten.
+7. **clean up** (`done`): the source deletes the theatre's rows and seat state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from cluster import apply
+from cluster import ownership as cluster_ownership
+from cluster.topology_file import parse_stored, with_changes
+from region_node import keys
+from region_node.ownership import OWNED, Owner, shows_by_theatre
+from region_node.reconciler import pg_wanted
+from region_node.scripts import REPAIR
+from router.registry import make_redis
+from router.topology import Topology
+
+REDIS_TIMEOUT_S = 5.0
+BOOKING_OF_SHOW = "substring({col} from '^b([0-9]+)-')::bigint = ANY($1::bigint[])"
+# What a theatre's bookings consist of, table by table: how to find its rows by the
+# theatre's show ids ($1). Parents first (the target inserts in this order).
+TABLES: dict[str, str] = {
+    "show_seat": "show_id = ANY($1::bigint[])",
+    "booking": "show_id = ANY($1::bigint[])",
+    "booking_seat": "show_id = ANY($1::bigint[])",
+    "payment": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
+    "payment_event": BOOKING_OF_SHOW.format(col="booking_id"),
+    "ticket": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
+    "notification": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
+    "idempotency": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
+    # Jobs not yet relayed; relayed ones ran (or run) where they were queued.
+    "outbox": "relayed_at IS NULL AND " + BOOKING_OF_SHOW.format(col="payload->>'booking_id'"),
+}
+# Children first. The whole outbox of the theatre goes (history included).
+CLEANUP: dict[str, str] = {
+    **{t: TABLES[t] for t in ("idempotency", "notification", "ticket", "payment",
+                              "payment_event", "booking_seat")},
+    "booking": TABLES["booking"],
+    "show_seat": TABLES["show_seat"],
+    "mirror_change": "show_id = ANY($1::bigint[])",
+    "outbox": BOOKING_OF_SHOW.format(col="payload->>'booking_id'"),
+}
+
+
+class MoveFailed(RuntimeError):
+    """The move stopped; the message says where the theatre lives and what to do."""
+
+
+@dataclass
+class MoveRecord:
+    """The source's `theatre_move` row."""
+
+    id: int
+    theatre: str
+    source: str
+    target: str
+    from_epoch: int
+    to_epoch: int
+    step: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Mover:
+    def __init__(self, topology: Topology, document: str, record: MoveRecord,
+                 progress: Callable[[str], None] = print, timeout_s: float = 10.0,
+                 cluster_file: Topology | None = None) -> None:
+        self.topology = topology  # as the cluster runs it (epoch from_epoch)
+        self.document = document
+        self.record = record
+        self.progress = progress
+        self.timeout_s = timeout_s
+        self.cluster_file = cluster_file or topology  # the file to rewrite
+        self.shows: list[int] = []
+        self.frozen_at: float | None = None
+        self.report: dict[str, Any] = dict(record.detail)
+
+    # -- steps ------------------------------------------------------------------
+
+    async def run(self, pause_after: str | None = None) -> dict[str, Any]:
+        """From wherever the record says, to done. Returns the report."""
+        rec = self.record
+        self.shows = await self._shows()
+        if rec.step == "frozen":
+            if await self._committed_at_target():
+                self.progress("the copy had committed at the target; going on")
+            else:
+                await self._pause(pause_after, "frozen")
+                await self._copy_and_commit()
+            rec.step = "committed"
+        if rec.step == "committed":
+            await self._pause(pause_after, "committed")
+            await self._rebuild_target()
+            new_topology, new_document = self._next_topology()
+            await apply.store(new_topology, rec.to_epoch, new_document)
+            self.progress(f"epoch {rec.to_epoch} stored in {len(new_topology.regions)} regions")
+            await self._flip()
+            rec.step = "flipped"
+        if rec.step == "flipped":
+            await self._announce()
+            await self._clean_source()
+            rec.step = "done"
+        return self.report
+
+    async def freeze(self, owner: Owner) -> None:
+        """Step 1, also recording the move. Raises MoveFailed (source unfrozen)."""
+        rec = self.record
+        self.shows = await self._shows()
+        await self._owner_keys(rec.source, "moving")
+        self.progress(f"freezing {rec.theatre} in {rec.source} ({len(self.shows)} shows): "
+                      "waiting for writes in flight ...")
+        began = time.monotonic()
+        conn = await cluster_ownership.connect(self.topology, rec.source)
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeout_s * 1000)}")
+                await conn.execute("SELECT pg_advisory_xact_lock(bc_theatre_lock($1))",
+                                   rec.theatre)
+                state = await conn.fetchval(
+                    "SELECT state FROM theatre_owner WHERE theatre_id = $1 FOR UPDATE",
+                    rec.theatre)
+                if state != OWNED:
+                    raise MoveFailed(f"{rec.theatre} is {state} in {rec.source}, not OWNED")
+                await conn.execute(
+                    "UPDATE theatre_owner SET state = 'FROZEN', owner = $2, updated_at = now() "
+                    "WHERE theatre_id = $1", rec.theatre, rec.target)
+                rec.id = await conn.fetchval(
+                    "INSERT INTO theatre_move (theatre_id, source, target, from_epoch, "
+                    "to_epoch, step) VALUES ($1, $2, $3, $4, $5, 'frozen') RETURNING id",
+                    rec.theatre, rec.source, rec.target, rec.from_epoch, rec.to_epoch)
+        except (asyncpg.LockNotAvailableError, MoveFailed, asyncpg.PostgresError) as exc:
+            await self._owner_keys(rec.source, owner.redis_value())
+            raise MoveFailed(f"could not freeze {rec.theatre} ({exc}); nothing changed, it "
+                             f"stays in {rec.source}") from None
+        finally:
+            await conn.close()
+        self.frozen_at = time.time()
+        self.report["frozen_at"] = self.frozen_at
+        self.progress(f"frozen in {time.monotonic() - began:.3f}s: new writes get 503 "
+                      "theatre_moving, reads go on")
+
+    async def _copy_and_commit(self) -> None:
+        """Step 2: one snapshot at the source, one transaction at the target."""
+        rec = self.record
+        src = await cluster_ownership.connect(self.topology, rec.source)
+        try:
+            async with src.transaction(isolation="repeatable_read", readonly=True):
+                rows = {table: await src.fetch(f"SELECT * FROM {table} WHERE {where}",
+                                               self.shows) for table, where in TABLES.items()}
+        finally:
+            await src.close()
+        dst = await cluster_ownership.connect(self.topology, rec.target)
+        try:
+            async with dst.transaction():
+                await _delete_rows(dst, self.shows)  # leftovers here are not the theatre's
+                for table, records in rows.items():
+                    if records:
+                        columns = [c for c in records[0].keys()
+                                   if not (table == "outbox" and c == "id")]
+                        await dst.copy_records_to_table(
+                            table, columns=columns,
+                            records=[tuple(r[c] for c in columns) for r in records])
+                # Tokens stamped here must stay above the copied ones (a seat's newest hold
+                # has the highest token).
+                await dst.execute(
+                    "SELECT setval('fence_token_seq', greatest((SELECT last_value FROM "
+                    "fence_token_seq), (SELECT coalesce(max(fence_token), 1) FROM show_seat "
+                    "WHERE show_id = ANY($1::bigint[]))))", self.shows)
+                await dst.execute(
+                    "INSERT INTO theatre_owner (theatre_id, state, epoch) VALUES ($1, 'OWNED', "
+                    "$2) ON CONFLICT (theatre_id) DO UPDATE SET state = 'OWNED', owner = NULL, "
+                    "epoch = $2, updated_at = now()", rec.theatre, rec.to_epoch)
+        finally:
+            await dst.close()
+        counts = {t: len(r) for t, r in rows.items()}
+        self.report["rows"] = counts
+        await self._record_step("committed")
+        self.progress(f"copied {sum(counts.values())} rows to {rec.target} and committed "
+                      "(" + ", ".join(f"{t} {n}" for t, n in counts.items() if n) + f"); "
+                      f"{rec.target} owns it at epoch {rec.to_epoch}")
+
+    async def _rebuild_target(self) -> None:
+        """Step 3: the target master's seat state of the theatre, from its PostgreSQL."""
+        rec = self.record
+        src = make_redis(self.topology.region(rec.source).redis_master, self.topology.secrets,
+                         timeout_s=REDIS_TIMEOUT_S)
+        dst = make_redis(self.topology.region(rec.target).redis_master, self.topology.secrets,
+                         timeout_s=REDIS_TIMEOUT_S)
+        conn = await cluster_ownership.connect(self.topology, rec.target)
+        try:
+            generation = int((await dst.hget(keys.MIRROR_GENERATION, "gen")) or 0)
+            floor = generation << keys.GENERATION_SHIFT
+            repair = dst.register_script(REPAIR)
+            now, holds = time.time(), 0
+            for show in self.shows:
+                rows = await conn.fetch(
+                    "SELECT seat_id, status, hold_booking_id, hold_expires_at, "
+                    "booked_booking_id FROM show_seat WHERE show_id = $1 "
+                    "AND status <> 'AVAILABLE' ORDER BY seat_id", show)
+                wanted = [(r["seat_id"], pg_wanted(r, now)) for r in rows]
+                holds += sum(1 for _, w in wanted if w.startswith("H:"))
+                version = int((await src.get(keys.show_version(show))) or 0)
+                # No node may see a version go backwards: above the source's, and at
+                # least the target's generation.
+                await dst.delete(keys.show_holds(show), keys.show_booked(show),
+                                 keys.show_blocked(show))
+                await repair(keys=keys.show_keys(show),
+                             args=[keys.SEAT_CHANGES_CHANNEL, show, max(version + 1, floor),
+                                   *[x for pair in wanted if pair[1] != "A" for x in pair]])
+                await dst.set(keys.show_owner(show), str(rec.to_epoch))
+        finally:
+            await conn.close()
+            await src.aclose()
+            await dst.aclose()
+        self.report["holds"] = holds
+        self.progress(f"{rec.target}'s master rebuilt from PostgreSQL: {len(self.shows)} shows, "
+                      f"{holds} live hold(s) carried with their remaining TTL")
+
+    def _next_topology(self) -> tuple[Topology, str]:
+        rec = self.record
+        document = with_changes(self.document, rec.to_epoch, {rec.theatre: rec.target})
+        return parse_stored(document, self.topology), document
+
+    async def _flip(self) -> None:
+        """Step 5: the source says MOVED; writes go on at the target."""
+        rec = self.record
+        conn = await cluster_ownership.connect(self.topology, rec.source)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE theatre_owner SET state = 'MOVED', owner = $2, epoch = $3, "
+                    "updated_at = now() WHERE theatre_id = $1 AND state = 'FROZEN'",
+                    rec.theatre, rec.target, rec.to_epoch)
+                frozen_at = self.report.get("frozen_at")
+                if frozen_at is not None:
+                    self.report["freeze_s"] = round(time.time() - frozen_at, 3)
+                await self._record_step("flipped", conn)
+        finally:
+            await conn.close()
+        await self._owner_keys(rec.source, f"moved {rec.target} {rec.to_epoch}")
+        freeze = self.report.get("freeze_s")
+        self.progress(f"flipped: {rec.source} answers MOVED, {rec.target} takes the writes"
+                      + (f"; writes were frozen for {freeze:.3f}s" if freeze is not None
+                         else ""))
+
+    async def _announce(self) -> None:
+        """Step 6: every process routes by the new epoch; the file says so."""
+        rec = self.record
+        new_topology, new_document = self._next_topology()
+        token = apply.operator_token(self.topology)
+        reached = await apply.push(apply.processes(self.topology, new_topology),
+                                   rec.to_epoch, token)
+        late = [r for r in reached if r.epoch != rec.to_epoch]
+        self.progress(f"epoch {rec.to_epoch} taken by {len(reached) - len(late)} of "
+                      f"{len(reached)} processes")
+        for r in late:  # the move stands: they get MOVED and catch up from their store
+            self.progress(f"  {r.name} ({r.address}) did not take it yet: {r.error}")
+        file_text = self.cluster_file.path.read_text()
+        if file_text != new_document:
+            edited = with_changes(file_text, rec.to_epoch, {rec.theatre: rec.target})
+            self.cluster_file.path.write_text(edited)
+        self.progress(f"{self.cluster_file.path} now maps {rec.theatre} to {rec.target} at "
+                      f"epoch {rec.to_epoch}")
+
+    async def _clean_source(self) -> None:
+        """Step 7: the source forgets the theatre's rows and seat state."""
+        rec = self.record
+        conn = await cluster_ownership.connect(self.topology, rec.source)
+        try:
+            async with conn.transaction():
+                deleted = await _delete_rows(conn, self.shows)
+                await self._record_step("done", conn)
+        finally:
+            await conn.close()
+        client = make_redis(self.topology.region(rec.source).redis_master,
+                            self.topology.secrets, timeout_s=REDIS_TIMEOUT_S)
+        try:
+            for show in self.shows:
+                await client.delete(keys.show_holds(show), keys.show_booked(show),
+                                    keys.show_blocked(show))
+        finally:
+            await client.aclose()
+        self.progress(f"{rec.source} cleaned up ({deleted} rows); done")
+
+    async def rollback(self) -> None:
+        """Undo a move that has not committed at its target: the source owns it again."""
+        rec = self.record
+        if rec.step != "frozen" or await self._committed_at_target():
+            raise MoveFailed(f"the move of {rec.theatre} committed at {rec.target}; it can "
+                             f"only go forward: `bookcluster topology move {rec.theatre} "
+                             f"--to {rec.target}` (then move it back if you must)")
+        self.shows = await self._shows()
+        conn = await cluster_ownership.connect(self.topology, rec.source)
+        try:
+            async with conn.transaction():
+                epoch = await conn.fetchval(
+                    "UPDATE theatre_owner SET state = 'OWNED', owner = NULL, updated_at = now() "
+                    "WHERE theatre_id = $1 AND state = 'FROZEN' RETURNING epoch", rec.theatre)
+                await self._record_step("aborted", conn)
+        finally:
+            await conn.close()
+        if epoch is not None:
+            await self._owner_keys(rec.source, str(epoch))
+        self.progress(f"rolled back: {rec.theatre} is writable in {rec.source} again")
+
+    # -- helpers ------------------------------------------------------------------
+
+    async def _pause(self, pause_after: str | None, step: str) -> None:
+        """Tests and drills: stop here, as a mover that crashed would (SIGKILL it)."""
+        if pause_after == step:
+            self.progress(f"paused after {step} (kill me, then resume or roll back)")
+            await asyncio.Event().wait()
+
+    async def _shows(self) -> list[int]:
+        conn = await cluster_ownership.connect(self.topology, self.record.source)
+        try:
+            return (await shows_by_theatre(conn, [self.record.theatre])).get(
+                self.record.theatre, [])
+        finally:
+            await conn.close()
+
+    async def _committed_at_target(self) -> bool:
+        rec = self.record
+        conn = await cluster_ownership.connect(self.topology, rec.target)
+        try:
+            row = await conn.fetchrow("SELECT state, epoch FROM theatre_owner "
+                                      "WHERE theatre_id = $1", rec.theatre)
+        finally:
+            await conn.close()
+        return row is not None and row["state"] == OWNED and row["epoch"] == rec.to_epoch
+
+    async def _owner_keys(self, region: str, value: str) -> None:
+        client = make_redis(self.topology.region(region).redis_master, self.topology.secrets,
+                            timeout_s=REDIS_TIMEOUT_S)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for show in self.shows:
+                    pipe.set(keys.show_owner(show), value)
+                await pipe.execute()
+        finally:
+            await client.aclose()
+
+    async def _record_step(self, step: str, conn: asyncpg.Connection | None = None) -> None:
+        rec = self.record
+        rec.step = step
+        detail = json.dumps(self.report, default=str)
+        query = ("UPDATE theatre_move SET step = $2, detail = $3::jsonb, updated_at = now() "
+                 "WHERE id = $1")
+        if conn is not None:
+            await conn.execute(query, rec.id, step, detail)
+            return
+        own = await cluster_ownership.connect(self.topology, rec.source)
+        try:
+            await own.execute(query, rec.id, step, detail)
+        finally:
+            await own.close()
+
+
+async def _delete_rows(conn: asyncpg.Connection, shows: list[int]) -> int:
+    """Delete a theatre's booking rows (by its show ids). Returns rows deleted."""
+    deleted = 0
+    for table, where in CLEANUP.items():
+        status = await conn.execute(f"DELETE FROM {table} WHERE {where}", shows)
+        deleted += int(status.split()[-1])
+    return deleted
+
+
+async def unfinished(topology: Topology, theatre: str) -> MoveRecord | None:
+    """The theatre's move that has not reached done or aborted, if any (in any region)."""
+    for region in topology.regions:
+        conn = await cluster_ownership.connect(topology, region)
+        try:
+            row = await conn.fetchrow(
+                "SELECT * FROM theatre_move WHERE theatre_id = $1 "
+                "AND step NOT IN ('done', 'aborted')", theatre)
+        finally:
+            await conn.close()
+        if row is not None:
+            return MoveRecord(row["id"], row["theatre_id"], row["source"], row["target"],
+                              row["from_epoch"], row["to_epoch"], row["step"],
+                              json.loads(row["detail"]))
+    return None
+
+
+async def move_command(topology: Topology, theatre: str, target: str | None, *,
+                       dry_run: bool = False, rollback: bool = False, timeout_s: float = 10.0,
+                       pause_after: str | None = None,
+                       progress: Callable[[str], None] | None = None) -> int:
+    """The CLI: start, resume or roll back a move. 0 done, raises MoveFailed otherwise."""
+    say = progress or (lambda line: print(f"[move] {line}", flush=True))
+    running, document = await apply.current(topology)
+    record = await unfinished(running, theatre)
+    if rollback:
+        if record is None:
+            raise MoveFailed(f"no unfinished move of {theatre} to roll back")
+        await Mover(running, document, record, say, timeout_s, topology).rollback()
+        return 0
+    if record is not None:
+        if target is not None and target != record.target:
+            raise MoveFailed(f"{theatre} is half way to {record.target} (step {record.step}): "
+                             f"finish that move first, or `--rollback` it")
+        say(f"resuming the move of {theatre} {record.source} -> {record.target} "
+            f"(epoch {record.to_epoch}) after step {record.step}")
+        # Its new epoch is computed from the one it started at, whatever is applied now.
+        report = await Mover(running, document, record, say, timeout_s, topology).run(
+            pause_after)
+        _summary(say, report)
+        return 0
+    if target is None:
+        raise MoveFailed("say where to: --to REGION")
+    if target not in running.regions:
+        raise MoveFailed(f"no region {target!r} in the running topology (epoch "
+                         f"{running.epoch}): add it with `bookcluster topology apply` first")
+    recorded = await cluster_ownership.recorded_owners(running)
+    holders, owner = cluster_ownership.current_owner(recorded, theatre)
+    if owner is None or owner.state != OWNED:
+        raise MoveFailed(f"{theatre} has no single owner to move it from "
+                         f"(records: {', '.join(holders) or 'none'})")
+    source = holders[0]
+    if source == target:
+        raise MoveFailed(f"{theatre} already lives in {target}")
+    record = MoveRecord(0, theatre, source, target, running.epoch, running.epoch + 1, "frozen")
+    mover = Mover(running, document, record, say, timeout_s, topology)
+    if dry_run:
+        shows = await mover._shows()
+        say(f"would move {theatre} from {source} to {target} at epoch {running.epoch + 1}: "
+            f"{len(shows)} shows; nothing changed")
+        return 0
+    await mover.freeze(owner)
+    await mover._pause(pause_after, "frozen")
+    try:
+        async with asyncio.timeout(timeout_s):
+            await mover._copy_and_commit()
+    except (TimeoutError, asyncpg.PostgresError, OSError, aioredis.RedisError) as exc:
+        if await mover._committed_at_target():
+            say(f"the copy committed before {type(exc).__name__}; going on")
+        else:
+            await mover.rollback()
+            raise MoveFailed(f"move aborted ({type(exc).__name__}: {exc}); {theatre} stays "
+                             f"in {source}, nothing copied is visible") from None
+    report = await mover.run(pause_after)
+    _summary(say, report)
+    return 0
+
+
+def _summary(say: Callable[[str], None], report: dict[str, Any]) -> None:
+    rows = report.get("rows", {})
+    say(f"moved: {sum(rows.values())} rows, {report.get('holds', 0)} live holds; writes "
+        f"frozen {report.get('freeze_s', '?')}s")
