@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from cluster import ownership as cluster_ownership
 from cluster.supervisor import read_state
@@ -115,17 +116,23 @@ def operator_token(topology: Topology) -> str:
                           "BOOKCLUSTER_OPERATOR_TOKEN") from None
 
 
-async def store(topology: Topology, epoch: int, document: str | None) -> None:
-    """Put the document of `epoch` in every region's store (None: delete it)."""
+async def store(topology: Topology, epoch: int, document: str | None,
+                sessions: dict[str, asyncpg.Connection] | None = None) -> None:
+    """Put the document of `epoch` in every region's store (None: delete it), on the
+    given sessions where there are (a move has them open) or new ones."""
     for region in topology.regions:
-        conn = await cluster_ownership.connect(topology, region)
+        conn = (sessions or {}).get(region)
+        own = conn is None
+        if conn is None:
+            conn = await cluster_ownership.connect(topology, region)
         try:
             if document is None:
                 await conn.execute("DELETE FROM cluster_topology WHERE epoch = $1", epoch)
             else:
                 await ownership.store_topology(conn, epoch, document)
         finally:
-            await conn.close()
+            if own:
+                await conn.close()
 
 
 async def push(targets: dict[str, str], epoch: int, token: str) -> list[Reached]:

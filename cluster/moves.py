@@ -103,19 +103,59 @@ class Mover:
         self.topology = topology  # as the cluster runs it (epoch from_epoch)
         self.document = document
         self.record = record
-        self.progress = progress
+        self._progress = progress
         self.timeout_s = timeout_s
         self.cluster_file = cluster_file or topology  # the file to rewrite
         self.shows: list[int] = []
         self.frozen_at: float | None = None
         self.report: dict[str, Any] = dict(record.detail)
+        # One session per region and one client per master, opened before the freeze:
+        # a new PostgreSQL login costs tens of ms (SCRAM), and the freeze waits for none.
+        self._pg: dict[str, asyncpg.Connection] = {}
+        self._redis: dict[str, aioredis.Redis] = {}
+
+    async def open(self) -> Mover:
+        for region in self.topology.regions:
+            self._pg[region] = await cluster_ownership.connect(self.topology, region)
+            self._redis[region] = make_redis(self.topology.region(region).redis_master,
+                                             self.topology.secrets, timeout_s=REDIS_TIMEOUT_S)
+        self.shows = (await shows_by_theatre(self._pg[self.record.source],
+                                             [self.record.theatre])).get(self.record.theatre, [])
+        return self
+
+    def progress(self, line: str) -> None:
+        """A progress line; while the theatre's writes are frozen, for how long so far."""
+        frozen_at = self.report.get("frozen_at")
+        if frozen_at is not None and "freeze_s" not in self.report:
+            line += f" [frozen {time.time() - frozen_at:.3f}s]"
+        self._progress(line)
+
+    async def reconnect(self) -> None:
+        """New sessions for any a failure may have left unusable."""
+        for region, conn in list(self._pg.items()):
+            if conn.is_closed() or conn.is_in_transaction():
+                conn.terminate()
+                self._pg[region] = await cluster_ownership.connect(self.topology, region)
+
+    async def close(self) -> None:
+        for conn in self._pg.values():
+            conn.terminate()  # nothing of ours is in flight that should finish
+        for client in self._redis.values():
+            await client.aclose()
+        self._pg.clear()
+        self._redis.clear()
+
+    async def __aenter__(self) -> Mover:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- steps ------------------------------------------------------------------
 
     async def run(self, pause_after: str | None = None) -> dict[str, Any]:
         """From wherever the record says, to done. Returns the report."""
         rec = self.record
-        self.shows = await self._shows()
         if rec.step == "frozen":
             if await self._committed_at_target():
                 self.progress("the copy had committed at the target; going on")
@@ -127,7 +167,7 @@ class Mover:
             await self._pause(pause_after, "committed")
             await self._rebuild_target()
             new_topology, new_document = self._next_topology()
-            await apply.store(new_topology, rec.to_epoch, new_document)
+            await apply.store(new_topology, rec.to_epoch, new_document, self._pg)
             self.progress(f"epoch {rec.to_epoch} stored in {len(new_topology.regions)} regions")
             await self._flip()
             rec.step = "flipped"
@@ -140,12 +180,11 @@ class Mover:
     async def freeze(self, owner: Owner) -> None:
         """Step 1, also recording the move. Raises MoveFailed (source unfrozen)."""
         rec = self.record
-        self.shows = await self._shows()
         await self._owner_keys(rec.source, "moving")
         self.progress(f"freezing {rec.theatre} in {rec.source} ({len(self.shows)} shows): "
                       "waiting for writes in flight ...")
         began = time.monotonic()
-        conn = await cluster_ownership.connect(self.topology, rec.source)
+        conn = self._pg[rec.source]
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = {int(self.timeout_s * 1000)}")
@@ -167,8 +206,6 @@ class Mover:
             await self._owner_keys(rec.source, owner.redis_value())
             raise MoveFailed(f"could not freeze {rec.theatre} ({exc}); nothing changed, it "
                              f"stays in {rec.source}") from None
-        finally:
-            await conn.close()
         self.frozen_at = time.time()
         self.report["frozen_at"] = self.frozen_at
         self.progress(f"frozen in {time.monotonic() - began:.3f}s: new writes get 503 "
@@ -177,36 +214,33 @@ class Mover:
     async def _copy_and_commit(self) -> None:
         """Step 2: one snapshot at the source, one transaction at the target."""
         rec = self.record
-        src = await cluster_ownership.connect(self.topology, rec.source)
-        try:
-            async with src.transaction(isolation="repeatable_read", readonly=True):
-                rows = {table: await src.fetch(f"SELECT * FROM {table} WHERE {where}",
-                                               self.shows) for table, where in TABLES.items()}
-        finally:
-            await src.close()
-        dst = await cluster_ownership.connect(self.topology, rec.target)
-        try:
-            async with dst.transaction():
+        src, dst = self._pg[rec.source], self._pg[rec.target]
+        async with src.transaction(isolation="repeatable_read", readonly=True):
+            rows = {table: await src.fetch(f"SELECT * FROM {table} WHERE {where}", self.shows)
+                    for table, where in TABLES.items()}
+        # One transaction at the target: the move's decision is its commit
+        async with dst.transaction():
+            if await dst.fetchval("SELECT EXISTS (SELECT 1 FROM booking WHERE show_id = "
+                                  "ANY($1::bigint[]) UNION ALL SELECT 1 FROM show_seat "
+                                  "WHERE show_id = ANY($1::bigint[]))", self.shows):
                 await _delete_rows(dst, self.shows)  # leftovers here are not the theatre's
-                for table, records in rows.items():
-                    if records:
-                        columns = [c for c in records[0].keys()
-                                   if not (table == "outbox" and c == "id")]
-                        await dst.copy_records_to_table(
-                            table, columns=columns,
-                            records=[tuple(r[c] for c in columns) for r in records])
-                # Tokens stamped here must stay above the copied ones (a seat's newest hold
-                # has the highest token).
-                await dst.execute(
-                    "SELECT setval('fence_token_seq', greatest((SELECT last_value FROM "
-                    "fence_token_seq), (SELECT coalesce(max(fence_token), 1) FROM show_seat "
-                    "WHERE show_id = ANY($1::bigint[]))))", self.shows)
-                await dst.execute(
-                    "INSERT INTO theatre_owner (theatre_id, state, epoch) VALUES ($1, 'OWNED', "
-                    "$2) ON CONFLICT (theatre_id) DO UPDATE SET state = 'OWNED', owner = NULL, "
-                    "epoch = $2, updated_at = now()", rec.theatre, rec.to_epoch)
-        finally:
-            await dst.close()
+            for table, records in rows.items():
+                if records:
+                    columns = [c for c in records[0].keys()
+                               if not (table == "outbox" and c == "id")]
+                    await dst.copy_records_to_table(
+                        table, columns=columns,
+                        records=[tuple(r[c] for c in columns) for r in records])
+            # Tokens stamped here must stay above the copied ones (a seat's newest hold
+            # has the highest token).
+            await dst.execute(
+                "SELECT setval('fence_token_seq', greatest((SELECT last_value FROM "
+                "fence_token_seq), (SELECT coalesce(max(fence_token), 1) FROM show_seat "
+                "WHERE show_id = ANY($1::bigint[]))))", self.shows)
+            await dst.execute(
+                "INSERT INTO theatre_owner (theatre_id, state, epoch) VALUES ($1, 'OWNED', "
+                "$2) ON CONFLICT (theatre_id) DO UPDATE SET state = 'OWNED', owner = NULL, "
+                "epoch = $2, updated_at = now()", rec.theatre, rec.to_epoch)
         counts = {t: len(r) for t, r in rows.items()}
         self.report["rows"] = counts
         await self._record_step("committed")
@@ -217,36 +251,34 @@ class Mover:
     async def _rebuild_target(self) -> None:
         """Step 3: the target master's seat state of the theatre, from its PostgreSQL."""
         rec = self.record
-        src = make_redis(self.topology.region(rec.source).redis_master, self.topology.secrets,
-                         timeout_s=REDIS_TIMEOUT_S)
-        dst = make_redis(self.topology.region(rec.target).redis_master, self.topology.secrets,
-                         timeout_s=REDIS_TIMEOUT_S)
-        conn = await cluster_ownership.connect(self.topology, rec.target)
-        try:
-            generation = int((await dst.hget(keys.MIRROR_GENERATION, "gen")) or 0)
-            floor = generation << keys.GENERATION_SHIFT
-            repair = dst.register_script(REPAIR)
-            now, holds = time.time(), 0
-            for show in self.shows:
-                rows = await conn.fetch(
-                    "SELECT seat_id, status, hold_booking_id, hold_expires_at, "
-                    "booked_booking_id FROM show_seat WHERE show_id = $1 "
-                    "AND status <> 'AVAILABLE' ORDER BY seat_id", show)
-                wanted = [(r["seat_id"], pg_wanted(r, now)) for r in rows]
-                holds += sum(1 for _, w in wanted if w.startswith("H:"))
-                version = int((await src.get(keys.show_version(show))) or 0)
+        src, dst = self._redis[rec.source], self._redis[rec.target]
+        conn = self._pg[rec.target]
+        generation = int((await dst.hget(keys.MIRROR_GENERATION, "gen")) or 0)
+        floor = generation << keys.GENERATION_SHIFT
+        versions = [int(v or 0) for v in await src.mget([keys.show_version(s)
+                                                         for s in self.shows])]
+        rows = await conn.fetch(
+            "SELECT show_id, seat_id, status, hold_booking_id, hold_expires_at, "
+            "booked_booking_id FROM show_seat WHERE show_id = ANY($1::bigint[]) "
+            "AND status <> 'AVAILABLE' ORDER BY show_id, seat_id", self.shows)
+        now = time.time()
+        wanted: dict[int, list[str]] = {show: [] for show in self.shows}
+        for row in rows:
+            want = pg_wanted(row, now)
+            if want != "A":
+                wanted[row["show_id"]] += [row["seat_id"], want]
+        holds = sum(1 for pairs in wanted.values() for w in pairs[1::2] if w[0] == "H")
+        repair = dst.register_script(REPAIR)
+        async with dst.pipeline(transaction=False) as pipe:
+            for show, version in zip(self.shows, versions, strict=True):
+                pipe.delete(keys.show_holds(show), keys.show_booked(show),
+                            keys.show_blocked(show))
                 # No node may see a version go backwards: above the source's, and at
                 # least the target's generation.
-                await dst.delete(keys.show_holds(show), keys.show_booked(show),
-                                 keys.show_blocked(show))
-                await repair(keys=keys.show_keys(show),
-                             args=[keys.SEAT_CHANGES_CHANNEL, show, max(version + 1, floor),
-                                   *[x for pair in wanted if pair[1] != "A" for x in pair]])
-                await dst.set(keys.show_owner(show), str(rec.to_epoch))
-        finally:
-            await conn.close()
-            await src.aclose()
-            await dst.aclose()
+                await repair(keys=keys.show_keys(show), client=pipe, args=[
+                    keys.SEAT_CHANGES_CHANNEL, show, max(version + 1, floor), *wanted[show]])
+                pipe.set(keys.show_owner(show), str(rec.to_epoch))
+            await pipe.execute()
         self.report["holds"] = holds
         self.progress(f"{rec.target}'s master rebuilt from PostgreSQL: {len(self.shows)} shows, "
                       f"{holds} live hold(s) carried with their remaining TTL")
@@ -259,19 +291,16 @@ class Mover:
     async def _flip(self) -> None:
         """Step 5: the source says MOVED; writes go on at the target."""
         rec = self.record
-        conn = await cluster_ownership.connect(self.topology, rec.source)
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "UPDATE theatre_owner SET state = 'MOVED', owner = $2, epoch = $3, "
-                    "updated_at = now() WHERE theatre_id = $1 AND state = 'FROZEN'",
-                    rec.theatre, rec.target, rec.to_epoch)
-                frozen_at = self.report.get("frozen_at")
-                if frozen_at is not None:
-                    self.report["freeze_s"] = round(time.time() - frozen_at, 3)
-                await self._record_step("flipped", conn)
-        finally:
-            await conn.close()
+        conn = self._pg[rec.source]
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE theatre_owner SET state = 'MOVED', owner = $2, epoch = $3, "
+                "updated_at = now() WHERE theatre_id = $1 AND state = 'FROZEN'",
+                rec.theatre, rec.target, rec.to_epoch)
+            frozen_at = self.report.get("frozen_at")
+            if frozen_at is not None:
+                self.report["freeze_s"] = round(time.time() - frozen_at, 3)
+            await self._record_step("flipped")
         await self._owner_keys(rec.source, f"moved {rec.target} {rec.to_epoch}")
         freeze = self.report.get("freeze_s")
         self.progress(f"flipped: {rec.source} answers MOVED, {rec.target} takes the writes"
@@ -300,21 +329,14 @@ class Mover:
     async def _clean_source(self) -> None:
         """Step 7: the source forgets the theatre's rows and seat state."""
         rec = self.record
-        conn = await cluster_ownership.connect(self.topology, rec.source)
-        try:
-            async with conn.transaction():
-                deleted = await _delete_rows(conn, self.shows)
-                await self._record_step("done", conn)
-        finally:
-            await conn.close()
-        client = make_redis(self.topology.region(rec.source).redis_master,
-                            self.topology.secrets, timeout_s=REDIS_TIMEOUT_S)
-        try:
-            for show in self.shows:
-                await client.delete(keys.show_holds(show), keys.show_booked(show),
-                                    keys.show_blocked(show))
-        finally:
-            await client.aclose()
+        conn = self._pg[rec.source]
+        async with conn.transaction():
+            deleted = await _delete_rows(conn, self.shows)
+            await self._record_step("done")
+        client = self._redis[rec.source]
+        for show in self.shows:
+            await client.delete(keys.show_holds(show), keys.show_booked(show),
+                                keys.show_blocked(show))
         self.progress(f"{rec.source} cleaned up ({deleted} rows); done")
 
     async def rollback(self) -> None:
@@ -324,16 +346,12 @@ class Mover:
             raise MoveFailed(f"the move of {rec.theatre} committed at {rec.target}; it can "
                              f"only go forward: `bookcluster topology move {rec.theatre} "
                              f"--to {rec.target}` (then move it back if you must)")
-        self.shows = await self._shows()
-        conn = await cluster_ownership.connect(self.topology, rec.source)
-        try:
-            async with conn.transaction():
-                epoch = await conn.fetchval(
-                    "UPDATE theatre_owner SET state = 'OWNED', owner = NULL, updated_at = now() "
-                    "WHERE theatre_id = $1 AND state = 'FROZEN' RETURNING epoch", rec.theatre)
-                await self._record_step("aborted", conn)
-        finally:
-            await conn.close()
+        conn = self._pg[rec.source]
+        async with conn.transaction():
+            epoch = await conn.fetchval(
+                "UPDATE theatre_owner SET state = 'OWNED', owner = NULL, updated_at = now() "
+                "WHERE theatre_id = $1 AND state = 'FROZEN' RETURNING epoch", rec.theatre)
+            await self._record_step("aborted")
         if epoch is not None:
             await self._owner_keys(rec.source, str(epoch))
         self.progress(f"rolled back: {rec.theatre} is writable in {rec.source} again")
@@ -346,49 +364,25 @@ class Mover:
             self.progress(f"paused after {step} (kill me, then resume or roll back)")
             await asyncio.Event().wait()
 
-    async def _shows(self) -> list[int]:
-        conn = await cluster_ownership.connect(self.topology, self.record.source)
-        try:
-            return (await shows_by_theatre(conn, [self.record.theatre])).get(
-                self.record.theatre, [])
-        finally:
-            await conn.close()
-
     async def _committed_at_target(self) -> bool:
         rec = self.record
-        conn = await cluster_ownership.connect(self.topology, rec.target)
-        try:
-            row = await conn.fetchrow("SELECT state, epoch FROM theatre_owner "
-                                      "WHERE theatre_id = $1", rec.theatre)
-        finally:
-            await conn.close()
+        row = await self._pg[rec.target].fetchrow(
+            "SELECT state, epoch FROM theatre_owner WHERE theatre_id = $1", rec.theatre)
         return row is not None and row["state"] == OWNED and row["epoch"] == rec.to_epoch
 
     async def _owner_keys(self, region: str, value: str) -> None:
-        client = make_redis(self.topology.region(region).redis_master, self.topology.secrets,
-                            timeout_s=REDIS_TIMEOUT_S)
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                for show in self.shows:
-                    pipe.set(keys.show_owner(show), value)
-                await pipe.execute()
-        finally:
-            await client.aclose()
+        async with self._redis[region].pipeline(transaction=False) as pipe:
+            for show in self.shows:
+                pipe.set(keys.show_owner(show), value)
+            await pipe.execute()
 
-    async def _record_step(self, step: str, conn: asyncpg.Connection | None = None) -> None:
+    async def _record_step(self, step: str) -> None:
+        """On the source's session (inside its transaction when one is open)."""
         rec = self.record
         rec.step = step
-        detail = json.dumps(self.report, default=str)
-        query = ("UPDATE theatre_move SET step = $2, detail = $3::jsonb, updated_at = now() "
-                 "WHERE id = $1")
-        if conn is not None:
-            await conn.execute(query, rec.id, step, detail)
-            return
-        own = await cluster_ownership.connect(self.topology, rec.source)
-        try:
-            await own.execute(query, rec.id, step, detail)
-        finally:
-            await own.close()
+        await self._pg[rec.source].execute(
+            "UPDATE theatre_move SET step = $2, detail = $3::jsonb, updated_at = now() "
+            "WHERE id = $1", rec.id, step, json.dumps(self.report, default=str))
 
 
 async def _delete_rows(conn: asyncpg.Connection, shows: list[int]) -> int:
@@ -428,7 +422,8 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
     if rollback:
         if record is None:
             raise MoveFailed(f"no unfinished move of {theatre} to roll back")
-        await Mover(running, document, record, say, timeout_s, topology).rollback()
+        async with Mover(running, document, record, say, timeout_s, topology) as mover:
+            await mover.rollback()
         return 0
     if record is not None:
         if target is not None and target != record.target:
@@ -436,10 +431,8 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
                              f"finish that move first, or `--rollback` it")
         say(f"resuming the move of {theatre} {record.source} -> {record.target} "
             f"(epoch {record.to_epoch}) after step {record.step}")
-        # Its new epoch is computed from the one it started at, whatever is applied now.
-        report = await Mover(running, document, record, say, timeout_s, topology).run(
-            pause_after)
-        _summary(say, report)
+        async with Mover(running, document, record, say, timeout_s, topology) as mover:
+            _summary(say, await mover.run(pause_after))
         return 0
     if target is None:
         raise MoveFailed("say where to: --to REGION")
@@ -455,26 +448,26 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
     if source == target:
         raise MoveFailed(f"{theatre} already lives in {target}")
     record = MoveRecord(0, theatre, source, target, running.epoch, running.epoch + 1, "frozen")
-    mover = Mover(running, document, record, say, timeout_s, topology)
-    if dry_run:
-        shows = await mover._shows()
-        say(f"would move {theatre} from {source} to {target} at epoch {running.epoch + 1}: "
-            f"{len(shows)} shows; nothing changed")
-        return 0
-    await mover.freeze(owner)
-    await mover._pause(pause_after, "frozen")
-    try:
-        async with asyncio.timeout(timeout_s):
-            await mover._copy_and_commit()
-    except (TimeoutError, asyncpg.PostgresError, OSError, aioredis.RedisError) as exc:
-        if await mover._committed_at_target():
-            say(f"the copy committed before {type(exc).__name__}; going on")
-        else:
-            await mover.rollback()
-            raise MoveFailed(f"move aborted ({type(exc).__name__}: {exc}); {theatre} stays "
-                             f"in {source}, nothing copied is visible") from None
-    report = await mover.run(pause_after)
-    _summary(say, report)
+    async with Mover(running, document, record, say, timeout_s, topology) as mover:
+        if dry_run:
+            say(f"would move {theatre} from {source} to {target} at epoch "
+                f"{running.epoch + 1}: {len(mover.shows)} shows; nothing changed")
+            return 0
+        await mover.freeze(owner)
+        await mover._pause(pause_after, "frozen")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await mover._copy_and_commit()
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+                aioredis.RedisError) as exc:
+            await mover.reconnect()  # the session the timeout cut off
+            if await mover._committed_at_target():
+                say(f"the copy committed before {type(exc).__name__}; going on")
+            else:
+                await mover.rollback()
+                raise MoveFailed(f"move aborted ({type(exc).__name__}: {exc}); {theatre} "
+                                 f"stays in {source}, nothing copied is visible") from None
+        _summary(say, await mover.run(pause_after))
     return 0
 
 

@@ -8,8 +8,10 @@ stores themselves and the audit.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -171,3 +173,123 @@ async def test_move_back_and_forth_keeps_everything(movable: Cluster, catalog: A
         await asyncio.sleep(0.2)
     assert status == 200 and kind == "image/png"
     await audit_clean(movable)
+
+
+# -- a move while clients sell it and another theatre --------------------------
+
+@dataclass
+class Attempt:
+    theatre: str
+    kind: str  # hold | confirm
+    began: float
+    ended: float
+    status: int
+    error: str | None
+    booking: str | None
+
+
+class Buyers:
+    """Clients that hold one seat and pay for it, again and again, through any node;
+    a 503 is retried with the same Idempotency-Key (the answer is then the first's)."""
+
+    def __init__(self, cluster: Cluster, catalog: Any, http: aiohttp.ClientSession,
+                 theatres: list[str], deadline: float) -> None:
+        self.cluster, self.http, self.deadline = cluster, http, deadline
+        self.shows = {t: shows_of(catalog, t) for t in theatres}
+        self.seats = {s: seats_of(catalog, s, 60) for t in theatres for s in self.shows[t]}
+        self.attempts: list[Attempt] = []
+        self.held: dict[str, str] = {}  # booking -> theatre, every 201
+        self.sold: dict[str, str] = {}  # booking -> theatre, every confirm answered 200
+
+    async def _write(self, theatre: str, kind: str, method: str, url: str, user: str,
+                     **kwargs: Any) -> tuple[int, Any]:
+        while True:
+            began = time.monotonic()
+            status, body = await call(self.http, method, url, user=user, **kwargs)
+            error = body.get("error") if isinstance(body, dict) else None
+            booking = body.get("booking_id") if isinstance(body, dict) else None
+            self.attempts.append(Attempt(theatre, kind, began, time.monotonic(), status,
+                                         error, booking))
+            if status < 500 and status != 421 or time.monotonic() > self.deadline + 10:
+                return status, body
+            await asyncio.sleep(0.05)
+
+    async def client(self, n: int, theatre: str) -> None:
+        rng = random.Random(n)
+        nodes = self.cluster.nodes()
+        i = 0
+        while time.monotonic() < self.deadline:
+            i += 1
+            user, node = f"buyer{n}-{i}", rng.choice(nodes)
+            show = rng.choice(self.shows[theatre])
+            seat = rng.choice(self.seats[show])
+            status, held = await self._write(
+                theatre, "hold", "POST", f"{node}/booking/seats/{show}/lock", user,
+                json={"seat_ids": [seat]}, headers={"Idempotency-Key": f"h{n}-{i}"})
+            if status != 201:
+                continue
+            self.held[held["booking_id"]] = theatre
+            payment = await captured_payment(self.http, held)
+            status, body = await self._write(
+                theatre, "confirm", "POST",
+                f"{rng.choice(nodes)}/booking/booking/{held['booking_id']}/confirm", user,
+                json={"payment_id": payment}, headers={"Idempotency-Key": f"c{n}-{i}"})
+            if status == 200:
+                self.sold[held["booking_id"]] = theatre
+
+    def unavailable_s(self, theatre: str) -> float:
+        """The longest time no write of `theatre` succeeded while some were refused."""
+        refused = [a for a in self.attempts if a.theatre == theatre and
+                   (a.status >= 500 or a.status == 421)]
+        if not refused:
+            return 0.0
+        ok = sorted(a.ended for a in self.attempts if a.theatre == theatre and a.status < 500
+                    and a.status != 421)
+        first, last = min(a.began for a in refused), max(a.ended for a in refused)
+        before = max((t for t in ok if t <= first), default=first)
+        after = min((t for t in ok if t >= last), default=last)
+        return after - before
+
+
+async def where_bookings_are(cluster: Cluster, bookings: list[str]) -> dict[str, str]:
+    """booking -> its status in the one region that has it (fails on two)."""
+    found: dict[str, str] = {}
+    for region in cluster.topology.regions:
+        for row in await cluster.fetch(region, "SELECT id, status FROM booking "
+                                       "WHERE id = ANY($1::text[])", bookings):
+            assert row["id"] not in found, f"{row['id']} is in two regions"
+            found[row["id"]] = row["status"]
+    return found
+
+
+async def test_move_while_clients_sell_it(movable: Cluster, catalog: Any,
+                                          http: aiohttp.ClientSession) -> None:
+    """0 double sales (audit, across regions), 0 lost bookings (every 200 is CONFIRMED at
+    the new home, every 201 is there), the other theatre sees no refusal."""
+    moving, other = "gurugram-01", "bengaluru-01"
+    owners = await owner_rows(movable, moving)
+    source = next(r for r, (state, _, _) in owners.items() if state == "OWNED")
+    target = next(r for r in movable.topology.regions if r != source)
+    buyers = Buyers(movable, catalog, http, [moving, other], time.monotonic() + 6)
+    clients = [asyncio.create_task(buyers.client(n, moving if n % 2 else other))
+               for n in range(16)]
+    try:
+        await asyncio.sleep(2)
+        lines = await move(movable, moving, target)
+    finally:
+        await asyncio.gather(*clients)
+    assert (await owner_rows(movable, moving))[target][0] == "OWNED"
+    found = await where_bookings_are(movable, list(buyers.held))
+    assert set(found) == set(buyers.held), "a hold answered 201 is missing"
+    assert all(found[b] == "CONFIRMED" for b in buyers.sold), "a 200 confirm was lost"
+    other_refusals = [a for a in buyers.attempts if a.theatre == other and a.status >= 500]
+    assert not other_refusals, other_refusals[:5]
+    moved_sold = sum(1 for t in buyers.sold.values() if t == moving)
+    assert moved_sold and any(a.theatre == moving and a.began > buyers.attempts[0].began + 3
+                              and a.status in (200, 201) for a in buyers.attempts)
+    await audit_clean(movable)
+    print("\n".join(lines))
+    freeze = next(line for line in lines if "frozen for" in line)
+    print(f"move under load: {freeze}; clients saw writes of {moving} refused for "
+          f"{buyers.unavailable_s(moving):.3f}s; {len(buyers.sold)} sales, "
+          f"{len(buyers.attempts)} writes")

@@ -47,6 +47,14 @@ CREATE UNIQUE INDEX theatre_move_unfinished ON theatre_move (theatre_id)
 -- Idempotency keys say whose booking they answered, so a move takes them along.
 ALTER TABLE idempotency ADD COLUMN booking_id text;
 CREATE INDEX idempotency_by_booking ON idempotency (booking_id);
+-- A move reads (and its source then deletes) one theatre's rows by its shows: without
+-- these, each of those statements scanned a whole table while the theatre was frozen.
+CREATE INDEX booking_by_show ON booking (show_id);
+CREATE INDEX booking_seat_by_show ON booking_seat (show_id);
+CREATE INDEX notification_by_booking ON notification (booking_id);
+CREATE INDEX payment_event_by_show ON payment_event
+    ((substring(booking_id from '^b([0-9]+)-')::bigint));
+CREATE INDEX mirror_change_by_show ON mirror_change (show_id);
 
 CREATE FUNCTION bc_theatre_lock(p_theatre text) RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$ SELECT hashtextextended('bc_theatre:' || p_theatre, 0) $$;
