@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 
 from cluster import moves
@@ -49,7 +52,8 @@ async def sell(http: aiohttp.ClientSession, node: str, booking: dict[str, Any],
                       headers={"Idempotency-Key": key})
 
 
-async def move(cluster: Cluster, theatre: str, target: str, **options: Any) -> list[str]:
+async def move(cluster: Cluster, theatre: str, target: str | None,
+               **options: Any) -> list[str]:
     lines: list[str] = []
     code = await moves.move_command(cluster.topology, theatre, target, progress=lines.append,
                                     **options)
@@ -293,3 +297,159 @@ async def test_move_while_clients_sell_it(movable: Cluster, catalog: Any,
     print(f"move under load: {freeze}; clients saw writes of {moving} refused for "
           f"{buyers.unavailable_s(moving):.3f}s; {len(buyers.sold)} sales, "
           f"{len(buyers.attempts)} writes")
+
+
+# -- aborts, crashes, resumes ----------------------------------------------------
+
+def owning(owners: dict[str, tuple[str, int, str | None]]) -> str:
+    (region,) = [r for r, (state, _, _) in owners.items() if state == "OWNED"]
+    return region
+
+
+async def assert_lives_only_in(cluster: Cluster, catalog: Any, theatre: str,
+                               region: str) -> None:
+    shows = shows_of(catalog, theatre)
+    for other in cluster.topology.regions:
+        counts = await rows_of(cluster, other, shows)
+        if other == region:
+            assert counts["show_seat"] > 0, (other, counts)
+        else:
+            assert set(counts.values()) == {0}, (other, counts)
+
+
+async def test_move_aborts_when_writes_in_flight_do_not_finish(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    theatre = "pune-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    show = shows_of(catalog, theatre)[0]
+    blocker = await movable.pg(source)  # a write that never ends holds the shared lock
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute("SELECT bc_own($1, 1000000)", show)
+        with pytest.raises(moves.MoveFailed, match="could not freeze"):
+            await move(movable, theatre, target, timeout_s=1.0)
+    finally:
+        await blocker.close()
+    assert (await owner_rows(movable, theatre))[source][0] == "OWNED"
+    status, body = await hold(http, movable.node(target), show, "hank",
+                              seats_of(catalog, show, 1))
+    assert status == 201 and body["region"] == source, body
+    await assert_lives_only_in(movable, catalog, theatre, source)
+    await audit_clean(movable)
+
+
+async def test_move_aborted_mid_copy_leaves_nothing_visible(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """The target cannot commit in time (its owner row is locked by another session):
+    the move rolls back; the target shows none of the rows it had begun to write."""
+    theatre = "pune-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    show = shows_of(catalog, theatre)[1]
+    blocker = await movable.pg(target)
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute(
+            "INSERT INTO theatre_owner (theatre_id, state, epoch, owner) "
+            "VALUES ($1, 'MOVED', 0, 'nowhere') ON CONFLICT (theatre_id) DO UPDATE "
+            "SET updated_at = now()", theatre)
+        with pytest.raises(moves.MoveFailed, match="aborted"):
+            await move(movable, theatre, target, timeout_s=1.5)
+    finally:
+        await blocker.close()
+    owners = await owner_rows(movable, theatre)
+    assert owners[source][0] == "OWNED" and owners.get(target, ("",))[0] != "OWNED", owners
+    await assert_lives_only_in(movable, catalog, theatre, source)
+    status, body = await hold(http, movable.node(target), show, "ivan",
+                              seats_of(catalog, show, 1))
+    assert status == 201 and body["region"] == source, body
+    record = await movable.fetch(source, "SELECT step FROM theatre_move WHERE theatre_id = $1 "
+                                 "ORDER BY id DESC LIMIT 1", theatre)
+    assert record[0]["step"] == "aborted"
+    await audit_clean(movable)
+
+
+async def start_mover(cluster: Cluster, theatre: str, target: str | None,
+                      *args: str) -> asyncio.subprocess.Process:
+    """`bookcluster topology move` as its own process; returns once it paused."""
+    argv = [sys.executable, "-m", "cluster", "--topology", str(cluster.topology.path),
+            "topology", "move", theatre, *(["--to", target] if target else []), *args]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None
+    seen = []
+    async with asyncio.timeout(30):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            assert line, "mover ended before pausing:\n" + "".join(seen)
+            seen.append(line)
+            if "paused after" in line:
+                return proc
+
+
+async def kill(proc: asyncio.subprocess.Process) -> None:
+    proc.kill()  # SIGKILL: no clean-up of any kind
+    await proc.wait()
+
+
+async def test_killed_mover_is_resumed(movable: Cluster, catalog: Any,
+                                       http: aiohttp.ClientSession) -> None:
+    theatre = "bengaluru-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    show = shows_of(catalog, theatre)[0]
+    seats = seats_of(catalog, show)[-3:]  # the load test buys among the first 60
+    node = movable.node(target)
+    status, booking = await hold(http, node, show, "judy", seats[:1])
+    assert status == 201
+    status, sold = await sell(http, node, booking, "judy-1")
+    assert status == 200, sold
+
+    mover = await start_mover(movable, theatre, target, "--pause-after", "frozen")
+    try:
+        status, body = await hold(http, node, show, "ken", seats[1:2])
+        assert status == 503 and body["error"] == "theatre_moving", body
+        status, seat_map = await call(http, "GET", f"{node}/shows/{show}/seats")
+        assert status == 200  # reads go on
+    finally:
+        await kill(mover)
+    assert (await owner_rows(movable, theatre))[source][0] == "FROZEN"
+    await move(movable, theatre, None)  # resume: the same command, without --to
+    assert owning(await owner_rows(movable, theatre)) == target
+
+    # Killed after the commit: only forward.
+    back = source
+    mover = await start_mover(movable, theatre, back, "--pause-after", "committed")
+    await kill(mover)
+    with pytest.raises(moves.MoveFailed, match="can only go forward"):
+        await moves.move_command(movable.topology, theatre, None, rollback=True,
+                                 progress=lambda _: None)
+    await move(movable, theatre, None)
+    assert owning(await owner_rows(movable, theatre)) == back
+    await assert_lives_only_in(movable, catalog, theatre, back)
+    status, got = await call(http, "GET", f"{node}/booking/booking/{booking['booking_id']}",
+                             user="judy")
+    assert status == 200 and got["status"] == "CONFIRMED" and got["region"] == back
+    status, body = await hold(http, node, show, "ken", seats[:2])
+    assert status == 409 and body["seats"] == [seats[0]], body
+    await audit_clean(movable)
+
+
+async def test_killed_mover_is_rolled_back(movable: Cluster, catalog: Any,
+                                           http: aiohttp.ClientSession) -> None:
+    theatre = "bengaluru-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    show = shows_of(catalog, theatre)[1]
+    mover = await start_mover(movable, theatre, target, "--pause-after", "frozen")
+    await kill(mover)
+    await moves.move_command(movable.topology, theatre, None, rollback=True,
+                             progress=lambda _: None)
+    assert owning(await owner_rows(movable, theatre)) == source
+    await assert_lives_only_in(movable, catalog, theatre, source)
+    status, body = await hold(http, movable.node(target), show, "liz",
+                              seats_of(catalog, show)[-1:])
+    assert status == 201 and body["region"] == source, body
+    await audit_clean(movable)
