@@ -64,7 +64,7 @@ from region_node.overview import audit_report_path
 from region_node.seatstate import parse_hold
 from router.errors import TopologyError
 from router.placement import Placement
-from router.registry import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, connect_primary, make_redis
 from router.topology import Topology, parse_topology
 
 BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")
@@ -420,9 +420,9 @@ def _pg_state(pg: _Show, seat: str) -> str:
 async def _audit_pg(topology: Topology, region: str, grace_s: float
                     ) -> tuple[dict[str, int], dict[str, int], list[Violation], dict[int, _Show],
                                _Ownership]:
-    endpoint = topology.region(region).pg_primary
+    members = topology.region(region).pg_members
     try:
-        conn = await asyncpg.connect(pg_dsn(endpoint), **pg_login(topology.secrets),
+        conn = await connect_primary(members, topology.secrets,
                                      timeout=PG_CONNECT_TIMEOUT_S,
                                      command_timeout=PG_COMMAND_TIMEOUT_S,
                                      server_settings=PG_TOOL_SESSION)
@@ -440,7 +440,8 @@ async def _audit_pg(topology: Topology, region: str, grace_s: float
         finally:
             await conn.close()
     except UNREACHABLE as exc:
-        raise RegionUnreachable(f"postgres primary {endpoint}: {_reason(exc)}") from exc
+        raise RegionUnreachable(f"postgres primary {', '.join(map(str, members))}: "
+                                f"{_reason(exc)}") from exc
     return bookings, seats, found, shows, homes
 
 

@@ -3,6 +3,8 @@
     bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
     bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
     bookcluster status [--json]        every process, its health and replication lag
+    bookcluster failover --region R --store postgres [--to MEMBER]
+                                       planned switchover of a region's primary (Patroni)
     bookcluster audit [--json]         no seat sold twice, every sale complete, Redis = PostgreSQL
     bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
     bookcluster repair [--region R] [--show S] [--dry-run]   fix Redis seat state from PostgreSQL
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import apply, moves
+from cluster import apply, moves, patroni_api
 from cluster.audit import audit_command
 from cluster.binaries import BinaryNotFound
 from cluster.demo_catalog import CatalogSpec
@@ -72,6 +74,13 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     audit.add_argument("--grace", type=duration_arg, default=5.0,
                        help="slack for holds the sweeper has not reached yet (default 5s)")
+    failover = sub.add_parser("failover", help="planned switchover: the region's standby "
+                              "becomes its primary, the primary its standby")
+    failover.add_argument("--region", required=True)
+    failover.add_argument("--store", required=True, choices=["postgres", "redis"])
+    failover.add_argument("--to", dest="candidate",
+                          help="the member to promote, e.g. north-2 (default: the synchronous "
+                          "standby)")
     repair = sub.add_parser("repair", help="compare each region's Redis seat mirror with "
                             "PostgreSQL and fix what differs")
     repair.add_argument("--region", help="one region (default: all)")
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             code = _token(topology, args)
         elif args.command == "topology":
             code = asyncio.run(_topology(topology, args))
+        elif args.command == "failover":
+            code = asyncio.run(_failover(topology, args))
         else:
             code = asyncio.run(_status(topology, args.json))
     except (RouterError, BinaryNotFound, ClusterAlreadyRunning, ClusterSetupError,
@@ -183,6 +194,31 @@ async def _topology(topology: Topology, args: argparse.Namespace) -> int:
     return await moves.move_command(topology, args.theatre, args.target, dry_run=args.dry_run,
                                     rollback=args.rollback, timeout_s=args.timeout,
                                     pause_after=args.pause_after)
+
+
+async def _failover(topology: Topology, args: argparse.Namespace) -> int:
+    """Operator switchover through Patroni's REST API (needs `patroni_password`). Writes
+    to the region answer 503 region_unavailable (Retry-After) for the few seconds it takes."""
+    if args.store != "postgres":
+        print("error: only --store postgres: Redis failover (Sentinel) is not part of this "
+              "cluster yet", file=sys.stderr)
+        return 2
+    if args.region not in topology.regions:
+        print(f"error: unknown region {args.region!r} (known: {', '.join(topology.regions)})",
+              file=sys.stderr)
+        return 2
+    region = topology.region(args.region)
+    try:
+        before = patroni_api.leader(await patroni_api.any_cluster_view(region))
+        answer = await patroni_api.switchover(region, topology.secrets, args.candidate)
+        after = patroni_api.leader(await patroni_api.any_cluster_view(region))
+    except patroni_api.PatroniError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.region}: {answer}")
+    print(f"{args.region}: leader {before['name'] if before else '-'} -> "
+          f"{after['name'] if after else '- (electing)'}")
+    return 0
 
 
 def _token(topology: Topology, args: argparse.Namespace) -> int:
@@ -281,7 +317,8 @@ async def _status(topology: Topology, as_json: bool) -> int:
         row["healthy"] = bool(row.get("healthy")) and row["alive"]
     if as_json:
         keep = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
-                "source", "lag_bytes", "link", "epoch", "error")
+                "source", "lag_bytes", "link", "epoch", "error", "api", "member", "pg_role",
+                "leader", "timeline")
         print(json.dumps({"running": pid_alive(state["launcher_pid"]),
                           "launcher_pid": state["launcher_pid"],
                           "processes": [{k: r.get(k) for k in keep} for r in rows]}, indent=2))
@@ -291,8 +328,10 @@ async def _status(topology: Topology, as_json: bool) -> int:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    """One line per process; PostgreSQL members add what Patroni says: role, leader,
+    timeline (their lag is behind the leader); nodes and workers their topology epoch."""
     header = (f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} "
-              f"{'EPOCH':>5}  LAG")
+              f"{'EPOCH':>5}  {'LAG':<10} PATRONI")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -300,7 +339,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         health = "ok" if r.get("healthy") else "DOWN"
         epoch = r.get("epoch") or ""  # nodes and workers: the topology epoch they route by
         print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
-              f"{health:<8} {epoch:>5}  {lag}")
+              f"{health:<8} {epoch:>5}  {lag:<10} {_patroni_detail(r)}".rstrip())
+
+
+def _patroni_detail(row: dict[str, Any]) -> str:
+    if row["role"] != "pg-member" or not row.get("pg_role"):
+        return ""
+    detail = f"{row['pg_role']}, timeline {row.get('timeline')}"
+    if row.get("leader") and row["pg_role"] != "leader":
+        detail += f", leader {row['leader']}"
+    elif not row.get("leader"):
+        detail += ", no leader"
+    return detail
 
 
 async def _jobs(topology: Topology, args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""Health probes for every kind of process, and replication lag for replicas."""
+"""Health probes for every kind of process, and replication lag for replicas.
+
+PostgreSQL members are asked through Patroni's REST API (`cluster.patroni_api`):
+their role changes with every failover, so a member's row says what it is now.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from cluster import patroni_api
 from router.registry import pg_login
 from router.secrets import Secrets
+from router.topology import Region
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -50,6 +56,7 @@ async def probe_redis_replica(proc: dict[str, Any], secrets: Secrets) -> dict[st
 
 
 async def probe_pg_primary(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    """A plain PostgreSQL server of a tool (the benchmark's raw limits), not Patroni's."""
     row = await _pg_fetchrow(proc["address"],
                              "SELECT NOT pg_is_in_recovery() AS ok, "
                              "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn", secrets)
@@ -57,14 +64,39 @@ async def probe_pg_primary(proc: dict[str, Any], secrets: Secrets) -> dict[str, 
     return {"healthy": bool(row["ok"]), "repl_offset": row["lsn"]}
 
 
-async def probe_pg_standby(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
-    row = await _pg_fetchrow(proc["address"],
-                             "SELECT pg_is_in_recovery() AS ok, "
-                             "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint AS lsn, "
-                             "(SELECT status FROM pg_stat_wal_receiver) AS link", secrets)
-    assert row is not None
-    healthy = bool(row["ok"]) and row["link"] == "streaming"
-    return {"healthy": healthy, "repl_offset": row["lsn"], "link": row["link"]}
+async def probe_pg_member(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    """Healthy: PostgreSQL runs and is the primary, or a replica streaming from it.
+    Also the member's role, the leader, the timeline and its lag as Patroni sees them."""
+    state = await patroni_api.member_state(proc["api"])
+    role = state.get("role")
+    running = state.get("state") == "running"
+    streaming = state.get("replication_state") == "streaming"
+    row: dict[str, Any] = {
+        "healthy": running and (role == "primary" or streaming),
+        "pg_role": role, "timeline": state.get("timeline"),
+        "link": state.get("replication_state"), "pg_state": state.get("state")}
+    try:
+        view = await patroni_api.cluster_view(proc["api"])
+    except patroni_api.PatroniError:
+        return row
+    me = next((m for m in view.get("members", []) if m.get("api_url", "").startswith(
+        proc["api"])), None)
+    leader = patroni_api.leader(view)
+    row["leader"] = leader["name"] if leader else None
+    if me is not None:
+        row["pg_role"] = me.get("role", role)  # leader | sync_standby | replica
+        row["member"] = me.get("name")
+        if isinstance(me.get("lag"), int):
+            row["lag_bytes"] = me["lag"]
+    return row
+
+
+async def probe_etcd(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.get(f"{proc['address']}/health") as resp:
+            body = await resp.json(content_type=None)
+            return {"healthy": resp.status == 200 and body.get("health") == "true"}
 
 
 async def probe_node(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
@@ -83,7 +115,8 @@ PROBES: dict[str, Callable[[dict[str, Any], Secrets], Awaitable[dict[str, Any]]]
     "redis-master": probe_redis_master,
     "redis-replica": probe_redis_replica,
     "pg-primary": probe_pg_primary,
-    "pg-standby": probe_pg_standby,
+    "pg-member": probe_pg_member,
+    "etcd": probe_etcd,
     "node": probe_node,
     "worker": probe_node,
     "gateway": probe_node,
@@ -94,8 +127,8 @@ PROBES: dict[str, Callable[[dict[str, Any], Secrets], Awaitable[dict[str, Any]]]
 async def probe(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     try:
         return await asyncio.wait_for(PROBES[proc["role"]](proc, secrets), PROBE_TIMEOUT_S + 0.5)
-    except (OSError, aiohttp.ClientError, aioredis.RedisError, asyncpg.PostgresError,
-            asyncpg.InterfaceError) as exc:
+    except (TimeoutError, OSError, aiohttp.ClientError, aioredis.RedisError,
+            asyncpg.PostgresError, asyncpg.InterfaceError, patroni_api.PatroniError) as exc:
         return {"healthy": False, "error": f"{type(exc).__name__}: {exc}".strip()}
 
 
@@ -118,10 +151,10 @@ async def probe_all(processes: Iterable[dict[str, Any]],
 
 
 def _source_of(proc: dict[str, Any], procs: list[dict[str, Any]]) -> str | None:
+    """The process a replica's lag is measured against (PostgreSQL members get theirs
+    from Patroni)."""
     if proc["role"] == "redis-replica":
         return f"{proc['source']}.redis.master"
-    if proc["role"] == "pg-standby":
-        return f"{proc['region']}.postgres.primary"
     return None
 
 
@@ -150,3 +183,28 @@ async def wait_healthy(proc: dict[str, Any], timeout_s: float, alive: Callable[[
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{proc['name']} not healthy after {timeout_s:.0f}s: "
                        f"{last.get('error') or last}; see {proc['log_path']}")
+
+
+async def wait_leader(region: Region, timeout_s: float,
+                      alive: Callable[[], bool]) -> dict[str, Any]:
+    """Poll the region's Patroni members until one runs as the primary (a leader was
+    elected, and bootstrapped if new). Returns its state; raises TimeoutError."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: list[str] = []
+    while asyncio.get_running_loop().time() < deadline:
+        if not alive():
+            raise RuntimeError(f"{region.name}: a PostgreSQL member exited during start-up; "
+                               "see its log")
+        last = []
+        for api in patroni_api.api_urls(region):
+            try:
+                state = await patroni_api.member_state(api)
+            except (TimeoutError, OSError, aiohttp.ClientError, patroni_api.PatroniError) as exc:
+                last.append(f"{api}: {type(exc).__name__}")
+                continue
+            if state.get("role") == "primary" and state.get("state") == "running":
+                return state
+            last.append(f"{api}: {state.get('role')} {state.get('state')}")
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{region.name}: no PostgreSQL leader after {timeout_s:.0f}s "
+                       f"({'; '.join(last)})")

@@ -1,9 +1,10 @@
 """The local cluster: every process of a topology on this machine, started in order.
 
-Order: Redis masters, Redis replicas (replicaof), PostgreSQL primaries
-(initdb + migrations), hot standbys (pg_basebackup -R), the catalog seed,
-then app nodes. Each step waits until its processes are healthy. Data lives
-under the topology's run folder; stopping keeps it unless asked to wipe.
+Order: Redis masters, Redis replicas (replicaof), each region's PostgreSQL
+members under Patroni (all at once: the first bootstraps, the others clone it;
+migrations run on the leader once it is elected), the catalog seed, then app
+nodes. Each step waits until its processes are healthy. Data lives under the
+topology's run folder; stopping keeps it unless asked to wipe.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import asyncpg
-
-from cluster import postgres_server, redis_server, wan
+from cluster import etcd, patroni, postgres_server, redis_server, wan
 from cluster.binaries import Binaries, find_binaries
 from cluster.demo_catalog import CatalogSpec, build_catalog
-from cluster.health import wait_healthy
+from cluster.health import wait_healthy, wait_leader
 from cluster.seed import seed_cluster
 from cluster.supervisor import (
     Child,
@@ -35,7 +34,7 @@ from cluster.supervisor import (
 )
 from region_node.db.migrate import migrate
 from router import secrets as cluster_secrets
-from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, connect_primary
 from router.topology import Endpoint, Region, Topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -219,8 +218,12 @@ class LocalCluster:
     def _ensure_secrets(self) -> None:
         """Generate the local cluster's passwords and keys once per run folder. Data made
         before passwords existed cannot be logged in to with new ones: say so."""
+        if any(self.run_dir.glob("*/pg-primary/PG_VERSION")):
+            raise ClusterSetupError(
+                f"{self.run_dir} holds PostgreSQL data from a version without Patroni; "
+                "`bookcluster down --wipe` and start again")
         created = cluster_secrets.generate_local(self.run_dir)
-        old_data = [p for p in self.run_dir.glob("*/pg-primary/PG_VERSION")]
+        old_data = [p for p in self.run_dir.glob("*/pg-*/PG_VERSION")]
         if "pg_admin_password" in created and old_data:
             raise ClusterSetupError(
                 f"{self.run_dir} holds data from a version without store passwords; "
@@ -241,8 +244,6 @@ class LocalCluster:
 
     async def _wait(self, child: Child) -> None:
         record = {**child.spec.__dict__, "log_path": str(child.spec.log_path)}
-        if child.spec.role == "pg-primary":  # its database may not exist yet
-            record["address"] = child.spec.address.rsplit("/", 1)[0] + "/postgres"
         await wait_healthy(record, START_TIMEOUT_S, alive=lambda: child.popen.poll() is None,
                            secrets=self.topology.secrets)
         self.progress(f"  {child.spec.name:<28} pid {child.pid:<7} {child.spec.address}")
@@ -273,19 +274,34 @@ class LocalCluster:
         await self._start_and_wait([wan.proxy_spec(self.wan, links, self.run_dir, REPO_ROOT)])
 
     async def _start_postgres(self) -> None:
-        self.progress(f"  postgres: {self.binaries.pg_bindir} ({self.binaries.pg_source})"
+        self.progress(f"  postgres: {self.binaries.pg_bindir} ({self.binaries.pg_source}) "
+                      f"under {self.binaries.patroni()}"
                       + (f", running as {self.pg_user}" if self.pg_user else ""))
         postgres_server.check_reachable(self.run_dir, self.pg_user)
         regions = list(self.topology.regions.values())
-        secrets = self.topology.secrets
-        await asyncio.gather(*(postgres_server.init_primary(
-            self.binaries, postgres_server.data_dir(self.topology, r, "pg-primary"), self.pg_user,
-            secrets) for r in regions))
-        await self._start_and_wait([postgres_server.primary_spec(
-            self.binaries, self.topology, r, self.pg_user) for r in regions])
         for region in regions:
-            await postgres_server.create_database(region.pg_primary, secrets)
-            conn = await asyncpg.connect(pg_dsn(region.pg_primary), **pg_login(secrets),
+            patroni.prepare(self.binaries, self.topology, region, self.pg_user)
+        await asyncio.gather(*(self._start_region_postgres(r) for r in regions))
+
+    async def _start_region_postgres(self, region: Region) -> None:
+        """The region's etcd, then its members at once; migrations on the leader as soon as
+        there is one, while the other members clone it."""
+        # etcd first, so it stops last: a leader that stops hands its key over through it.
+        dcs = self.supervisor.start(etcd.etcd_spec(str(self.binaries.etcd), self.topology,
+                                                   region, self.pg_user))
+        await self._wait(dcs)
+        if await etcd.ensure_auth(region, self.topology.secrets.get("etcd_password")):
+            self.progress(f"  {region.name}: etcd now requires a login (user {etcd.USER})")
+        specs = [patroni.member_spec(self.binaries, self.topology, region, i, self.pg_user)
+                 for i in range(len(region.pg_members))]
+        children = [self.supervisor.start(s) for s in specs]
+        waits = [asyncio.ensure_future(self._wait(c)) for c in children]
+        try:
+            await wait_leader(region, START_TIMEOUT_S,
+                              alive=lambda: all(c.popen.poll() is None for c in children))
+            secrets = self.topology.secrets
+            await postgres_server.create_database(region.pg_members, secrets)
+            conn = await connect_primary(region.pg_members, secrets,
                                          server_settings=PG_TOOL_SESSION)
             try:
                 applied = await migrate(conn)
@@ -293,12 +309,11 @@ class LocalCluster:
                 await conn.close()
             if applied:
                 self.progress(f"  {region.name}: applied migrations {applied}")
-        with_standby = [r for r in regions if r.pg_standby is not None]
-        await asyncio.gather(*(postgres_server.init_standby(
-            self.binaries, postgres_server.data_dir(self.topology, r, "pg-standby"),
-            r.pg_primary, self.pg_user, secrets) for r in with_standby))
-        await self._start_and_wait([postgres_server.standby_spec(
-            self.binaries, self.topology, r, self.pg_user) for r in with_standby])
+            await asyncio.gather(*waits)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def _seed(self) -> None:
         catalog = build_catalog(self.catalog_spec, date.today())

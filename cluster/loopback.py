@@ -15,10 +15,10 @@ def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: i
                   extra_settings: str = "", workers: bool = False, durable: bool = False,
                   payments: bool = False, limits: str = "", auth: str = "") -> str:
     """YAML for `regions`, each with a master, a replica of every master, a primary
-    (a standby too if listed in `standby`), `nodes` app nodes, and a worker if
+    (a standby too if listed in `standby`) under Patroni, `nodes` app nodes, and a worker if
     `workers`; a payments section (gateway simulator) if `payments`; `limits` and `auth`
     are YAML put under `limits:` and `auth:`."""
-    per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0) + 1
+    per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0) + 1 + 5
     ports = iter(free_ports(per_region * len(regions) + 1))
     out = [f"epoch: 1\nsettings:\n  run_dir: {run_dir}\n  durable: {str(durable).lower()}\n"
            f"{extra_settings}", "regions:"]
@@ -27,8 +27,13 @@ def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: i
                    "      replicas:")
         out += [f"        {src}: 127.0.0.1:{next(ports)}" for src in regions]
         out.append(f"    postgres:\n      primary: 127.0.0.1:{next(ports)}")
-        if region in standby:
+        members = 2 if region in standby else 1
+        if members == 2:
             out.append(f"      standby: 127.0.0.1:{next(ports)}")
+        # Patroni: a REST API per member; its DCS, the region's etcd: client, peer.
+        api = [f"127.0.0.1:{next(ports)}" for _ in range(members)]
+        etcd = [f"127.0.0.1:{next(ports)}" for _ in range(2)]
+        out.append(f"      patroni: [{', '.join(api)}]\n      etcd: [{', '.join(etcd)}]")
         out.append("    nodes: [" + ", ".join(f"127.0.0.1:{next(ports)}"
                                                for _ in range(nodes)) + "]")
         if workers:

@@ -17,7 +17,7 @@ import asyncpg
 
 from region_node.ownership import FROZEN, MOVED, OWNED, Owner, owners
 from router.placement import Placement
-from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, connect_primary
 from router.topology import Topology
 
 # region -> theatre -> that region's record of it
@@ -43,9 +43,10 @@ class Conflict:
 
 
 async def connect(topology: Topology, region: str) -> asyncpg.Connection:
-    """An operator tool's session on a region's primary (no statement limits)."""
-    return await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
-                                 **pg_login(topology.secrets), server_settings=PG_TOOL_SESSION)
+    """An operator tool's session on a region's primary (no statement limits), whichever
+    of its members that is now."""
+    return await connect_primary(topology.region(region).pg_members, topology.secrets,
+                                 server_settings=PG_TOOL_SESSION)
 
 
 async def recorded_owners(topology: Topology) -> Recorded:

@@ -1,8 +1,13 @@
-"""PostgreSQL processes of a region: a primary and a streaming hot standby.
+"""PostgreSQL servers: their settings, the OS user they run as, the application role.
+
+A region's servers run under Patroni (`cluster.patroni`); a plain server
+(`init_primary`, `primary_spec`) is for tools that want one of their own, such
+as the benchmark's raw limits.
 
 PostgreSQL refuses to run as root, so when the launcher is root every
-PostgreSQL command runs as an unprivileged user (BOOKCLUSTER_PG_USER, else
-`postgres` if it exists, else `nobody`) that owns the data directories.
+PostgreSQL command (and Patroni) runs as an unprivileged user
+(BOOKCLUSTER_PG_USER, else `postgres` if it exists, else `nobody`) that owns
+the data directories.
 
 Every connection logs in with a password (scram-sha-256, set by initdb for
 all of pg_hba.conf). The superuser `bookcluster_admin` creates the database
@@ -18,9 +23,8 @@ import asyncio
 import os
 import pwd
 import signal
+from collections.abc import Sequence
 from pathlib import Path
-
-import asyncpg
 
 from cluster.binaries import Binaries
 from cluster.supervisor import ProcessSpec
@@ -29,8 +33,8 @@ from router.registry import (
     PG_DATABASE,
     PG_SESSION_LIMITS,
     PG_USER,
+    connect_primary,
     pg_dsn,
-    pg_login,
 )
 from router.secrets import Secrets
 from router.topology import Endpoint, Region, Topology
@@ -73,24 +77,33 @@ def _own(path: Path, user: str | None) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _server_argv(binaries: Binaries, data_dir: Path, ep: Endpoint, durable: bool) -> list[str]:
-    settings = {
-        "listen_addresses": ep.host,
+def server_parameters(durable: bool) -> dict[str, str]:
+    """PostgreSQL settings of every server we run (Patroni members and plain ones)."""
+    return {
         "unix_socket_directories": "",  # TCP only: no socket files to own or leave behind
         "max_connections": "300",  # 15 nodes x a pool per region, plus tools
         "wal_level": "replica",
         "max_wal_senders": "10",
         "wal_keep_size": "256MB",
         "hot_standby": "on",
+        # pg_rewind (a demoted primary rejoining) needs hint-bit changes in the WAL
+        # and full page writes.
+        "wal_log_hints": "on",
+        "full_page_writes": "on",
         "fsync": "on" if durable else "off",
-        "synchronous_commit": "on" if durable else "off",
-        "full_page_writes": "on" if durable else "off",
+        # Always on: it is also what makes a commit wait for the synchronous standby.
+        # Without fsync (durable: false) the local flush it waits for costs nothing.
+        "synchronous_commit": "on",
         "log_min_messages": "warning",
         "log_line_prefix": "%m [%p] ",
         # Find a deadlock well inside the 1.2 s write deadline and before lock_timeout
         # (1 s), so one victim gets a 503 and the other transaction goes on.
         "deadlock_timeout": "200ms",
     }
+
+
+def _server_argv(binaries: Binaries, data_dir: Path, ep: Endpoint, durable: bool) -> list[str]:
+    settings = {"listen_addresses": ep.host, **server_parameters(durable)}
     argv = [str(binaries.pg("postgres")), "-D", str(data_dir), "-p", str(ep.port)]
     for key, value in settings.items():
         argv += ["-c", f"{key}={value}"]
@@ -132,25 +145,10 @@ async def init_primary(binaries: Binaries, data_dir: Path, user: str | None,
     return True
 
 
-async def init_standby(binaries: Binaries, data_dir: Path, primary: Endpoint,
-                       user: str | None, secrets: Secrets) -> bool:
-    """Clone the primary with pg_basebackup -R (writes standby.signal + primary_conninfo,
-    password included, into the standby's postgresql.auto.conf, mode 0600)."""
-    if (data_dir / "PG_VERSION").exists():
-        return False
-    _own(data_dir.parent, user)
-    # The password goes in the connection string, which -R copies into primary_conninfo.
-    conninfo = (f"host={primary.host} port={primary.port} user={PG_ADMIN} "
-                f"password={secrets.pg_admin_password}")
-    argv = [str(binaries.pg("pg_basebackup")), "-d", conninfo, "-D", str(data_dir), "-R",
-            "-X", "stream", "--no-sync", "-c", "fast", "-w"]
-    await _run(argv, user, f"pg_basebackup into {data_dir}")
-    return True
-
-
-async def create_database(primary: Endpoint, secrets: Secrets) -> None:
-    """The application role (no superuser) and its database, which it owns."""
-    conn = await asyncpg.connect(pg_dsn(primary, "postgres"), **pg_login(secrets, admin=True))
+async def create_database(members: Sequence[Endpoint], secrets: Secrets) -> None:
+    """The application role (no superuser) and its database, which it owns, on
+    whichever of `members` is the primary."""
+    conn = await connect_primary(members, secrets, admin=True, database="postgres")
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", PG_USER):
             await conn.execute(f'CREATE ROLE "{PG_USER}" LOGIN NOSUPERUSER NOCREATEDB '
@@ -175,12 +173,6 @@ def data_dir(topology: Topology, region: Region, role: str) -> Path:
 def primary_spec(binaries: Binaries, topology: Topology, region: Region,
                  user: str | None) -> ProcessSpec:
     return _spec(binaries, topology, region, "pg-primary", region.pg_primary, user)
-
-
-def standby_spec(binaries: Binaries, topology: Topology, region: Region,
-                 user: str | None) -> ProcessSpec:
-    assert region.pg_standby is not None
-    return _spec(binaries, topology, region, "pg-standby", region.pg_standby, user)
 
 
 def _spec(binaries: Binaries, topology: Topology, region: Region, role: str, ep: Endpoint,

@@ -14,7 +14,7 @@ import asyncpg
 
 from region_node import keys
 from region_node.jobqueue import open_queue
-from router.registry import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, connect_primary, make_redis
 from router.topology import Topology
 
 # TRUNCATE locks its tables in list order; this is the order in which the
@@ -38,8 +38,8 @@ async def reset_region(topology: Topology, region: str) -> None:
 
 async def _reset_postgres(topology: Topology, region: str) -> None:
     # No lock timeout: TRUNCATE waits for the nodes' transactions to end.
-    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
-                                 **pg_login(topology.secrets), server_settings=PG_TOOL_SESSION)
+    conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
+                                 server_settings=PG_TOOL_SESSION)
     try:
         async with conn.transaction():
             await conn.execute(f"TRUNCATE {BOOKING_TABLES}")

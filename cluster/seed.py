@@ -16,13 +16,11 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
-import asyncpg
-
 from cluster import ownership as cluster_ownership
 from cluster.demo_catalog import Catalog
 from region_node import keys, ownership
 from router.placement import Placement
-from router.registry import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, connect_primary, make_redis
 from router.topology import Topology
 
 CATALOG_TABLES = ["city", "theatre", "screen", "seat", "movie", "show"]
@@ -48,8 +46,7 @@ def _rows(catalog: Catalog) -> dict[str, tuple[list[str], list[tuple[object, ...
 
 
 async def is_seeded(topology: Topology, region: str) -> bool:
-    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
-                                 **pg_login(topology.secrets))
+    conn = await connect_primary(topology.region(region).pg_members, topology.secrets)
     try:
         return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM theatre)"))
     finally:
@@ -71,8 +68,8 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
         for show in home_shows for seat_id, blocked in seats_by_screen[show.screen_id]
     ]
     home_theatres = [t.id for t in catalog.theatres if placement.region_of(t.id) == region]
-    conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
-                                 **pg_login(topology.secrets), server_settings=PG_TOOL_SESSION)
+    conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
+                                 server_settings=PG_TOOL_SESSION)
     try:
         async with conn.transaction():
             for table, (columns, rows) in _rows(catalog).items():

@@ -32,7 +32,7 @@ STATE_FILE = "cluster.json"
 class ProcessSpec:
     name: str  # e.g. "north.redis.replica.south"
     region: str
-    role: str  # redis-master | redis-replica | pg-primary | pg-standby | node
+    role: str  # redis-master | redis-replica | etcd | pg-member | node | ...
     host: str
     port: int
     argv: tuple[str, ...]
@@ -42,6 +42,7 @@ class ProcessSpec:
     source: str | None = None  # for replicas: the region whose master it copies
     stop_signal: int = signal.SIGTERM
     env: dict[str, str] = field(default_factory=dict)
+    api: str | None = None  # PostgreSQL members: the URL of their Patroni REST API
 
 
 @dataclass

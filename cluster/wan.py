@@ -2,7 +2,7 @@
 
 With `bookcluster up --wan-delay 40ms`, every cross-region connection pays a
 real one-way delay: a node's connections to another region's nodes (writes
-are forwarded there), Redis master and PostgreSQL primary, and each
+are forwarded there), Redis master and PostgreSQL members, and each
 replica's link to another region's master. The launcher starts one `cluster.wanproxy` process with a
 listener per (region, remote target), and writes `routes.json` that nodes
 read (`--wan-routes`) to dial the proxy instead of the target.
@@ -43,7 +43,9 @@ def plan(topology: Topology, delay_ms: int) -> WanPlan:
             if name == local:
                 continue
             targets.append((local, f"{name}.redis.master", remote.redis_master))
-            targets.append((local, f"{name}.postgres.primary", remote.pg_primary))
+            # Every PostgreSQL member: either may be the primary (Patroni).
+            targets += [(local, f"{name}.postgres.{slot}", ep) for slot, ep
+                        in zip(("primary", "standby"), remote.pg_members, strict=False)]
             # Writes for the remote region's theatres are forwarded to its nodes.
             targets += [(local, f"{name}.node.{i + 1}", ep) for i, ep in enumerate(remote.nodes)]
     ports = free_ports(len(targets) + 1)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 HOME_REGION_HEADER = "X-Bookcluster-Home-Region"
 HOME_NODES_HEADER = "X-Bookcluster-Home-Nodes"  # space-separated base URLs
-UNAVAILABLE_RETRY_AFTER_S = 1
+
 OUTCOME_WORDS = {
     "not_applied": "nothing was changed, retry later",
     "unknown": "the write may still take effect: retry with the same Idempotency-Key "
@@ -58,16 +58,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
     except RegionUnavailable as exc:
         return web.json_response(_unavailable_body(exc), status=503,
-                                 headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+                                 headers={"Retry-After": str(exc.RETRY_AFTER_S)})
     except Moved as exc:
         # A forwarding node routes the write again (`access.py`); a client sees it only
         # if this node's region store has no newer epoch either.
         return web.json_response(
             {"error": "moved", "region": exc.region, "epoch": exc.epoch,
-             "outcome": "not_applied", "retry_after_s": UNAVAILABLE_RETRY_AFTER_S,
+             "outcome": "not_applied", "retry_after_s": exc.RETRY_AFTER_S,
              "message": "this theatre is not this region's to write at the node's topology "
                         f"epoch ({exc}); nothing was changed, retry shortly"},
-            status=MOVED_STATUS, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+            status=MOVED_STATUS, headers={"Retry-After": str(exc.RETRY_AFTER_S)})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -89,7 +89,7 @@ def _unavailable_body(exc: RegionUnavailable) -> dict[str, str | int]:
     if "lapses_by" in exc.known:
         words += f"; a hold made by it lapses by {exc.known['lapses_by']}"
     return {"error": "region_unavailable", "region": exc.region, "outcome": exc.outcome,
-            **exc.known, "retry_after_s": UNAVAILABLE_RETRY_AFTER_S,
+            **exc.known, "retry_after_s": exc.RETRY_AFTER_S,
             "message": f"home region {exc.region} cannot take writes now ({exc.component}); "
                        f"{words}"}
 

@@ -31,6 +31,11 @@ class RegionUnavailable(RoutingError):
     Idempotency-Key learns which). `known` adds facts, e.g. when a hold that may
     have been made lapses (`lapses_by`)."""
 
+    # Seconds a client should wait before retrying (HTTP Retry-After). A failover takes
+    # about 20 s; a retry every second finds the new primary soon after, and a refused
+    # write is cheap: it fails fast and changes nothing.
+    RETRY_AFTER_S = 1
+
     def __init__(self, region: str, component: str, *, outcome: str = "not_applied",
                  **known: str) -> None:
         self.region = region
@@ -51,6 +56,8 @@ class Moved(RoutingError):
     epoch newer than the caller's map. `region` None: the answering region owns it
     (the caller's map is merely older) or does not know the owner. The caller
     reloads its topology and routes the write again (`region_node/access.py`)."""
+
+    RETRY_AFTER_S = 1
 
     def __init__(self, region: str | None, epoch: int, theatre: str | None = None) -> None:
         self.region = region

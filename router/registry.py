@@ -6,6 +6,11 @@ A node in region R talks to
 - each region's PostgreSQL primary (bookings of that region's theatres),
 - R's own PostgreSQL (the catalog, which every region holds in full).
 
+A region's PostgreSQL is a Patroni pair: either member may be the primary, so
+every connection is made to whichever member accepts writes (`connect_primary`,
+the multi-host DSN's `target_session_attrs=read-write`), and a pool finds the
+new primary by itself after a failover.
+
 Everything is created at open without connecting (asyncpg pools with
 min_size=0, redis-py connects on first command), so a dead region never
 blocks start-up, and closed in `close()`.
@@ -13,10 +18,13 @@ blocks start-up, and closed in `close()`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -25,7 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from router.secrets import Secrets
-from router.topology import Endpoint, Topology
+from router.topology import Endpoint, Region, Topology
 
 # Writes must fail fast when a home region is unreachable (CP, answer 503 in
 # well under 2 s): short timeouts and no silent retries.
@@ -79,9 +87,72 @@ def load_routes(path: Path) -> dict[str, Endpoint]:
     return routes
 
 
-def pg_dsn(endpoint: Endpoint, database: str = PG_DATABASE) -> str:
-    """Where to connect, without credentials (safe to print); see `pg_login`."""
-    return f"postgresql://{PG_USER}@{endpoint.host}:{endpoint.port}/{database}"
+class NoPrimary(ConnectionError):
+    """No member of a region's PostgreSQL accepts writes right now: a failover is under
+    way, or every member is down. A connection error (OSError) like any other outage."""
+
+
+def pg_dsn(endpoints: Endpoint | Sequence[Endpoint], database: str = PG_DATABASE) -> str:
+    """Where to connect, without credentials (safe to print); see `pg_login`. Several
+    endpoints (a region's members) make a multi-host DSN that only the primary satisfies."""
+    members = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
+    hosts = ",".join(str(ep) for ep in members)
+    attrs = "?target_session_attrs=read-write" if len(members) > 1 else ""
+    return f"postgresql://{PG_USER}@{hosts}/{database}{attrs}"
+
+
+def region_dsn(region: Region, database: str = PG_DATABASE) -> str:
+    """The multi-host DSN of a region's primary, e.g. for psql."""
+    return pg_dsn(region.pg_members, database)
+
+
+async def connect_primary(members: Sequence[Endpoint], secrets: Secrets | None = None, *,
+                          admin: bool = False, database: str = PG_DATABASE,
+                          **kwargs: Any) -> asyncpg.Connection:
+    """A connection to whichever of `members` accepts writes (keyword arguments go to
+    asyncpg.connect; with `secrets`, log in as the application role or the admin).
+
+    Every member is dialled at once, each with the whole `timeout`: asyncpg's own
+    multi-host connect tries them in turn within one timeout, so a frozen member
+    (SIGSTOP, a hung machine: the kernel accepts, nobody answers) listed first would
+    use it all up and the live primary would never be reached. Raises NoPrimary when
+    no member is writable or reachable; a refusal of every member (a wrong password) as
+    itself.
+    """
+    if secrets is not None:
+        kwargs = {**pg_login(secrets, admin=admin), **kwargs}
+    kwargs["target_session_attrs"] = "read-write"
+    tasks = [asyncio.create_task(asyncpg.connect(pg_dsn(ep, database), **kwargs))
+             for ep in members]
+    errors: list[BaseException] = []
+    winner = None
+    try:
+        for attempt in asyncio.as_completed(tasks):
+            try:
+                winner = await attempt
+            except Exception as exc:  # noqa: BLE001 - another member may still answer
+                errors.append(exc)
+                continue
+            return winner
+    finally:
+        for task in tasks:
+            task.cancel()
+            task.add_done_callback(functools.partial(_discard, keep=winner))
+    # A refusal that is not an outage (wrong password, no such database) is raised as
+    # itself, unless it came from a standby that has not caught up (then it is an outage).
+    refusals = [e for e in errors if isinstance(e, asyncpg.PostgresError)
+                and not isinstance(e, asyncpg.CannotConnectNowError)]
+    if refusals and len(refusals) == len(errors):
+        raise refusals[0]
+    raise NoPrimary(f"no writable PostgreSQL among {', '.join(map(str, members))}: "
+                    + "; ".join(f"{type(e).__name__}: {e}" for e in errors)) from errors[-1]
+
+
+def _discard(task: asyncio.Task[asyncpg.Connection], keep: asyncpg.Connection | None) -> None:
+    """Close a connection that lost the race; retrieve any error (none is 'never
+    retrieved')."""
+    if not task.cancelled() and task.exception() is None and task.result() is not keep:
+        task.result().terminate()
 
 
 def pg_login(secrets: Secrets, *, admin: bool = False) -> dict[str, str]:
@@ -117,10 +188,16 @@ def make_redis(endpoint: Endpoint, secrets: Secrets, *,
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
-async def make_pg_pool(endpoint: Endpoint, secrets: Secrets, *,
+async def make_pg_pool(members: Sequence[Endpoint], secrets: Secrets, *,
                        max_size: int = PG_POOL_MAX) -> asyncpg.Pool:
+    """A pool on a region's primary, whichever member that is: a connection that
+    breaks in a failover is dropped, and the next one goes to the new primary."""
+    async def connect(_dsn: str, **kwargs: Any) -> asyncpg.Connection:
+        return await connect_primary(members, **kwargs)
+
     return await asyncpg.create_pool(
-        pg_dsn(endpoint),
+        pg_dsn(members),
+        connect=connect,
         **pg_login(secrets),
         min_size=0,
         max_size=max_size,
@@ -159,7 +236,8 @@ class Connections:
         for name, region in self.topology.regions.items():
             self._masters[name] = make_redis(self.route(region.redis_master), secrets)
             self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
-            self._pg[name] = await make_pg_pool(self.route(region.pg_primary), secrets)
+            self._pg[name] = await make_pg_pool([self.route(m) for m in region.pg_members],
+                                                secrets)
         return self
 
     async def adopt(self, topology: Topology) -> None:
@@ -171,7 +249,8 @@ class Connections:
             if name not in self._masters:
                 self._masters[name] = make_redis(self.route(region.redis_master), secrets)
                 self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
-                self._pg[name] = await make_pg_pool(self.route(region.pg_primary), secrets)
+                self._pg[name] = await make_pg_pool([self.route(m) for m in region.pg_members],
+                                                    secrets)
         self.topology = topology
 
     def route(self, target: Endpoint) -> Endpoint:

@@ -27,6 +27,8 @@ PURPOSES = {
     "ticket_secret": "HMAC key of ticket QR references",
     "gateway_api_key": "the merchant's API key at the payment gateway",
     "forward_secret": "HMAC key of requests one node forwards to another",
+    "patroni_password": "Patroni's REST API (switchover, configuration changes)",
+    "etcd_password": "each region's etcd, Patroni's DCS (user root)",
 }
 MIN_LENGTH = 16
 

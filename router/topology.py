@@ -46,6 +46,17 @@ class Region:
     # The region's job worker (queue consumer, outbox relay, expiry sweeper);
     # the address serves its /healthz and /metrics.
     worker: Endpoint | None = None
+    # Patroni: the REST API of each PostgreSQL member (in `pg_members` order), and the
+    # region's etcd (Patroni's DCS): its client address, then its peer address.
+    pg_api: tuple[Endpoint, ...] = ()
+    pg_etcd: tuple[Endpoint, ...] = ()
+
+    @property
+    def pg_members(self) -> tuple[Endpoint, ...]:
+        """The region's PostgreSQL servers. `primary` is only the first leader: under
+        Patroni either member may be the primary now (see `router.registry`)."""
+        return (self.pg_primary,) if self.pg_standby is None else (self.pg_primary,
+                                                                   self.pg_standby)
 
     def endpoints(self) -> list[tuple[str, Endpoint]]:
         """Every listening address of this region with a label, for duplicate checks."""
@@ -53,6 +64,8 @@ class Region:
         found += [(f"redis.replicas.{src}", ep) for src, ep in self.redis_replicas.items()]
         if self.pg_standby is not None:
             found.append(("postgres.standby", self.pg_standby))
+        found += [(f"postgres.patroni[{i}]", ep) for i, ep in enumerate(self.pg_api)]
+        found += [(f"postgres.etcd[{i}]", ep) for i, ep in enumerate(self.pg_etcd)]
         found += [(f"nodes[{i}]", ep) for i, ep in enumerate(self.nodes)]
         if self.worker is not None:
             found.append(("worker", self.worker))
@@ -66,7 +79,8 @@ class Settings:
     max_hold_s: float = 1800.0
     max_seats_per_booking: int = 10
     sweep_interval_s: float = 5.0
-    # fsync and synchronous_commit on PostgreSQL; tests turn it off for speed.
+    # fsync on PostgreSQL (and Redis persistence); tests turn it off for speed. Commits
+    # wait for the synchronous standby either way (`cluster/postgres_server.py`).
     durable: bool = True
 
 
@@ -421,19 +435,37 @@ def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Regi
                           f"needs a replica of every region's master; missing {', '.join(missing)}")
 
     pg_raw = reader.mapping(reader.require(raw, key, "postgres"), f"{key}.postgres")
-    reader.known_keys(pg_raw, f"{key}.postgres", {"primary", "standby"})
+    reader.known_keys(pg_raw, f"{key}.postgres", {"primary", "standby", "patroni", "etcd"})
     primary = reader.endpoint(reader.require(pg_raw, f"{key}.postgres", "primary"),
                               f"{key}.postgres.primary")
     standby = None
     if pg_raw.get("standby") is not None:
         standby = reader.endpoint(pg_raw["standby"], f"{key}.postgres.standby")
+    api, etcd = _patroni(reader, pg_raw, f"{key}.postgres", 1 if standby is None else 2)
 
     nodes_raw = reader.require(raw, key, "nodes")
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise reader.fail(f"{key}.nodes", "expected a non-empty list of 'host:port'")
     nodes = tuple(reader.endpoint(n, f"{key}.nodes[{i}]") for i, n in enumerate(nodes_raw))
     worker = reader.endpoint(raw["worker"], f"{key}.worker") if raw.get("worker") else None
-    return Region(name, master, MappingProxyType(replicas), primary, standby, nodes, worker)
+    return Region(name, master, MappingProxyType(replicas), primary, standby, nodes, worker,
+                  api, etcd)
+
+
+def _patroni(reader: _Reader, raw: dict[str, Any], key: str,
+             members: int) -> tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]]:
+    """`patroni`: one REST API per member; `etcd`: the region's etcd, client then peer."""
+    if raw.get("patroni") is None and raw.get("etcd") is None:
+        return (), ()  # plain PostgreSQL: tools that start a server of their own
+    lists = []
+    for name, want, what in (("patroni", members, "one REST API address per member"),
+                             ("etcd", 2, "etcd's client address, then its peer address")):
+        value = reader.require(raw, key, name)
+        if not isinstance(value, list) or len(value) != want:
+            raise reader.fail(f"{key}.{name}", f"expected a list of {want} 'host:port': {what}")
+        lists.append(tuple(reader.endpoint(v, f"{key}.{name}[{i}]")
+                           for i, v in enumerate(value)))
+    return lists[0], lists[1]
 
 
 def _check_unique_endpoints(reader: _Reader, regions: dict[str, Region],

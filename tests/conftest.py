@@ -20,7 +20,7 @@ from cluster.demo_catalog import CITIES, CatalogSpec, build_catalog, slug
 from cluster.launcher import LocalCluster
 from cluster.reset import reset_cluster
 from router.placement import Placement
-from router.registry import pg_dsn, pg_login
+from router.registry import connect_primary
 from router.topology import Endpoint, Topology, load_topology
 from tests.support import free_ports, topology_yaml, use_topology
 
@@ -54,8 +54,8 @@ class Cluster:
         return self.nodes(region)[index]
 
     async def pg(self, region: str) -> asyncpg.Connection:
-        return await asyncpg.connect(pg_dsn(self.topology.region(region).pg_primary),
-                                     **pg_login(self.topology.secrets))
+        return await connect_primary(self.topology.region(region).pg_members,
+                                     self.topology.secrets)
 
     async def fetch(self, region: str, query: str, *args: Any) -> list[asyncpg.Record]:
         conn = await self.pg(region)

@@ -161,7 +161,7 @@ def _cpu_ticks(pid: int, with_children: bool) -> int:
 def cpu_groups(cluster: BenchCluster) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
     names = {"node": "nodes", "redis-master": "redis", "redis-replica": "redis",
-             "pg-primary": "postgres", "pg-standby": "postgres", "wanproxy": "wan proxy",
+             "pg-member": "postgres", "etcd": "etcd", "wanproxy": "wan proxy",
              "worker": "workers", "gateway": "gateway"}
     for child in cluster.launcher.supervisor.children:
         groups.setdefault(names.get(child.spec.role, child.spec.role), []).append(child.pid)

@@ -177,7 +177,7 @@ class ScratchServers:
             user, self.secrets)
         spec = postgres_server.primary_spec(self.binaries, self.topology, self.region, user)
         await self.aux.start(spec, probe_address=spec.address.rsplit("/", 1)[0] + "/postgres")
-        await postgres_server.create_database(self.pg, self.secrets)
+        await postgres_server.create_database([self.pg], self.secrets)
         conn = await self.connect(tool=True)
         try:
             await migrate(conn)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.binaries import BinaryNotFound, find_pg_bindir, find_redis_server
+from cluster.binaries import PG_TOOLS, BinaryNotFound, find_pg_bindir, find_redis_server
 
 
 def fake_tool(directory: Path, name: str) -> Path:
@@ -20,7 +20,7 @@ def fake_tool(directory: Path, name: str) -> Path:
 
 def test_explicit_setting_wins(tmp_path: Path) -> None:
     redis = fake_tool(tmp_path / "mine", "redis-server")
-    for tool in ("postgres", "initdb", "pg_basebackup"):
+    for tool in PG_TOOLS:
         fake_tool(tmp_path / "pg", tool)
     env = {"PATH": os.environ["PATH"], "BOOKCLUSTER_REDIS_SERVER": str(redis),
            "BOOKCLUSTER_PG_BINDIR": str(tmp_path / "pg")}

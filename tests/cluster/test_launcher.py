@@ -101,21 +101,24 @@ def test_up_status_down_leaves_nothing(topology: Path, tmp_path: Path) -> None:
     procs = state["processes"]
     assert state["running"] and all(p["healthy"] for p in procs), procs
     assert sorted(p["role"] for p in procs) == [
-        "node", "pg-primary", "pg-standby", "redis-master", "redis-replica"]
+        "etcd", "node", "pg-member", "pg-member", "redis-master", "redis-replica"]
     for proc in procs:
         assert {"region", "role", "pid", "host", "port", "address", "healthy"} <= set(proc)
-    standby = next(p for p in procs if p["role"] == "pg-standby")
+    members = {p["name"]: p for p in procs if p["role"] == "pg-member"}
+    leader, standby = members["north.postgres.1"], members["north.postgres.2"]
+    assert leader["pg_role"] == "leader" and leader["timeline"] == 1
+    assert standby["pg_role"] in ("sync_standby", "replica") and standby["leader"] == "north-1"
     replica = next(p for p in procs if p["role"] == "redis-replica")
     assert standby["lag_bytes"] is not None and replica["lag_bytes"] is not None
     assert standby["link"] == "streaming" and replica["link"] == "up"
     text = bookcluster(topology, "status").stdout
-    assert "north.postgres.standby" in text and "LAG" in text
+    assert "north.postgres.2" in text and "LAG" in text and "leader north-1" in text
 
     down = bookcluster(topology, "down")
     assert down.returncode == 0, down.stderr
     assert launcher.wait_exit() == 0
     assert_nothing_left(procs)
-    assert (tmp_path / "run" / "north" / "pg-primary" / "PG_VERSION").exists()  # data kept
+    assert (tmp_path / "run" / "north" / "pg-1" / "PG_VERSION").exists()  # data kept
     assert bookcluster(topology, "status", "--json").returncode == 1
 
 

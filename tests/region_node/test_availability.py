@@ -16,7 +16,7 @@ import aiohttp
 
 from cluster import faults
 from region_node import keys
-from router.registry import make_redis, pg_dsn
+from router.registry import make_redis, region_dsn
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
@@ -73,7 +73,7 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
     _, before = await hold(http, clean.node("west"), south_show, "early",
                            seats_of(catalog, south_show, 4)[3:])
     await paid(http, clean.node("west"), before["booking_id"], "p")  # captured beforehand
-    with paused(clean, "south.postgres.primary"):
+    with paused(clean, "south.postgres.1"):
         elapsed, (status, body) = await timed(hold(http, clean.node("north"), south_show, "u",
                                                    seats))
         # The hold statement was sent: it may land when the primary wakes, so the
@@ -81,6 +81,7 @@ async def test_stopped_postgres_primary_fails_fast_and_releases_the_hold(
         assert status == 503 and body["error"] == "region_unavailable", body
         assert body["region"] == "south" and body["outcome"] == "unknown", body
         assert datetime.fromisoformat(body["lapses_by"]) > datetime.now(UTC), body
+        assert body["retry_after_s"] == 1, body
         assert elapsed <= DEADLINE_S, elapsed
         print(f"hold with south's PostgreSQL stopped: 503 in {elapsed * 1000:.0f} ms")
 
@@ -159,7 +160,7 @@ async def test_bookings_list_names_a_stopped_region_and_shows_the_others(
                                   seats_of(catalog, show, 1))
         assert status == 201, held
         made[region] = held["booking_id"]
-    with paused(clean, "south.postgres.primary"):
+    with paused(clean, "south.postgres.1"):
         for url in (f"{clean.node('north')}/users/traveller/bookings",
                     f"{clean.node('west', 1)}/me/bookings"):
             elapsed, (status, body) = await timed(call(http, "GET", url, user="traveller"))
@@ -214,7 +215,7 @@ async def test_a_stopped_client_in_a_transaction_loses_its_locks(
     await paid(http, clean.node("north"), held["booking_id"], "p")  # captured beforehand
     topology = clean.topology
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SILENT_LOCKER, pg_dsn(topology.region("north").pg_primary),
+        sys.executable, "-c", SILENT_LOCKER, region_dsn(topology.region("north")),
         str(show), *seats, stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PGPASSWORD": topology.secrets.pg_password})
     try:

@@ -236,7 +236,7 @@ async def test_extends_racing_confirms_never_deadlock(clean: Cluster,
         bookings.append(held["booking_id"])
     nodes = clean.nodes("west")
     await asyncio.gather(*(paid(http, nodes[0], b, "p") for b in bookings))
-    log = clean.topology.settings.run_dir / "logs" / "west.postgres.primary.log"
+    log = clean.topology.settings.run_dir / "logs" / "west.postgres.1.log"
     deadlocks_before = log.read_text().count("deadlock detected")
 
     async def extend(booking: str, i: int) -> tuple[str, int, Any]:

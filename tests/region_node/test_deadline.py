@@ -139,7 +139,7 @@ async def test_holds_during_a_stalled_primary_get_true_503s(
     before anything was sent.)"""
     show = shows_in(clean, catalog, "south")[2]
     keyed, keyless = seats_of(catalog, show, 4)[:2], seats_of(catalog, show, 4)[2:]
-    with faults.paused(clean.launcher.child("south.postgres.primary").pid):
+    with faults.paused(clean.launcher.child("south.postgres.1").pid):
         (status, body, _), (keyless_status, keyless_body, _) = await asyncio.gather(
             keyed_hold(http, clean.node("south"), show, "eve", keyed, "e1"),
             keyed_hold(http, clean.node("north"), show, "fay", keyless, None))
@@ -174,7 +174,7 @@ async def test_a_confirm_answered_503_is_sold_only_as_its_retrys_answer(
     assert status == 201
     booking = held["booking_id"]
     await paid(http, clean.node("north"), booking, "p")  # captured before the stall
-    with faults.paused(clean.launcher.child("south.postgres.primary").pid):
+    with faults.paused(clean.launcher.child("south.postgres.1").pid):
         task = asyncio.create_task(confirm(http, clean.node("north"), booking, "c1", "p"))
         await asyncio.sleep(PAUSE_S)
         status, body = await task

@@ -70,7 +70,7 @@ async def test_reads_stay_home_while_the_home_region_is_stopped(
     await hold(http, clean.node("south"), show, "u", [seat])
     await invalidate(clean, show)  # cold in every node's cache
     master = clean.launcher.child("south.redis.master").pid
-    primary = clean.launcher.child("south.postgres.primary").pid
+    primary = clean.launcher.child("south.postgres.1").pid
     with faults.paused(master), faults.paused(primary):
         started = time.monotonic()
         _, seats = await seat_status(http, clean.node("north"), show)  # a cold read

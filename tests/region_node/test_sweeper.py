@@ -7,9 +7,8 @@ import time
 from typing import Any
 
 import aiohttp
-import asyncpg
 
-from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, connect_primary
 from tests.conftest import SHORT_TTL_S, Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import hold
@@ -27,9 +26,8 @@ async def test_old_keys_do_not_stall_expiry(clean: Cluster, http: aiohttp.Client
     The lock stands in for a delete too slow for the expiry's deadline: here an
     unbounded DELETE of 200,000 keys takes ~0.1 s, while a production backlog on
     slower disks took longer than the 1.2 s the expiry transaction has."""
-    tool = await asyncpg.connect(pg_dsn(clean.topology.region("north").pg_primary),
-                                 **pg_login(clean.topology.secrets),
-                                 server_settings=PG_TOOL_SESSION)
+    tool = await connect_primary(clean.topology.region("north").pg_members,
+                                 clean.topology.secrets, server_settings=PG_TOOL_SESSION)
     try:
         await tool.execute(
             "INSERT INTO idempotency (user_id, key, request_hash, status_code, response_body, "
