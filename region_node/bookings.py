@@ -279,8 +279,13 @@ class BookingService:
 
         async def one(region: str) -> list[dict[str, Any]]:
             async with self.home.connection(region) as conn:
+                # Only theatres the region owns (or is moving out): a move's copy at its
+                # target, or what its source has not cleaned up yet, is not listed twice.
                 rows = await conn.fetch(
-                    BOOKING_QUERY + " WHERE b.user_id = $1 GROUP BY b.id "
+                    BOOKING_QUERY + " WHERE b.user_id = $1 AND EXISTS (SELECT 1 FROM show sh "
+                    "JOIN screen sc ON sc.id = sh.screen_id JOIN theatre_owner o "
+                    "ON o.theatre_id = sc.theatre_id WHERE sh.id = b.show_id "
+                    "AND o.state IN ('OWNED', 'FROZEN')) GROUP BY b.id "
                     "ORDER BY b.created_at DESC LIMIT 200", user_id)
             return [booking_json(r, region) for r in rows]
 

@@ -26,7 +26,7 @@ from router.topology import load_topology
 from tests.cluster.movable import epoch_of, movable_cluster, owner_rows, shows_of
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of
-from tests.support import bearer, call, captured_payment
+from tests.support import Session, bearer, call, captured_payment, merchant
 
 SHOW_TABLES = ("show_seat", "booking", "booking_seat")
 
@@ -452,4 +452,94 @@ async def test_killed_mover_is_rolled_back(movable: Cluster, catalog: Any,
     status, body = await hold(http, movable.node(target), show, "liz",
                               seats_of(catalog, show)[-1:])
     assert status == 201 and body["region"] == source, body
+    await audit_clean(movable)
+
+
+# -- after a move ------------------------------------------------------------------
+
+async def poll(check: Any, seconds: float = 20.0) -> Any:
+    """`check()` until it returns something true (or give up and return the last)."""
+    ends = time.monotonic() + seconds
+    while True:
+        found = await check()
+        if found or time.monotonic() > ends:
+            return found
+        await asyncio.sleep(0.2)
+
+
+async def intent(http: aiohttp.ClientSession, booking: dict[str, Any], *,
+                 delay_ms: int) -> str:
+    """A payment the gateway captures after `delay_ms` and then tells the booking's
+    region about (its webhook), as a customer's checkout would."""
+    assert Session.topology is not None and Session.topology.payments is not None
+    gateway = Session.topology.payments.gateway
+    body = {"booking_id": booking["booking_id"], "region": booking["region"],
+            "amount_paise": booking["amount_paise"], "capture_delay_ms": delay_ms,
+            "outcome": "capture"}
+    async with http.post(f"http://{gateway}/intents", json=body, headers=merchant()) as resp:
+        assert resp.status == 201, await resp.text()
+        return str((await resp.json())["id"])
+
+
+async def test_after_a_move_bookings_work_at_the_new_home(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """Readable, cancellable, extendable, payable (a webhook sent to the old home while
+    the theatre moved), tickets, a refund of a second payment, and the user's history."""
+    theatre = "delhi-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    show = shows_of(catalog, theatre)[1]
+    seats = seats_of(catalog, show)[-6:]
+    node = movable.node(source)
+    made = []
+    for seat in seats[:4]:
+        status, booking = await hold(http, node, show, "mia", [seat])
+        assert status == 201, booking
+        made.append(booking)
+    paying, cancelling, extending, sold = made
+    status, body = await sell(http, node, sold, "mia-sold")
+    assert status == 200, body
+    other_show = shows_of(catalog, "mumbai-01")[1]
+    status, elsewhere = await hold(http, node, other_show, "mia", seats_of(catalog,
+                                                                           other_show)[-1:])
+    assert status == 201, elsewhere
+    await intent(http, paying, delay_ms=300)  # its webhook reaches the old home mid-move
+
+    await move(movable, theatre, target)
+
+    status, got = await call(http, "POST", f"{node}/booking/booking/"
+                             f"{cancelling['booking_id']}/cancel", user="mia")
+    assert status == 200 and got["status"] == "CANCELLED" and got["region"] == target, got
+    status, got = await call(http, "POST", f"{node}/booking/booking/"
+                             f"{extending['booking_id']}/extend", user="mia")
+    assert status == 200 and got["expires_at"] >= extending["expires_at"], got
+
+    async def confirmed() -> bool:
+        status, got = await call(http, "GET", f"{node}/booking/booking/"
+                                 f"{paying['booking_id']}", user="mia")
+        return status == 200 and got["status"] == "CONFIRMED"
+
+    assert await poll(confirmed), "the webhook's sale did not happen at the new home"
+
+    async def ticket() -> bool:
+        async with http.get(f"{node}/booking/booking/{sold['booking_id']}/ticket",
+                            headers=bearer("mia")) as resp:
+            return resp.status == 200 and resp.content_type == "image/png"
+
+    assert await poll(ticket)
+    # A second payment for a booking already sold is refunded, by the new home's worker.
+    second = await intent(http, {**sold, "region": target}, delay_ms=0)
+
+    async def refunded() -> bool:
+        status, got = await call(http, "GET", f"{node}/booking/booking/{sold['booking_id']}",
+                                 user="mia")
+        return any(p["payment_id"] == second and p["status"] == "REFUNDED"
+                   for p in got.get("payments", []))
+
+    assert await poll(refunded), "the second payment was not refunded"
+    status, mine = await call(http, "GET", f"{movable.node('west')}/me/bookings", user="mia")
+    assert status == 200 and not mine["unavailable_regions"], mine
+    listed = [b["booking_id"] for b in mine["bookings"]]
+    assert sorted(listed) == sorted(b["booking_id"] for b in [*made, elsewhere]), listed
+    assert {b["region"] for b in mine["bookings"] if b["show_id"] == show} == {target}
     await audit_clean(movable)
