@@ -141,7 +141,11 @@ async def store_document(topology: Topology, region: str) -> None:
 
 
 async def seed_cluster(topology: Topology, catalog: Catalog,
-                       progress: Callable[[str], None] = print) -> None:
+                       progress: Callable[[str], None] = print, *,
+                       record_topology: bool = True) -> None:
+    """Seed what is not seeded yet; with `record_topology`, store this topology as the
+    applied one where none newer is (not for a region added to a running cluster: the
+    apply that follows stores it everywhere)."""
     recorded = await cluster_ownership.recorded_owners(topology)
     seeded = {region: await is_seeded(topology, region) for region in topology.regions}
     if any(seeded.values()) and not any(recorded[r] for r in topology.regions if seeded[r]):
@@ -163,4 +167,5 @@ async def seed_cluster(topology: Topology, catalog: Catalog,
             rows = await seed_region(topology, region, catalog)
             progress(f"  {region}: {len(catalog.theatres)} theatres, {len(catalog.shows)} "
                      f"shows in catalog; {rows} seats of its own shows")
-        await store_document(topology, region)
+        if record_topology:
+            await store_document(topology, region)
