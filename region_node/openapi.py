@@ -296,8 +296,9 @@ def paths() -> dict[str, dict[str, Any]]:
                         "standby lag in bytes), nodes (`/readyz`), worker (queue depth, "
                         "outbox backlog, mirror generation), the topology epoch and the last "
                         "audit; each probe within about a second, so a stopped server shows "
-                        "as down (`up: false`, `error`). Failovers and moves are not recorded "
-                        "yet (`available: false`).",
+                        "as down (`up: false`, `error`). `moves`: the latest theatre moves "
+                        "(`bookcluster topology move`) with their step, freeze and size; "
+                        "failovers are not recorded yet (`available: false`).",
             responses={200: ok("The overview", "ClusterOverview")}, errors={})},
         "/ops/topology": {"post": operation(
             "adoptTopology", "ops", "operator", "Route by another topology epoch, now",

@@ -208,7 +208,18 @@ def components(topology: Topology) -> dict[str, Schema]:
             "at": TIME, "node": STRING, "epoch": {"type": "integer", "minimum": 1},
             "regions": {"type": "object", "propertyNames": {"enum": regions},
                         "additionalProperties": OVERVIEW_REGION},
-            "failovers": NOT_RECORDED, "moves": NOT_RECORDED,
+            "failovers": NOT_RECORDED,
+            "moves": {"oneOf": [NOT_RECORDED, closed({
+                "available": {"const": True}, "unreachable": {"type": "array",
+                                                              "items": STRING},
+                "items": {"type": "array", "items": closed({
+                    "theatre": STRING, "source": STRING, "target": STRING,
+                    "from_epoch": EPOCH, "to_epoch": EPOCH,
+                    "step": {"enum": ["frozen", "committed", "flipped", "done", "aborted"]},
+                    "started_at": TIME, "updated_at": TIME,
+                    "freeze_s": {"type": ["number", "null"]},
+                    "rows": {"type": ["integer", "null"]},
+                    "holds": {"type": ["integer", "null"]}})}})]},
             "audit": {"oneOf": [NOT_RECORDED, {
                 "type": "object", "required": ["available", "finished_at", "exit_code"],
                 "properties": {"available": {"const": True}, "finished_at": TIME,

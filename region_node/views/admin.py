@@ -14,7 +14,13 @@ from region_node.auth import Identity
 from region_node.body import json_body
 from region_node.errors import InvalidInput
 from region_node.seatstate import digest, now_ms
-from region_node.typedefs import catalog_key, seatmaps_key, settings_key, swap_key
+from region_node.typedefs import (
+    catalog_key,
+    connections_key,
+    seatmaps_key,
+    settings_key,
+    swap_key,
+)
 
 
 def _region(request: web.Request, value: Any) -> str:
@@ -89,8 +95,9 @@ async def seat_cache(request: web.Request, caller: Identity) -> web.Response:
 async def cluster_overview(request: web.Request, caller: Identity) -> web.Response:
     """Every region's processes, store roles and replication lag, queues, the epoch and
     the last audit, probed now from this node (`overview.py`)."""
-    settings = request.app[settings_key]
-    return web.json_response(await overview.overview(settings.topology, settings.name))
+    connections = request.app[connections_key]  # the epoch the node routes by now
+    return web.json_response(await overview.overview(
+        connections.topology, request.app[settings_key].name, connections))
 
 
 def epoch_of(body: Any) -> int:

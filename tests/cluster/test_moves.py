@@ -123,6 +123,14 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert status == 200, body
     status, new = await hold(http, north, show, "dave", [d])
     assert status == 201 and new["region"] == target, new
+    async with http.get(f"{west}/ops/overview", headers=bearer("ops", ("operator",))) as resp:
+        overview = await resp.json()
+    assert resp.status == 200, overview
+    latest = overview["moves"]["items"][0]
+    assert (latest["theatre"], latest["source"], latest["target"], latest["step"]) == \
+        (theatre, source, target, "done"), latest
+    assert latest["rows"] >= sum(before.values()) and latest["freeze_s"] > 0, latest
+    assert overview["epoch"] == epoch + 1
     await audit_clean(movable)
 
 
