@@ -120,7 +120,7 @@ async def store(topology: Topology, epoch: int, document: str | None,
                 sessions: dict[str, asyncpg.Connection] | None = None) -> None:
     """Put the document of `epoch` in every region's store (None: delete it), on the
     given sessions where there are (a move has them open) or new ones."""
-    for region in topology.regions:
+    async def one(region: str) -> None:
         conn = (sessions or {}).get(region)
         own = conn is None
         if conn is None:
@@ -133,6 +133,8 @@ async def store(topology: Topology, epoch: int, document: str | None,
         finally:
             if own:
                 await conn.close()
+
+    await asyncio.gather(*(one(region) for region in topology.regions))
 
 
 async def push(targets: dict[str, str], epoch: int, token: str) -> list[Reached]:

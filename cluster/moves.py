@@ -52,32 +52,6 @@ from router.registry import make_redis
 from router.topology import Topology
 
 REDIS_TIMEOUT_S = 5.0
-BOOKING_OF_SHOW = "substring({col} from '^b([0-9]+)-')::bigint = ANY($1::bigint[])"
-# What a theatre's bookings consist of, table by table: how to find its rows by the
-# theatre's show ids ($1). Parents first (the target inserts in this order).
-TABLES: dict[str, str] = {
-    "show_seat": "show_id = ANY($1::bigint[])",
-    "booking": "show_id = ANY($1::bigint[])",
-    "booking_seat": "show_id = ANY($1::bigint[])",
-    "payment": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
-    "payment_event": BOOKING_OF_SHOW.format(col="booking_id"),
-    "ticket": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
-    "notification": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
-    "idempotency": "booking_id IN (SELECT id FROM booking WHERE show_id = ANY($1::bigint[]))",
-    # Jobs not yet relayed; relayed ones ran (or run) where they were queued.
-    "outbox": "relayed_at IS NULL AND " + BOOKING_OF_SHOW.format(col="payload->>'booking_id'"),
-}
-# Children first. The whole outbox of the theatre goes (history included).
-CLEANUP: dict[str, str] = {
-    **{t: TABLES[t] for t in ("idempotency", "notification", "ticket", "payment",
-                              "payment_event", "booking_seat")},
-    "booking": TABLES["booking"],
-    "show_seat": TABLES["show_seat"],
-    "mirror_change": "show_id = ANY($1::bigint[])",
-    "outbox": BOOKING_OF_SHOW.format(col="payload->>'booking_id'"),
-}
-
-
 class MoveFailed(RuntimeError):
     """The move stopped; the message says where the theatre lives and what to do."""
 
@@ -212,36 +186,18 @@ class Mover:
                       "theatre_moving, reads go on")
 
     async def _copy_and_commit(self) -> None:
-        """Step 2: one snapshot at the source, one transaction at the target."""
+        """Step 2: the source exports the theatre's rows as one document (one snapshot),
+        the target imports it and records itself as owner, in one transaction
+        (`bc_export_theatre`, `bc_import_theatre`): two round trips while frozen."""
         rec = self.record
         src, dst = self._pg[rec.source], self._pg[rec.target]
-        async with src.transaction(isolation="repeatable_read", readonly=True):
-            rows = {table: await src.fetch(f"SELECT * FROM {table} WHERE {where}", self.shows)
-                    for table, where in TABLES.items()}
-        # One transaction at the target: the move's decision is its commit
+        row = await src.fetchrow(
+            "SELECT d, (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
+            "FROM jsonb_each(d)) AS counts FROM bc_export_theatre($1::bigint[]) d", self.shows)
         async with dst.transaction():
-            if await dst.fetchval("SELECT EXISTS (SELECT 1 FROM booking WHERE show_id = "
-                                  "ANY($1::bigint[]) UNION ALL SELECT 1 FROM show_seat "
-                                  "WHERE show_id = ANY($1::bigint[]))", self.shows):
-                await _delete_rows(dst, self.shows)  # leftovers here are not the theatre's
-            for table, records in rows.items():
-                if records:
-                    columns = [c for c in records[0].keys()
-                               if not (table == "outbox" and c == "id")]
-                    await dst.copy_records_to_table(
-                        table, columns=columns,
-                        records=[tuple(r[c] for c in columns) for r in records])
-            # Tokens stamped here must stay above the copied ones (a seat's newest hold
-            # has the highest token).
-            await dst.execute(
-                "SELECT setval('fence_token_seq', greatest((SELECT last_value FROM "
-                "fence_token_seq), (SELECT coalesce(max(fence_token), 1) FROM show_seat "
-                "WHERE show_id = ANY($1::bigint[]))))", self.shows)
-            await dst.execute(
-                "INSERT INTO theatre_owner (theatre_id, state, epoch) VALUES ($1, 'OWNED', "
-                "$2) ON CONFLICT (theatre_id) DO UPDATE SET state = 'OWNED', owner = NULL, "
-                "epoch = $2, updated_at = now()", rec.theatre, rec.to_epoch)
-        counts = {t: len(r) for t, r in rows.items()}
+            await dst.execute("SELECT bc_import_theatre($1, $2::bigint[], $3, $4::jsonb)",
+                              rec.theatre, self.shows, rec.to_epoch, row["d"])
+        counts = {t: n for t, n in json.loads(row["counts"]).items()}
         self.report["rows"] = counts
         await self._record_step("committed")
         self.progress(f"copied {sum(counts.values())} rows to {rec.target} and committed "
@@ -331,7 +287,7 @@ class Mover:
         rec = self.record
         conn = self._pg[rec.source]
         async with conn.transaction():
-            deleted = await _delete_rows(conn, self.shows)
+            deleted = await conn.fetchval("SELECT bc_forget_theatre($1::bigint[])", self.shows)
             await self._record_step("done")
         client = self._redis[rec.source]
         for show in self.shows:
@@ -383,15 +339,6 @@ class Mover:
         await self._pg[rec.source].execute(
             "UPDATE theatre_move SET step = $2, detail = $3::jsonb, updated_at = now() "
             "WHERE id = $1", rec.id, step, json.dumps(self.report, default=str))
-
-
-async def _delete_rows(conn: asyncpg.Connection, shows: list[int]) -> int:
-    """Delete a theatre's booking rows (by its show ids). Returns rows deleted."""
-    deleted = 0
-    for table, where in CLEANUP.items():
-        status = await conn.execute(f"DELETE FROM {table} WHERE {where}", shows)
-        deleted += int(status.split()[-1])
-    return deleted
 
 
 async def unfinished(topology: Topology, theatre: str) -> MoveRecord | None:

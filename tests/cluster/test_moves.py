@@ -67,9 +67,21 @@ async def rows_of(cluster: Cluster, region: str, shows: list[int]) -> dict[str, 
             for t in SHOW_TABLES}
 
 
+# Checks of derived state (Redis, node caches): the reconciler repairs a seat it raced
+# with a sale within a pass or two (a second), so those may need a moment to agree.
+MIRROR_CHECKS = {"redis_booked", "redis_hold", "pg_hold", "redis_blocked", "node_cache"}
+
+
 async def audit_clean(cluster: Cluster) -> None:
-    report = await run_audit(cluster.topology, grace_s=30)
-    assert not report.violations and not report.unreachable, report.as_dict()
+    for _ in range(10):
+        report = await run_audit(cluster.topology, grace_s=30)
+        assert not report.unreachable, report.as_dict()
+        assert not [v for v in report.violations if v.check not in MIRROR_CHECKS], \
+            report.as_dict()
+        if not report.violations:
+            return
+        await asyncio.sleep(0.5)
+    assert not report.violations, report.as_dict()
 
 
 async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: Any,
@@ -551,3 +563,32 @@ async def test_after_a_move_bookings_work_at_the_new_home(
     assert sorted(listed) == sorted(b["booking_id"] for b in [*made, elsewhere]), listed
     assert {b["region"] for b in mine["bookings"] if b["show_id"] == show} == {target}
     await audit_clean(movable)
+
+
+@pytest.mark.slow
+async def test_moves_under_load_one_after_another(movable: Cluster, catalog: Any,
+                                                  http: aiohttp.ClientSession) -> None:
+    """Three moves while 24 clients sell four theatres for about 25 s; the same checks
+    as the short test after all of them. Prints each move's freeze and size (`-s`)."""
+    theatres = ["delhi-01", "chennai-01", "mumbai-01", "pune-01"]
+    buyers = Buyers(movable, catalog, http, theatres, time.monotonic() + 25)
+    clients = [asyncio.create_task(buyers.client(100 + n, theatres[n % 4])) for n in range(24)]
+    report = []
+    try:
+        for theatre in theatres[:3]:
+            await asyncio.sleep(4)
+            source = owning(await owner_rows(movable, theatre))
+            target = next(r for r in movable.topology.regions if r != source)
+            lines = await move(movable, theatre, target)
+            report.append((theatre, source, target, next(
+                line for line in lines if line.startswith("moved:"))))
+    finally:
+        await asyncio.gather(*clients)
+    found = await where_bookings_are(movable, list(buyers.held))
+    assert set(found) == set(buyers.held), "a hold answered 201 is missing"
+    assert all(found[b] == "CONFIRMED" for b in buyers.sold), "a 200 confirm was lost"
+    await audit_clean(movable)
+    for theatre, source, target, line in report:
+        print(f"{theatre} {source} -> {target}: {line}; clients saw its writes refused for "
+              f"{buyers.unavailable_s(theatre):.3f}s")
+    print(f"{len(buyers.sold)} sales, {len(buyers.attempts)} writes in all")

@@ -309,3 +309,104 @@ BEGIN
     END IF;
     RETURN NEXT;
 END $$;
+
+-- A move's copy (cluster/moves.py) in two round trips while the theatre is frozen: the
+-- source exports the theatre's rows (by its shows) as one document, the target imports
+-- it in one transaction that also records it as the owner. Parents before children.
+CREATE FUNCTION bc_export_theatre(p_shows bigint[]) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+WITH bookings AS (SELECT id FROM booking WHERE show_id = ANY (p_shows))
+SELECT jsonb_build_object(
+    'show_seat', (SELECT coalesce(jsonb_agg(t), '[]') FROM show_seat t
+                  WHERE show_id = ANY (p_shows)),
+    'booking', (SELECT coalesce(jsonb_agg(t), '[]') FROM booking t
+                WHERE show_id = ANY (p_shows)),
+    'booking_seat', (SELECT coalesce(jsonb_agg(t), '[]') FROM booking_seat t
+                     WHERE show_id = ANY (p_shows)),
+    'payment', (SELECT coalesce(jsonb_agg(t), '[]') FROM payment t
+                WHERE booking_id IN (SELECT id FROM bookings)),
+    -- Events of booking ids of these shows, also ids never issued (refunds).
+    'payment_event', (SELECT coalesce(jsonb_agg(t), '[]') FROM payment_event t
+                      WHERE substring(booking_id from '^b([0-9]+)-')::bigint = ANY (p_shows)),
+    'ticket', (SELECT coalesce(jsonb_agg(t), '[]') FROM ticket t
+               WHERE booking_id IN (SELECT id FROM bookings)),
+    'notification', (SELECT coalesce(jsonb_agg(t), '[]') FROM notification t
+                     WHERE booking_id IN (SELECT id FROM bookings)),
+    'idempotency', (SELECT coalesce(jsonb_agg(t), '[]') FROM idempotency t
+                    WHERE booking_id IN (SELECT id FROM bookings)),
+    -- Jobs not relayed yet; relayed ones ran (or run) where they were queued.
+    'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t WHERE relayed_at IS NULL
+               AND substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint
+                   = ANY (p_shows)))
+$$;
+
+-- Deletes a theatre's booking rows here (its show ids); returns how many. The source
+-- forgets a theatre that moved away with it; the target, rows of an ownership long
+-- gone (never the theatre's current ones: it does not own it when it imports).
+CREATE FUNCTION bc_forget_theatre(p_shows bigint[]) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_bookings text[] := ARRAY(SELECT id FROM booking WHERE show_id = ANY (p_shows));
+    v_total bigint := 0;
+    v_n bigint;
+BEGIN
+    DELETE FROM idempotency WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM notification WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM ticket WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM payment WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM payment_event
+    WHERE substring(booking_id from '^b([0-9]+)-')::bigint = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM booking_seat WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM booking WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM show_seat WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM mirror_change WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM outbox
+    WHERE substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    RETURN v_total;
+END $$;
+
+-- Imports bc_export_theatre's document and records this region as the theatre's owner
+-- since p_epoch, in the caller's transaction (its commit is the move's decision).
+CREATE FUNCTION bc_import_theatre(p_theatre text, p_shows bigint[], p_epoch integer,
+                                  p_rows jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM show_seat WHERE show_id = ANY (p_shows))
+            OR EXISTS (SELECT 1 FROM booking WHERE show_id = ANY (p_shows)) THEN
+        PERFORM bc_forget_theatre(p_shows);
+    END IF;
+    INSERT INTO show_seat SELECT * FROM jsonb_populate_recordset(NULL::show_seat,
+                                                                  p_rows->'show_seat');
+    INSERT INTO booking SELECT * FROM jsonb_populate_recordset(NULL::booking, p_rows->'booking');
+    INSERT INTO booking_seat SELECT * FROM jsonb_populate_recordset(NULL::booking_seat,
+                                                                     p_rows->'booking_seat');
+    INSERT INTO payment SELECT * FROM jsonb_populate_recordset(NULL::payment, p_rows->'payment');
+    INSERT INTO payment_event SELECT * FROM jsonb_populate_recordset(NULL::payment_event,
+                                                                      p_rows->'payment_event');
+    INSERT INTO ticket SELECT * FROM jsonb_populate_recordset(NULL::ticket, p_rows->'ticket');
+    INSERT INTO notification SELECT * FROM jsonb_populate_recordset(NULL::notification,
+                                                                     p_rows->'notification');
+    INSERT INTO idempotency SELECT * FROM jsonb_populate_recordset(NULL::idempotency,
+                                                                    p_rows->'idempotency');
+    INSERT INTO outbox (kind, payload, created_at, relayed_at)  -- new ids here
+    SELECT kind, payload, created_at, relayed_at
+    FROM jsonb_populate_recordset(NULL::outbox, p_rows->'outbox');
+    -- Tokens stamped here stay above the copied ones (a seat's newest hold has the
+    -- highest token).
+    PERFORM setval('fence_token_seq', greatest(
+        (SELECT last_value FROM fence_token_seq),
+        (SELECT coalesce(max(fence_token), 1) FROM show_seat WHERE show_id = ANY (p_shows))));
+    INSERT INTO theatre_owner (theatre_id, state, epoch) VALUES (p_theatre, 'OWNED', p_epoch)
+    ON CONFLICT (theatre_id) DO UPDATE
+    SET state = 'OWNED', owner = NULL, epoch = p_epoch, updated_at = now();
+END $$;
