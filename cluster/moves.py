@@ -3,18 +3,21 @@
 Each step is recorded in the source region's `theatre_move` row, so a mover
 that dies is resumed (the same command again) or rolled back (`--rollback`):
 
+0. **first copy**, while the theatre sells: the source exports its rows (show
+   seats, bookings and their seats, payments, payment events, tickets,
+   notifications, idempotency keys, pending outbox rows) as of one snapshot; the
+   target imports them in a transaction it keeps open, so nobody sees them.
 1. **freeze** (`frozen`): the source master's owner keys of the theatre's shows
    say "moving" (holds are refused before they publish anything); then, under
    the theatre's exclusive advisory lock, which waits for every write in flight
    (`bc_own` holds it shared), the source's record becomes FROZEN. Every later
    write answers 503 `theatre_moving`; reads go on.
-2. **copy and commit** (`committed`): the theatre's rows are read at the source
-   in one snapshot and written at the target in one transaction that also
-   records the target as owner at epoch + 1: show seats, bookings and their
-   seats, payments, payment events, tickets, notifications, idempotency keys
-   and pending outbox rows. That commit is the move's decision. Before it
-   nothing of the copy is visible anywhere (an abort unfreezes the source);
-   after it the move only goes forward.
+2. **catch up and commit** (`committed`): what changed since the first copy's
+   snapshot is exported and applied in the same target transaction, which then
+   records the target as owner at epoch + 1 and commits. That commit is the
+   move's decision: before it nothing of the copy is visible anywhere (an abort
+   unfreezes the source; the target's transaction dies with it); after it the
+   move only goes forward. A resumed move copies everything here instead.
 3. The target master is rebuilt from the target's PostgreSQL: holds with their
    absolute expiry (so their remaining TTL), sales, blocked seats, at versions
    above the source's and the target's generation.
@@ -32,14 +35,17 @@ that dies is resumed (the same command again) or rolled back (`--rollback`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from asyncpg.transaction import Transaction
 
 from cluster import apply
 from cluster import ownership as cluster_ownership
@@ -52,6 +58,13 @@ from router.registry import make_redis
 from router.topology import Topology
 
 REDIS_TIMEOUT_S = 5.0
+# The catch-up after the freeze takes rows changed since the first copy's snapshot, less
+# this: longer than any write transaction (a write's deadline is 1.9 s), so one that
+# began before the snapshot and committed after it is caught up too.
+CATCH_UP_MARGIN = timedelta(seconds=10)
+EXPORT = ("SELECT d, (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
+          "FROM jsonb_each(d)) AS counts FROM bc_export_theatre($1::bigint[], $2) d")
+IMPORT = "SELECT bc_import_theatre($1, $2::bigint[], $3::jsonb, $4)"
 class MoveFailed(RuntimeError):
     """The move stopped; the message says where the theatre lives and what to do."""
 
@@ -87,6 +100,8 @@ class Mover:
         # a new PostgreSQL login costs tens of ms (SCRAM), and the freeze waits for none.
         self._pg: dict[str, asyncpg.Connection] = {}
         self._redis: dict[str, aioredis.Redis] = {}
+        self._open: Transaction | None = None  # the target's, from the first copy on
+        self._since: datetime | None = None  # the catch-up takes rows changed after it
 
     async def open(self) -> Mover:
         for region in self.topology.regions:
@@ -185,24 +200,50 @@ class Mover:
         self.progress(f"frozen in {time.monotonic() - began:.3f}s: new writes get 503 "
                       "theatre_moving, reads go on")
 
-    async def _copy_and_commit(self) -> None:
-        """Step 2: the source exports the theatre's rows as one document (one snapshot),
-        the target imports it and records itself as owner, in one transaction
-        (`bc_export_theatre`, `bc_import_theatre`): two round trips while frozen."""
+    async def precopy(self) -> None:
+        """Before the freeze, while the theatre sells: the source exports its rows as of
+        one snapshot and the target imports them in a transaction it keeps open, so
+        nobody sees them. The frozen copy is then only what changed since."""
         rec = self.record
         src, dst = self._pg[rec.source], self._pg[rec.target]
-        row = await src.fetchrow(
-            "SELECT d, (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
-            "FROM jsonb_each(d)) AS counts FROM bc_export_theatre($1::bigint[]) d", self.shows)
-        async with dst.transaction():
-            await dst.execute("SELECT bc_import_theatre($1, $2::bigint[], $3, $4::jsonb)",
-                              rec.theatre, self.shows, rec.to_epoch, row["d"])
-        counts = {t: n for t, n in json.loads(row["counts"]).items()}
-        self.report["rows"] = counts
+        async with src.transaction(isolation="repeatable_read", readonly=True):
+            as_of = await src.fetchval("SELECT now()")
+            row = await src.fetchrow(EXPORT, self.shows, None)
+        self._open = dst.transaction()
+        await self._open.start()
+        await dst.execute("SELECT bc_forget_theatre($1::bigint[])", self.shows)
+        await dst.execute(IMPORT, rec.theatre, self.shows, row["d"], None)
+        self._since = as_of - CATCH_UP_MARGIN
+        self.report["rows"] = json.loads(row["counts"])
+        self.progress(f"copied {sum(self.report['rows'].values())} rows to {rec.target} "
+                      "while it sells, not committed: " + _counts(self.report["rows"]))
+
+    async def abandon_precopy(self) -> None:
+        if self._open is not None:
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self._open.rollback()
+            self._open = None
+
+    async def _copy_and_commit(self) -> None:
+        """Step 2, frozen: the source exports what changed since the first copy (or, with
+        none made, everything), the target applies it and commits as owner."""
+        rec = self.record
+        src, dst = self._pg[rec.source], self._pg[rec.target]
+        row = await src.fetchrow(EXPORT, self.shows, self._since)
+        if self._open is None:  # resumed: nothing copied yet (or it was rolled back)
+            self._open = dst.transaction()
+            await self._open.start()
+            await dst.execute("SELECT bc_forget_theatre($1::bigint[])", self.shows)
+            self.report["rows"] = json.loads(row["counts"])
+        await dst.execute(IMPORT, rec.theatre, self.shows, row["d"], rec.to_epoch)
+        await self._open.commit()
+        self._open = None
+        caught_up = json.loads(row["counts"]) if self._since is not None else {}
+        self.report["caught_up"] = caught_up
         await self._record_step("committed")
-        self.progress(f"copied {sum(counts.values())} rows to {rec.target} and committed "
-                      "(" + ", ".join(f"{t} {n}" for t, n in counts.items() if n) + f"); "
-                      f"{rec.target} owns it at epoch {rec.to_epoch}")
+        self.progress(f"caught up {sum(caught_up.values())} changed rows and committed at "
+                      f"{rec.target} ({_counts(caught_up)}); it owns {rec.theatre} at epoch "
+                      f"{rec.to_epoch}")
 
     async def _rebuild_target(self) -> None:
         """Step 3: the target master's seat state of the theatre, from its PostgreSQL."""
@@ -400,13 +441,19 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
             say(f"would move {theatre} from {source} to {target} at epoch "
                 f"{running.epoch + 1}: {len(mover.shows)} shows; nothing changed")
             return 0
-        await mover.freeze(owner)
+        await mover.precopy()
+        try:
+            await mover.freeze(owner)
+        except MoveFailed:
+            await mover.abandon_precopy()
+            raise
         await mover._pause(pause_after, "frozen")
         try:
             async with asyncio.timeout(timeout_s):
                 await mover._copy_and_commit()
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                 aioredis.RedisError) as exc:
+            mover._open = None  # rolled back with its session, which reconnect ends
             await mover.reconnect()  # the session the timeout cut off
             if await mover._committed_at_target():
                 say(f"the copy committed before {type(exc).__name__}; going on")
@@ -416,6 +463,10 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
                                  f"stays in {source}, nothing copied is visible") from None
         _summary(say, await mover.run(pause_after))
     return 0
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{table} {n}" for table, n in counts.items() if n) or "nothing"
 
 
 def _summary(say: Callable[[str], None], report: dict[str, Any]) -> None:

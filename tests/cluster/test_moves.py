@@ -312,7 +312,6 @@ async def test_move_while_clients_sell_it(movable: Cluster, catalog: Any,
     assert moved_sold and any(a.theatre == moving and a.began > buyers.attempts[0].began + 3
                               and a.status in (200, 201) for a in buyers.attempts)
     await audit_clean(movable)
-    print("\n".join(lines))
     freeze = next(line for line in lines if "frozen for" in line)
     print(f"move under load: {freeze}; clients saw writes of {moving} refused for "
           f"{buyers.unavailable_s(moving):.3f}s; {len(buyers.sold)} sales, "
@@ -580,6 +579,7 @@ async def test_moves_under_load_one_after_another(movable: Cluster, catalog: Any
             source = owning(await owner_rows(movable, theatre))
             target = next(r for r in movable.topology.regions if r != source)
             lines = await move(movable, theatre, target)
+            print("\n".join(line for line in lines if "frozen" in line))
             report.append((theatre, source, target, next(
                 line for line in lines if line.startswith("moved:"))))
     finally:
