@@ -6,9 +6,16 @@ quiescent cluster: a write in flight shows up as a transient Redis/PostgreSQL
 disagreement. Violations, by check:
 
 1. No seat sold twice (invariant 1, no double booking)
-   `sold_twice`      two sold booking_seat rows for one (show, seat);
-   `wrong_region`    bookings of a show stored outside the show's home region,
-                     where no home lock or unique index could guard them.
+   `sold_twice`      two sold booking_seat rows for one (show, seat), in one region or
+                     in two (a theatre's sales copied without a move, or seeded afresh);
+   `wrong_region`    bookings of a show stored in a region that does not own its
+                     theatre (`theatre_owner`), where no home lock or unique index
+                     could guard them.
+1b. Every theatre has one home (theatre ownership, fenced by epochs)
+   `ownership`       a catalog theatre owned (OWNED, or FROZEN: moving out) by no region
+                     or by two, owned since an epoch newer than the cluster's (the
+                     newest applied topology), or placed by that topology elsewhere
+                     than its owner; an unfinished move is named.
 2. Every sale is whole (invariants 1 and 2, no double booking, no lost confirmation)
    `booked_seat`     a BOOKED show_seat whose booking is not a CONFIRMED booking of
                      the show with a sold booking_seat row for that seat;
@@ -55,9 +62,10 @@ from cluster.node_audit import CacheDiff, audit_node_caches
 from region_node import keys
 from region_node.overview import audit_report_path
 from region_node.seatstate import parse_hold
+from router.errors import TopologyError
 from router.placement import Placement
 from router.registry import PG_TOOL_SESSION, connect_primary, make_master
-from router.topology import Topology
+from router.topology import Topology, parse_topology
 
 BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")
 SEAT_STATUSES = ("AVAILABLE", "LOCKED", "BOOKED", "UNAVAILABLE")
@@ -118,7 +126,13 @@ FROM booking_seat WHERE sold GROUP BY show_id, seat_id HAVING count(*) > 1 ORDER
 BOOKINGS_BY_THEATRE = """
 SELECT b.show_id, sc.theatre_id, count(*) AS n FROM booking b
 JOIN show s ON s.id = b.show_id JOIN screen sc ON sc.id = s.screen_id
+WHERE NOT EXISTS (SELECT 1 FROM theatre_owner o WHERE o.theatre_id = sc.theatre_id
+                  AND o.state IN ('OWNED', 'FROZEN'))
 GROUP BY b.show_id, sc.theatre_id ORDER BY 1"""
+SOLD = "SELECT show_id, seat_id, booking_id FROM booking_seat WHERE sold"
+OWNERS = "SELECT theatre_id, state, epoch, owner FROM theatre_owner"
+UNFINISHED_MOVES = """
+SELECT theatre_id, source, target, step FROM theatre_move WHERE step NOT IN ('done', 'aborted')"""
 BAD_BOOKED = """
 SELECT * FROM (SELECT ss.show_id, ss.seat_id, ss.booked_booking_id AS booking, CASE
     WHEN b.id IS NULL THEN 'no such booking'
@@ -165,17 +179,89 @@ async def _counts(conn: asyncpg.Connection, table: str,
     return {**dict.fromkeys(statuses, 0), **{r["status"]: r["n"] for r in rows}}
 
 
-async def _double_sales(conn: asyncpg.Connection, region: str,
-                        placement: Placement) -> list[Violation]:
+async def _double_sales(conn: asyncpg.Connection, region: str) -> list[Violation]:
     out = [Violation("sold_twice", region, r["show_id"], r["seat_id"],
                      f"sold to {', '.join(r['bookings'])}")
            for r in await conn.fetch(SOLD_TWICE)]
-    for r in await conn.fetch(BOOKINGS_BY_THEATRE):
-        home = placement.region_of(r["theatre_id"])
-        if home != region:
-            out.append(Violation("wrong_region", region, r["show_id"], None,
-                                 f"{r['n']} booking(s) of theatre {r['theatre_id']}, "
-                                 f"whose home is {home}"))
+    out += [Violation("wrong_region", region, r["show_id"], None,
+                      f"{r['n']} booking(s) of theatre {r['theatre_id']}, which {region} "
+                      "does not own")
+            for r in await conn.fetch(BOOKINGS_BY_THEATRE)]
+    return out
+
+
+@dataclass
+class _Ownership:
+    """What one region's store says about homes, for the checks across regions."""
+    owners: dict[str, tuple[str, int, str | None]] = field(default_factory=dict)
+    sold: dict[tuple[int, str], str] = field(default_factory=dict)  # (show, seat) -> booking
+    theatres: list[str] = field(default_factory=list)
+    epoch: int = 0  # the newest topology applied to this region
+    document: str | None = None
+    moves: list[str] = field(default_factory=list)
+
+
+async def _ownership(conn: asyncpg.Connection) -> _Ownership:
+    found = _Ownership()
+    found.owners = {r["theatre_id"]: (r["state"], r["epoch"], r["owner"])
+                    for r in await conn.fetch(OWNERS)}
+    found.sold = {(r["show_id"], r["seat_id"]): r["booking_id"] for r in await conn.fetch(SOLD)}
+    found.theatres = [r["id"] for r in await conn.fetch("SELECT id FROM theatre")]
+    row = await conn.fetchrow("SELECT epoch, document FROM cluster_topology "
+                              "ORDER BY epoch DESC LIMIT 1")
+    if row is not None:
+        found.epoch, found.document = row["epoch"], row["document"]
+    found.moves = [f"{r['theatre_id']} {r['source']} -> {r['target']} stopped after "
+                   f"{r['step']}" for r in await conn.fetch(UNFINISHED_MOVES)]
+    return found
+
+
+def _across_regions(topology: Topology, found: dict[str, _Ownership]) -> list[Violation]:
+    """No seat sold in two regions; every theatre owned by exactly one region, at an
+    epoch no newer than the cluster's, where the applied topology places it."""
+    out = []
+    sold_in: dict[tuple[int, str], list[str]] = {}
+    for region, own in found.items():
+        for key, booking in own.sold.items():
+            sold_in.setdefault(key, []).append(f"{booking} in {region}")
+    out += [Violation("sold_twice", "*", show, seat, "sold in two regions: " + ", ".join(b))
+            for (show, seat), b in sorted(sold_in.items()) if len(b) > 1]
+    if not found:
+        return out
+    epoch = max(own.epoch for own in found.values())
+    document = next((own.document for own in found.values()
+                     if own.epoch == epoch and own.document), None)
+    placement = Placement(topology)
+    if document is not None and epoch != topology.epoch:
+        try:
+            placement = Placement(parse_topology(document, topology.path,
+                                                 topology.settings.run_dir))
+        except TopologyError as exc:
+            out.append(Violation("ownership", "*", None, None, f"applied epoch {epoch} "
+                                 f"does not parse: {exc}"))
+    theatres = sorted({t for own in found.values() for t in own.theatres})
+    moving = {m.split()[0]: m for own in found.values() for m in own.moves}
+    for theatre in theatres:
+        holders = {region: own.owners[theatre] for region, own in found.items()
+                   if own.owners.get(theatre, ("",))[0] in ("OWNED", "FROZEN")}
+        note = f" (move {moving[theatre]})" if theatre in moving else ""
+        if len(holders) != 1:
+            out.append(Violation("ownership", "*", None, None, f"theatre {theatre} is owned "
+                                 f"by {len(holders)} regions: {', '.join(holders) or 'none'}"
+                                 + note))
+            continue
+        (region, (state, since, _)), = holders.items()
+        if since > epoch:
+            out.append(Violation("ownership", region, None, None, f"theatre {theatre} owned "
+                                 f"since epoch {since}, newer than the cluster's {epoch}"))
+        placed = placement.region_of(theatre)
+        if placed != region and state == "OWNED":
+            out.append(Violation("ownership", region, None, None, f"theatre {theatre}: the "
+                                 f"topology at epoch {epoch} places it in {placed}, but "
+                                 f"{region} owns it" + note))
+        elif state == "FROZEN":
+            out.append(Violation("ownership", region, None, None, f"theatre {theatre} is "
+                                 f"frozen in {region}{note}: resume or roll back the move"))
     return out
 
 
@@ -332,7 +418,8 @@ def _pg_state(pg: _Show, seat: str) -> str:
 # -- the audit ----------------------------------------------------------------
 
 async def _audit_pg(topology: Topology, region: str, grace_s: float
-                    ) -> tuple[dict[str, int], dict[str, int], list[Violation], dict[int, _Show]]:
+                    ) -> tuple[dict[str, int], dict[str, int], list[Violation], dict[int, _Show],
+                               _Ownership]:
     members = topology.region(region).pg_members
     try:
         conn = await connect_primary(members, topology.secrets,
@@ -343,18 +430,19 @@ async def _audit_pg(topology: Topology, region: str, grace_s: float
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 bookings = await _counts(conn, "booking", BOOKING_STATUSES)
                 seats = await _counts(conn, "show_seat", SEAT_STATUSES)
-                found = await _double_sales(conn, region, Placement(topology))
+                found = await _double_sales(conn, region)
                 found += await _sales(conn, region)
                 found += await _money(conn, region, grace_s)
                 found += await _stale_holds(conn, region,
                                             topology.settings.sweep_interval_s + grace_s)
                 shows = await _pg_shows(conn)
+                homes = await _ownership(conn)
         finally:
             await conn.close()
     except UNREACHABLE as exc:
         raise RegionUnreachable(f"postgres primary {', '.join(map(str, members))}: "
                                 f"{_reason(exc)}") from exc
-    return bookings, seats, found, shows
+    return bookings, seats, found, shows, homes
 
 
 def _reason(exc: BaseException) -> str:
@@ -362,8 +450,8 @@ def _reason(exc: BaseException) -> str:
 
 
 async def _audit_region(topology: Topology, region: str, grace_s: float
-                        ) -> tuple[RegionCounts, list[Violation]]:
-    bookings, seats, found, pg_shows = await _audit_pg(topology, region, grace_s)
+                        ) -> tuple[RegionCounts, list[Violation], _Ownership]:
+    bookings, seats, found, pg_shows, homes = await _audit_pg(topology, region, grace_s)
     client = make_master(topology, region, near=region, timeout_s=REDIS_TIMEOUT_S)
     try:
         now_ms, redis_shows = await _redis_shows(client)
@@ -375,7 +463,7 @@ async def _audit_region(topology: Topology, region: str, grace_s: float
     for show_id in show_ids:
         found += _compare(region, show_id, pg_shows.get(show_id, _Show()),
                           redis_shows.get(show_id, _Show()), now_ms)
-    return RegionCounts(bookings, seats, len(show_ids)), found
+    return RegionCounts(bookings, seats, len(show_ids)), found, homes
 
 
 async def run_audit(topology: Topology, *, grace_s: float = DEFAULT_GRACE_S) -> AuditReport:
@@ -384,14 +472,17 @@ async def run_audit(topology: Topology, *, grace_s: float = DEFAULT_GRACE_S) -> 
     results = await asyncio.gather(*(_audit_region(topology, r, grace_s) for r in regions),
                                    return_exceptions=True)
     report = AuditReport()
+    homes: dict[str, _Ownership] = {}
     for region, result in zip(regions, results, strict=True):
         if isinstance(result, RegionUnreachable):
             report.unreachable[region] = str(result)
         elif isinstance(result, BaseException):
             raise result
         else:
-            report.regions[region], found = result
+            report.regions[region], found, homes[region] = result
             report.violations += found
+    if not report.unreachable:  # homes are judged only with every region's word
+        report.violations += _across_regions(topology, homes)
     try:
         nodes = await audit_node_caches(topology, report.regions.keys())
     except UNREACHABLE as exc:  # a primary that answered a moment ago

@@ -12,6 +12,10 @@
     bookcluster repair [--region R] [--show S] [--dry-run]   fix Redis seat state from PostgreSQL
     bookcluster token --user alice [--user bob] [--ttl 1h] [--role operator]
                                        a user token per --user, one line each
+    bookcluster topology diff FILE [--json]           what FILE would change
+    bookcluster topology apply FILE [--dry-run]       every node and worker takes FILE's epoch
+    bookcluster topology move THEATRE --to REGION [--dry-run | --rollback]
+                                       move a theatre while it sells (resumes an unfinished one)
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import patroni_api, sentinel_api
+from cluster import apply, moves, patroni_api, sentinel_api
 from cluster.audit import audit_command
 from cluster.binaries import BinaryNotFound
 from cluster.demo_catalog import CatalogSpec
@@ -93,6 +97,30 @@ def parser() -> argparse.ArgumentParser:
                        help="lifetime, e.g. 1h or 15m (default 1h)")
     token.add_argument("--role", action="append", default=[], dest="roles",
                        help="a role claim, e.g. operator; repeatable")
+    topo = sub.add_parser("topology", help="change the running cluster's topology: diff, "
+                          "apply, move a theatre")
+    actions = topo.add_subparsers(dest="action", required=True)
+    tdiff = actions.add_parser("diff", help="what FILE changes against the running cluster")
+    tdiff.add_argument("file", type=Path)
+    tdiff.add_argument("--json", action="store_true", help="machine-readable output")
+    tapply = actions.add_parser("apply", help="apply FILE (epoch = current + 1) to every "
+                                "running node and worker; rolled back if one cannot take it")
+    tapply.add_argument("file", type=Path)
+    tapply.add_argument("--dry-run", action="store_true", help="validate and say what it "
+                        "would do, change nothing")
+    tapply.add_argument("--json", action="store_true", help="machine-readable output")
+    tmove = actions.add_parser("move", help="move a theatre to another region while it sells")
+    tmove.add_argument("theatre")
+    tmove.add_argument("--to", dest="target", help="the new home region")
+    tmove.add_argument("--dry-run", action="store_true", help="say what would move, change "
+                       "nothing")
+    tmove.add_argument("--rollback", action="store_true", help="undo an unfinished move "
+                       "that has not committed at its target")
+    tmove.add_argument("--timeout", type=duration_arg, default=10.0,
+                       help="give up (and roll back) if the freeze or copy takes longer "
+                       "(default 10s)")
+    tmove.add_argument("--pause-after", choices=["frozen", "committed"],
+                       help=argparse.SUPPRESS)  # tests and drills: stop as if crashed there
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
@@ -124,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_repair(topology, args))
         elif args.command == "token":
             code = _token(topology, args)
+        elif args.command == "topology":
+            code = asyncio.run(_topology(topology, args))
         elif args.command == "failover":
             code = asyncio.run(_failover(topology, args))
         else:
@@ -157,6 +187,16 @@ async def _repair(topology: Topology, args: argparse.Namespace) -> int:
         for show, seats in sorted(report.divergent.items()):
             print(f"  show {show}: " + ", ".join(f"{s}->{w}" for s, w in sorted(seats.items())))
     return code
+
+
+async def _topology(topology: Topology, args: argparse.Namespace) -> int:
+    if args.action == "diff":
+        return await apply.diff_command(topology, args.file, args.json)
+    if args.action == "apply":
+        return await apply.apply_command(topology, args.file, args.dry_run, args.json)
+    return await moves.move_command(topology, args.theatre, args.target, dry_run=args.dry_run,
+                                    rollback=args.rollback, timeout_s=args.timeout,
+                                    pause_after=args.pause_after)
 
 
 async def _failover(topology: Topology, args: argparse.Namespace) -> int:
@@ -294,8 +334,9 @@ async def _status(topology: Topology, as_json: bool) -> int:
         row["healthy"] = bool(row.get("healthy")) and row["alive"]
     if as_json:
         keep = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
-                "source", "lag_bytes", "link", "error", "api", "member", "pg_role", "leader",
-                "timeline", "redis_role", "master", "repl_offset", "sentinel_masters")
+                "source", "lag_bytes", "link", "epoch", "error", "api", "member", "pg_role",
+                "leader", "timeline", "redis_role", "master", "repl_offset",
+                "sentinel_masters")
         print(json.dumps({"running": pid_alive(state["launcher_pid"]),
                           "launcher_pid": state["launcher_pid"],
                           "redis_masters": redis_masters(topology, rows),
@@ -330,16 +371,19 @@ def _endpoint(address: str) -> Endpoint:
 def print_table(rows: list[dict[str, Any]]) -> None:
     """One line per process; PostgreSQL members add what Patroni says: role, leader,
     timeline (their lag is behind the leader); Redis servers their role now (and the
-    master a replica follows; their lag is behind it)."""
+    master a replica follows; their lag is behind it); nodes and workers their
+    topology epoch."""
     header = (f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} "
-              f"{'LAG':<10} NOW")
+              f"{'EPOCH':>5}  {'LAG':<10} NOW")
     print(header)
     print("-" * len(header))
     for r in rows:
         lag = f"{r['lag_bytes']} B" if r.get("lag_bytes") is not None else ""
         health = "ok" if r.get("healthy") else "DOWN"
+        epoch = r.get("epoch") or ""  # nodes and workers: the topology epoch they route by
+        detail = _patroni_detail(r) or _redis_detail(r)
         print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
-              f"{health:<8} {lag:<10} {_patroni_detail(r) or _redis_detail(r)}".rstrip())
+              f"{health:<8} {epoch:>5}  {lag:<10} {detail}".rstrip())
 
 
 def _redis_detail(row: dict[str, Any]) -> str:

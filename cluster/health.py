@@ -128,7 +128,12 @@ async def probe_node(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async with session.get(f"{proc['address']}/healthz") as resp:
-            return {"healthy": resp.status == 200}
+            out: dict[str, Any] = {"healthy": resp.status == 200}
+            if resp.content_type == "application/json":
+                body = await resp.json()
+                if isinstance(body, dict) and isinstance(body.get("epoch"), int):
+                    out["epoch"] = body["epoch"]  # the topology epoch it routes by
+            return out
 
 
 PROBES: dict[str, Callable[[dict[str, Any], Secrets], Awaitable[dict[str, Any]]]] = {

@@ -166,6 +166,27 @@ class LocalCluster:
         await self._wait(child)
         return child
 
+    async def add_region(self, topology: Topology, name: str) -> None:
+        """Start the region `name` that `topology` (the running one's next epoch) adds:
+        its Redis master, its replicas of every master and every region's replica of it,
+        its PostgreSQL (migrated; the catalog copied, no seats: `cluster/seed.py`), nodes
+        and worker. The running processes take it with `bookcluster topology apply`;
+        theatres come to it by `topology move`."""
+        self.topology = topology
+        region, binary = topology.region(name), self.binaries.redis_server
+        await self._start_and_wait([redis_server.master_spec(binary, topology, region)])
+        await self._start_and_wait(
+            [redis_server.replica_spec(binary, topology, r, src, self._dial(r.name, src))
+             for r in topology.regions.values() for src in r.redis_replicas
+             if name in (r.name, src)])
+        patroni.prepare(self.binaries, topology, region, self.pg_user)
+        await self._start_region_postgres(region)
+        await seed_cluster(topology, build_catalog(self.catalog_spec, date.today()),
+                           self.progress, record_topology=False)
+        await self._start_and_wait(
+            [node_spec(topology, region, i, self.node_args) for i in range(len(region.nodes))]
+            + ([worker_spec(topology, region, self.worker_args)] if region.worker else []))
+
     async def restart(self, name: str) -> Child:
         """Start a process again after it died (or was killed), with the same spec."""
         old = self.child(name)

@@ -80,6 +80,14 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
 
+    def reload(self) -> None:
+        """Read the topology file again: a region added since we started (`bookcluster
+        topology apply` rewrites the file) gets its webhooks too."""
+        try:
+            self.topology = load_topology(self.topology.path, self.topology.settings.run_dir)
+        except RouterError as exc:
+            log.warning("topology not reloaded: %s", exc)
+
     def create(self, body: dict[str, Any]) -> Intent:
         intent = Intent(f"pay_{secrets.token_hex(10)}", body["booking_id"],
                         int(body["amount_paise"]), body["region"])
@@ -165,6 +173,8 @@ def make_app(gateway: Gateway) -> web.Application:
     async def create(request: web.Request) -> web.Response:
         try:
             body = await request.json()
+            if body.get("region") not in gateway.topology.regions:
+                gateway.reload()
             if not isinstance(body.get("booking_id"), str) or \
                     not isinstance(body.get("amount_paise"), int) or \
                     body["amount_paise"] <= 0 or \

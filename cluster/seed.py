@@ -1,17 +1,26 @@
 """Write the demo catalog into every region, and seat state into each home region.
 
 Every region's PostgreSQL gets the whole catalog (so catalog reads never leave
-the region); show_seat rows and Redis seat state go only to the theatre's home.
+the region); show_seat rows, the ownership record (`theatre_owner`, at the
+topology's epoch) and Redis seat state go only to the theatre's home.
+
+Only a fresh cluster is seeded from the demo catalog. A region added to a
+seeded cluster gets a copy of a seeded region's catalog and no seats: the
+theatres it should own come to it by `bookcluster topology move`, with
+everything they sold, never as fresh AVAILABLE seats. A topology whose theatre
+map disagrees with the recorded ownership is refused (`cluster/ownership.py`).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+from cluster import ownership as cluster_ownership
 from cluster.demo_catalog import Catalog
-from region_node import keys
+from region_node import keys, ownership
 from router.placement import Placement
-from router.registry import PG_TOOL_SESSION, connect_primary, make_redis
+from router.registry import PG_TOOL_SESSION, connect_primary, make_master
 from router.topology import Topology
 
 CATALOG_TABLES = ["city", "theatre", "screen", "seat", "movie", "show"]
@@ -58,6 +67,7 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
         (show.id, seat_id, "UNAVAILABLE" if blocked else "AVAILABLE")
         for show in home_shows for seat_id, blocked in seats_by_screen[show.screen_id]
     ]
+    home_theatres = [t.id for t in catalog.theatres if placement.region_of(t.id) == region]
     conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
                                  server_settings=PG_TOOL_SESSION)
     try:
@@ -66,10 +76,12 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
                 await conn.copy_records_to_table(table, records=rows, columns=columns)
             await conn.copy_records_to_table(
                 "show_seat", records=show_seats, columns=["show_id", "seat_id", "status"])
+            await ownership.record_owned(conn, home_theatres, topology.epoch)
     finally:
         await conn.close()
 
-    redis = make_redis(topology.region(region).redis_master, topology.secrets, timeout_s=10.0)
+    owned = str(topology.epoch)  # the owner key's value: owned here since this epoch
+    redis = make_master(topology, region, near=region, timeout_s=10.0)
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for show in home_shows:
@@ -77,18 +89,83 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
                 if blocked:
                     pipe.sadd(keys.show_blocked(show.id), *blocked)
                 pipe.setnx(keys.show_version(show.id), 0)
+                pipe.set(keys.show_owner(show.id), owned)
             await pipe.execute()
     finally:
         await redis.aclose()
     return len(show_seats)
 
 
+async def copy_catalog(topology: Topology, source: str, region: str) -> int:
+    """A new region's catalog, copied from a seeded region (the same ids and times,
+    whenever it was built). No seats: it owns no theatre yet. Returns theatres copied."""
+    src = await cluster_ownership.connect(topology, source)
+    dst = await cluster_ownership.connect(topology, region)
+    try:
+        async with dst.transaction():
+            for table in CATALOG_TABLES:
+                buffer = io.BytesIO()
+                await src.copy_from_table(table, output=buffer)
+                buffer.seek(0)
+                await dst.copy_to_table(table, source=buffer)
+        return int(await dst.fetchval("SELECT count(*) FROM theatre"))
+    finally:
+        await src.close()
+        await dst.close()
+
+
+async def adopt_legacy_ownership(topology: Topology, region: str) -> int:
+    """A cluster seeded before ownership was recorded: its regions own what the topology
+    placed there, which is where its seats are. Returns theatres recorded."""
+    placement = Placement(topology)
+    conn = await cluster_ownership.connect(topology, region)
+    try:
+        theatres = [r["id"] for r in await conn.fetch("SELECT id FROM theatre")
+                    if placement.region_of(r["id"]) == region]
+        await ownership.record_owned(conn, theatres, topology.epoch)
+    finally:
+        await conn.close()
+    return len(theatres)
+
+
+async def store_document(topology: Topology, region: str) -> None:
+    """Record the topology the cluster starts from, unless a newer one was applied (the
+    nodes adopt that one)."""
+    conn = await cluster_ownership.connect(topology, region)
+    try:
+        stored = await ownership.latest_topology(conn)
+        if stored is None or stored[0] < topology.epoch:
+            await ownership.store_topology(conn, topology.epoch, topology.path.read_text())
+    finally:
+        await conn.close()
+
+
 async def seed_cluster(topology: Topology, catalog: Catalog,
-                       progress: Callable[[str], None] = print) -> None:
+                       progress: Callable[[str], None] = print, *,
+                       record_topology: bool = True) -> None:
+    """Seed what is not seeded yet; with `record_topology`, store this topology as the
+    applied one where none newer is (not for a region added to a running cluster: the
+    apply that follows stores it everywhere)."""
+    recorded = await cluster_ownership.recorded_owners(topology)
+    seeded = {region: await is_seeded(topology, region) for region in topology.regions}
+    if any(seeded.values()) and not any(recorded[r] for r in topology.regions if seeded[r]):
+        for region in (r for r in topology.regions if seeded[r]):
+            count = await adopt_legacy_ownership(topology, region)
+            progress(f"  {region}: recorded ownership of its {count} theatres "
+                     f"(data from before ownership records)")
+        recorded = await cluster_ownership.recorded_owners(topology)
+    cluster_ownership.check(topology, recorded, f"{topology.path}")
+    source = next((r for r in topology.regions if seeded[r]), None)
     for region in topology.regions:
-        if await is_seeded(topology, region):
+        if seeded[region]:
             progress(f"  {region}: catalog already present, not seeding")
-            continue
-        rows = await seed_region(topology, region, catalog)
-        progress(f"  {region}: {len(catalog.theatres)} theatres, {len(catalog.shows)} shows "
-                 f"in catalog; {rows} seats of its own shows")
+        elif source is not None:
+            theatres = await copy_catalog(topology, source, region)
+            progress(f"  {region}: new region: catalog of {theatres} theatres copied from "
+                     f"{source}; no seats (`bookcluster topology move` brings theatres)")
+        else:
+            rows = await seed_region(topology, region, catalog)
+            progress(f"  {region}: {len(catalog.theatres)} theatres, {len(catalog.shows)} "
+                     f"shows in catalog; {rows} seats of its own shows")
+        if record_topology:
+            await store_document(topology, region)

@@ -14,6 +14,10 @@
   a bounded queue). A route's `turn` (holds: one per seat at a time on each
   node, the others refused without a write if the seats went: `refusals.py`)
   is taken before the forward, so a refusal costs neither a forward nor a write.
+  A write the home region refuses as MOVED (`ownership.py`: the theatre moved, or
+  our map is older than its owner's epoch) changed nothing: the node adopts the
+  newest epoch from its own region's store (`topology_swap.py`) and routes it
+  once more, so the client sees one normal answer.
 The decorators record the policy on the handler (`handler.access`), which the
 OpenAPI document is checked against.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -35,9 +40,12 @@ from region_node.typedefs import (
     forwarder_key,
     limiter_key,
     settings_key,
+    swap_key,
     verifier_key,
 )
-from router.errors import RegionUnavailable
+from router.errors import Moved, RegionUnavailable
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserView = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
@@ -110,12 +118,32 @@ def home_write(region_of: RegionOf, *, redis_bound: bool = False, lease: bool = 
 async def _home_write(request: web.Request, view: UserView, region_of: RegionOf,
                       redis_bound: bool, turn: Turn | None) -> web.StreamResponse:
     caller = identity(request)  # a stranger is refused here, not a WAN hop later
-    region = await region_of(request)
     async with turn(request, caller) if turn is not None else contextlib.nullcontext():
-        forwarder = request.app[forwarder_key]
-        if forwarder.needed(request, region):
-            return await forwarder.forward(request, region)
-        async with request.app[admission_key].admit():
-            await request.app[limiter_key].check_write(
-                region, caller.user, client_address(request), redis_bound=redis_bound)
-            return await view(request, caller)
+        try:
+            return await _serve_or_forward(request, view, caller, await region_of(request),
+                                           redis_bound)
+        except Moved as exc:
+            # Our map is older than the theatre's ownership: a move flipped it, or its
+            # owner took it at a newer epoch. Nothing was done. Take the newest epoch
+            # from our region's store and route once more; a forwarded request goes
+            # back to its entry node (421), which does the same.
+            swap = request.app[swap_key]
+            before = swap.topology.epoch
+            await swap.adopt()
+            log.info("write to %s answered MOVED (%s); epoch %d -> %d", request.path, exc,
+                     before, swap.topology.epoch)
+            if request.app[forwarder_key].forwarded(request):
+                raise
+            return await _serve_or_forward(request, view, caller, await region_of(request),
+                                           redis_bound)
+
+
+async def _serve_or_forward(request: web.Request, view: UserView, caller: Identity,
+                            region: str, redis_bound: bool) -> web.StreamResponse:
+    forwarder = request.app[forwarder_key]
+    if forwarder.needed(request, region):
+        return await forwarder.forward(request, region)
+    async with request.app[admission_key].admit():
+        await request.app[limiter_key].check_write(
+            region, caller.user, client_address(request), redis_bound=redis_bound)
+        return await view(request, caller)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +28,7 @@ from region_node.refusals import EarlyRefusal
 from region_node.routes import setup_routes
 from region_node.seatmap import SeatMaps
 from region_node.settings import NodeSettings
+from region_node.topology_swap import TopologySwap
 from region_node.typedefs import (
     admission_key,
     bookings_key,
@@ -38,16 +40,17 @@ from region_node.typedefs import (
     listener_key,
     metrics_key,
     openapi_key,
-    placement_key,
     refusal_key,
     seatmaps_key,
     settings_key,
+    swap_key,
     verifier_key,
 )
 from region_node.views.booking import confirm_key, pay_key
 from region_node.views.pages import files_key, load_files
 from router.placement import Placement
 from router.registry import Connections
+from router.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     async with Connections(topology, settings.region, settings.routes) as connections:
         app[connections_key] = connections
         app[metrics_key].watch_pools(connections)
-        catalog = Catalog(connections, app[placement_key])
+        catalog = Catalog(connections, Placement(topology))
         await catalog.load()
         app[catalog_key] = catalog
+        swap = app[swap_key] = TopologySwap(connections, catalog)
+        await swap.start()
         seatmaps = SeatMaps(connections, catalog, app[metrics_key])
         app[seatmaps_key] = seatmaps
 
@@ -81,12 +86,25 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             app[pay_key] = PaymentService(bookings, gateway)
         limiter = app[limiter_key] = RateLimiter(connections, topology.limits, app[metrics_key])
         app[refusal_key] = EarlyRefusal(connections, seatmaps, limiter, app[metrics_key])
-        forwarder = await Forwarder(topology, settings.region, settings.routes).open()
+        forwarder = await Forwarder(swap.topology, settings.region, settings.routes).open()
         app[forwarder_key] = forwarder
+
+        def rehome(new: Topology, moved: dict[int, str]) -> None:
+            """A new epoch: moved shows are followed and read at their new home."""
+            forwarder.topology = new
+            listener.adopt(moved)
+            seatmaps.cache.drop_shows(lambda show_id: show_id not in moved)
+            for show_id in moved:
+                hub.resync(show_id)
+
+        swap.hooks.append(rehome)
+        poll = asyncio.create_task(swap.run(), name="topology-poll")
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         try:
             yield
         finally:
+            poll.cancel()
+            await asyncio.gather(poll, return_exceptions=True)
             await hub.close()
             await listener.close()
             await forwarder.close()
@@ -105,7 +123,6 @@ def create_app(settings: NodeSettings) -> web.Application:
     settings.topology.secrets.require("redis_password", "pg_password", "forward_secret",
                                       "webhook_secret")
     app[verifier_key] = TokenVerifier(settings.topology)
-    app[placement_key] = Placement(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
     app[admission_key] = WriteAdmission(app[metrics_key])
     app[openapi_key] = document_bytes(settings.topology)

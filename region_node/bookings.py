@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from region_node import deadline, ids, mirror
+from region_node import deadline, ids, mirror, ownership
 from region_node.catalog import Catalog, ShowInfo
 from region_node.errors import (
     BookingNotPending,
@@ -125,10 +125,13 @@ class BookingService:
         ttl_ms = int(self.settings.hold_ttl_s * 1000)
         try:
             result = await self.home.script(show.region, "hold", show.id,
-                                            [booking_id, ttl_ms, *seat_ids])
+                                            [booking_id, ttl_ms, self.home.epoch, *seat_ids])
         except RegionUnavailable:
             self._count(show, "unavailable")
             raise
+        if int(result[0]) == -1:  # moving, or not this region's at our epoch
+            self._count(show, "moved")
+            raise ownership.script_refusal(str(result[1]), show.region)
         if int(result[0]) != 1:
             self._count(show, "conflict")
             raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
@@ -220,10 +223,10 @@ class BookingService:
         async with self.home.connection(show.region, writes=True) as conn:
             row = await conn.fetchrow(
                 "SELECT token, refused, limit_hit, replayed "
-                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 show.id, seat_ids, booking_id, user_id, expires_at,
                 timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids],
-                self.limits.seats_per_show, self.limits.holds_per_user, key)
+                self.limits.seats_per_show, self.limits.holds_per_user, key, self.home.epoch)
         if row["replayed"]:
             return None
         if row["limit_hit"]:
@@ -260,6 +263,15 @@ class BookingService:
                 "payments": [{"payment_id": p["id"], "status": p["status"],
                               "amount_paise": p["amount_paise"]} for p in payments]}
 
+    async def ticket_file(self, booking_id: str) -> str | None:
+        """Where the booking's ticket was written (recorded after the file was), or None.
+        A ticket made before its theatre moved stays where it was made."""
+        show = await self.show_of_booking(booking_id)
+        async with self.home.connection(show.region) as conn:
+            path: str | None = await conn.fetchval(
+                "SELECT path FROM ticket WHERE booking_id = $1", booking_id)
+        return path
+
     async def list_for_user(self, user_id: str) -> dict[str, Any]:
         """Bookings of a user in every region (each region holds its own), newest first."""
         if not ids.USER_ID.match(user_id):
@@ -267,8 +279,13 @@ class BookingService:
 
         async def one(region: str) -> list[dict[str, Any]]:
             async with self.home.connection(region) as conn:
+                # Only theatres the region owns (or is moving out): a move's copy at its
+                # target, or what its source has not cleaned up yet, is not listed twice.
                 rows = await conn.fetch(
-                    BOOKING_QUERY + " WHERE b.user_id = $1 GROUP BY b.id "
+                    BOOKING_QUERY + " WHERE b.user_id = $1 AND EXISTS (SELECT 1 FROM show sh "
+                    "JOIN screen sc ON sc.id = sh.screen_id JOIN theatre_owner o "
+                    "ON o.theatre_id = sc.theatre_id WHERE sh.id = b.show_id "
+                    "AND o.state IN ('OWNED', 'FROZEN')) GROUP BY b.id "
                     "ORDER BY b.created_at DESC LIMIT 200", user_id)
             return [booking_json(r, region) for r in rows]
 
@@ -291,7 +308,7 @@ class BookingService:
 
     async def cancel(self, booking_id: str, owner: str) -> dict[str, Any]:
         show = await self.show_of_booking(booking_id)
-        async with self.home.transaction(show.region) as conn:
+        async with self.home.write(show.region, show.id) as conn:
             row = await conn.fetchrow(
                 "SELECT status FROM booking WHERE id = $1 AND user_id = $2 FOR UPDATE",
                 booking_id, owner)
@@ -312,7 +329,7 @@ class BookingService:
         transaction then fails, Redis only holds longer than PostgreSQL, whose expiry
         the sweeper follows (it releases the Redis hold too)."""
         show = await self.show_of_booking(booking_id)
-        async with self.home.transaction(show.region) as conn:
+        async with self.home.write(show.region, show.id) as conn:
             row = await conn.fetchrow(
                 "SELECT status, fence_token, hold_deadline, ARRAY(SELECT seat_id "
                 "FROM booking_seat WHERE booking_id = b.id ORDER BY seat_id) AS seat_ids "

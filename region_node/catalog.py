@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +119,24 @@ class Catalog:
             self._shows[show.id] = show
             self._shows_by_theatre.setdefault(show.theatre_id, []).append(show.id)
         return show
+
+    @property
+    def placement(self) -> Placement:
+        return self._placement
+
+    def rehome(self, placement: Placement) -> dict[int, str]:
+        """Route by `placement` from now on (a newer topology epoch). Returns the shows
+        whose home region changed, each with its old region."""
+        self._placement = placement
+        self.theatres = {t.id: replace(t, region=placement.region_of(t.id))
+                         for t in self.theatres.values()}
+        moved = {}
+        for show_id, show in list(self._shows.items()):
+            region = placement.region_of(show.theatre_id)
+            if region != show.region:
+                moved[show_id] = show.region
+                self._shows[show_id] = replace(show, region=region)
+        return moved
 
     def region_of_show(self, show_id: int) -> str | None:
         show = self._shows.get(show_id)

@@ -105,9 +105,9 @@ class ConfirmService:
             async with self.home.connection(show.region, writes=True) as conn:
                 row = await conn.fetchrow(
                     "SELECT outcome, detail, answer_status, answer_body "
-                    "FROM bc_confirm($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "FROM bc_confirm($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     show.id, booking_id, owner, key, request_hash(booking_id, body),
-                    payment_id, amount, show.region, due)
+                    payment_id, amount, show.region, due, self.home.epoch)
         except asyncpg.RaiseError as exc:  # rolled back: nothing changed, nothing stored
             raise self._undone(show, exc, not_captured) from None
         except asyncpg.UniqueViolationError:  # raced with another sale: nothing committed

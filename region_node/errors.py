@@ -181,3 +181,18 @@ class Overloaded(NodeError):
                          "changed, retry shortly", outcome="not_applied",
                          retry_after_s=self.RETRY_AFTER_S)
         self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}
+
+
+class TheatreMoving(NodeError):
+    """A move of the theatre froze its writes (`bookcluster topology move`): nothing was
+    done; retry in a moment, when it lives at its new home. Reads keep working."""
+
+    status = 503
+    code = "theatre_moving"
+    RETRY_AFTER_S = 1
+
+    def __init__(self, region: str, target: str | None) -> None:
+        super().__init__(f"this theatre is moving from {region} to {target or 'another region'}; "
+                         "nothing was changed, retry shortly", outcome="not_applied",
+                         region=region, target=target, retry_after_s=self.RETRY_AFTER_S)
+        self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import json
 import logging
 import time
 
@@ -36,7 +37,7 @@ from aiohttp import web
 
 from region_node import deadline
 from region_node.body import read_body
-from router.errors import RegionUnavailable
+from router.errors import Moved, RegionUnavailable
 from router.registry import route_key
 from router.topology import Endpoint, Topology
 
@@ -50,6 +51,7 @@ SIGNATURE_WINDOW_S = 30.0
 # The checked CLIENT_HEADER, kept on the request: routing and the rate limits both ask.
 PEER_CLIENT: web.RequestKey[str | None] = web.RequestKey("peer_client")
 CONNECT_TIMEOUT_S = 0.5
+MOVED_STATUS = 421  # Misdirected Request: the home node's answer to a write it may not do
 
 
 class Forwarder:
@@ -63,7 +65,7 @@ class Forwarder:
         self._routes = routes or {}
         self._turn = itertools.count()
         self._session: aiohttp.ClientSession | None = None
-        self.forwarded = 0
+        self.forwarded_total = 0
 
     async def open(self) -> Forwarder:
         # Each forward is bounded by its write's deadline (`forward`), not a session total.
@@ -79,6 +81,10 @@ class Forwarder:
 
     def needed(self, request: web.Request, home: str) -> bool:
         return home != self.local_region and self._peer_client(request) is None
+
+    def forwarded(self, request: web.Request) -> bool:
+        """Whether a peer node forwarded this request to us (it routes any retry)."""
+        return self._peer_client(request) is not None
 
     def client_address(self, request: web.Request) -> str:
         """The address of the client who sent this request, also behind a forward."""
@@ -128,7 +134,10 @@ class Forwarder:
                 async with self._session.request(request.method, url, data=body,
                                                  headers=headers, timeout=timeout) as resp:
                     payload = await resp.read()
-                    self.forwarded += 1
+                    self.forwarded_total += 1
+                    if resp.status == MOVED_STATUS:  # nothing done: our map is stale
+                        moved = json.loads(payload)
+                        raise Moved(moved.get("region"), int(moved.get("epoch") or 0))
                     passed = {h: resp.headers[h] for h in ("Retry-After", REPLAYED_HEADER)
                               if h in resp.headers}
                     return web.Response(body=payload, status=resp.status,

@@ -8,6 +8,9 @@ transaction commits only before the deadline. A
 transaction the primary aborts rather than let it wait on locks (deadlock
 victim, `lock_timeout`, `statement_timeout`: see `router.registry`) becomes
 `TransactionAborted` (HTTP 503): it rolled back, so a retry is safe.
+A write to a theatre this region may not write at the node's epoch
+(`ownership.py`: `bc_own`) becomes `Moved` or `TheatreMoving`, having changed
+nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from region_node import deadline, keys
+from region_node import deadline, keys, ownership
 from region_node.errors import TransactionAborted
 from region_node.scripts import SeatScripts
 from router.errors import RegionUnavailable
@@ -50,6 +53,11 @@ class HomeRegion:
     def __init__(self, connections: Connections) -> None:
         self._connections = connections
         self._scripts = SeatScripts()
+
+    @property
+    def epoch(self) -> int:
+        """The topology epoch this process routes by (it changes on a live apply)."""
+        return self._connections.topology.epoch
 
     async def script(self, region: str, name: str, show_id: int, args: list[Any]) -> Any:
         """Run a seat script; a failure once it was sent may still have applied it."""
@@ -102,6 +110,22 @@ class HomeRegion:
             raise (unavailable.unknown() if committing else unavailable) from exc
         except PG_ABORTED as exc:
             raise TransactionAborted(region, ABORT_REASONS[exc.sqlstate]) from exc
+        except asyncpg.RaiseError as exc:
+            refused = ownership.refusal(exc, region)
+            if refused is None:
+                raise
+            raise refused from exc
+
+    @asynccontextmanager
+    async def write(self, region: str, show_id: int, *,
+                    epoch: int | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that first fences the show's theatre (`bc_own`): it goes on only
+        if `region` owns it at our epoch (`epoch`, default: this process's), and a move
+        cannot freeze it until the transaction ends."""
+        async with self.transaction(region) as conn:
+            await conn.execute("SELECT bc_own($1, $2)", show_id,
+                               self.epoch if epoch is None else epoch)
+            yield conn
 
     @asynccontextmanager
     async def connection(self, region: str, *,
@@ -118,3 +142,8 @@ class HomeRegion:
             raise (unavailable.unknown() if writes else unavailable) from exc
         except PG_ABORTED as exc:
             raise TransactionAborted(region, ABORT_REASONS[exc.sqlstate]) from exc
+        except asyncpg.RaiseError as exc:
+            refused = ownership.refusal(exc, region)
+            if refused is None:
+                raise
+            raise refused from exc

@@ -45,10 +45,18 @@ def show_version(show_id: int) -> str:
     return f"{show_tag(show_id)}:version"
 
 
+def show_owner(show_id: int) -> str:
+    """Whether this master's region may write the show (`ownership.py`): "<epoch>" (its
+    theatre is owned here since that epoch), "moving" (a move froze it) or
+    "moved <region> <epoch>". Written with the PostgreSQL record it mirrors; missing
+    means unknown (PostgreSQL decides alone)."""
+    return f"{show_tag(show_id)}:owner"
+
+
 def show_keys(show_id: int) -> list[str]:
     """KEYS of every seat script, in the order the scripts expect them."""
     return [show_holds(show_id), show_booked(show_id), show_blocked(show_id),
-            show_version(show_id)]
+            show_version(show_id), show_owner(show_id)]
 
 
 # Per master (one region): bookings whose PostgreSQL write timed out. The write

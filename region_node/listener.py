@@ -138,6 +138,7 @@ class ChangeListener:
         self._hub = hub
         self._metrics = metrics
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._retired: list[asyncio.Task[None]] = []
         self._closing = False
         self.subscribed: dict[str, asyncio.Event] = {}
         self.sources: dict[str, SourceState] = {}
@@ -151,13 +152,39 @@ class ChangeListener:
 
     def start(self) -> None:
         for source in self._connections.topology.regions:
-            self.subscribed[source] = asyncio.Event()
-            self.sources[source] = SourceState()
-            feed = self.feeds[source] = Feed()
-            self._metrics.listener_subscribed.labels(self.region, source).set(0)
-            self._metrics.listener_shows.labels(self.region, source).set_function(
-                functools.partial(len, feed.sent))
-            self._spawn(source)
+            self._add_source(source)
+
+    def _add_source(self, source: str) -> None:
+        self.subscribed[source] = asyncio.Event()
+        self.sources[source] = SourceState()
+        feed = self.feeds[source] = Feed()
+        self._metrics.listener_subscribed.labels(self.region, source).set(0)
+        self._metrics.listener_shows.labels(self.region, source).set_function(
+            functools.partial(len, feed.sent))
+        self._spawn(source)
+
+    def adopt(self, moved: dict[int, str]) -> None:
+        """A new topology epoch (`topology_swap.py`): follow the regions it adds, stop
+        following those it drops, and stop following `moved` shows (show -> old home) on
+        their old home's feed; their next read, or their sockets' re-sync, follows them
+        at the new home."""
+        regions = set(self._connections.topology.regions)
+        for source in sorted(regions - set(self.feeds)):
+            self._add_source(source)
+        for source in sorted(set(self.feeds) - regions):
+            task = self._tasks.pop(source, None)  # popped first: `_ended` lets it go
+            if task is not None:
+                task.cancel()
+                self._retired.append(task)  # awaited at close
+            del self.feeds[source], self.sources[source], self.subscribed[source]
+        for show_id, old in moved.items():
+            feed = self.feeds.get(old)
+            if feed is None:
+                continue
+            feed.wanted.discard(show_id)
+            if feed.conn is not None and show_id in feed.sent:
+                feed.conn.unsubscribe(keys.show_changes(show_id))
+                feed.sent.discard(show_id)
 
     def _spawn(self, source: str) -> None:
         task = asyncio.create_task(self._run(source), name=f"listen-{source}")
@@ -177,7 +204,7 @@ class ChangeListener:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + self._retired
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -254,7 +281,9 @@ class ChangeListener:
                 reason, why = "error", f"{type(exc).__name__}: {exc}"
                 log.exception("listener for %s changes failed; reconnecting", source)
             finally:
-                self.feeds[source].detach()
+                feed = self.feeds.get(source)  # gone when a new epoch dropped the region
+                if feed is not None:
+                    feed.detach()
                 if conn is not None:
                     conn.close()
             await asyncio.sleep(self._lost(source, reason, why))

@@ -21,4 +21,7 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
     except RouterError as exc:  # a bad topology or a missing secret
         sys.exit(f"error: {exc}")
-    uvloop.run(serve(app, settings))
+    try:
+        uvloop.run(serve(app, settings))
+    except RouterError as exc:  # at start-up: a map the stores' ownership contradicts
+        sys.exit(f"error: {exc}")

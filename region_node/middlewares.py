@@ -11,8 +11,9 @@ from aiohttp.typedefs import Handler
 
 from region_node import ids
 from region_node.errors import MalformedId, NodeError
-from region_node.typedefs import catalog_key, metrics_key, placement_key, settings_key
-from router.errors import RegionUnavailable
+from region_node.forward import MOVED_STATUS
+from region_node.typedefs import catalog_key, connections_key, metrics_key
+from router.errors import Moved, RegionUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except RegionUnavailable as exc:
         return web.json_response(_unavailable_body(exc), status=503,
                                  headers={"Retry-After": str(exc.RETRY_AFTER_S)})
+    except Moved as exc:
+        # A forwarding node routes the write again (`access.py`); a client sees it only
+        # if this node's region store has no newer epoch either.
+        return web.json_response(
+            {"error": "moved", "region": exc.region, "epoch": exc.epoch,
+             "outcome": "not_applied", "retry_after_s": exc.RETRY_AFTER_S,
+             "message": "this theatre is not this region's to write at the node's topology "
+                        f"epoch ({exc}); nothing was changed, retry shortly"},
+            status=MOVED_STATUS, headers={"Retry-After": str(exc.RETRY_AFTER_S)})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -93,7 +103,7 @@ async def home_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return response
     region = _home_of(request)
     if region is not None:
-        nodes = request.app[settings_key].topology.region(region).nodes
+        nodes = request.app[connections_key].topology.region(region).nodes
         response.headers[HOME_REGION_HEADER] = region
         response.headers[HOME_NODES_HEADER] = " ".join(
             f"http://{node.host}:{node.port}" for node in nodes)
@@ -105,7 +115,8 @@ def _home_of(request: web.Request) -> str | None:
     info = request.match_info
     try:
         if "theatre_id" in info:
-            return request.app[placement_key].region_of(ids.theatre_id(info["theatre_id"]))
+            return request.app[catalog_key].placement.region_of(
+                ids.theatre_id(info["theatre_id"]))
         if "show_id" in info:
             return request.app[catalog_key].region_of_show(ids.show_id(info["show_id"]))
         if "booking_id" in info:

@@ -30,6 +30,8 @@ WHY = {
     400: "Malformed id, header or signature", 401: "No valid bearer token (or webhook signature)",
     402: "The payment is not captured for this booking and amount", 403: "Not allowed",
     404: "No such theatre, show, booking or ticket", 409: "Refused by the booking rules",
+    421: "MOVED: the theatre is not this region's to write at the node's topology epoch, "
+         "and the node found no newer epoch to route by; nothing changed (`region`, `epoch`)",
     # 413: body over the node's size limit (`http_error` until the body-limit work lands).
     413: "Body too large", 422: "Invalid input", 429: "Rate limited; retry after `Retry-After` s",
     503: "The home region (or payment gateway) cannot answer now, or (`overloaded`) the "
@@ -48,13 +50,19 @@ HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer ch
                                             "schema": {"type": "integer", "minimum": 1}}},
     "overloaded": {"Retry-After": {"required": False, "description": "seconds",
                                    "schema": {"type": "integer", "minimum": 1}}},
+    "theatre_moving": {"Retry-After": {"required": False, "description": "seconds",
+                                       "schema": {"type": "integer", "minimum": 1}}},
+    "moved": {"Retry-After": {"required": False, "description": "seconds",
+                              "schema": {"type": "integer", "minimum": 1}}},
 }
 RATE = ("rate_limited",)
 REGION_DOWN = ("region_unavailable",)
 # Routes that use the home primary: it may also abort a transaction rather than wait.
 PRIMARY_DOWN = (*REGION_DOWN, "transaction_aborted")
-# Writes run once the home node admits them (`admission.py`); a full queue sheds.
-WRITE_DOWN = (*PRIMARY_DOWN, "overloaded")
+# Writes run once the home node admits them (`admission.py`); a full queue sheds. A move
+# freezes a theatre's writes for a moment (`theatre_moving`).
+WRITE_DOWN = (*PRIMARY_DOWN, "overloaded", "theatre_moving")
+MOVED = ("moved",)
 BODY_TOO_LARGE = ("body_too_large", "http_error")
 STATIC_TYPES = ("text/javascript", "text/css", "text/html", "image/svg+xml")
 
@@ -197,14 +205,14 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("seats_unavailable", "hold_limit_reached"), 413: BODY_TOO_LARGE,
                     422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
-                    503: WRITE_DOWN})},
+                    421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/pay": {"post": operation(
             "pay", "booking", "user", "A payment intent at the gateway for the held amount",
             description="Asking again returns the same intent while it can still be paid.",
             params=(BOOKING,), responses={201: ok("The intent", "PaymentIntent")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending",), 429: RATE,
-                    503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
+                    421: MOVED, 503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
         "/booking/booking/{booking_id}/confirm": {"post": operation(
             "confirm", "booking", "user", "Sell a held booking paid by a captured payment",
             description="Idempotent per `Idempotency-Key`: a retry gets the first answer "
@@ -217,18 +225,18 @@ def paths() -> dict[str, dict[str, Any]]:
                     409: ("seats_taken", "hold_expired", "booking_not_pending",
                           "payment_already_used"),
                     413: BODY_TOO_LARGE, 422: ("invalid_input", "idempotency_key_reused"),
-                    429: RATE, 503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
+                    429: RATE, 421: MOVED, 503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
         "/booking/booking/{booking_id}/cancel": {"post": operation(
             "cancel", "booking", "user", "Cancel a held booking (idempotent); frees its seats",
             params=(BOOKING,), responses={200: ok("Cancelled", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
-                    409: ("booking_not_pending",), 429: RATE, 503: WRITE_DOWN})},
+                    409: ("booking_not_pending",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending", "hold_expired"), 429: RATE,
-                    503: WRITE_DOWN})},
+                    421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}": {"get": operation(
             "getBooking", "booking", "user", "The caller's booking, with its payments",
             description="Another user's booking is 404: its existence is not revealed.",
@@ -261,8 +269,9 @@ def paths() -> dict[str, dict[str, Any]]:
             responses={200: ok("Stored (or a duplicate)", "PaymentEventReceived")},
             errors={400: ("missing_signature", "malformed_signature", "stale_webhook",
                           "malformed_id"),
-                    401: ("bad_signature",), 404: ("not_found",), 413: BODY_TOO_LARGE,
-                    422: ("invalid_input",), 503: PRIMARY_DOWN})},
+                    401: ("bad_signature",), 404: ("not_found",), 421: MOVED,
+                    413: BODY_TOO_LARGE, 422: ("invalid_input",),
+                    503: PRIMARY_DOWN + ("theatre_moving",)})},
         "/ops/jobs": {"get": operation(
             "jobCounts", "ops", "operator", "Job queue depth per region and state",
             responses={200: ok("Counts", "JobCounts")}, errors={})},
@@ -287,9 +296,20 @@ def paths() -> dict[str, dict[str, Any]]:
                         "standby lag in bytes), nodes (`/readyz`), worker (queue depth, "
                         "outbox backlog, mirror generation), the topology epoch and the last "
                         "audit; each probe within about a second, so a stopped server shows "
-                        "as down (`up: false`, `error`). Failovers and moves are not recorded "
-                        "yet (`available: false`).",
+                        "as down (`up: false`, `error`). `moves`: the latest theatre moves "
+                        "(`bookcluster topology move`) with their step, freeze and size; "
+                        "failovers are not recorded yet (`available: false`).",
             responses={200: ok("The overview", "ClusterOverview")}, errors={})},
+        "/ops/topology": {"post": operation(
+            "adoptTopology", "ops", "operator", "Route by another topology epoch, now",
+            description="The epoch as applied to this region's PostgreSQL by `bookcluster "
+                        "topology apply` or `topology move` (an older one when an apply "
+                        "rolls back). Routing changes live (the theatre map, regions and "
+                        "their nodes); a change of a kept region's stores needs a restart "
+                        "(409 `topology_refused`, nothing changed).",
+            body="TopologyEpoch", responses={200: ok("Now routing by it", "AdoptedTopology")},
+            errors={409: ("topology_refused",), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input",), 503: ("region_unavailable",)})},
         "/": {"get": operation(
             "bookingPage", "web", "public", "The booking web page (HTML)",
             responses={200: html("The page")}, errors={})},

@@ -7,8 +7,10 @@ replication offset -> lag in bytes behind the source master), PostgreSQL
 primaries and standbys (as the application role: in recovery or not, WAL
 position -> standby lag in bytes), every node's `/readyz`, every worker's
 `/metrics` (queue depth, outbox backlog, mirror generation). The last audit is
-the report `bookcluster audit` left in the run folder. Failovers and theatre
-moves have no record yet: they say so (`available: false`), never invent one.
+the report `bookcluster audit` left in the run folder. Theatre moves are the
+latest `theatre_move` records of every region (`bookcluster topology move`
+writes them in its source region). Failovers have no record yet: they say so
+(`available: false`), never invent one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.registry import pg_dsn, pg_login
+from router.registry import Connections, pg_dsn, pg_login
 from router.topology import Endpoint, Topology
 
 PROBE_TIMEOUT_S = 1.0
@@ -37,6 +39,13 @@ SELECT pg_is_in_recovery() AS recovery,
        (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
              ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS lsn"""
 NOT_YET = "not recorded by this version: arrives with the failover and ownership work"
+MOVES_SHOWN = 10
+RECENT_MOVES = """
+SELECT theatre_id AS theatre, source, target, from_epoch, to_epoch, step,
+       started_at, updated_at, (detail->>'freeze_s')::float8 AS freeze_s,
+       (SELECT sum(value::bigint) FROM jsonb_each_text(detail->'rows'))::bigint AS rows,
+       (detail->>'holds')::bigint AS holds
+FROM theatre_move ORDER BY id DESC LIMIT $1"""
 
 
 def audit_report_path(topology: Topology) -> Path:
@@ -160,7 +169,26 @@ def last_audit(topology: Topology) -> dict[str, Any]:
     return {"available": True, **report}
 
 
-async def overview(topology: Topology, node: str) -> dict[str, Any]:
+async def recent_moves(connections: Connections) -> dict[str, Any]:
+    """The latest theatre moves of every region (newest first), each as its source
+    recorded it; a region that does not answer is named."""
+    async def one(region: str) -> list[dict[str, Any]]:
+        async with connections.pg_primary(region).acquire(timeout=PROBE_TIMEOUT_S) as conn:
+            rows = await conn.fetch(RECENT_MOVES, MOVES_SHOWN, timeout=PROBE_TIMEOUT_S)
+        return [{**dict(r), "started_at": r["started_at"].isoformat(),
+                 "updated_at": r["updated_at"].isoformat()} for r in rows]
+
+    regions = list(connections.topology.regions)
+    found = await asyncio.gather(*(asyncio.wait_for(one(r), 2 * PROBE_TIMEOUT_S)
+                                   for r in regions), return_exceptions=True)
+    items = [m for f in found if not isinstance(f, BaseException) for m in f]
+    items.sort(key=lambda m: m["started_at"], reverse=True)
+    unreachable = [r for r, f in zip(regions, found, strict=True) if isinstance(f, BaseException)]
+    return {"available": True, "items": items[:MOVES_SHOWN], "unreachable": unreachable}
+
+
+async def overview(topology: Topology, node: str,
+                   connections: Connections | None = None) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=READYZ_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         names = list(topology.regions)
@@ -174,5 +202,6 @@ async def overview(topology: Topology, node: str) -> dict[str, Any]:
     return {"at": datetime.now(UTC).isoformat(), "node": node, "epoch": topology.epoch,
             "regions": regions,
             "failovers": {"available": False, "note": NOT_YET},
-            "moves": {"available": False, "note": NOT_YET},
+            "moves": await recent_moves(connections) if connections is not None
+            else {"available": False, "note": "asked without the node's connections"},
             "audit": last_audit(topology)}

@@ -27,7 +27,7 @@ class PaymentService:
         show = await self.bookings.show_of_booking(booking_id)
         # The booking row stays locked while the gateway answers (bounded by the
         # write deadline), so two concurrent `pay` calls make one intent.
-        async with self.bookings.home.transaction(show.region) as conn:
+        async with self.bookings.home.write(show.region, show.id) as conn:
             row = await conn.fetchrow(
                 "SELECT status, amount_paise, intent_id FROM booking "
                 "WHERE id = $1 AND user_id = $2 FOR UPDATE", booking_id, owner)

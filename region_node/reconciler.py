@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from region_node import keys
+from region_node import keys, ownership
 from region_node.home import REDIS_UNAVAILABLE, HomeRegion
 from region_node.seatstate import SeatState, read_seat_state
 from router.errors import RegionUnavailable
@@ -44,6 +44,10 @@ INTERVAL_S = 1.0
 RECENT = timedelta(seconds=5)  # how far back a pass looks for changed bookings
 SETTLE = timedelta(seconds=1)  # younger PostgreSQL changes wait for the next pass
 HOLD_SLACK_MS = 1000  # hold expiries closer than this agree
+# Shows of theatres whose seats this region keeps (a subquery).
+OWNED_SHOWS = ("SELECT sh.id FROM show sh JOIN screen sc ON sc.id = sh.screen_id "
+               "JOIN theatre_owner o ON o.theatre_id = sc.theatre_id "
+               "WHERE o.state IN ('OWNED', 'FROZEN')")
 
 
 @dataclass
@@ -114,7 +118,8 @@ class Reconciler:
         if report is None:
             async with self.home.connection(self.region) as conn:
                 shows = [r["show_id"] for r in await conn.fetch(
-                    "SELECT DISTINCT show_id FROM booking WHERE updated_at > $1",
+                    "SELECT DISTINCT b.show_id FROM booking b WHERE b.updated_at > $1 "
+                    "AND b.show_id IN (" + OWNED_SHOWS + ")",
                     datetime.fromtimestamp(self._since, UTC) - RECENT)]
             report = await self.repair(shows)
         self._since = started
@@ -148,6 +153,7 @@ class Reconciler:
             return None
         async with self.home.connection(self.region) as conn:
             generation = int(await conn.fetchval("SELECT nextval('mirror_generation_seq')"))
+        await self.write_owner_keys()
         shows = await self.region_shows()
         report = await self.repair(shows, min_version=generation << keys.GENERATION_SHIFT,
                                    rewrite=True)
@@ -159,9 +165,26 @@ class Reconciler:
         return report
 
     async def region_shows(self) -> list[int]:
+        """The shows whose seats this region keeps: of theatres it owns (or is moving
+        out; a theatre that moved away is its new home's to repair)."""
         async with self.home.connection(self.region) as conn:
             return [r["show_id"] for r in await conn.fetch(
-                "SELECT DISTINCT show_id FROM show_seat ORDER BY show_id")]
+                "SELECT DISTINCT show_id FROM show_seat WHERE show_id IN (" + OWNED_SHOWS
+                + ") ORDER BY show_id")]
+
+    async def write_owner_keys(self) -> int:
+        """Put every show's owner key on the master from PostgreSQL (a new master
+        generation starts empty). Returns how many shows it wrote."""
+        async with self.home.connection(self.region) as conn:
+            records = await ownership.owners(conn)
+            shows = await ownership.shows_by_theatre(conn, records)
+        master = self.connections.redis_master(self.region)
+        async with master.pipeline(transaction=False) as pipe:
+            for theatre, show_ids in shows.items():
+                for show_id in show_ids:
+                    pipe.set(keys.show_owner(show_id), records[theatre].redis_value())
+            await pipe.execute()
+        return sum(map(len, shows.values()))
 
     # -- comparing and repairing ----------------------------------------------
 

@@ -35,6 +35,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/ops/jobs/replay", admin.replay_jobs)
     r.add_get("/ops/seat-cache", admin.seat_cache)
     r.add_get("/ops/overview", admin.cluster_overview)
+    r.add_post("/ops/topology", admin.adopt_topology)
 
     # The web pages (plain files, `region_node/web/`) and their development sign-in.
     r.add_get("/", pages.booking_page)

@@ -91,8 +91,13 @@ ERROR: Schema = {
                             "statement_canceled"],
                    "description": "why a token was refused (401), or why the home primary "
                                   "aborted the transaction (503 `transaction_aborted`)"},
-        "region": {"type": "string",
-                   "description": "the home region that did not answer or aborted"},
+        "region": {"type": ["string", "null"],
+                   "description": "the home region that did not answer or aborted; for 421 "
+                                  "`moved`, the theatre's owner (null: the answering region, "
+                                  "at a newer `epoch`)"},
+        "epoch": {"type": "integer", "description": "421 `moved`: the owner's epoch"},
+        "target": {"type": ["string", "null"],
+                   "description": "503 `theatre_moving`: where it is moving"},
         "header": STRING, "payment_id": STRING, "payment_status": STRING,
         "amount_paise": INTEGER, "hold_deadline": TIME,
         "error_id": {"type": "string", "description": "also in the node's log"},
@@ -106,6 +111,7 @@ def _probe(**fields: Schema) -> Schema:
     return closed({"address": STRING, "up": BOOLEAN}, {"error": STRING, **fields})
 
 
+EPOCH: Schema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 NOT_RECORDED = closed({"available": {"const": False}, "note": STRING})
 LSN_OR_OFFSET: Schema = {"type": ["integer", "null"], "minimum": 0}
 OVERVIEW_REGION = closed({
@@ -127,7 +133,10 @@ def components(topology: Topology) -> dict[str, Schema]:
     regions = list(topology.regions)
     return {
         "Error": ERROR,
-        "Health": closed({"status": {"const": "ok"}, "node": STRING, "region": STRING}),
+        "Health": closed({"status": {"const": "ok"}, "node": STRING, "region": STRING,
+                          "epoch": EPOCH}),
+        "TopologyEpoch": closed({"epoch": EPOCH}),
+        "AdoptedTopology": closed({"node": STRING, "region": STRING, "epoch": EPOCH}),
         "Readiness": closed({
             "ready": BOOLEAN, "region": STRING,
             "checks": closed({"redis": STRING, "postgres": STRING, "listener": {
@@ -199,7 +208,18 @@ def components(topology: Topology) -> dict[str, Schema]:
             "at": TIME, "node": STRING, "epoch": {"type": "integer", "minimum": 1},
             "regions": {"type": "object", "propertyNames": {"enum": regions},
                         "additionalProperties": OVERVIEW_REGION},
-            "failovers": NOT_RECORDED, "moves": NOT_RECORDED,
+            "failovers": NOT_RECORDED,
+            "moves": {"oneOf": [NOT_RECORDED, closed({
+                "available": {"const": True}, "unreachable": {"type": "array",
+                                                              "items": STRING},
+                "items": {"type": "array", "items": closed({
+                    "theatre": STRING, "source": STRING, "target": STRING,
+                    "from_epoch": EPOCH, "to_epoch": EPOCH,
+                    "step": {"enum": ["frozen", "committed", "flipped", "done", "aborted"]},
+                    "started_at": TIME, "updated_at": TIME,
+                    "freeze_s": {"type": ["number", "null"]},
+                    "rows": {"type": ["integer", "null"]},
+                    "holds": {"type": ["integer", "null"]}})}})]},
             "audit": {"oneOf": [NOT_RECORDED, {
                 "type": "object", "required": ["available", "finished_at", "exit_code"],
                 "properties": {"available": {"const": True}, "finished_at": TIME,

@@ -6,6 +6,7 @@ Every script takes the same KEYS (see `keys.show_keys`), all tagged
     KEYS[2] booked   hash seat -> booking_id
     KEYS[3] blocked  set of seats never for sale
     KEYS[4] version  counter, bumped once per change
+    KEYS[5] owner    "<epoch>" | "moving" | "moved <region> <epoch>" (`keys.show_owner`)
 and publishes each change on the show's own channel, ARGV[1] .. ':' .. ARGV[2]
 (`keys.show_changes`; ARGV[1] is `keys.SEAT_CHANGES_CHANNEL`, ARGV[2] the show
 id), as JSON {show, version, seats, status, booking, ts[, expires_at]} where
@@ -49,14 +50,29 @@ local function publish(seats, status, booking, expires)
 end
 """
 
-# ARGV: channel, show_id, booking_id, ttl_ms, seat...
+# A show whose owner key says it moved away (or is moving) is not this master's to
+# change; a missing key leaves the decision to PostgreSQL.
+_MOVED = """
+local owner_state = redis.call('GET', KEYS[5])
+local function moved_away()
+  return owner_state ~= false and string.sub(owner_state, 1, 5) == 'moved'
+end
+"""
+
+# ARGV: channel, show_id, booking_id, ttl_ms, epoch, seat...
 # Returns {1, version, expires_at_ms}: every seat was free (or already held by this
 #         booking: a retried hold under the same Idempotency-Key) and is now held
 #         by booking_id;
-#         {0, seat...}: nothing changed; these seats were held, booked or blocked.
-HOLD = _NOW + _HOLDER + _PUBLISH + """
+#         {0, seat...}: nothing changed; these seats were held, booked or blocked;
+#         {-1, owner}: nothing changed; the show is moving or moved (owner key), or
+#         owned here only since an epoch newer than the caller's (ARGV[5]).
+HOLD = _NOW + _HOLDER + _PUBLISH + _MOVED + """
+if owner_state ~= false and (owner_state == 'moving' or moved_away()
+    or tonumber(owner_state) > tonumber(ARGV[5])) then
+  return {-1, owner_state}
+end
 local seats, taken = {}, {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local seat = ARGV[i]
   seats[#seats + 1] = seat
   local owner, expires = holder(seat)
@@ -74,8 +90,9 @@ return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires}
 
 # ARGV: channel, show_id, booking_id, seat...
 # Drops the holds of booking_id on these seats (others' holds are left alone).
-# Returns {version or 0, released seat...}.
-RELEASE = _HOLDER + _PUBLISH + """
+# Returns {version or 0, released seat...}; {0} for a show that moved away.
+RELEASE = _HOLDER + _PUBLISH + _MOVED + """
+if moved_away() then return {0} end
 local released = {}
 for i = 4, #ARGV do
   local owner = holder(ARGV[i])
@@ -92,8 +109,10 @@ return {publish(released, 'AVAILABLE', ARGV[3]), unpack(released)}
 # Records seats as sold to booking_id after PostgreSQL committed the sale:
 # PostgreSQL decided, so any hold on these seats is dropped. Returns the version,
 # or 0 when every seat was already recorded (applying a sale twice is a no-op:
-# nothing changes, nothing is published).
-BOOK = _PUBLISH + """
+# nothing changes, nothing is published), and for a show that moved away (its new
+# home's master was rebuilt from PostgreSQL).
+BOOK = _PUBLISH + _MOVED + """
+if moved_away() then return 0 end
 local seats, changed = {}, false
 for i = 4, #ARGV do
   seats[#seats + 1] = ARGV[i]

@@ -46,12 +46,22 @@ class Sweeper:
         """Expire one batch of lapsed (or abandoned) holds. Returns how many it expired."""
         abandoned = await self.home.abandoned(self.region)
         async with self.home.transaction(self.region) as conn:
+            # Only theatres this region may write now, each fenced like any write
+            # (`bc_writable`): a moving theatre's holds are expired at its new home.
+            theatres = await conn.fetchval(
+                "SELECT bc_writable(ARRAY(SELECT DISTINCT sc.theatre_id FROM booking b "
+                "JOIN show sh ON sh.id = b.show_id JOIN screen sc ON sc.id = sh.screen_id "
+                "WHERE b.status = 'INITIATED' "
+                "AND (b.expires_at < now() OR b.id = ANY($1::text[]))))", list(abandoned))
             rows = await conn.fetch(
-                "WITH lapsed AS (SELECT id FROM booking WHERE status = 'INITIATED' "
-                "AND (expires_at < now() OR id = ANY($2::text[])) "
-                "ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
+                "WITH lapsed AS (SELECT b.id FROM booking b JOIN show sh ON sh.id = b.show_id "
+                "JOIN screen sc ON sc.id = sh.screen_id WHERE b.status = 'INITIATED' "
+                "AND (b.expires_at < now() OR b.id = ANY($2::text[])) "
+                "AND sc.theatre_id = ANY($3::text[]) "
+                "ORDER BY b.expires_at LIMIT $1 FOR UPDATE OF b SKIP LOCKED) "
                 "UPDATE booking b SET status = 'EXPIRED', updated_at = now() FROM lapsed "
-                "WHERE b.id = lapsed.id RETURNING b.id", BATCH, list(abandoned))
+                "WHERE b.id = lapsed.id RETURNING b.id", BATCH, list(abandoned),
+                theatres) if theatres else []
             expired = [r["id"] for r in rows]
             freed = await free_seats(conn, expired) if expired else []
         await mirror.apply_now(self.home, self.region, released(freed))

@@ -19,11 +19,10 @@ if TYPE_CHECKING:
     from region_node.refusals import EarlyRefusal
     from region_node.seatmap import SeatMaps
     from region_node.settings import NodeSettings
-    from router.placement import Placement
+    from region_node.topology_swap import TopologySwap
     from router.registry import Connections
 
 settings_key: web.AppKey[NodeSettings] = web.AppKey("settings")
-placement_key: web.AppKey[Placement] = web.AppKey("placement")
 connections_key: web.AppKey[Connections] = web.AppKey("connections")
 catalog_key: web.AppKey[Catalog] = web.AppKey("catalog")
 seatmaps_key: web.AppKey[SeatMaps] = web.AppKey("seatmaps")
@@ -37,3 +36,4 @@ limiter_key: web.AppKey[RateLimiter] = web.AppKey("limiter")
 openapi_key: web.AppKey[bytes] = web.AppKey("openapi")  # the rendered document
 admission_key: web.AppKey[WriteAdmission] = web.AppKey("admission")
 refusal_key: web.AppKey[EarlyRefusal] = web.AppKey("refusal")
+swap_key: web.AppKey[TopologySwap] = web.AppKey("swap")  # the epoch this node routes by

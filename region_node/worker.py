@@ -25,8 +25,11 @@ from aiohttp import web
 from bullmq import Job, Worker
 
 from region_node import jobqueue
+from region_node.auth import OPERATOR, TokenVerifier
+from region_node.body import parse_json
 from region_node.bookings import BookingService
 from region_node.catalog import Catalog
+from region_node.errors import NodeError
 from region_node.home import REDIS_UNAVAILABLE
 from region_node.jobs import HANDLERS, JobContext
 from region_node.metrics import NodeMetrics, WorkerMetrics
@@ -34,6 +37,8 @@ from region_node.mirror import MirrorApplier
 from region_node.outbox import Relay
 from region_node.reconciler import Reconciler
 from region_node.sweeper import Sweeper
+from region_node.topology_swap import TopologySwap
+from region_node.views.admin import epoch_of
 from router.errors import RegionUnavailable, RouterError
 from router.placement import Placement
 from router.registry import Connections, load_routes
@@ -64,6 +69,8 @@ class RegionWorker:
             Connections(self.topology, self.region, self.routes))
         catalog = Catalog(connections, Placement(self.topology))
         await catalog.load()
+        self.swap = TopologySwap(connections, catalog)
+        await self.swap.adopt()  # a newer epoch the cluster applied than our file's
         bookings = BookingService(connections, catalog, NodeMetrics(self.region))
         http = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)))
@@ -87,7 +94,7 @@ class RegionWorker:
         stack.push_async_callback(self._close_consumer)
         for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
                            ("mirror", self.applier.run()), ("reconciler", self.reconciler.run()),
-                           ("watch", self._watch())):
+                           ("watch", self._watch()), ("topology", self.swap.run())):
             self._tasks.append(asyncio.create_task(loop, name=name))
         return self
 
@@ -170,16 +177,30 @@ class RegionWorker:
 
 
 def status_app(worker: RegionWorker) -> web.Application:
+    verifier = TokenVerifier(worker.topology)
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "region": worker.region,
-                                  "jobs_run": worker.jobs_run})
+                                  "jobs_run": worker.jobs_run,
+                                  "epoch": worker.swap.topology.epoch})
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=worker.metrics.render(), content_type="text/plain")
 
+    async def adopt_topology(request: web.Request) -> web.Response:
+        """As a node's `POST /ops/topology`: route jobs by this epoch (operator only)."""
+        try:
+            verifier.identity(request.headers.get("Authorization")).require(OPERATOR)
+            topology = await worker.swap.adopt(epoch_of(parse_json(await request.read())))
+        except NodeError as exc:
+            return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        return web.json_response({"node": f"{worker.region}.worker", "region": worker.region,
+                                  "epoch": topology.epoch})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/ops/topology", adopt_topology)
     return app
 
 

@@ -48,3 +48,20 @@ class RegionUnavailable(RoutingError):
         """The same outage, for a write that may have taken effect."""
         return RegionUnavailable(self.region, self.component, outcome="unknown",
                                  **{**self.known, **known})
+
+
+class Moved(RoutingError):
+    """The theatre is not this region's to write at the caller's epoch: it moved to
+    `region` at `epoch` (a move flipped it), or this region owns it only since an
+    epoch newer than the caller's map. `region` None: the answering region owns it
+    (the caller's map is merely older) or does not know the owner. The caller
+    reloads its topology and routes the write again (`region_node/access.py`)."""
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, region: str | None, epoch: int, theatre: str | None = None) -> None:
+        self.region = region
+        self.epoch = epoch
+        self.theatre = theatre
+        where = f"region {region!r}" if region else "another epoch"
+        super().__init__(f"theatre {theatre or '?'} moved: {where} at epoch {epoch}")

@@ -344,6 +344,19 @@ class Connections:
                                                 secrets)
         return self
 
+    async def adopt(self, topology: Topology) -> None:
+        """Route by a newer topology epoch: clients for the regions it adds. Regions it
+        keeps keep their clients (their stores' addresses never change live)."""
+        local = topology.region(self.local_region)
+        secrets = topology.secrets
+        for name, region in topology.regions.items():
+            if name not in self._masters:
+                self._masters[name] = make_redis(self.route(region.redis_master), secrets)
+                self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
+                self._pg[name] = await make_pg_pool([self.route(m) for m in region.pg_members],
+                                                    secrets)
+        self.topology = topology
+
     def route(self, target: Endpoint) -> Endpoint:
         return self._routes.get(route_key(self.local_region, target), target)
 

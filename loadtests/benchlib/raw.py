@@ -63,7 +63,7 @@ SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS
     ARRAY(SELECT 'S' || (4 * ((q.n - 1) % {blocks}) + g)
           FROM generate_series(0, :k::int - 1) g),
     'bh' || q.n, 'bh-user-' || q.n, now() + interval '10 minutes', interval '30 minutes',
-    array_fill(18000, ARRAY[:k::int]), {max_seats}, {max_holds}, NULL) h;
+    array_fill(18000, ARRAY[:k::int]), {max_seats}, {max_holds}, NULL, 1) h;
 """
 
 # region_node/confirm.py's statement, `bc_confirm`: claim the key for the owner, the
@@ -77,7 +77,7 @@ SELECT q.n AS n, b.user_id AS uid, b.amount_paise AS amt
 \\if :n <= :cap
 \\set show :cbase + (:n - 1) / {blocks}
 SELECT outcome FROM bc_confirm(:show, 'cb' || :n, :uid, 'key-' || :n, 'hash',
-  'pay-' || :n, :amt, 'bench', now() + interval '1 minute');
+  'pay-' || :n, :amt, 'bench', now() + interval '1 minute', 1);
 \\endif
 """
 
@@ -87,7 +87,7 @@ SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS
   LATERAL bc_record_hold(1 + (q.n - 1) / {BLOCKS},
     ARRAY(SELECT 'S' || (4 * ((q.n - 1) % {BLOCKS}) + g) FROM generate_series(0, $1 - 1) g),
     'bs' || q.n, 'bs-user-' || q.n, now() + interval '10 minutes', interval '30 minutes',
-    array_fill(18000, ARRAY[$1::int]), {CAPS.seats_per_show}, {CAPS.holds_per_user}, NULL) h
+    array_fill(18000, ARRAY[$1::int]), {CAPS.seats_per_show}, {CAPS.holds_per_user}, NULL, 1) h
 """
 
 
@@ -194,6 +194,7 @@ class ScratchServers:
             CREATE SEQUENCE bench_hold_seq; CREATE SEQUENCE bench_confirm_seq;
             INSERT INTO city VALUES ('bench', 'Bench', 'Bench');
             INSERT INTO theatre VALUES ('bench-01', 'bench', 'Bench', 'Bench');
+            INSERT INTO theatre_owner (theatre_id, state, epoch) VALUES ('bench-01', 'OWNED', 1);
             INSERT INTO screen VALUES ('bench-01-s1', 'bench-01', 'Audi 1');
             INSERT INTO movie VALUES ('bench', 'Bench', 'Hindi', 120, 'U');
             INSERT INTO show SELECT g, 'bench-01-s1', 'bench', now() + interval '1 day'
@@ -245,8 +246,8 @@ async def redis_hold_limit(servers: ScratchServers, requests: int, clients: int,
         argv = [str(binary), "-h", servers.redis.host, "-p", str(servers.redis.port),
                 "-a", servers.secrets.redis_password, "-n", str(max(1, requests // 2)),
                 "-c", str(clients), "-P", "1", "-r", "100000000", "--csv",
-                "EVALSHA", sha, "4", *keys.show_keys(show), keys.SEAT_CHANGES_CHANNEL,
-                str(show), "b__rand_int__", "600000",
+                "EVALSHA", sha, "5", *keys.show_keys(show), keys.SEAT_CHANGES_CHANNEL,
+                str(show), "b__rand_int__", "600000", "1",
                 *[f"{chr(65 + i)}__rand_int__" for i in range(seats)]]
         started = time.perf_counter()
         out = await _run(argv, timeout_s)
@@ -332,7 +333,7 @@ async def stage_timing(servers: ScratchServers, concurrency: int, duration_s: fl
     async def redis_hold() -> None:
         seats = [f"T{rng.randrange(10**12)}" for _ in range(rng.randint(1, 4))]
         await script(keys=show_keys, args=[keys.SEAT_CHANGES_CHANNEL, 2,
-                                           f"b{uuid.uuid4().hex}", 600000, *seats])
+                                           f"b{uuid.uuid4().hex}", 600000, 1, *seats])
 
     async def pg_hold() -> None:  # one statement, as the node sends it (plus the draw)
         k = rng.randint(1, 4)

@@ -66,12 +66,13 @@ async def send(ctx: JobContext, data: dict[str, Any]) -> str:
                    booking["booking_id"], SUBJECTS.get(event, event),
                    _body(event, booking, data, ctx.topology.secrets.get("ticket_secret")))
 
-    box = maildir(ctx.run_dir, ctx.region)
+    # The booking's home, which is ours unless its theatre moved since the job was queued.
+    box = maildir(ctx.run_dir, booking["region"])
     (box / "cur").mkdir(parents=True, exist_ok=True)
     name = note_id.replace(":", "_") + ".eml"
     # Maildir delivery: written in tmp/, renamed into new/.
     deliver(message, box / "new" / name, box / "tmp")
-    async with ctx.home.connection(ctx.region, writes=True) as conn:  # one statement
+    async with ctx.home.write(booking["region"], booking["show_id"]) as conn:
         await conn.execute(
             "INSERT INTO notification (id, booking_id, user_id, kind, path) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",

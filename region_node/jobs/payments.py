@@ -44,7 +44,8 @@ async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
         return await _refund_orphan(ctx, data)
     sold: list[str] = []
     freed: list[tuple[str, int, str]] = []
-    async with ctx.home.transaction(ctx.region) as conn:
+    # The booking's home now: the event may have been queued before its theatre moved.
+    async with ctx.home.write(show.region, show.id) as conn:
         event = await conn.fetchrow(
             "SELECT processed_at, outcome FROM payment_event WHERE event_id = $1 FOR UPDATE",
             data["event_id"])
@@ -60,7 +61,7 @@ async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
     changes = released(freed)
     if sold:
         changes[("book", show.id, booking_id)] = sold
-    await mirror.apply_now(ctx.home, ctx.region, changes)
+    await mirror.apply_now(ctx.home, show.region, changes)
     return outcome
 
 
@@ -149,8 +150,7 @@ async def refund(ctx: JobContext, data: dict[str, Any]) -> str:
         show = await ctx.bookings.show_of_booking(data["booking_id"])
     except Exception:
         return "refunded"
-    region = show.region
-    async with ctx.home.transaction(region) as conn:
+    async with ctx.home.write(show.region, show.id) as conn:
         await conn.execute("UPDATE payment SET status = 'REFUNDED', updated_at = now() "
                            "WHERE id = $1 AND status = 'REFUND_PENDING'", data["payment_id"])
     return "refunded"

@@ -35,9 +35,10 @@ async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
         f"Paid: Rs {booking['amount_paise'] / 100:.2f}",
         f"Ref: {reference}",
     ]
-    path = ticket_path(ctx.run_dir, ctx.region, booking["booking_id"])
+    # The booking's home, which is ours unless its theatre moved since the job was queued.
+    path = ticket_path(ctx.run_dir, booking["region"], booking["booking_id"])
     deliver(png(render(reference, lines)), path)
-    async with ctx.home.connection(ctx.region, writes=True) as conn:  # one statement
+    async with ctx.home.write(booking["region"], show.id) as conn:
         await conn.execute(
             "INSERT INTO ticket (booking_id, reference, path) VALUES ($1, $2, $3) "
             "ON CONFLICT (booking_id) DO NOTHING", booking["booking_id"], reference, str(path))

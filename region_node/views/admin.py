@@ -14,7 +14,13 @@ from region_node.auth import Identity
 from region_node.body import json_body
 from region_node.errors import InvalidInput
 from region_node.seatstate import digest, now_ms
-from region_node.typedefs import catalog_key, seatmaps_key, settings_key
+from region_node.typedefs import (
+    catalog_key,
+    connections_key,
+    seatmaps_key,
+    settings_key,
+    swap_key,
+)
 
 
 def _region(request: web.Request, value: Any) -> str:
@@ -89,5 +95,25 @@ async def seat_cache(request: web.Request, caller: Identity) -> web.Response:
 async def cluster_overview(request: web.Request, caller: Identity) -> web.Response:
     """Every region's processes, store roles and replication lag, queues, the epoch and
     the last audit, probed now from this node (`overview.py`)."""
+    connections = request.app[connections_key]  # the epoch the node routes by now
+    return web.json_response(await overview.overview(
+        connections.topology, request.app[settings_key].name, connections))
+
+
+def epoch_of(body: Any) -> int:
+    if not isinstance(body, dict) or not isinstance(body.get("epoch"), int) \
+            or isinstance(body["epoch"], bool) or not 1 <= body["epoch"] < 2**31:
+        raise InvalidInput("body must be {\"epoch\": a positive integer}", field="epoch")
+    return int(body["epoch"])
+
+
+@access.operator
+async def adopt_topology(request: web.Request, caller: Identity) -> web.Response:
+    """Route by this topology epoch from now on, as applied to this region's store
+    (`bookcluster topology apply`, `topology move`; an older one when an apply rolls
+    back). 409 `topology_refused` if this node cannot take it; nothing changed then."""
+    epoch = epoch_of(await json_body(request))
+    topology = await request.app[swap_key].adopt(epoch)
     settings = request.app[settings_key]
-    return web.json_response(await overview.overview(settings.topology, settings.name))
+    return web.json_response({"node": settings.name, "region": settings.region,
+                              "epoch": topology.epoch})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -25,7 +26,6 @@ from region_node.errors import (
     TicketNotReady,
 )
 from region_node.forward import REPLAYED_HEADER
-from region_node.jobs.tickets import ticket_path
 from region_node.pay import PaymentService
 from region_node.typedefs import bookings_key, catalog_key, refusal_key, settings_key
 
@@ -129,8 +129,8 @@ async def ticket(request: web.Request, caller: Identity) -> web.StreamResponse:
     booking = await request.app[bookings_key].get(booking_id, caller.user)
     if booking["status"] != "CONFIRMED":
         raise BookingNotPending(booking_id, booking["status"])
-    path = ticket_path(request.app[settings_key].topology.settings.run_dir,
-                       booking["region"], booking_id)
-    if not path.exists():
+    recorded = await request.app[bookings_key].ticket_file(booking_id)
+    path = Path(recorded) if recorded else None
+    if path is None or not path.exists():
         raise TicketNotReady("the ticket is not ready yet; retry in a moment")
     return web.FileResponse(path, headers={"Content-Type": "image/png"})

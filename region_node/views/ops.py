@@ -7,14 +7,21 @@ from typing import Any
 
 from aiohttp import web
 
-from region_node.typedefs import connections_key, listener_key, metrics_key, settings_key
+from region_node.typedefs import (
+    connections_key,
+    listener_key,
+    metrics_key,
+    settings_key,
+    swap_key,
+)
 
 READY_TIMEOUT_S = 1.0
 
 
 async def healthz(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
-    return web.json_response({"status": "ok", "node": settings.name, "region": settings.region})
+    return web.json_response({"status": "ok", "node": settings.name, "region": settings.region,
+                              "epoch": request.app[swap_key].topology.epoch})
 
 
 async def readyz(request: web.Request) -> web.Response:

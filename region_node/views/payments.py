@@ -67,7 +67,7 @@ async def webhook(request: web.Request) -> web.Response:
     event = parse_event(body)
     bookings = request.app[bookings_key]
     show = await bookings.show_of_booking(event["booking_id"])
-    async with bookings.home.transaction(show.region) as conn:
+    async with bookings.home.write(show.region, show.id) as conn:
         stored = await conn.fetchval(
             "INSERT INTO payment_event (event_id, kind, payment_id, booking_id, amount_paise) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING RETURNING true",

@@ -80,10 +80,10 @@ async def test_hold_script_runs_in_cluster_mode(cluster_redis: aioredis.Redis) -
     scripts = SeatScripts()
     args = [keys.SEAT_CHANGES_CHANNEL, 1001]
     result = await scripts.run(cluster_redis, "hold", keys.show_keys(1001),
-                               [*args, "b1001-00000000000000aa", 60000, "A1", "A2"])
+                               [*args, "b1001-00000000000000aa", 60000, 1, "A1", "A2"])
     assert result[0] == 1
     result = await scripts.run(cluster_redis, "hold", keys.show_keys(1001),
-                               [*args, "b1001-00000000000000bb", 60000, "A2", "A3"])
+                               [*args, "b1001-00000000000000bb", 60000, 1, "A2", "A3"])
     assert result == [0, "A2"]
     assert await scripts.run(cluster_redis, "book", keys.show_keys(1001),
                              [*args, "b1001-00000000000000aa", "A1", "A2"]) >= 2
@@ -91,4 +91,4 @@ async def test_hold_script_runs_in_cluster_mode(cluster_redis: aioredis.Redis) -
     mixed = keys.show_keys(1001)[:2] + keys.show_keys(1002)[2:]
     with pytest.raises(ResponseError, match="same slot"):
         await scripts.run(cluster_redis, "hold", mixed,
-                          [*args, "b1001-00000000000000cc", 60000, "B1"])
+                          [*args, "b1001-00000000000000cc", 60000, 1, "B1"])
