@@ -167,9 +167,10 @@ async def local_remote(cluster: BenchCluster, http: aiohttp.ClientSession, load:
     out: dict[str, Any] = {}
     made: dict[str, list[Held]] = {}
     for where in ("local", "remote"):
-        groups = [{"nodes": _others(cluster, h) if where == "remote" else cluster.nodes(h),
-                   "pool": {str(s): seats for s, seats in pools[h][where].items()}}
-                  for h in regions]
+        groups: list[dict[str, Any]] = [
+            {"nodes": _others(cluster, h) if where == "remote" else cluster.nodes(h),
+             "pool": {str(s): seats for s, seats in pools[h][where].items()}}
+            for h in regions]
         result = await run({"kind": "holds", "groups": groups, "user": f"wan-{where}",
                             "topology": str(cluster.topology.path)})
         out[f"hold_{where}"] = report(result, "201")
