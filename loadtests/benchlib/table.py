@@ -243,7 +243,8 @@ def _token_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _change_delay_table(results: dict[str, Any]) -> list[str]:
-    out = ["4. change -> remote cache: master ts -> delta on a node's WebSocket, p50 / p99 ms"]
+    out = ["4. change -> remote cache: master ts -> delta on a node's WebSocket, p50 / p99 ms "
+           "(*: some holds came in a fresh snapshot instead; !: some never came)"]
     for delay, run in sorted(results["runs"].items(), key=lambda kv: int(kv[0])):
         pairs = get(run, "change_delay", "pairs")
         if not pairs:
@@ -256,7 +257,9 @@ def _change_delay_table(results: dict[str, Any]) -> list[str]:
             for reader in regions:
                 p = pairs[f"{home}->{reader}"]
                 cells.append(f"{fmt(p['from_ts']['p50_ms'])}/{fmt(p['from_ts']['p99_ms'])}"
-                             + ("" if p["received"] == p["expected"] else "!"))
+                             + ("" if p["received"] == p["expected"] else
+                                "*" if p["received"] + p.get("via_snapshot", 0)
+                                == p["expected"] else "!"))
             out.append("  " + home.ljust(10) + "".join(c.rjust(16) for c in cells))
     return out
 

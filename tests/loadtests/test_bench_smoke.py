@@ -88,7 +88,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     pairs = run["change_delay"]["pairs"]
     assert len(pairs) == 9  # every home region x every reader region
     for pair in pairs.values():
-        assert pair["expected"] > 0 and pair["received"] == pair["expected"], pair
+        # Every hold reached every region's socket: as its delta, or (after a RESET of
+        # the show, e.g. the reconciler's when a replica link came back) in a snapshot.
+        assert pair["expected"] > 0 and pair["received"] > 0, pair
+        assert pair["received"] + pair["via_snapshot"] == pair["expected"], pair
         assert 0 <= pair["from_ts"]["p50_ms"] < 1000, pair
     for key in ("hold_local", "hold_remote", "confirm_local", "confirm_remote", "read_local"):
         assert run["local_remote"][key]["ok"] > 0, key
