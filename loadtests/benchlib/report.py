@@ -92,9 +92,25 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                                                  NODE_MS_PER_HOLD),
             "cluster_cpu_per_direct_confirm": ratio(
                 per_op(writes.get("confirms_direct"), "cluster"), CLUSTER_MS_PER_CONFIRM)},
-        "by_topology": by_topology(results)}
+        "by_topology": by_topology(results), **flows(results)}
     return {"ratios": ratios, "bottleneck": bottleneck(results),
             "targets": targets(results, ratios), "token_verify": token_share(results)}
+
+
+def flows(results: dict[str, Any]) -> dict[str, Any]:
+    """Hold + confirm flows per second, both sent direct: the two phases' rates combined
+    (one after the other), and what the machine's cores allow at the CPU both cost
+    with the workers' share and the load generator (if nothing else ran)."""
+    writes = main_writes(results)
+    hold, confirm = writes.get("holds_direct"), writes.get("confirms_direct")
+    rates = [get(hold, "ok_per_s"), get(confirm, "ok_per_s")]
+    per_flow = [per_op(hold, "cluster"), per_op(confirm, "cluster"), per_op(hold, "client"),
+                per_op(confirm, "client")]
+    cores = results["machine"].get("nproc") or 1
+    return {"flows_per_s_phases": round(1 / sum(1 / r for r in rates), 1)
+            if all(rates) else None,
+            "flows_per_s_cpu_bound": round(cores * 1000 / sum(per_flow), 1)
+            if all(v is not None for v in per_flow) and sum(per_flow) else None}
 
 
 def by_topology(results: dict[str, Any]) -> dict[str, Any]:

@@ -212,6 +212,9 @@ def _ratios(results: dict[str, Any]) -> list[str]:
            f"{fmt(t['node_cpu_per_direct_hold'], 2)}x, node per forwarded hold "
            f"{fmt(t['node_cpu_per_forwarded_hold'], 2)}x, cluster per direct confirm "
            f"{fmt(t['cluster_cpu_per_direct_confirm'], 2)}x"]
+    out.append(f"  hold + confirm flows/s (direct): {fmt(r['flows_per_s_phases'])} from the two "
+               f"phases' rates; {fmt(r['flows_per_s_cpu_bound'])} if the machine's cores did "
+               "nothing but these flows, the workers' share included")
     for name, values in r["by_topology"].items():
         out.append(f"  {name.replace('_vs_', '/region vs ')}/region: " + ", ".join(
             f"{k} {fmt(v, 2)}x" for k, v in values.items()))
