@@ -70,7 +70,6 @@ TOKEN_CALLS = 5_000  # per round of the token verification micro-benchmark (5 ro
 # Bookings paid for each confirm phase, per second of --duration: more than this machine
 # confirms (pgbench's confirm limit here is ~1,000/s); a phase that runs out says so.
 CONFIRMS_PER_S = 1500
-SETTLE_TIMEOUT_S = 120.0  # for the workers to finish what a phase left them
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pgbench-clients", type=int, default=16)
     p.add_argument("--token-calls", type=int, default=TOKEN_CALLS,
                    help=f"token verifications per round of the micro-benchmark ({TOKEN_CALLS})")
+    p.add_argument("--settle-timeout", type=float, default=120.0,
+                   help="seconds the workers get to finish what a phase left them (120)")
     p.add_argument("--no-raw", action="store_true", help="skip the raw limits")
     p.add_argument("--results", type=Path, default=HERE / "results",
                    help="folder for bench-<UTC>.json and .png (loadtests/results)")
@@ -120,7 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "load_procs": 1, "hold_clients": 16, "read_clients": 100,
                  "rush_clients": 100, "wan_clients": 3, "wan_requests": 30, "live_holds": 5,
                  "redis_bench_requests": 4000, "redis_bench_clients": 10,
-                 "pgbench_clients": 4, "token_calls": 2000}
+                 "pgbench_clients": 4, "token_calls": 2000, "settle_timeout": 20.0}
         for key, value in smoke.items():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
@@ -335,7 +336,7 @@ async def one_cluster(args: argparse.Namespace, load: Load, nodes: int, delay: i
                 settle = None
                 if args.workers:
                     backlog = await stack.enter_async_context(Backlog(cluster))
-                    settle = Settle(backlog, cpu_groups(cluster), SETTLE_TIMEOUT_S)
+                    settle = Settle(backlog, cpu_groups(cluster), args.settle_timeout)
                 pool = SeatPool(cluster)
                 if "cross" in work:
                     cross = await cross_region(cluster, http, load, pool)

@@ -163,8 +163,12 @@ def cpu_ms_per_op(result: dict[str, Any], ops: int) -> dict[str, float]:
 def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
     """What a phase publishes: `ok` answers per second, latency of every answer, CPU."""
     done = result["statuses"].get(ok, 0)
+    tail = result.get("after_load")
     return {**summarize(result["latencies"], result["elapsed_s"]),
             "ok": done, "ok_per_s": round(done / result["elapsed_s"], 1),
+            # answered and, with workers, also finished by them (their backlog drained)
+            "settled_per_s": round(done / (result["elapsed_s"] + tail["tail_s"]), 1)
+            if tail else None,
             "statuses": result["statuses"], "errors": result["errors"],
             "server_mean_ms": result.get("server_mean_ms"),
             "node_requests": result.get("node_requests"), "cpu": result.get("cpu"),

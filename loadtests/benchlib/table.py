@@ -102,7 +102,9 @@ def _cpu(results: dict[str, Any]) -> list[str]:
                 notes.append(f"     {top}/region {label}: backlog at the end "
                              f"{tail['backlog_at_end']['total']:,} ({tail['backlog_at_end']}), "
                              f"done {tail['tail_s']:.1f} s later"
-                             + ("" if tail["emptied"] else " (NOT emptied: timed out)"))
+                             + ("" if tail["emptied"] else " (NOT emptied: timed out)")
+                             + f": {fmt(phase.get('settled_per_s'))}/s answered and "
+                               "finished by the workers")
         cache = get(results["writes"][top], "holds_direct", "cache") or {}
         if cache:
             notes.append(f"     {top}/region seat caches: {cache['cached_shows_before']} shows "

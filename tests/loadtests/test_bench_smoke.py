@@ -61,6 +61,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert 0 < cpu["machine_busy_share"] <= 1, where
             assert 0 <= cpu["unaccounted_share"] <= cpu["machine_busy_share"], where
             assert got["after_load"]["emptied"], where  # the workers finished its jobs
+            assert 0 < got["settled_per_s"] <= got["ok_per_s"], where
         for route in ("direct", "forwarded"):
             assert writes[f"confirms_{route}"]["ok"] <= writes[f"holds_{route}"]["ok"]
             # a confirm's ticket and mail are the workers' work, counted in its CPU
