@@ -68,6 +68,7 @@ class Shoppers:
         self.flows: list[Flow] = []
         self.confirmed = 0  # confirms answered 200
         self.statuses: collections.Counter[str] = collections.Counter()
+        self.server_errors: list[Any] = []  # bodies of 5xx answers but 503 (a bug)
         self.stop = asyncio.Event()
 
     async def request(self, method: str, url: str, **kwargs: Any) -> Answer:
@@ -119,8 +120,10 @@ class Shoppers:
             node = self.rng.choice(self.nodes)
             answer = await self.request("POST", f"{node}{path}", json=body, headers={
                 **self._auth(flow.user), "Idempotency-Key": key})
-            status, _, retry_after = answer
+            status, body, retry_after = answer
             self.statuses[f"{path.split('/')[2]} {status}"] += 1
+            if status >= 500 and status != 503:
+                self.server_errors.append(body)
             if status not in (0, 503, 429) or time.monotonic() > deadline:
                 return answer
             await asyncio.sleep(float(retry_after or 0.5))
@@ -184,6 +187,7 @@ class Chaos:
         self.base_delay_ms = base_delay_ms
         self.injected: collections.Counter[str] = collections.Counter()
         self.log: list[str] = []
+        self.restarts_failed = 0  # starts that failed and were tried again
         self._recovering: dict[str, asyncio.Task[None]] = {}  # region -> PostgreSQL recovery
         self.kinds: dict[str, Callable[[], Awaitable[str | None]]] = {
             "node_kill": self.node_kill, "node_stop": self.node_stop,
@@ -196,9 +200,11 @@ class Chaos:
         }
 
     async def inject(self, kind: str | None = None) -> None:
-        """One fault (`kind`, else a random one that can be injected now), healed."""
+        """One fault (`kind`, else one of the kinds injected least so far that can be
+        injected now, at random), healed."""
         kinds = [kind] if kind else list(self.kinds)
         self.rng.shuffle(kinds)
+        kinds.sort(key=lambda k: self.injected[k])
         for name in kinds:
             started = time.monotonic()
             what = await self.kinds[name]()
@@ -212,17 +218,31 @@ class Chaos:
         """Every background recovery done; every process of the cluster running."""
         await asyncio.gather(*self._recovering.values())
         for name in self.launcher.crashed():
-            await self.launcher.restart(name)
+            await self._restart(name)
 
     # -- processes ------------------------------------------------------------------
 
     def _names(self, role: str) -> list[str]:
         return [c.spec.name for c in self.launcher.supervisor.children if c.spec.role == role]
 
+    async def _restart(self, name: str) -> None:
+        """Start it again, as a service manager would, until it stays up: a node or worker
+        cannot start while its region's PostgreSQL fails over (a fault in the background)."""
+        deadline = time.monotonic() + 3 * SETTLE_S
+        while True:
+            try:
+                await self.launcher.restart(name)
+                return
+            except (RuntimeError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                self.restarts_failed += 1
+                await asyncio.sleep(2.0)
+
     async def _kill_and_restart(self, name: str) -> str:
         faults.signal_tree(self.launcher.child(name).pid, signal.SIGKILL)
         await asyncio.sleep(1.0)
-        await self.launcher.restart(name)
+        await self._restart(name)
         return name
 
     async def _pause(self, name: str, seconds: float = FAULT_S) -> str:
@@ -284,7 +304,7 @@ class Chaos:
             assert time.monotonic() - killed < SETTLE_S, f"{victim} never replaced"
             await asyncio.sleep(0.1)
         promoted = time.monotonic() - killed
-        await self.launcher.restart(victim)
+        await self._restart(victim)
         await self._redis_settled(region)
         return f"{victim}, replaced in {promoted:.1f} s"
 
@@ -334,7 +354,7 @@ class Chaos:
         while await self._leader_any(region) in (None, victim):
             assert time.monotonic() < deadline, f"{region}: no new PostgreSQL leader"
             await asyncio.sleep(0.5)
-        await self.launcher.restart(victim)  # rejoins as a standby (pg_rewind)
+        await self._restart(victim)  # rejoins as a standby (pg_rewind)
         while await self._leader(region) is None:
             assert time.monotonic() < deadline, f"{region}: {victim} not synchronous again"
             await asyncio.sleep(0.5)
