@@ -1,19 +1,56 @@
-"""Free loopback ports, for processes the launcher adds on the fly (proxies, test nodes)."""
+"""Free loopback ports, for processes the launcher adds on the fly (proxies, test nodes).
+
+Picked below the kernel's ephemeral range, not with bind(0): a port bind(0) hands out
+is free at that moment, but the same range serves the source port of every outgoing
+connection, and on a busy machine (several clusters, thousands of connections) one of
+them took such a port before our server bound it: EADDRINUSE in about one cluster
+start in three. Below the range only another server can take it, and none is handed
+out twice by one process (a topology's ports are chosen before its servers bind them,
+and then the WAN proxy's).
+"""
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+LOWEST = 10_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """n distinct ports free right now (held open together so none repeats)."""
-    socks = []
+    below = _ephemeral_start()
+    pick = random.SystemRandom()
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        for _ in range(50 * n + 1000):
+            if len(socks) == n:
+                break
+            port = pick.randrange(LOWEST, below) if below - LOWEST > 1000 else 0
+            if port in _handed_out:
+                continue
             s = socket.socket()
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:  # in use
+                s.close()
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        if len(socks) < n:
+            raise OSError(f"no {n} free ports on {host} between {LOWEST} and {below}")
+        ports = [s.getsockname()[1] for s in socks]
+        _handed_out.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()
