@@ -64,7 +64,7 @@ from region_node.overview import audit_report_path
 from region_node.seatstate import parse_hold
 from router.errors import TopologyError
 from router.placement import Placement
-from router.registry import PG_TOOL_SESSION, connect_primary, make_redis
+from router.registry import PG_TOOL_SESSION, connect_primary, make_master
 from router.topology import Topology, parse_topology
 
 BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")
@@ -457,12 +457,11 @@ def _reason(exc: BaseException) -> str:
 async def _audit_region(topology: Topology, region: str, grace_s: float
                         ) -> tuple[RegionCounts, list[Violation], _Ownership]:
     bookings, seats, found, pg_shows, homes = await _audit_pg(topology, region, grace_s)
-    endpoint = topology.region(region).redis_master
-    client = make_redis(endpoint, topology.secrets, timeout_s=REDIS_TIMEOUT_S)
+    client = make_master(topology, region, near=region, timeout_s=REDIS_TIMEOUT_S)
     try:
         now_ms, redis_shows = await _redis_shows(client)
     except UNREACHABLE as exc:
-        raise RegionUnreachable(f"redis master {endpoint}: {_reason(exc)}") from exc
+        raise RegionUnreachable(f"redis master of {region}: {_reason(exc)}") from exc
     finally:
         await client.aclose()
     show_ids = sorted(pg_shows.keys() | redis_shows.keys())

@@ -5,6 +5,8 @@
     bookcluster status [--json]        every process, its health and replication lag
     bookcluster failover --region R --store postgres [--to MEMBER]
                                        planned switchover of a region's primary (Patroni)
+    bookcluster failover --region R --store redis
+                                       planned switchover of a region's Redis master (Sentinel)
     bookcluster audit [--json]         no seat sold twice, every sale complete, Redis = PostgreSQL
     bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
     bookcluster repair [--region R] [--show S] [--dry-run]   fix Redis seat state from PostgreSQL
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import apply, moves, patroni_api
+from cluster import apply, moves, patroni_api, sentinel_api
 from cluster.audit import audit_command
 from cluster.binaries import BinaryNotFound
 from cluster.demo_catalog import CatalogSpec
@@ -42,7 +44,7 @@ from region_node.home import HomeRegion
 from region_node.reconciler import Reconciler
 from router.errors import RegionUnavailable, RouterError
 from router.registry import Connections
-from router.topology import Topology, duration_arg, load_topology
+from router.topology import Endpoint, Topology, duration_arg, load_topology
 
 CATALOG_SIZES = {
     "full": CatalogSpec(),
@@ -75,12 +77,13 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--grace", type=duration_arg, default=5.0,
                        help="slack for holds the sweeper has not reached yet (default 5s)")
     failover = sub.add_parser("failover", help="planned switchover: the region's standby "
-                              "becomes its primary, the primary its standby")
+                              "becomes its primary (its replica in the region its Redis "
+                              "master), the old one follows it")
     failover.add_argument("--region", required=True)
     failover.add_argument("--store", required=True, choices=["postgres", "redis"])
     failover.add_argument("--to", dest="candidate",
-                          help="the member to promote, e.g. north-2 (default: the synchronous "
-                          "standby)")
+                          help="postgres: the member to promote, e.g. north-2 (default: the "
+                          "synchronous standby)")
     repair = sub.add_parser("repair", help="compare each region's Redis seat mirror with "
                             "PostgreSQL and fix what differs")
     repair.add_argument("--region", help="one region (default: all)")
@@ -197,16 +200,15 @@ async def _topology(topology: Topology, args: argparse.Namespace) -> int:
 
 
 async def _failover(topology: Topology, args: argparse.Namespace) -> int:
-    """Operator switchover through Patroni's REST API (needs `patroni_password`). Writes
-    to the region answer 503 region_unavailable (Retry-After) for the few seconds it takes."""
-    if args.store != "postgres":
-        print("error: only --store postgres: Redis failover (Sentinel) is not part of this "
-              "cluster yet", file=sys.stderr)
-        return 2
+    """Operator switchover through Patroni's REST API (needs `patroni_password`) or the
+    sentinels (needs `redis_password`). Writes to the region answer 503
+    region_unavailable (Retry-After) for the few seconds it takes."""
     if args.region not in topology.regions:
         print(f"error: unknown region {args.region!r} (known: {', '.join(topology.regions)})",
               file=sys.stderr)
         return 2
+    if args.store == "redis":
+        return await _redis_failover(topology, args)
     region = topology.region(args.region)
     try:
         before = patroni_api.leader(await patroni_api.any_cluster_view(region))
@@ -218,6 +220,21 @@ async def _failover(topology: Topology, args: argparse.Namespace) -> int:
     print(f"{args.region}: {answer}")
     print(f"{args.region}: leader {before['name'] if before else '-'} -> "
           f"{after['name'] if after else '- (electing)'}")
+    return 0
+
+
+async def _redis_failover(topology: Topology, args: argparse.Namespace) -> int:
+    if args.candidate:
+        print("error: --to is for postgres; Sentinel promotes the master's replica in its "
+              "region", file=sys.stderr)
+        return 2
+    try:
+        old, new = await sentinel_api.switchover(topology, args.region)
+    except sentinel_api.SentinelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.region}: redis master {old} ({sentinel_api.server_name(topology, old)}) -> "
+          f"{new} ({sentinel_api.server_name(topology, new)})")
     return 0
 
 
@@ -318,28 +335,63 @@ async def _status(topology: Topology, as_json: bool) -> int:
     if as_json:
         keep = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
                 "source", "lag_bytes", "link", "epoch", "error", "api", "member", "pg_role",
-                "leader", "timeline")
+                "leader", "timeline", "redis_role", "master", "repl_offset",
+                "sentinel_masters")
         print(json.dumps({"running": pid_alive(state["launcher_pid"]),
                           "launcher_pid": state["launcher_pid"],
+                          "redis_masters": redis_masters(topology, rows),
                           "processes": [{k: r.get(k) for k in keep} for r in rows]}, indent=2))
     else:
         print_table(rows)
+        masters = redis_masters(topology, rows)
+        if masters:
+            print("\nRedis masters as Sentinel sees them: " + ", ".join(
+                f"{region} {m['address']} ({m['server']}"
+                + (f", {m['flags']})" if m["flags"] != "master" else ")")
+                for region, m in masters.items()))
     return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def redis_masters(topology: Topology, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per region, where the first healthy sentinel sees its master (and which server that
+    is, and Sentinel's flags for it: `master`, or e.g. `master,s_down,o_down`)."""
+    for row in rows:
+        if row["role"] == "redis-sentinel" and row.get("sentinel_masters"):
+            return {region: {**seen, "server": sentinel_api.server_name(
+                        topology, _endpoint(seen["address"]))}
+                    for region, seen in sorted(row["sentinel_masters"].items())}
+    return {}
+
+
+def _endpoint(address: str) -> Endpoint:
+    host, _, port = address.rpartition(":")
+    return Endpoint(host, int(port))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     """One line per process; PostgreSQL members add what Patroni says: role, leader,
-    timeline (their lag is behind the leader); nodes and workers their topology epoch."""
+    timeline (their lag is behind the leader); Redis servers their role now (and the
+    master a replica follows; their lag is behind it); nodes and workers their
+    topology epoch."""
     header = (f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} "
-              f"{'EPOCH':>5}  {'LAG':<10} PATRONI")
+              f"{'EPOCH':>5}  {'LAG':<10} NOW")
     print(header)
     print("-" * len(header))
     for r in rows:
         lag = f"{r['lag_bytes']} B" if r.get("lag_bytes") is not None else ""
         health = "ok" if r.get("healthy") else "DOWN"
         epoch = r.get("epoch") or ""  # nodes and workers: the topology epoch they route by
+        detail = _patroni_detail(r) or _redis_detail(r)
         print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
-              f"{health:<8} {epoch:>5}  {lag:<10} {_patroni_detail(r)}".rstrip())
+              f"{health:<8} {epoch:>5}  {lag:<10} {detail}".rstrip())
+
+
+def _redis_detail(row: dict[str, Any]) -> str:
+    if row.get("redis_role") == "master":
+        return "master"
+    if row.get("redis_role") == "replica":
+        return f"replica of {row.get('master')}, link {row.get('link')}"
+    return ""
 
 
 def _patroni_detail(row: dict[str, Any]) -> str:

@@ -2,6 +2,9 @@
 
 PostgreSQL members are asked through Patroni's REST API (`cluster.patroni_api`):
 their role changes with every failover, so a member's row says what it is now.
+Redis servers likewise (Sentinel promotes and demotes them): each says its role
+now and, as a replica, the master it follows; a sentinel says where it sees
+every region's master.
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ from router.topology import Region
 PROBE_TIMEOUT_S = 2.0
 
 
+def _redis_client(host: str, port: int, secrets: Secrets) -> aioredis.Redis:
+    return aioredis.Redis(host=host, port=port, socket_timeout=PROBE_TIMEOUT_S,
+                          password=secrets.redis_password,
+                          socket_connect_timeout=PROBE_TIMEOUT_S, decode_responses=True)
+
+
 async def _redis_info(host: str, port: int, secrets: Secrets) -> dict[str, Any]:
-    client = aioredis.Redis(host=host, port=port, socket_timeout=PROBE_TIMEOUT_S,
-                            password=secrets.redis_password,
-                            socket_connect_timeout=PROBE_TIMEOUT_S, decode_responses=True)
+    client = _redis_client(host, port, secrets)
     try:
         return await client.info("replication")  # type: ignore[no-any-return]
     finally:
@@ -43,16 +50,34 @@ async def _pg_fetchrow(address: str, query: str, secrets: Secrets) -> asyncpg.Re
         await conn.close()
 
 
-async def probe_redis_master(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+async def probe_redis(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    """Any Redis server, whatever the topology called it: healthy as a master, or as a
+    replica streaming from its master (`master`, as it dials it: maybe a WAN proxy)."""
     info = await _redis_info(proc["host"], proc["port"], secrets)
-    return {"healthy": info.get("role") == "master", "repl_offset": info.get("master_repl_offset")}
+    if info.get("role") == "master":
+        return {"healthy": True, "redis_role": "master",
+                "repl_offset": info.get("master_repl_offset")}
+    link = info.get("master_link_status")
+    return {"healthy": link == "up", "redis_role": "replica", "link": link,
+            "master": f"{info.get('master_host')}:{info.get('master_port')}",
+            "repl_offset": info.get("slave_repl_offset")}
 
 
-async def probe_redis_replica(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
-    info = await _redis_info(proc["host"], proc["port"], secrets)
-    up = info.get("role") == "slave" and info.get("master_link_status") == "up"
-    return {"healthy": up, "repl_offset": info.get("slave_repl_offset"),
-            "link": info.get("master_link_status")}
+async def probe_redis_sentinel(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
+    """Healthy when it answers and watches masters; `sentinel_masters`: where it sees each
+    region's master now, with Sentinel's flags for it (`master`, or e.g. `s_down`)."""
+    client = _redis_client(proc["host"], proc["port"], secrets)
+    try:
+        masters = await client.sentinel_masters()
+    finally:
+        await client.aclose()
+    assert isinstance(masters, dict)  # redis-py parses SENTINEL MASTERS into name -> state
+    seen = {name: {"address": f"{state['ip']}:{state['port']}",
+                   "flags": state.get("flags", ""),
+                   "replicas": state.get("num-slaves"),
+                   "other_sentinels": state.get("num-other-sentinels")}
+            for name, state in masters.items()}
+    return {"healthy": bool(seen), "sentinel_masters": seen}
 
 
 async def probe_pg_primary(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
@@ -112,8 +137,9 @@ async def probe_node(proc: dict[str, Any], secrets: Secrets) -> dict[str, Any]:
 
 
 PROBES: dict[str, Callable[[dict[str, Any], Secrets], Awaitable[dict[str, Any]]]] = {
-    "redis-master": probe_redis_master,
-    "redis-replica": probe_redis_replica,
+    "redis-master": probe_redis,
+    "redis-replica": probe_redis,
+    "redis-sentinel": probe_redis_sentinel,
     "pg-primary": probe_pg_primary,
     "pg-member": probe_pg_member,
     "etcd": probe_etcd,
@@ -141,8 +167,8 @@ async def probe_all(processes: Iterable[dict[str, Any]],
     out = []
     for proc, result in zip(procs, results, strict=True):
         row = {**proc, **result}
-        source = _source_of(proc, procs)
-        if source is not None and result.get("repl_offset") is not None:
+        source = _source_of(proc, result, procs)
+        if source in by_name and result.get("repl_offset") is not None:
             upstream = by_name[source].get("repl_offset")
             if upstream is not None:
                 row["lag_bytes"] = max(0, int(upstream) - int(result["repl_offset"]))
@@ -150,12 +176,18 @@ async def probe_all(processes: Iterable[dict[str, Any]],
     return out
 
 
-def _source_of(proc: dict[str, Any], procs: list[dict[str, Any]]) -> str | None:
-    """The process a replica's lag is measured against (PostgreSQL members get theirs
-    from Patroni)."""
-    if proc["role"] == "redis-replica":
-        return f"{proc['source']}.redis.master"
-    return None
+def _source_of(proc: dict[str, Any], result: dict[str, Any],
+               procs: list[dict[str, Any]]) -> str | None:
+    """The process a Redis replica's lag is measured against: the one at the address it
+    follows, else (it dials a WAN proxy) its region's first master. PostgreSQL members
+    get theirs from Patroni."""
+    if result.get("redis_role") != "replica":
+        return None
+    found = next((p["name"] for p in procs
+                  if f"{p['host']}:{p['port']}" == result.get("master")), None)
+    if found is not None:
+        return found
+    return f"{proc.get('source') or proc['region']}.redis.master"
 
 
 async def scrape_metric(session: aiohttp.ClientSession, address: str, name: str,

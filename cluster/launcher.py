@@ -1,10 +1,11 @@
 """The local cluster: every process of a topology on this machine, started in order.
 
-Order: Redis masters, Redis replicas (replicaof), each region's PostgreSQL
-members under Patroni (all at once: the first bootstraps, the others clone it;
-migrations run on the leader once it is elected), the catalog seed, then app
-nodes. Each step waits until its processes are healthy. Data lives under the
-topology's run folder; stopping keeps it unless asked to wipe.
+Order: Redis masters, Redis replicas (replicaof), the Redis sentinels (which
+watch the masters from then on), each region's PostgreSQL members under Patroni
+(all at once: the first bootstraps, the others clone it; migrations run on the
+leader once it is elected), the catalog seed, then app nodes. Each step waits
+until its processes are healthy. Data lives under the topology's run folder;
+stopping keeps it unless asked to wipe.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cluster import etcd, patroni, postgres_server, redis_server, wan
+from cluster import etcd, patroni, postgres_server, redis_server, sentinel, wan
 from cluster.binaries import Binaries, find_binaries
 from cluster.demo_catalog import CatalogSpec, build_catalog
 from cluster.health import wait_healthy, wait_leader
@@ -280,6 +281,8 @@ class LocalCluster:
         await self._start_and_wait(
             [redis_server.replica_spec(binary, self.topology, r, src, self._dial(r.name, src))
              for r in regions for src in r.redis_replicas])
+        await self._start_and_wait([sentinel.sentinel_spec(binary, self.topology, r)
+                                    for r in regions if r.redis_sentinel is not None])
 
     def _dial(self, region: str, source: str) -> Endpoint:
         master = self.topology.region(source).redis_master

@@ -13,19 +13,26 @@ REGIONS = ("north", "south", "west")
 def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: int = 2,
                   standby: tuple[str, ...] = (), theatres: dict[str, str] | None = None,
                   extra_settings: str = "", workers: bool = False, durable: bool = False,
-                  payments: bool = False, limits: str = "", auth: str = "") -> str:
-    """YAML for `regions`, each with a master, a replica of every master, a primary
-    (a standby too if listed in `standby`) under Patroni, `nodes` app nodes, and a worker if
-    `workers`; a payments section (gateway simulator) if `payments`; `limits` and `auth`
-    are YAML put under `limits:` and `auth:`."""
-    per_region = 1 + len(regions) + 1 + nodes + (1 if standby else 0) + 1 + 5
+                  payments: bool = False, limits: str = "", auth: str = "",
+                  sentinels: bool = True, redis_down_after: str = "30s") -> str:
+    """YAML for `regions`, each with a master, a replica of every master, a Sentinel
+    (unless not `sentinels`), a primary (a standby too if listed in `standby`) under
+    Patroni, `nodes` app nodes, and a worker if `workers`; a payments section (gateway
+    simulator) if `payments`; `limits` and `auth` are YAML put under `limits:` and `auth:`.
+
+    `redis_down_after` is long by default: tests pause and kill masters on purpose and
+    expect to find them where they were (a failover in the middle of one would change
+    what it tests); failover tests ask for a short one."""
+    per_region = 1 + len(regions) + 2 + nodes + (1 if standby else 0) + 1 + 5
     ports = iter(free_ports(per_region * len(regions) + 1))
     out = [f"epoch: 1\nsettings:\n  run_dir: {run_dir}\n  durable: {str(durable).lower()}\n"
-           f"{extra_settings}", "regions:"]
+           f"  redis_down_after: {redis_down_after}\n{extra_settings}", "regions:"]
     for region in regions:
         out.append(f"  {region}:\n    redis:\n      master: 127.0.0.1:{next(ports)}\n"
                    "      replicas:")
         out += [f"        {src}: 127.0.0.1:{next(ports)}" for src in regions]
+        if sentinels:
+            out.append(f"      sentinel: 127.0.0.1:{next(ports)}")
         out.append(f"    postgres:\n      primary: 127.0.0.1:{next(ports)}")
         members = 2 if region in standby else 1
         if members == 2:

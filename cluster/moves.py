@@ -54,7 +54,7 @@ from region_node import keys
 from region_node.ownership import OWNED, Owner, shows_by_theatre
 from region_node.reconciler import pg_wanted
 from region_node.scripts import REPAIR
-from router.registry import make_redis
+from router.registry import make_master
 from router.topology import Topology
 
 REDIS_TIMEOUT_S = 5.0
@@ -106,8 +106,9 @@ class Mover:
     async def open(self) -> Mover:
         for region in self.topology.regions:
             self._pg[region] = await cluster_ownership.connect(self.topology, region)
-            self._redis[region] = make_redis(self.topology.region(region).redis_master,
-                                             self.topology.secrets, timeout_s=REDIS_TIMEOUT_S)
+            # Wherever the master is now (Sentinel may have promoted a replica).
+            self._redis[region] = make_master(self.topology, region, near=region,
+                                              timeout_s=REDIS_TIMEOUT_S)
         self.shows = (await shows_by_theatre(self._pg[self.record.source],
                                              [self.record.theatre])).get(self.record.theatre, [])
         return self

@@ -1,4 +1,11 @@
-"""Redis processes of a region: its master and its replicas of every region's master."""
+"""Redis processes of a region: its master and its replicas of every region's master.
+
+With Sentinel (`cluster.sentinel`) a master may be replaced by its replica in its
+own region, so that replica is configured like a master (persistence, the
+`min-replicas` rule below) and the replicas in other regions never become one
+(`replica-priority 0`). Names stay what the topology says (`north.redis.master`)
+while roles change: `bookcluster status` shows each server's role now.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,23 @@ def _auth_conf(data_dir: Path, password: str) -> Path:
     with os.fdopen(fd, "w") as out:
         out.write(f'requirepass "{password}"\nmasterauth "{password}"\n')
     return path
+
+
+# A master (or a master candidate) takes writes only while at least one replica
+# acknowledged its stream within MIN_REPLICAS_MAX_LAG_S. That bounds what a promotion
+# loses: a master cut off from every replica (frozen, partitioned, or an old master
+# that woke up after its replacement) refuses writes (NOREPLICAS, a 503 to clients)
+# instead of taking ones no replica will ever see. Replicas acknowledge every second;
+# 3 s leaves room for a busy machine.
+MIN_REPLICAS_TO_WRITE = 1
+MIN_REPLICAS_MAX_LAG_S = 3
+
+
+def _failover_args(topology: Topology) -> list[str]:
+    if not topology.sentinels():
+        return []
+    return ["--min-replicas-to-write", str(MIN_REPLICAS_TO_WRITE),
+            "--min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_S)]
 
 
 def _argv(binary: Path, ep: Endpoint, data_dir: Path, password: str, *,
@@ -50,7 +74,7 @@ def master_spec(binary: Path, topology: Topology, region: Region) -> ProcessSpec
         host=ep.host,
         port=ep.port,
         argv=tuple(_argv(binary, ep, data_dir, topology.secrets.redis_password,
-                         durable=topology.settings.durable)),
+                         durable=topology.settings.durable) + _failover_args(topology)),
         log_path=topology.settings.run_dir / "logs" / f"{region.name}.redis.master.log",
         address=redis_url(ep),
     )
@@ -58,12 +82,19 @@ def master_spec(binary: Path, topology: Topology, region: Region) -> ProcessSpec
 
 def replica_spec(binary: Path, topology: Topology, region: Region, source: str,
                  master: Endpoint | None = None) -> ProcessSpec:
-    """A replica in `region` of `source`'s master, dialled at `master` (a WAN proxy) if given."""
+    """A replica in `region` of `source`'s master, dialled at `master` (a WAN proxy) if given.
+    The one in the master's own region is the candidate Sentinel promotes."""
     ep = region.redis_replicas[source]
     master = master or topology.region(source).redis_master
     data_dir = topology.settings.run_dir / region.name / f"redis-replica-{source}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = _argv(binary, ep, data_dir, topology.secrets.redis_password, durable=False) + [
+    candidate = region.name == source
+    argv = _argv(binary, ep, data_dir, topology.secrets.redis_password,
+                 durable=candidate and topology.settings.durable)
+    # Never promoted: a region's seats stay in its own region (cross-region failover is
+    # not ours to make).
+    argv += _failover_args(topology) if candidate else ["--replica-priority", "0"]
+    argv += [
         "--replicaof", master.host, str(master.port),
         "--replica-read-only", "yes",
         # While the link to the master is down, keep serving the last copy:

@@ -14,7 +14,7 @@ import asyncpg
 
 from region_node import keys
 from region_node.jobqueue import open_queue
-from router.registry import PG_TOOL_SESSION, connect_primary, make_redis
+from router.registry import PG_TOOL_SESSION, connect_primary, make_master
 from router.topology import Topology
 
 # TRUNCATE locks its tables in list order; this is the order in which the
@@ -52,7 +52,7 @@ async def _reset_postgres(topology: Topology, region: str) -> None:
 
 
 async def _reset_redis(topology: Topology, region: str) -> None:
-    redis = make_redis(topology.region(region).redis_master, topology.secrets, timeout_s=10.0)
+    redis = make_master(topology, region, near=region, timeout_s=10.0)
     try:
         shows = set()
         for pattern in ("{show:*}:holds", "{show:*}:booked"):

@@ -20,7 +20,7 @@ from cluster import ownership as cluster_ownership
 from cluster.demo_catalog import Catalog
 from region_node import keys, ownership
 from router.placement import Placement
-from router.registry import PG_TOOL_SESSION, connect_primary, make_redis
+from router.registry import PG_TOOL_SESSION, connect_primary, make_master
 from router.topology import Topology
 
 CATALOG_TABLES = ["city", "theatre", "screen", "seat", "movie", "show"]
@@ -81,7 +81,7 @@ async def seed_region(topology: Topology, region: str, catalog: Catalog) -> int:
         await conn.close()
 
     owned = str(topology.epoch)  # the owner key's value: owned here since this epoch
-    redis = make_redis(topology.region(region).redis_master, topology.secrets, timeout_s=10.0)
+    redis = make_master(topology, region, near=region, timeout_s=10.0)
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for show in home_shows:

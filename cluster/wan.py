@@ -2,10 +2,13 @@
 
 With `bookcluster up --wan-delay 40ms`, every cross-region connection pays a
 real one-way delay: a node's connections to another region's nodes (writes
-are forwarded there), Redis master and PostgreSQL members, and each
-replica's link to another region's master. The launcher starts one `cluster.wanproxy` process with a
-listener per (region, remote target), and writes `routes.json` that nodes
-read (`--wan-routes`) to dial the proxy instead of the target.
+are forwarded there), Redis master (and the replica Sentinel may promote in its
+place), Sentinel and PostgreSQL members, and each replica's link to another
+region's master. After a failover, Sentinel points replicas at the new master
+directly: their links no longer pass through the proxy. The launcher starts
+one `cluster.wanproxy` process with a listener per (region, remote target), and
+writes `routes.json` that nodes read (`--wan-routes`) to dial the proxy instead
+of the target.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def plan(topology: Topology, delay_ms: int) -> WanPlan:
             if name == local:
                 continue
             targets.append((local, f"{name}.redis.master", remote.redis_master))
+            # Sentinel may promote the master's replica in its region: dial it the same way.
+            targets.append((local, f"{name}.redis.replica.{name}", remote.redis_replicas[name]))
+            if remote.redis_sentinel is not None:
+                targets.append((local, f"{name}.redis.sentinel", remote.redis_sentinel))
             # Every PostgreSQL member: either may be the primary (Patroni).
             targets += [(local, f"{name}.postgres.{slot}", ep) for slot, ep
                         in zip(("primary", "standby"), remote.pg_members, strict=False)]

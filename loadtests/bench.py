@@ -1,28 +1,37 @@
 #!/usr/bin/env python3
 """Benchmark of bookcluster on this machine, in one run, against its own clusters.
 
-    .venv/bin/python loadtests/bench.py [--duration 10] [--wan-delays 0,40] [--fast] ...
+    .venv/bin/python loadtests/bench.py [--duration 10] [--wan-delays 0,40]
+                                        [--nodes-per-region 5,1] [--no-workers] [--fast] ...
 
-For each WAN delay a fresh local cluster (3 regions x 5 nodes, durable unless
---fast, the payment gateway simulator, the default abuse limits) on free
-loopback ports. On the first one: what verifying a user token costs (µs per
-`TokenVerifier.identity()`), holds of random free seats, 1,000 clients on one
-seat, confirms of payments the gateway captured, seat-map reads (hot and cold)
-next to a trivial aiohttp handler. On every one: change-to-remote-cache delay
-per region pair and local vs remote hold/confirm/read latency. Every write
-carries a token of its own user, and every hold is by a fresh user, so no
-per-user cap or rate refuses one. Then, with the clusters stopped, the raw
-limits of the machine (redis-benchmark on the HOLD script, pgbench on the hold
-write and the confirm transaction) and the hold's two stages timed from
-Python, against password-protected scratch servers. Prints a table; writes
-results/bench-<UTC>.json and .png. Every load loop is bounded by --duration
-and --max-requests.
+Fresh local clusters (3 regions, durable unless --fast, each region's worker
+unless --no-workers, the payment gateway simulator, the default abuse limits)
+on free loopback ports: the first --nodes-per-region count at every WAN delay,
+then each other count at the first delay. On the first cluster: what verifying
+a user token costs, holds of random free seats sent straight to a home-region
+node and (separately) to other regions' nodes that forward them, 1,000 clients
+on one seat, confirms of payments the gateway captured (direct, then
+forwarded), seat-map reads (hot and cold) next to a trivial aiohttp handler.
+On each other node count: the same writes and the one seat. On every cluster
+of the first count: change-to-remote-cache delay per region pair and local vs
+remote latency. Every write carries a token of its own user, and every hold is
+by a fresh user, so no per-user cap or rate refuses one. Each write phase
+counts the CPU of every process group (nodes, Redis masters, replicas,
+PostgreSQL, workers, gateway, load generators, this process) and of the whole
+machine, and with workers waits until they finished what it left them, adding
+that CPU. Then, with the clusters stopped, the raw limits of the machine
+(redis-benchmark on the HOLD script, pgbench on the hold write and the confirm
+statement, with the CPU they cost) and the hold's two stages timed from Python,
+against password-protected scratch servers from the same binaries. Prints a
+table; writes results/bench-<UTC>.json and .png. Every load loop is bounded by
+--duration and --max-requests.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -37,11 +46,14 @@ from typing import Any
 
 import aiohttp
 from benchlib import phases, raw, regions
+from benchlib.backlog import Backlog, Settle
 from benchlib.chart import draw
+from benchlib.cpu import cpu_groups
 from benchlib.local import AuxServers, BenchCluster, bench_cluster
-from benchlib.payments import pay
+from benchlib.payments import Held, pay
 from benchlib.phases import Load, SeatPool
-from benchlib.report import derive, render
+from benchlib.report import derive
+from benchlib.table import render
 from benchlib.tokens import verify_cost
 
 from cluster.binaries import find_binaries
@@ -55,6 +67,10 @@ SMOKE_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, sh
 RAW_HOLDS_PER_S = 8000
 RAW_CONFIRMS_PER_S = 4000
 TOKEN_CALLS = 5_000  # per round of the token verification micro-benchmark (5 rounds, ~5 s)
+# Bookings paid for each confirm phase, per second of --duration: more than this machine
+# confirms (pgbench's confirm limit here is ~1,000/s); a phase that runs out says so.
+CONFIRMS_PER_S = 1500
+SETTLE_TIMEOUT_S = 120.0  # for the workers to finish what a phase left them
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,9 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "runs the throughput phases (0,40); 0 = direct links, no proxy")
     p.add_argument("--fast", action="store_true",
                    help="durable: false (no fsync / synchronous_commit, no AOF)")
-    p.add_argument("--nodes-per-region", type=int, default=5)
-    p.add_argument("--workers", action="store_true",
-                   help="also run each region's worker (off: outbox jobs just pile up)")
+    p.add_argument("--nodes-per-region", default="5,1",
+                   help="comma-separated; a cluster each: the first runs every phase, the "
+                        "others the writes and the one seat (5,1)")
+    p.add_argument("--no-workers", dest="workers", action="store_false",
+                   help="no region workers: the jobs a confirm writes just pile up, and "
+                        "their CPU is not counted")
     p.add_argument("--load-procs", type=int, default=2, help="load generator processes (2)")
     p.add_argument("--hold-clients", type=int, default=128,
                    help="concurrent clients for holds and confirms (128)")
@@ -93,10 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=HERE / "results",
                    help="folder for bench-<UTC>.json and .png (loadtests/results)")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny everything (1 node per region, 1 s phases): checks it works")
+                   help="tiny everything (2 and 1 nodes per region, 1 s phases): checks it "
+                        "works")
     args = p.parse_args(argv)
     if args.smoke:
-        smoke = {"duration": 1.0, "max_requests": 400, "nodes_per_region": 1,
+        smoke = {"duration": 1.0, "max_requests": 400, "nodes_per_region": "2,1",
                  "load_procs": 1, "hold_clients": 16, "read_clients": 100,
                  "rush_clients": 100, "wan_clients": 3, "wan_requests": 30, "live_holds": 5,
                  "redis_bench_requests": 4000, "redis_bench_clients": 10,
@@ -110,6 +130,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--wan-delays: expected comma-separated integers, got {args.wan_delays!r}")
     if not args.delays or any(d < 0 for d in args.delays):
         p.error("--wan-delays: at least one delay, none negative")
+    try:
+        args.node_counts = [int(n) for n in args.nodes_per_region.split(",") if n.strip()]
+    except ValueError:
+        p.error(f"--nodes-per-region: expected comma-separated integers, got "
+                f"{args.nodes_per_region!r}")
+    if not args.node_counts or min(args.node_counts) < 1 \
+            or len(set(args.node_counts)) != len(args.node_counts):
+        p.error("--nodes-per-region: distinct positive integers")
     return args
 
 
@@ -154,36 +182,70 @@ async def machine_facts(durable: bool) -> dict[str, Any]:
             "pgbench": str(raw.find_pgbench(binaries) or "missing")}
 
 
-async def full_phases(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                      pool: SeatPool, aux: AuxServers) -> dict[str, Any]:
+async def write_phases(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
+                       pool: SeatPool, settle: Settle | None) -> dict[str, Any]:
+    """Holds and confirms, sent direct and forwarded, and the one-seat rush."""
     out: dict[str, Any] = {}
     rush = pool.take("north", 1)
     show, (seat,) = next(iter(rush.items()))
-    throughput_pool = pool.rest()
-    # Unmeasured warm-up: node pools grow to the phase's concurrency first.
-    shows = sorted(throughput_pool)
-    warm_pool = {s: throughput_pool.pop(s) for s in shows[: max(1, len(shows) // 10)]}
+    throughput = pool.rest()
+    # Unmeasured warm-up, writes to any node: node pools grow to the phase's concurrency.
+    warm_pool = {s: throughput.pop(s) for s in sorted(throughput)[::10]}
     warm = replace(load, duration_s=max(0.2, load.duration_s / 10),
                    max_requests=min(load.max_requests, 2000))
     log(f"   warm-up: {warm.duration_s:g} s of holds, payments and confirms, not measured")
-    _, warm_holds = await phases.holds(cluster, http, warm, warm_pool)
-    await phases.confirms(cluster, http, warm, await pay(cluster, http, warm_holds))
-    log(f"1a holds: {load.hold_clients} clients, {sum(map(len, throughput_pool.values())):,} "
-        f"free seats in {len(throughput_pool)} shows")
-    out["holds"], holds = await phases.holds(cluster, http, load, throughput_pool)
-    log(f"   {out['holds']['ok']:,} holds, {out['holds']['ok_per_s']:,}/s")
+    _, warm_holds = await phases.holds(cluster, http, warm, warm_pool, "any")
+    await phases.confirms(cluster, http, warm, await pay(cluster, http, warm_holds), "any")
+    if settle is not None:
+        await settle.wait_empty()
+        out["idle_cpu_ms_per_s"] = await settle.idle_rates(max(0.5, load.duration_s / 5))
+        log("   idle CPU, ms per s: " + ", ".join(
+            f"{k} {v:g}" for k, v in out["idle_cpu_ms_per_s"].items()))
+    pools = split_pool(throughput)
+    made: dict[str, list[Held]] = {}
+    for route in ("direct", "forwarded"):
+        log(f"1a holds sent {route}: {load.hold_clients} clients, "
+            f"{sum(map(len, pools[route].values())):,} free seats in {len(pools[route])} shows")
+        out[f"holds_{route}"], made[route] = await phases.holds(cluster, http, load,
+                                                                pools[route], route, settle)
+        log(f"   {_phase_line(out[f'holds_{route}'])}")
     log(f"1b {load.rush_clients} clients on one seat")
     out["one_seat"] = await phases.one_seat(cluster, http, load, show, seat)
-    log(f"   201: {out['one_seat']['created_201']}, 409: {out['one_seat']['clean_409']}")
-    holds = holds[: load.max_requests]  # the confirm phase uses no more
-    log(f"   paying {len(holds):,} held bookings at the gateway (captured at once; not "
-        "measured)")
-    started = time.perf_counter()
-    paid = await pay(cluster, http, holds)
-    log(f"   captured and webhooks delivered in {time.perf_counter() - started:.1f} s")
-    log(f"2  confirms of {len(paid):,} held bookings with their captured payments")
-    out["confirms"] = await phases.confirms(cluster, http, load, paid)
-    log(f"   {out['confirms']['ok']:,} confirms, {out['confirms']['ok_per_s']:,}/s")
+    log(f"   answers {out['one_seat']['answers']}, p99 {out['one_seat']['p99_ms']} ms")
+    cap = min(load.max_requests, int(CONFIRMS_PER_S * load.duration_s))
+    for route in ("direct", "forwarded"):
+        bookings = made[route][:cap]
+        log(f"   paying {len(bookings):,} bookings held {route} at the gateway (captured at "
+            "once; not measured)")
+        started = time.perf_counter()
+        paid = await pay(cluster, http, bookings)
+        log(f"   captured in {time.perf_counter() - started:.1f} s")
+        log(f"2  confirms sent {route}, of {len(paid):,} held bookings")
+        out[f"confirms_{route}"] = await phases.confirms(cluster, http, load, paid, route,
+                                                         settle)
+        log(f"   {_phase_line(out[f'confirms_{route}'])}")
+    return out
+
+
+def split_pool(pool: dict[int, list[str]]) -> dict[str, dict[int, list[str]]]:
+    """Every other show for each of the two routes (show ids interleave regions)."""
+    shows = sorted(pool)
+    return {"direct": {s: pool[s] for s in shows[0::2]},
+            "forwarded": {s: pool[s] for s in shows[1::2]}}
+
+
+def _phase_line(phase: dict[str, Any]) -> str:
+    per = phase.get("cpu_ms_per_op") or {}
+    tail = phase.get("after_load") or {}
+    return (f"{phase['ok']:,} ok, {phase['ok_per_s']:,}/s, p99 {phase['p99_ms']} ms; CPU ms "
+            f"per op: cluster {per.get('cluster', '-')}, nodes {per.get('nodes', '-')}"
+            + (f"; backlog left {tail['backlog_at_end']['total']}, done "
+               f"{tail['tail_s']:.1f} s later" if tail else ""))
+
+
+async def read_phases(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
+                      aux: AuxServers) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     log("3  trivial aiohttp handler")
     out["reads_trivial"] = await phases.trivial_reads(cluster, http, load,
                                                       await aux.trivial_server())
@@ -242,6 +304,56 @@ async def raw_limits(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         servers.stop()
 
 
+def plan(args: argparse.Namespace) -> list[tuple[int, int, set[str]]]:
+    """The clusters to start, as (nodes per region, WAN delay, what runs there): the
+    first node count at every delay (crossing regions on each; writes, reads and the
+    token cost on the first), then each other node count at the first delay (writes)."""
+    first, *others = args.node_counts
+    out = [(first, d, {"cross"}) for d in args.delays]
+    out[0][2].update({"token", "writes", "reads"})
+    return out + [(n, args.delays[0], {"writes"}) for n in others]
+
+
+async def one_cluster(args: argparse.Namespace, load: Load, nodes: int, delay: int,
+                      work: set[str], folder: Path, results: dict[str, Any]) -> None:
+    async with bench_cluster(spec=SMOKE_CATALOG if args.smoke else BENCH_CATALOG,
+                             nodes=nodes, durable=not args.fast, workers=args.workers,
+                             wan_delay_ms=delay, progress=cluster_progress) as cluster:
+        aux = AuxServers(folder / f"aux-{nodes}-{delay}", cluster.topology.secrets)
+        if "token" in work:
+            log(f"0  token verification: {args.token_calls:,} x 5 "
+                "TokenVerifier.identity() in this process")
+            results["token_verify"] = verify_cost(cluster.topology, args.token_calls)
+            log(f"   {results['token_verify']['identity_us']} µs per valid token "
+                f"({results['token_verify']['algorithm']}), "
+                f"{results['token_verify']['bad_signature_us']} µs per forged one")
+        connector = aiohttp.TCPConnector(limit=0)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                http = await stack.enter_async_context(aiohttp.ClientSession(
+                    connector=connector, timeout=aiohttp.ClientTimeout(total=60)))
+                settle = None
+                if args.workers:
+                    backlog = await stack.enter_async_context(Backlog(cluster))
+                    settle = Settle(backlog, cpu_groups(cluster), SETTLE_TIMEOUT_S)
+                pool = SeatPool(cluster)
+                if "cross" in work:
+                    cross = await cross_region(cluster, http, load, pool)
+                    results["runs"][str(delay)] = {**cross, "wan_delay_ms": delay}
+                if "writes" in work:
+                    results["writes"][str(nodes)] = {
+                        "nodes_per_region": nodes, "wan_delay_ms": delay,
+                        **await write_phases(cluster, http, load, pool, settle)}
+                if "reads" in work:
+                    results["reads"] = await read_phases(cluster, http, load, aux)
+        finally:
+            aux.stop()
+        crashed = cluster.launcher.crashed()
+        if crashed:
+            results.setdefault("crashed", []).extend(crashed)
+            log(f"WARNING: processes died during the run: {crashed}")
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     durable = not args.fast
     load = Load(args.duration, args.max_requests, args.load_procs, args.hold_clients,
@@ -251,7 +363,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": await machine_facts(durable),
         "config": {"durable": durable, "wan_delays_ms": args.delays, "regions": 3,
-                   "nodes_per_region": args.nodes_per_region, "workers": args.workers,
+                   "nodes_per_region": args.node_counts, "workers": args.workers,
                    "duration_s": args.duration, "max_requests": args.max_requests,
                    "load_procs": args.load_procs, "hold_clients": args.hold_clients,
                    "read_clients": args.read_clients, "rush_clients": args.rush_clients,
@@ -260,45 +372,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "catalog": (SMOKE_CATALOG if args.smoke else BENCH_CATALOG).__dict__,
                    "client": "aiohttp, one ClientSession (limit 0) per load process, uvloop",
                    "auth": "HS256 bearer token per write, a fresh user per hold",
+                   "payments": "captured at once, no webhook: the confirm phase sells",
                    "token_calls": args.token_calls,
                    "shared_machine": True},
-        "full": {}, "runs": {}, "raw": None, "token_verify": None}
+        "load_average": {"start": os.getloadavg()},
+        "writes": {}, "reads": {}, "runs": {}, "raw": None, "token_verify": None}
     folder = scratch_folder("bookcluster-bench-aux-")
     try:
-        for i, delay in enumerate(args.delays):
-            log(f"cluster {i + 1}/{len(args.delays)}: WAN delay {delay} ms, durable={durable}")
-            async with bench_cluster(spec=SMOKE_CATALOG if args.smoke else BENCH_CATALOG,
-                                     nodes=args.nodes_per_region, durable=durable,
-                                     workers=args.workers, wan_delay_ms=delay,
-                                     progress=cluster_progress) as cluster:
-                aux = AuxServers(folder / f"aux-{delay}", cluster.topology.secrets)
-                if i == 0:
-                    log(f"0  token verification: {args.token_calls:,} x 5 "
-                        "TokenVerifier.identity() in this process")
-                    results["token_verify"] = verify_cost(cluster.topology, args.token_calls)
-                    log(f"   {results['token_verify']['identity_us']} µs per valid token "
-                        f"({results['token_verify']['algorithm']}), "
-                        f"{results['token_verify']['bad_signature_us']} µs per forged one")
-                connector = aiohttp.TCPConnector(limit=0)
-                try:
-                    async with aiohttp.ClientSession(
-                            connector=connector,
-                            timeout=aiohttp.ClientTimeout(total=60)) as http:
-                        pool = SeatPool(cluster)
-                        cross = await cross_region(cluster, http, load, pool)
-                        if i == 0:
-                            results["full"] = await full_phases(cluster, http, load, pool, aux)
-                        results["runs"][str(delay)] = {**cross, "wan_delay_ms": delay}
-                finally:
-                    aux.stop()
-                crashed = cluster.launcher.crashed()
-                if crashed:
-                    results.setdefault("crashed", []).extend(crashed)
-                    log(f"WARNING: processes died during the run: {crashed}")
+        clusters = plan(args)
+        for i, (nodes, delay, work) in enumerate(clusters):
+            log(f"cluster {i + 1}/{len(clusters)}: 3 regions x {nodes} node(s), WAN delay "
+                f"{delay} ms, durable={durable}, workers={'on' if args.workers else 'off'}: "
+                + ", ".join(sorted(work)))
+            await one_cluster(args, load, nodes, delay, work, folder, results)
         if not args.no_raw:
             results["raw"] = await raw_limits(args, folder / "raw")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    results["load_average"]["end"] = os.getloadavg()
     results["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     results["derived"] = derive(results)
     return results

@@ -33,7 +33,8 @@ from typing import Any
 
 import aiohttp
 from benchlib import loadgen
-from benchlib.local import BenchCluster, bench_cluster, counter, cpu_seconds
+from benchlib.cpu import cpu_seconds
+from benchlib.local import BenchCluster, bench_cluster, counter
 
 import region_node
 from cluster.demo_catalog import CatalogSpec

@@ -41,7 +41,8 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 import uvloop
-from benchlib.local import BenchCluster, bench_cluster, cpu_seconds
+from benchlib.cpu import cpu_seconds
+from benchlib.local import BenchCluster, bench_cluster
 from benchlib.tokens import bearer, token_for
 
 from cluster.demo_catalog import CatalogSpec

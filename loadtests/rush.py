@@ -34,8 +34,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from benchlib.cpu import machine_ticks
 from benchlib.local import BenchCluster, bench_cluster
-from benchlib.phases import HOLD_ROUTE, measured
+from benchlib.phases import HOLD_ROUTE, answer_kind, measured
 from benchlib.stats import summarize
 from benchlib.tokens import bearer, token_for
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,24 +88,6 @@ async def holds_in_postgres(cluster: BenchCluster, show: int, seat: str) -> int:
         await conn.close()
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all cores so far, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        ticks = [int(x) for x in fh.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return sum(ticks) - idle, sum(ticks)
-
-
-def _kind(answer: dict[str, Any]) -> str:
-    """An answer's status; for a 5xx also what failed (its message up to the first ';',
-    e.g. "... cannot take writes now (redis master)"), without per-request details."""
-    if answer["status"] < 500:
-        return str(answer["status"])
-    outcome = f", outcome {answer['outcome']}" if answer.get("outcome") else ""
-    return f"{answer['status']} {answer['error']}: " \
-        f"{(answer.get('message') or '').split(';')[0]}{outcome}"
-
-
 # What the nodes counted, summed over all of them: (sample name, label to split by).
 NODE_COUNTS = {"holds": ("bookcluster_holds_total", "outcome"),
                "early_refusal_reads": ("bookcluster_early_refusal_reads_total", None),
@@ -152,7 +135,7 @@ async def one_round(cluster: BenchCluster, http: aiohttp.ClientSession, args: ar
     counted = await node_counts(http, nodes)
     counted.subtract(counts0)
     answers = result["results"]
-    by_status = Counter(_kind(a) for a in answers)
+    by_status = Counter(answer_kind(a) for a in answers)
     return {**summarize([a["ms"] for a in answers], result["elapsed_s"]),
             "show_id": show, "seat_id": seat,
             "created_201": sum(a["status"] == 201 for a in answers),

@@ -43,7 +43,8 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from benchlib.local import BenchCluster, bench_cluster, cpu_groups, cpu_seconds
+from benchlib.cpu import cpu_groups, cpu_seconds
+from benchlib.local import BenchCluster, bench_cluster
 from benchlib.phases import SeatPool
 from benchlib.tokens import bearer, token_for
 from bullmq import Queue

@@ -8,15 +8,22 @@ check and another worker runs them), retries with exponential backoff, a
 CLI), job-id de-duplication (the outbox relay may enqueue a job twice after
 a crash), and counts for metrics. arq pins redis-py < 6 and has no
 dead-letter list. Queues are never synchronised across regions.
+
+The queue lives on whichever server is the region's master now: BullMQ gets a
+client that asks Sentinel (`router.registry.make_master`), so after a failover
+its next connection goes to the new master (jobs a promotion lost are
+re-enqueued: the relay marks outbox rows only after the queue took them, and
+every handler is idempotent).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis.asyncio as aioredis
 from bullmq import Queue
 
-from router.registry import redis_url
+from router.registry import make_master
 from router.topology import Topology
 
 QUEUE_PREFIX = "bookcluster"
@@ -42,14 +49,19 @@ WORKER_OPTIONS: dict[str, Any] = {
     "prefix": QUEUE_PREFIX,
 }
 COUNT_STATES = ("waiting", "active", "delayed", "failed", "completed", "prioritized")
+# A BullMQ worker waits for its next job with a blocking command of up to 10 s on the
+# same client (its `maximumBlockTimeout`): a command may take that long and more.
+COMMAND_TIMEOUT_S = 15.0
 
 
 def queue_name(region: str) -> str:
     return f"jobs-{region}"
 
 
-def connection(topology: Topology, region: str) -> str:
-    return redis_url(topology.region(region).redis_master, topology.secrets.redis_password)
+def connection(topology: Topology, region: str) -> aioredis.Redis:
+    """A client of the region's master wherever it is now; closing the queue or worker
+    that uses it closes it."""
+    return make_master(topology, region, near=region, timeout_s=COMMAND_TIMEOUT_S)
 
 
 def open_queue(topology: Topology, region: str) -> Queue:

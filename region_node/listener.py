@@ -14,7 +14,15 @@ arrived is handled per wake-up (`pubsub.py`).
 Each subscription is supervised: a lost connection, a replica that stops
 answering PINGs, or any other exception is logged and counted, drops that
 region's cached shows (messages may have been missed), tells live sockets
-to re-sync, and reconnects after a backoff. The task itself only ends at
+to re-sync, and reconnects after a backoff.
+
+Failovers (Sentinel) move masters, not the servers of a region: a replica in
+another region is pointed at the new master (Sentinel closes our subscription
+there; we subscribe again), and in the master's own region the replica *is*
+the new master (publishes reach subscribers of the master too). Both of this
+region's servers hold its own seats, so the subscription to this region's
+changes moves to the other one when the one it used fails (it may be the
+master that died). The task itself only ends at
 `close()`; if it ends any other way it is logged, counted and started again.
 `/readyz` reads `readiness()`.
 """
@@ -41,6 +49,7 @@ from region_node.metrics import NodeMetrics
 from region_node.pubsub import PubSubConnection
 from region_node.seatmap import SeatMaps
 from router.registry import Connections
+from router.topology import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +248,27 @@ class ChangeListener:
 
     # -- the connection ------------------------------------------------------
 
+    def _servers_of(self, source: str) -> list[Endpoint]:
+        """This region's Redis servers that hold `source`'s seats, in order of preference:
+        its replica of `source`'s master; for our own region also that master."""
+        local = self._connections.topology.region(self.region)
+        servers = [local.redis_replicas[source]]
+        if source == self.region:
+            servers.append(local.redis_master)
+        return servers
+
     async def _run(self, source: str) -> None:
-        endpoint = self._connections.topology.region(self.region).redis_replicas[source]
+        servers = self._servers_of(source)
+        attempt = 0
         while True:
+            endpoint = servers[attempt % len(servers)]
+            attempt += 1  # the next server after a failure (there is one for our region)
             conn = None
             try:
                 conn = await PubSubConnection.open(
                     endpoint.host, endpoint.port,
                     self._connections.topology.secrets.redis_password, CONNECT_TIMEOUT_S)
+                attempt -= 1  # connected: stay with this server after a later failure
                 await self._listen(conn, source)
                 reason, why = "ended", "subscription ended"
             except ReplicaSilent as exc:

@@ -1,10 +1,11 @@
 """Repairs a region's Redis seat mirror from PostgreSQL, the truth.
 
 Runs in the region's worker, every second:
-- if the master's run changed (`INFO server` run_id: a restart, or later a
-  promotion), it is a new **generation**: the next number of a PostgreSQL
-  sequence. Every show of the region is repaired and its version raised to
-  at least `gen << 32`, so no node ever sees a version go backwards; the RESET
+- if the master's run changed (`INFO server` run_id: a restart, or a
+  promotion by Sentinel, through which the master is reached), it is a new
+  **generation**: the next number of a PostgreSQL sequence. Every show of the
+  region is repaired and its version raised to at least `gen << 32`, so no
+  node ever sees a version go backwards; the RESET
   each repair publishes makes nodes drop their copy and read it again;
 - if a replica of the master came online since the last pass (it reconnected,
   e.g. to a master that came back), every show is rewritten again: a change or

@@ -3,9 +3,9 @@
     python -m region_node.worker --topology topology.yaml --region north
 
 Everything it touches is region-local: the region's Redis master (queue),
-PostgreSQL primary (outbox, bookings). It serves /healthz and /metrics on the
-region's `worker` address. SIGTERM: stop taking jobs, let running ones end,
-cancel loops, log one summary line.
+PostgreSQL primary (outbox, bookings), wherever Sentinel and Patroni put them.
+It serves /healthz and /metrics on the region's `worker` address. SIGTERM: stop
+taking jobs, let running ones end, cancel loops, log one summary line.
 """
 
 from __future__ import annotations

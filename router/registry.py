@@ -9,7 +9,8 @@ A node in region R talks to
 A region's PostgreSQL is a Patroni pair: either member may be the primary, so
 every connection is made to whichever member accepts writes (`connect_primary`,
 the multi-host DSN's `target_session_attrs=read-write`), and a pool finds the
-new primary by itself after a failover.
+new primary by itself after a failover. Likewise a region's Redis master is
+whichever server Sentinel says it is now (`make_master`).
 
 Everything is created at open without connecting (asyncpg pools with
 min_size=0, redis-py connects on first command), so a dead region never
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,8 +30,11 @@ from urllib.parse import quote
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from router.secrets import Secrets
 from router.topology import Endpoint, Region, Topology
@@ -48,6 +52,10 @@ REDIS_COMMAND_TIMEOUT_S = 0.8
 # Redis' 10,000 clients for 15 nodes x 3 regions.
 REDIS_POOL_MAX = 64
 REDIS_POOL_WAIT_S = 2.0
+# A sentinel that does not answer this fast is skipped for the next one (a frozen one
+# would otherwise hold every new connection up); the one that answered is asked first
+# from then on.
+SENTINEL_TIMEOUT_S = 0.5
 PG_CONNECT_TIMEOUT_S = 0.8
 PG_COMMAND_TIMEOUT_S = 1.0
 PG_POOL_MAX = 10
@@ -167,25 +175,120 @@ def redis_url(endpoint: Endpoint, password: str | None = None) -> str:
     return f"redis://{auth}{endpoint.host}:{endpoint.port}/0"
 
 
+class WritesRefused(aioredis.ConnectionError):
+    """A Redis server refused a write because it may not take one now: it is a replica
+    (READONLY: demoted by a failover, or a failover is under way) or a master with no
+    replica in sync (NOREPLICAS, `min-replicas-to-write`). An outage like a lost
+    connection: nothing was written, and the connection is dropped, so the next one
+    asks Sentinel where the master is."""
+
+
+def _refuses_writes(exc: ResponseError) -> bool:
+    # Inside a Lua script (Redis 6) the server's error is wrapped: "Error running
+    # script ... -READONLY You can't write ...", so match the text too.
+    text = str(exc)
+    return isinstance(exc, ReadOnlyError) or "-READONLY " in text or "NOREPLICAS" in text
+
+
+class _RefusalsAreOutages(Connection):
+    async def read_response(self, disable_decoding: bool = False,
+                            timeout: float | None = None,  # noqa: ASYNC109 - redis-py's
+                            *, disconnect_on_error: Any = True,
+                            push_request: bool | None = False) -> Any:
+        # `disconnect_on_error: Any`: redis-py's sentinel connection declares it a float.
+        try:
+            return await super().read_response(disable_decoding, timeout,
+                                               disconnect_on_error=disconnect_on_error,
+                                               push_request=push_request)
+        except ResponseError as exc:
+            if not _refuses_writes(exc):
+                raise
+            await self.disconnect()  # also drops any reply still unread (a pipeline)
+            raise WritesRefused(f"{self.host}:{self.port}: {exc}") from exc
+
+
+class _MasterConnection(_RefusalsAreOutages, SentinelManagedConnection):
+    """Connects to wherever the pool's sentinels say the master is now."""
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel client; each master it finds is dialled through `route` (the
+    WAN proxy's listener for it, when there is one)."""
+
+    def __init__(self, sentinels: list[tuple[str, int]], route: Callable[[Endpoint], Endpoint],
+                 **kwargs: Any) -> None:
+        super().__init__(sentinels, **kwargs)
+        self._route = route
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        host, port = await super().discover_master(service_name)
+        ep = self._route(Endpoint(str(host), int(port)))
+        return ep.host, ep.port
+
+
+class _MasterPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """A bounded, blocking pool (like `make_redis`'s) of connections to the master
+    Sentinel names; it owns its sentinel clients."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.sentinel_manager.aclose()
+
+
+def _pool_kwargs(secrets: Secrets, timeout_s: float) -> dict[str, Any]:
+    return {
+        "max_connections": REDIS_POOL_MAX,
+        "timeout": max(REDIS_POOL_WAIT_S, timeout_s),
+        "password": secrets.redis_password,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": True,
+        # No CLIENT SETINFO: redis-py would look its own version up in the installed
+        # packages' metadata for every new connection (a profiled 7 % of a home node's
+        # CPU while its pool filled) and pay a round trip to tell the server.
+        "driver_info": None,
+    }
+
+
 def make_redis(endpoint: Endpoint, secrets: Secrets, *,
                timeout_s: float = REDIS_COMMAND_TIMEOUT_S) -> aioredis.Redis:
     """A client whose commands wait for one of `REDIS_POOL_MAX` connections."""
     pool = aioredis.BlockingConnectionPool(
-        max_connections=REDIS_POOL_MAX,
-        timeout=max(REDIS_POOL_WAIT_S, timeout_s),
-        host=endpoint.host,
-        port=endpoint.port,
-        password=secrets.redis_password,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-        # No CLIENT SETINFO: redis-py would look its own version up in the installed
-        # packages' metadata for every new connection (a profiled 7 % of a home node's
-        # CPU while its pool filled) and pay a round trip to tell the server.
-        driver_info=None,
-    )
+        host=endpoint.host, port=endpoint.port, connection_class=_RefusalsAreOutages,
+        **_pool_kwargs(secrets, timeout_s))
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+def _direct(endpoint: Endpoint) -> Endpoint:
+    return endpoint
+
+
+def make_master(topology: Topology, region: str, *, near: str | None = None,
+                route: Callable[[Endpoint], Endpoint] = _direct,
+                timeout_s: float = REDIS_COMMAND_TIMEOUT_S) -> aioredis.Redis:
+    """A client of `region`'s Redis master, wherever it is now: each new connection asks
+    the sentinels (region `near`'s first: the caller's own) for the master's address,
+    so after a failover the next connection goes to the new master. Idle connections to
+    the old one are dropped once a sentinel names another; one that is told READONLY
+    or NOREPLICAS drops itself (`WritesRefused`). While no sentinel names a master
+    that is up (it just died; the failover is under way), commands fail at once with
+    `MasterNotFoundError`, a ConnectionError. Without sentinels in the topology, the
+    client talks to the topology's master address."""
+    secrets = topology.secrets
+    sentinels = topology.sentinels(first=near)
+    if not sentinels:
+        return make_redis(route(topology.region(region).redis_master), secrets,
+                          timeout_s=timeout_s)
+    manager = _Sentinels(
+        [(ep.host, ep.port) for ep in map(route, sentinels)], route,
+        sentinel_kwargs={"password": secrets.redis_password,
+                         "socket_timeout": SENTINEL_TIMEOUT_S,
+                         "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+                         "retry": Retry(NoBackoff(), 0), "driver_info": None})
+    pool = _MasterPool(region, manager, connection_class=_MasterConnection,
+                       **_pool_kwargs(secrets, timeout_s))
+    return aioredis.Redis.from_pool(pool)
 
 
 async def make_pg_pool(members: Sequence[Endpoint], secrets: Secrets, *,
@@ -234,7 +337,8 @@ class Connections:
         local = self.topology.region(self.local_region)
         secrets = self.topology.secrets
         for name, region in self.topology.regions.items():
-            self._masters[name] = make_redis(self.route(region.redis_master), secrets)
+            self._masters[name] = make_master(self.topology, name, near=self.local_region,
+                                              route=self.route)
             self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
             self._pg[name] = await make_pg_pool([self.route(m) for m in region.pg_members],
                                                 secrets)

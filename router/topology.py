@@ -50,6 +50,9 @@ class Region:
     # region's etcd (Patroni's DCS): its client address, then its peer address.
     pg_api: tuple[Endpoint, ...] = ()
     pg_etcd: tuple[Endpoint, ...] = ()
+    # The region's Redis Sentinel: with the other regions' sentinels it watches every
+    # region's master and promotes the master's replica in its own region.
+    redis_sentinel: Endpoint | None = None
 
     @property
     def pg_members(self) -> tuple[Endpoint, ...]:
@@ -62,6 +65,8 @@ class Region:
         """Every listening address of this region with a label, for duplicate checks."""
         found = [("redis.master", self.redis_master), ("postgres.primary", self.pg_primary)]
         found += [(f"redis.replicas.{src}", ep) for src, ep in self.redis_replicas.items()]
+        if self.redis_sentinel is not None:
+            found.append(("redis.sentinel", self.redis_sentinel))
         if self.pg_standby is not None:
             found.append(("postgres.standby", self.pg_standby))
         found += [(f"postgres.patroni[{i}]", ep) for i, ep in enumerate(self.pg_api)]
@@ -82,6 +87,8 @@ class Settings:
     # fsync on PostgreSQL (and Redis persistence); tests turn it off for speed. Commits
     # wait for the synchronous standby either way (`cluster/postgres_server.py`).
     durable: bool = True
+    # Sentinel fails over a Redis master that has not answered for this long.
+    redis_down_after_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,11 @@ class Topology:
 
     def region(self, name: str) -> Region:
         return self.regions[name]
+
+    def sentinels(self, first: str | None = None) -> list[Endpoint]:
+        """Every region's Redis Sentinel, region `first`'s (the caller's own) first."""
+        order = sorted(self.regions.values(), key=lambda r: r.name != first)
+        return [r.redis_sentinel for r in order if r.redis_sentinel is not None]
 
     def with_settings(self, **changes: Any) -> Topology:
         return replace(self, settings=replace(self.settings, **changes))
@@ -387,7 +399,7 @@ def _positive_int(reader: _Reader, value: Any, key: str) -> int:
 def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Settings:
     raw = reader.mapping(raw, "settings")
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
-               "durable"}
+               "durable", "redis_down_after"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -401,6 +413,9 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     if "sweep_interval" in raw:
         out = replace(out, sweep_interval_s=reader.duration(raw["sweep_interval"],
                                                             "settings.sweep_interval"))
+    if "redis_down_after" in raw:
+        out = replace(out, redis_down_after_s=reader.duration(raw["redis_down_after"],
+                                                              "settings.redis_down_after"))
     if "max_seats_per_booking" in raw:
         cap = raw["max_seats_per_booking"]
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
@@ -418,9 +433,12 @@ def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Regi
     raw = reader.mapping(raw, key)
     reader.known_keys(raw, key, {"redis", "postgres", "nodes", "worker"})
     redis_raw = reader.mapping(reader.require(raw, key, "redis"), f"{key}.redis")
-    reader.known_keys(redis_raw, f"{key}.redis", {"master", "replicas"})
+    reader.known_keys(redis_raw, f"{key}.redis", {"master", "replicas", "sentinel"})
     master = reader.endpoint(reader.require(redis_raw, f"{key}.redis", "master"),
                              f"{key}.redis.master")
+    sentinel = None
+    if redis_raw.get("sentinel") is not None:
+        sentinel = reader.endpoint(redis_raw["sentinel"], f"{key}.redis.sentinel")
     replicas_raw = reader.mapping(redis_raw.get("replicas") or {}, f"{key}.redis.replicas")
     replicas: dict[str, Endpoint] = {}
     for source, address in replicas_raw.items():
@@ -449,7 +467,7 @@ def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Regi
     nodes = tuple(reader.endpoint(n, f"{key}.nodes[{i}]") for i, n in enumerate(nodes_raw))
     worker = reader.endpoint(raw["worker"], f"{key}.worker") if raw.get("worker") else None
     return Region(name, master, MappingProxyType(replicas), primary, standby, nodes, worker,
-                  api, etcd)
+                  api, etcd, sentinel)
 
 
 def _patroni(reader: _Reader, raw: dict[str, Any], key: str,

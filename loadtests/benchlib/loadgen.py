@@ -261,8 +261,13 @@ async def _child_main() -> None:
 
 # -- parent side ---------------------------------------------------------------
 
-async def run_processes(specs: list[dict[str, Any]], timeout_s: float) -> dict[str, Any]:
-    """Run one child per spec, start them together, and merge their results."""
+async def run_processes(specs: list[dict[str, Any]], timeout_s: float,
+                        started: Callable[[], object] | None = None,
+                        ended: Callable[[], object] | None = None) -> dict[str, Any]:
+    """Run one child per spec, start them together, and merge their results.
+    `started()` is called just before the children are told to go, `ended()` as soon
+    as the last one answered: the window a caller measures around (no start-up, no
+    warm-up, no exit)."""
     procs = []
     try:
         for spec in specs:
@@ -279,19 +284,24 @@ async def run_processes(specs: list[dict[str, Any]], timeout_s: float) -> dict[s
             line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
             if line.strip() != b"ready":
                 raise RuntimeError(f"load generator failed to start: {await _stderr(proc)}")
+        if started is not None:
+            started()
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
-        results = []
+        lines = []
         for proc in procs:
             assert proc.stdout is not None
             line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
             if not line:
                 raise RuntimeError(f"load generator died: {await _stderr(proc)}")
-            results.append(json.loads(line))
+            lines.append(line)
+        if ended is not None:
+            ended()
+        for proc in procs:
             await proc.wait()
-        return merge(results)
+        return merge([json.loads(line) for line in lines])
     finally:
         for proc in procs:
             if proc.returncode is None:

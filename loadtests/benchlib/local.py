@@ -1,5 +1,5 @@
-"""The bench's own servers on this machine: a LocalCluster, a trivial aiohttp app, and
-where their CPU time goes.
+"""The bench's own servers on this machine: a LocalCluster and a trivial aiohttp app;
+reading the nodes' metrics.
 
 The cluster runs from a generated topology on free loopback ports in a temporary run
 folder (mode 0755: PostgreSQL's unprivileged user must reach its data when we are
@@ -10,10 +10,10 @@ region has shows.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +25,6 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.demo_catalog import CITIES, Catalog, CatalogSpec, build_catalog, slug
-from cluster.faults import process_tree
 from cluster.health import scrape_metric, wait_healthy
 from cluster.launcher import LocalCluster
 from cluster.loopback import topology_yaml
@@ -36,7 +35,6 @@ from router.secrets import Secrets
 from router.topology import Topology, load_topology
 
 HERE = Path(__file__).resolve().parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def theatre_homes(spec: CatalogSpec) -> dict[str, str]:
@@ -144,72 +142,44 @@ class AuxServers:
         self.supervisor.stop()
 
 
-# -- where the CPU goes ----------------------------------------------------------
-
-def _cpu_ticks(pid: int, with_children: bool) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if with_children:  # reaped children, e.g. PostgreSQL backends that exited
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks
-
-
-def cpu_groups(cluster: BenchCluster) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    names = {"node": "nodes", "redis-master": "redis", "redis-replica": "redis",
-             "pg-member": "postgres", "etcd": "etcd", "wanproxy": "wan proxy",
-             "worker": "workers", "gateway": "gateway"}
-    for child in cluster.launcher.supervisor.children:
-        groups.setdefault(names.get(child.spec.role, child.spec.role), []).append(child.pid)
-    return groups
-
-
-def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each group: its processes and all their descendants."""
-    out = {}
-    for name, pids in groups.items():
-        ticks = 0
-        for pid in pids:
-            tree = process_tree(pid)
-            ticks += _cpu_ticks(pid, True) + sum(_cpu_ticks(p, False) for p in tree[1:])
-        out[name] = ticks / CLK_TCK
-    return out
-
-
-def cpu_share(before: dict[str, float], after: dict[str, float], client_cpu_s: float,
-              elapsed_s: float) -> dict[str, Any]:
-    """CPU seconds per group over a phase, with the load generators as `client`."""
-    used = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
-    used["client"] = round(client_cpu_s, 2)
-    total = sum(used.values())
-    cores = os.cpu_count() or 1
-    return {"cpu_s": used, "busy_share_of_machine": round(total / (elapsed_s * cores), 3)
-            if elapsed_s > 0 else None,
-            "share": {n: round(v / total, 3) if total else None for n, v in used.items()}}
-
-
 # -- node metrics ----------------------------------------------------------------
 
-async def histogram(http: aiohttp.ClientSession, nodes: list[str], name: str,
-                    **labels: str) -> tuple[float, float]:
-    """(sum, count) of a histogram over `nodes`, for samples whose labels include `labels`."""
-    total, count = 0.0, 0.0
+LATENCY = "bookcluster_http_request_seconds"
+
+
+async def node_figures(http: aiohttp.ClientSession, nodes: list[str],
+                       route: tuple[str, str] | None = None) -> dict[str, Any]:
+    """One scrape of every node: `route`'s (path template, method) latency sum and
+    count, each node's cached shows, the shows whose changes they subscribe to, seat
+    cache lookups by result, holds by outcome and writes shed by reason (summed)."""
+    out: dict[str, Any] = {"latency_s": 0.0, "served": 0.0, "cached_shows": [],
+                           "subscribed_shows": 0, "lookups": Counter(), "holds": Counter(),
+                           "shed": Counter()}
     for node in nodes:
         async with http.get(f"{node}/metrics") as resp:
             text = await resp.text()
+        cached = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if not all(sample.labels.get(k) == v for k, v in labels.items()):
-                    continue
-                if sample.name == f"{name}_sum":
-                    total += sample.value
-                elif sample.name == f"{name}_count":
-                    count += sample.value
-    return total, count
+                name, labels = sample.name, sample.labels
+                if name.startswith(LATENCY):
+                    if route and (labels.get("route"), labels.get("method")) == route:
+                        if name == f"{LATENCY}_sum":
+                            out["latency_s"] += sample.value
+                        elif name == f"{LATENCY}_count":
+                            out["served"] += sample.value
+                elif name == "bookcluster_seat_cache_entries":
+                    cached = sample.value
+                elif name == "bookcluster_listener_shows":
+                    out["subscribed_shows"] += int(sample.value)
+                elif name == "bookcluster_seat_cache_lookups_total":
+                    out["lookups"][labels["result"]] += int(sample.value)
+                elif name == "bookcluster_holds_total":
+                    out["holds"][labels["outcome"]] += int(sample.value)
+                elif name == "bookcluster_writes_shed_total":
+                    out["shed"][labels["reason"]] += int(sample.value)
+        out["cached_shows"].append(int(cached))
+    return out
 
 
 async def counter(http: aiohttp.ClientSession, nodes: list[str], name: str,

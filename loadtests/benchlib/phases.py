@@ -3,17 +3,24 @@
 Each throughput phase runs in the load generator processes (`loadgen.py`) and
 reports what the client saw (successes per second, p50/p99 of all answers,
 statuses, error codes), what the nodes measured themselves (mean of
-`bookcluster_http_request_seconds` over the phase) and where the machine's CPU
-went (nodes, Redis, PostgreSQL, the gateway, the load generators). Every write
-carries its own user's token; confirms use payments the gateway captured
+`bookcluster_http_request_seconds` over the phase), the state of their seat
+caches before and after, and where the CPU went (`cpu.py`: every process group,
+the load generators, the bench itself, the machine's unaccounted busy share)
+from the moment the load generators start until the last one answered. With
+workers, the work a phase leaves them (a confirm's ticket and mail jobs, its
+mirror rows) is waited out and priced too (`backlog.py`). Every write carries
+its own user's token; confirms use payments the gateway captured
 (`payments.py`).
+
+Writes go `direct` (to a node of the show's home region, as a client that follows
+the `X-Bookcluster-Home-Nodes` header does), `forwarded` (to nodes of the other
+regions, which forward them home) or to `any` node (warm-up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,11 +29,13 @@ from typing import Any
 import aiohttp
 
 from cluster.supervisor import Child
-from region_node import keys
+from region_node import ids, keys
 from router.registry import make_redis
 
 from . import loadgen
-from .local import BenchCluster, counter, cpu_groups, cpu_seconds, cpu_share, histogram
+from .backlog import Settle
+from .cpu import Snapshot, cpu_groups, service_cpu_s, snapshot, usage
+from .local import BenchCluster, node_figures
 from .payments import Held, held
 from .stats import summarize
 from .tokens import bearer, token_for
@@ -34,7 +43,7 @@ from .tokens import bearer, token_for
 HOLD_ROUTE = ("/booking/seats/{show_id}/lock", "POST")
 CONFIRM_ROUTE = ("/booking/booking/{booking_id}/confirm", "POST")
 SEATS_ROUTE = ("/shows/{show_id}/seats", "GET")
-METRIC = "bookcluster_http_request_seconds"
+ROUTES = ("direct", "forwarded", "any")
 
 
 @dataclass(frozen=True)
@@ -92,34 +101,75 @@ def _healthz(nodes: list[str]) -> list[str]:
     return [f"{n}/healthz" for n in nodes]
 
 
+def entry_nodes(cluster: BenchCluster, home: str, route: str) -> list[str]:
+    """Where a client sends a write of a show homed in `home`."""
+    if route == "direct":
+        return cluster.nodes(home)
+    if route == "forwarded":
+        return [n for r in cluster.topology.regions if r != home for n in cluster.nodes(r)]
+    return cluster.nodes()
+
+
+def _figure_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    def delta(key: str) -> dict[str, int]:
+        return {k: v for k, v in (Counter(after[key]) - Counter(before[key])).items() if v}
+
+    served = after["served"] - before["served"]
+    return {"server_mean_ms": round((after["latency_s"] - before["latency_s"]) / served * 1000,
+                                    3) if served else None,
+            # requests of the route all nodes served: a forwarded one counts twice
+            "node_requests": int(served),
+            "cache": {"cached_shows_before": sum(before["cached_shows"]),
+                      "cached_shows_after": sum(after["cached_shows"]),
+                      "nodes_caching_after": sum(1 for n in after["cached_shows"] if n),
+                      "subscribed_shows_before": before["subscribed_shows"],
+                      "subscribed_shows_after": after["subscribed_shows"],
+                      "lookups": delta("lookups")},
+            "node_holds": delta("holds"), "writes_shed": delta("shed")}
+
+
 async def measured(cluster: BenchCluster, http: aiohttp.ClientSession,
                    specs: list[dict[str, Any]], route: tuple[str, str] | None,
-                   timeout_s: float, extra_pids: dict[str, list[int]] | None = None
-                   ) -> dict[str, Any]:
-    """Run the specs in load generator processes; add server-side means and CPU shares."""
+                   timeout_s: float, extra_pids: dict[str, list[int]] | None = None,
+                   settle: Settle | None = None) -> dict[str, Any]:
+    """Run the specs in load generator processes; add server-side means, cache state and
+    CPU (with `settle`: also the work left to the workers, until it is done)."""
     nodes = cluster.nodes()
     groups = {**cpu_groups(cluster), **(extra_pids or {})}
-    before = await histogram(http, nodes, METRIC, route=route[0], method=route[1]) \
-        if route else (0.0, 0.0)
-    cpu0 = cpu_seconds(groups)
-    result = await loadgen.run_processes(specs, timeout_s)
-    cpu1 = cpu_seconds(groups)
-    after = await histogram(http, nodes, METRIC, route=route[0], method=route[1]) \
-        if route else (0.0, 0.0)
-    served = after[1] - before[1]
-    result["server_mean_ms"] = round((after[0] - before[0]) / served * 1000, 3) \
-        if served else None
-    result["cpu"] = cpu_share(cpu0, cpu1, result["client_cpu_s"], result["elapsed_s"])
+    before = await node_figures(http, nodes, route)
+    marks: dict[str, Snapshot] = {}
+    result = await loadgen.run_processes(
+        specs, timeout_s, started=lambda: marks.setdefault("start", snapshot(groups)),
+        ended=lambda: marks.setdefault("end", snapshot(groups)))
+    result["cpu"] = usage(marks["start"], marks["end"], result["client_cpu_s"])
+    if settle is not None:
+        result["after_load"] = await settle.after(marks["end"])
+    result.update(_figure_delta(before, await node_figures(http, nodes, route)))
     return result
 
 
+def cpu_ms_per_op(result: dict[str, Any], ops: int) -> dict[str, float]:
+    """CPU ms per operation of each group, the work left to the workers included, and
+    `cluster` (every group but the load generators and the bench)."""
+    if not ops or "cpu" not in result:
+        return {}
+    used = Counter(result["cpu"]["cpu_s"])
+    used.update((result.get("after_load") or {}).get("cpu_s", {}))
+    out = {k: round(v * 1000 / ops, 3) for k, v in used.items()}
+    out["cluster"] = round(service_cpu_s(dict(used)) * 1000 / ops, 3)
+    return out
+
+
 def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
-    """What a phase publishes: `ok` answers per second, latency of every answer."""
+    """What a phase publishes: `ok` answers per second, latency of every answer, CPU."""
+    done = result["statuses"].get(ok, 0)
     return {**summarize(result["latencies"], result["elapsed_s"]),
-            "ok": result["statuses"].get(ok, 0),
-            "ok_per_s": round(result["statuses"].get(ok, 0) / result["elapsed_s"], 1),
+            "ok": done, "ok_per_s": round(done / result["elapsed_s"], 1),
             "statuses": result["statuses"], "errors": result["errors"],
-            "server_mean_ms": result.get("server_mean_ms"), "cpu": result.get("cpu"),
+            "server_mean_ms": result.get("server_mean_ms"),
+            "node_requests": result.get("node_requests"), "cpu": result.get("cpu"),
+            "after_load": result.get("after_load"), "cache": result.get("cache"),
+            "cpu_ms_per_op": cpu_ms_per_op(result, done),
             "exhausted": result["exhausted"], "processes": result["processes"],
             "bytes_per_answer": round(result.get("bytes", 0) / len(result["latencies"]))
             if result["latencies"] else None}
@@ -128,41 +178,64 @@ def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
 # -- 1a, 2: holds and confirms --------------------------------------------------------
 
 async def holds(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                pool: dict[int, list[str]]) -> tuple[dict[str, Any], list[Held]]:
-    """Holds of 1-4 random free seats of many shows, from clients spread over every node,
-    each by a fresh user."""
-    nodes, shows = cluster.nodes(), sorted(pool)
+                pool: dict[int, list[str]], route: str,
+                settle: Settle | None = None) -> tuple[dict[str, Any], list[Held]]:
+    """Holds of 1-4 random free seats of many shows, each by a fresh user, sent `route`
+    (`ROUTES`). A client keeps to one home region's shows and their entry nodes."""
+    regions = list(cluster.topology.regions)
+    by_home = {r: sorted(s for s in pool if cluster.home_of(s) == r) for r in regions}
     specs = [{"kind": "holds", "concurrency": clients, "duration_s": load.duration_s,
-              "max_requests": cap, "seed": i, "user": f"bench{i}",
-              "topology": str(cluster.topology.path), "warm_urls": _healthz(nodes),
-              "groups": [{"nodes": _rotate(nodes, i * 7),
-                          "pool": {str(s): pool[s] for s in shows[i::load.procs]}}]}
+              "max_requests": cap, "seed": i, "user": f"bench-{route}{i}",
+              "topology": str(cluster.topology.path), "warm_urls": _healthz(cluster.nodes()),
+              "groups": [{"nodes": _rotate(entry_nodes(cluster, r, route), i * 7),
+                          "pool": {str(s): pool[s] for s in by_home[r][i::load.procs]}}
+                         for r in regions if by_home[r][i::load.procs]]}
              for i, (clients, cap) in enumerate(zip(_share(load.hold_clients, load.procs),
                                                     _share(load.max_requests, load.procs),
                                                     strict=True))]
-    result = await measured(cluster, http, specs, HOLD_ROUTE, load.duration_s * 3 + 60)
-    return report(result, "201"), held(result["created"])
+    result = await measured(cluster, http, specs, HOLD_ROUTE, load.duration_s * 3 + 60,
+                            settle=settle)
+    return {**report(result, "201"), "route": route}, held(result["created"])
 
 
 async def confirms(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                   bookings: list[list[str]]) -> dict[str, Any]:
-    """`bookings`: [booking, owner's token, captured payment id] (`payments.pay`)."""
-    nodes = cluster.nodes()
+                   bookings: list[list[str]], route: str,
+                   settle: Settle | None = None) -> dict[str, Any]:
+    """`bookings`: [booking, owner's token, captured payment id] (`payments.pay`), each
+    confirmed once, sent `route`."""
+    regions = list(cluster.topology.regions)
+    by_home: dict[str, list[list[str]]] = {r: [] for r in regions}
+    for item in bookings:
+        by_home[cluster.home_of(ids.booking_show(item[0]))].append(item)
     specs = [{"kind": "confirms", "concurrency": clients, "duration_s": load.duration_s,
-              "max_requests": cap, "seed": i, "warm_urls": _healthz(nodes),
-              "groups": [{"nodes": _rotate(nodes, i * 7),
-                          "bookings": bookings[i::load.procs]}]}
+              "max_requests": cap, "seed": i, "warm_urls": _healthz(cluster.nodes()),
+              "groups": [{"nodes": _rotate(entry_nodes(cluster, r, route), i * 7),
+                          "bookings": by_home[r][i::load.procs]}
+                         for r in regions if by_home[r][i::load.procs]]}
              for i, (clients, cap) in enumerate(zip(_share(load.hold_clients, load.procs),
                                                     _share(load.max_requests, load.procs),
                                                     strict=True))]
-    result = await measured(cluster, http, specs, CONFIRM_ROUTE, load.duration_s * 3 + 60)
-    return report(result, "200")
+    result = await measured(cluster, http, specs, CONFIRM_ROUTE, load.duration_s * 3 + 60,
+                            settle=settle)
+    return {**report(result, "200"), "route": route}
 
 
 # -- 1b: everyone wants the same seat -------------------------------------------------
 
+def answer_kind(answer: dict[str, Any]) -> str:
+    """An answer's status; for a 5xx also what failed (its message up to the first ';',
+    e.g. "... cannot take writes now (redis master)"), without per-request details."""
+    if answer["status"] < 500:
+        return str(answer["status"])
+    outcome = f", outcome {answer['outcome']}" if answer.get("outcome") else ""
+    return f"{answer['status']} {answer['error']}: " \
+        f"{(answer.get('message') or '').split(';')[0]}{outcome}"
+
+
 async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
                    show: int, seat: str) -> dict[str, Any]:
+    """`rush_clients` holds of one seat at the same moment, spread over every node (so
+    most are forwarded); the show is in no seat cache before."""
     nodes = cluster.nodes()
     requests = [["POST", f"{nodes[j % len(nodes)]}/booking/seats/{show}/lock",
                  {"seat_ids": [seat]}, bearer(token_for(cluster.topology, f"rush-{j}"))]
@@ -175,6 +248,7 @@ async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
              for i in range(load.procs) if (part := requests[i::load.procs])]
     result = await measured(cluster, http, specs, HOLD_ROUTE, 120)
     answers = result["results"]
+    by_status = Counter(answer_kind(a) for a in answers)
     other = Counter(f"{a['status']} {a['error']}" for a in answers
                     if a["status"] != 201 and not (a["status"] == 409
                                                    and a["error"] == "seats_unavailable"))
@@ -183,8 +257,10 @@ async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
             "created_201": sum(a["status"] == 201 for a in answers),
             "clean_409": sum(a["status"] == 409 and a["error"] == "seats_unavailable"
                              for a in answers),
-            "other": dict(other), "server_mean_ms": result["server_mean_ms"],
-            "cpu": result["cpu"]}
+            "answers": dict(by_status.most_common()), "other": dict(other),
+            "server_mean_ms": result["server_mean_ms"], "cpu": result["cpu"],
+            "cache": result["cache"], "node_holds": result["node_holds"],
+            "writes_shed": result["writes_shed"]}
 
 
 # -- 3: seat-map reads and the trivial handler -----------------------------------------
@@ -222,7 +298,8 @@ async def hot_reads(cluster: BenchCluster, http: aiohttp.ClientSession, load: Lo
 
 
 async def invalidate(cluster: BenchCluster, shows: list[int]) -> None:
-    """A RESET change per show on its home master: every node forgets those shows."""
+    """A RESET change per show on its home master's region channel (every node hears
+    it): every node forgets those shows."""
     for region in cluster.topology.regions:
         mine = [s for s in shows if cluster.home_of(s) == region]
         if not mine:
@@ -254,8 +331,6 @@ async def cold_reads(cluster: BenchCluster, http: aiohttp.ClientSession,
     shows, nodes = cluster.shows(), cluster.nodes()
     pairs = [f"{n}/shows/{s}/seats" for s in shows for n in nodes]
     merged: list[dict[str, Any]] = []
-    misses0 = await counter(http, nodes, "bookcluster_seat_cache_lookups_total",
-                            result="miss")
     started, left = time.perf_counter(), load.max_requests
     while left > 0 and (not merged or time.perf_counter() - started < load.duration_s):
         await invalidate(cluster, shows)
@@ -264,29 +339,37 @@ async def cold_reads(cluster: BenchCluster, http: aiohttp.ClientSession,
         result = await measured(cluster, http, specs, SEATS_ROUTE, load.duration_s * 3 + 60)
         merged.append(result)
         left -= len(result["latencies"])
-    misses = await counter(http, nodes, "bookcluster_seat_cache_lookups_total",
-                           result="miss") - misses0
     elapsed = sum(r["elapsed_s"] for r in merged)
+    misses = sum(r["cache"]["lookups"].get("miss", 0) for r in merged)
     total = {"elapsed_s": elapsed, "latencies": [x for r in merged for x in r["latencies"]],
              "bytes": sum(r["bytes"] for r in merged),
              "statuses": dict(sum((Counter(r["statuses"]) for r in merged), Counter())),
              "errors": dict(sum((Counter(r["errors"]) for r in merged), Counter())),
              "exhausted": False, "processes": load.procs,
              "server_mean_ms": _mean([r["server_mean_ms"] for r in merged]),
-             "cpu": merge_cpu([r["cpu"] for r in merged], elapsed)}
+             "cpu": merge_cpu([r["cpu"] for r in merged]), "cache": merged[0]["cache"]}
     reads = len(total["latencies"])
     return {**report(total, "200"), "rounds": len(merged), "cache_misses": int(misses),
             "miss_share": round(misses / reads, 3) if reads else None}
 
 
-def merge_cpu(parts: list[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
+def merge_cpu(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several measured windows as one: CPU seconds add up, shares are time-weighted."""
     used: Counter[str] = Counter()
     for part in parts:
         used.update(part["cpu_s"])
+    window = sum(p["window_s"] for p in parts)
     total = sum(used.values())
-    cores = os.cpu_count() or 1
-    return {"cpu_s": {k: round(v, 2) for k, v in used.items()},
-            "busy_share_of_machine": round(total / (elapsed_s * cores), 3) if elapsed_s else None,
+
+    def weighted(key: str) -> float | None:
+        if not window or any(p[key] is None for p in parts):
+            return None
+        return round(sum(p[key] * p["window_s"] for p in parts) / window, 3)
+
+    return {"cpu_s": {k: round(v, 3) for k, v in used.items()}, "window_s": round(window, 3),
+            "machine_busy_share": weighted("machine_busy_share"),
+            "accounted_share": weighted("accounted_share"),
+            "unaccounted_share": weighted("unaccounted_share"),
             "share": {k: round(v / total, 3) if total else None for k, v in used.items()}}
 
 

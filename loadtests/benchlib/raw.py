@@ -48,6 +48,7 @@ from router.registry import (
 from router.secrets import generate_local
 from router.topology import Endpoint, Limits, load_topology
 
+from .cpu import cpu_seconds
 from .local import AuxServers
 from .stats import summarize
 
@@ -223,6 +224,14 @@ class ScratchServers:
         # Not inside the implicit transaction above; only our tables (the role owns no others).
         await conn.execute("VACUUM ANALYZE show, show_seat, booking, booking_seat")
 
+    def server_cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far of the scratch redis-server and PostgreSQL (all backends)."""
+        groups: dict[str, list[int]] = {}
+        for child in self.aux.supervisor.children:
+            groups.setdefault("redis" if child.spec.role.startswith("redis") else "postgres",
+                              []).append(child.pid)
+        return cpu_seconds(groups)
+
     def stop(self) -> None:
         self.aux.stop()
 
@@ -249,17 +258,22 @@ async def redis_hold_limit(servers: ScratchServers, requests: int, clients: int,
                 "EVALSHA", sha, "5", *keys.show_keys(show), keys.SEAT_CHANGES_CHANNEL,
                 str(show), "b__rand_int__", "600000", "1",
                 *[f"{chr(65 + i)}__rand_int__" for i in range(seats)]]
+        cpu0 = servers.server_cpu_s()["redis"]
         started = time.perf_counter()
         out = await _run(argv, timeout_s)
         elapsed = time.perf_counter() - started
+        cpu = servers.server_cpu_s()["redis"] - cpu0
         rows = list(csv.DictReader(io.StringIO(out[out.index('"test"'):])))
         row = rows[-1]
         runs.append({"seats": seats, "requests": requests // 2, "elapsed_s": round(elapsed, 3),
                      "per_s": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
-                     "p99_ms": float(row["p99_latency_ms"])})
+                     "p99_ms": float(row["p99_latency_ms"]), "server_cpu_s": round(cpu, 3)})
     total = sum(r["requests"] for r in runs)
     per_s = total / sum(r["requests"] / r["per_s"] for r in runs)
     return {"per_s": round(per_s, 1), "clients": clients, "runs": runs,
+            # what one HOLD costs redis-server, the floor of a hold's Redis CPU
+            "server_cpu_ms_per_op": round(sum(r["server_cpu_s"] for r in runs) * 1000
+                                          / total, 4),
             "p50_ms": max(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs),
             "tool": str(binary), "command": "EVALSHA <HOLD sha> 4 <keys of one show> "
             "<channel> <show> b__rand_int__ 600000 A__rand_int__ B__rand_int__ [C__rand_int__]"}
@@ -277,8 +291,10 @@ async def _pgbench(binary: Path, servers: ScratchServers, script: str, name: str
             "-T", str(max(1, round(duration_s))), "-f", str(folder / "script.sql"),
             "--log", f"--log-prefix={folder / 'log'}",
             *[f"-D{k}={v}" for k, v in defines.items()], PG_DATABASE]
+    cpu0 = servers.server_cpu_s()["postgres"]
     out = await _run(argv, duration_s * 4 + 60, cwd=folder,
                      env={"PGPASSWORD": servers.secrets.pg_password})
+    cpu = servers.server_cpu_s()["postgres"] - cpu0
     latencies = []
     for log in folder.glob("log.*"):
         for line in log.read_text().splitlines():
@@ -288,6 +304,7 @@ async def _pgbench(binary: Path, servers: ScratchServers, script: str, name: str
     tps = next((float(line.split("=")[1].split()[0]) for line in out.splitlines()
                 if line.startswith("tps =")), None)
     return {"pgbench_tps": tps, "latency": summarize(latencies), "clients": clients,
+            "server_cpu_s": round(cpu, 3),
             "duration_s": max(1, round(duration_s)), "tool": str(binary)}
 
 
@@ -311,9 +328,13 @@ async def pg_limits(servers: ScratchServers, clients: int, duration_s: float) ->
     finally:
         await conn.close()
     hold.update(per_s=round(held / hold["duration_s"], 1), made=held, attempted=attempted,
-                exhausted=held < attempted)
+                exhausted=held < attempted,
+                server_cpu_ms_per_op=round(hold["server_cpu_s"] * 1000 / held, 4)
+                if held else None)
     confirm.update(per_s=round(sold / confirm["duration_s"], 1), made=sold,
-                   exhausted=sold >= servers.confirm_bookings)
+                   exhausted=sold >= servers.confirm_bookings,
+                   server_cpu_ms_per_op=round(confirm["server_cpu_s"] * 1000 / sold, 4)
+                   if sold else None)
     return {"hold_write": hold, "confirm": confirm}
 
 

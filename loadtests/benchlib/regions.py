@@ -6,6 +6,9 @@ delta's arrival is compared with its `ts` (the home master's clock, ms: same
 machine, same clock) and with the moment the hold's 201 arrived (a delta can beat
 the 201: the master publishes before PostgreSQL records the hold). Deltas carry
 seat statuses only, no booking ids: a delta is matched to its hold by show and seat.
+A socket that is sent a fresh snapshot instead (the reconciler's RESET of a show,
+e.g. when a replica link came back, or a gap in versions) learns the holds from it:
+those are counted as `via_snapshot`, not lost.
 
 Local vs remote: the same holds, confirms and seat-map reads at low concurrency
 through a node of the show's home region and through nodes of other regions.
@@ -45,12 +48,18 @@ async def change_delay(cluster: BenchCluster, http: aiohttp.ClientSession, load:
     sockets: list[aiohttp.ClientWebSocketResponse] = []
     readers: list[asyncio.Task[None]] = []
 
+    resynced: dict[tuple[str, str], set[str]] = {pair: set() for pair in arrivals}
+
     async def read(pair: tuple[str, str], ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             data = json.loads(msg.data)
             if data.get("type") == "snapshot":
+                if snapshots[pair].is_set():  # a RESET (e.g. the reconciler's) or a gap
+                    resynced[pair].update(f"{data.get('show_id')}/{seat['seat_id']}"
+                                          for seat in data.get("seats") or []
+                                          if seat.get("status") == "LOCKED")
                 snapshots[pair].set()
             elif data.get("type") == "delta" and data.get("status") == "LOCKED":
                 arrived = time.time() * 1000
@@ -105,9 +114,12 @@ async def change_delay(cluster: BenchCluster, http: aiohttp.ClientSession, load:
     pairs: dict[str, Any] = {}
     for (home, reader), got in arrivals.items():
         mine = [a for a in got if a[0] in created]
+        seen = {a[0] for a in mine}
         pairs[f"{home}->{reader}"] = {
             "home": home, "reader": reader, "expected": len(sent[home]),
             "received": len(mine),
+            # holds the socket learnt from a fresh snapshot instead of their delta
+            "via_snapshot": len(set(sent[home]) & resynced[(home, reader)] - seen),
             "from_ts": summarize([arrived - ts for _, arrived, ts in mine]),
             "from_201": summarize([arrived - created[b] for b, arrived, _ in mine])}
     return {"pairs": pairs, "holds_per_home": {h: len(v) for h, v in sent.items()}}
@@ -167,9 +179,10 @@ async def local_remote(cluster: BenchCluster, http: aiohttp.ClientSession, load:
     out: dict[str, Any] = {}
     made: dict[str, list[Held]] = {}
     for where in ("local", "remote"):
-        groups = [{"nodes": _others(cluster, h) if where == "remote" else cluster.nodes(h),
-                   "pool": {str(s): seats for s, seats in pools[h][where].items()}}
-                  for h in regions]
+        groups: list[dict[str, Any]] = [
+            {"nodes": _others(cluster, h) if where == "remote" else cluster.nodes(h),
+             "pool": {str(s): seats for s, seats in pools[h][where].items()}}
+            for h in regions]
         result = await run({"kind": "holds", "groups": groups, "user": f"wan-{where}",
                             "topology": str(cluster.topology.path)})
         out[f"hold_{where}"] = report(result, "201")

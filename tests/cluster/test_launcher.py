@@ -101,7 +101,8 @@ def test_up_status_down_leaves_nothing(topology: Path, tmp_path: Path) -> None:
     procs = state["processes"]
     assert state["running"] and all(p["healthy"] for p in procs), procs
     assert sorted(p["role"] for p in procs) == [
-        "etcd", "node", "pg-member", "pg-member", "redis-master", "redis-replica"]
+        "etcd", "node", "pg-member", "pg-member", "redis-master", "redis-replica",
+        "redis-sentinel"]
     for proc in procs:
         assert {"region", "role", "pid", "host", "port", "address", "healthy"} <= set(proc)
     members = {p["name"]: p for p in procs if p["role"] == "pg-member"}
@@ -111,8 +112,17 @@ def test_up_status_down_leaves_nothing(topology: Path, tmp_path: Path) -> None:
     replica = next(p for p in procs if p["role"] == "redis-replica")
     assert standby["lag_bytes"] is not None and replica["lag_bytes"] is not None
     assert standby["link"] == "streaming" and replica["link"] == "up"
+    master = next(p for p in procs if p["role"] == "redis-master")
+    assert master["redis_role"] == "master" and replica["redis_role"] == "replica"
+    assert replica["master"] == f"{master['host']}:{master['port']}"
+    sentinel = next(p for p in procs if p["role"] == "redis-sentinel")
+    assert sentinel["sentinel_masters"]["north"]["address"] == replica["master"]
+    assert state["redis_masters"]["north"]["server"] == "north.redis.master"
     text = bookcluster(topology, "status").stdout
     assert "north.postgres.2" in text and "LAG" in text and "leader north-1" in text
+    assert f"replica of {replica['master']}, link up" in text
+    assert f"Redis masters as Sentinel sees them: north {replica['master']} " \
+        "(north.redis.master)" in text
 
     down = bookcluster(topology, "down")
     assert down.returncode == 0, down.stderr

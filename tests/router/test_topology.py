@@ -36,6 +36,10 @@ def test_embedded_default_describes_three_regions_of_five_nodes() -> None:
     assert len(topology.theatres) >= 60
     assert topology.settings.hold_ttl_s == 600.0
     assert topology.settings.max_seats_per_booking == 10
+    # Three sentinels, one per region, each region's own asked first; 1 s to fail over.
+    assert [str(ep) for ep in topology.sentinels(first="south")] == [
+        "127.0.0.1:6429", "127.0.0.1:6419", "127.0.0.1:6439"]
+    assert topology.settings.redis_down_after_s == 1.0
 
 
 def test_loaded_topology_is_frozen(tmp_path: Path) -> None:
@@ -135,3 +139,17 @@ def test_durations() -> None:
     assert parse_duration("30m") == 1800.0
     with pytest.raises(ValueError):
         parse_duration("5 parsecs")
+
+
+def test_sentinels_are_optional_and_checked(tmp_path: Path) -> None:
+    assert load_topology(write(tmp_path, topology_yaml(
+        tmp_path / "run", sentinels=False))).sentinels() == []
+    text = topology_yaml(tmp_path / "run", redis_down_after="soon")
+    err = error_of(tmp_path, text)
+    assert err.key == "settings.redis_down_after" and "duration" in err.reason
+    lines = topology_yaml(tmp_path / "run").splitlines()
+    master = next(line for line in lines if "master:" in line).split()[-1]
+    south = [i for i, line in enumerate(lines) if "sentinel:" in line][1]
+    lines[south] = f"      sentinel: {master}"
+    err = error_of(tmp_path, "\n".join(lines))
+    assert err.key == "regions.south.redis.sentinel" and "duplicate host:port" in err.reason
