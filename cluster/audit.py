@@ -180,14 +180,9 @@ async def _counts(conn: asyncpg.Connection, table: str,
 
 
 async def _double_sales(conn: asyncpg.Connection, region: str) -> list[Violation]:
-    out = [Violation("sold_twice", region, r["show_id"], r["seat_id"],
-                     f"sold to {', '.join(r['bookings'])}")
-           for r in await conn.fetch(SOLD_TWICE)]
-    out += [Violation("wrong_region", region, r["show_id"], None,
-                      f"{r['n']} booking(s) of theatre {r['theatre_id']}, which {region} "
-                      "does not own")
-            for r in await conn.fetch(BOOKINGS_BY_THEATRE)]
-    return out
+    return [Violation("sold_twice", region, r["show_id"], r["seat_id"],
+                      f"sold to {', '.join(r['bookings'])}")
+            for r in await conn.fetch(SOLD_TWICE)]
 
 
 @dataclass
@@ -199,10 +194,14 @@ class _Ownership:
     epoch: int = 0  # the newest topology applied to this region
     document: str | None = None
     moves: list[str] = field(default_factory=list)
+    # Bookings of theatres this region does not own: (show, theatre, how many).
+    strays: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 async def _ownership(conn: asyncpg.Connection) -> _Ownership:
     found = _Ownership()
+    found.strays = [(r["show_id"], r["theatre_id"], r["n"])
+                    for r in await conn.fetch(BOOKINGS_BY_THEATRE)]
     found.owners = {r["theatre_id"]: (r["state"], r["epoch"], r["owner"])
                     for r in await conn.fetch(OWNERS)}
     found.sold = {(r["show_id"], r["seat_id"]): r["booking_id"] for r in await conn.fetch(SOLD)}
@@ -241,6 +240,12 @@ def _across_regions(topology: Topology, found: dict[str, _Ownership]) -> list[Vi
                                  f"does not parse: {exc}"))
     theatres = sorted({t for own in found.values() for t in own.theatres})
     moving = {m.split()[0]: m for own in found.values() for m in own.moves}
+    homes = {t: [r for r, own in found.items()
+                 if own.owners.get(t, ("",))[0] in ("OWNED", "FROZEN")] for t in theatres}
+    out += [Violation("wrong_region", region, show, None,
+                      f"{n} booking(s) of theatre {theatre}, which {region} does not own, "
+                      f"whose home is {' and '.join(homes.get(theatre, [])) or 'nowhere'}")
+            for region, own in found.items() for show, theatre, n in own.strays]
     for theatre in theatres:
         holders = {region: own.owners[theatre] for region, own in found.items()
                    if own.owners.get(theatre, ("",))[0] in ("OWNED", "FROZEN")}

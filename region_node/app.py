@@ -99,7 +99,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 hub.resync(show_id)
 
         swap.hooks.append(rehome)
-        poll = asyncio.create_task(swap.run(), name="topology-poll")
+        poll = asyncio.create_task(swap.run(settings.topology_poll_s), name="topology-poll")
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         try:
             yield

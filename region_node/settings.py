@@ -13,6 +13,8 @@ from router.topology import Endpoint, Topology, duration_arg, load_topology
 # (`server.py` closes the connection) and then its body (`body.py`: 408).
 HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 10.0
+# How often a node looks for a topology epoch applied while it was not listening.
+TOPOLOGY_POLL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class NodeSettings:
     routes: dict[str, Endpoint] = field(default_factory=dict)
     header_timeout_s: float = HEADER_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
+    topology_poll_s: float = TOPOLOGY_POLL_S
 
     @property
     def name(self) -> str:
@@ -45,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--body-timeout", type=duration_arg, default=BODY_TIMEOUT_S,
                    help="answer 408 to a body that has not arrived within this "
                         f"(default {BODY_TIMEOUT_S:g}s)")
+    p.add_argument("--topology-poll", type=duration_arg, default=TOPOLOGY_POLL_S,
+                   help="look for a newer applied topology epoch this often "
+                        f"(default {TOPOLOGY_POLL_S:g}s)")
     return p
 
 
@@ -53,8 +59,8 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
     topology = load_topology(args.topology, run_dir=args.run_dir)
     if args.region not in topology.regions:
         parser().error(f"--region {args.region!r} is not in {topology.path}")
-    if args.header_timeout <= 0 or args.body_timeout <= 0:
-        parser().error("--header-timeout and --body-timeout must be positive")
+    if args.header_timeout <= 0 or args.body_timeout <= 0 or args.topology_poll <= 0:
+        parser().error("--header-timeout, --body-timeout and --topology-poll must be positive")
     overrides = {}
     if args.hold_ttl is not None:
         overrides["hold_ttl_s"] = args.hold_ttl
@@ -62,4 +68,4 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
         topology = topology.with_settings(**overrides)
     routes = load_routes(args.wan_routes) if args.wan_routes else {}
     return NodeSettings(topology, args.region, args.host, args.port, routes,
-                        args.header_timeout, args.body_timeout)
+                        args.header_timeout, args.body_timeout, args.topology_poll)

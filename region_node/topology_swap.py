@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # A hook gets the new topology and the shows whose home changed (show -> old home).
 Hook = Callable[[Topology, dict[int, str]], None]
 # A process that missed an apply (down, partitioned) finds the epoch in its store this often.
-POLL_INTERVAL_S = 5.0
+POLL_INTERVAL_S = 5.0  # nodes: `--topology-poll`
 
 
 class MapDisagrees(RouterError):
@@ -107,11 +107,11 @@ class TopologySwap:
         return replace(current, epoch=parsed.epoch, regions=parsed.regions,
                        theatres=parsed.theatres)
 
-    async def run(self) -> None:
+    async def run(self, interval_s: float = POLL_INTERVAL_S) -> None:
         """Look for a newer epoch in this region's store now and then (a process that
-        missed an apply catches up within POLL_INTERVAL_S, reads included)."""
+        missed an apply catches up within `interval_s`, reads included)."""
         while True:
-            await asyncio.sleep(POLL_INTERVAL_S)
+            await asyncio.sleep(interval_s)
             try:
                 await self.adopt()
             except Exception:  # the next round tries again; routing goes on meanwhile
