@@ -317,7 +317,7 @@ async def test_booking_outside_its_home_region_is_found(clean: Cluster, catalog:
     found = only(await run_audit(clean.topology))
     assert (found.check, found.region, found.show_id, found.seat_id) == (
         "wrong_region", "south", show, None)
-    assert found.detail.endswith("which south does not own"), found.detail
+    assert found.detail.endswith("which south does not own, whose home is north"), found.detail
 
 
 async def test_seat_booked_for_an_initiated_booking_is_found(
