@@ -263,9 +263,9 @@ class Mover:
         wanted: dict[int, list[str]] = {show: [] for show in self.shows}
         for row in rows:
             want = pg_wanted(row, now)
-            if want != "A":
-                wanted[row["show_id"]] += [row["seat_id"], want]
-        holds = sum(1 for pairs in wanted.values() for w in pairs[1::2] if w[0] == "H")
+            if want != "A":  # (seat, expected, wanted): the keys are deleted just before
+                wanted[row["show_id"]] += [row["seat_id"], "A", want]
+        holds = sum(1 for triples in wanted.values() for w in triples[2::3] if w[0] == "H")
         repair = dst.register_script(REPAIR)
         async with dst.pipeline(transaction=False) as pipe:
             for show, version in zip(self.shows, versions, strict=True):

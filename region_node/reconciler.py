@@ -19,6 +19,13 @@ A seat held in Redis whose booking PostgreSQL does not know yet is a hold in
 flight (Redis answers first) or an abandoned one (the sweeper ends it): it is
 left alone. Seats PostgreSQL changed in the last second are left to the next
 pass: their mirror change may be on its way.
+
+Sales and releases keep happening while a pass runs, so the order matters:
+Redis is read first and PostgreSQL after it, with the settling window widened
+by the time in between: a change committed after the Redis read is then always
+"settling" and never compared with a Redis state from before it. And the repair
+script is a compare-and-set: a seat whose Redis state is no longer what the pass
+read (a hold, sale or release landed meanwhile) is left to the next pass.
 """
 
 from __future__ import annotations
@@ -71,6 +78,16 @@ def pg_wanted(row: asyncpg.Record, now: float) -> str:
     if row["status"] == "LOCKED" and expires.timestamp() > now:
         return f"H:{row['hold_booking_id']}|{int(expires.timestamp() * 1000)}"
     return "A"
+
+
+def redis_raw(state: SeatState, seat: str) -> str:
+    """The seat as the REPAIR script reads it (an expired hold is still a hold)."""
+    if seat in state.blocked:
+        return "U"
+    if seat in state.booked:
+        return f"B:{state.booked[seat]}"
+    hold = state.holds.get(seat)
+    return f"H:{hold[0]}|{hold[1]}" if hold is not None else "A"
 
 
 def redis_has(state: SeatState, seat: str, now_ms: int) -> str:
@@ -195,9 +212,12 @@ class Reconciler:
         that makes nodes read it again) even if nothing differs."""
         report = RepairReport(shows_checked=len(show_ids))
         master = self.connections.redis_master(self.region)
+        repaired = 0
         for chunk in (show_ids[i:i + 200] for i in range(0, len(show_ids), 200)):
-            wanted, settling = await self._pg_state(chunk)
+            redis_read = time.monotonic()  # Redis first: see the module's docstring
             states = {show: await read_seat_state(master, show) for show in chunk}
+            wanted, settling = await self._pg_state(
+                chunk, SETTLE + timedelta(seconds=time.monotonic() - redis_read))
             known = await self._known_bookings(states.values())
             now_ms = int(time.time() * 1000)
             for show in chunk:
@@ -206,21 +226,24 @@ class Reconciler:
                 if fix:
                     report.divergent[show] = fix
                 if not dry_run and (fix or rewrite):
-                    args = [min_version] + [x for seat in sorted(fix) for x in (seat, fix[seat])]
-                    await self.home.script(self.region, "repair", show, args)
-        if not dry_run:
-            self.repaired_total += report.divergent_seats
+                    args = [min_version] + [x for seat in sorted(fix) for x in (
+                        seat, redis_raw(states[show], seat), fix[seat])]
+                    _, changed = await self.home.script(self.region, "repair", show, args)
+                    repaired += int(changed)
+        self.repaired_total += repaired
         return report
 
-    async def _pg_state(self, shows: list[int]
+    async def _pg_state(self, shows: list[int], settle: timedelta
                         ) -> tuple[dict[int, dict[str, str]], dict[int, set[str]]]:
+        """What PostgreSQL wants for these shows' seats, and the seats it changed within
+        `settle` (whose mirror change may not have reached Redis yet)."""
         async with self.home.connection(self.region) as conn:
             rows = await conn.fetch(
                 "SELECT show_id, seat_id, status, hold_booking_id, hold_expires_at, "
                 "booked_booking_id, updated_at > now() - $2::interval AS settling "
                 "FROM show_seat WHERE show_id = ANY($1::bigint[]) "
                 "AND (status <> 'AVAILABLE' OR updated_at > now() - $2::interval)",
-                shows, SETTLE)
+                shows, settle)
         now = time.time()
         wanted: dict[int, dict[str, str]] = {}
         settling: dict[int, set[str]] = {}

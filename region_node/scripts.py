@@ -127,24 +127,39 @@ if not changed then return 0 end
 return publish(seats, 'BOOKED', ARGV[3])
 """
 
-# ARGV: channel, show_id, min_version, then pairs (seat, wanted state) where the
-# state is "B:<booking>" (sold), "H:<booking>|<expires_ms>" (held), "U" (never
-# for sale) or "A" (free). The reconciler's repair: sets each listed seat to
-# what PostgreSQL says, raises the version to at least min_version (a new
-# generation of the master), and publishes RESET on the show's channel so every
-# node that follows the show drops its copy and reads it again (a new generation
-# repairs every show of the region, so it reaches every node that caches any of
-# them). Returns the new version.
+# ARGV: channel, show_id, min_version, then triples (seat, expected, wanted) where
+# a state is "B:<booking>" (sold), "H:<booking>|<expires_ms>" (held, expired or
+# not), "U" (never for sale) or "A" (free). The reconciler's repair: sets each
+# listed seat that still is what the reconciler read (`expected`) to what
+# PostgreSQL says: a seat a hold, sale or release changed since that read is
+# left to the next pass, so a repair never undoes a change it did not see.
+# Then it raises the version to at least min_version (a new generation of the
+# master), and publishes RESET on the show's channel so every node that follows
+# the show drops its copy and reads it again (a new generation repairs every
+# show of the region, so it reaches every node that caches any of them).
+# Returns {version, seats changed}.
 REPAIR = """
-for i = 4, #ARGV, 2 do
-  local seat, want = ARGV[i], ARGV[i + 1]
-  local kind = string.sub(want, 1, 1)
-  redis.call('HDEL', KEYS[1], seat)
-  redis.call('HDEL', KEYS[2], seat)
-  redis.call('SREM', KEYS[3], seat)
-  if kind == 'B' then redis.call('HSET', KEYS[2], seat, string.sub(want, 3))
-  elseif kind == 'H' then redis.call('HSET', KEYS[1], seat, string.sub(want, 3))
-  elseif kind == 'U' then redis.call('SADD', KEYS[3], seat) end
+local function current(seat)
+  if redis.call('SISMEMBER', KEYS[3], seat) == 1 then return 'U' end
+  local booked = redis.call('HGET', KEYS[2], seat)
+  if booked then return 'B:' .. booked end
+  local held = redis.call('HGET', KEYS[1], seat)
+  if held then return 'H:' .. held end
+  return 'A'
+end
+local changed = 0
+for i = 4, #ARGV, 3 do
+  local seat, expected, want = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if current(seat) == expected then
+    local kind = string.sub(want, 1, 1)
+    redis.call('HDEL', KEYS[1], seat)
+    redis.call('HDEL', KEYS[2], seat)
+    redis.call('SREM', KEYS[3], seat)
+    if kind == 'B' then redis.call('HSET', KEYS[2], seat, string.sub(want, 3))
+    elseif kind == 'H' then redis.call('HSET', KEYS[1], seat, string.sub(want, 3))
+    elseif kind == 'U' then redis.call('SADD', KEYS[3], seat) end
+    changed = changed + 1
+  end
 end
 local version = redis.call('INCR', KEYS[4])
 local floor = tonumber(ARGV[3])
@@ -158,7 +173,7 @@ redis.call('PUBLISH', ARGV[1] .. ':' .. ARGV[2], string.format(
   '{"show": %d, "version": %d, "seats": [], "status": "RESET", "ts": %d}',
   tonumber(ARGV[2]), version,
   tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)))
-return version
+return {version, changed}
 """
 
 # ARGV: channel, show_id, booking_id, ttl_ms, deadline_ms, seat...
