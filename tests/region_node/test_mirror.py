@@ -15,6 +15,9 @@ import aiohttp
 
 from cluster import faults
 from cluster.audit import run_audit
+from region_node import keys
+from region_node.scripts import REPAIR
+from router.registry import make_master
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
@@ -125,6 +128,30 @@ async def test_a_master_that_came_back_empty_is_repaired(
     assert not doubles
     report = await run_audit(clean.topology, grace_s=5.0)
     assert not report.violations, report.violations[:5]
+
+
+async def test_a_repair_leaves_a_seat_that_changed_since_the_pass_read_it(
+        clean: Cluster, catalog: Any) -> None:
+    """The reconciler's REPAIR is a compare-and-set: a seat whose Redis state is no
+    longer what the pass read (a sale or release landed in between) is left to the next
+    pass, so a repair never undoes a change it did not see."""
+    show = shows_in(clean, catalog, "south")[1]
+    seat = seats_of(catalog, show, 1)[0]
+    master = make_master(clean.topology, "south")
+    repair = master.register_script(REPAIR)
+    show_keys, head = keys.show_keys(show), [keys.SEAT_CHANGES_CHANNEL, show, 0]
+    try:
+        # The pass read the seat held by b-x (since sold or freed: it is free now).
+        _, changed = await repair(keys=show_keys, args=[*head, seat, "H:b-x|1", "B:b-y"])
+        assert changed == 0
+        assert await master.hget(keys.show_booked(show), seat) is None
+        _, changed = await repair(keys=show_keys, args=[*head, seat, "A", "U"])
+        assert changed == 1 and await master.sismember(keys.show_blocked(show), seat)
+    finally:
+        await repair(keys=show_keys, args=[*head, seat, "U", "A"])
+        blocked = await master.sismember(keys.show_blocked(show), seat)
+        await master.aclose()
+    assert not blocked
 
 
 def test_repair_command_reports_and_fixes(cluster: Cluster) -> None:
