@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -263,14 +264,18 @@ class BookingService:
                 "payments": [{"payment_id": p["id"], "status": p["status"],
                               "amount_paise": p["amount_paise"]} for p in payments]}
 
-    async def ticket_file(self, booking_id: str) -> str | None:
-        """Where the booking's ticket was written (recorded after the file was), or None.
-        A ticket made before its theatre moved stays where it was made."""
+    async def ticket_png(self, booking_id: str) -> bytes | None:
+        """The booking's ticket picture once its worker made it, or None. Tickets made
+        before pictures moved into PostgreSQL are read from the file recorded then."""
         show = await self.show_of_booking(booking_id)
         async with self.home.connection(show.region) as conn:
-            path: str | None = await conn.fetchval(
-                "SELECT path FROM ticket WHERE booking_id = $1", booking_id)
-        return path
+            row = await conn.fetchrow("SELECT png, path FROM ticket WHERE booking_id = $1",
+                                      booking_id)
+        if row is None:
+            return None
+        if row["png"] is not None:
+            return bytes(row["png"])
+        return await asyncio.to_thread(_read_if_there, Path(row["path"]))
 
     async def list_for_user(self, user_id: str) -> dict[str, Any]:
         """Bookings of a user in every region (each region holds its own), newest first."""
@@ -387,3 +392,7 @@ async def free_seats(conn: asyncpg.Connection,
             "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED'", booking_ids)
         await mirror.record_release(conn, freed)
     return freed
+
+
+def _read_if_there(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None

@@ -1,4 +1,4 @@
-"""Files the jobs deliver (tickets, mails): written whole, then renamed into place.
+"""Files the jobs deliver (mails): written whole, then renamed into place.
 
 Written on the event loop, not in a thread: measured with
 `loadtests/worker_drain.py` at 60 confirms/s, `asyncio.to_thread` cost more than

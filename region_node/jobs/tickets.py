@@ -1,23 +1,17 @@
 """Ticket generation: a PNG with a QR code carrying a signed booking reference.
 
-Stored under the run folder (`tickets/<region>/<booking_id>.png`) and served
-by any node at `GET /booking/booking/{id}/ticket`. Idempotent: the image is
-a function of the booking, written atomically, recorded once.
+Stored in the booking's region's PostgreSQL (`ticket.png`, about 5.5 KB), so any
+node on any host serves it at `GET /booking/booking/{id}/ticket` and a theatre
+move carries it. Idempotent: the image is a function of the booking, recorded once.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from region_node.jobs.context import JobContext
-from region_node.jobs.files import deliver
 from region_node.jobs.ticket_image import png, render
 from region_node.signing import ticket_reference
-
-
-def ticket_path(run_dir: Path, region: str, booking_id: str) -> Path:
-    return run_dir / "tickets" / region / f"{booking_id}.png"
 
 
 async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
@@ -35,11 +29,10 @@ async def generate(ctx: JobContext, data: dict[str, Any]) -> str:
         f"Paid: Rs {booking['amount_paise'] / 100:.2f}",
         f"Ref: {reference}",
     ]
+    image = png(render(reference, lines))
     # The booking's home, which is ours unless its theatre moved since the job was queued.
-    path = ticket_path(ctx.run_dir, booking["region"], booking["booking_id"])
-    deliver(png(render(reference, lines)), path)
     async with ctx.home.write(booking["region"], show.id) as conn:
         await conn.execute(
-            "INSERT INTO ticket (booking_id, reference, path) VALUES ($1, $2, $3) "
-            "ON CONFLICT (booking_id) DO NOTHING", booking["booking_id"], reference, str(path))
-    return str(path)
+            "INSERT INTO ticket (booking_id, reference, png) VALUES ($1, $2, $3) "
+            "ON CONFLICT (booking_id) DO NOTHING", booking["booking_id"], reference, image)
+    return f"{len(image)} bytes"

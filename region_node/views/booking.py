@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
@@ -129,8 +128,7 @@ async def ticket(request: web.Request, caller: Identity) -> web.StreamResponse:
     booking = await request.app[bookings_key].get(booking_id, caller.user)
     if booking["status"] != "CONFIRMED":
         raise BookingNotPending(booking_id, booking["status"])
-    recorded = await request.app[bookings_key].ticket_file(booking_id)
-    path = Path(recorded) if recorded else None
-    if path is None or not path.exists():
+    image = await request.app[bookings_key].ticket_png(booking_id)
+    if image is None:
         raise TicketNotReady("the ticket is not ready yet; retry in a moment")
-    return web.FileResponse(path, headers={"Content-Type": "image/png"})
+    return web.Response(body=image, content_type="image/png")
