@@ -115,6 +115,9 @@ EPOCH: Schema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 NOT_RECORDED = closed({"available": {"const": False}, "note": STRING})
 LSN_OR_OFFSET: Schema = {"type": ["integer", "null"], "minimum": 0}
 OVERVIEW_REGION = closed({
+    "redis_master_now": {"oneOf": [closed({"up": BOOLEAN}, {
+        "address": STRING, "sentinel": STRING, "error": STRING}), {"type": "null"}],
+        "description": "the region's Redis master as the sentinels name it now"},
     "redis_master": _probe(role=STRING, offset=LSN_OR_OFFSET),
     "redis_replicas": {"type": "array", "items": _probe(
         source=STRING, role=STRING, link=STRING, offset=LSN_OR_OFFSET, lag_bytes=COUNT)},
@@ -208,7 +211,17 @@ def components(topology: Topology) -> dict[str, Schema]:
             "at": TIME, "node": STRING, "epoch": {"type": "integer", "minimum": 1},
             "regions": {"type": "object", "propertyNames": {"enum": regions},
                         "additionalProperties": OVERVIEW_REGION},
-            "failovers": NOT_RECORDED,
+            "failovers": {"oneOf": [NOT_RECORDED, closed({
+                "available": {"const": True}, "unreachable": {"type": "array",
+                                                              "items": STRING},
+                "items": {"type": "array", "items": closed({
+                    "store": {"enum": ["redis", "postgres"]}, "region": STRING, "at": TIME,
+                    "kind": {"enum": ["promoted", "restarted"]},
+                    "to": {"type": ["string", "null"],
+                           "description": "the new master's address (Redis) or leader "
+                                          "member (PostgreSQL)"}},
+                    {"from": STRING, "generation": COUNT, "timeline": COUNT,
+                     "reason": STRING})}})]},
             "moves": {"oneOf": [NOT_RECORDED, closed({
                 "available": {"const": True}, "unreachable": {"type": "array",
                                                               "items": STRING},
