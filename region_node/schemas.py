@@ -12,6 +12,7 @@ from typing import Any
 
 from region_node import ids
 from region_node.confirm import PAYMENT_ID
+from region_node.gateway import MAX_RETURN_URL
 from region_node.ids import IDEMPOTENCY_KEY as KEY_PATTERN
 from region_node.ids import MAX_KEY_LENGTH
 from region_node.jobqueue import COUNT_STATES
@@ -190,6 +191,10 @@ def components(topology: Topology) -> dict[str, Schema]:
                                  "amount_paise": COUNT,
                                  "status": {"enum": list(INTENT_STATUSES)},
                                  "checkout_url": {"type": "string", "format": "uri"}}),
+        "PayRequest": closed({"return_url": {
+            "type": "string", "format": "uri", "maxLength": MAX_RETURN_URL,
+            "description": "http://<one of the cluster's nodes>/...: where the gateway's "
+                           "checkout sends the customer back"}}),
         "ConfirmRequest": closed({"payment_id": pattern(PAYMENT_ID)}),
         "PaymentEvent": closed({"event_id": pattern(GATEWAY_ID),
                                 "kind": {"enum": list(EVENT_KINDS)},

@@ -80,7 +80,9 @@ function regionCard(name, region) {
     row(`${name}.redis.master`, "Redis master", region.redis_master,
       region.redis_master.role, "–"),
     ...region.redis_replicas.map((r) => row(`${name}.redis.replica.${r.source}`,
-      `Redis replica of ${r.source}`, r, r.role && `${r.role}, link ${r.link || "?"}`, lag(r))),
+      `Redis replica of ${r.source}`, r,
+      r.role === "master" ? "master (promoted)" : r.role && `${r.role}, link ${r.link || "?"}`,
+      r.role === "master" ? "–" : lag(r))),
     row(`${name}.postgres.primary`, "PostgreSQL primary", region.pg_primary,
       region.pg_primary.role, "–"),
   ];
