@@ -15,6 +15,9 @@ const STATUS_WORDS = {
   AVAILABLE: "available", LOCKED: "taken", BOOKED: "taken", UNAVAILABLE: "not for sale",
 };
 
+// A payment that failed at the gateway cancels its booking (the region's saga).
+const DECLINED = "The payment was declined, so your hold is released. Pick seats again to book.";
+
 const $ = (id) => document.getElementById(id);
 const VIEWS = ["view-theatres", "view-shows", "view-show", "view-hold", "view-booking",
   "view-bookings"];
@@ -544,7 +547,7 @@ function waitForPayment(booking, paymentId) {
         endHold();
         $("h-hold").textContent = "Not booked";
         $("checkout").hidden = true;
-        alertUser("The payment was declined, so your hold is released. Pick seats again to book.");
+        alertUser(DECLINED);
         return;
       } else if (error instanceof ApiError && error.code === "payment_required") {
         $("payment-state").textContent = "Waiting for the payment…";
@@ -583,8 +586,9 @@ async function bookingView(bookingId, paymentId) {
     return;
   }
   show("view-booking");
-  if (paymentId && booking.status === "CANCELLED") {
-    alertUser("The payment did not go through, so the hold was released.");
+  if (paymentId) {  // back from the checkout: the booking's own address from here on
+    history.replaceState(null, "", `#/booking/${booking.booking_id}`);
+    if (booking.status === "CANCELLED") alertUser(DECLINED);
   }
   $("h-booking").textContent = booking.status === "CONFIRMED" ? "You're booked!" : `Booking ${booking.status.toLowerCase()}`;
   document.title = `${$("h-booking").textContent} — bookcluster`;

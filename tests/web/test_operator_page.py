@@ -3,11 +3,14 @@ Redis and a PostgreSQL switchover show under recent failovers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from cluster import faults, patroni_api, sentinel_api
+from router.topology import Endpoint
 from tests.conftest import Cluster
 from tests.web.conftest import Shots
 
@@ -61,8 +64,8 @@ async def test_operator_page_lists_recent_failovers(cluster: Cluster, browser: A
                                                    shots: Shots) -> None:
     """West's Redis master switched over by Sentinel and north's PostgreSQL leader by
     Patroni: both appear under "Recent failovers" (from the mirror reconciler's log and
-    Patroni's history), and the region card names west's master now. The session
-    cluster keeps running on the new masters (clients follow Sentinel and Patroni)."""
+    Patroni's history), and the region card names west's master now. Both are switched
+    back afterwards: other tests expect the masters where the cluster started them."""
     topology = cluster.topology
     old, new = await sentinel_api.switchover(topology, "west")
     await patroni_api.switchover(topology.region("north"), topology.secrets)
@@ -86,4 +89,26 @@ async def test_operator_page_lists_recent_failovers(cluster: Cluster, browser: A
         await shots.take(page, "failovers")
     finally:
         await context.close()
+        await switch_back(cluster, old)
     assert not errors, f"JavaScript errors: {errors}"
+
+
+async def switch_back(cluster: Cluster, west_master: Endpoint) -> None:
+    """West's Redis master and north's PostgreSQL leader where the cluster started them;
+    each switchover is refused until the demoted server follows again (retried, 60 s)."""
+    topology = cluster.topology
+    north = topology.region("north")
+    deadline = time.monotonic() + 60
+    while await sentinel_api.master_of(topology, "west") != west_master:
+        try:
+            await sentinel_api.switchover(topology, "west")
+        except sentinel_api.SentinelError:
+            assert time.monotonic() < deadline, "west's Redis master did not switch back"
+            await asyncio.sleep(1)
+    while True:
+        try:
+            await patroni_api.switchover(north, topology.secrets, candidate="north-1")
+            break
+        except patroni_api.PatroniError:
+            assert time.monotonic() < deadline, "north's PostgreSQL leader did not switch back"
+            await asyncio.sleep(1)
