@@ -213,23 +213,34 @@ async def recent_moves(connections: Connections) -> dict[str, Any]:
     return {"available": True, "items": items[:MOVES_SHOWN], "unreachable": unreachable}
 
 
+NO_CONNECTIONS = {"available": False, "note": "asked without the node's connections"}
+
+
+async def _records(connections: Connections | None,
+                   http: aiohttp.ClientSession) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Recent failovers and moves, as the cluster recorded them."""
+    if connections is None:
+        return NO_CONNECTIONS, NO_CONNECTIONS
+    failovers, moves = await asyncio.gather(recent_failovers(connections, http),
+                                            recent_moves(connections))
+    return failovers, moves
+
+
 async def overview(topology: Topology, node: str,
                    connections: Connections | None = None) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=READYZ_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         names = list(topology.regions)
-        regions = dict(zip(names, await asyncio.gather(
-            *(_region(topology, name, http) for name in names)), strict=True))
-        failovers = await recent_failovers(connections, http) if connections is not None \
-            else {"available": False, "note": "asked without the node's connections"}
+        # The probes and the records at once: the page waits for the slowest only.
+        probed, (failovers, moves) = await asyncio.gather(
+            asyncio.gather(*(_region(topology, name, http) for name in names)),
+            _records(connections, http))
+    regions = dict(zip(names, probed, strict=True))
     for region in regions.values():
         for replica in region["redis_replicas"]:
             _lag(regions[replica["source"]]["redis_master"], replica, "offset")
         if region["pg_standby"] is not None:
             _lag(region["pg_primary"], region["pg_standby"], "lsn")
     return {"at": datetime.now(UTC).isoformat(), "node": node, "epoch": topology.epoch,
-            "regions": regions,
-            "failovers": failovers,
-            "moves": await recent_moves(connections) if connections is not None
-            else {"available": False, "note": "asked without the node's connections"},
+            "regions": regions, "failovers": failovers, "moves": moves,
             "audit": last_audit(topology)}
