@@ -6,6 +6,7 @@ Reads are open; actions need the `patroni_password` secret (basic auth).
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -31,9 +32,13 @@ def api_urls(region: Region) -> list[str]:
 async def _request(method: str, url: str, *, secrets: Secrets | None = None,
                    body: Any = None, timeout_s: float = TIMEOUT_S) -> tuple[int, Any]:
     """(status, JSON body or text): Patroni answers some actions in plain text."""
-    auth = aiohttp.BasicAuth(API_USER, secrets.get("patroni_password")) if secrets else None
+    # Basic auth by hand: aiohttp 3.14 deprecates BasicAuth (a warning is an error in tests).
+    headers = {}
+    if secrets:
+        pair = f"{API_USER}:{secrets.get('patroni_password')}".encode()
+        headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-        async with session.request(method, url, json=body, auth=auth) as resp:
+        async with session.request(method, url, json=body, headers=headers) as resp:
             text = await resp.text()
     try:
         return resp.status, json.loads(text)

@@ -9,11 +9,18 @@ gateway's does (401 otherwise):
     POST /refunds  {"payment_id", "amount_paise"}                           -> 200 (idempotent)
 The customer's side is public:
     GET  /checkout/{id}   where the customer pays: the amount and the intent's status
+                          (JSON; a browser asking for HTML gets the checkout page)
+    POST /checkout/{id}/pay, /checkout/{id}/decline
+                          the checkout page's buttons: settle, then 303 to return_url
     GET  /healthz
 
-Each intent is captured (or fails: a configurable share, or as asked) after a
-delay, then a signed webhook goes to a node of the booking's home region,
-retried with the same event id until a node answers 2xx.
+An intent made with a `return_url` is a hosted checkout, as a shop's web page makes
+one: it waits for the customer's Pay or Decline on the checkout page, then sends the
+browser back to `return_url` (`{PAYMENT_ID}` in it replaced by the intent's id), which
+must be a page of one of the topology's nodes (a real gateway's registered redirect
+URLs). Any other intent is captured (or fails: a configurable share, or as asked)
+after a delay. Either way a signed webhook then goes to a node of the booking's home
+region, retried with the same event id until a node answers 2xx.
 """
 
 from __future__ import annotations
@@ -21,21 +28,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import html
 import json
 import logging
 import random
 import secrets
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import uvloop
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from region_node.gateway import PAYMENT_ID_PLACEHOLDER, return_url_allowed
 from region_node.signing import SIGNATURE_HEADER, sign_webhook
 from router.errors import RouterError
 from router.topology import Topology, load_topology
@@ -58,6 +69,7 @@ class Intent:
     delivered: bool = False
     refunded_paise: int = 0
     created_at: float = field(default_factory=time.time)
+    return_url: str | None = None  # a hosted checkout: the customer settles it
 
 
 class Gateway:
@@ -90,21 +102,31 @@ class Gateway:
 
     def create(self, body: dict[str, Any]) -> Intent:
         intent = Intent(f"pay_{secrets.token_hex(10)}", body["booking_id"],
-                        int(body["amount_paise"]), body["region"])
+                        int(body["amount_paise"]), body["region"],
+                        return_url=body.get("return_url"))
+        self.intents[intent.id] = intent
+        if intent.return_url is not None:
+            return intent  # the customer pays or declines at the checkout page
         delay = body.get("capture_delay_ms")
         delay_s = self.config.capture_delay_s if delay is None else int(delay) / 1000
         outcome = body.get("outcome") or (
             "fail" if self.rng.random() < self.config.fail_share else "capture")
-        self.intents[intent.id] = intent
-        task = asyncio.create_task(self._settle(intent, delay_s, outcome,
-                                                body.get("webhook") is not False))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._settle_later(intent, delay_s, outcome,
+                                       body.get("webhook") is not False))
         return intent
 
-    async def _settle(self, intent: Intent, delay_s: float, outcome: str,
-                      webhook: bool) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle_later(self, intent: Intent, delay_s: float, outcome: str,
+                            webhook: bool) -> None:
         await asyncio.sleep(delay_s)
+        self.settle(intent, outcome, webhook)
+
+    def settle(self, intent: Intent, outcome: str, webhook: bool = True) -> None:
+        """CAPTURED or FAILED now; the webhook follows."""
         intent.status = "CAPTURED" if outcome == "capture" else "FAILED"
         intent.event_id = f"evt_{secrets.token_hex(10)}"
         event = {"event_id": intent.event_id,
@@ -112,7 +134,7 @@ class Gateway:
                  "payment_id": intent.id, "booking_id": intent.booking_id,
                  "amount_paise": intent.amount_paise}
         if webhook:
-            await self._deliver(intent, json.dumps(event).encode())
+            self._spawn(self._deliver(intent, json.dumps(event).encode()))
 
     async def _deliver(self, intent: Intent, body: bytes) -> None:
         nodes = list(self.topology.region(intent.region).nodes)
@@ -151,6 +173,58 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
+def back_to(intent: Intent) -> str:
+    assert intent.return_url is not None
+    return intent.return_url.replace(PAYMENT_ID_PLACEHOLDER, intent.id)
+
+
+def rupees(paise: int) -> str:
+    return f"₹{paise // 100:,}" if paise % 100 == 0 else f"₹{paise / 100:,.2f}"
+
+
+CHECKOUT_STYLE = """body{font-family:system-ui,sans-serif;max-width:26rem;margin:2rem auto;
+padding:0 1rem;color:#1d2433}h1{font-size:1.3rem}
+.amount{font-size:2rem;font-weight:700;margin:.5rem 0}
+form{display:inline}button{font:inherit;padding:.6rem 1.2rem;margin:.3rem .5rem .3rem 0;
+border-radius:.4rem;border:1px solid #999;background:#fff;cursor:pointer}
+button.pay{background:#1b7f3b;border-color:#1b7f3b;color:#fff}.muted{color:#5b6475}"""
+
+
+def checkout_page(intent: Intent) -> web.Response:
+    """The simulator's checkout: what is paid, and Pay / Decline while it waits."""
+    e = html.escape
+    if intent.status == "PENDING" and intent.return_url is not None:
+        action = (f'<form method="post" action="/checkout/{e(intent.id)}/pay">'
+                  f'<button class="pay" type="submit">Pay {rupees(intent.amount_paise)}'
+                  '</button></form>'
+                  f'<form method="post" action="/checkout/{e(intent.id)}/decline">'
+                  '<button type="submit">Decline</button></form>')
+    elif intent.status == "PENDING":
+        action = "<p>This payment settles by itself in a moment.</p>"
+    else:
+        action = f"<p>Payment {e(intent.status.lower())}.</p>" + (
+            f'<p><a href="{e(back_to(intent))}">Back to the shop</a></p>'
+            if intent.return_url else "")
+    body = (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Checkout — payment gateway simulator</title><style>{CHECKOUT_STYLE}</style>"
+            "</head><body><h1>Payment gateway simulator</h1>"
+            f'<p class="muted">Booking {e(intent.booking_id)} · payment {e(intent.id)}</p>'
+            f'<p class="amount" id="amount">{rupees(intent.amount_paise)}</p>'
+            f"{action}<p class=muted>A simulator: no card, no money.</p></body></html>")
+    # Forms post here; their redirect goes back to the shop's page (form-action covers it).
+    back = "" if intent.return_url is None else " " + _origin(intent.return_url)
+    csp = (f"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{back}; "
+           "frame-ancestors 'none'; base-uri 'none'")
+    return web.Response(text=body, content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def make_app(gateway: Gateway) -> web.Application:
     api_key = gateway.topology.secrets.get("gateway_api_key")
 
@@ -167,8 +241,22 @@ def make_app(gateway: Gateway) -> web.Application:
         intent = gateway.intents.get(request.match_info["intent_id"])
         if intent is None:
             return _error(404, "not_found", "no such payment")
+        if "text/html" in request.headers.get("Accept", ""):
+            return checkout_page(intent)
         return web.json_response({"payment_id": intent.id, "amount_paise": intent.amount_paise,
                                   "status": intent.status})
+
+    def customer_settles(outcome: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            intent = gateway.intents.get(request.match_info["intent_id"])
+            if intent is None:
+                return _error(404, "not_found", "no such payment")
+            if intent.return_url is None:
+                return _error(409, "not_hosted", "this payment settles by itself")
+            if intent.status == "PENDING":  # a second press changes nothing
+                gateway.settle(intent, outcome)
+            raise web.HTTPSeeOther(back_to(intent))
+        return handler
 
     async def create(request: web.Request) -> web.Response:
         try:
@@ -180,9 +268,14 @@ def make_app(gateway: Gateway) -> web.Application:
                     body["amount_paise"] <= 0 or \
                     body.get("region") not in gateway.topology.regions:
                 raise ValueError
+            if body.get("return_url") is not None and not (
+                    isinstance(body["return_url"], str)
+                    and return_url_allowed(body["return_url"], gateway.topology)):
+                raise ValueError
         except (ValueError, AttributeError, RecursionError):
             return _error(422, "invalid_input",
-                          "need booking_id (str), amount_paise (int), region (a known region)")
+                          "need booking_id (str), amount_paise (int), region (a known region), "
+                          "and return_url, if any, a page of one of the topology's nodes")
         return web.json_response(asdict(gateway.create(body)), status=201)
 
     async def show(request: web.Request) -> web.Response:
@@ -206,6 +299,8 @@ def make_app(gateway: Gateway) -> web.Application:
 
     app = web.Application(middlewares=[merchant_only])
     app.router.add_get("/checkout/{intent_id}", checkout)
+    app.router.add_post("/checkout/{intent_id}/pay", customer_settles("capture"))
+    app.router.add_post("/checkout/{intent_id}/decline", customer_settles("fail"))
     app.router.add_post("/intents", create)
     app.router.add_get("/intents/{intent_id}", show)
     app.router.add_post("/refunds", refund)

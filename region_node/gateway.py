@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -16,6 +17,20 @@ from region_node.errors import NodeError
 from router.topology import Topology
 
 TIMEOUT_S = 0.8
+
+
+# A hosted checkout sends the customer back here, with this replaced by the payment's id.
+PAYMENT_ID_PLACEHOLDER = "{PAYMENT_ID}"
+MAX_RETURN_URL = 2000
+
+
+def return_url_allowed(url: str, topology: Topology) -> bool:
+    """Whether a hosted checkout may send the customer to `url`: a page of one of the
+    topology's nodes (as a real gateway allows only its merchant's registered URLs),
+    so the checkout cannot be made an open redirect."""
+    nodes = {str(ep) for region in topology.regions.values() for ep in region.nodes}
+    parts = urlsplit(url)
+    return len(url) <= MAX_RETURN_URL and parts.scheme == "http" and parts.netloc in nodes
 
 
 class GatewayUnavailable(NodeError):
@@ -62,8 +77,13 @@ class GatewayClient:
     def checkout_url(self, payment_id: str) -> str:
         return f"{self.base}/checkout/{payment_id}"
 
-    async def create(self, booking_id: str, amount_paise: int, region: str) -> Intent:
-        body = {"booking_id": booking_id, "amount_paise": amount_paise, "region": region}
+    async def create(self, booking_id: str, amount_paise: int, region: str,
+                     return_url: str | None = None) -> Intent:
+        """An intent; with `return_url`, a hosted checkout the customer settles."""
+        body: dict[str, Any] = {"booking_id": booking_id, "amount_paise": amount_paise,
+                                "region": region}
+        if return_url is not None:
+            body["return_url"] = return_url
         status, answer = await self._call("POST", "/intents", body)
         if status != 201:
             raise GatewayUnavailable(f"the gateway refused the payment intent ({status})")

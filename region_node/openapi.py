@@ -117,6 +117,7 @@ BOOKING = path_param("booking_id", pattern(ids.BOOKING_ID),
 def operation(op_id: str, tag: str, access: str, summary: str, *,
               responses: dict[int, dict[str, Any]], errors: dict[int, tuple[str, ...]],
               params: tuple[dict[str, Any], ...] = (), body: str | None = None,
+              body_required: bool = True,
               description: str | None = None) -> dict[str, Any]:
     """One operation. Token routes always may answer 401, operator routes 403, and
     public routes 429 (the per-address read limit), so those are added here."""
@@ -139,7 +140,7 @@ def operation(op_id: str, tag: str, access: str, summary: str, *,
     if params:
         out["parameters"] = list(params)
     if body is not None:
-        out["requestBody"] = {"required": True, "content": json_content(ref(body))}
+        out["requestBody"] = {"required": body_required, "content": json_content(ref(body))}
     return out
 
 
@@ -208,10 +209,15 @@ def paths() -> dict[str, dict[str, Any]]:
                     421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/pay": {"post": operation(
             "pay", "booking", "user", "A payment intent at the gateway for the held amount",
-            description="Asking again returns the same intent while it can still be paid.",
-            params=(BOOKING,), responses={201: ok("The intent", "PaymentIntent")},
+            description="Asking again returns the same intent while it can still be paid. "
+                        "With `return_url` (a web page's) a new intent is a hosted checkout: "
+                        "the customer pays or declines at `checkout_url`, and the gateway "
+                        "sends them back to `return_url` (`{PAYMENT_ID}` in it replaced).",
+            params=(BOOKING,), body="PayRequest", body_required=False,
+            responses={201: ok("The intent", "PaymentIntent")},
             errors={400: ("malformed_id",), 404: ("not_found",),
-                    409: ("booking_not_pending",), 429: RATE,
+                    409: ("booking_not_pending",), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input",), 429: RATE,
                     421: MOVED, 503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
         "/booking/booking/{booking_id}/confirm": {"post": operation(
             "confirm", "booking", "user", "Sell a held booking paid by a captured payment",

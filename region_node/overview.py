@@ -6,11 +6,11 @@ instead of stalling the page: Redis masters and replicas (role, link,
 replication offset -> lag in bytes behind the source master), PostgreSQL
 primaries and standbys (as the application role: in recovery or not, WAL
 position -> standby lag in bytes), every node's `/readyz`, every worker's
-`/metrics` (queue depth, outbox backlog, mirror generation). The last audit is
-the report `bookcluster audit` left in the run folder. Theatre moves are the
-latest `theatre_move` records of every region (`bookcluster topology move`
-writes them in its source region). Failovers have no record yet: they say so
-(`available: false`), never invent one.
+`/metrics` (queue depth, outbox backlog, mirror generation), and each region's
+Redis master as the sentinels name it now. The last audit is the report
+`bookcluster audit` left in the run folder. Theatre moves are the latest
+`theatre_move` records of every region (`bookcluster topology move` writes them
+in its source region); failovers are in `failovers.py`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from region_node.failovers import recent_failovers
 from router.registry import Connections, pg_dsn, pg_login
 from router.topology import Endpoint, Topology
 
 PROBE_TIMEOUT_S = 1.0
+SENTINEL_TIMEOUT_S = 0.3  # per sentinel: a frozen one is skipped for the next
 READYZ_TIMEOUT_S = 2.5  # a node's /readyz itself waits up to 1 s per store
 WORKER_METRICS = ("bookcluster_queue_depth", "bookcluster_outbox_pending",
                   "bookcluster_mirror_generation")
@@ -38,7 +40,6 @@ WAL_POSITION = """
 SELECT pg_is_in_recovery() AS recovery,
        (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
              ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS lsn"""
-NOT_YET = "not recorded by this version: arrives with the failover and ownership work"
 MOVES_SHOWN = 10
 RECENT_MOVES = """
 SELECT theatre_id AS theatre, source, target, from_epoch, to_epoch, step,
@@ -84,6 +85,28 @@ async def _redis(endpoint: Endpoint, password: str) -> dict[str, Any]:
         out["offset"] = info.get("slave_repl_offset")
         out["up"] = out["link"] == "up"
     return out
+
+
+async def _sentinel_master(topology: Topology, region: str) -> dict[str, Any]:
+    """Where the first sentinel that answers (the region's own first) sees its master."""
+    errors = []
+    for ep in topology.sentinels(first=region):
+        client = aioredis.Redis(host=ep.host, port=ep.port,
+                                password=topology.secrets.redis_password,
+                                socket_timeout=SENTINEL_TIMEOUT_S,
+                                socket_connect_timeout=SENTINEL_TIMEOUT_S, decode_responses=True)
+        try:
+            answer = await client.sentinel_get_master_addr_by_name(region)
+        except (OSError, aioredis.RedisError) as exc:
+            errors.append(f"{ep}: {type(exc).__name__}")
+            continue
+        finally:
+            await client.aclose()
+        if isinstance(answer, list | tuple) and len(answer) == 2:
+            host, port = (str(part) for part in answer)
+            return {"up": True, "address": f"{host}:{port}", "sentinel": str(ep)}
+        errors.append(f"{ep}: does not watch {region}")
+    return {"up": False, "error": "; ".join(errors) or "no sentinel answers"}
 
 
 async def _postgres(endpoint: Endpoint, topology: Topology) -> dict[str, Any]:
@@ -144,8 +167,11 @@ async def _region(topology: Topology, name: str,
         jobs[f"node:{ep}"] = _bounded(_node(http, f"http://{ep}"), READYZ_TIMEOUT_S)
     if region.worker is not None:
         jobs["worker"] = _bounded(_worker(http, f"http://{region.worker}"), PROBE_TIMEOUT_S)
+    if topology.sentinels():
+        jobs["sentinel"] = _bounded(_sentinel_master(topology, name), 2 * PROBE_TIMEOUT_S)
     found = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
     return {
+        "redis_master_now": found.get("sentinel"),
         "redis_master": {"address": str(region.redis_master), **found["redis_master"]},
         "redis_replicas": [{"source": source, "address": str(ep), **found[f"replica:{source}"]}
                            for source, ep in region.redis_replicas.items()],
@@ -187,21 +213,34 @@ async def recent_moves(connections: Connections) -> dict[str, Any]:
     return {"available": True, "items": items[:MOVES_SHOWN], "unreachable": unreachable}
 
 
+NO_CONNECTIONS = {"available": False, "note": "asked without the node's connections"}
+
+
+async def _records(connections: Connections | None,
+                   http: aiohttp.ClientSession) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Recent failovers and moves, as the cluster recorded them."""
+    if connections is None:
+        return NO_CONNECTIONS, NO_CONNECTIONS
+    failovers, moves = await asyncio.gather(recent_failovers(connections, http),
+                                            recent_moves(connections))
+    return failovers, moves
+
+
 async def overview(topology: Topology, node: str,
                    connections: Connections | None = None) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=READYZ_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         names = list(topology.regions)
-        regions = dict(zip(names, await asyncio.gather(
-            *(_region(topology, name, http) for name in names)), strict=True))
+        # The probes and the records at once: the page waits for the slowest only.
+        probed, (failovers, moves) = await asyncio.gather(
+            asyncio.gather(*(_region(topology, name, http) for name in names)),
+            _records(connections, http))
+    regions = dict(zip(names, probed, strict=True))
     for region in regions.values():
         for replica in region["redis_replicas"]:
             _lag(regions[replica["source"]]["redis_master"], replica, "offset")
         if region["pg_standby"] is not None:
             _lag(region["pg_primary"], region["pg_standby"], "lsn")
     return {"at": datetime.now(UTC).isoformat(), "node": node, "epoch": topology.epoch,
-            "regions": regions,
-            "failovers": {"available": False, "note": NOT_YET},
-            "moves": await recent_moves(connections) if connections is not None
-            else {"available": False, "note": "asked without the node's connections"},
+            "regions": regions, "failovers": failovers, "moves": moves,
             "audit": last_audit(topology)}

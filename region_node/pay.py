@@ -4,7 +4,9 @@ The gateway captures it (locally: the simulator, after `capture_delay`) and
 sends the signed webhook; the region's saga then sells the seats. The client
 polls the booking until it is CONFIRMED (or gives `payment_id` to `confirm`).
 Asking twice returns the same intent while it can still be paid, so a retry
-never charges twice.
+never charges twice. A web page passes `return_url`: its intent is a hosted
+checkout, paid (or declined) by the customer on the gateway's page, which then
+sends them back to it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,23 @@ from __future__ import annotations
 from typing import Any
 
 from region_node.bookings import BookingService
-from region_node.errors import BookingNotPending, NotFound
-from region_node.gateway import GatewayClient, Intent
+from region_node.errors import BookingNotPending, InvalidInput, NotFound
+from region_node.gateway import GatewayClient, Intent, return_url_allowed
+from router.topology import Topology
 
 REUSABLE = ("PENDING", "CAPTURED")
+
+
+def return_url_of(body: Any, topology: Topology) -> str | None:
+    """`pay`'s optional body: {"return_url": a page of one of the cluster's nodes}."""
+    if body == {}:
+        return None
+    url = body.get("return_url") if isinstance(body, dict) and set(body) == {"return_url"} \
+        else None
+    if not isinstance(url, str) or not return_url_allowed(url, topology):
+        raise InvalidInput("body must be empty or {\"return_url\": \"http://<a node of "
+                           "this cluster>/...\"}", field="return_url")
+    return url
 
 
 class PaymentService:
@@ -23,7 +38,10 @@ class PaymentService:
         self.bookings = bookings
         self.gateway = gateway
 
-    async def pay(self, booking_id: str, owner: str) -> dict[str, Any]:
+    async def pay(self, booking_id: str, owner: str,
+                  return_url: str | None = None) -> dict[str, Any]:
+        """The booking's intent; with `return_url` (a web page's), a new one is a hosted
+        checkout that sends the customer back there once they paid or declined."""
         show = await self.bookings.show_of_booking(booking_id)
         # The booking row stays locked while the gateway answers (bounded by the
         # write deadline), so two concurrent `pay` calls make one intent.
@@ -39,7 +57,8 @@ class PaymentService:
             if row["intent_id"] is not None:
                 intent = await self.gateway.intent(row["intent_id"])
             if intent is None or intent.status not in REUSABLE:
-                intent = await self.gateway.create(booking_id, row["amount_paise"], show.region)
+                intent = await self.gateway.create(booking_id, row["amount_paise"], show.region,
+                                                   return_url)
                 await conn.execute("UPDATE booking SET intent_id = $2, updated_at = now() "
                                    "WHERE id = $1", booking_id, intent.payment_id)
         return self._answer(intent)

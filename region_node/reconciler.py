@@ -6,7 +6,9 @@ Runs in the region's worker, every second:
   **generation**: the next number of a PostgreSQL sequence. Every show of the
   region is repaired and its version raised to at least `gen << 32`, so no
   node ever sees a version go backwards; the RESET
-  each repair publishes makes nodes drop their copy and read it again;
+  each repair publishes makes nodes drop their copy and read it again. The
+  generation is logged with the master's address (`redis_master_log`): the
+  operator page tells a promotion from a restart by it;
 - if a replica of the master came online since the last pass (it reconnected,
   e.g. to a master that came back), every show is rewritten again: a change or
   RESET published while a replica was not streaming from its master never
@@ -38,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from region_node import keys, ownership
 from region_node.home import REDIS_UNAVAILABLE, HomeRegion
@@ -108,6 +112,16 @@ def agree(want: str, have: str) -> bool:
     return want == have
 
 
+async def master_address(master: aioredis.Redis) -> str:
+    """Where `master` is now: as Sentinel names it, or the topology's address."""
+    pool = master.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        host, port = await pool.get_master_address()
+    else:
+        host, port = pool.connection_kwargs["host"], pool.connection_kwargs["port"]
+    return f"{host}:{port}"
+
+
 class Reconciler:
     def __init__(self, connections: Connections, home: HomeRegion, region: str) -> None:
         self.connections = connections
@@ -168,8 +182,13 @@ class Reconciler:
         if marker.get("run_id") == run_id:
             self.generation = int(marker["gen"])
             return None
+        address = await master_address(master)
         async with self.home.connection(self.region) as conn:
-            generation = int(await conn.fetchval("SELECT nextval('mirror_generation_seq')"))
+            # Logged with its number: the operator page's recent Redis failovers.
+            generation = int(await conn.fetchval(
+                "INSERT INTO redis_master_log (generation, master, run_id) "
+                "VALUES (nextval('mirror_generation_seq'), $1, $2) RETURNING generation",
+                address, run_id))
         await self.write_owner_keys()
         shows = await self.region_shows()
         report = await self.repair(shows, min_version=generation << keys.GENERATION_SHIFT,

@@ -12,6 +12,7 @@ from typing import Any
 
 from region_node import ids
 from region_node.confirm import PAYMENT_ID
+from region_node.gateway import MAX_RETURN_URL
 from region_node.ids import IDEMPOTENCY_KEY as KEY_PATTERN
 from region_node.ids import MAX_KEY_LENGTH
 from region_node.jobqueue import COUNT_STATES
@@ -115,6 +116,9 @@ EPOCH: Schema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 NOT_RECORDED = closed({"available": {"const": False}, "note": STRING})
 LSN_OR_OFFSET: Schema = {"type": ["integer", "null"], "minimum": 0}
 OVERVIEW_REGION = closed({
+    "redis_master_now": {"oneOf": [closed({"up": BOOLEAN}, {
+        "address": STRING, "sentinel": STRING, "error": STRING}), {"type": "null"}],
+        "description": "the region's Redis master as the sentinels name it now"},
     "redis_master": _probe(role=STRING, offset=LSN_OR_OFFSET),
     "redis_replicas": {"type": "array", "items": _probe(
         source=STRING, role=STRING, link=STRING, offset=LSN_OR_OFFSET, lag_bytes=COUNT)},
@@ -187,6 +191,10 @@ def components(topology: Topology) -> dict[str, Schema]:
                                  "amount_paise": COUNT,
                                  "status": {"enum": list(INTENT_STATUSES)},
                                  "checkout_url": {"type": "string", "format": "uri"}}),
+        "PayRequest": closed({"return_url": {
+            "type": "string", "format": "uri", "maxLength": MAX_RETURN_URL,
+            "description": "http://<one of the cluster's nodes>/...: where the gateway's "
+                           "checkout sends the customer back"}}),
         "ConfirmRequest": closed({"payment_id": pattern(PAYMENT_ID)}),
         "PaymentEvent": closed({"event_id": pattern(GATEWAY_ID),
                                 "kind": {"enum": list(EVENT_KINDS)},
@@ -208,7 +216,17 @@ def components(topology: Topology) -> dict[str, Schema]:
             "at": TIME, "node": STRING, "epoch": {"type": "integer", "minimum": 1},
             "regions": {"type": "object", "propertyNames": {"enum": regions},
                         "additionalProperties": OVERVIEW_REGION},
-            "failovers": NOT_RECORDED,
+            "failovers": {"oneOf": [NOT_RECORDED, closed({
+                "available": {"const": True}, "unreachable": {"type": "array",
+                                                              "items": STRING},
+                "items": {"type": "array", "items": closed({
+                    "store": {"enum": ["redis", "postgres"]}, "region": STRING, "at": TIME,
+                    "kind": {"enum": ["promoted", "restarted"]},
+                    "to": {"type": ["string", "null"],
+                           "description": "the new master's address (Redis) or leader "
+                                          "member (PostgreSQL)"}},
+                    {"from": STRING, "generation": COUNT, "timeline": COUNT,
+                     "reason": STRING})}})]},
             "moves": {"oneOf": [NOT_RECORDED, closed({
                 "available": {"const": True}, "unreachable": {"type": "array",
                                                               "items": STRING},

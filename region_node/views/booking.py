@@ -25,7 +25,7 @@ from region_node.errors import (
     TicketNotReady,
 )
 from region_node.forward import REPLAYED_HEADER
-from region_node.pay import PaymentService
+from region_node.pay import PaymentService, return_url_of
 from region_node.typedefs import bookings_key, catalog_key, refusal_key, settings_key
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
@@ -77,8 +77,9 @@ def _require_payments(request: web.Request) -> None:
 @access.home_write(_booking_region)
 async def pay(request: web.Request, caller: Identity) -> web.Response:
     _require_payments(request)
+    return_url = return_url_of(await json_body(request), request.app[settings_key].topology)
     return web.json_response(await request.app[pay_key].pay(
-        request.match_info["booking_id"], caller.user), status=201)
+        request.match_info["booking_id"], caller.user, return_url), status=201)
 
 
 @access.home_write(_booking_region)

@@ -15,6 +15,9 @@ const STATUS_WORDS = {
   AVAILABLE: "available", LOCKED: "taken", BOOKED: "taken", UNAVAILABLE: "not for sale",
 };
 
+// A payment that failed at the gateway cancels its booking (the region's saga).
+const DECLINED = "The payment was declined, so your hold is released. Pick seats again to book.";
+
 const $ = (id) => document.getElementById(id);
 const VIEWS = ["view-theatres", "view-shows", "view-show", "view-hold", "view-booking",
   "view-bookings"];
@@ -98,12 +101,13 @@ function show(...ids) {
 }
 
 async function route() {
-  const [, kind, id] = location.hash.split("/");
+  // #/booking/ID/payment/PAYMENT: back from the gateway's checkout.
+  const [, kind, id, , paid] = location.hash.split("/");
   if (kind !== "show") closeLive();
   try {
     if (kind === "theatre" && id) await theatreView(decodeURIComponent(id));
     else if (kind === "show" && id) await showView(Number(id));
-    else if (kind === "booking" && id) await bookingView(decodeURIComponent(id));
+    else if (kind === "booking" && id) await bookingView(decodeURIComponent(id), paid);
     else if (kind === "bookings") await bookingsView();
     else await theatresView();
   } catch (error) {
@@ -488,22 +492,36 @@ async function releaseHold() {
   }
 }
 
+/** Pay as a shop does: a payment intent whose checkout is the gateway's page; the
+ * gateway sends the customer back to this booking (the payment's id in the URL), where
+ * the page confirms with it. Nothing here marks anything paid: the gateway captures,
+ * and the node checks the capture with the gateway. */
 async function pay() {
   const booking = state.booking;
   if (!booking) return;
   $("pay").disabled = true;
+  const back = `${location.origin}/#/booking/${booking.booking_id}/payment/{PAYMENT_ID}`;
   try {
-    const intent = await api("POST", `/booking/booking/${booking.booking_id}/pay`);
-    $("checkout-link").href = intent.checkout_url;
-    $("checkout-link").textContent = `pay ${rupees(intent.amount_paise)} on the checkout page`;
-    $("payment-state").textContent = "Waiting for the payment…";
-    $("checkout").hidden = false;
+    const intent = await api("POST", `/booking/booking/${booking.booking_id}/pay`,
+      { body: { return_url: back } });
     alertUser("");
-    waitForPayment(booking, intent.payment_id);
+    if (intent.status === "CAPTURED") {  // paid already (a retry): confirm it
+      awaitPayment(booking, intent.payment_id);
+      return;
+    }
+    notify(`Taking you to the payment page for ${rupees(intent.amount_paise)}…`);
+    location.assign(intent.checkout_url);
   } catch (error) {
     $("pay").disabled = false;
     fail(error);
   }
+}
+
+function awaitPayment(booking, paymentId) {
+  $("pay").disabled = true;
+  $("payment-state").textContent = "Confirming your payment…";
+  $("checkout").hidden = false;
+  waitForPayment(booking, paymentId);
 }
 
 /** Confirm with the payment until the gateway has captured it (402 until then).
@@ -521,7 +539,17 @@ function waitForPayment(booking, paymentId) {
       location.hash = `#/booking/${confirmed.booking_id}`;
       return;
     } catch (error) {
-      if (error instanceof ApiError && error.code === "payment_required") {
+      if (error instanceof ApiError && error.code === "payment_required"
+          && error.body.payment_status === "FAILED") {
+        // Declined at the checkout: the gateway's webhook makes the region cancel the
+        // booking and free its seats; paying is over for this hold.
+        stopPaying();
+        endHold();
+        $("h-hold").textContent = "Not booked";
+        $("checkout").hidden = true;
+        alertUser(DECLINED);
+        return;
+      } else if (error instanceof ApiError && error.code === "payment_required") {
         $("payment-state").textContent = "Waiting for the payment…";
       } else if (error instanceof ApiError && error.status === 409) {
         stopPaying();
@@ -547,16 +575,21 @@ function stopPaying() {
 
 // -- a booking, and my bookings --------------------------------------------------
 
-async function bookingView(bookingId) {
+async function bookingView(bookingId, paymentId) {
   if (needSignIn()) return;
   const booking = await api("GET", `/booking/booking/${encodeURIComponent(bookingId)}`);
   const detail = await showDetail(booking.show_id);
   if (booking.status === "INITIATED") {
     location.hash = `#/show/${booking.show_id}`;
     startHold(booking);
+    if (paymentId) awaitPayment(booking, decodeURIComponent(paymentId));
     return;
   }
   show("view-booking");
+  if (paymentId) {  // back from the checkout: the booking's own address from here on
+    history.replaceState(null, "", `#/booking/${booking.booking_id}`);
+    if (booking.status === "CANCELLED") alertUser(DECLINED);
+  }
   $("h-booking").textContent = booking.status === "CONFIRMED" ? "You're booked!" : `Booking ${booking.status.toLowerCase()}`;
   document.title = `${$("h-booking").textContent} — bookcluster`;
   const rows = [

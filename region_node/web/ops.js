@@ -1,6 +1,6 @@
 // The operator page: GET /ops/overview (operator token) every few seconds, one
-// request at a time. Shows what the node can probe now; what the cluster does
-// not record yet is shown as such, never invented.
+// request at a time. Shows what the node can probe now and what the cluster
+// records (failovers, moves, the last audit); what does not answer is named.
 
 import { ApiError, api, el, istDate, istTime } from "./api.js";
 
@@ -80,7 +80,9 @@ function regionCard(name, region) {
     row(`${name}.redis.master`, "Redis master", region.redis_master,
       region.redis_master.role, "–"),
     ...region.redis_replicas.map((r) => row(`${name}.redis.replica.${r.source}`,
-      `Redis replica of ${r.source}`, r, r.role && `${r.role}, link ${r.link || "?"}`, lag(r))),
+      `Redis replica of ${r.source}`, r,
+      r.role === "master" ? "master (promoted)" : r.role && `${r.role}, link ${r.link || "?"}`,
+      r.role === "master" ? "–" : lag(r))),
     row(`${name}.postgres.primary`, "PostgreSQL primary", region.pg_primary,
       region.pg_primary.role, "–"),
   ];
@@ -97,8 +99,11 @@ function regionCard(name, region) {
     rows.push(nodeRow);
   });
   if (region.worker) rows.push(row(`${name}.worker`, "Worker", region.worker, "jobs, outbox, sweeper", "–"));
+  const now = region.redis_master_now;
+  const master = !now ? null : el("p", { class: "muted", "data-master-now": now.address || "" },
+    now.up ? `Redis master now (Sentinel): ${now.address}` : `No sentinel answers: ${now.error}`);
   return el("div", { class: "region", "data-region": name },
-    el("h2", {}, name),
+    el("h2", {}, name), master,
     el("table", {}, el("thead", {}, el("tr", {},
       el("th", { scope: "col" }, "Process"), el("th", { scope: "col" }, "State"),
       el("th", { scope: "col" }, "Role"), el("th", { scope: "col" }, "Lag"))),
@@ -126,9 +131,46 @@ function queues(regions) {
   return [head, el("tbody", {}, body)];
 }
 
-function recorded(section) {
-  if (!section.available) return el("p", { class: "empty" }, `Not available yet: ${section.note}`);
-  return el("pre", {}, JSON.stringify(section.items ?? section, null, 1));
+const when = (iso) => `${istDate(iso)}, ${istTime(iso)}`;
+
+/** A list the cluster records (failovers, moves) as a table, with the regions whose
+ * record did not answer named under it. */
+function recordTable(section, what, head, cells) {
+  if (!section.available) return el("p", { class: "empty" }, `Not available: ${section.note}`);
+  const out = [];
+  if (!section.items.length) out.push(el("p", { class: "empty" }, `No ${what} recorded.`));
+  else {
+    out.push(el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, section.items.map((item) => el("tr", {}, cells(item).map((c) => el("td", {}, c)))))));
+  }
+  if (section.unreachable?.length) {
+    out.push(el("p", { class: "error-text" }, `Not answering now: ${section.unreachable.join(", ")}`));
+  }
+  return el("div", {}, out);
+}
+
+function failoverWords(f) {
+  if (f.store === "redis") {
+    return f.kind === "promoted"
+      ? `Redis master is now ${f.to} (was ${f.from}), generation ${f.generation}`
+      : `Redis master ${f.to} restarted, generation ${f.generation}`;
+  }
+  return `PostgreSQL leader is now ${f.to || "?"}, timeline ${f.timeline}`
+    + (f.reason ? ` (${f.reason})` : "");
+}
+
+function failovers(section) {
+  return recordTable(section, "failovers", ["When", "Region", "What"],
+    (f) => [when(f.at), f.region, failoverWords(f)]);
+}
+
+function moves(section) {
+  return recordTable(section, "theatre moves",
+    ["Started", "Theatre", "From → to", "Epoch", "Step", "Freeze", "Rows, holds"],
+    (m) => [when(m.started_at), m.theatre, `${m.source} → ${m.target}`,
+      `${m.from_epoch} → ${m.to_epoch}`, m.step,
+      m.freeze_s === null ? "–" : `${m.freeze_s.toFixed(2)} s`,
+      `${m.rows ?? "–"}, ${m.holds ?? "–"}`]);
 }
 
 function audit(last) {
@@ -150,8 +192,8 @@ function render(data) {
   $("probed-at").textContent = istTime(data.at);
   $("regions").replaceChildren(...Object.entries(data.regions).map(([n, r]) => regionCard(n, r)));
   $("queues").replaceChildren(...queues(data.regions));
-  $("failovers").replaceChildren(recorded(data.failovers));
-  $("moves").replaceChildren(recorded(data.moves));
+  $("failovers").replaceChildren(failovers(data.failovers));
+  $("moves").replaceChildren(moves(data.moves));
   $("audit").replaceChildren(audit(data.audit));
 }
 

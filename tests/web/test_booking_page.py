@@ -7,15 +7,17 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest_asyncio
 
 from cluster import faults
+from router.topology import Endpoint
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
-from tests.support import call
+from tests.support import Session, call, free_ports, merchant
 from tests.web.conftest import Shots
 
 PHONE = {"width": 390, "height": 844}
@@ -173,10 +175,35 @@ async def held_booking(cluster: Cluster, show: int, user: str) -> list[str]:
     return [r["id"] for r in rows]
 
 
+def rupees(paise: int) -> str:
+    return f"₹{paise // 100:,}"
+
+
+async def gateway_intent(http: aiohttp.ClientSession, payment_id: str) -> dict[str, Any]:
+    """The intent as the gateway simulator knows it (its merchant API)."""
+    gateway = Session.topology.payments.gateway  # type: ignore[union-attr]
+    async with http.get(f"http://{gateway}/intents/{payment_id}", headers=merchant()) as resp:
+        assert resp.status == 200
+        return dict(await resp.json())
+
+
+async def at_checkout(page: Any, http: aiohttp.ClientSession, node: str) -> dict[str, Any]:
+    """The page went to the gateway's checkout: the intent there, waiting for the
+    customer, made to send the browser back to the node's page."""
+    gateway = Session.topology.payments.gateway  # type: ignore[union-attr]
+    await page.wait_for_url(re.compile(rf"^http://{gateway}/checkout/pay_[0-9a-f]+$"))
+    intent = await gateway_intent(http, page.url.rsplit("/", 1)[1])
+    assert intent["status"] == "PENDING"
+    assert intent["return_url"] == (f"{node}/#/booking/{intent['booking_id']}"
+                                    "/payment/{PAYMENT_ID}")
+    return intent
+
+
 async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_page: Any,
-                                            shots: Shots) -> None:
+                                            http: aiohttp.ClientSession, shots: Shots) -> None:
     """From the city list to the ticket's QR code, on a phone's width, seats picked with
-    the keyboard, paid through the gateway simulator; then under "My bookings"."""
+    the keyboard, paid on the gateway simulator's checkout page (which sends the browser
+    back to the booking); then under "My bookings"."""
     show = shows_in(clean, catalog, "south")[0]
     theatre = catalog.theatre_of_screen()[next(s.screen_id for s in catalog.shows
                                                 if s.id == show)]
@@ -216,13 +243,14 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     await page.wait_for_selector("#notice:has-text('Held until')")
     await shots.take(page, "held")
 
-    async with page.expect_response(lambda r: r.url.endswith("/pay")) as answer:
-        await page.click("#pay")
-    intent = await (await answer.value).json()
-    gateway = clean.topology.payments.gateway  # type: ignore[union-attr]
-    assert await page.get_attribute("#checkout-link", "href") == intent["checkout_url"]
-    assert intent["checkout_url"].startswith(f"http://{gateway.host}:{gateway.port}/checkout/")
+    # Pay at the gateway simulator's checkout page, which sends the browser back.
+    await page.click("#pay")
+    intent = await at_checkout(page, http, clean.node("north"))
+    assert await page.inner_text("#amount") == rupees(intent["amount_paise"])
+    await shots.take(page, "checkout")
+    await page.click(f"button:has-text('Pay {rupees(intent['amount_paise'])}')")
     await page.wait_for_selector("#view-booking:not([hidden])", timeout=20000)
+    assert page.url.startswith(f"{clean.node('north')}/#/booking/")
     assert await page.inner_text("#h-booking") == "You're booked!"
     await page.wait_for_selector("#ticket:not([hidden])", timeout=20000)
     assert await page.evaluate("document.getElementById('ticket-img').naturalWidth") > 100
@@ -236,6 +264,11 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     sold = await clean.fetch("south", "SELECT seat_id FROM show_seat WHERE show_id = $1 "
                              "AND status = 'BOOKED' ORDER BY seat_id", show)
     assert sorted(r["seat_id"] for r in sold) == sorted(picked)
+    # Paid through the gateway: the payment recorded is the intent the customer paid.
+    paid = await clean.fetch("south", "SELECT id, status FROM payment WHERE booking_id = $1",
+                             booking_id)
+    assert [(r["id"], r["status"]) for r in paid] == [(intent["id"], "CAPTURED")]
+    assert (await gateway_intent(http, intent["id"]))["status"] == "CAPTURED"
 
     await page.click("a[href='#/bookings']")
     await page.wait_for_selector(f"#bookings a[href='#/booking/{booking_id}']")
@@ -308,3 +341,69 @@ async def test_region_unavailable_in_plain_words(clean: Cluster, catalog: Any, o
     assert (await answer.value).status == 201
     assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
     await page.wait_for_selector("#view-hold:not([hidden])")
+
+
+async def test_a_declined_payment(clean: Cluster, catalog: Any, open_page: Any,
+                                  http: aiohttp.ClientSession, shots: Shots) -> None:
+    """Declined on the checkout page: back on the booking page, the person is told, and
+    the gateway's webhook makes the region cancel the booking and free the seat."""
+    show = shows_in(clean, catalog, "west")[0]
+    seat_id = seats_of(catalog, show)[3]
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "dev")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    await page.click("#hold")
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    await page.click("#pay")
+    intent = await at_checkout(page, http, clean.node("west"))
+    await shots.take(page, "checkout")
+    await page.click("button:has-text('Decline')")
+    assert await alert_text(page) == ("The payment was declined, so your hold is released. "
+                                      "Pick seats again to book.")
+    assert page.url.startswith(f"{clean.node('west')}/#/")
+    await shots.take(page, "declined")
+    assert (await gateway_intent(http, intent["id"]))["status"] == "FAILED"
+    for _ in range(100):
+        rows = await clean.fetch("west", "SELECT status FROM booking WHERE id = $1",
+                                 intent["booking_id"])
+        if [r["status"] for r in rows] == ["CANCELLED"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [r["status"] for r in rows] == ["CANCELLED"]
+    await open_show(page, show)
+    await page.wait_for_selector(f"{seat(seat_id)}[data-status=AVAILABLE]", timeout=10000)
+
+
+async def test_too_many_requests_in_plain_words(clean: Cluster, catalog: Any, open_page: Any,
+                                                run_dir: Path, shots: Shots) -> None:
+    """A north node whose topology allows a user 2 writes and then one every 5 s: a hold
+    and an extension pass, the next extension is refused (429, Retry-After) and the page
+    says so in plain words; the hold is untouched."""
+    strict = run_dir / "topology-strict-writes.yaml"
+    text = clean.topology.path.read_text()
+    assert "user_writes: {per_second: 50, burst: 100}" in text
+    strict.write_text(text.replace("user_writes: {per_second: 50, burst: 100}",
+                                   "user_writes: {per_second: 0.2, burst: 2}"))
+    port = free_ports(1)[0]
+    await clean.launcher.start_extra_node("north", Endpoint("127.0.0.1", port),
+                                          ["--topology", str(strict)])
+    show = shows_in(clean, catalog, "north")[0]
+    seat_id = seats_of(catalog, show)[9]
+    page = await open_page(f"http://127.0.0.1:{port}/")
+    await sign_in(page, "quick")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    await page.click("#hold")
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    await page.click("#extend")
+    await page.wait_for_selector("#notice:has-text('Held until')")
+    async with page.expect_response(lambda r: r.url.endswith("/extend")) as answer:
+        await page.click("#extend")
+    refused = await answer.value
+    assert refused.status == 429
+    wait_s = int(refused.headers["retry-after"])
+    assert 1 <= wait_s <= 5
+    assert await alert_text(page) == f"Too many requests. Please wait {wait_s} s and try again."
+    assert not await page.is_disabled("#pay")  # still held: nothing changed
+    await shots.take(page, "too-many-requests")
