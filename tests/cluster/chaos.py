@@ -121,7 +121,8 @@ class Shoppers:
             answer = await self.request("POST", f"{node}{path}", json=body, headers={
                 **self._auth(flow.user), "Idempotency-Key": key})
             status, body, retry_after = answer
-            self.statuses[f"{path.split('/')[2]} {status}"] += 1
+            code = body.get("code") if isinstance(body, dict) and 400 <= status < 500 else None
+            self.statuses[f"{path.split('/')[2]} {status}" + (f" {code}" if code else "")] += 1
             if status >= 500 and status != 503:
                 self.server_errors.append(body)
             if status not in (0, 503, 429) or time.monotonic() > deadline:

@@ -181,7 +181,9 @@ async def _outcomes(topology: Topology, flows: list[Flow],
             "double_sold": double_sold, "money_unsettled": unsettled,
             "audit_exit": report.exit_code,
             "audit": [str(v) for v in report.violations[:5]] + list(report.unreachable),
-            "examples": {"lost_ack": lost_ack[:3], "lying_fail": lying[:3],
+            "examples": {"lost_ack": lost_ack[:3],
+                         "lying_fail": [(f.booking, f.confirms) for f in booked
+                                        if f.booking in lying[:3]],
                          "undecided": undecided[:3]}}
 
 
