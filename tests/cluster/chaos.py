@@ -120,11 +120,12 @@ class Shoppers:
             node = self.rng.choice(self.nodes)
             answer = await self.request("POST", f"{node}{path}", json=body, headers={
                 **self._auth(flow.user), "Idempotency-Key": key})
-            status, body, retry_after = answer
-            code = body.get("code") if isinstance(body, dict) and 400 <= status < 500 else None
+            status, answer_body, retry_after = answer
+            code = (answer_body.get("error") if isinstance(answer_body, dict)
+                    and 400 <= status < 500 else None)
             self.statuses[f"{path.split('/')[2]} {status}" + (f" {code}" if code else "")] += 1
             if status >= 500 and status != 503:
-                self.server_errors.append(body)
+                self.server_errors.append(answer_body)
             if status not in (0, 503, 429) or time.monotonic() > deadline:
                 return answer
             await asyncio.sleep(float(retry_after or 0.5))
