@@ -1,4 +1,5 @@
-"""A region's etcd: Patroni's DCS (where the leader key lives), one member on loopback.
+"""A region's etcd: Patroni's DCS (where the leader key lives), one member on the
+region's host.
 
 Whoever can write the leader key decides which PostgreSQL is the primary, so
 etcd requires a login like every other store of ours: the `root` user, with the
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from cluster.addresses import listen_host
 from cluster.supervisor import ProcessSpec
 from router.topology import Region, Topology
 
@@ -32,9 +34,9 @@ def etcd_spec(binary: str, topology: Topology, region: Region,
     return ProcessSpec(
         name=name, region=region.name, role="etcd", host=client.host, port=client.port,
         argv=(binary, "--name", region.name, "--data-dir", str(folder),
-              "--listen-client-urls", f"http://{client}",
+              "--listen-client-urls", f"http://{listen_host(client.host)}:{client.port}",
               "--advertise-client-urls", f"http://{client}",
-              "--listen-peer-urls", f"http://{peer}",
+              "--listen-peer-urls", f"http://{listen_host(peer.host)}:{peer.port}",
               "--initial-advertise-peer-urls", f"http://{peer}",
               "--initial-cluster", f"{region.name}=http://{peer}",
               "--log-level", "warn", "--logger", "zap"),

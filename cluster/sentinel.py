@@ -21,6 +21,7 @@ between sentinels, `auth-pass` to the servers): 0600.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def config(topology: Topology, region: Region, data_dir: Path) -> str:
         f'requirepass "{password}"',
         f'sentinel sentinel-pass "{password}"',
     ]
+    if not all(_is_ip(r.redis_master.host) for r in topology.regions.values()):
+        lines.append("sentinel resolve-hostnames yes")  # masters named, not numbered
     down_after_ms = int(topology.settings.redis_down_after_s * 1000)
     for name, watched in topology.regions.items():
         master = watched.redis_master
@@ -73,6 +76,14 @@ def config(topology: Topology, region: Region, data_dir: Path) -> str:
             f"sentinel parallel-syncs {service} {PARALLEL_SYNCS}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _write_config(path: Path, text: str) -> None:
