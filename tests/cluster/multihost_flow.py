@@ -6,9 +6,10 @@
 Each of `count` users holds two seats of a show whose theatre lives in `home`, at
 a node of `entry` (which forwards the write home), pays at the gateway and
 confirms at the same node. Prints one JSON line: how many sold and the hold and
-confirm latencies (ms, p50/p99). Run as a separate process so that the
-multi-host test can run it inside a network namespace (`ip netns exec`): the
-hosts' addresses are reachable only from there.
+confirm latencies (ms, p50/p99). With `--until-writable-since T` it instead holds
+single seats until one works and prints how long after T that was (a failover).
+Run as a separate process so that the multi-host test can run it inside a network
+namespace (`ip netns exec`): the hosts' addresses are reachable only from there.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ async def home_show(session: aiohttp.ClientSession, node: str, home: str) -> int
     return int(body["shows"][0]["id"])
 
 
-async def free_seats(session: aiohttp.ClientSession, node: str, show: int) -> list[str]:
-    status, body, _ = await _json(session, "GET", f"{node}/shows/{show}/seats?consistent=true")
+async def free_seats(session: aiohttp.ClientSession, node: str, show: int,
+                     consistent: bool = True) -> list[str]:
+    """Seats available now (home master), or as the node's region last saw them (a read
+    that works while the home master fails over)."""
+    query = "?consistent=true" if consistent else ""
+    status, body, _ = await _json(session, "GET", f"{node}/shows/{show}/seats{query}")
     assert status == 200, body
     return [s["seat_id"] for s in body["seats"] if s["status"] == "AVAILABLE"]
 
@@ -115,6 +120,32 @@ async def run(topology: Topology, entry: str, home: str, count: int) -> dict[str
                            "p99": round(percentile(confirms, 0.99), 1)}}
 
 
+async def until_writable(topology: Topology, entry: str, home: str, since: float) -> dict[str, Any]:
+    """Hold one seat of a `home` show at an `entry` node, again and again, until it works:
+    how long after `since` (wall clock, when the test broke something) that was."""
+    node = f"http://{topology.region(entry).nodes[0]}"
+    statuses: dict[str, int] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        show = await home_show(session, node, home)
+        seats = await free_seats(session, node, show, consistent=False)
+        for i, seat in enumerate(seats):
+            if time.time() - since > DEADLINE_S:
+                break
+            auth = {"Authorization": f"Bearer {mint(topology, f'probe-{since}-{i}', 600, ())}"}
+            try:
+                status, _, _ = await _json(session, "POST", f"{node}/booking/seats/{show}/lock",
+                                           headers=auth, json={"seat_ids": [seat]})
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, key = 0, type(exc).__name__
+            else:
+                key = str(status)
+            statuses[key] = statuses.get(key, 0) + 1
+            if status == 201:
+                return {"writable_after_s": round(time.time() - since, 2), "statuses": statuses}
+            await asyncio.sleep(0.1)
+    return {"writable_after_s": None, "statuses": statuses}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--topology", type=Path, required=True)
@@ -122,9 +153,17 @@ def main() -> None:
     p.add_argument("--entry", required=True)
     p.add_argument("--home", required=True)
     p.add_argument("--count", type=int, default=10)
+    p.add_argument("--until-writable-since", type=float, default=None,
+                   help="instead: hold single seats until one works; seconds since this "
+                   "wall-clock time")
     args = p.parse_args()
     topology = load_topology(args.topology, args.run_dir.resolve())
-    print(json.dumps(asyncio.run(run(topology, args.entry, args.home, args.count))))
+    if args.until_writable_since is not None:
+        result = asyncio.run(until_writable(topology, args.entry, args.home,
+                                            args.until_writable_since))
+    else:
+        result = asyncio.run(run(topology, args.entry, args.home, args.count))
+    print(json.dumps(result))
     sys.stdout.flush()
 
 
