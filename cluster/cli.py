@@ -6,6 +6,9 @@
     bookcluster status [--json]        every process, its health and replication lag
     (--region R on down and status: that region's launcher, that region's processes;
     --run-dir DIR before the command overrides the topology's settings.run_dir)
+    bookcluster run NAME | probe NAME | setup --region R
+                                       one process in the foreground, its health check,
+                                       a region's one-off set-up: for containers (compose/)
     bookcluster failover --region R --store postgres [--to MEMBER]
                                        planned switchover of a region's primary (Patroni)
     bookcluster failover --region R --store redis
@@ -34,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import apply, moves, patroni_api, sentinel_api
+from cluster import apply, moves, patroni_api, sentinel_api, service
 from cluster.audit import audit_command
 from cluster.binaries import BinaryNotFound
 from cluster.demo_catalog import CatalogSpec
@@ -131,6 +134,16 @@ def parser() -> argparse.ArgumentParser:
                        "(default 10s)")
     tmove.add_argument("--pause-after", choices=["frozen", "committed"],
                        help=argparse.SUPPRESS)  # tests and drills: stop as if crashed there
+    run = sub.add_parser("run", help="run one process of the topology in the foreground "
+                         "(a container's command, see compose/)")
+    run.add_argument("name", help="e.g. north.redis.master, north.postgres.1, north.node.1")
+    probe = sub.add_parser("probe", help="exit 0 if process NAME is healthy (a container's "
+                           "health check)")
+    probe.add_argument("name")
+    setup = sub.add_parser("setup", help="a region's one-off set-up: etcd login, database, "
+                           "migrations, catalog seed (idempotent, safe to run at once)")
+    setup.add_argument("--region", required=True)
+    setup.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full")
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
@@ -165,6 +178,13 @@ def main(argv: list[str] | None = None) -> None:
             code = _token(topology, args)
         elif args.command == "topology":
             code = asyncio.run(_topology(topology, args))
+        elif args.command == "run":
+            service.run(topology, args.name)
+            code = 1  # not reached: run replaces this process
+        elif args.command == "probe":
+            code = asyncio.run(service.probe_command(topology, args.name))
+        elif args.command == "setup":
+            code = service.setup(topology, args.region, CATALOG_SIZES[args.catalog])
         elif args.command == "failover":
             code = asyncio.run(_failover(topology, args))
         else:

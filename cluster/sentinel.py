@@ -92,14 +92,18 @@ def _write_config(path: Path, text: str) -> None:
         out.write(text)
 
 
-def sentinel_spec(binary: Path, topology: Topology, region: Region) -> ProcessSpec:
-    """The region's sentinel, with a fresh configuration file (see the module's doc)."""
+def sentinel_spec(binary: Path, topology: Topology, region: Region, *,
+                  keep_config: bool = False) -> ProcessSpec:
+    """The region's sentinel, with a fresh configuration file (see the module's doc), or
+    with `keep_config` the one it rewrote as it learned, if there is one (a container
+    restarted alone: the other sentinels went on)."""
     assert region.redis_sentinel is not None
     ep = region.redis_sentinel
     data_dir = topology.settings.run_dir / region.name / "redis-sentinel"
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "sentinel.conf"
-    _write_config(conf, config(topology, region, data_dir))
+    if not (keep_config and conf.exists()):
+        _write_config(conf, config(topology, region, data_dir))
     name = f"{region.name}.redis.sentinel"
     return ProcessSpec(
         name=name, region=region.name, role="redis-sentinel", host=ep.host, port=ep.port,
