@@ -6,8 +6,9 @@ instead of `bookcluster up` every compose service is one of
     bookcluster run NAME        exec the process NAME (`north.redis.master`,
                                 `north.postgres.1`, `north.node.2`, ...) with the
                                 configuration files the launcher would write
-    bookcluster probe NAME      exit 0 if it is healthy (the launcher's probe): the
-                                container's health check
+    bookcluster probe NAME      exit 0 if it is healthy (the launcher's probe); the
+                                containers' own check is the cheaper
+                                `python3 -m cluster.health_check` (see there)
     bookcluster setup --region R  once per region, when its etcd is up: etcd's login;
                                 then, once its PostgreSQL has a leader: the database,
                                 migrations and the catalog seed (`cluster.region_setup`,
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-from cluster import etcd, patroni, redis_server, region_setup, sentinel
+from cluster import etcd, health_check, patroni, redis_server, region_setup, sentinel
 from cluster.binaries import Binaries, find_binaries
 from cluster.demo_catalog import CatalogSpec, build_catalog
 from cluster.health import probe, wait_leader
@@ -95,6 +96,7 @@ def run(topology: Topology, name: str) -> None:
     """Replace this process with NAME's, its output on ours (the container's log)."""
     topology.settings.run_dir.mkdir(parents=True, exist_ok=True)
     spec = find_spec(topology, name)
+    health_check.record(topology.settings.run_dir, dict(spec.__dict__))
     os.environ.update(spec.env)
     if spec.user is not None and os.geteuid() == 0:  # etcd as PostgreSQL's user
         entry = pwd.getpwnam(spec.user)

@@ -95,3 +95,17 @@ def test_a_region_from_single_processes_run_probe_setup(
     before = conf.stat().st_mtime_ns
     assert cli(topology, "probe", "north.redis.sentinel").returncode == 0
     assert conf.stat().st_mtime_ns == before
+    # The containers' cheap check agrees, from what `run` recorded.
+    for name in [*PROCESSES, "north.node.1"]:
+        check = subprocess.run([sys.executable, "-m", "cluster.health_check",
+                                str(topology.parent / "run"), name],
+                               capture_output=True, text=True, timeout=30, check=False)
+        assert check.returncode == 0 and check.stdout.strip() == "healthy", (name, check)
+    os.killpg(procs[0].pid, signal.SIGSTOP)  # the master stops answering
+    try:
+        check = subprocess.run([sys.executable, "-m", "cluster.health_check",
+                                str(topology.parent / "run"), "north.redis.master"],
+                               capture_output=True, text=True, timeout=30, check=False)
+        assert check.returncode == 1 and "unhealthy" in check.stdout, check
+    finally:
+        os.killpg(procs[0].pid, signal.SIGCONT)
