@@ -24,9 +24,17 @@ from contextlib import asynccontextmanager
 from cluster import ownership as cluster_ownership
 from cluster.demo_catalog import Catalog
 from cluster.postgres_server import create_database
-from cluster.seed import adopt_legacy_ownership, is_seeded, seed_region, store_document
+from cluster.seed import adopt_legacy_ownership, is_seeded, seed_region
 from region_node.db.migrate import migrate
-from region_node.ownership import FROZEN, MOVED, OWNED, Owner, owners
+from region_node.ownership import (
+    FROZEN,
+    MOVED,
+    OWNED,
+    Owner,
+    latest_topology,
+    owners,
+    store_topology,
+)
 from router.placement import Placement
 from router.registry import PG_TOOL_SESSION, connect_primary
 from router.topology import Region, Topology
@@ -89,7 +97,7 @@ def local_conflicts(topology: Topology, region: str, records: dict[str, Owner]) 
 async def seed_alone(topology: Topology, region: str, catalog: Catalog,
                      progress: Callable[[str], None] = print) -> None:
     """Seed `region` from the demo catalog if it is fresh, else check the map against
-    its records; then record this topology there unless a newer one was applied."""
+    its records; record this topology there if the region has none yet."""
     if not await is_seeded(topology, region):
         rows = await seed_region(topology, region, catalog)
         progress(f"  {region}: {len(catalog.theatres)} theatres, {len(catalog.shows)} shows "
@@ -109,4 +117,21 @@ async def seed_alone(topology: Topology, region: str, catalog: Catalog,
             raise RegionSetupError(f"{topology.path} disagrees with the ownership {region} "
                                    f"records ({len(found)} theatre(s)):\n" + "\n".join(found))
         progress(f"  {region}: catalog already present, not seeding")
-    await store_document(topology, region)
+    await _record_first_topology(topology, region, progress)
+
+
+async def _record_first_topology(topology: Topology, region: str,
+                                 progress: Callable[[str], None]) -> None:
+    """Record the topology a fresh region starts from. A newer file is not recorded
+    here (only in this region, behind the running processes' backs, unlike the
+    whole-cluster launcher that starts them all): `topology apply` takes it."""
+    conn = await cluster_ownership.connect(topology, region)
+    try:
+        stored = await latest_topology(conn)
+        if stored is None:
+            await store_topology(conn, topology.epoch, topology.path.read_text())
+        elif stored[0] < topology.epoch:
+            progress(f"  {region}: {topology.path} is at epoch {topology.epoch}, the cluster at "
+                     f"{stored[0]}: `bookcluster topology apply` it")
+    finally:
+        await conn.close()
