@@ -77,14 +77,20 @@ def test_a_region_from_single_processes_run_probe_setup(
         start(topology, name, procs)
     for name in PROCESSES[:4]:
         wait_healthy(topology, name)
-    # setup logs in etcd first; Patroni (retrying its login meanwhile) then elects a leader.
-    setup = subprocess.Popen([sys.executable, "-m", "cluster", "--topology", str(topology),
-                              "setup", "--region", "north", "--catalog", "small"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Two set-ups at once (two hosts, an init container and an operator): each logs in
+    # to etcd, waits for Patroni's leader (which retries its login meanwhile), then
+    # under the region's lock one seeds and the other finds it seeded.
+    setups = [subprocess.Popen([sys.executable, "-m", "cluster", "--topology", str(topology),
+                                "setup", "--region", "north", "--catalog", "small"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
     start(topology, "north.postgres.1", procs)
-    out, _ = setup.communicate(timeout=150)
-    assert setup.returncode == 0, out
-    assert "etcd now requires a login" in out and "shows in catalog" in out, out
+    outs = [setup.communicate(timeout=150)[0] for setup in setups]
+    assert [setup.returncode for setup in setups] == [0, 0], outs
+    both = "\n".join(outs)
+    assert "etcd now requires a login" in both, both
+    assert both.count("shows in catalog") == 1, both
+    assert both.count("catalog already present, not seeding") == 1, both
     wait_healthy(topology, "north.postgres.1")
     start(topology, "north.node.1", procs)
     wait_healthy(topology, "north.node.1")
