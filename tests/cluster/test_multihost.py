@@ -161,7 +161,14 @@ def test_three_hosts_sell_across_fail_over_and_pass_the_audit(cluster: Cluster,
     assert probe.returncode == 0, probe.stderr
     failover = json.loads(probe.stdout.strip().splitlines()[-1])
     assert failover["writable_after_s"] is not None, failover
-    masters = cluster.status("west")["redis_masters"]  # as west's sentinel sees them
+    # The sentinel that led the failover knows first; west's hears of it within seconds.
+    deadline = time.monotonic() + 20
+    while True:
+        masters = cluster.status("west")["redis_masters"]  # as west's sentinel sees them
+        if masters["north"]["server"] == "north.redis.replica.north" \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert masters["north"]["server"] == "north.redis.replica.north", masters
 
     after = flow(cluster, "west", "north", 5)
