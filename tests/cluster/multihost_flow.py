@@ -127,7 +127,15 @@ async def until_writable(topology: Topology, entry: str, home: str, since: float
     statuses: dict[str, int] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         show = await home_show(session, node, home)
-        seats = await free_seats(session, node, show, consistent=False)
+        seats: list[str] = []
+        while not seats:  # a seat map read may be refused for a moment too (counted)
+            try:
+                seats = await free_seats(session, node, show, consistent=False)
+            except AssertionError:
+                statuses["seat map refused"] = statuses.get("seat map refused", 0) + 1
+                if time.time() - since > DEADLINE_S:
+                    raise
+                await asyncio.sleep(0.2)
         for i, seat in enumerate(seats):
             if time.time() - since > DEADLINE_S:
                 break

@@ -171,6 +171,21 @@ def test_three_hosts_sell_across_fail_over_and_pass_the_audit(cluster: Cluster,
         time.sleep(0.5)
     assert masters["north"]["server"] == "north.redis.replica.north", masters
 
+    # The other hosts' replicas of north follow the new master (Sentinel repoints them;
+    # seat maps read in south and west come from them).
+    new_master = masters["north"]["address"]
+    deadline = time.monotonic() + 30
+    while True:
+        followers = {r: next(p for p in cluster.status(r)["processes"]
+                             if p["name"] == f"{r}.redis.replica.north")
+                     for r in ("south", "west")}
+        if all(f["master"] == new_master and f["link"] == "up" for f in followers.values()) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert all(f["master"] == new_master and f["link"] == "up"
+               for f in followers.values()), (new_master, followers)
+
     after = flow(cluster, "west", "north", 5)
     assert after["sold"] == 5, after
     audit = cluster.cli("west", "audit", "--json")
