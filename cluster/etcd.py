@@ -57,9 +57,12 @@ async def ensure_auth(region: Region, password: str) -> bool:
     base = f"http://{region.pg_etcd[0]}/v3/auth"
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        status, body = await _post(session, f"{base}/authenticate",
-                                   {"name": USER, "password": password})
-        if status == 200 and body.get("token"):
+        async def enabled() -> bool:
+            status, body = await _post(session, f"{base}/authenticate",
+                                       {"name": USER, "password": password})
+            return status == 200 and bool(body.get("token"))
+
+        if await enabled():
             return False  # enabled on an earlier start
         steps = [("role/add", {"name": USER}),
                  ("user/add", {"name": USER, "password": password}),
@@ -69,6 +72,8 @@ async def ensure_auth(region: Region, password: str) -> bool:
             status, body = await _post(session, f"{base}/{path}", request)
             # A step done by a start that died half-way is done: go on.
             if status != 200 and "already exists" not in str(body.get("error", "")):
+                if await enabled():  # another set-up of this region (a host) finished first
+                    return False
                 raise EtcdError(f"{region.name}: etcd {path}: HTTP {status} {body}")
     return True
 
