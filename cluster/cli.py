@@ -1,8 +1,14 @@
 """`bookcluster`: start, stop and inspect the local cluster.
 
     bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
+    bookcluster up --region R          only region R's processes (one region per host)
     bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
     bookcluster status [--json]        every process, its health and replication lag
+    (--region R on down and status: that region's launcher, that region's processes;
+    --run-dir DIR before the command overrides the topology's settings.run_dir)
+    bookcluster run NAME | probe NAME | setup --region R
+                                       one process in the foreground, its health check,
+                                       a region's one-off set-up: for containers (compose/)
     bookcluster failover --region R --store postgres [--to MEMBER]
                                        planned switchover of a region's primary (Patroni)
     bookcluster failover --region R --store redis
@@ -31,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster import apply, moves, patroni_api, sentinel_api
+from cluster import apply, moves, patroni_api, sentinel_api, service
 from cluster.audit import audit_command
 from cluster.binaries import BinaryNotFound
 from cluster.demo_catalog import CatalogSpec
@@ -58,8 +64,12 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--topology", type=Path, default=None,
                    help="topology file (default: ./topology.yaml, else the repo's)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="run folder (default: the topology's settings.run_dir)")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local cluster and keep it running")
+    up.add_argument("--region", action="append", dest="regions",
+                    help="start only this region's processes (repeatable; default: all)")
     up.add_argument("--hold-ttl", type=duration_arg, help="seat hold TTL, e.g. 5s (default: "
                     "settings.hold_ttl)")
     up.add_argument("--sweep-interval", type=duration_arg, help="expiry sweep interval, e.g. 1s")
@@ -69,7 +79,10 @@ def parser() -> argparse.ArgumentParser:
                     help="demo catalog size: full (21 theatres per region, 3 days) or small")
     down = sub.add_parser("down", help="stop a running local cluster")
     down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
+    down.add_argument("--region", help="stop the launcher of this region (refused if it "
+                      "runs other regions too)")
     status = sub.add_parser("status", help="health and replication lag of every process")
+    status.add_argument("--region", help="only this region's processes")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     audit = sub.add_parser("audit", help="check the invariants across all regions; "
                            "non-zero exit on any violation")
@@ -121,6 +134,16 @@ def parser() -> argparse.ArgumentParser:
                        "(default 10s)")
     tmove.add_argument("--pause-after", choices=["frozen", "committed"],
                        help=argparse.SUPPRESS)  # tests and drills: stop as if crashed there
+    run = sub.add_parser("run", help="run one process of the topology in the foreground "
+                         "(a container's command, see compose/)")
+    run.add_argument("name", help="e.g. north.redis.master, north.postgres.1, north.node.1")
+    probe = sub.add_parser("probe", help="exit 0 if process NAME is healthy (a container's "
+                           "health check)")
+    probe.add_argument("name")
+    setup = sub.add_parser("setup", help="a region's one-off set-up: etcd login, database, "
+                           "migrations, catalog seed (idempotent, safe to run at once)")
+    setup.add_argument("--region", required=True)
+    setup.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full")
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
@@ -139,11 +162,12 @@ def topology_path(arg: Path | None) -> Path:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        topology = load_topology(topology_path(args.topology))
+        run_dir = args.run_dir.resolve() if args.run_dir is not None else None
+        topology = load_topology(topology_path(args.topology), run_dir)
         if args.command == "up":
             code = asyncio.run(_up(topology, args))
         elif args.command == "down":
-            code = _down(topology, args.wipe)
+            code = _down(topology, args.wipe, args.region)
         elif args.command == "audit":
             code = asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
         elif args.command == "jobs":
@@ -154,10 +178,17 @@ def main(argv: list[str] | None = None) -> None:
             code = _token(topology, args)
         elif args.command == "topology":
             code = asyncio.run(_topology(topology, args))
+        elif args.command == "run":
+            service.run(topology, args.name)
+            code = 1  # not reached: run replaces this process
+        elif args.command == "probe":
+            code = asyncio.run(service.probe_command(topology, args.name))
+        elif args.command == "setup":
+            code = service.setup(topology, args.region, CATALOG_SIZES[args.catalog])
         elif args.command == "failover":
             code = asyncio.run(_failover(topology, args))
         else:
-            code = asyncio.run(_status(topology, args.json))
+            code = asyncio.run(_status(topology, args.json, args.region))
     except (RouterError, BinaryNotFound, ClusterAlreadyRunning, ClusterSetupError,
             PostgresSetupError, TimeoutError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -259,7 +290,7 @@ async def _up(topology: Topology, args: argparse.Namespace) -> int:
     wan_delay_ms = None if args.wan_delay is None else int(round(args.wan_delay * 1000))
     cluster = LocalCluster(topology, node_args=_node_args(args), worker_args=_worker_args(args),
                            wan_delay_ms=wan_delay_ms,
-                           catalog=CATALOG_SIZES[args.catalog],
+                           catalog=CATALOG_SIZES[args.catalog], regions=args.regions,
                            progress=lambda line: print(line, flush=True))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -297,9 +328,14 @@ async def _up(topology: Topology, args: argparse.Namespace) -> int:
     return 0
 
 
-def _down(topology: Topology, wipe: bool) -> int:
+def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
     run_dir = topology.settings.run_dir
     state = read_state(run_dir)
+    runs = _launcher_regions(topology, state)
+    if state is not None and region is not None and runs != [region]:
+        print(f"error: the launcher of {run_dir} runs {', '.join(runs)}, not only {region}: "
+              "`bookcluster down` (without --region) stops it", file=sys.stderr)
+        return 2
     if state is None:
         print(f"nothing running from {run_dir}")
     elif pid_alive(state["launcher_pid"]):
@@ -322,13 +358,22 @@ def _down(topology: Topology, wipe: bool) -> int:
     return 0
 
 
-async def _status(topology: Topology, as_json: bool) -> int:
+def _launcher_regions(topology: Topology, state: dict[str, Any] | None) -> list[str]:
+    """The regions the run folder's launcher runs (every one, for a state written before
+    `up --region` existed)."""
+    if state is None:
+        return []
+    return list(state.get("regions") or topology.regions)
+
+
+async def _status(topology: Topology, as_json: bool, region: str | None = None) -> int:
     state = read_state(topology.settings.run_dir)
     if state is None:
         print(json.dumps({"running": False, "processes": []}) if as_json
               else f"nothing running from {topology.settings.run_dir}")
         return 1
-    rows = await probe_all(state["processes"], topology.secrets)
+    processes = [p for p in state["processes"] if region is None or p["region"] == region]
+    rows = await probe_all(processes, topology.secrets)
     for row in rows:
         row["alive"] = pid_alive(row["pid"])
         row["healthy"] = bool(row.get("healthy")) and row["alive"]
@@ -339,6 +384,7 @@ async def _status(topology: Topology, as_json: bool) -> int:
                 "sentinel_masters")
         print(json.dumps({"running": pid_alive(state["launcher_pid"]),
                           "launcher_pid": state["launcher_pid"],
+                          "regions": _launcher_regions(topology, state),
                           "redis_masters": redis_masters(topology, rows),
                           "processes": [{k: r.get(k) for k in keep} for r in rows]}, indent=2))
     else:

@@ -1,4 +1,5 @@
-"""A region's etcd: Patroni's DCS (where the leader key lives), one member on loopback.
+"""A region's etcd: Patroni's DCS (where the leader key lives), one member on the
+region's host.
 
 Whoever can write the leader key decides which PostgreSQL is the primary, so
 etcd requires a login like every other store of ours: the `root` user, with the
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from cluster.addresses import listen_host
 from cluster.supervisor import ProcessSpec
 from router.topology import Region, Topology
 
@@ -32,9 +34,9 @@ def etcd_spec(binary: str, topology: Topology, region: Region,
     return ProcessSpec(
         name=name, region=region.name, role="etcd", host=client.host, port=client.port,
         argv=(binary, "--name", region.name, "--data-dir", str(folder),
-              "--listen-client-urls", f"http://{client}",
+              "--listen-client-urls", f"http://{listen_host(client.host)}:{client.port}",
               "--advertise-client-urls", f"http://{client}",
-              "--listen-peer-urls", f"http://{peer}",
+              "--listen-peer-urls", f"http://{listen_host(peer.host)}:{peer.port}",
               "--initial-advertise-peer-urls", f"http://{peer}",
               "--initial-cluster", f"{region.name}=http://{peer}",
               "--log-level", "warn", "--logger", "zap"),
@@ -55,9 +57,12 @@ async def ensure_auth(region: Region, password: str) -> bool:
     base = f"http://{region.pg_etcd[0]}/v3/auth"
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        status, body = await _post(session, f"{base}/authenticate",
-                                   {"name": USER, "password": password})
-        if status == 200 and body.get("token"):
+        async def enabled() -> bool:
+            status, body = await _post(session, f"{base}/authenticate",
+                                       {"name": USER, "password": password})
+            return status == 200 and bool(body.get("token"))
+
+        if await enabled():
             return False  # enabled on an earlier start
         steps = [("role/add", {"name": USER}),
                  ("user/add", {"name": USER, "password": password}),
@@ -67,6 +72,8 @@ async def ensure_auth(region: Region, password: str) -> bool:
             status, body = await _post(session, f"{base}/{path}", request)
             # A step done by a start that died half-way is done: go on.
             if status != 200 and "already exists" not in str(body.get("error", "")):
+                if await enabled():  # another set-up of this region (a host) finished first
+                    return False
                 raise EtcdError(f"{region.name}: etcd {path}: HTTP {status} {body}")
     return True
 

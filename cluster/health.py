@@ -202,15 +202,17 @@ async def scrape_metric(session: aiohttp.ClientSession, address: str, name: str,
 
 
 async def wait_healthy(proc: dict[str, Any], timeout_s: float, alive: Callable[[], bool],
-                       secrets: Secrets) -> dict[str, Any]:
-    """Poll a process until healthy; fail early if it died. Raises TimeoutError."""
+                       secrets: Secrets,
+                       accept: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """Poll a process until healthy (or its probe passes `accept`); fail early if it died.
+    Raises TimeoutError."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: dict[str, Any] = {}
     while asyncio.get_running_loop().time() < deadline:
         if not alive():
             raise RuntimeError(f"{proc['name']} exited during start-up; see {proc['log_path']}")
         last = await probe(proc, secrets)
-        if last.get("healthy"):
+        if last.get("healthy") or (accept is not None and accept(last)):
             return last
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{proc['name']} not healthy after {timeout_s:.0f}s: "

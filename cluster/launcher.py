@@ -6,6 +6,16 @@ watch the masters from then on), each region's PostgreSQL members under Patroni
 leader once it is elected), the catalog seed, then app nodes. Each step waits
 until its processes are healthy. Data lives under the topology's run folder;
 stopping keeps it unless asked to wipe.
+
+With `regions`, only those regions' processes start (`bookcluster up --region R`:
+one region per host, each host reading the same topology). A region's host runs
+its master, the replicas hosted in it (of every region's master: one whose master
+is on a host not up yet links up later, so it is waited for only to answer), its
+sentinel, etcd and PostgreSQL members, nodes, worker, and with a WAN delay its own
+proxy for its outgoing cross-region links. The payment gateway simulator runs on
+the host of the topology's first region. Database creation, migrations and the
+catalog seed run under a session advisory lock on the region's primary
+(`cluster.region_setup`), so launchers of one region starting at once do them once.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cluster import etcd, patroni, postgres_server, redis_server, sentinel, wan
+from cluster import etcd, patroni, postgres_server, redis_server, region_setup, sentinel, wan
 from cluster.binaries import Binaries, find_binaries
 from cluster.demo_catalog import CatalogSpec, build_catalog
 from cluster.health import wait_healthy, wait_leader
@@ -33,9 +43,7 @@ from cluster.supervisor import (
     pid_alive,
     read_state,
 )
-from region_node.db.migrate import migrate
 from router import secrets as cluster_secrets
-from router.registry import PG_TOOL_SESSION, connect_primary
 from router.topology import Endpoint, Region, Topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -99,8 +107,15 @@ class LocalCluster:
         worker_args: Sequence[str] = (),
         wan_delay_ms: int | None = None,
         progress: Callable[[str], None] = print,
+        regions: Sequence[str] | None = None,
     ) -> None:
         self.topology = topology
+        unknown = sorted(set(regions or ()) - set(topology.regions))
+        if unknown:
+            raise ClusterSetupError(f"unknown region(s) {', '.join(unknown)} "
+                                    f"(known: {', '.join(topology.regions)})")
+        # None: the whole cluster (every region on this machine, the default).
+        self.only = list(regions) if regions else None
         self.binaries = binaries or find_binaries()
         self.catalog_spec = catalog or CatalogSpec()
         self.node_args = list(node_args)
@@ -112,6 +127,16 @@ class LocalCluster:
         self.supervisor = Supervisor(self.run_dir)
         self._stopped: dict[str, ProcessSpec] = {}
         self.pg_user = postgres_server.pg_os_user()
+
+    @property
+    def local_regions(self) -> list[Region]:
+        """The regions this launcher runs, in topology order."""
+        return [r for r in self.topology.regions.values()
+                if self.only is None or r.name in self.only]
+
+    def _runs_gateway(self) -> bool:
+        return self.topology.payments is not None and (
+            self.only is None or next(iter(self.topology.regions)) in self.only)
 
     async def start(self) -> LocalCluster:
         self._claim_run_dir()
@@ -140,8 +165,8 @@ class LocalCluster:
 
     async def _start_workers(self) -> None:
         specs = [worker_spec(self.topology, r, self.worker_args)
-                 for r in self.topology.regions.values() if r.worker is not None]
-        if self.topology.payments is not None:
+                 for r in self.local_regions if r.worker is not None]
+        if self._runs_gateway():
             specs.append(gateway_spec(self.topology))
         await self._start_and_wait(specs)
 
@@ -235,7 +260,8 @@ class LocalCluster:
                 self.progress(f"stopped {killed} processes left by a dead launcher")
         self._ensure_secrets()
         self.supervisor.meta = {"topology": str(self.topology.path),
-                                "run_dir": str(self.run_dir), "started_at": time.time()}
+                                "run_dir": str(self.run_dir), "started_at": time.time(),
+                                "regions": [r.name for r in self.local_regions]}
 
     def _ensure_secrets(self) -> None:
         """Generate the local cluster's passwords and keys once per run folder. Data made
@@ -264,16 +290,24 @@ class LocalCluster:
         children = [self.supervisor.start(s) for s in specs]
         await asyncio.gather(*(self._wait(c) for c in children))
 
+    def _linked_later(self, spec: ProcessSpec) -> bool:
+        """A replica of a master this launcher does not run: its master's host may start
+        after this one, so the replica need not be linked up yet, only answer."""
+        return (self.only is not None and spec.role == "redis-replica"
+                and spec.source not in self.only)
+
     async def _wait(self, child: Child) -> None:
         record = {**child.spec.__dict__, "log_path": str(child.spec.log_path)}
+        answered = (lambda r: r.get("redis_role") is not None) \
+            if self._linked_later(child.spec) else None
         await wait_healthy(record, START_TIMEOUT_S, alive=lambda: child.popen.poll() is None,
-                           secrets=self.topology.secrets)
+                           secrets=self.topology.secrets, accept=answered)
         self.progress(f"  {child.spec.name:<28} pid {child.pid:<7} {child.spec.address}")
 
     async def _start_redis(self) -> None:
         binary = self.binaries.redis_server
         self.progress(f"  redis-server: {binary} ({self.binaries.redis_source})")
-        regions = list(self.topology.regions.values())
+        regions = self.local_regions
         await self._start_and_wait(
             [redis_server.master_spec(binary, self.topology, r) for r in regions])
         if self.wan_delay_ms is not None:
@@ -289,7 +323,7 @@ class LocalCluster:
         return self.wan.route(region, master) if self.wan else master
 
     async def _start_wan_proxy(self, delay_ms: int) -> None:
-        self.wan = wan.plan(self.topology, delay_ms)
+        self.wan = wan.plan(self.topology, delay_ms, [r.name for r in self.local_regions])
         links, routes = wan.write(self.wan, self.run_dir)
         self.node_args += ["--wan-routes", str(routes)]
         self.worker_args += ["--wan-routes", str(routes)]
@@ -302,7 +336,7 @@ class LocalCluster:
                       f"under {self.binaries.patroni()}"
                       + (f", running as {self.pg_user}" if self.pg_user else ""))
         postgres_server.check_reachable(self.run_dir, self.pg_user)
-        regions = list(self.topology.regions.values())
+        regions = self.local_regions
         for region in regions:
             patroni.prepare(self.binaries, self.topology, region, self.pg_user)
         await asyncio.gather(*(self._start_region_postgres(r) for r in regions))
@@ -323,14 +357,8 @@ class LocalCluster:
         try:
             await wait_leader(region, START_TIMEOUT_S,
                               alive=lambda: all(c.popen.poll() is None for c in children))
-            secrets = self.topology.secrets
-            await postgres_server.create_database(region.pg_members, secrets)
-            conn = await connect_primary(region.pg_members, secrets,
-                                         server_settings=PG_TOOL_SESSION)
-            try:
-                applied = await migrate(conn)
-            finally:
-                await conn.close()
+            async with region_setup.lock(self.topology, region):
+                applied = await region_setup.create_and_migrate(self.topology, region)
             if applied:
                 self.progress(f"  {region.name}: applied migrations {applied}")
             await asyncio.gather(*waits)
@@ -341,9 +369,15 @@ class LocalCluster:
 
     async def _seed(self) -> None:
         catalog = build_catalog(self.catalog_spec, date.today())
-        await seed_cluster(self.topology, catalog, self.progress)
+        if self.only is None:
+            await seed_cluster(self.topology, catalog, self.progress)
+            return
+        for region in self.local_regions:
+            async with region_setup.lock(self.topology, region):
+                await region_setup.seed_alone(self.topology, region.name, catalog,
+                                              self.progress)
 
     async def _start_nodes(self) -> None:
         specs = [node_spec(self.topology, r, i, self.node_args)
-                 for r in self.topology.regions.values() for i in range(len(r.nodes))]
+                 for r in self.local_regions for i in range(len(r.nodes))]
         await self._start_and_wait(specs)

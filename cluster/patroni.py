@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from cluster import etcd
+from cluster.addresses import client_networks
 from cluster.binaries import Binaries
 from cluster.postgres_server import server_parameters
 from cluster.supervisor import ProcessSpec
@@ -139,11 +140,9 @@ def member_config(binaries: Binaries, topology: Topology, region: Region,
             # The superuser replicates and rewinds too: one less password to keep.
             "authentication": {"superuser": admin, "replication": admin, "rewind": admin},
             "parameters": {k: v for k, v in params.items() if k not in CLUSTER_WIDE},
-            # As initdb --auth=scram-sha-256 makes it: loopback only, every login a password.
-            "pg_hba": ["host all all 127.0.0.1/32 scram-sha-256",
-                       "host all all ::1/128 scram-sha-256",
-                       "host replication all 127.0.0.1/32 scram-sha-256",
-                       "host replication all ::1/128 scram-sha-256"],
+            # Every login a password; from loopback and the topology's hosts only.
+            "pg_hba": [f"host {db} all {net} scram-sha-256"
+                       for net in client_networks(topology) for db in ("all", "replication")],
             "basebackup": basebackup,
             # A member whose history cannot be rewound is cloned afresh, not left out.
             "remove_data_directory_on_rewind_failure": True,

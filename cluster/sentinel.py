@@ -21,6 +21,7 @@ between sentinels, `auth-pass` to the servers): 0600.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def config(topology: Topology, region: Region, data_dir: Path) -> str:
         f'requirepass "{password}"',
         f'sentinel sentinel-pass "{password}"',
     ]
+    if not all(_is_ip(r.redis_master.host) for r in topology.regions.values()):
+        lines.append("sentinel resolve-hostnames yes")  # masters named, not numbered
     down_after_ms = int(topology.settings.redis_down_after_s * 1000)
     for name, watched in topology.regions.items():
         master = watched.redis_master
@@ -75,20 +78,32 @@ def config(topology: Topology, region: Region, data_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _write_config(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
 
 
-def sentinel_spec(binary: Path, topology: Topology, region: Region) -> ProcessSpec:
-    """The region's sentinel, with a fresh configuration file (see the module's doc)."""
+def sentinel_spec(binary: Path, topology: Topology, region: Region, *,
+                  keep_config: bool = False) -> ProcessSpec:
+    """The region's sentinel, with a fresh configuration file (see the module's doc), or
+    with `keep_config` the one it rewrote as it learned, if there is one (a container
+    restarted alone: the other sentinels went on)."""
     assert region.redis_sentinel is not None
     ep = region.redis_sentinel
     data_dir = topology.settings.run_dir / region.name / "redis-sentinel"
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "sentinel.conf"
-    _write_config(conf, config(topology, region, data_dir))
+    if not (keep_config and conf.exists()):
+        _write_config(conf, config(topology, region, data_dir))
     name = f"{region.name}.redis.sentinel"
     return ProcessSpec(
         name=name, region=region.name, role="redis-sentinel", host=ep.host, port=ep.port,

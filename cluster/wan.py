@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,11 @@ class WanPlan:
         return Endpoint(host, int(port))
 
 
-def plan(topology: Topology, delay_ms: int) -> WanPlan:
+def plan(topology: Topology, delay_ms: int, local_regions: Sequence[str] | None = None) -> WanPlan:
+    """Links from `local_regions` (default: every region) to every other region: a host
+    that runs one region (`up --region`) proxies only its own outgoing links."""
     targets: list[tuple[str, str, Endpoint]] = []  # (from region, label, target)
-    for local in topology.regions:
+    for local in local_regions or topology.regions:
         for name, remote in topology.regions.items():
             if name == local:
                 continue

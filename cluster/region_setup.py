@@ -1,0 +1,137 @@
+"""One region's database set-up, done once however many launchers start it at once.
+
+On one machine a single launcher runs every region. Across hosts
+(`bookcluster up --region R`, or a compose service per region) several processes
+may reach the same region's fresh primary together: a restarted host, an init
+container and an operator's command. Creating the role and database, applying
+migrations and seeding the catalog each check-then-write, so two of them at once
+could both decide to seed. They run under one session advisory lock on the
+region's primary, in the `postgres` database (which exists before ours does; the
+lock is per database), held by its own connection around the whole set-up.
+
+Seeding one region alone (`seed_alone`) sees only that region's records: it
+seeds the demo catalog into a fresh region and checks the topology against what
+the region itself records (the check a node makes at start), since the other
+regions' hosts may not be up yet. A region added to a running cluster is not
+seeded this way: see `seed.copy_catalog` and README, "Adding a region".
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from cluster import ownership as cluster_ownership
+from cluster.demo_catalog import Catalog
+from cluster.postgres_server import create_database
+from cluster.seed import adopt_legacy_ownership, is_seeded, seed_region
+from region_node.db.migrate import migrate
+from region_node.ownership import (
+    FROZEN,
+    MOVED,
+    OWNED,
+    Owner,
+    latest_topology,
+    owners,
+    store_topology,
+)
+from router.placement import Placement
+from router.registry import PG_TOOL_SESSION, connect_primary
+from router.topology import Region, Topology
+
+# Any constant: it only serialises set-ups of one region's PostgreSQL.
+SETUP_LOCK_ID = 7_245_014
+LOCK_TIMEOUT_S = 300.0  # a seed of the full demo catalog takes seconds; a stuck one, not this
+
+
+@asynccontextmanager
+async def lock(topology: Topology, region: Region) -> AsyncIterator[None]:
+    """Hold the region's set-up lock (waiting for another holder to finish)."""
+    conn = await connect_primary(region.pg_members, topology.secrets, admin=True,
+                                 database="postgres", server_settings=PG_TOOL_SESSION)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", SETUP_LOCK_ID,
+                           timeout=LOCK_TIMEOUT_S)
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", SETUP_LOCK_ID)
+    finally:
+        await conn.close()
+
+
+async def create_and_migrate(topology: Topology, region: Region) -> list[int]:
+    """The application role and database, then every migration. Returns those applied."""
+    await create_database(region.pg_members, topology.secrets)
+    conn = await connect_primary(region.pg_members, topology.secrets,
+                                 server_settings=PG_TOOL_SESSION)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+class RegionSetupError(RuntimeError):
+    pass
+
+
+def local_conflicts(topology: Topology, region: str, records: dict[str, Owner]) -> list[str]:
+    """What `region`'s own records say against the topology's map: a theatre it owns
+    (or is moving out) placed elsewhere, or one placed here that it moved away."""
+    placement = Placement(topology)
+    found = []
+    for theatre, record in sorted(records.items()):
+        state, owner = record.state, record.owner
+        placed = placement.region_of(theatre)
+        if state in (OWNED, FROZEN) and placed != region and not (
+                state == FROZEN and placed == owner):
+            found.append(f"  {theatre}: the topology places it in {placed}, but {region} owns "
+                         f"it; `bookcluster topology move {theatre} --to {placed}` on the "
+                         f"running cluster, or map it back: `theatres: {{{theatre}: {region}}}`")
+        elif state == MOVED and placed == region:
+            found.append(f"  {theatre}: the topology places it in {region}, but it moved to "
+                         f"{owner}; map it there: `theatres: {{{theatre}: {owner}}}`")
+    return found
+
+
+async def seed_alone(topology: Topology, region: str, catalog: Catalog,
+                     progress: Callable[[str], None] = print) -> None:
+    """Seed `region` from the demo catalog if it is fresh, else check the map against
+    its records; record this topology there if the region has none yet."""
+    if not await is_seeded(topology, region):
+        rows = await seed_region(topology, region, catalog)
+        progress(f"  {region}: {len(catalog.theatres)} theatres, {len(catalog.shows)} shows "
+                 f"in catalog; {rows} seats of its own shows")
+    else:
+        conn = await cluster_ownership.connect(topology, region)
+        try:
+            records = await owners(conn)
+        finally:
+            await conn.close()
+        if not records:
+            count = await adopt_legacy_ownership(topology, region)
+            progress(f"  {region}: recorded ownership of its {count} theatres "
+                     "(data from before ownership records)")
+        found = local_conflicts(topology, region, dict(records))
+        if found:
+            raise RegionSetupError(f"{topology.path} disagrees with the ownership {region} "
+                                   f"records ({len(found)} theatre(s)):\n" + "\n".join(found))
+        progress(f"  {region}: catalog already present, not seeding")
+    await _record_first_topology(topology, region, progress)
+
+
+async def _record_first_topology(topology: Topology, region: str,
+                                 progress: Callable[[str], None]) -> None:
+    """Record the topology a fresh region starts from. A newer file is not recorded
+    here (only in this region, behind the running processes' backs, unlike the
+    whole-cluster launcher that starts them all): `topology apply` takes it."""
+    conn = await cluster_ownership.connect(topology, region)
+    try:
+        stored = await latest_topology(conn)
+        if stored is None:
+            await store_topology(conn, topology.epoch, topology.path.read_text())
+        elif stored[0] < topology.epoch:
+            progress(f"  {region}: {topology.path} is at epoch {topology.epoch}, the cluster at "
+                     f"{stored[0]}: `bookcluster topology apply` it")
+    finally:
+        await conn.close()
