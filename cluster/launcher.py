@@ -25,7 +25,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -206,8 +205,8 @@ class LocalCluster:
              if name in (r.name, src)])
         patroni.prepare(self.binaries, topology, region, self.pg_user)
         await self._start_region_postgres(region)
-        await seed_cluster(topology, build_catalog(self.catalog_spec, date.today()),
-                           self.progress, record_topology=False)
+        catalog = build_catalog(self.catalog_spec, topology.settings.catalog_day_one())
+        await seed_cluster(topology, catalog, self.progress, record_topology=False)
         await self._start_and_wait(
             [node_spec(topology, region, i, self.node_args) for i in range(len(region.nodes))]
             + ([worker_spec(topology, region, self.worker_args)] if region.worker else []))
@@ -368,7 +367,7 @@ class LocalCluster:
             await asyncio.gather(*waits, return_exceptions=True)
 
     async def _seed(self) -> None:
-        catalog = build_catalog(self.catalog_spec, date.today())
+        catalog = build_catalog(self.catalog_spec, self.topology.settings.catalog_day_one())
         if self.only is None:
             await seed_cluster(self.topology, catalog, self.progress)
             return

@@ -27,7 +27,6 @@ import os
 import pwd
 import tempfile
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 
 from cluster import etcd, health_check, patroni, redis_server, region_setup, sentinel
@@ -130,7 +129,7 @@ async def setup_command(topology: Topology, region_name: str, catalog: CatalogSp
         if applied:
             print(f"{region.name}: applied migrations {applied}", flush=True)
         await region_setup.seed_alone(topology, region.name,
-                                      build_catalog(catalog, date.today()),
+                                      build_catalog(catalog, topology.settings.catalog_day_one()),
                                       lambda line: print(line, flush=True))
     return 0
 

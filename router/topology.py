@@ -10,6 +10,7 @@ import argparse
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -89,6 +90,12 @@ class Settings:
     durable: bool = True
     # Sentinel fails over a Redis master that has not answered for this long.
     redis_down_after_s: float = 1.0
+    # The demo catalog's first show day. Unset, it is the day a fresh cluster is seeded;
+    # regions started on separate hosts set it, so every region seeds the same shows.
+    catalog_start: date | None = None
+
+    def catalog_day_one(self) -> date:
+        return self.catalog_start or date.today()
 
 
 @dataclass(frozen=True)
@@ -399,7 +406,7 @@ def _positive_int(reader: _Reader, value: Any, key: str) -> int:
 def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Settings:
     raw = reader.mapping(raw, "settings")
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
-               "durable", "redis_down_after"}
+               "durable", "redis_down_after", "catalog_start"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -425,7 +432,20 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
         if not isinstance(raw["durable"], bool):
             raise reader.fail("settings.durable", "expected true or false")
         out = replace(out, durable=raw["durable"])
+    if "catalog_start" in raw:
+        out = replace(out, catalog_start=_day(reader, raw["catalog_start"],
+                                              "settings.catalog_start"))
     return out
+
+
+def _day(reader: _Reader, value: Any, key: str) -> date:
+    """A YAML date (2026-11-23, which YAML already reads as one) or its ISO text."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise reader.fail(key, "expected a date, YYYY-MM-DD") from None
 
 
 def _region(reader: _Reader, name: str, raw: Any, all_regions: set[str]) -> Region:

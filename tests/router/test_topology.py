@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,13 @@ def test_sentinels_are_optional_and_checked(tmp_path: Path) -> None:
     lines[south] = f"      sentinel: {master}"
     err = error_of(tmp_path, "\n".join(lines))
     assert err.key == "regions.south.redis.sentinel" and "duplicate host:port" in err.reason
+
+
+def test_catalog_start_is_a_date_and_optional(tmp_path: Path) -> None:
+    """Regions seeded on separate hosts (and days) seed the same shows when it is set."""
+    text = topology_yaml(tmp_path / "run")
+    assert load_topology(write(tmp_path, text)).settings.catalog_day_one() == date.today()
+    dated = text.replace("settings:\n", "settings:\n  catalog_start: 2026-12-01\n", 1)
+    assert load_topology(write(tmp_path, dated)).settings.catalog_day_one() == date(2026, 12, 1)
+    err = error_of(tmp_path, text.replace("settings:\n", "settings:\n  catalog_start: soon\n", 1))
+    assert err.key == "settings.catalog_start" and "YYYY-MM-DD" in err.reason
