@@ -42,17 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
+from benchlib.backlog import Backlog
 from benchlib.cpu import cpu_groups, cpu_seconds
 from benchlib.local import BenchCluster, bench_cluster
 from benchlib.phases import SeatPool
 from benchlib.tokens import bearer, token_for
-from bullmq import Queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.demo_catalog import CatalogSpec
-from region_node import jobqueue
-from router.registry import make_redis, pg_dsn, pg_login
+from router.registry import make_redis
 
 # ~10,000 seats for sale per region: 5,000 two-seat bookings.
 CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=2, days=1, shows_per_day=4)
@@ -63,7 +61,6 @@ RETRIES_402 = 50  # 5 s: the simulator captures after its capture delay (300 ms)
 Jobs = dict[str, float]  # kind -> jobs finished; "<kind>:s" -> seconds their handlers ran
 MIN_BACKLOG_TO_TIME = 300  # jobs
 SETTLE_S = 6.0  # > the reconciler's RECENT window (5 s)
-QUEUED = ("waiting", "active", "delayed", "prioritized")
 
 
 def log(message: str) -> None:
@@ -104,33 +101,20 @@ class Probe:
         self.regions = regions
         self.groups = cpu_groups(cluster)
         self.worker_pids = {"workers": self.groups.get("workers", [])}
-        self.pools: dict[str, asyncpg.Pool] = {}
-        self.queues: dict[str, Queue] = {}
+        self._backlog = Backlog(cluster, regions)
 
     async def __aenter__(self) -> Probe:
-        topology = self.cluster.topology
-        for region in self.regions:
-            self.pools[region] = await asyncpg.create_pool(
-                pg_dsn(topology.region(region).pg_primary), **pg_login(topology.secrets),
-                min_size=1, max_size=1)
-            self.queues[region] = jobqueue.open_queue(topology, region)
+        await self._backlog.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for queue in self.queues.values():
-            await queue.close()
-        for pool in self.pools.values():
-            await pool.close()
+        await self._backlog.__aexit__(*exc)
 
     async def backlog(self) -> dict[str, int]:
         """Outbox rows not yet relayed, and queued jobs, over the chosen regions."""
-        outbox = queued = 0
-        for region in self.regions:
-            outbox += int(await self.pools[region].fetchval(
-                "SELECT count(*) FROM outbox WHERE relayed_at IS NULL"))
-            counts = await jobqueue.counts(self.queues[region])
-            queued += sum(counts.get(state, 0) for state in QUEUED)
-        return {"outbox": outbox, "queued": queued, "total": outbox + queued}
+        counts = await self._backlog.read()
+        return {"outbox": counts["outbox"], "queued": counts["queued"],
+                "total": counts["outbox"] + counts["queued"]}
 
     async def jobs_done(self, http: aiohttp.ClientSession) -> Jobs:
         """Jobs the chosen regions' workers finished, by kind (any outcome); and, under

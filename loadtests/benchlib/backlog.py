@@ -29,17 +29,19 @@ POLL_S = 0.2
 
 
 class Backlog:
-    """Reads every region's backlog; an async context manager (one connection each)."""
+    """Reads the backlog of `regions` (default: every region); an async context manager
+    (one connection each)."""
 
-    def __init__(self, cluster: BenchCluster) -> None:
+    def __init__(self, cluster: BenchCluster, regions: list[str] | None = None) -> None:
         self.cluster = cluster
+        self.regions = regions if regions is not None else list(cluster.topology.regions)
         self.pools: dict[str, asyncpg.Pool] = {}
         self.queues: dict[str, Queue] = {}
 
     async def __aenter__(self) -> Backlog:
         topology = self.cluster.topology
         try:
-            for region in topology.regions:
+            for region in self.regions:
                 self.pools[region] = await asyncpg.create_pool(
                     pg_dsn(topology.region(region).pg_primary), **pg_login(topology.secrets),
                     server_settings=PG_TOOL_SESSION, min_size=1, max_size=1)

@@ -3,20 +3,15 @@ helpers to read where things live. The session cluster is left alone."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from cluster.demo_catalog import CITIES, slug
-from cluster.launcher import LocalCluster
-from router.placement import Placement
-from router.topology import load_topology
 from tests.conftest import TEST_CATALOG, TEST_LIMITS, Cluster
-from tests.support import Session, topology_yaml, use_topology
+from tests.own_cluster import own_cluster
 
 
 def theatre_map(regions: tuple[str, ...] = ("north", "south", "west")) -> dict[str, str]:
@@ -27,26 +22,13 @@ def theatre_map(regions: tuple[str, ...] = ("north", "south", "west")) -> dict[s
 
 @asynccontextmanager
 async def movable_cluster(prefix: str, *, nodes: int = 2) -> AsyncIterator[Cluster]:
-    previous = Session.topology
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        Path(tmp).chmod(0o755)  # PostgreSQL's unprivileged user must reach its data
-        path = Path(tmp) / "topology.yaml"
-        path.write_text(topology_yaml(Path(tmp) / "run", nodes=nodes, theatres=theatre_map(),
-                                      workers=True, limits=TEST_LIMITS,
-                                      extra_settings="  sweep_interval: 500ms\n"))
-        topology = load_topology(path)
-        # Nodes look for a missed epoch only when a write answers MOVED (no poll): a
-        # test of that path must not race the poll.
-        launcher = LocalCluster(topology, catalog=TEST_CATALOG, progress=lambda _: None,
-                                node_args=["--topology-poll", "1h"])
-        await launcher.start()
-        use_topology(topology)  # tokens and payments of this cluster
-        try:
-            yield Cluster(topology, launcher, Placement(topology), short_ttl_node="")
-        finally:
-            launcher.stop()
-            if previous is not None:
-                use_topology(previous)
+    # Nodes look for a missed epoch only when a write answers MOVED (no poll): a
+    # test of that path must not race the poll.
+    async with own_cluster(prefix, TEST_CATALOG, node_args=["--topology-poll", "1h"],
+                           nodes=nodes, theatres=theatre_map(), workers=True,
+                           limits=TEST_LIMITS,
+                           extra_settings="  sweep_interval: 500ms\n") as cluster:
+        yield cluster
 
 
 def shows_of(catalog: Any, theatre: str) -> list[int]:

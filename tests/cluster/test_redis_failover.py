@@ -21,12 +21,10 @@ import asyncio
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,13 +36,12 @@ from cluster import faults, sentinel_api
 from cluster.audit import run_audit
 from cluster.demo_catalog import CITIES, CatalogSpec, build_catalog, slug
 from cluster.health import scrape_metric
-from cluster.launcher import LocalCluster
-from router.placement import Placement
-from router.topology import Endpoint, load_topology
+from router.topology import Endpoint
 from tests.conftest import Cluster
+from tests.own_cluster import own_cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_mirror import converged
-from tests.support import Session, bearer, paid, topology_yaml, use_topology
+from tests.support import Session, bearer, paid
 
 REGION = "north"  # whose master fails; "south" reaches it across regions
 SPEC = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2)
@@ -68,23 +65,10 @@ KILL_CYCLES = 4  # the slow variant
 @pytest_asyncio.fixture(scope="module")
 async def ha() -> AsyncIterator[Cluster]:
     theatres = {f"{slug(CITIES[r][0][0])}-01": r for r in ("north", "south")}
-    previous = Session.topology
-    with tempfile.TemporaryDirectory(prefix="bookcluster-sentinel-") as tmp:
-        Path(tmp).chmod(0o755)  # PostgreSQL's unprivileged user must reach its data
-        path = Path(tmp) / "topology.yaml"
-        path.write_text(topology_yaml(Path(tmp) / "run", regions=("north", "south"), nodes=2,
-                                      workers=True, theatres=theatres, limits=LIMITS,
-                                      redis_down_after="1s"))
-        topology = load_topology(path)
-        launcher = LocalCluster(topology, catalog=SPEC, progress=lambda _: None)
-        await launcher.start()
-        use_topology(topology)  # tokens and payments of this cluster
-        try:
-            yield Cluster(topology, launcher, Placement(topology), short_ttl_node="")
-        finally:
-            launcher.stop()
-            if previous is not None:
-                use_topology(previous)
+    async with own_cluster("bookcluster-sentinel-", SPEC, regions=("north", "south"),
+                           nodes=2, workers=True, theatres=theatres, limits=LIMITS,
+                           redis_down_after="1s") as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import date
@@ -29,14 +28,11 @@ import pytest_asyncio
 from cluster import faults
 from cluster.audit import run_audit
 from cluster.demo_catalog import CITIES, CatalogSpec, build_catalog, slug
-from cluster.launcher import LocalCluster
-from router.placement import Placement
-from router.topology import load_topology
 from tests.conftest import Cluster
+from tests.own_cluster import own_cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.region_node.test_holds import confirm, hold
 from tests.region_node.test_mirror import CONVERGE_S, converged
-from tests.support import Session, topology_yaml, use_topology
 
 REGION = "west"
 SPEC = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2)
@@ -47,23 +43,10 @@ POOL = 50  # seats each crash's clients hold (the first two shows have 180 sella
 @pytest_asyncio.fixture(scope="module")
 async def durable() -> AsyncIterator[Cluster]:
     theatres = {f"{slug(cities[0][0])}-01": region for region, cities in CITIES.items()}
-    previous = Session.topology
-    with tempfile.TemporaryDirectory(prefix="bookcluster-durable-") as tmp:
-        Path(tmp).chmod(0o755)  # PostgreSQL's unprivileged user must reach its data
-        path = Path(tmp) / "topology.yaml"
-        path.write_text(topology_yaml(Path(tmp) / "run", nodes=1, durable=True, workers=True,
-                                      theatres=theatres,
-                                      extra_settings="  sweep_interval: 500ms\n"))
-        topology = load_topology(path)
-        launcher = LocalCluster(topology, catalog=SPEC, progress=lambda _: None)
-        await launcher.start()
-        use_topology(topology)  # tokens and payments of this cluster
-        try:
-            yield Cluster(topology, launcher, Placement(topology), short_ttl_node="")
-        finally:
-            launcher.stop()
-            if previous is not None:
-                use_topology(previous)
+    async with own_cluster("bookcluster-durable-", SPEC, nodes=1, durable=True, workers=True,
+                           theatres=theatres,
+                           extra_settings="  sweep_interval: 500ms\n") as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
