@@ -8,6 +8,14 @@ from pathlib import Path
 from cluster.ports import free_ports
 
 REGIONS = ("north", "south", "west")
+# Every client of a loopback cluster (tests, load tests, the benchmark) is 127.0.0.1:
+# the per-address hold caps and the per-user read rate would measure the load generator,
+# not the cluster. Lifted here unless the caller's `limits` names them.
+LOOPBACK_LIMITS = {
+    "seats_per_show_per_address": "1000000",
+    "holds_per_address": "1000000",
+    "user_reads": "{per_second: 100000, burst: 100000}",
+}
 
 
 def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: int = 2,
@@ -47,8 +55,9 @@ def topology_yaml(run_dir: Path, *, regions: tuple[str, ...] = REGIONS, nodes: i
             out.append(f"    worker: 127.0.0.1:{next(ports)}")
     if payments:
         out.append(f"payments:\n  gateway: 127.0.0.1:{next(ports)}\n  capture_delay: 300ms")
-    if limits:
-        out.append("limits:\n" + limits.rstrip())
+    lifted = [f"  {key}: {value}" for key, value in LOOPBACK_LIMITS.items()
+              if f"{key}:" not in limits]
+    out.append("\n".join(["limits:", *([limits.rstrip()] if limits else []), *lifted]))
     if auth:
         out.append("auth:\n" + auth.rstrip())
     if theatres:

@@ -134,13 +134,21 @@ class Rate:
 
 @dataclass(frozen=True)
 class Limits:
-    """Abuse limits. Caps are per user in a home region; rates are token buckets."""
+    """Abuse limits. Caps are per user (or client address) in a home region; rates are
+    token buckets."""
 
     seats_per_show: int = 10  # seats one user may hold at once in one show
     holds_per_user: int = 4  # active holds of one user in one home region
+    seats_per_show_per_address: int = 60  # seats one client address may hold in one show
+    holds_per_address: int = 200  # active holds of one client address in one home region
+    user_writes_at_once: int = 16  # writes of one user running or waiting on one node
     user_writes: Rate = Rate(10.0, 30)  # per user, in the home region's Redis
     ip_writes: Rate = Rate(2000.0, 4000)  # per client IP, in the home region's Redis
     ip_reads: Rate = Rate(5000.0, 10000)  # per client IP, in each node's memory
+    user_reads: Rate = Rate(20.0, 60)  # per user (token routes), in each node's memory
+    # Requests with a missing, invalid or expired token and webhooks with a missing or
+    # bad signature, per client IP, in each node's memory.
+    ip_rejects: Rate = Rate(20.0, 200)
 
 
 @dataclass(frozen=True)
@@ -377,8 +385,9 @@ def _auth(reader: _Reader, raw: Any, path: Path) -> Auth:
 
 def _limits(reader: _Reader, raw: Any) -> Limits:
     raw = reader.mapping(raw, "limits")
-    caps = ("seats_per_show", "holds_per_user")
-    rates = ("user_writes", "ip_writes", "ip_reads")
+    caps = ("seats_per_show", "holds_per_user", "seats_per_show_per_address",
+            "holds_per_address", "user_writes_at_once")
+    rates = ("user_writes", "ip_writes", "ip_reads", "user_reads", "ip_rejects")
     reader.known_keys(raw, "limits", {*caps, *rates})
     values: dict[str, Any] = {}
     for key in caps:
