@@ -30,6 +30,25 @@ that dies is resumed (the same command again) or rolled back (`--rollback`):
 6. Every node and worker is told to route by epoch + 1; topology.yaml is
    rewritten.
 7. **clean up** (`done`): the source deletes the theatre's rows and seat state.
+
+**No outcome is guessed.** The target commit of step 2 is the move's decision, and a
+commit whose answer was lost (a timeout, a paused synchronous standby, a primary that
+failed over) may still happen. So the target transaction holds the theatre's *move
+lock* from its first statement to its end, and `resolve()` learns the outcome from the
+target's current leader: it takes that lock (then the record says committed or not,
+for good) or finds who holds it — a transaction idle in the middle of its copy (a
+mover that died or was paused) is ended, which can only abort it; one whose COMMIT
+waits for the synchronous standby is waited for, never cancelled (cancelling would
+commit it locally, unreplicated). A rollback records the move in the target's
+`move_abort` under the same lock, and the target transaction checks that record
+before it commits: a paused mover that wakes up after its move was rolled back can
+never make the target an owner.
+
+**Moves finish themselves.** The journal names its `driver` (the operator's mover,
+renewing a lease every second), and the source region's worker takes over a journal
+whose lease lapsed (`drive_unfinished`): a move not committed at its target is rolled
+back (the source owns it again), a committed one is driven to done. Every step a
+driver records is a compare-and-set on `driver`.
 """
 
 from __future__ import annotations
@@ -37,6 +56,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
+import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +88,33 @@ CATCH_UP_MARGIN = timedelta(seconds=10)
 EXPORT = ("SELECT d, (SELECT jsonb_object_agg(key, jsonb_array_length(value)) "
           "FROM jsonb_each(d)) AS counts FROM bc_export_theatre($1::bigint[], $2) d")
 IMPORT = "SELECT bc_import_theatre($1, $2::bigint[], $3::jsonb, $4)"
+# The theatre's move lock at a target: held by the mover's target transaction from its
+# first statement to its end. The two-key advisory lock space (objsubid 2) is apart from
+# the one-key locks the write path takes (bc_theatre_lock).
+MOVE_LOCK_CLASS = 1917
+MOVE_LOCK_KEY = "hashtext($2) & 2147483647"
+TAKE_MOVE_LOCK = f"SELECT pg_advisory_xact_lock($1, {MOVE_LOCK_KEY})"
+TRY_MOVE_LOCK = f"SELECT pg_try_advisory_xact_lock($1, {MOVE_LOCK_KEY})"
+MOVE_LOCK_HOLDER = f"""
+SELECT a.pid, a.state, a.wait_event FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = ({MOVE_LOCK_KEY})::oid
+  AND l.objsubid = 2 AND l.granted"""
+# A driver renews its journal's lease this often; a lease not renewed for LEASE_S is
+# taken over by the source region's worker.
+HEARTBEAT_S = 1.0
+LEASE_S = 5.0
+RESOLVE_POLL_S = 0.2
+RESOLVE_STEP_S = 5.0
+
+COMMITTED, NOT_COMMITTED, PENDING = "committed", "not committed", "pending"
+
+log = logging.getLogger(__name__)
+
+
+def driver_name(role: str) -> str:
+    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+
+
 class MoveFailed(RuntimeError):
     """The move stopped; the message says where the theatre lives and what to do."""
 
@@ -81,18 +131,20 @@ class MoveRecord:
     to_epoch: int
     step: str
     detail: dict[str, Any] = field(default_factory=dict)
+    driver: str = ""
 
 
 class Mover:
     def __init__(self, topology: Topology, document: str, record: MoveRecord,
                  progress: Callable[[str], None] = print, timeout_s: float = 10.0,
-                 cluster_file: Topology | None = None) -> None:
+                 cluster_file: Topology | None = None, driver: str | None = None) -> None:
         self.topology = topology  # as the cluster runs it (epoch from_epoch)
+        self.driver = driver or driver_name("mover")
         self.document = document
         self.record = record
         self._progress = progress
         self.timeout_s = timeout_s
-        self.cluster_file = cluster_file or topology  # the file to rewrite
+        self.cluster_file = cluster_file  # the file to rewrite (None: none)
         self.shows: list[int] = []
         self.frozen_at: float | None = None
         self.report: dict[str, Any] = dict(record.detail)
@@ -102,6 +154,7 @@ class Mover:
         self._redis: dict[str, aioredis.Redis] = {}
         self._open: Transaction | None = None  # the target's, from the first copy on
         self._since: datetime | None = None  # the catch-up takes rows changed after it
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def open(self) -> Mover:
         for region in self.topology.regions:
@@ -128,6 +181,7 @@ class Mover:
                 self._pg[region] = await cluster_ownership.connect(self.topology, region)
 
     async def close(self) -> None:
+        await self.stop_heartbeat()
         for conn in self._pg.values():
             conn.terminate()  # nothing of ours is in flight that should finish
         for client in self._redis.values():
@@ -147,12 +201,15 @@ class Mover:
         """From wherever the record says, to done. Returns the report."""
         rec = self.record
         if rec.step == "frozen":
-            if await self._committed_at_target():
+            outcome = await self.resolve()
+            if outcome == COMMITTED:
                 self.progress("the copy had committed at the target; going on")
+                await self._record_step("committed")
+            elif outcome == PENDING:
+                raise self._pending()
             else:
                 await self._pause(pause_after, "frozen")
                 await self._copy_and_commit()
-            rec.step = "committed"
         if rec.step == "committed":
             await self._pause(pause_after, "committed")
             await self._rebuild_target()
@@ -190,14 +247,17 @@ class Mover:
                     "WHERE theatre_id = $1", rec.theatre, rec.target)
                 rec.id = await conn.fetchval(
                     "INSERT INTO theatre_move (theatre_id, source, target, from_epoch, "
-                    "to_epoch, step) VALUES ($1, $2, $3, $4, $5, 'frozen') RETURNING id",
-                    rec.theatre, rec.source, rec.target, rec.from_epoch, rec.to_epoch)
+                    "to_epoch, step, driver) VALUES ($1, $2, $3, $4, $5, 'frozen', $6) "
+                    "RETURNING id", rec.theatre, rec.source, rec.target, rec.from_epoch,
+                    rec.to_epoch, self.driver)
+                rec.driver = self.driver
         except (asyncpg.LockNotAvailableError, MoveFailed, asyncpg.PostgresError) as exc:
             await self._owner_keys(rec.source, owner.redis_value())
             raise MoveFailed(f"could not freeze {rec.theatre} ({exc}); nothing changed, it "
                              f"stays in {rec.source}") from None
         self.frozen_at = time.time()
         self.report["frozen_at"] = self.frozen_at
+        self.start_heartbeat()
         self.progress(f"frozen in {time.monotonic() - began:.3f}s: new writes get 503 "
                       "theatre_moving, reads go on")
 
@@ -210,14 +270,22 @@ class Mover:
         async with src.transaction(isolation="repeatable_read", readonly=True):
             as_of = await src.fetchval("SELECT now()")
             row = await src.fetchrow(EXPORT, self.shows, None)
-        self._open = dst.transaction()
-        await self._open.start()
-        await dst.execute("SELECT bc_forget_theatre($1::bigint[])", self.shows)
+        await self._begin_target()
         await dst.execute(IMPORT, rec.theatre, self.shows, row["d"], None)
         self._since = as_of - CATCH_UP_MARGIN
         self.report["rows"] = json.loads(row["counts"])
         self.progress(f"copied {sum(self.report['rows'].values())} rows to {rec.target} "
                       "while it sells, not committed: " + _counts(self.report["rows"]))
+
+    async def _begin_target(self) -> Transaction:
+        """The target transaction: the theatre's move lock first (see `resolve`), then
+        whatever an earlier attempt left of the theatre there goes."""
+        dst = self._pg[self.record.target]
+        self._open = opened = dst.transaction()
+        await opened.start()
+        await dst.execute(TAKE_MOVE_LOCK, MOVE_LOCK_CLASS, self.record.theatre)
+        await dst.execute("SELECT bc_forget_theatre($1::bigint[])", self.shows)
+        return opened
 
     async def abandon_precopy(self) -> None:
         if self._open is not None:
@@ -231,13 +299,16 @@ class Mover:
         rec = self.record
         src, dst = self._pg[rec.source], self._pg[rec.target]
         row = await src.fetchrow(EXPORT, self.shows, self._since)
-        if self._open is None:  # resumed: nothing copied yet (or it was rolled back)
-            self._open = dst.transaction()
-            await self._open.start()
-            await dst.execute("SELECT bc_forget_theatre($1::bigint[])", self.shows)
+        opened = self._open
+        if opened is None:  # resumed: nothing copied yet (or it was rolled back)
+            opened = await self._begin_target()
             self.report["rows"] = json.loads(row["counts"])
+        if await dst.fetchval("SELECT 1 FROM move_abort WHERE source = $1 AND move_id = $2",
+                              rec.source, rec.id):
+            raise MoveFailed(f"the move of {rec.theatre} was rolled back while this mover "
+                             "was away; nothing of it committed")
         await dst.execute(IMPORT, rec.theatre, self.shows, row["d"], rec.to_epoch)
-        await self._open.commit()
+        await opened.commit()
         self._open = None
         caught_up = json.loads(row["counts"]) if self._since is not None else {}
         self.report["caught_up"] = caught_up
@@ -309,14 +380,21 @@ class Mover:
         """Step 6: every process routes by the new epoch; the file says so."""
         rec = self.record
         new_topology, new_document = self._next_topology()
-        token = apply.operator_token(self.topology)
-        reached = await apply.push(apply.processes(self.topology, new_topology),
-                                   rec.to_epoch, token)
-        late = [r for r in reached if r.epoch != rec.to_epoch]
-        self.progress(f"epoch {rec.to_epoch} taken by {len(reached) - len(late)} of "
-                      f"{len(reached)} processes")
-        for r in late:  # the move stands: they get MOVED and catch up from their store
-            self.progress(f"  {r.name} ({r.address}) did not take it yet: {r.error}")
+        try:
+            token = apply.operator_token(self.topology)
+        except apply.ApplyFailed as exc:  # they get MOVED and catch up from their store
+            self.progress(f"processes not told ({exc}); they adopt epoch {rec.to_epoch} "
+                          "from their region's store")
+        else:
+            reached = await apply.push(apply.processes(self.topology, new_topology),
+                                       rec.to_epoch, token)
+            late = [r for r in reached if r.epoch != rec.to_epoch]
+            self.progress(f"epoch {rec.to_epoch} taken by {len(reached) - len(late)} of "
+                          f"{len(reached)} processes")
+            for r in late:  # the move stands: they get MOVED and catch up from their store
+                self.progress(f"  {r.name} ({r.address}) did not take it yet: {r.error}")
+        if self.cluster_file is None:  # the worker: the operator's file is theirs
+            return
         file_text = self.cluster_file.path.read_text()
         if file_text != new_document:
             edited = with_changes(file_text, rec.to_epoch, {rec.theatre: rec.target})
@@ -338,12 +416,22 @@ class Mover:
         self.progress(f"{rec.source} cleaned up ({deleted} rows); done")
 
     async def rollback(self) -> None:
-        """Undo a move that has not committed at its target: the source owns it again."""
+        """Undo a move that has not committed at its target: the source owns it again.
+        Only once the target's leader says it did not commit, and can no longer."""
         rec = self.record
-        if rec.step != "frozen" or await self._committed_at_target():
+        outcome = await self.resolve(fence=True) if rec.step == "frozen" else COMMITTED
+        if outcome == COMMITTED:
             raise MoveFailed(f"the move of {rec.theatre} committed at {rec.target}; it can "
                              f"only go forward: `bookcluster topology move {rec.theatre} "
                              f"--to {rec.target}` (then move it back if you must)")
+        if outcome == PENDING:
+            raise self._pending()
+        await self.unfreeze()
+
+    async def unfreeze(self) -> None:
+        """The source owns the theatre again (its move resolved as not committed)."""
+        rec = self.record
+        await self.reconnect()
         conn = self._pg[rec.source]
         async with conn.transaction():
             epoch = await conn.fetchval(
@@ -354,19 +442,141 @@ class Mover:
             await self._owner_keys(rec.source, str(epoch))
         self.progress(f"rolled back: {rec.theatre} is writable in {rec.source} again")
 
+    async def finish(self) -> None:
+        """A driver that took the journal over: a move not committed at its target is
+        rolled back (the shortest freeze), a committed one is driven to done."""
+        if self.record.step == "frozen":
+            outcome = await self.resolve(fence=True)
+            if outcome == PENDING:
+                raise self._pending()
+            if outcome == NOT_COMMITTED:
+                await self.unfreeze()
+                return
+            await self._record_step("committed")
+        await self.run()
+
+    # -- the outcome at the target ---------------------------------------------------
+
+    async def resolve(self, *, fence: bool = False, wait_s: float | None = None) -> str:
+        """Whether the move committed at its target, read from the target's leader now.
+
+        COMMITTED and NOT_COMMITTED are final (with `fence`, NOT_COMMITTED also records
+        the move in the target's `move_abort`, so it can never commit later). PENDING
+        after `wait_s` (default: the mover's timeout): a COMMIT still waits on the
+        target's synchronous standby, or the target has no reachable leader.
+        """
+        deadline = time.monotonic() + (self.timeout_s if wait_s is None else wait_s)
+        while True:
+            try:
+                # A fence whose commit waits on a stalled standby must not hang us: it
+                # keeps the move lock, so the next look finds it waiting (PENDING).
+                async with asyncio.timeout(RESOLVE_STEP_S):
+                    outcome = await self._resolve_once(fence)
+            except (OSError, TimeoutError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
+                self.progress(f"cannot read the outcome at {self.record.target} yet: {exc}")
+                outcome = PENDING
+            if outcome != PENDING or time.monotonic() >= deadline:
+                return outcome
+            await asyncio.sleep(RESOLVE_POLL_S)
+
+    async def _resolve_once(self, fence: bool) -> str:
+        rec = self.record
+        conn = await cluster_ownership.connect(self.topology, rec.target)  # its leader now
+        try:
+            async with conn.transaction():
+                if await conn.fetchval(TRY_MOVE_LOCK, MOVE_LOCK_CLASS, rec.theatre):
+                    # No mover transaction is open at the target: what it says is final.
+                    if await self._owns_at(conn):
+                        return COMMITTED
+                    if fence:
+                        await conn.execute(
+                            "INSERT INTO move_abort (source, move_id, theatre_id) VALUES "
+                            "($1, $2, $3) ON CONFLICT DO NOTHING", rec.source, rec.id,
+                            rec.theatre)
+                    return NOT_COMMITTED
+            holder = await conn.fetchrow(MOVE_LOCK_HOLDER, MOVE_LOCK_CLASS, rec.theatre)
+            if holder is not None and holder["wait_event"] == "SyncRep":
+                # Its COMMIT waits on the standby: never ended, which would commit it
+                # here, unreplicated. The theatre stays frozen until it is known.
+                self.progress(f"the commit at {rec.target} waits for its synchronous "
+                              "standby; the theatre stays frozen until it is known")
+            elif holder is not None:
+                # The transaction of a mover that died, hangs or gave up, before its COMMIT
+                # (idle in it, or a statement still running): ending it can only abort it.
+                await conn.execute("SELECT pg_terminate_backend($1)", holder["pid"])
+                self.progress(f"ended an abandoned move transaction at {rec.target} "
+                              f"(pid {holder['pid']}, {holder['state']})")
+            return PENDING
+        finally:
+            conn.terminate()
+
+    async def _owns_at(self, conn: asyncpg.Connection) -> bool:
+        rec = self.record
+        row = await conn.fetchrow(
+            "SELECT state, epoch FROM theatre_owner WHERE theatre_id = $1", rec.theatre)
+        return row is not None and row["state"] == OWNED and row["epoch"] == rec.to_epoch
+
+    def _pending(self) -> MoveFailed:
+        rec = self.record
+        return MoveFailed(
+            f"the outcome of moving {rec.theatre} to {rec.target} is not known yet (its "
+            f"commit waits for {rec.target}'s synchronous standby, or {rec.target} has no "
+            f"leader): {rec.theatre} stays frozen; {rec.source}'s worker finishes the move "
+            "as soon as it is known")
+
+    # -- the journal's lease -----------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._renew_lease(), name="move-lease")
+
+    async def stop_heartbeat(self) -> None:
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _renew_lease(self) -> None:
+        """Every HEARTBEAT_S, on a session of its own: this driver lives."""
+        rec = self.record
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await cluster_ownership.connect(self.topology, rec.source)
+                    renewed = await conn.fetchval(
+                        "UPDATE theatre_move SET updated_at = now() WHERE id = $1 "
+                        "AND driver = $2 AND step NOT IN ('done', 'aborted') RETURNING id",
+                        rec.id, self.driver)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("renewing the lease of move %s failed: %s", rec.id, exc)
+                    if conn is not None:
+                        conn.terminate()
+                    conn = None
+                    continue
+                if renewed is None:
+                    return  # done, or another driver took it: its steps are not ours
+        finally:
+            if conn is not None:
+                conn.terminate()
+
     # -- helpers ------------------------------------------------------------------
 
     async def _pause(self, pause_after: str | None, step: str) -> None:
-        """Tests and drills: stop here, as a mover that crashed would (SIGKILL it)."""
+        """Tests and drills: stop here, as a mover that crashed would (SIGKILL it), or
+        that hangs (SIGSTOP it; SIGUSR1 then lets it go on)."""
         if pause_after == step:
-            self.progress(f"paused after {step} (kill me, then resume or roll back)")
-            await asyncio.Event().wait()
-
-    async def _committed_at_target(self) -> bool:
-        rec = self.record
-        row = await self._pg[rec.target].fetchrow(
-            "SELECT state, epoch FROM theatre_owner WHERE theatre_id = $1", rec.theatre)
-        return row is not None and row["state"] == OWNED and row["epoch"] == rec.to_epoch
+            self.progress(f"paused after {step} (kill me, or SIGUSR1 to go on)")
+            go_on = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGUSR1, go_on.set)
+            try:
+                await go_on.wait()
+            finally:
+                loop.remove_signal_handler(signal.SIGUSR1)
 
     async def _owner_keys(self, region: str, value: str) -> None:
         async with self._redis[region].pipeline(transaction=False) as pipe:
@@ -375,12 +585,17 @@ class Mover:
             await pipe.execute()
 
     async def _record_step(self, step: str) -> None:
-        """On the source's session (inside its transaction when one is open)."""
+        """On the source's session (inside its transaction when one is open); only while
+        this mover is the journal's driver."""
         rec = self.record
-        rec.step = step
-        await self._pg[rec.source].execute(
+        recorded = await self._pg[rec.source].fetchval(
             "UPDATE theatre_move SET step = $2, detail = $3::jsonb, updated_at = now() "
-            "WHERE id = $1", rec.id, step, json.dumps(self.report, default=str))
+            "WHERE id = $1 AND driver = $4 RETURNING id", rec.id, step,
+            json.dumps(self.report, default=str), self.driver)
+        if recorded is None:
+            raise MoveFailed(f"the move of {rec.theatre} is driven by another now (this "
+                             f"driver's lease lapsed); {self.driver} stops")
+        rec.step = step
 
 
 async def unfinished(topology: Topology, theatre: str) -> MoveRecord | None:
@@ -394,10 +609,78 @@ async def unfinished(topology: Topology, theatre: str) -> MoveRecord | None:
         finally:
             await conn.close()
         if row is not None:
-            return MoveRecord(row["id"], row["theatre_id"], row["source"], row["target"],
-                              row["from_epoch"], row["to_epoch"], row["step"],
-                              json.loads(row["detail"]))
+            return _record(row)
     return None
+
+
+async def _journal(topology: Topology, record: MoveRecord) -> MoveRecord:
+    """The journal of `record`'s move as its source has it now."""
+    conn = await cluster_ownership.connect(topology, record.source)
+    try:
+        return _record(await conn.fetchrow("SELECT * FROM theatre_move WHERE id = $1",
+                                           record.id))
+    finally:
+        await conn.close()
+
+
+def _record(row: asyncpg.Record) -> MoveRecord:
+    return MoveRecord(row["id"], row["theatre_id"], row["source"], row["target"],
+                      row["from_epoch"], row["to_epoch"], row["step"],
+                      json.loads(row["detail"]), row["driver"])
+
+
+CLAIM = """
+UPDATE theatre_move SET driver = $2, updated_at = now()
+WHERE id = $1 AND step NOT IN ('done', 'aborted')
+  AND (driver IN ($2, '') OR updated_at < now() - make_interval(secs => $3))
+RETURNING *"""
+
+
+async def claim(topology: Topology, record: MoveRecord, driver: str,
+                wait_s: float = 0.0) -> MoveRecord | None:
+    """Become the journal's driver once its driver's lease lapsed (waiting up to `wait_s`
+    for that). None: finished meanwhile, or its driver still lives."""
+    conn = await cluster_ownership.connect(topology, record.source)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            row = await conn.fetchrow(CLAIM, record.id, driver, LEASE_S)
+            if row is not None:
+                return _record(row)
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+async def lapsed(conn: asyncpg.Connection, region: str) -> list[int]:
+    """This region's unfinished moves whose driver stopped renewing its lease."""
+    rows = await conn.fetch(
+        "SELECT id FROM theatre_move WHERE source = $1 AND step NOT IN ('done', 'aborted') "
+        "AND (driver = '' OR updated_at < now() - make_interval(secs => $2)) ORDER BY id",
+        region, LEASE_S)
+    return [r["id"] for r in rows]
+
+
+async def drive_unfinished(topology: Topology, region: str, ids: list[int], driver: str,
+                           say: Callable[[str], None]) -> None:
+    """The source region's worker: take over each journal of `ids` and finish it."""
+    running, document = await apply.current(topology)
+    for move_id in ids:
+        conn = await cluster_ownership.connect(running, region)
+        try:
+            row = await conn.fetchrow(CLAIM, move_id, driver, LEASE_S)
+        finally:
+            await conn.close()
+        if row is None:
+            continue
+        record = _record(row)
+        say(f"taking over the move of {record.theatre} {record.source} -> {record.target} "
+            f"after step {record.step}")
+        async with Mover(running, document, record, say, driver=driver) as mover:
+            mover.start_heartbeat()
+            await mover.finish()
 
 
 async def move_command(topology: Topology, theatre: str, target: str | None, *,
@@ -408,21 +691,14 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
     say = progress or (lambda line: print(f"[move] {line}", flush=True))
     running, document = await apply.current(topology)
     record = await unfinished(running, theatre)
-    if rollback:
+    if rollback or record is not None:
         if record is None:
             raise MoveFailed(f"no unfinished move of {theatre} to roll back")
-        async with Mover(running, document, record, say, timeout_s, topology) as mover:
-            await mover.rollback()
-        return 0
-    if record is not None:
-        if target is not None and target != record.target:
+        if not rollback and target is not None and target != record.target:
             raise MoveFailed(f"{theatre} is half way to {record.target} (step {record.step}): "
                              f"finish that move first, or `--rollback` it")
-        say(f"resuming the move of {theatre} {record.source} -> {record.target} "
-            f"(epoch {record.to_epoch}) after step {record.step}")
-        async with Mover(running, document, record, say, timeout_s, topology) as mover:
-            _summary(say, await mover.run(pause_after))
-        return 0
+        return await _take_over(running, document, record, say, timeout_s, topology,
+                                rollback=rollback, pause_after=pause_after)
     if target is None:
         raise MoveFailed("say where to: --to REGION")
     if target not in running.regions:
@@ -454,16 +730,60 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
                 await mover._copy_and_commit()
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                 aioredis.RedisError) as exc:
-            mover._open = None  # rolled back with its session, which reconnect ends
-            await mover.reconnect()  # the session the timeout cut off
-            if await mover._committed_at_target():
-                say(f"the copy committed before {type(exc).__name__}; going on")
-            else:
-                await mover.rollback()
+            # The commit's answer may be lost, not its outcome: learn it, never guess.
+            mover._open = None  # its session is ended by reconnect(); the target aborts
+            await mover.reconnect()  # what it had not committed
+            outcome = await mover.resolve(fence=True)
+            if outcome == PENDING:
+                raise mover._pending() from None
+            if outcome == NOT_COMMITTED:
+                await mover.unfreeze()
                 raise MoveFailed(f"move aborted ({type(exc).__name__}: {exc}); {theatre} "
                                  f"stays in {source}, nothing copied is visible") from None
-        _summary(say, await mover.run(pause_after))
+            say(f"the copy committed before {type(exc).__name__}; going on")
+            await mover._record_step("committed")
+        await _finish(mover, pause_after, say)
     return 0
+
+
+async def _take_over(running: Topology, document: str, record: MoveRecord,
+                     say: Callable[[str], None], timeout_s: float, cluster_file: Topology,
+                     *, rollback: bool, pause_after: str | None) -> int:
+    """`--rollback`, or the same command again: drive an unfinished move once its driver
+    (a mover that died, or the worker) let go of it."""
+    driver = driver_name("mover")
+    claimed = await claim(running, record, driver, wait_s=LEASE_S + 1)
+    if claimed is None:
+        now = await _journal(running, record)
+        if now.step == ("aborted" if rollback else "done"):  # the worker was first
+            say(f"{now.driver} already {'rolled back' if rollback else 'finished'} the move "
+                f"of {now.theatre}")
+            return 0
+        raise MoveFailed(f"the move of {record.theatre} is being driven by {record.driver} "
+                         f"(step {record.step}); it finishes by itself, watch "
+                         "`bookcluster status` or retry in a few seconds")
+    async with Mover(running, document, claimed, say, timeout_s, cluster_file,
+                     driver=driver) as mover:
+        mover.start_heartbeat()
+        if rollback:
+            await mover.rollback()
+            return 0
+        say(f"resuming the move of {claimed.theatre} {claimed.source} -> {claimed.target} "
+            f"(epoch {claimed.to_epoch}) after step {claimed.step}")
+        await _finish(mover, pause_after, say)
+    return 0
+
+
+async def _finish(mover: Mover, pause_after: str | None, say: Callable[[str], None]) -> None:
+    rec = mover.record
+    try:
+        report = await mover.run(pause_after)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+            aioredis.RedisError) as exc:
+        raise MoveFailed(f"the move of {rec.theatre} stopped after step {rec.step} "
+                         f"({type(exc).__name__}: {exc}); {rec.source}'s worker finishes it "
+                         f"within seconds of the stores answering again") from None
+    _summary(say, report)
 
 
 def _counts(counts: dict[str, int]) -> str:

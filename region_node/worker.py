@@ -47,6 +47,7 @@ from router.topology import Endpoint, Topology, duration_arg, load_topology
 log = logging.getLogger(__name__)
 
 GAUGE_REFRESH_S = 1.0
+MOVE_CHECK_S = 1.0  # how often the worker looks for a move whose driver stopped
 CLOSE_GRACE_S = 5.0
 
 
@@ -60,6 +61,7 @@ class RegionWorker:
         self.routes = routes or {}
         self.metrics = WorkerMetrics(region)
         self.jobs_run = 0
+        self.moves_taken_over = 0
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -94,7 +96,8 @@ class RegionWorker:
         stack.push_async_callback(self._close_consumer)
         for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
                            ("mirror", self.applier.run()), ("reconciler", self.reconciler.run()),
-                           ("watch", self._watch()), ("topology", self.swap.run())):
+                           ("watch", self._watch()), ("topology", self.swap.run()),
+                           ("moves", self._drive_moves())):
             self._tasks.append(asyncio.create_task(loop, name=name))
         return self
 
@@ -174,6 +177,31 @@ class RegionWorker:
                 self.metrics.outbox_pending.labels(self.region).set(await self.relay.pending())
             except Exception as exc:  # the watch loop must never stop the worker
                 log.warning("worker watch failed: %s", exc)
+
+
+    async def drive_moves_once(self) -> int:
+        """Finish this region's theatre moves whose driver (a mover that died or hangs)
+        stopped renewing its lease. Returns how many it took over."""
+        from cluster import moves  # the mover's machinery; only when one needs finishing
+
+        async with self.context.bookings.home.connection(self.region) as conn:
+            ids = await moves.lapsed(conn, self.region)
+        if ids:
+            await moves.drive_unfinished(self.swap.topology, self.region, ids,
+                                         moves.driver_name(f"worker.{self.region}"),
+                                         lambda line: log.info("move: %s", line))
+            self.moves_taken_over += len(ids)
+        return len(ids)
+
+    async def _drive_moves(self) -> None:
+        """A move is a journal the region's worker drives to its end: within seconds of
+        the stores answering again, never frozen until a person acts."""
+        while True:
+            await asyncio.sleep(MOVE_CHECK_S)
+            try:
+                await self.drive_moves_once()
+            except Exception as exc:  # the stores are down, or the move waits: next round
+                log.warning("driving unfinished moves of %s: %s", self.region, exc)
 
 
 def status_app(worker: RegionWorker) -> web.Application:

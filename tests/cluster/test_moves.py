@@ -8,7 +8,9 @@ stores themselves and the audit.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import pytest_asyncio
 
-from cluster import moves
+from cluster import moves, patroni, patroni_api
 from cluster.audit import run_audit
+from cluster.faults import paused
 from router.topology import load_topology
 from tests.cluster.movable import epoch_of, movable_cluster, owner_rows, shows_of
 from tests.conftest import Cluster
@@ -33,7 +37,8 @@ SHOW_TABLES = ("show_seat", "booking", "booking_seat")
 
 @pytest_asyncio.fixture(scope="module")
 async def movable() -> AsyncIterator[Cluster]:
-    async with movable_cluster("bookcluster-moves-") as cluster:
+    # west's PostgreSQL has a synchronous standby: a move's commit there waits for it.
+    async with movable_cluster("bookcluster-moves-", standby=("west",)) as cluster:
         yield cluster
 
 
@@ -413,8 +418,11 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def test_killed_mover_is_resumed(movable: Cluster, catalog: Any,
-                                       http: aiohttp.ClientSession) -> None:
+async def test_killed_mover_is_finished_by_the_worker(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """A mover SIGKILLed while the theatre is frozen: the source region's worker takes the
+    journal over once its lease lapses: rolled back before the target's commit, driven to
+    done after it. Nobody runs a command."""
     theatre = "bengaluru-01"
     source = owning(await owner_rows(movable, theatre))
     target = next(r for r in movable.topology.regions if r != source)
@@ -434,30 +442,40 @@ async def test_killed_mover_is_resumed(movable: Cluster, catalog: Any,
         assert status == 200  # reads go on
     finally:
         await kill(mover)
+    killed = time.monotonic()
     assert (await owner_rows(movable, theatre))[source][0] == "FROZEN"
-    await move(movable, theatre, None)  # resume: the same command, without --to
-    assert owning(await owner_rows(movable, theatre)) == target
+    owners = await poll(lambda: owned_by(movable, theatre, source))
+    assert owners[source][0] == "OWNED", owners
+    print(f"\nmover killed after the freeze: {source}'s worker rolled it back after "
+          f"{time.monotonic() - killed:.1f}s")
+    record = await last_move(movable, source, theatre)
+    assert record["step"] == "aborted" and record["driver"].startswith("worker."), record
 
-    # Killed after the commit: only forward.
-    back = source
-    mover = await start_mover(movable, theatre, back, "--pause-after", "committed")
+    # Killed after the commit: only forward, by the worker.
+    mover = await start_mover(movable, theatre, target, "--pause-after", "committed")
     await kill(mover)
-    with pytest.raises(moves.MoveFailed, match="can only go forward"):
+    killed = time.monotonic()
+    with pytest.raises(moves.MoveFailed, match="can only go forward|being driven"):
         await moves.move_command(movable.topology, theatre, None, rollback=True,
                                  progress=lambda _: None)
-    await move(movable, theatre, None)
-    assert owning(await owner_rows(movable, theatre)) == back
-    await assert_lives_only_in(movable, catalog, theatre, back)
+    owners = await poll(lambda: owned_by(movable, theatre, target))
+    assert owners[target][0] == "OWNED" and owners[source][0] == "MOVED", owners
+    record = await poll(lambda: done(movable, source, theatre))
+    print(f"mover killed after the commit: the move was done "
+          f"{time.monotonic() - killed:.1f}s later, by {record['driver']}")
+    await assert_lives_only_in(movable, catalog, theatre, target)
     status, got = await call(http, "GET", f"{node}/booking/booking/{booking['booking_id']}",
                              user="judy")
-    assert status == 200 and got["status"] == "CONFIRMED" and got["region"] == back
+    assert status == 200 and got["status"] == "CONFIRMED" and got["region"] == target
     status, body = await hold(http, node, show, "ken", seats[:2])
     assert status == 409 and body["seats"] == [seats[0]], body
     await audit_clean(movable)
 
 
-async def test_killed_mover_is_rolled_back(movable: Cluster, catalog: Any,
-                                           http: aiohttp.ClientSession) -> None:
+async def test_rollback_command_after_a_killed_mover(movable: Cluster, catalog: Any,
+                                                     http: aiohttp.ClientSession) -> None:
+    """`--rollback` of a move whose mover died: by the operator, or by the worker if it
+    was first; either way the source owns the theatre again."""
     theatre = "bengaluru-01"
     source = owning(await owner_rows(movable, theatre))
     target = next(r for r in movable.topology.regions if r != source)
@@ -472,6 +490,144 @@ async def test_killed_mover_is_rolled_back(movable: Cluster, catalog: Any,
                               seats_of(catalog, show)[-1:])
     assert status == 201 and body["region"] == source, body
     await audit_clean(movable)
+
+
+async def test_paused_mover_is_taken_over_and_cannot_commit_when_it_wakes(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """SIGSTOP of the mover with the theatre frozen and its copy open at the target: the
+    worker ends that transaction (it never sent COMMIT) and rolls the move back; the
+    mover, let go on, can change nothing: one owner all along."""
+    theatre = "chennai-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    async with OwnerWatch(movable, theatre) as watch:
+        mover = await start_mover(movable, theatre, target, "--pause-after", "frozen")
+        try:
+            os.kill(mover.pid, signal.SIGSTOP)
+            paused = time.monotonic()
+            await poll(lambda: owned_by(movable, theatre, source))
+            print(f"\nmover paused: rolled back by the worker after "
+                  f"{time.monotonic() - paused:.1f}s")
+            os.kill(mover.pid, signal.SIGCONT)
+            os.kill(mover.pid, signal.SIGUSR1)  # go on from the pause: commit, if it could
+            assert mover.stdout is not None
+            out = (await asyncio.wait_for(mover.stdout.read(), 30)).decode()
+            assert await mover.wait() != 0, out
+        finally:
+            if mover.returncode is None:
+                await kill(mover)
+    assert "driven by another" in out or "rolled back" in out, out
+    assert watch.most_owners == 1, watch.seen
+    owners = await owner_rows(movable, theatre)
+    assert owning(owners) == source and owners.get(target, ("",))[0] != "OWNED", owners
+    await assert_lives_only_in(movable, catalog, theatre, source)
+    await audit_clean(movable)
+
+
+async def test_stalled_standby_at_the_target_never_splits_ownership(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """The move's commit at the target waits for the target's synchronous standby, which
+    is SIGSTOPped: the mover times out without an answer. The outcome is not known, so
+    the theatre stays frozen (no rollback); when the standby wakes, the commit lands and
+    the worker drives the move to done. At no moment do two regions own the theatre
+    (today's code rolled back on the timeout: two owners once the standby woke)."""
+    theatre = "delhi-01"
+    target = "west"
+    source = owning(await owner_rows(movable, theatre))
+    if source == target:
+        await move(movable, theatre, "north")
+        source = "north"
+    show = shows_of(catalog, theatre)[0]
+    seat = seats_of(catalog, show)[-5:-4]
+    standby = await standby_process(movable, target)
+    async with OwnerWatch(movable, theatre) as watch:
+        with paused(movable.launcher.child(standby).pid):
+            with pytest.raises(moves.MoveFailed, match="not known yet"):
+                await move(movable, theatre, target, timeout_s=2.0)
+            await asyncio.sleep(moves.LEASE_S + 2)  # the worker takes over, and waits too
+            owners = await owner_rows(movable, theatre)
+            assert owners[source][0] == "FROZEN", owners
+            assert owners.get(target, ("",))[0] != "OWNED", owners
+        woke = time.monotonic()
+        owners = await poll(lambda: owned_by(movable, theatre, target))
+        record = await poll(lambda: done(movable, source, theatre))
+        print(f"\nstandby woke: the move was done {time.monotonic() - woke:.1f}s later "
+              f"(by {record['driver']})")
+    assert watch.most_owners == 1, watch.seen
+    status, body = await hold(http, movable.node(source), show, "mia", seat)
+    assert status == 201 and body["region"] == target, body
+    await assert_lives_only_in(movable, catalog, theatre, target)
+    await audit_clean(movable)
+
+
+async def standby_process(cluster: Cluster, region: str) -> str:
+    """The launcher's name of `region`'s PostgreSQL member that is not the leader."""
+    view = await patroni_api.any_cluster_view(cluster.topology.region(region))
+    members = cluster.topology.region(region).pg_members
+    names = [patroni.member_name(cluster.topology.region(region), i)
+             for i in range(len(members))]
+    (standby,) = [m["name"] for m in view["members"] if m.get("role") != "leader"]
+    return patroni.process_name(cluster.topology.region(region), names.index(standby))
+
+
+async def owned_by(cluster: Cluster, theatre: str,
+                   region: str) -> dict[str, tuple[str, int, str | None]] | None:
+    owners = await owner_rows(cluster, theatre)
+    return owners if owners.get(region, ("",))[0] == "OWNED" else None
+
+
+async def last_move(cluster: Cluster, source: str, theatre: str) -> Any:
+    rows = await cluster.fetch(source, "SELECT * FROM theatre_move WHERE theatre_id = $1 "
+                               "ORDER BY id DESC LIMIT 1", theatre)
+    return rows[0]
+
+
+async def done(cluster: Cluster, source: str, theatre: str) -> Any:
+    record = await last_move(cluster, source, theatre)
+    return record if record["step"] == "done" else None
+
+
+class OwnerWatch:
+    """Samples every region's record of a theatre until closed: how many regions said
+    OWNED at once, at most (each region read in turn; a sample is a few ms wide)."""
+
+    def __init__(self, cluster: Cluster, theatre: str) -> None:
+        self.cluster, self.theatre = cluster, theatre
+        self.most_owners = 0
+        self.seen: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        conns = {r: await self.cluster.pg(r) for r in self.cluster.topology.regions}
+        try:
+            while True:
+                owners = {}
+                for region, conn in conns.items():
+                    try:
+                        owners[region] = await asyncio.wait_for(conn.fetchval(
+                            "SELECT state FROM theatre_owner WHERE theatre_id = $1",
+                            self.theatre), 2)
+                    except (OSError, TimeoutError, asyncpg.PostgresError,
+                            asyncpg.InterfaceError):
+                        conns[region] = await self.cluster.pg(region)
+                count = sum(1 for state in owners.values() if state == "OWNED")
+                if count > self.most_owners or not self.seen or owners != self.seen[-1]:
+                    self.seen.append(owners)
+                self.most_owners = max(self.most_owners, count)
+                await asyncio.sleep(0.05)
+        finally:
+            for conn in conns.values():
+                conn.terminate()
+
+    async def __aenter__(self) -> OwnerWatch:
+        self._task = asyncio.create_task(self._watch())
+        await asyncio.sleep(0.2)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
 
 # -- after a move ------------------------------------------------------------------
