@@ -12,7 +12,8 @@ the data directories.
 Every connection logs in with a password (scram-sha-256, set by initdb for
 all of pg_hba.conf). The superuser `bookcluster_admin` creates the database
 and replicates; nodes, workers and migrations use `bookcluster`, a role that
-owns the schema but is not a superuser (it cannot run programs as the OS user).
+owns the schema but is not a superuser (it cannot run programs as the OS user);
+it may read the standbys' replication positions (`pg_read_all_stats`).
 That role carries lock, statement and idle-in-transaction timeouts, so a
 stopped client cannot keep row locks.
 """
@@ -160,6 +161,9 @@ async def create_database(members: Sequence[Endpoint], secrets: Secrets) -> None
         # (see PG_SESSION_LIMITS); tools lift them per session (PG_TOOL_SESSION).
         for name, value in PG_SESSION_LIMITS.items():
             await conn.execute(f"""ALTER ROLE "{PG_USER}" SET {name} = '{value}'""")
+        # The standbys' flush positions (pg_stat_replication), NULL to it otherwise:
+        # a confirm answers 200 only once its sale is replicated (region_node/replication.py).
+        await conn.execute(f'GRANT pg_read_all_stats TO "{PG_USER}"')
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE):
             await conn.execute(f'CREATE DATABASE "{PG_DATABASE}" OWNER "{PG_USER}"')
     finally:

@@ -19,7 +19,11 @@ round trip, its own transaction):
    line of defence), the booking CONFIRMED, records the payment, the mirror
    rows and the outbox jobs;
 4. stores the answer under the key, and commits only before the write's
-   deadline (`deadline.py`).
+   deadline (`deadline.py`);
+5. answers 200 (a sale now, the webhook's, or a stored one replayed) only once
+   the region's synchronous standby has flushed it (`replication.py`): a commit
+   whose wait for the standby was cancelled is visible on the primary all the
+   same, and would be lost in a failover. Until then it is 503 `unknown`.
 Business refusals (409) are stored too (as their outcome, rendered the same
 way on every replay), so retries get the same answer. If the payment's
 webhook already sold the booking with this payment, the answer is 200.
@@ -38,7 +42,7 @@ from typing import Any
 
 import asyncpg
 
-from region_node import deadline, ids, mirror
+from region_node import deadline, ids, mirror, replication
 from region_node.bookings import BookingService
 from region_node.catalog import ShowInfo
 from region_node.errors import (
@@ -60,6 +64,8 @@ from router.errors import RegionUnavailable
 log = logging.getLogger(__name__)
 
 PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Kept back from the deadline when waiting for the standby, for the 503 to go out.
+REPLICATION_MARGIN_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ class ConfirmService:
                     "FROM bc_confirm($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     show.id, booking_id, owner, key, request_hash(booking_id, body),
                     payment_id, amount, show.region, due, self.home.epoch)
+                if row["answer_status"] == 200:
+                    await self._replicated(conn, show)
         except asyncpg.RaiseError as exc:  # rolled back: nothing changed, nothing stored
             raise self._undone(show, exc, not_captured) from None
         except asyncpg.UniqueViolationError:  # raced with another sale: nothing committed
@@ -133,6 +141,21 @@ class ConfirmService:
         elif outcome != "sold_before":
             self._count(show, outcome)
         return rendered(booking_id, stored)
+
+    async def _replicated(self, conn: asyncpg.Connection, show: ShowInfo) -> None:
+        """A sale is answered 200 (sold now, sold by the webhook, or a stored answer
+        replayed) only once the synchronous standby flushed it: a commit whose wait
+        for the standby was cancelled (our deadline) is visible here all the same, and
+        a primary running alone commits without waiting. Until then the outcome is
+        unknown: 503, and the same key's retry asks again."""
+        if not self.home.replicated(show.region):
+            return
+        left = deadline.current().remaining() - REPLICATION_MARGIN_S
+        if await replication.wait_standby_flushed(conn, max(left, 0.0),
+                                                  without_standby_give_up=True):
+            return
+        self._count(show, "unreplicated")
+        raise RegionUnavailable(show.region, "postgres standby", outcome="unknown")
 
     def _undone(self, show: ShowInfo, exc: asyncpg.RaiseError,
                 not_captured: NodeError | None) -> Exception:

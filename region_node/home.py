@@ -59,6 +59,11 @@ class HomeRegion:
         """The topology epoch this process routes by (it changes on a live apply)."""
         return self._connections.topology.epoch
 
+    def replicated(self, region: str) -> bool:
+        """Whether `region`'s PostgreSQL has a standby: then an acknowledged commit must be
+        on it too (`replication.py`); a region without one promises only its primary."""
+        return self._connections.topology.region(region).pg_standby is not None
+
     async def script(self, region: str, name: str, show_id: int, args: list[Any]) -> Any:
         """Run a seat script; a failure once it was sent may still have applied it."""
         client = self._connections.redis_master(region)
