@@ -9,12 +9,13 @@ from cluster.ports import free_ports
 
 REGIONS = ("north", "south", "west")
 # Every client of a loopback cluster (tests, load tests, the benchmark) is 127.0.0.1:
-# the per-address hold caps and the per-user read rate would measure the load generator,
-# not the cluster. Lifted here unless the caller's `limits` names them.
+# the per-address hold caps and refusals, and the per-user read rate, would measure the
+# load generator, not the cluster. Lifted here unless the caller's `limits` names them.
 LOOPBACK_LIMITS = {
     "seats_per_show_per_address": "1000000",
     "holds_per_address": "1000000",
     "user_reads": "{per_second: 100000, burst: 100000}",
+    "ip_rejects": "{per_second: 100000, burst: 100000}",
 }
 
 

@@ -1,8 +1,13 @@
 """Who may call a route and where it runs, decided once per route by a decorator.
 
 - `public`: anyone (catalog, seat maps, live sockets), within the per-address read limit.
-- `user`: a valid bearer token; the view gets the caller's `Identity`.
+- `user`: a valid bearer token; the view gets the caller's `Identity`; a read, within
+  the per-user and the per-address read limits.
 - `operator`: a token with the `operator` role.
+- `signed`: a caller that proves itself by a signature (the gateway's webhook).
+A request refused for its token or signature counts against its address
+(`limits.ip_rejects`); an address over that limit is refused (429) before its
+token (unless this node verified it before) or signature is looked at.
 - `home_write(region_of)`: a `user` route that changes a home region's state. A
   node of another region forwards it (one WAN round trip); the home node
   applies the write rate limits, then runs the view. `redis_bound` routes (a
@@ -11,9 +16,11 @@
   (`deadline.py`), started here. A `lease` route (a hold) that fails with an
   unknown outcome says by when a hold it may have made lapses. On the home
   node a write runs once admitted (`admission.py`: a bounded number at once,
-  a bounded queue). A route's `turn` (holds: one per seat at a time on each
-  node, the others refused without a write if the seats went: `refusals.py`)
-  is taken before the forward, so a refusal costs neither a forward nor a write.
+  a bounded queue, a bounded share per user and turns per address); a user or
+  address the home master refused moments ago is refused before it queues. A
+  route's `turn` (holds: one per seat at a time on each node, the others
+  refused without a write if the seats went: `refusals.py`) is taken before
+  the forward, so a refusal costs neither a forward nor a write.
   A write the home region refuses as MOVED (`ownership.py`: the theatre moved, or
   our map is older than its owner's epoch) changed nothing: the node adopts the
   newest epoch from its own region's store (`topology_swap.py`) and routes it
@@ -35,8 +42,10 @@ from aiohttp import web
 
 from region_node import deadline
 from region_node.auth import OPERATOR, Identity, TokenVerifier
+from region_node.errors import NodeError, Unauthorized
 from region_node.typedefs import (
     admission_key,
+    bookings_key,
     forwarder_key,
     limiter_key,
     settings_key,
@@ -53,9 +62,22 @@ RegionOf = Callable[[web.Request], Awaitable[str]]
 Turn = Callable[[web.Request, Identity], AbstractAsyncContextManager[None]]
 
 
+# The webhook's refusals for its signature (`signing.py`), counted like a bad token.
+SIGNATURE_REFUSALS = frozenset({"missing_signature", "malformed_signature", "stale_webhook",
+                                "bad_signature"})
+
+
 def identity(request: web.Request) -> Identity:
     verifier: TokenVerifier = request.app[verifier_key]
-    return verifier.identity(request.headers.get("Authorization"))
+    limiter, address = request.app[limiter_key], client_address(request)
+    header = request.headers.get("Authorization")
+    if not verifier.known(header):  # a token that passed before is never refused here
+        limiter.check_rejecting(address)
+    try:
+        return verifier.identity(header)
+    except Unauthorized:
+        limiter.rejected(address)
+        raise
 
 
 def client_address(request: web.Request) -> str:
@@ -75,7 +97,9 @@ def public(view: Handler) -> Handler:
 def user(view: UserView) -> Handler:
     @functools.wraps(view)
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await view(request, identity(request))
+        caller = identity(request)
+        request.app[limiter_key].check_user_read(caller.user, client_address(request))
+        return await view(request, caller)
 
     handler.access = "user"  # type: ignore[attr-defined]
     return handler
@@ -89,6 +113,22 @@ def operator(view: UserView) -> Handler:
         return await view(request, caller)
 
     handler.access = "operator"  # type: ignore[attr-defined]
+    return handler
+
+
+def signed(view: Handler) -> Handler:
+    """No token: the view checks a signature. Its refusals count against the address."""
+    @functools.wraps(view)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        limiter, address = request.app[limiter_key], client_address(request)
+        limiter.check_rejecting(address)
+        try:
+            return await view(request)
+        except NodeError as exc:
+            if exc.code in SIGNATURE_REFUSALS:
+                limiter.rejected(address)
+            raise
+
     return handler
 
 
@@ -118,6 +158,15 @@ def home_write(region_of: RegionOf, *, redis_bound: bool = False, lease: bool = 
 async def _home_write(request: web.Request, view: UserView, region_of: RegionOf,
                       redis_bound: bool, turn: Turn | None) -> web.StreamResponse:
     caller = identity(request)  # a stranger is refused here, not a WAN hop later
+    try:
+        return await _turn_and_route(request, view, region_of, redis_bound, turn, caller)
+    finally:  # whatever it did, the caller's next booking list here is read afresh
+        request.app[bookings_key].wrote(caller.user)
+
+
+async def _turn_and_route(request: web.Request, view: UserView, region_of: RegionOf,
+                          redis_bound: bool, turn: Turn | None,
+                          caller: Identity) -> web.StreamResponse:
     async with turn(request, caller) if turn is not None else contextlib.nullcontext():
         try:
             return await _serve_or_forward(request, view, caller, await region_of(request),
@@ -143,7 +192,8 @@ async def _serve_or_forward(request: web.Request, view: UserView, caller: Identi
     forwarder = request.app[forwarder_key]
     if forwarder.needed(request, region):
         return await forwarder.forward(request, region)
-    async with request.app[admission_key].admit():
-        await request.app[limiter_key].check_write(
-            region, caller.user, client_address(request), redis_bound=redis_bound)
+    limiter, address = request.app[limiter_key], client_address(request)
+    limiter.precheck_write(region, caller.user, address)  # no I/O, no queue place
+    async with request.app[admission_key].admit(caller.user, address):
+        await limiter.check_write(region, caller.user, address, redis_bound=redis_bound)
         return await view(request, caller)

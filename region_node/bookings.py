@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +45,11 @@ SELECT b.*, array_agg(bs.seat_id ORDER BY bs.seat_id) AS seat_ids
 FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
 """
 
+
+# A user's booking list is answered from this node's memory for this long (one fetch
+# for every caller meanwhile), unless the user wrote through this node since it was read.
+LIST_CACHE_S = 1.0
+LIST_CACHE_MAX = 20_000  # users; past this the cache starts over
 
 # The fields of a hold's answer (201), also when replayed under its Idempotency-Key.
 HOLD_ANSWER = ("booking_id", "show_id", "user_id", "region", "seat_ids", "status",
@@ -97,6 +105,10 @@ class BookingService:
         self.limits = connections.topology.limits
         self.metrics = metrics
         self.home = HomeRegion(connections)
+        # user -> (monotonic time its fetch started, the answer)
+        self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
+        self._written: dict[str, float] = {}  # user -> when a write of theirs here ended
 
     async def show_of_booking(self, booking_id: str) -> ShowInfo:
         try:
@@ -107,9 +119,11 @@ class BookingService:
     # -- hold ----------------------------------------------------------------
 
     async def hold(self, show: ShowInfo, body: Any, user_id: str,
-                   key: str | None = None) -> tuple[dict[str, Any], bool]:
+                   key: str | None = None,
+                   address: str | None = None) -> tuple[dict[str, Any], bool]:
         """Hold the seats; returns the answer and whether it replays an earlier hold
-        under the same Idempotency-Key (which is then returned as it is now)."""
+        under the same Idempotency-Key (which is then returned as it is now). `address`:
+        the client's, for the per-address caps (None: not checked)."""
         seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking, user_id)
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
@@ -140,7 +154,7 @@ class BookingService:
         prices = {s: layout[s].price_paise for s in seat_ids}
         try:
             token = await self._record_hold(show, booking_id, user_id, seat_ids, expires_at,
-                                            prices, key)
+                                            prices, key, address)
         except BaseException as exc:
             self._count(show, "failed")
             error = await self._undo_hold(show, booking_id, seat_ids, expires_at, key, exc)
@@ -218,16 +232,20 @@ class BookingService:
 
     async def _record_hold(self, show: ShowInfo, booking_id: str, user_id: str,
                            seat_ids: list[str], expires_at: datetime,
-                           prices: dict[str, int], key: str | None) -> int | None:
+                           prices: dict[str, int], key: str | None,
+                           address: str | None) -> int | None:
         """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides.
         None: a duplicate under the same key recorded its hold first."""
         async with self.home.connection(show.region, writes=True) as conn:
             row = await conn.fetchrow(
                 "SELECT token, refused, limit_hit, replayed "
-                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                "$14)",
                 show.id, seat_ids, booking_id, user_id, expires_at,
                 timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids],
-                self.limits.seats_per_show, self.limits.holds_per_user, key, self.home.epoch)
+                self.limits.seats_per_show, self.limits.holds_per_user, key, self.home.epoch,
+                address, self.limits.seats_per_show_per_address,
+                self.limits.holds_per_address)
         if row["replayed"]:
             return None
         if row["limit_hit"]:
@@ -277,10 +295,47 @@ class BookingService:
             return bytes(row["png"])
         return await asyncio.to_thread(_read_if_there, Path(row["path"]))
 
+    def wrote(self, user_id: str) -> None:
+        """A write of the user went through this node: their list is read afresh."""
+        now = time.monotonic()
+        if len(self._written) >= LIST_CACHE_MAX:  # only the last LIST_CACHE_S matter
+            self._written = {u: t for u, t in self._written.items() if now - t < LIST_CACHE_S}
+        self._written[user_id] = now
+        self._lists.pop(user_id, None)
+
     async def list_for_user(self, user_id: str) -> dict[str, Any]:
-        """Bookings of a user in every region (each region holds its own), newest first."""
+        """Bookings of a user in every region, newest first: read at most once per
+        LIST_CACHE_S on this node (callers meanwhile share the answer), and afresh after
+        a write of theirs through this node. An answer missing a region is not kept."""
         if not ids.USER_ID.match(user_id):
             raise InvalidInput("malformed user id", field="user_id")
+        now, written = time.monotonic(), self._written.get(user_id, -math.inf)
+        cached = self._lists.get(user_id)
+        if cached is not None and cached[0] > written and now - cached[0] < LIST_CACHE_S:
+            return cached[1]
+        running = self._listing.get(user_id)
+        if running is None or running[0] <= written:
+            running = (now, asyncio.ensure_future(self._list_now(user_id)))
+            self._listing[user_id] = running
+            running[1].add_done_callback(functools.partial(self._listed, user_id, running))
+        return await asyncio.shield(running[1])
+
+    def _listed(self, user_id: str, run: tuple[float, asyncio.Task[dict[str, Any]]],
+                _: object) -> None:
+        if self._listing.get(user_id) is run:
+            del self._listing[user_id]
+        task = run[1]
+        if task.cancelled() or task.exception() is not None:
+            return
+        answer = task.result()
+        if answer["unavailable_regions"] or run[0] <= self._written.get(user_id, -math.inf):
+            return
+        if len(self._lists) >= LIST_CACHE_MAX:
+            self._lists.clear()
+        self._lists[user_id] = (run[0], answer)
+
+    async def _list_now(self, user_id: str) -> dict[str, Any]:
+        """Bookings of a user in every region (each region holds its own), newest first."""
 
         async def one(region: str) -> list[dict[str, Any]]:
             async with self.home.connection(region) as conn:

@@ -132,13 +132,17 @@ class BookingNotPending(BookingError):
 
 
 class HoldLimitReached(BookingError):
-    """A per-user cap (seats held in one show, active holds in a region)."""
+    """A per-user or per-address cap (seats held in one show, active holds in a region)."""
 
     code = "hold_limit_reached"
 
     def __init__(self, limit: str, maximum: int) -> None:
         what = {"seats_per_show": f"at most {maximum} seats held at once in one show",
-                "holds_per_user": f"at most {maximum} active holds at once in this region"}
+                "holds_per_user": f"at most {maximum} active holds at once in this region",
+                "seats_per_show_per_address": f"at most {maximum} seats held at once in one "
+                                              "show from one client address",
+                "holds_per_address": f"at most {maximum} active holds at once in this "
+                                     "region from one client address"}
         super().__init__(f"limit reached: {what.get(limit, limit)}", limit=limit, max=maximum)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from region_node import access
 from region_node.views import admin, booking, catalog, docs, live, ops, pages, payments, signin
 
 
@@ -29,7 +30,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/booking/booking/{booking_id}/ticket", booking.ticket)
     r.add_get("/users/{user_id}/bookings", booking.user_bookings)
     r.add_get("/me/bookings", booking.my_bookings)
-    r.add_post("/payments/webhook", payments.webhook)
+    r.add_post("/payments/webhook", access.signed(payments.webhook))
 
     r.add_get("/ops/jobs", admin.job_counts)
     r.add_post("/ops/jobs/replay", admin.replay_jobs)

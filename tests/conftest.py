@@ -28,10 +28,13 @@ from tests.support import free_ports, topology_yaml, use_topology
 TEST_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2)
 SHORT_TTL_S = 1.5
 # Caps as shipped; rates high enough that tests of one user under load (50 at once)
-# reach the caps, not the bucket; test_limits.py drains a bucket on purpose.
+# reach the caps, not the bucket or their share of a node's writes; test_trust.py drains
+# a bucket on purpose, test_fair_limits.py starts a node of its own with tight limits.
+# Loopback lifts the per-address caps (`cluster/loopback.py`).
 TEST_LIMITS = """\
   seats_per_show: 10
   holds_per_user: 4
+  user_writes_at_once: 64
   user_writes: {per_second: 50, burst: 100}
   ip_writes: {per_second: 100000, burst: 100000}
   ip_reads: {per_second: 100000, burst: 100000}

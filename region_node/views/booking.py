@@ -64,7 +64,8 @@ async def _hold_turn(request: web.Request, caller: Identity) -> AsyncIterator[No
 async def hold(request: web.Request, caller: Identity) -> web.Response:
     show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     result, replayed = await request.app[bookings_key].hold(
-        show, await json_body(request), caller.user, request.headers.get("Idempotency-Key"))
+        show, await json_body(request), caller.user, request.headers.get("Idempotency-Key"),
+        access.client_address(request))
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return web.json_response(result, status=201, headers=headers)
 
