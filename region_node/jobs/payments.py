@@ -12,9 +12,18 @@ the booking's home region:
                                  -> this payment is refunded;
 - captured, a booking id of a known show that we never issued
                                  -> refunded (no payment row: it would need the booking);
+- captured, a show we do not know (no home region: the event was stored in the
+  region that received it, whose worker runs this)
+                                 -> refunded;
+- captured, but the gateway says the payment is another booking's (or has no
+  such payment)                  -> ignored: nothing sold, nothing refunded (that
+                                    payment's own event settles it);
 - failed                         -> booking CANCELLED, seats released.
 Money is conserved: each captured payment ends as the booking's payment or
 as a refund, never both, decided in one transaction with the booking row locked.
+A captured event is first checked against the gateway's own record of the
+payment (whose booking, how much), so a refund only ever returns a payment of
+the booking it names, and one payment never sells two bookings.
 """
 
 from __future__ import annotations
@@ -28,8 +37,8 @@ from region_node import mirror
 from region_node.bookings import free_seats, released
 from region_node.catalog import ShowInfo
 from region_node.confirm import sell
-from region_node.errors import BookingError, PaymentRequired
-from region_node.gateway import GatewayClient
+from region_node.errors import BookingError, NotFound, PaymentRequired
+from region_node.gateway import GatewayClient, Intent
 from region_node.jobs.context import JobContext
 from region_node.outbox import enqueue
 
@@ -39,9 +48,20 @@ log = logging.getLogger(__name__)
 async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
     booking_id = data["booking_id"]
     try:
-        show = await ctx.bookings.show_of_booking(booking_id)
-    except Exception:  # an id we never issued: the money still goes back
-        return await _refund_orphan(ctx, data)
+        show: ShowInfo | None = await ctx.bookings.show_of_booking(booking_id)
+    except NotFound:  # a show we do not know: the event was stored in our region
+        show = None
+    if data["kind"] == "payment.captured":
+        # GatewayUnavailable fails the job: the queue retries it with backoff.
+        intent = await GatewayClient(ctx.topology, ctx.http).intent(data["payment_id"])
+        refused = _not_this_bookings(intent, data)
+        if refused is not None:
+            log.warning("payment event %s ignored: %s", data["event_id"], refused)
+            return await _mark(ctx, show, data["event_id"], f"ignored: {refused}")
+        assert intent is not None
+        data = {**data, "amount_paise": intent.amount_paise}  # the gateway's word
+    if show is None:
+        return await _refund_unroutable(ctx, data)
     sold: list[str] = []
     freed: list[tuple[str, int, str]] = []
     # The booking's home now: the event may have been queued before its theatre moved.
@@ -58,10 +78,42 @@ async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
         await conn.execute(
             "UPDATE payment_event SET processed_at = now(), outcome = $2 WHERE event_id = $1",
             data["event_id"], outcome)
+    if event is None and ctx.region != show.region:
+        # Stored here while this region did not know the show; settled at its home now.
+        await _mark(ctx, None, data["event_id"], outcome)
     changes = released(freed)
     if sold:
         changes[("book", show.id, booking_id)] = sold
     await mirror.apply_now(ctx.home, show.region, changes)
+    return outcome
+
+
+def _not_this_bookings(intent: Intent | None, data: dict[str, Any]) -> str | None:
+    """Why a captured event must neither sell nor refund, or None when the gateway's
+    record says it is a captured payment of the booking it names."""
+    payment_id = data["payment_id"]
+    if intent is None:
+        return f"the gateway has no payment {payment_id}"
+    if intent.booking_id != data["booking_id"]:
+        return (f"payment {payment_id} is booking {intent.booking_id}'s at the gateway, "
+                f"not {data['booking_id']}'s")
+    if intent.status != "CAPTURED":
+        return f"payment {payment_id} is {intent.status} at the gateway"
+    return None
+
+
+async def _mark(ctx: JobContext, show: ShowInfo | None, event_id: str, outcome: str) -> str:
+    """Record an event's outcome where it is stored: its show's home, or (a show this
+    region did not know when the webhook came) this region."""
+    regions = [] if show is None else [show.region]
+    regions += [ctx.region] if ctx.region not in regions else []
+    for region in regions:
+        async with ctx.home.transaction(region) as conn:
+            if await conn.fetchval(
+                    "UPDATE payment_event SET processed_at = now(), outcome = $2 "
+                    "WHERE event_id = $1 AND processed_at IS NULL RETURNING true",
+                    event_id, outcome):
+                break
     return outcome
 
 
@@ -103,7 +155,8 @@ async def _start_refund(conn: asyncpg.Connection, data: dict[str, Any], why: str
         await conn.execute(
             "INSERT INTO payment (id, booking_id, amount_paise, status) "
             "VALUES ($1, $2, $3, 'REFUND_PENDING') ON CONFLICT (id) DO UPDATE "
-            "SET status = 'REFUND_PENDING', updated_at = now() WHERE payment.status = 'CAPTURED'",
+            "SET status = 'REFUND_PENDING', updated_at = now() "
+            "WHERE payment.status = 'CAPTURED' AND payment.booking_id = EXCLUDED.booking_id",
             data["payment_id"], data["booking_id"], data["amount_paise"])
     await enqueue(conn, "refund", {"payment_id": data["payment_id"],
                                    "booking_id": data["booking_id"],
@@ -134,23 +187,36 @@ async def _failed(conn: asyncpg.Connection, data: dict[str, Any]
     return "failed: seats released", freed
 
 
-async def _refund_orphan(ctx: JobContext, data: dict[str, Any]) -> str:
+async def _refund_unroutable(ctx: JobContext, data: dict[str, Any]) -> str:
     if data["kind"] != "payment.captured":
-        return "ignored: no booking"
+        return await _mark(ctx, None, data["event_id"], "ignored: no such show")
     await refund(ctx, data)
-    return "refunded: unknown booking"
+    return await _mark(ctx, None, data["event_id"], "refunded: no such show")
 
 
 async def refund(ctx: JobContext, data: dict[str, Any]) -> str:
-    """Ask the gateway to refund a payment (idempotent there per payment id)."""
+    """Ask the gateway to refund a payment (idempotent there per payment id), only if
+    the gateway's record says it is a payment of the booking this refund is for."""
+    gateway = GatewayClient(ctx.topology, ctx.http)
     # GatewayUnavailable fails the job: the queue retries it with backoff.
-    await GatewayClient(ctx.topology, ctx.http).refund(data["payment_id"],
-                                                       data["amount_paise"])
+    intent = await gateway.intent(data["payment_id"])
+    if intent is not None and intent.booking_id == data["booking_id"] \
+            and intent.status == "REFUNDED":
+        pass  # an earlier run got this far
+    else:
+        refused = _not_this_bookings(intent, data)
+        if refused is not None:
+            log.error("refund of %s for %s refused: %s", data["payment_id"],
+                      data["booking_id"], refused)
+            return f"not refunded: {refused}"
+        assert intent is not None
+        await gateway.refund(intent.payment_id, intent.amount_paise)
     try:
         show = await ctx.bookings.show_of_booking(data["booking_id"])
-    except Exception:
+    except NotFound:
         return "refunded"
     async with ctx.home.write(show.region, show.id) as conn:
         await conn.execute("UPDATE payment SET status = 'REFUNDED', updated_at = now() "
-                           "WHERE id = $1 AND status = 'REFUND_PENDING'", data["payment_id"])
+                           "WHERE id = $1 AND booking_id = $2 AND status = 'REFUND_PENDING'",
+                           data["payment_id"], data["booking_id"])
     return "refunded"

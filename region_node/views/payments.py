@@ -2,7 +2,10 @@
 
 Verified (HMAC over timestamp and body, replay window), stored once by event
 id in the booking's home region together with an outbox job, answered at
-once; the saga runs in that region's worker (`jobs/payments.py`).
+once; the saga runs in that region's worker (`jobs/payments.py`). An event
+naming a show we do not know (so no home region) is stored all the same, in
+this node's region, whose worker refunds it: a signed capture is never refused
+for what it names, or its money would stay captured.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from aiohttp import web
 
 from region_node import ids
 from region_node.body import parse_json, read_body
+from region_node.catalog import ShowInfo
 from region_node.confirm import PAYMENT_ID
 from region_node.errors import InvalidInput, NotFound, RequestError
 from region_node.outbox import enqueue
@@ -66,8 +70,14 @@ async def webhook(request: web.Request) -> web.Response:
         raise WebhookRejected(exc) from None
     event = parse_event(body)
     bookings = request.app[bookings_key]
-    show = await bookings.show_of_booking(event["booking_id"])
-    async with bookings.home.write(show.region, show.id) as conn:
+    try:
+        show: ShowInfo | None = await bookings.show_of_booking(event["booking_id"])
+    except NotFound:
+        show = None
+    region = request.app[settings_key].region if show is None else show.region
+    store = bookings.home.transaction(region) if show is None \
+        else bookings.home.write(show.region, show.id)
+    async with store as conn:
         stored = await conn.fetchval(
             "INSERT INTO payment_event (event_id, kind, payment_id, booking_id, amount_paise) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING RETURNING true",
@@ -76,4 +86,4 @@ async def webhook(request: web.Request) -> web.Response:
         if stored:
             await enqueue(conn, "payment_event", event)
     return web.json_response({"received": True, "duplicate": not stored,
-                              "event_id": event["event_id"], "region": show.region})
+                              "event_id": event["event_id"], "region": region})

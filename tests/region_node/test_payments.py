@@ -111,7 +111,8 @@ async def test_webhook_checks(clean: Cluster, http: aiohttp.ClientSession,
                               catalog: Any) -> None:
     show = shows_in(clean, catalog, "west")[0]
     _, held = await hold(http, clean.node("west"), show, "u", seats_of(catalog, show, 1))
-    event = {"event_id": "evt_manual_1", "kind": "payment.captured", "payment_id": "pay_m1",
+    payment = await captured_payment(http, held)  # the saga checks it at the gateway
+    event = {"event_id": "evt_manual_1", "kind": "payment.captured", "payment_id": payment,
              "booking_id": held["booking_id"], "amount_paise": held["amount_paise"]}
     node = clean.node("north")  # any region's node accepts it and routes it home
     status, body = await post_webhook(http, node, event, secret="wrong-secret-wrong-secret")
@@ -233,3 +234,65 @@ async def test_capture_for_an_unknown_booking_of_a_known_show_is_refunded(
         assert await dead_letters(queue) == []
     finally:
         await queue.close()
+
+
+async def event_outcome(cluster: Cluster, region: str, event_id: str) -> str:
+    async def processed() -> str | None:
+        rows = await cluster.fetch(region, "SELECT outcome FROM payment_event "
+                                   "WHERE event_id = $1 AND processed_at IS NOT NULL", event_id)
+        return str(rows[0]["outcome"]) if rows else None
+    outcome: str = await eventually(processed, within=15)
+    return outcome
+
+
+async def test_capture_for_an_unknown_show_is_stored_and_refunded(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """No home region to store it in: the receiving node's region stores it and its
+    worker refunds it (it was a 404 at every node, and the money stayed captured)."""
+    unknown = max(s.id for s in catalog.shows) + 1000
+    booking = {"booking_id": f"b{unknown}-00000000000000ab", "region": "south",
+               "amount_paise": 31_000}
+    intent = await captured_payment(http, booking)
+    event = {"event_id": "evt_unknown_show_1", "kind": "payment.captured",
+             "payment_id": intent, **{k: booking[k] for k in ("booking_id", "amount_paise")}}
+    status, body = await post_webhook(http, clean.node("north"), event)
+    assert (status, body.get("region"), body.get("duplicate")) == (200, "north", False), body
+    assert await event_outcome(clean, "north", event["event_id"]) == "refunded: no such show"
+    _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent}",
+                               headers=merchant(), anonymous=True)
+    assert (at_gateway["status"], at_gateway["refunded_paise"]) == ("REFUNDED", 31_000)
+    again = await post_webhook(http, clean.node("north", 1), event)
+    assert again[0] == 200 and again[1]["duplicate"] is True
+
+
+async def test_an_event_with_another_bookings_payment_refunds_and_sells_nothing(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """A signed event naming booking B with booking A's (used) payment: A keeps its
+    payment, B is neither sold nor expired, in A's region and in another one."""
+    show_a, show_c = shows_in(clean, catalog, "north")[0], shows_in(clean, catalog, "south")[0]
+    _, a = await hold(http, clean.node("north"), show_a, "ann", seats_of(catalog, show_a, 1))
+    paid_a = await captured_payment(http, a, webhook=True)
+    await booking_when(http, clean.node("north"), a["booking_id"],
+                       lambda b: b["status"] == "CONFIRMED")
+    _, b = await hold(http, clean.node("north"), show_a, "bob", seats_of(catalog, show_a, 3)[1:])
+    _, c = await hold(http, clean.node("south"), show_c, "cid", seats_of(catalog, show_c, 1))
+    for name, other, region in (("b", b, "north"), ("c", c, "south")):
+        event = {"event_id": f"evt_reused_{name}", "kind": "payment.captured",
+                 "payment_id": paid_a, "booking_id": other["booking_id"],
+                 "amount_paise": other["amount_paise"]}  # the event's amount fits B (C)
+        assert (await post_webhook(http, clean.node("west"), event))[0] == 200
+        outcome = await event_outcome(clean, region, event["event_id"])
+        assert outcome.startswith("ignored: ") and a["booking_id"] in outcome, outcome
+    _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{paid_a}",
+                               headers=merchant(), anonymous=True)
+    assert at_gateway["status"] == "CAPTURED"
+    _, mine = await call(http, "GET", f"{clean.node('south')}/booking/booking/{a['booking_id']}")
+    assert mine["status"] == "CONFIRMED" and mine["payment_id"] == paid_a
+    assert mine["payments"] == [{"payment_id": paid_a, "status": "CAPTURED",
+                                 "amount_paise": a["amount_paise"]}]
+    for other in (b, c):
+        _, theirs = await call(http, "GET",
+                               f"{clean.node('west')}/booking/booking/{other['booking_id']}")
+        assert theirs["status"] == "INITIATED" and theirs["payments"] == [], theirs
+    for region in ("north", "south"):
+        assert await clean.fetch(region, "SELECT 1 FROM outbox WHERE kind = 'refund'") == []
