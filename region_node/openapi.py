@@ -120,10 +120,12 @@ def operation(op_id: str, tag: str, access: str, summary: str, *,
               body_required: bool = True,
               description: str | None = None) -> dict[str, Any]:
     """One operation. Token routes always may answer 401, operator routes 403, and
-    public routes 429 (the per-address read limit), so those are added here."""
+    public and token routes 429 (the read limits; an address sending bad tokens), so
+    those are added here."""
     errors = dict(errors)
     if access in ("user", "operator"):
         errors.setdefault(401, ("unauthorized",))
+        errors.setdefault(429, RATE)
     if access == "operator":
         errors.setdefault(403, ("forbidden",))
         description = (description or "") + " Needs a token with the `operator` role."
@@ -276,7 +278,7 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={400: ("missing_signature", "malformed_signature", "stale_webhook",
                           "malformed_id"),
                     401: ("bad_signature",), 404: ("not_found",), 421: MOVED,
-                    413: BODY_TOO_LARGE, 422: ("invalid_input",),
+                    413: BODY_TOO_LARGE, 422: ("invalid_input",), 429: RATE,
                     503: PRIMARY_DOWN + ("theatre_moving",)})},
         "/ops/jobs": {"get": operation(
             "jobCounts", "ops", "operator", "Job queue depth per region and state",
