@@ -104,14 +104,18 @@ async def switchover(region: Region, secrets: Secrets,
     raise PatroniError(f"{region.name}: no Patroni member answers ({'; '.join(errors)})")
 
 
-async def set_synchronous(region: Region, secrets: Secrets, on: bool) -> None:
-    """Turn synchronous replication on or off (dynamic configuration, PATCH /config);
-    the members apply it within a loop."""
+async def set_synchronous(region: Region, secrets: Secrets, on: bool,
+                          strict: bool | None = None) -> None:
+    """Turn synchronous replication on or off, and strict or not (`None`: as it is)
+    (dynamic configuration, PATCH /config); the members apply it within a loop."""
+    body: dict[str, Any] = {"synchronous_mode": on}
+    if strict is not None:
+        body["synchronous_mode_strict"] = strict
     errors = []
     for api in api_urls(region):
         try:
             status, answer = await _request("PATCH", f"{api}/config", secrets=secrets,
-                                            body={"synchronous_mode": on})
+                                            body=body)
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             errors.append(f"{api}: {type(exc).__name__} {exc}")
             continue

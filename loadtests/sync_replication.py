@@ -1,24 +1,35 @@
 #!/usr/bin/env python3
-"""What synchronous replication costs a confirm, measured in one run.
+"""What synchronous replication costs a confirm, and what losing the standby costs,
+measured in one run, in Patroni's non-strict and strict synchronous mode.
 
-    .venv/bin/python loadtests/sync_replication.py [--confirms 300] [--clients 16] [--rounds 2]
+    .venv/bin/python loadtests/sync_replication.py [--confirms 300] [--clients 16]
+        [--rounds 2] [--lost-s 8]
 
 Starts its own one-region cluster on free loopback ports (a PostgreSQL primary
 and its standby under Patroni, durable: fsync on, two nodes, the gateway
-simulator), then alternates synchronous replication on and off through Patroni's
-dynamic configuration (PATCH /config) and, in each phase, measures
+simulator), then alternates `synchronous_mode_strict` off and on through
+Patroni's dynamic configuration (PATCH /config) and, in each phase, measures
 - raw commits: one connection committing single-row INSERTs in a row (latency),
-  and 16 connections at once (throughput);
+  16 connections at once (throughput), and the replication check a confirm makes
+  before its 200 (`region_node/replication.py`) after each serial commit;
 - confirms through a node: `--clients` clients confirming held, paid bookings
-  (each booking held by its own user, its payment captured beforehand).
+  (each booking held by its own user, its payment captured beforehand);
+- with `--lost-s`, once per mode: the standby SIGKILLed, then for that long
+  clients hold seats and confirm bookings; how many got through, how fast, and
+  what the others answered; then the standby is started again and every confirm
+  that answered 503 is retried with its key until it answers 200 (the sales it
+  committed while alone) or 30 s pass.
 Prints one line per phase and the medians per mode. Every loop is bounded by
-count. Stops everything it started.
+count or time. Stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -33,10 +44,11 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cluster import patroni_api  # noqa: E402
+from cluster import faults, patroni, patroni_api  # noqa: E402
 from cluster.demo_catalog import CatalogSpec, build_catalog  # noqa: E402
 from cluster.launcher import LocalCluster  # noqa: E402
 from cluster.loopback import topology_yaml  # noqa: E402
+from region_node import replication  # noqa: E402
 from region_node.auth import mint  # noqa: E402
 from router.registry import PG_TOOL_SESSION, connect_primary  # noqa: E402
 from router.topology import Topology, load_topology  # noqa: E402
@@ -49,6 +61,8 @@ LIMITS = """\
 """
 RAW_COMMITS = 500
 RAW_PARALLEL = 16
+LOST_HOLDS = 1000  # at most, per standby-lost phase
+MODES = {False: "non-strict", True: "strict"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,21 +88,30 @@ class Bench:
         return await connect_primary(self.region.pg_members, self.topology.secrets,
                                      admin=True, server_settings=PG_TOOL_SESSION)
 
-    async def set_sync(self, on: bool) -> None:
-        """Switch and wait until the primary applies it (and, on, has a sync standby)."""
-        await patroni_api.set_synchronous(self.region, self.topology.secrets, on)
+    async def set_mode(self, strict: bool) -> None:
+        """Synchronous, strict or not; wait until the primary has its sync standby."""
+        await patroni_api.set_synchronous(self.region, self.topology.secrets, True, strict)
+        await self.wait_sync()
+
+    async def wait_sync(self, timeout_s: float = 90) -> None:
         conn = await self.admin()
         try:
-            for _ in range(120):
+            for _ in range(int(timeout_s * 2)):
                 names = await conn.fetchval("SHOW synchronous_standby_names")
                 sync = await conn.fetchval(
                     "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")
-                if (on and names and sync) or (not on and not names):
+                if names and sync:
                     return
                 await asyncio.sleep(0.5)
         finally:
             await conn.close()
-        raise RuntimeError(f"synchronous replication did not turn {'on' if on else 'off'}")
+        raise RuntimeError("no synchronous standby")
+
+    async def standby(self) -> str:
+        view = await patroni_api.any_cluster_view(self.region)
+        names = [patroni.member_name(self.region, i) for i in range(2)]
+        [member] = [m["name"] for m in view["members"] if m.get("role") != "leader"]
+        return patroni.process_name(self.region, names.index(member))
 
     async def raw(self) -> dict[str, float]:
         conn = await self.admin()
@@ -98,6 +121,12 @@ class Bench:
             for n in range(RAW_COMMITS):
                 await conn.execute("INSERT INTO sync_probe VALUES ($1)", n)
             serial_ms = (time.perf_counter() - started) * 1000 / RAW_COMMITS
+            probe_s, at_once = 0.0, 0
+            for n in range(RAW_COMMITS):
+                await conn.execute("INSERT INTO sync_probe VALUES ($1)", n)
+                started = time.perf_counter()
+                at_once += await replication.standby_flushed(conn)
+                probe_s += time.perf_counter() - started
         finally:
             await conn.close()
         conns = [await self.admin() for _ in range(RAW_PARALLEL)]
@@ -108,7 +137,8 @@ class Bench:
         finally:
             for c in conns:
                 await c.close()
-        return {"commit_ms": serial_ms, "commits_per_s": per_s}
+        return {"commit_ms": serial_ms, "commits_per_s": per_s,
+                "check_ms": probe_s * 1000 / RAW_COMMITS, "flushed_at_once": at_once}
 
     @staticmethod
     async def _commits(conn: asyncpg.Connection) -> None:
@@ -149,6 +179,79 @@ class Bench:
         return list(await asyncio.gather(*(one(show, seats, f"sync-{self.used}-{i}")
                                            for i, (show, seats) in enumerate(batch))))
 
+    async def confirm(self, http: aiohttp.ClientSession, b: dict[str, str],
+                      node: int) -> tuple[int, str, float]:
+        """One confirm: its status, its 503's outcome and component, its latency in ms."""
+        started = time.perf_counter()
+        async with http.post(
+                f"{self.nodes[node % len(self.nodes)]}/booking/booking/{b['booking']}/confirm",
+                json={"payment_id": b["payment"]},
+                headers={"Authorization": f"Bearer {b['token']}",
+                         "Idempotency-Key": "k"}) as resp:
+            body = await resp.json(content_type=None)
+        outcome = ""
+        if resp.status == 503:  # "... cannot take writes now (<component>); ..."
+            component = str(body.get("message", "")).partition("(")[2].partition(")")[0]
+            outcome = f"{body.get('outcome')} ({component})"
+        return resp.status, outcome, (time.perf_counter() - started) * 1000
+
+    async def standby_lost(self, http: aiohttp.ClientSession, bookings: list[dict[str, str]],
+                           clients: int, lost_s: float) -> dict[str, Any]:
+        """SIGKILL the standby; `lost_s` of holds and confirms; start it again; retry the
+        confirms that answered 503 until they answer 200."""
+        victim = await self.standby()
+        faults.signal_tree(self.launcher.child(victim).pid, signal.SIGKILL)
+        killed = time.monotonic()
+        answers: dict[str, collections.Counter[str]] = {
+            "hold": collections.Counter(), "confirm": collections.Counter()}
+        latencies: dict[str, list[float]] = {"hold": [], "confirm": []}
+        todo = list(bookings)
+        unknown: list[dict[str, str]] = []
+        seats = self.pairs[self.used:self.used + LOST_HOLDS]
+        self.used += LOST_HOLDS
+
+        async def holder(n: int) -> None:
+            while seats and time.monotonic() - killed < lost_s:
+                show, two = seats.pop()
+                token = mint(self.topology, f"lost-{self.used}-{len(seats)}", 3600)
+                started = time.perf_counter()
+                async with http.post(f"{self.nodes[n % 2]}/booking/seats/{show}/lock",
+                                     json={"seat_ids": two},
+                                     headers={"Authorization": f"Bearer {token}"}) as resp:
+                    body = await resp.json(content_type=None)
+                latencies["hold"].append((time.perf_counter() - started) * 1000)
+                answers["hold"][f"{resp.status} {body.get('outcome') or ''}"
+                                f" {body.get('error') or ''}".strip()] += 1
+                await asyncio.sleep(0.05)
+
+        async def confirmer(n: int) -> None:
+            while todo and time.monotonic() - killed < lost_s:
+                b = todo.pop()
+                status, outcome, ms = await self.confirm(http, b, n)
+                latencies["confirm"].append(ms)
+                answers["confirm"][f"{status} {outcome}".strip()] += 1
+                if status == 503:
+                    unknown.append(b)
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(holder(n) for n in range(clients // 2)),
+                             *(confirmer(n) for n in range(clients - clients // 2)))
+        restarted = time.monotonic()
+        await self.launcher.restart(victim)
+        await self.wait_sync()
+        synced_s = time.monotonic() - restarted
+        resolved: collections.Counter[str] = collections.Counter()
+        for b in unknown:
+            for _ in range(30):
+                status, outcome, _ = await self.confirm(http, b, 0)
+                if status != 503:
+                    break
+                await asyncio.sleep(1)
+            resolved[str(status)] += 1
+        return {"answers": {k: dict(v) for k, v in answers.items()},
+                "p50_ms": {k: percentile(v, 0.5) for k, v in latencies.items() if v},
+                "standby_back_s": synced_s, "retried_503": dict(resolved)}
+
     async def confirms(self, http: aiohttp.ClientSession, bookings: list[dict[str, str]],
                        clients: int) -> dict[str, float]:
         todo = list(bookings)
@@ -158,17 +261,9 @@ class Bench:
         async def client(n: int) -> None:
             nonlocal errors
             while todo:
-                b = todo.pop()
-                started = time.perf_counter()
-                async with http.post(
-                        f"{self.nodes[n % len(self.nodes)]}/booking/booking/{b['booking']}/confirm",
-                        json={"payment_id": b["payment"]},
-                        headers={"Authorization": f"Bearer {b['token']}",
-                                 "Idempotency-Key": "k"}) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors += 1
-                latencies.append((time.perf_counter() - started) * 1000)
+                status, _, ms = await self.confirm(http, todo.pop(), n)
+                errors += status != 200
+                latencies.append(ms)
 
         started = time.perf_counter()
         await asyncio.gather(*(client(n) for n in range(clients)))
@@ -197,24 +292,32 @@ async def main(args: argparse.Namespace, topology: Topology) -> None:
             async with aiohttp.ClientSession(timeout=timeout,
                                              connector=aiohttp.TCPConnector(limit=0)) as http:
                 for _ in range(args.rounds):
-                    for on in (True, False):
-                        await bench.set_sync(on)
+                    for strict in (False, True):
+                        await bench.set_mode(strict)
                         bookings = await bench.prepare(http, args.confirms)
-                        row = {"sync": "on" if on else "off", **await bench.raw(),
+                        row = {"mode": MODES[strict], **await bench.raw(),
                                **await bench.confirms(http, bookings, args.clients)}
                         rows.append(row)
-                        print(f"sync {row['sync']:<3}  commit {row['commit_ms']:.2f} ms, "
-                              f"{row['commits_per_s']:.0f} commits/s ({RAW_PARALLEL} conns); "
+                        print(f"{row['mode']:<10}  commit {row['commit_ms']:.2f} ms, "
+                              f"{row['commits_per_s']:.0f} commits/s ({RAW_PARALLEL} conns), "
+                              f"check {row['check_ms']:.2f} ms (flushed at once "
+                              f"{row['flushed_at_once']}/{RAW_COMMITS}); "
                               f"confirms {row['confirms_per_s']:.0f}/s, p50 "
                               f"{row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms "
                               f"({args.clients} clients, {row['errors']} not 200)", flush=True)
-                await bench.set_sync(True)
-            for mode in ("on", "off"):
-                mine = [r for r in rows if r["sync"] == mode]
-                print(f"median sync {mode}: " + ", ".join(
+                for strict in (False, True) if args.lost_s > 0 else ():
+                    await bench.set_mode(strict)
+                    bookings = await bench.prepare(http, args.confirms)
+                    lost = await bench.standby_lost(http, bookings, args.clients, args.lost_s)
+                    print(f"{MODES[strict]:<10}  standby SIGKILLed for {args.lost_s:.0f} s: "
+                          f"{json.dumps(lost)}", flush=True)
+                await bench.set_mode(False)
+            for mode in MODES.values():
+                mine = [r for r in rows if r["mode"] == mode]
+                print(f"median {mode}: " + ", ".join(
                     f"{k} {statistics.median(r[k] for r in mine):.2f}"
-                    for k in ("commit_ms", "commits_per_s", "confirms_per_s", "p50_ms",
-                              "p99_ms")))
+                    for k in ("commit_ms", "commits_per_s", "check_ms", "confirms_per_s",
+                              "p50_ms", "p99_ms")))
         finally:
             launcher.stop()
 
@@ -224,7 +327,9 @@ def parse_args() -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--confirms", type=int, default=300, help="confirms per phase")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=2, help="on/off pairs")
+    p.add_argument("--rounds", type=int, default=2, help="non-strict/strict pairs")
+    p.add_argument("--lost-s", type=float, default=8.0,
+                   help="seconds of load with the standby killed, per mode (0: skip)")
     return p.parse_args()
 
 
