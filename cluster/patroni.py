@@ -89,10 +89,13 @@ def _dcs(topology: Topology) -> dict[str, Any]:
         # A standby further behind than this is not promoted (it would lose commits
         # in non-synchronous mode; in synchronous mode only the sync standby is).
         "maximum_lag_on_failover": 1 << 20,
-        # A commit returns only once the synchronous standby has it; Patroni promotes
-        # only a member that was synchronous, so no commit that answered is lost.
-        # Not strict: with the standby gone the primary goes on alone (and nobody
-        # can be promoted until the standby caught up again).
+        # A commit waits for the synchronous standby; Patroni promotes only a member
+        # that was synchronous. A wait can still end without it (cancelled, or the
+        # primary alone), so a confirm answers 200 only once a synchronous standby
+        # flushed its sale (region_node/replication.py). Not strict (README: "A 200
+        # means replicated"): with the standby gone the primary goes on alone, holds
+        # go on, sales are not acknowledged, and nobody can be promoted until the
+        # standby caught up again; strict would stall every write of the region.
         "synchronous_mode": True,
         "synchronous_mode_strict": False,
         "failsafe_mode": True,
