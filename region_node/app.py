@@ -133,7 +133,8 @@ def create_app(settings: NodeSettings) -> web.Application:
     app[verifier_key] = TokenVerifier(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
     app[admission_key] = WriteAdmission(
-        app[metrics_key], per_user=settings.topology.limits.user_writes_at_once)
+        app[metrics_key], settings.write_slots, settings.write_queue,
+        per_user=settings.topology.limits.user_writes_at_once)
     app[openapi_key] = document_bytes(settings.topology)
     app[files_key] = load_files()
     app.cleanup_ctx.append(resources)

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from region_node.admission import IN_FLIGHT, QUEUED
 from router.registry import load_routes
 from router.topology import Endpoint, Topology, duration_arg, load_topology
 
@@ -27,6 +28,8 @@ class NodeSettings:
     header_timeout_s: float = HEADER_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
     topology_poll_s: float = TOPOLOGY_POLL_S
+    write_slots: int = IN_FLIGHT
+    write_queue: int = QUEUED
 
     @property
     def name(self) -> str:
@@ -51,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--topology-poll", type=duration_arg, default=TOPOLOGY_POLL_S,
                    help="look for a newer applied topology epoch this often "
                         f"(default {TOPOLOGY_POLL_S:g}s)")
+    p.add_argument("--write-slots", type=int, default=IN_FLIGHT,
+                   help=f"writes running at once on this node (default {IN_FLIGHT})")
+    p.add_argument("--write-queue", type=int, default=QUEUED,
+                   help=f"writes waiting on this node (default {QUEUED})")
     return p
 
 
@@ -61,6 +68,8 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
         parser().error(f"--region {args.region!r} is not in {topology.path}")
     if args.header_timeout <= 0 or args.body_timeout <= 0 or args.topology_poll <= 0:
         parser().error("--header-timeout, --body-timeout and --topology-poll must be positive")
+    if args.write_slots < 1 or args.write_queue < 0:
+        parser().error("--write-slots must be positive, --write-queue not negative")
     overrides = {}
     if args.hold_ttl is not None:
         overrides["hold_ttl_s"] = args.hold_ttl
@@ -68,4 +77,5 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
         topology = topology.with_settings(**overrides)
     routes = load_routes(args.wan_routes) if args.wan_routes else {}
     return NodeSettings(topology, args.region, args.host, args.port, routes,
-                        args.header_timeout, args.body_timeout, args.topology_poll)
+                        args.header_timeout, args.body_timeout, args.topology_poll,
+                        args.write_slots, args.write_queue)

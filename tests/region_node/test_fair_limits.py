@@ -27,7 +27,10 @@ from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of, shows_in
 from tests.support import Session, bearer, call, free_ports, metric
 
-FLOOD = 2000  # writes of one user at once (the report's flood had 2,500 connections)
+# The node admits 4 writes at once and queues 64 (a production node: 64 and 2,048), so
+# a flood of one user that would fill its queue needs 400 writes, not the report's 2,500.
+SLOTS, QUEUE = 4, 64
+FLOOD = 400  # writes of one user at once
 OTHERS = 20  # other users' holds sent behind the flood, each from its own address
 STRICT = {
     "user_writes_at_once: 64": "user_writes_at_once: 8",
@@ -40,7 +43,8 @@ STRICT = {
 
 @pytest_asyncio.fixture(scope="module")
 async def strict(cluster: Cluster, run_dir: Path) -> AsyncIterator[str]:
-    """URL of an extra north node whose topology has the tight limits above."""
+    """URL of an extra north node whose topology has the tight limits above, with a
+    small write admission."""
     text = cluster.topology.path.read_text()
     for old, new in STRICT.items():
         assert old in text, old
@@ -49,7 +53,9 @@ async def strict(cluster: Cluster, run_dir: Path) -> AsyncIterator[str]:
     path.write_text(text)
     port = free_ports(1)[0]
     child = await cluster.launcher.start_extra_node("north", Endpoint("127.0.0.1", port),
-                                                    ["--topology", str(path)])
+                                                    ["--topology", str(path),
+                                                     "--write-slots", str(SLOTS),
+                                                     "--write-queue", str(QUEUE)])
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
