@@ -58,8 +58,8 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,6 +182,7 @@ class Mover:
 
     async def close(self) -> None:
         await self.stop_heartbeat()
+        await self._release()
         for conn in self._pg.values():
             conn.terminate()  # nothing of ours is in flight that should finish
         for client in self._redis.values():
@@ -527,6 +528,20 @@ class Mover:
 
     # -- the journal's lease -----------------------------------------------------------
 
+    async def _release(self) -> None:
+        """A driver that stops before the end lets go of its journal at once, so the
+        worker need not wait for the lease to lapse (best effort: else it lapses)."""
+        rec = self.record
+        conn = self._pg.get(rec.source)
+        if not rec.id or conn is None or conn.is_closed() or conn.is_in_transaction():
+            return
+        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError,
+                                 asyncpg.InterfaceError):
+            async with asyncio.timeout(1.0):
+                await conn.execute(
+                    "UPDATE theatre_move SET driver = '' WHERE id = $1 AND driver = $2 "
+                    "AND step NOT IN ('done', 'aborted')", rec.id, self.driver)
+
     def start_heartbeat(self) -> None:
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._renew_lease(), name="move-lease")
@@ -567,16 +582,11 @@ class Mover:
 
     async def _pause(self, pause_after: str | None, step: str) -> None:
         """Tests and drills: stop here, as a mover that crashed would (SIGKILL it), or
-        that hangs (SIGSTOP it; SIGUSR1 then lets it go on)."""
+        that hangs (SIGSTOP it); a line on stdin (Enter) lets it go on."""
         if pause_after == step:
-            self.progress(f"paused after {step} (kill me, or SIGUSR1 to go on)")
-            go_on = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGUSR1, go_on.set)
-            try:
-                await go_on.wait()
-            finally:
-                loop.remove_signal_handler(signal.SIGUSR1)
+            self.progress(f"paused after {step} (kill me, or press Enter to go on)")
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            self.progress(f"going on after {step}" if line else "stdin closed: going on")
 
     async def _owner_keys(self, region: str, value: str) -> None:
         async with self._redis[region].pipeline(transaction=False) as pipe:

@@ -400,7 +400,8 @@ async def start_mover(cluster: Cluster, theatre: str, target: str | None,
     argv = [sys.executable, "-m", "cluster", "--topology", str(cluster.topology.path),
             "topology", "move", theatre, *(["--to", target] if target else []), *args]
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[2])
     assert proc.stdout is not None
     seen = []
@@ -458,9 +459,9 @@ async def test_killed_mover_is_finished_by_the_worker(
     with pytest.raises(moves.MoveFailed, match="can only go forward|being driven"):
         await moves.move_command(movable.topology, theatre, None, rollback=True,
                                  progress=lambda _: None)
-    owners = await poll(lambda: owned_by(movable, theatre, target))
-    assert owners[target][0] == "OWNED" and owners[source][0] == "MOVED", owners
     record = await poll(lambda: done(movable, source, theatre))
+    owners = await owner_rows(movable, theatre)
+    assert owners[target][0] == "OWNED" and owners[source][0] == "MOVED", owners
     print(f"mover killed after the commit: the move was done "
           f"{time.monotonic() - killed:.1f}s later, by {record['driver']}")
     await assert_lives_only_in(movable, catalog, theatre, target)
@@ -509,10 +510,12 @@ async def test_paused_mover_is_taken_over_and_cannot_commit_when_it_wakes(
             print(f"\nmover paused: rolled back by the worker after "
                   f"{time.monotonic() - paused:.1f}s")
             os.kill(mover.pid, signal.SIGCONT)
-            os.kill(mover.pid, signal.SIGUSR1)  # go on from the pause: commit, if it could
-            assert mover.stdout is not None
+            assert mover.stdin is not None and mover.stdout is not None
+            mover.stdin.write(b"\n")  # go on from the pause: commit, if it could
+            await mover.stdin.drain()
             out = (await asyncio.wait_for(mover.stdout.read(), 30)).decode()
-            assert await mover.wait() != 0, out
+            code = await mover.wait()
+            assert code != 0, (code, out)
         finally:
             if mover.returncode is None:
                 await kill(mover)
@@ -554,7 +557,7 @@ async def test_stalled_standby_at_the_target_never_splits_ownership(
         print(f"\nstandby woke: the move was done {time.monotonic() - woke:.1f}s later "
               f"(by {record['driver']})")
     assert watch.most_owners == 1, watch.seen
-    status, body = await hold(http, movable.node(source), show, "mia", seat)
+    status, body = await hold(http, movable.node(source), show, "nora", seat)
     assert status == 201 and body["region"] == target, body
     await assert_lives_only_in(movable, catalog, theatre, target)
     await audit_clean(movable)
