@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from region_node.auth import OPERATOR, mint
 from region_node.seatstate import digest
-from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
+from router.registry import PG_TOOL_SESSION, connect_primary
 from router.topology import Topology
 
 RECHECKS = 4
@@ -83,10 +82,12 @@ async def _cache(http: aiohttp.ClientSession, node: _Node,
 
 
 async def _truth(topology: Topology, shows_by_region: dict[str, set[int]]) -> Statuses:
-    """Statuses of these shows now, each from its home region's primary."""
+    """Statuses of these shows now, each from its home region's primary (its leader)."""
     async def one(region: str, shows: set[int]) -> Statuses:
-        conn = await asyncpg.connect(pg_dsn(topology.region(region).pg_primary),
-                                     **pg_login(topology.secrets), timeout=PG_CONNECT_TIMEOUT_S,
+        # The current leader, not the topology's first member: after a failover that
+        # one is a standby, or down while it rejoins.
+        conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
+                                     timeout=PG_CONNECT_TIMEOUT_S,
                                      server_settings=PG_TOOL_SESSION)
         try:
             rows = await conn.fetch(STATUSES, sorted(shows))

@@ -5,15 +5,19 @@ is free at that moment, but the same range serves the source port of every outgo
 connection, and on a busy machine (several clusters, thousands of connections) one of
 them took such a port before our server bound it: EADDRINUSE in about one cluster
 start in three. Below the range only another server can take it, and none is handed
-out twice by one process (a topology's ports are chosen before its servers bind them,
-and then the WAN proxy's).
+out twice by one process. A port free now may still be one a process of the topology
+binds later (PostgreSQL, nodes: they start after the WAN proxy), so callers pass the
+topology's ports as `avoid` (`topology_ports`).
 """
 
 from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
+
+from router.topology import Topology
 
 LOWEST = 10_000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -27,8 +31,17 @@ def _ephemeral_start() -> int:
         return 32_768  # Linux's default
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n distinct ports free right now (held open together so none repeats)."""
+def topology_ports(topology: Topology) -> set[int]:
+    """Every port the topology's processes listen on (whatever their host)."""
+    ports = {ep.port for region in topology.regions.values() for _, ep in region.endpoints()}
+    if topology.payments is not None:
+        ports.add(topology.payments.gateway.port)
+    return ports
+
+
+def free_ports(n: int, host: str = "127.0.0.1", avoid: Collection[int] = ()) -> list[int]:
+    """n distinct ports free right now (held open together so none repeats), none of
+    them in `avoid`."""
     below = _ephemeral_start()
     pick = random.SystemRandom()
     socks: list[socket.socket] = []
@@ -37,13 +50,16 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             if len(socks) == n:
                 break
             port = pick.randrange(LOWEST, below) if below - LOWEST > 1000 else 0
-            if port in _handed_out:
+            if port in _handed_out or port in avoid:
                 continue
             s = socket.socket()
             try:
                 s.bind((host, port))
             except OSError:  # in use
                 s.close()
+                continue
+            if port == 0 and (s.getsockname()[1] in avoid or s.getsockname()[1] in _handed_out):
+                s.close()  # bind(0) chose it: a port of the topology, or ours already
                 continue
             socks.append(s)
         if len(socks) < n:

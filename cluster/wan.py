@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.ports import free_ports
+from cluster.ports import free_ports, topology_ports
 from cluster.supervisor import ProcessSpec
 from router.registry import route_key
 from router.topology import Endpoint, Topology
@@ -58,7 +58,9 @@ def plan(topology: Topology, delay_ms: int, local_regions: Sequence[str] | None 
                         in zip(("primary", "standby"), remote.pg_members, strict=False)]
             # Writes for the remote region's theatres are forwarded to its nodes.
             targets += [(local, f"{name}.node.{i + 1}", ep) for i, ep in enumerate(remote.nodes)]
-    ports = free_ports(len(targets) + 1)
+    # Not a port of the topology: its PostgreSQL members and nodes bind theirs only after
+    # the proxy started.
+    ports = free_ports(len(targets) + 1, avoid=topology_ports(topology))
     links, routes = [], {}
     for (local, label, target), port in zip(targets, ports, strict=False):
         links.append({"name": f"{local}->{label}", "listen_host": "127.0.0.1",

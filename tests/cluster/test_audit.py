@@ -195,6 +195,27 @@ async def test_unreachable_region_is_named(clean: Cluster,
     assert "north: " in text and "south: " in text
 
 
+async def test_node_caches_are_checked_at_the_current_leader(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """After a PostgreSQL failover the topology's first member is down (or a standby):
+    the node-cache check follows the leader, as the rest of the audit does."""
+    show = shows_in(clean, catalog, "north")[0]
+    for node in clean.nodes():  # a north show in every node's cache, to be checked
+        await seat_map(http, node, show)
+    conn = await clean.pg("north")
+    try:
+        leader = Endpoint("127.0.0.1", await conn.fetchval("SELECT inet_server_port()"))
+    finally:
+        await conn.close()
+    dead = Endpoint("127.0.0.1", free_ports(1)[0])
+    north = replace(clean.topology.region("north"), pg_primary=dead, pg_standby=leader)
+    topology = replace(clean.topology, regions={**clean.topology.regions, "north": north})
+    report = await run_audit(topology)
+    assert report.unreachable == {} and report.violations == [], report.unreachable
+    assert report.exit_code == 0 and len(report.node_caches) == len(clean.nodes())
+    assert all(cached >= 1 for cached in report.node_caches.values()), report.node_caches
+
+
 async def test_unreachable_node_is_named(clean: Cluster) -> None:
     dead = Endpoint("127.0.0.1", free_ports(1)[0])
     south = clean.topology.region("south")
