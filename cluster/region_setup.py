@@ -9,17 +9,23 @@ could both decide to seed. They run under one session advisory lock on the
 region's primary, in the `postgres` database (which exists before ours does; the
 lock is per database), held by its own connection around the whole set-up.
 
-Seeding one region alone (`seed_alone`) sees only that region's records: it
-seeds the demo catalog into a fresh region and checks the topology against what
-the region itself records (the check a node makes at start), since the other
-regions' hosts may not be up yet. A region added to a running cluster is not
-seeded this way: see `seed.copy_catalog` and README, "Adding a region".
+Seeding one region alone (`seed_alone`) checks the topology against what the
+region itself records (the check a node makes at start) and, before it seeds a
+fresh region, against every other region's records: a theatre that another
+region owns is never seeded fresh here (its seats were sold there). The other
+regions' hosts may still be starting, so it waits for each (`PEER_WAIT_S`), and
+refuses to seed when one stays unreachable. A region added to a running cluster
+is not seeded this way: see `seed.copy_catalog` and README, "Adding a region".
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+
+import asyncpg
 
 from cluster import ownership as cluster_ownership
 from cluster.demo_catalog import Catalog
@@ -42,6 +48,9 @@ from router.topology import Region, Topology
 # Any constant: it only serialises set-ups of one region's PostgreSQL.
 SETUP_LOCK_ID = 7_245_014
 LOCK_TIMEOUT_S = 300.0  # a seed of the full demo catalog takes seconds; a stuck one, not this
+# How long a fresh region waits for another region's PostgreSQL before seeding: hosts
+# started together bring theirs up within this.
+PEER_WAIT_S = 120.0
 
 
 @asynccontextmanager
@@ -99,6 +108,7 @@ async def seed_alone(topology: Topology, region: str, catalog: Catalog,
     """Seed `region` from the demo catalog if it is fresh, else check the map against
     its records; record this topology there if the region has none yet."""
     if not await is_seeded(topology, region):
+        await check_others(topology, region, progress)
         rows = await seed_region(topology, region, catalog)
         progress(f"  {region}: {len(catalog.theatres)} theatres, {len(catalog.shows)} shows "
                  f"in catalog; {rows} seats of its own shows")
@@ -118,6 +128,52 @@ async def seed_alone(topology: Topology, region: str, catalog: Catalog,
                                    f"records ({len(found)} theatre(s)):\n" + "\n".join(found))
         progress(f"  {region}: catalog already present, not seeding")
     await _record_first_topology(topology, region, progress)
+
+
+async def check_others(topology: Topology, region: str, progress: Callable[[str], None],
+                        wait_s: float = PEER_WAIT_S) -> None:
+    """Before seeding `region` fresh: no theatre the map places here is owned (or being
+    moved out) by another region. Raises RegionSetupError, having written nothing."""
+    placement = Placement(topology)
+    found = []
+    for other in (r for r in topology.regions if r != region):
+        records = await _records_of(topology, other, progress, wait_s)
+        for theatre, record in sorted(records.items()):
+            if record.state in (OWNED, FROZEN) and placement.region_of(theatre) == region:
+                found.append(f"  {theatre}: the topology places it in {region}, but {other} "
+                             f"owns it (since epoch {record.epoch}): start {region} with the "
+                             f"map the cluster runs, `topology apply` the new region, then "
+                             f"`bookcluster topology move {theatre} --to {region}`")
+    if found:
+        raise RegionSetupError(f"{topology.path} would seed theatres another region owns "
+                               f"({len(found)}); nothing was written:\n" + "\n".join(found))
+
+
+async def _records_of(topology: Topology, region: str, progress: Callable[[str], None],
+                      wait_s: float) -> dict[str, Owner]:
+    """`region`'s ownership records (none while it has no schema), waiting for its
+    PostgreSQL to come up."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            conn = await cluster_ownership.connect(topology, region)
+        except (OSError, asyncpg.PostgresError) as exc:
+            if time.monotonic() > deadline:
+                raise RegionSetupError(
+                    f"cannot read {region}'s ownership records ({exc}) to check that no "
+                    f"theatre seeded here is owned there; start {region} first") from None
+            if not said:
+                progress(f"  waiting for {region}'s PostgreSQL to check its ownership records")
+                said = True
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            if not await conn.fetchval("SELECT to_regclass('theatre_owner') IS NOT NULL"):
+                return {}
+            return await owners(conn)
+        finally:
+            await conn.close()
 
 
 async def _record_first_topology(topology: Topology, region: str,
