@@ -118,6 +118,37 @@ async def test_one_users_flood_leaves_other_users_holds_alone(
         assert status == 200
 
 
+async def test_many_users_behind_one_address_fill_only_its_turns(
+        clean: Cluster, strict: str, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """FLOOD users from one address (127.0.0.1), one write each, fill the node's queue;
+    holds from other addresses sent behind them push their way in and take turns."""
+    show = shows_in(clean, catalog, "north")[0]
+    seats = seats_of(catalog, show, OTHERS)
+    missing = f"{strict}/booking/booking/b{show}-0000000000000000/extend"
+    start = asyncio.Event()
+
+    async def crowd(i: int) -> tuple[int, str]:
+        await start.wait()
+        async with http.post(missing, headers=bearer(f"crowd-{i}")) as resp:
+            return resp.status, (await resp.json())["error"]
+
+    async def other(i: int) -> tuple[int, Any]:
+        await start.wait()
+        return await hold_from(http, strict, f"192.0.2.{i + 1}", show, f"apart-{i}",
+                               [seats[i]])
+
+    crowds = [asyncio.ensure_future(crowd(i)) for i in range(FLOOD)]
+    others = [asyncio.ensure_future(other(i)) for i in range(OTHERS)]
+    await asyncio.sleep(0)
+    start.set()
+    crowded = Counter(await asyncio.wait_for(asyncio.gather(*crowds), 60))
+    held = await asyncio.wait_for(asyncio.gather(*others), 60)
+    print(f"{FLOOD} users of one address: {dict(crowded)}; others: "
+          f"{dict(Counter(status for status, _ in held))}")
+    assert all(status == 201 for status, _ in held), held
+    assert set(crowded) <= {(404, "not_found"), (503, "overloaded")}, crowded
+
+
 async def test_many_accounts_behind_one_address_meet_the_address_caps(
         clean: Cluster, strict: str, http: aiohttp.ClientSession, catalog: Any) -> None:
     """Caps as the strict node sets them: 6 seats of a show, 3 holds per address."""
