@@ -14,9 +14,10 @@ has flushed the WAL up to a position at or past that commit.
 The position (`lsn`): default `pg_current_wal_lsn()` on the primary, read after
 the commit: at or past its commit record (conservative: other sessions' WAL may
 lie in between, which the standby flushes a moment later). A standby counts if
-`pg_stat_replication` lists it `sync` (or `quorum`); Patroni promotes only such
-a member. Its lsn columns are NULL to a role without `pg_read_all_stats`, which
-the launcher grants the application role (`cluster.postgres_server`); without it
+`pg_stat_replication` lists it `sync` (or `quorum`: one is enough for Patroni's
+quorum mode with `ANY 1`, not for more); Patroni promotes only such a member.
+Its lsn columns are NULL to a role without `pg_read_all_stats`, which the
+launcher grants the application role (`cluster.postgres_server`); without it
 `StandbyInvisible` is raised rather than a silent "not flushed" forever.
 
 Run these on a connection to the primary, outside a transaction that wrote.

@@ -109,3 +109,19 @@ async def test_no_200_for_a_sale_the_standby_never_flushed(ha: HA) -> None:
     for booking in frozen:
         for _, _, status, body in booking.answers:
             assert status == 503 and body["outcome"] == "unknown", body
+
+    # Those sales were lost with the old primary: the same key sells afresh on the new
+    # one, which runs alone (no 200: 503 unknown), and answers 200 once the old member,
+    # started again, is its synchronous standby.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        await asyncio.gather(*(confirm(http, ha, b, i) for i, b in enumerate(frozen[:4])))
+        await ha.launcher.restart(primary)
+        await ha.wait_sync_standby()
+        for i, booking in enumerate(frozen):
+            await confirm(http, ha, booking, i)
+    alone = [b.answers[-2] for b in frozen[:4]]
+    assert all(a[2] == 503 and a[3]["outcome"] == "unknown" for a in alone), alone
+    assert [b.answers[-1][2] for b in frozen] == [200] * FROZEN, [b.answers[-1] for b in frozen]
+    rows = await fetch(ha, "SELECT id, status FROM booking WHERE id = ANY($1::text[])",
+                       [b.booking_id for b in bookings])
+    assert {r["status"] for r in rows} == {"CONFIRMED"}, rows
