@@ -16,6 +16,20 @@ from cluster.supervisor import ProcessSpec
 from router.registry import redis_url
 from router.topology import Endpoint, Region, Topology
 
+# Redis and Sentinel rewrite their configuration files (Sentinel as it learns; a server
+# when Sentinel reconfigures it in a failover) with 0644 & ~umask, and those files hold
+# the Redis password: the processes run with this umask, in folders only their owner
+# (root, or whoever runs the launcher) can enter, though the region's folder above
+# belongs to PostgreSQL's OS user.
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: Path) -> Path:
+    """`path` created if needed, and closed to every other OS user (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
 
 def _auth_conf(data_dir: Path, password: str) -> Path:
     """The password in a 0600 config file, not on the command line where `ps` shows it.
@@ -66,7 +80,7 @@ def _argv(binary: Path, ep: Endpoint, data_dir: Path, password: str, *,
 def master_spec(binary: Path, topology: Topology, region: Region) -> ProcessSpec:
     ep = region.redis_master
     data_dir = topology.settings.run_dir / region.name / "redis-master"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     return ProcessSpec(
         name=f"{region.name}.redis.master",
         region=region.name,
@@ -77,6 +91,7 @@ def master_spec(binary: Path, topology: Topology, region: Region) -> ProcessSpec
                          durable=topology.settings.durable) + _failover_args(topology)),
         log_path=topology.settings.run_dir / "logs" / f"{region.name}.redis.master.log",
         address=redis_url(ep),
+        umask=PRIVATE_UMASK,
     )
 
 
@@ -87,7 +102,7 @@ def replica_spec(binary: Path, topology: Topology, region: Region, source: str,
     ep = region.redis_replicas[source]
     master = master or topology.region(source).redis_master
     data_dir = topology.settings.run_dir / region.name / f"redis-replica-{source}"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     candidate = region.name == source
     argv = _argv(binary, ep, data_dir, topology.secrets.redis_password,
                  durable=candidate and topology.settings.durable)
@@ -110,5 +125,6 @@ def replica_spec(binary: Path, topology: Topology, region: Region, source: str,
         argv=tuple(argv),
         log_path=topology.settings.run_dir / "logs" / f"{region.name}.redis.replica.{source}.log",
         address=redis_url(ep),
+        umask=PRIVATE_UMASK,
         source=source,
     )

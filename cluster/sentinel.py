@@ -16,7 +16,9 @@ happened. The launcher writes a fresh file at each `bookcluster up`: every
 Redis server then starts in its topology role again.
 
 The file holds the Redis password (`requirepass` for clients, `sentinel-pass`
-between sentinels, `auth-pass` to the servers): 0600.
+between sentinels, `auth-pass` to the servers): 0600, and so are Sentinel's own
+rewrites of it (the process runs with umask 077), in a 0700 folder
+(`redis_server.private_dir`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import ipaddress
 import os
 from pathlib import Path
 
+from cluster.redis_server import PRIVATE_UMASK, private_dir
 from cluster.supervisor import ProcessSpec
 from router.registry import redis_url
 from router.topology import Region, Topology
@@ -100,7 +103,7 @@ def sentinel_spec(binary: Path, topology: Topology, region: Region, *,
     assert region.redis_sentinel is not None
     ep = region.redis_sentinel
     data_dir = topology.settings.run_dir / region.name / "redis-sentinel"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     conf = data_dir / "sentinel.conf"
     if not (keep_config and conf.exists()):
         _write_config(conf, config(topology, region, data_dir))
@@ -109,4 +112,4 @@ def sentinel_spec(binary: Path, topology: Topology, region: Region, *,
         name=name, region=region.name, role="redis-sentinel", host=ep.host, port=ep.port,
         argv=(str(binary), str(conf), "--sentinel"),
         log_path=topology.settings.run_dir / "logs" / f"{name}.log",
-        address=redis_url(ep))
+        address=redis_url(ep), umask=PRIVATE_UMASK)

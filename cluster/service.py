@@ -97,6 +97,8 @@ def run(topology: Topology, name: str) -> None:
     spec = find_spec(topology, name)
     health_check.record(topology.settings.run_dir, dict(spec.__dict__))
     os.environ.update(spec.env)
+    if spec.umask is not None:
+        os.umask(spec.umask)
     if spec.user is not None and os.geteuid() == 0:  # etcd as PostgreSQL's user
         entry = pwd.getpwnam(spec.user)
         os.setgid(entry.pw_gid)

@@ -43,6 +43,9 @@ class ProcessSpec:
     stop_signal: int = signal.SIGTERM
     env: dict[str, str] = field(default_factory=dict)
     api: str | None = None  # PostgreSQL members: the URL of their Patroni REST API
+    # The child's file-creation mask; Redis writes its rewritten config files (which
+    # hold its password) with 0644 & ~umask.
+    umask: int | None = None
 
 
 @dataclass
@@ -101,6 +104,7 @@ class Supervisor:
                 start_new_session=True,
                 user=spec.user,
                 preexec_fn=_die_with_parent,
+                umask=-1 if spec.umask is None else spec.umask,
                 env=env,
             )
         child = Child(spec, popen)
