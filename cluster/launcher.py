@@ -42,6 +42,7 @@ from cluster.supervisor import (
     pid_alive,
     read_state,
 )
+from region_node.settings import is_loopback
 from router import secrets as cluster_secrets
 from router.topology import Endpoint, Region, Topology
 
@@ -93,6 +94,12 @@ def gateway_spec(topology: Topology) -> ProcessSpec:
                           topology.payments.gateway, "cluster.payment_gateway", [])
 
 
+def all_loopback(topology: Topology) -> bool:
+    """Whether every node of the topology binds loopback: then the local cluster's nodes
+    serve development sign-in (`region_node.settings`)."""
+    return all(is_loopback(ep.host) for r in topology.regions.values() for ep in r.nodes)
+
+
 class LocalCluster:
     """Owner of every process of a local cluster. Use `async with` or start()/stop()."""
 
@@ -118,6 +125,8 @@ class LocalCluster:
         self.binaries = binaries or find_binaries()
         self.catalog_spec = catalog or CatalogSpec()
         self.node_args = list(node_args)
+        if all_loopback(topology) and "--dev-sign-in" not in self.node_args:
+            self.node_args.append("--dev-sign-in")  # the web page's sign-in, this machine only
         self.worker_args = list(worker_args)
         self.wan_delay_ms = wan_delay_ms
         self.wan: wan.WanPlan | None = None

@@ -333,8 +333,9 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={404: ("not_found",)})},
         "/auth/dev-sign-in": {"post": operation(
             "devSignIn", "web", "public", "Development sign-in: a token for any user name",
-            description="Only when the topology has `auth: {dev_sign_in: true}` (the local "
-                        "cluster); 404 otherwise. Anyone who can reach a node gets any "
+            description="Only on nodes of the local cluster bound to loopback (`bookcluster "
+                        "up` starts them with --dev-sign-in); 404 otherwise. Anyone who can "
+                        "reach such a node gets any "
                         "user's token, the operator role included: never on a real "
                         "deployment, whose users sign in at its identity provider.",
             body="DevSignIn", responses={200: ok("A token", "DevToken")},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,9 @@ class NodeSettings:
     topology_poll_s: float = TOPOLOGY_POLL_S
     write_slots: int = IN_FLIGHT
     write_queue: int = QUEUED
+    # `POST /auth/dev-sign-in` (a token for any name): only on loopback, turned on by the
+    # local launcher (`--dev-sign-in`), never by the topology.
+    dev_sign_in: bool = False
 
     @property
     def name(self) -> str:
@@ -58,7 +62,33 @@ def parser() -> argparse.ArgumentParser:
                    help=f"writes running at once on this node (default {IN_FLIGHT})")
     p.add_argument("--write-queue", type=int, default=QUEUED,
                    help=f"writes waiting on this node (default {QUEUED})")
+    p.add_argument("--dev-sign-in", action="store_true",
+                   help="serve POST /auth/dev-sign-in, a token for any user name (the local "
+                        "launcher's, when every node binds loopback); refused on any other "
+                        "address")
     return p
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (a name other than `localhost`
+    could resolve anywhere: no)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dev_sign_in_refusal(host: str, topology: Topology) -> str | None:
+    """Why a node at `host` must not serve development sign-in, or None."""
+    if not is_loopback(host):
+        return (f"--dev-sign-in hands an operator token to whoever asks: only a node bound "
+                f"to loopback may serve it, not one bound to {host}")
+    if topology.auth.algorithm != "HS256":
+        return (f"--dev-sign-in mints HS256 tokens; with auth.algorithm "
+                f"{topology.auth.algorithm} users sign in at the identity provider")
+    return None
 
 
 def from_args(argv: list[str] | None = None) -> NodeSettings:
@@ -75,7 +105,11 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
         overrides["hold_ttl_s"] = args.hold_ttl
     if overrides:
         topology = topology.with_settings(**overrides)
+    if args.dev_sign_in:
+        refusal = dev_sign_in_refusal(args.host, topology)
+        if refusal is not None:
+            parser().error(refusal)
     routes = load_routes(args.wan_routes) if args.wan_routes else {}
     return NodeSettings(topology, args.region, args.host, args.port, routes,
                         args.header_timeout, args.body_timeout, args.topology_poll,
-                        args.write_slots, args.write_queue)
+                        args.write_slots, args.write_queue, args.dev_sign_in)

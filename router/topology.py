@@ -119,9 +119,6 @@ class Auth:
     public_key_file: Path | None = None
     issuer: str | None = None
     audience: str | None = None
-    # `POST /auth/dev-sign-in` mints a token for any user name (and the operator
-    # role) to whoever can reach a node: for the local cluster only.
-    dev_sign_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -373,14 +370,18 @@ def _auth(reader: _Reader, raw: Any, path: Path) -> Auth:
         if value is not None and (not isinstance(value, str) or not value):
             raise reader.fail(f"auth.{key}", "expected a non-empty string")
         texts[key] = value
+    # `POST /auth/dev-sign-in` mints a token for any user name (and the operator role) to
+    # whoever can reach a node: not the topology's to turn on (a file copied to real hosts
+    # would take it along) but the local launcher's, for nodes on loopback only.
     dev_sign_in = raw.get("dev_sign_in", False)
     if not isinstance(dev_sign_in, bool):
         raise reader.fail("auth.dev_sign_in", "expected true or false")
-    if dev_sign_in and algorithm != "HS256":
-        raise reader.fail("auth.dev_sign_in", f"development sign-in mints HS256 tokens; with "
-                          f"{algorithm}, users sign in at the identity provider")
+    if dev_sign_in:
+        raise reader.fail("auth.dev_sign_in", "development sign-in is not a topology setting: "
+                          "`bookcluster up` turns it on when every node binds loopback "
+                          "(node option --dev-sign-in)")
     return Auth(algorithm, files["secret_file"], files["public_key_file"], texts["issuer"],
-                texts["audience"], dev_sign_in)
+                texts["audience"])
 
 
 def _limits(reader: _Reader, raw: Any) -> Limits:

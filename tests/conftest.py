@@ -91,7 +91,7 @@ async def cluster(run_dir: Path) -> AsyncIterator[Cluster]:
     path.write_text(topology_yaml(run_dir / "run", nodes=2, standby=("north",),
                                   theatres=_theatre_map(),
                                   extra_settings="  sweep_interval: 500ms\n", workers=True,
-                                  limits=TEST_LIMITS, auth="  dev_sign_in: true\n"))
+                                  limits=TEST_LIMITS))
     topology = load_topology(path)
     launcher = LocalCluster(topology, catalog=TEST_CATALOG, progress=lambda _: None)
     await launcher.start()

@@ -1,9 +1,9 @@
 """`POST /auth/dev-sign-in`: a token for any user name, for the local cluster's web page.
 
-Only when the topology says `auth: {dev_sign_in: true}` (the local default);
-otherwise 404. Whoever can reach a node then becomes any user, the operator
-included, so a real deployment leaves it off and its users get tokens from its
-identity provider.
+Only on a node started with `--dev-sign-in`, which the local launcher passes when
+every node binds loopback (and a node bound elsewhere refuses at start); otherwise
+404. Whoever can reach such a node becomes any user, the operator included, so a
+real deployment never has it and its users get tokens from its identity provider.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ TOKEN_TTL_S = 8 * 3600
 
 @access.public
 async def dev_sign_in(request: web.Request) -> web.Response:
-    topology = request.app[settings_key].topology
-    if not topology.auth.dev_sign_in:
+    settings = request.app[settings_key]
+    topology = settings.topology
+    if not settings.dev_sign_in:
         raise NotFound("development sign-in is off in this cluster: get a token from its "
                        "identity provider")
     body = await json_body(request)

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 
 from cluster.audit import AuditReport, save_last
+from cluster.launcher import REPO_ROOT, all_loopback
 from region_node.app import create_app
 from region_node.overview import audit_report_path
 from region_node.settings import NodeSettings
 from router.errors import TopologyError
-from router.topology import parse_topology
+from router.topology import Endpoint, parse_topology
 from tests.conftest import Cluster
 from tests.support import bearer, call, free_ports
 
@@ -61,10 +66,10 @@ async def test_dev_sign_in_gives_working_tokens(cluster: Cluster,
         assert status == 422 and body["error"] == "invalid_input", bad
 
 
-async def test_dev_sign_in_is_off_unless_the_topology_says_so(cluster: Cluster) -> None:
-    topology = replace(cluster.topology, auth=replace(cluster.topology.auth, dev_sign_in=False))
-    port = free_ports(1)[0]
-    runner = web.AppRunner(create_app(NodeSettings(topology, "north", "127.0.0.1", port)))
+async def test_dev_sign_in_is_off_unless_the_launcher_turns_it_on(cluster: Cluster) -> None:
+    port = free_ports(1)[0]  # a node of the same topology, started without --dev-sign-in
+    runner = web.AppRunner(create_app(NodeSettings(cluster.topology, "north", "127.0.0.1",
+                                                   port)))
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -79,8 +84,7 @@ async def test_dev_sign_in_is_off_unless_the_topology_says_so(cluster: Cluster) 
 
 @pytest.mark.parametrize(("auth", "reason"), [
     ("  dev_sign_in: yes please\n", "expected true or false"),
-    ("  algorithm: ES256\n  public_key_file: idp.pem\n  dev_sign_in: true\n",
-     "users sign in at the identity provider"),
+    ("  dev_sign_in: true\n", "not a topology setting"),
 ])
 def test_dev_sign_in_is_validated(tmp_path: Any, auth: str, reason: str) -> None:
     text = ("regions:\n  north:\n    redis: {master: 127.0.0.1:1, replicas: {north: "
@@ -131,3 +135,27 @@ async def test_overview_probes_every_process(cluster: Cluster,
     assert data["moves"]["available"] is True and data["moves"]["items"] == []
     assert data["audit"]["available"] is True and data["audit"]["exit_code"] == 0
     assert json.loads(json.dumps(data)) == data
+
+
+def test_only_a_loopback_local_cluster_turns_dev_sign_in_on(cluster: Cluster) -> None:
+    shipped = yaml.safe_load((REPO_ROOT / "topology.yaml").read_text())
+    assert shipped["auth"].get("dev_sign_in", False) is False
+    assert all_loopback(cluster.topology)  # so the session's nodes serve it (tests/web)
+    north = cluster.topology.region("north")
+    public = replace(north, nodes=(*north.nodes, Endpoint("10.1.2.3", 8101)))
+    assert not all_loopback(replace(cluster.topology,
+                                    regions={**cluster.topology.regions, "north": public}))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "node-1.example"])
+def test_a_node_bound_elsewhere_refuses_dev_sign_in(cluster: Cluster, host: str) -> None:
+    topology = cluster.topology
+    started = subprocess.run(
+        [sys.executable, "-m", "region_node", "--topology", str(topology.path),
+         "--run-dir", str(topology.settings.run_dir), "--region", "north", "--host", host,
+         "--port", str(free_ports(1)[0]), "--dev-sign-in"],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert started.returncode == 2, started.stderr
+    assert f"only a node bound to loopback may serve it, not one bound to {host}" \
+        in started.stderr
