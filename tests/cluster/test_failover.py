@@ -434,6 +434,7 @@ async def test_planned_switchover_from_the_cli(ha: HA) -> None:
     assert after != before and f"-> {patroni.member_name(ha.region, int(after[-1]) - 1)}" \
         in result.stdout, result.stdout
     await ha.wait_member(before, ("replica",))
+    await ha.wait_sync_standby()  # a confirm answers 200 only once it is replicated
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         [booking] = await prepare(http, ha, 1, "switched")
         async with http.post(f"{ha.nodes[0]}/booking/booking/{booking.booking_id}/confirm",
