@@ -167,10 +167,12 @@ async def _home_write(request: web.Request, view: UserView, region_of: RegionOf,
 async def _turn_and_route(request: web.Request, view: UserView, region_of: RegionOf,
                           redis_bound: bool, turn: Turn | None,
                           caller: Identity) -> web.StreamResponse:
+    region = await region_of(request)
+    # A user or address the home master refused moments ago waits in no turn either.
+    request.app[limiter_key].precheck_write(region, caller.user, client_address(request))
     async with turn(request, caller) if turn is not None else contextlib.nullcontext():
         try:
-            return await _serve_or_forward(request, view, caller, await region_of(request),
-                                           redis_bound)
+            return await _serve_or_forward(request, view, caller, region, redis_bound)
         except Moved as exc:
             # Our map is older than the theatre's ownership: a move flipped it, or its
             # owner took it at a newer epoch. Nothing was done. Take the newest epoch
