@@ -73,7 +73,7 @@ from asyncpg.transaction import Transaction
 from cluster import apply
 from cluster import ownership as cluster_ownership
 from cluster.topology_file import parse_stored, with_changes
-from region_node import keys
+from region_node import keys, replication
 from region_node.ownership import OWNED, Owner, shows_by_theatre
 from region_node.reconciler import pg_wanted
 from region_node.scripts import REPAIR
@@ -311,6 +311,8 @@ class Mover:
         await dst.execute(IMPORT, rec.theatre, self.shows, row["d"], rec.to_epoch)
         await opened.commit()
         self._open = None
+        if not await self._replicated(dst, wait_s=self.timeout_s):
+            raise self._pending()
         caught_up = json.loads(row["counts"]) if self._since is not None else {}
         self.report["caught_up"] = caught_up
         await self._record_step("committed")
@@ -487,9 +489,10 @@ class Mover:
         try:
             async with conn.transaction():
                 if await conn.fetchval(TRY_MOVE_LOCK, MOVE_LOCK_CLASS, rec.theatre):
-                    # No mover transaction is open at the target: what it says is final.
+                    # No mover transaction is open at the target: what it says is final,
+                    # once its standby has the commit (a failover could lose it before).
                     if await self._owns_at(conn):
-                        return COMMITTED
+                        return COMMITTED if await self._replicated(conn) else PENDING
                     if fence:
                         await conn.execute(
                             "INSERT INTO move_abort (source, move_id, theatre_id) VALUES "
@@ -517,6 +520,17 @@ class Mover:
         row = await conn.fetchrow(
             "SELECT state, epoch FROM theatre_owner WHERE theatre_id = $1", rec.theatre)
         return row is not None and row["state"] == OWNED and row["epoch"] == rec.to_epoch
+
+    async def _replicated(self, conn: asyncpg.Connection, wait_s: float = 0.0) -> bool:
+        """Whether the target's synchronous standby has flushed what its primary wrote
+        (a region without a standby promises only its primary)."""
+        if self.topology.region(self.record.target).pg_standby is None:
+            return True
+        if await replication.wait_standby_flushed(conn, wait_s):
+            return True
+        self.progress(f"{self.record.target}'s synchronous standby does not have the move's "
+                      "commit yet")
+        return False
 
     def _pending(self) -> MoveFailed:
         rec = self.record
