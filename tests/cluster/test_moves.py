@@ -27,7 +27,7 @@ from cluster import faults, moves, patroni, patroni_api
 from cluster.audit import run_audit
 from cluster.faults import paused
 from router.topology import load_topology
-from tests.cluster.movable import epoch_of, movable_cluster, owner_rows, shows_of
+from tests.cluster.movable import epoch_of, movable_cluster, owner_rows, shows_of, theatre_map
 from tests.conftest import Cluster
 from tests.region_node.helpers import seats_of
 from tests.support import Session, bearer, call, captured_payment, merchant
@@ -809,3 +809,73 @@ async def new_leader(cluster: Cluster, region: str, old: str) -> str | None:
     view = await patroni_api.any_cluster_view(cluster.topology.region(region))
     leader = patroni_api.leader(view)
     return leader["name"] if leader is not None and leader["name"] != old else None
+
+
+async def test_source_primary_killed_after_the_commit_is_finished_forward(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """SIGKILL of the source's PostgreSQL leader (which holds the journal) after the move
+    committed at its target: only forward. The journal survives on the promoted standby,
+    and the source's worker finishes the move there; one owner throughout."""
+    source, target = "west", "north"
+    region = movable.topology.region(source)
+    theatre = await theatre_owned_by(movable, source)
+    await sync_standby(movable, source)  # only a synchronous standby is promoted
+    leader = patroni_api.leader(await patroni_api.any_cluster_view(region))
+    assert leader is not None
+    names = [patroni.member_name(region, i) for i in range(len(region.pg_members))]
+    victim = patroni.process_name(region, names.index(leader["name"]))
+    async with OwnerWatch(movable, theatre) as watch:
+        mover = await start_mover(movable, theatre, target, "--pause-after", "committed")
+        try:
+            killed = time.monotonic()
+            faults.signal_tree(movable.launcher.child(victim).pid, signal.SIGKILL)
+            assert mover.stdin is not None and mover.stdout is not None
+            mover.stdin.write(b"\n")
+            await mover.stdin.drain()
+            out = (await asyncio.wait_for(mover.stdout.read(), 60)).decode()
+            assert await mover.wait() != 0, out
+        finally:
+            if mover.returncode is None:
+                await kill(mover)
+        record = await poll(lambda: done_if_reachable(movable, source, theatre), seconds=90)
+        finished = time.monotonic()
+    assert record, out
+    print(f"\nsource leader SIGKILLed after the commit: the move was done "
+          f"{finished - killed:.1f}s later, by {record['driver']}")
+    assert watch.most_owners == 1, watch.seen
+    owners = await owner_rows(movable, theatre)
+    assert owners[target][0] == "OWNED" and owners[source][0] == "MOVED", owners
+    await assert_lives_only_in(movable, catalog, theatre, target)
+    show = shows_of(catalog, theatre)[0]
+    status, body = await hold(http, movable.node(source), show, "pat",
+                              seats_of(catalog, show)[-3:-2])
+    assert status == 201 and body["region"] == target, body
+    await movable.launcher.restart(victim)
+
+
+async def theatre_owned_by(cluster: Cluster, region: str) -> str:
+    for theatre in sorted(theatre_map()):
+        owners = await owner_rows(cluster, theatre)
+        if owners.get(region, ("",))[0] == "OWNED":
+            return theatre
+    theatre = sorted(theatre_map())[0]
+    await move(cluster, theatre, region)
+    return theatre
+
+
+async def sync_standby(cluster: Cluster, region: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    view: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        view = await patroni_api.any_cluster_view(cluster.topology.region(region))
+        if any(m.get("role") == "sync_standby" for m in view.get("members", [])):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no synchronous standby in {region}: {view}")
+
+
+async def done_if_reachable(cluster: Cluster, source: str, theatre: str) -> Any:
+    try:
+        return await done(cluster, source, theatre)
+    except OSError:  # the source failing over
+        return None
