@@ -510,10 +510,7 @@ async def test_paused_mover_is_taken_over_and_cannot_commit_when_it_wakes(
             print(f"\nmover paused: rolled back by the worker after "
                   f"{time.monotonic() - paused:.1f}s")
             os.kill(mover.pid, signal.SIGCONT)
-            assert mover.stdin is not None and mover.stdout is not None
-            mover.stdin.write(b"\n")  # go on from the pause: commit, if it could
-            await mover.stdin.drain()
-            out = (await asyncio.wait_for(mover.stdout.read(), 30)).decode()
+            out = await go_on(mover)  # go on from the pause: commit, if it could
             code = await mover.wait()
             assert code != 0, (code, out)
         finally:
@@ -768,29 +765,21 @@ async def test_target_primary_killed_mid_move_is_finished_without_an_operator(
     if source == target:
         await move(movable, theatre, "south")
         source = "south"
-    region = movable.topology.region(target)
-    view = await patroni_api.any_cluster_view(region)
-    names = [patroni.member_name(region, i) for i in range(len(region.pg_members))]
-    leader = patroni_api.leader(view)
-    assert leader is not None, view
-    victim = patroni.process_name(region, names.index(leader["name"]))
+    leader, victim = await leader_of(movable, target)
     async with OwnerWatch(movable, theatre) as watch:
         mover = await start_mover(movable, theatre, target, "--pause-after", "frozen",
                                   "--timeout", "3s")
         try:
             frozen = time.monotonic()
             faults.signal_tree(movable.launcher.child(victim).pid, signal.SIGKILL)
-            assert mover.stdin is not None and mover.stdout is not None
-            mover.stdin.write(b"\n")  # go on: the commit at a target that just died
-            await mover.stdin.drain()
-            out = (await asyncio.wait_for(mover.stdout.read(), 60)).decode()
+            out = await go_on(mover)  # go on: the commit at a target that just died
             assert await mover.wait() != 0, out
         finally:
             if mover.returncode is None:
                 await kill(mover)
         owners = await poll(lambda: owned_by(movable, theatre, source), seconds=90)
         unfrozen = time.monotonic()
-        promoted = await poll(lambda: new_leader(movable, target, leader["name"]), seconds=5)
+        promoted = await poll(lambda: new_leader(movable, target, leader), seconds=5)
     assert owners, await owner_rows(movable, theatre)
     print(f"\ntarget leader SIGKILLed: {theatre} writable again in {source} "
           f"{unfrozen - frozen:.1f}s after the kill ({promoted} leads west now)")
@@ -805,6 +794,24 @@ async def test_target_primary_killed_mid_move_is_finished_without_an_operator(
     await movable.launcher.restart(victim)  # back as a standby, for whatever runs next
 
 
+async def go_on(mover: asyncio.subprocess.Process) -> str:
+    """Let a paused mover go on (a line on its stdin); its output until it ends."""
+    assert mover.stdin is not None and mover.stdout is not None
+    mover.stdin.write(b"\n")
+    await mover.stdin.drain()
+    return (await asyncio.wait_for(mover.stdout.read(), 60)).decode()
+
+
+async def leader_of(cluster: Cluster, region: str) -> tuple[str, str]:
+    """`region`'s PostgreSQL leader now: its Patroni name and the launcher's process."""
+    topology_region = cluster.topology.region(region)
+    leader = patroni_api.leader(await patroni_api.any_cluster_view(topology_region))
+    assert leader is not None, region
+    names = [patroni.member_name(topology_region, i)
+             for i in range(len(topology_region.pg_members))]
+    return leader["name"], patroni.process_name(topology_region, names.index(leader["name"]))
+
+
 async def new_leader(cluster: Cluster, region: str, old: str) -> str | None:
     view = await patroni_api.any_cluster_view(cluster.topology.region(region))
     leader = patroni_api.leader(view)
@@ -817,22 +824,15 @@ async def test_source_primary_killed_after_the_commit_is_finished_forward(
     committed at its target: only forward. The journal survives on the promoted standby,
     and the source's worker finishes the move there; one owner throughout."""
     source, target = "west", "north"
-    region = movable.topology.region(source)
     theatre = await theatre_owned_by(movable, source)
     await sync_standby(movable, source)  # only a synchronous standby is promoted
-    leader = patroni_api.leader(await patroni_api.any_cluster_view(region))
-    assert leader is not None
-    names = [patroni.member_name(region, i) for i in range(len(region.pg_members))]
-    victim = patroni.process_name(region, names.index(leader["name"]))
+    _, victim = await leader_of(movable, source)
     async with OwnerWatch(movable, theatre) as watch:
         mover = await start_mover(movable, theatre, target, "--pause-after", "committed")
         try:
             killed = time.monotonic()
             faults.signal_tree(movable.launcher.child(victim).pid, signal.SIGKILL)
-            assert mover.stdin is not None and mover.stdout is not None
-            mover.stdin.write(b"\n")
-            await mover.stdin.drain()
-            out = (await asyncio.wait_for(mover.stdout.read(), 60)).decode()
+            out = await go_on(mover)
             assert await mover.wait() != 0, out
         finally:
             if mover.returncode is None:
