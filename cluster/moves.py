@@ -155,6 +155,7 @@ class Mover:
         self._open: Transaction | None = None  # the target's, from the first copy on
         self._since: datetime | None = None  # the catch-up takes rows changed after it
         self._heartbeat: asyncio.Task[None] | None = None
+        self._noted = ""  # resolve's last line: said once, not every poll
 
     async def open(self) -> Mover:
         for region in self.topology.regions:
@@ -165,6 +166,11 @@ class Mover:
         self.shows = (await shows_by_theatre(self._pg[self.record.source],
                                              [self.record.theatre])).get(self.record.theatre, [])
         return self
+
+    def _note(self, line: str) -> None:
+        if line != self._noted:
+            self._noted = line
+            self.progress(line)
 
     def progress(self, line: str) -> None:
         """A progress line; while the theatre's writes are frozen, for how long so far."""
@@ -477,7 +483,7 @@ class Mover:
                     outcome = await self._resolve_once(fence)
             except (OSError, TimeoutError, asyncpg.PostgresError,
                     asyncpg.InterfaceError) as exc:
-                self.progress(f"cannot read the outcome at {self.record.target} yet: {exc}")
+                self._note(f"cannot read the outcome at {self.record.target} yet: {exc}")
                 outcome = PENDING
             if outcome != PENDING or time.monotonic() >= deadline:
                 return outcome
@@ -503,8 +509,8 @@ class Mover:
             if holder is not None and holder["wait_event"] == "SyncRep":
                 # Its COMMIT waits on the standby: never ended, which would commit it
                 # here, unreplicated. The theatre stays frozen until it is known.
-                self.progress(f"the commit at {rec.target} waits for its synchronous "
-                              "standby; the theatre stays frozen until it is known")
+                self._note(f"the commit at {rec.target} waits for its synchronous "
+                           "standby; the theatre stays frozen until it is known")
             elif holder is not None:
                 # The transaction of a mover that died, hangs or gave up, before its COMMIT
                 # (idle in it, or a statement still running): ending it can only abort it.
@@ -528,8 +534,8 @@ class Mover:
             return True
         if await replication.wait_standby_flushed(conn, wait_s):
             return True
-        self.progress(f"{self.record.target}'s synchronous standby does not have the move's "
-                      "commit yet")
+        self._note(f"{self.record.target}'s synchronous standby does not have the move's "
+                   "commit yet")
         return False
 
     def _pending(self) -> MoveFailed:
