@@ -192,6 +192,8 @@ class LocalCluster:
     async def start_extra_node(self, region: str, endpoint: Endpoint,
                                node_args: Sequence[str]) -> Child:
         """A node outside the topology's list (e.g. with another hold TTL), owned like the rest."""
+        if "--dev-sign-in" in self.node_args and is_loopback(endpoint.host):
+            node_args = [*node_args, "--dev-sign-in"]  # as the topology's nodes
         index = len([c for c in self.supervisor.children
                      if c.spec.role == "node" and c.spec.region == region])
         child = self.supervisor.start(node_spec(
