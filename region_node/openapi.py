@@ -271,7 +271,9 @@ def paths() -> dict[str, dict[str, Any]]:
             "paymentWebhook", "payments", "none", "The gateway's signed payment event",
             description=f"Authenticated by `{SIGNATURE_HEADER}: t=<unix>,v1=<hex>`, "
                         "HMAC-SHA256(secret, \"<t>.\" + body), within the replay window. "
-                        "Stored once by `event_id`; the home region's worker runs the saga.",
+                        "Stored once by `event_id`; the home region's worker runs the saga. "
+                        "An event naming no booking of a known show is stored in this node's "
+                        "region, whose worker refunds a capture.",
             params=(header(SIGNATURE_HEADER, {"type": "string"}, "t=<unix>,v1=<hex HMAC>"),),
             body="PaymentEvent",
             responses={200: ok("Stored (or a duplicate)", "PaymentEventReceived")},

@@ -12,8 +12,8 @@ the booking's home region:
                                  -> this payment is refunded;
 - captured, a booking id of a known show that we never issued
                                  -> refunded (no payment row: it would need the booking);
-- captured, a show we do not know (no home region: the event was stored in the
-  region that received it, whose worker runs this)
+- captured, a show we do not know or a booking id not of our making (no home
+  region: the event was stored in the region that received it, whose worker runs this)
                                  -> refunded;
 - captured, but the gateway says the payment is another booking's (or has no
   such payment)                  -> ignored: nothing sold, nothing refunded (that
@@ -37,7 +37,7 @@ from region_node import mirror
 from region_node.bookings import free_seats, released
 from region_node.catalog import ShowInfo
 from region_node.confirm import sell
-from region_node.errors import BookingError, NotFound, PaymentRequired
+from region_node.errors import BookingError, MalformedId, NotFound, PaymentRequired
 from region_node.gateway import GatewayClient, Intent
 from region_node.jobs.context import JobContext
 from region_node.outbox import enqueue
@@ -49,7 +49,7 @@ async def process_event(ctx: JobContext, data: dict[str, Any]) -> str:
     booking_id = data["booking_id"]
     try:
         show: ShowInfo | None = await ctx.bookings.show_of_booking(booking_id)
-    except NotFound:  # a show we do not know: the event was stored in our region
+    except (NotFound, MalformedId):  # no home region: the event was stored in ours
         show = None
     if data["kind"] == "payment.captured":
         # GatewayUnavailable fails the job: the queue retries it with backoff.
@@ -213,7 +213,7 @@ async def refund(ctx: JobContext, data: dict[str, Any]) -> str:
         await gateway.refund(intent.payment_id, intent.amount_paise)
     try:
         show = await ctx.bookings.show_of_booking(data["booking_id"])
-    except NotFound:
+    except (NotFound, MalformedId):
         return "refunded"
     async with ctx.home.write(show.region, show.id) as conn:
         await conn.execute("UPDATE payment SET status = 'REFUNDED', updated_at = now() "

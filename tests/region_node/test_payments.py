@@ -247,22 +247,27 @@ async def event_outcome(cluster: Cluster, region: str, event_id: str) -> str:
 
 async def test_capture_for_an_unknown_show_is_stored_and_refunded(
         clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
-    """No home region to store it in: the receiving node's region stores it and its
-    worker refunds it (it was a 404 at every node, and the money stayed captured)."""
+    """No home region to store it in (a show we do not know, a booking id not of our
+    making): the receiving node's region stores it and its worker refunds it (it was
+    a 404 or a 422 at every node, and the money stayed captured)."""
     unknown = max(s.id for s in catalog.shows) + 1000
-    booking = {"booking_id": f"b{unknown}-00000000000000ab", "region": "south",
-               "amount_paise": 31_000}
-    intent = await captured_payment(http, booking)
-    event = {"event_id": "evt_unknown_show_1", "kind": "payment.captured",
-             "payment_id": intent, **{k: booking[k] for k in ("booking_id", "amount_paise")}}
-    status, body = await post_webhook(http, clean.node("north"), event)
-    assert (status, body.get("region"), body.get("duplicate")) == (200, "north", False), body
-    assert await event_outcome(clean, "north", event["event_id"]) == "refunded: no such show"
-    _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent}",
-                               headers=merchant(), anonymous=True)
-    assert (at_gateway["status"], at_gateway["refunded_paise"]) == ("REFUNDED", 31_000)
-    again = await post_webhook(http, clean.node("north", 1), event)
-    assert again[0] == 200 and again[1]["duplicate"] is True
+    for n, booking_id in enumerate((f"b{unknown}-00000000000000ab", "not-a-booking")):
+        booking = {"booking_id": booking_id, "region": "south", "amount_paise": 31_000 + n}
+        intent = await captured_payment(http, booking)
+        event = {"event_id": f"evt_unroutable_{n}", "kind": "payment.captured",
+                 "payment_id": intent, "booking_id": booking_id,
+                 "amount_paise": booking["amount_paise"]}
+        status, body = await post_webhook(http, clean.node("north"), event)
+        assert (status, body.get("region"), body.get("duplicate")) == (200, "north", False), \
+            body
+        assert await event_outcome(clean, "north", event["event_id"]) == \
+            "refunded: no such show"
+        _, at_gateway = await call(http, "GET", f"{gateway(clean)}/intents/{intent}",
+                                   headers=merchant(), anonymous=True)
+        assert (at_gateway["status"], at_gateway["refunded_paise"]) == \
+            ("REFUNDED", booking["amount_paise"])
+        again = await post_webhook(http, clean.node("north", 1), event)
+        assert again[0] == 200 and again[1]["duplicate"] is True
 
 
 async def test_an_event_with_another_bookings_payment_refunds_and_sells_nothing(
