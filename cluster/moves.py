@@ -762,7 +762,9 @@ async def move_command(topology: Topology, theatre: str, target: str | None, *,
                 aioredis.RedisError) as exc:
             # The commit's answer may be lost, not its outcome: learn it, never guess.
             mover._open = None  # its session is ended by reconnect(); the target aborts
-            await mover.reconnect()  # what it had not committed
+            with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError,
+                                     asyncpg.InterfaceError):
+                await mover.reconnect()  # what it had not committed (resolve reconnects)
             outcome = await mover.resolve(fence=True)
             if outcome == PENDING:
                 raise mover._pending() from None

@@ -20,6 +20,9 @@ from router.placement import Placement
 from router.registry import PG_TOOL_SESSION, connect_primary
 from router.topology import Topology
 
+# A member that accepts connections and never answers (paused, a cut link) is given
+# this long, not asyncpg's 60 s: a tool waiting on it would hold up everything after.
+CONNECT_TIMEOUT_S = 5.0
 # region -> theatre -> that region's record of it
 Recorded = dict[str, dict[str, Owner]]
 
@@ -46,7 +49,7 @@ async def connect(topology: Topology, region: str) -> asyncpg.Connection:
     """An operator tool's session on a region's primary (no statement limits), whichever
     of its members that is now."""
     return await connect_primary(topology.region(region).pg_members, topology.secrets,
-                                 server_settings=PG_TOOL_SESSION)
+                                 server_settings=PG_TOOL_SESSION, timeout=CONNECT_TIMEOUT_S)
 
 
 async def recorded_owners(topology: Topology) -> Recorded:

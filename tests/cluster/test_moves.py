@@ -8,6 +8,7 @@ stores themselves and the audit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -612,7 +613,11 @@ class OwnerWatch:
                             self.theatre), 2)
                     except (OSError, TimeoutError, asyncpg.PostgresError,
                             asyncpg.InterfaceError):
-                        conns[region] = await self.cluster.pg(region)
+                        owners[region] = "?"  # not answering (paused, failing over)
+                        conns[region].terminate()
+                        with contextlib.suppress(OSError, TimeoutError,
+                                                 asyncpg.PostgresError):
+                            conns[region] = await asyncio.wait_for(self.cluster.pg(region), 2)
                 count = sum(1 for state in owners.values() if state == "OWNED")
                 if count > self.most_owners or not self.seen or owners != self.seen[-1]:
                     self.seen.append(owners)
@@ -797,8 +802,9 @@ async def test_target_primary_killed_mid_move_is_finished_without_an_operator(
 async def go_on(mover: asyncio.subprocess.Process) -> str:
     """Let a paused mover go on (a line on its stdin); its output until it ends."""
     assert mover.stdin is not None and mover.stdout is not None
-    mover.stdin.write(b"\n")
-    await mover.stdin.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it ended already
+        mover.stdin.write(b"\n")
+        await mover.stdin.drain()
     return (await asyncio.wait_for(mover.stdout.read(), 60)).decode()
 
 
@@ -816,6 +822,57 @@ async def new_leader(cluster: Cluster, region: str, old: str) -> str | None:
     view = await patroni_api.any_cluster_view(cluster.topology.region(region))
     leader = patroni_api.leader(view)
     return leader["name"] if leader is not None and leader["name"] != old else None
+
+
+async def test_target_unreachable_during_the_catch_up_is_rolled_back_after(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """The target's PostgreSQL leader SIGSTOPped (a cut link: connections accepted, no
+    answer) for 8 s, shorter than Patroni's TTL, while the mover catches up: the mover
+    times out and cannot learn anything; the theatre stays frozen while nobody can tell
+    (never unfrozen on a timeout), and once the target answers again the worker finds
+    the copy never committed and rolls the move back. One owner throughout."""
+    theatre = "pune-01"
+    target = "west"
+    source = owning(await owner_rows(movable, theatre))
+    if source == target:
+        await move(movable, theatre, "north")
+        source = "north"
+    _, leader = await leader_of(movable, target)
+    async with OwnerWatch(movable, theatre) as watch:
+        mover = await start_mover(movable, theatre, target, "--pause-after", "frozen",
+                                  "--timeout", "2s")
+        try:
+            with paused(movable.launcher.child(leader).pid):
+                assert mover.stdin is not None
+                mover.stdin.write(b"\n")  # go on: catch up, at a target that is silent
+                await mover.stdin.drain()
+                await asyncio.sleep(8)
+                owners = await owner_rows_of(movable, theatre, (source,))
+                assert owners[source][0] == "FROZEN", owners  # never unfrozen on a timeout
+            woke = time.monotonic()
+            out = await go_on(mover)
+            assert await mover.wait() != 0, out
+        finally:
+            if mover.returncode is None:
+                await kill(mover)
+        owners = await poll(lambda: owned_by(movable, theatre, source), seconds=60)
+        print(f"\ntarget answered again: rolled back {time.monotonic() - woke:.1f}s later")
+    assert owners, await owner_rows(movable, theatre)
+    assert watch.most_owners == 1, watch.seen
+    assert (await last_move(movable, source, theatre))["step"] == "aborted"
+    await assert_lives_only_in(movable, catalog, theatre, source)
+    await audit_clean(movable)
+
+
+async def owner_rows_of(cluster: Cluster, theatre: str,
+                        regions: tuple[str, ...]) -> dict[str, tuple[str, int, str | None]]:
+    """`owner_rows` of some regions only (another may not answer)."""
+    out = {}
+    for region in regions:
+        rows = await cluster.fetch(region, "SELECT state, epoch, owner FROM theatre_owner "
+                                   "WHERE theatre_id = $1", theatre)
+        out[region] = (rows[0]["state"], rows[0]["epoch"], rows[0]["owner"])
+    return out
 
 
 async def test_source_primary_killed_after_the_commit_is_finished_forward(
