@@ -130,7 +130,12 @@ def test_two_regions_started_apart_sell_across_and_stop_apart(
 
 
 def test_restarted_region_is_not_seeded_again(hosts: tuple[Path, dict[str, Path]]) -> None:
-    topology, run_dirs = hosts
+    """North alone: a topology of north only (with south in it, a fresh north would wait
+    for south's PostgreSQL to check that it owns none of north's theatres)."""
+    _, run_dirs = hosts
+    topology = run_dirs["north"].parent / "north-only.yaml"
+    topology.write_text(topology_yaml(run_dirs["north"].parent / "unused", regions=("north",),
+                                      nodes=1, workers=True))
     log = run_dirs["north"].parent / "north.log"
     first = RegionLauncher(topology, run_dirs["north"], "north", log)
     assert "shows in catalog" in first.wait_ready()

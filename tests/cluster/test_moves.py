@@ -875,6 +875,7 @@ async def owner_rows_of(cluster: Cluster, theatre: str,
     return out
 
 
+@pytest.mark.slow  # a second failover of west: on demand (-m slow)
 async def test_source_primary_killed_after_the_commit_is_finished_forward(
         movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
     """SIGKILL of the source's PostgreSQL leader (which holds the journal) after the move

@@ -1,6 +1,6 @@
 """`loadtests/bench.py --smoke`: the whole benchmark, tiny, against its own clusters.
 
-It runs as a subprocess (it starts and stops its own clusters of 2 and 1 nodes per
+It runs as a subprocess (it starts and stops its own cluster of 1 node per
 region with their workers, load generator processes and scratch servers) and must
 exit 0 and write a JSON with every figure. The raw limits are skipped with a note
 when `redis-benchmark` or `pgbench` is missing; the rest must be there. Every write
@@ -25,7 +25,11 @@ TIMEOUT_S = 240
 @pytest.mark.timeout(TIMEOUT_S + 30)
 def test_bench_smoke(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--wan-delays", "0", "--results", str(tmp_path)],
+        # One topology (1 node per region): the smoke run checks that every phase works
+        # and reports; the 2-vs-1 scaling comparison is the full bench's (it doubled
+        # this test's time, ~50 s of the suite's 20-minute budget).
+        [sys.executable, str(BENCH), "--smoke", "--nodes-per-region", "1", "--wan-delays", "0",
+         "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "targets:" in proc.stdout
@@ -40,10 +44,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert results["config"]["durable"] is True
 
     assert results["config"]["workers"] is True
-    assert results["config"]["nodes_per_region"] == [2, 1]
+    assert results["config"]["nodes_per_region"] == [1]
     assert len(results["load_average"]["start"]) == 3 == len(results["load_average"]["end"])
 
-    assert set(results["writes"]) == {"2", "1"}  # both topologies ran the writes
+    assert set(results["writes"]) == {"1"}  # the topology ran the writes
     for top, writes in results["writes"].items():
         for phase in ("holds_direct", "holds_forwarded", "confirms_direct",
                       "confirms_forwarded"):
@@ -118,6 +122,6 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert {t["target"].split(" ")[0] for t in derived["targets"]} >= {
         "cluster", "node", "hold", "seat-map", "one-seat"}
     assert derived["ratios"]["forwarded_vs_direct_node_cpu_per_hold"] > 0
-    assert set(derived["ratios"]["by_topology"]) == {"1_vs_2"}
+    assert set(derived["ratios"]["by_topology"]) == set()  # one topology: no comparison
     assert 0 < derived["ratios"]["hot_reads_vs_trivial"]
     assert 0 < derived["token_verify"]["share_of_node_cpu_per_hold"] < 1
