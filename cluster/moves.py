@@ -791,8 +791,8 @@ async def _take_over(running: Topology, document: str, record: MoveRecord,
             say(f"{now.driver} already {'rolled back' if rollback else 'finished'} the move "
                 f"of {now.theatre}")
             return 0
-        raise MoveFailed(f"the move of {record.theatre} is being driven by {record.driver} "
-                         f"(step {record.step}); it finishes by itself, watch "
+        raise MoveFailed(f"the move of {record.theatre} is being driven by {now.driver} "
+                         f"(step {now.step}); it finishes by itself, watch "
                          "`bookcluster status` or retry in a few seconds")
     async with Mover(running, document, claimed, say, timeout_s, cluster_file,
                      driver=driver) as mover:

@@ -561,6 +561,32 @@ async def test_stalled_standby_at_the_target_never_splits_ownership(
     await audit_clean(movable)
 
 
+async def test_stalled_standby_at_the_source_holds_the_freeze_back_only(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """The source's synchronous standby SIGSTOPped while the mover freezes: the freeze's
+    commit (FROZEN and the journal) waits for it, so nothing of the move is visible and
+    the source stays the one owner; when the standby wakes the move goes through."""
+    source, target = "west", "north"
+    theatre = await theatre_owned_by(movable, source)
+    await sync_standby(movable, source)
+    standby = await standby_process(movable, source)
+    async with OwnerWatch(movable, theatre) as watch:
+        with paused(movable.launcher.child(standby).pid):
+            moving = asyncio.create_task(move(movable, theatre, target))
+            await asyncio.sleep(4)
+            assert not moving.done()
+            owners = await owner_rows(movable, theatre)
+            assert owners[source][0] == "OWNED" and owners.get(target, ("",))[0] != "OWNED"
+        woke = time.monotonic()
+        await asyncio.wait_for(moving, 60)
+        print(f"\nsource standby woke: the move was done {time.monotonic() - woke:.1f}s later")
+    assert watch.most_owners == 1, watch.seen
+    owners = await owner_rows(movable, theatre)
+    assert owners[target][0] == "OWNED" and owners[source][0] == "MOVED", owners
+    await assert_lives_only_in(movable, catalog, theatre, target)
+    await audit_clean(movable)
+
+
 async def standby_process(cluster: Cluster, region: str) -> str:
     """The launcher's name of `region`'s PostgreSQL member that is not the leader."""
     view = await patroni_api.any_cluster_view(cluster.topology.region(region))
