@@ -534,10 +534,7 @@ async def test_stalled_standby_at_the_target_never_splits_ownership(
     (today's code rolled back on the timeout: two owners once the standby woke)."""
     theatre = "delhi-01"
     target = "west"
-    source = owning(await owner_rows(movable, theatre))
-    if source == target:
-        await move(movable, theatre, "north")
-        source = "north"
+    source = await owner_apart_from(movable, theatre, target, "north")
     show = shows_of(catalog, theatre)[0]
     seat = seats_of(catalog, show)[-5:-4]
     standby = await standby_process(movable, target)
@@ -585,6 +582,16 @@ async def test_stalled_standby_at_the_source_holds_the_freeze_back_only(
     assert owners[target][0] == "OWNED" and owners[source][0] == "MOVED", owners
     await assert_lives_only_in(movable, catalog, theatre, target)
     await audit_clean(movable)
+
+
+async def owner_apart_from(cluster: Cluster, theatre: str, target: str,
+                           elsewhere: str) -> str:
+    """The theatre's owning region, first moved to `elsewhere` if it lives in `target`."""
+    source = owning(await owner_rows(cluster, theatre))
+    if source == target:
+        await move(cluster, theatre, elsewhere)
+        source = elsewhere
+    return source
 
 
 async def standby_process(cluster: Cluster, region: str) -> str:
@@ -792,10 +799,7 @@ async def test_target_primary_killed_mid_move_is_finished_without_an_operator(
     the outage plus seconds, no command run (before: frozen until `move --resume`)."""
     theatre = "mumbai-01"
     target = "west"
-    source = owning(await owner_rows(movable, theatre))
-    if source == target:
-        await move(movable, theatre, "south")
-        source = "south"
+    source = await owner_apart_from(movable, theatre, target, "south")
     leader, victim = await leader_of(movable, target)
     async with OwnerWatch(movable, theatre) as watch:
         mover = await start_mover(movable, theatre, target, "--pause-after", "frozen",
@@ -859,10 +863,7 @@ async def test_target_unreachable_during_the_catch_up_is_rolled_back_after(
     the copy never committed and rolls the move back. One owner throughout."""
     theatre = "pune-01"
     target = "west"
-    source = owning(await owner_rows(movable, theatre))
-    if source == target:
-        await move(movable, theatre, "north")
-        source = "north"
+    source = await owner_apart_from(movable, theatre, target, "north")
     _, leader = await leader_of(movable, target)
     async with OwnerWatch(movable, theatre) as watch:
         mover = await start_mover(movable, theatre, target, "--pause-after", "frozen",
