@@ -56,8 +56,8 @@ from benchlib.report import derive
 from benchlib.table import render
 from benchlib.tokens import verify_cost
 
-from cluster.binaries import find_binaries
-from cluster.demo_catalog import CatalogSpec
+from bookcluster.local.binaries import find_binaries
+from bookcluster.ops.demo_catalog import CatalogSpec
 
 HERE = Path(__file__).resolve().parent
 # 424 shows, ~82,000 seats for sale: enough for ~10 s of holds at full speed.

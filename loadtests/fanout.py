@@ -36,8 +36,8 @@ from benchlib import loadgen
 from benchlib.cpu import cpu_seconds
 from benchlib.local import BenchCluster, bench_cluster, counter
 
-import region_node
-from cluster.demo_catalog import CatalogSpec
+import bookcluster
+from bookcluster.ops.demo_catalog import CatalogSpec
 
 # 6 theatres x 2 days x 4 shows per region: ~28,000 seats for sale.
 CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=3, days=2, shows_per_day=4)
@@ -178,7 +178,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if crashed:
             raise RuntimeError(f"processes died during the run: {crashed}")
     out = report(idle, load, role_of)
-    out["code"] = str(Path(region_node.__file__).parent.parent)
+    out["code"] = str(Path(bookcluster.__file__).parent.parent)
     out["config"] = {"duration_s": args.duration, "clients": args.clients,
                      "nodes_per_region": args.nodes_per_region, "durable": not args.fast,
                      "date": date.today().isoformat()}

@@ -13,8 +13,8 @@ from typing import Any
 
 from picking import parse_mix, share
 
-from region_node.auth import mint
-from router.topology import Topology, load_topology
+from bookcluster.node.auth import mint
+from bookcluster.topology.model import Topology, load_topology
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,9 @@ from locust.runners import WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 from picking import choose_seats, weighted
 
-from region_node.auth import mint
-from region_node.middlewares import HOME_NODES_HEADER
-from router.errors import RouterError
+from bookcluster.node.auth import mint
+from bookcluster.node.middlewares import HOME_NODES_HEADER
+from bookcluster.topology.errors import RouterError
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
 # Seconds a user looks at the seat map before holding: others act meanwhile,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the Redis seat mirror (`region_node/mirror.py`, `reconciler.py`) costs per confirm.
+"""What the Redis seat mirror (`bookcluster/seats/mirror.py`, `reconciler.py`) costs per confirm.
 
     .venv/bin/python loadtests/mirror_cost.py [--confirms 300] [--idle 10] [--fast]
 
@@ -45,12 +45,12 @@ from benchlib.cpu import cpu_seconds
 from benchlib.local import BenchCluster, bench_cluster
 from benchlib.tokens import bearer, token_for
 
-from cluster.demo_catalog import CatalogSpec
-from region_node import mirror
-from region_node.home import HomeRegion
-from region_node.mirror import MirrorApplier
-from region_node.reconciler import Reconciler
-from router.registry import Connections, make_redis, pg_dsn, pg_login
+from bookcluster.ops.demo_catalog import CatalogSpec
+from bookcluster.seats import mirror
+from bookcluster.seats.home import HomeRegion
+from bookcluster.seats.mirror import MirrorApplier
+from bookcluster.seats.reconcile import Reconciler
+from bookcluster.stores.connections import Connections, make_redis, pg_dsn, pg_login
 
 REGION = "north"
 CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2)

@@ -41,8 +41,8 @@ from benchlib.stats import summarize
 from benchlib.tokens import bearer, token_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.demo_catalog import CatalogSpec
-from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
+from bookcluster.ops.demo_catalog import CatalogSpec
+from bookcluster.stores.connections import PG_TOOL_SESSION, pg_dsn, pg_login
 
 CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2)
 HOME = "north"

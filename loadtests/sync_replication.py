@@ -11,7 +11,7 @@ simulator), then alternates `synchronous_mode_strict` off and on through
 Patroni's dynamic configuration (PATCH /config) and, in each phase, measures
 - raw commits: one connection committing single-row INSERTs in a row (latency),
   16 connections at once (throughput), and the replication check a confirm makes
-  before its 200 (`region_node/replication.py`) after each serial commit;
+  before its 200 (`bookcluster/stores/replication.py`) after each serial commit;
 - confirms through a node: `--clients` clients confirming held, paid bookings
   (each booking held by its own user, its payment captured beforehand);
 - with `--lost-s`, once per mode: the standby SIGKILLed, then for that long
@@ -44,14 +44,14 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cluster import faults, patroni, patroni_api  # noqa: E402
-from cluster.demo_catalog import CatalogSpec, build_catalog  # noqa: E402
-from cluster.launcher import LocalCluster  # noqa: E402
-from cluster.loopback import topology_yaml  # noqa: E402
-from region_node import replication  # noqa: E402
-from region_node.auth import mint  # noqa: E402
-from router.registry import PG_TOOL_SESSION, connect_primary  # noqa: E402
-from router.topology import Topology, load_topology  # noqa: E402
+from bookcluster.local import faults, patroni  # noqa: E402
+from bookcluster.local.launcher import LocalCluster  # noqa: E402
+from bookcluster.local.loopback import topology_yaml  # noqa: E402
+from bookcluster.node.auth import mint  # noqa: E402
+from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog  # noqa: E402
+from bookcluster.stores import patroni_api, replication  # noqa: E402
+from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary  # noqa: E402
+from bookcluster.topology.model import Topology, load_topology  # noqa: E402
 
 CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=3, days=1, shows_per_day=4)
 LIMITS = """\

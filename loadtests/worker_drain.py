@@ -24,7 +24,7 @@ Bounded in count (`rate x duration`, at most `--max-confirms`) and time.
 
     .venv/bin/python loadtests/worker_drain.py --render 2000
 
-only times the ticket picture (`region_node/jobs/ticket_image.py`: QR, text,
+only times the ticket picture (`bookcluster/worker/jobs/ticket_image.py`: QR, text,
 PNG) in this process: CPU ms per ticket, no cluster.
 """
 
@@ -49,8 +49,8 @@ from benchlib.phases import SeatPool
 from benchlib.tokens import bearer, token_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.demo_catalog import CatalogSpec
-from router.registry import make_redis
+from bookcluster.ops.demo_catalog import CatalogSpec
+from bookcluster.stores.connections import make_redis
 
 # ~10,000 seats for sale per region: 5,000 two-seat bookings.
 CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=2, days=1, shows_per_day=4)
@@ -373,8 +373,8 @@ def summary(r: dict[str, Any]) -> str:
 
 def render_cost(count: int) -> dict[str, float]:
     """CPU ms per ticket picture and per stage (median of 5 rounds of `count`)."""
-    from region_node.jobs import ticket_image
-    from region_node.signing import ticket_reference
+    from bookcluster.booking.signing import ticket_reference
+    from bookcluster.worker.jobs import ticket_image
 
     reference = ticket_reference("bench-secret", "b1001-0123456789abcdef")
     lines = ["A Movie (UA, Hindi)", "A Theatre, Bengaluru - Audi 2",

@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 from bullmq import Queue
 
-from region_node import jobqueue
-from router.registry import PG_TOOL_SESSION, pg_dsn, pg_login
+from bookcluster.stores import jobqueue
+from bookcluster.stores.connections import PG_TOOL_SESSION, pg_dsn, pg_login
 
 from .cpu import Snapshot, snapshot
 from .local import BenchCluster

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cluster.faults import process_tree
+from bookcluster.local.faults import process_tree
 
 if TYPE_CHECKING:
     from .local import BenchCluster

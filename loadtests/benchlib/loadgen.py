@@ -1,7 +1,7 @@
 """Load generator processes: closed-loop HTTP clients, bounded in time and count.
 
 The bench starts `--load-procs` of these (`python loadgen.py`: stdlib, aiohttp,
-uvloop, and `region_node.auth.mint` for tokens) and talks to each over
+uvloop, and `bookcluster.node.auth.mint` for tokens) and talks to each over
 stdin/stdout, one JSON line at a time:
 
     parent -> spec     child: opens one ClientSession, warms `concurrency`
@@ -94,8 +94,8 @@ class _Run:
 
 def _minter(spec: dict[str, Any]) -> Callable[[str], str]:
     """user -> token, signed with the key of the spec's cluster (`topology`)."""
-    from region_node.auth import mint
-    from router.topology import load_topology
+    from bookcluster.node.auth import mint
+    from bookcluster.topology.model import load_topology
 
     topology = load_topology(spec["topology"])
     return lambda user: mint(topology, user, TOKEN_TTL_S)

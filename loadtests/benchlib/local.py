@@ -24,15 +24,15 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.demo_catalog import CITIES, Catalog, CatalogSpec, build_catalog, slug
-from cluster.health import scrape_metric, wait_healthy
-from cluster.launcher import LocalCluster
-from cluster.loopback import topology_yaml
-from cluster.ports import free_ports
-from cluster.supervisor import Child, ProcessSpec, Supervisor
-from router.placement import Placement
-from router.secrets import Secrets
-from router.topology import Topology, load_topology
+from bookcluster.local.launcher import LocalCluster
+from bookcluster.local.loopback import topology_yaml
+from bookcluster.local.ports import free_ports
+from bookcluster.local.supervisor import Child, ProcessSpec, Supervisor
+from bookcluster.ops.demo_catalog import CITIES, Catalog, CatalogSpec, build_catalog, slug
+from bookcluster.stores.probe import scrape_metric, wait_healthy
+from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.placement import Placement
+from bookcluster.topology.secrets import Secrets
 
 HERE = Path(__file__).resolve().parent
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import aiohttp
 
-from cluster.supervisor import Child
-from region_node import ids, keys
-from router.registry import make_redis
+from bookcluster.booking import ids
+from bookcluster.local.supervisor import Child
+from bookcluster.seats import keys
+from bookcluster.stores.connections import make_redis
 
 from . import loadgen
 from .backlog import Settle

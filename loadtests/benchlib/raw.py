@@ -10,7 +10,7 @@ through the launcher's own helpers and stopped by PID:
 - `pgbench -U bookcluster` (the application role, PGPASSWORD in its environment)
   runs the hold's PostgreSQL write (`bc_record_hold`, 1-4 seats, caps checked,
   a fresh user per hold as in the bench) and the confirm transaction as
-  `region_node/confirm.py` sends it, minus its call to the gateway;
+  `bookcluster/booking/confirm.py` sends it, minus its call to the gateway;
 - the same two stages are also timed from Python (redis-py, asyncpg: the nodes'
   drivers) at the hold phase's concurrency, to see where a hold's time goes.
 """
@@ -31,13 +31,14 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from cluster import postgres_server, redis_server
-from cluster.binaries import Binaries, find_binaries
-from cluster.ports import free_ports
-from region_node import keys
-from region_node.db.migrate import migrate
-from region_node.scripts import HOLD
-from router.registry import (
+from bookcluster.db.create import create_database
+from bookcluster.db.migrate import migrate
+from bookcluster.local import postgres_server, redis_server
+from bookcluster.local.binaries import Binaries, find_binaries
+from bookcluster.local.ports import free_ports
+from bookcluster.seats import keys
+from bookcluster.seats.scripts import HOLD
+from bookcluster.stores.connections import (
     PG_DATABASE,
     PG_TOOL_SESSION,
     PG_USER,
@@ -45,8 +46,8 @@ from router.registry import (
     pg_dsn,
     pg_login,
 )
-from router.secrets import generate_local
-from router.topology import Endpoint, Limits, load_topology
+from bookcluster.topology.model import Endpoint, Limits, load_topology
+from bookcluster.topology.secrets import generate_local
 
 from .cpu import cpu_seconds
 from .local import AuxServers
@@ -67,7 +68,7 @@ SELECT h.token, h.refused, h.limit_hit FROM (SELECT nextval('bench_hold_seq') AS
     array_fill(18000, ARRAY[:k::int]), {max_seats}, {max_holds}, NULL, 1) h;
 """
 
-# region_node/confirm.py's statement, `bc_confirm`: claim the key for the owner, the
+# bookcluster/booking/confirm.py's statement, `bc_confirm`: claim the key for the owner, the
 # fenced sale for the captured amount, store the answer (the gateway is asked before:
 # not here). The first statement only draws this client's next booking, its owner and
 # amount (which the node knows from the token and the gateway).
@@ -178,7 +179,7 @@ class ScratchServers:
             user, self.secrets)
         spec = postgres_server.primary_spec(self.binaries, self.topology, self.region, user)
         await self.aux.start(spec, probe_address=spec.address.rsplit("/", 1)[0] + "/postgres")
-        await postgres_server.create_database([self.pg], self.secrets)
+        await create_database([self.pg], self.secrets)
         conn = await self.connect(tool=True)
         try:
             await migrate(conn)

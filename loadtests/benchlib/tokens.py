@@ -26,10 +26,10 @@ from typing import Any
 
 import jwt
 
-from region_node.auth import TokenVerifier, mint
-from region_node.errors import Unauthorized
-from router.secrets import SecretMissing, generate_local
-from router.topology import Topology, load_topology
+from bookcluster.errors import Unauthorized
+from bookcluster.node.auth import TokenVerifier, mint
+from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.secrets import SecretMissing, generate_local
 
 TOKEN_TTL_S = 3600.0  # longer than any bench run
 REPO_TOPOLOGY = Path(__file__).resolve().parents[2] / "topology.yaml"

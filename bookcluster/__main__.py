@@ -1,0 +1,3 @@
+from bookcluster.cli import main
+
+main()

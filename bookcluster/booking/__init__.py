@@ -1,0 +1,1 @@
+"""The booking rules: holds, contention, confirm, payments, ids, limits and signing."""

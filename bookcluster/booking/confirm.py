@@ -1,0 +1,246 @@
+"""Confirm: the fenced, idempotent, deadlock-free sale of a held booking.
+
+First the gateway is asked whether `payment_id` is CAPTURED for this booking
+and its amount. Then one statement on the home primary (`bc_confirm`, one
+round trip, its own transaction):
+1. claims the Idempotency-Key for the booking's owner (another user's booking
+   is 404). A duplicate arriving while the first runs blocks on the key's
+   unique index until the first commits, then replays its stored response
+   byte for byte — it never runs twice; a used key replays even if the gateway
+   now says otherwise (refunded, or not answering);
+2. if the payment was not captured (unknown, pending, failed, another
+   booking's, another amount) the answer is 402 and the claim is undone:
+   nothing changed, so the same request succeeds once the payment is captured;
+3. sells (`bc_sell`): locks the booking row, then its seat rows in seat-id
+   order; checks every seat still carries this booking's fencing token (seats
+   whose hold was lost but that are AVAILABLE are re-taken under the same row
+   locks, so a late confirm succeeds only when no one else could have the
+   seats); marks seats BOOKED, booking_seat.sold (unique per seat: the last
+   line of defence), the booking CONFIRMED, records the payment, the mirror
+   rows and the outbox jobs;
+4. stores the answer under the key, and commits only before the write's
+   deadline (`deadline.py`);
+5. answers 200 (a sale now, the webhook's, or a stored one replayed) only once
+   the region's synchronous standby has flushed it (`replication.py`): a commit
+   whose wait for the standby was cancelled is visible on the primary all the
+   same, and would be lost in a failover. Until then it is 503 `unknown`.
+Business refusals (409) are stored too (as their outcome, rendered the same
+way on every replay), so retries get the same answer. If the payment's
+webhook already sold the booking with this payment, the answer is 200.
+After commit, Redis turns the holds into booked seats and publishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from bookcluster.booking import ids
+from bookcluster.booking.gateway import GatewayClient, GatewayUnavailable
+from bookcluster.booking.holds import BookingService
+from bookcluster.catalog import ShowInfo
+from bookcluster.errors import (
+    BookingError,
+    BookingNotPending,
+    HoldExpired,
+    IdempotencyKeyReused,
+    InvalidInput,
+    MissingHeader,
+    NodeError,
+    NotFound,
+    PaymentRequired,
+    PaymentReused,
+    SeatsTaken,
+)
+from bookcluster.seats import mirror
+from bookcluster.stores import deadline, replication
+from bookcluster.topology.errors import RegionUnavailable
+
+log = logging.getLogger(__name__)
+
+PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Kept back from the deadline when waiting for the standby, for the 503 to go out.
+REPLICATION_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: str  # JSON text, returned verbatim on every replay
+
+
+def validate_confirm(key: str | None, body: Any) -> tuple[str, str]:
+    if not key:
+        raise MissingHeader("Idempotency-Key header is required", header="Idempotency-Key")
+    ids.idempotency_key(key)
+    if not isinstance(body, dict) or not isinstance(body.get("payment_id"), str) \
+            or not PAYMENT_ID.match(body["payment_id"]):
+        raise InvalidInput("body must be {\"payment_id\": str} (1-128 of [A-Za-z0-9_-])",
+                           field="payment_id")
+    return key, body["payment_id"]
+
+
+def request_hash(booking_id: str, body: Any) -> str:
+    canonical = json.dumps({"booking_id": booking_id, "body": body}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PaymentRaced(PaymentReused):
+    """Two bookings raced to use one payment id; the losing transaction was aborted."""
+
+
+class ConfirmService:
+    def __init__(self, bookings: BookingService, gateway: GatewayClient) -> None:
+        self.bookings = bookings
+        self.gateway = gateway
+        self.home = bookings.home
+        self.metrics = bookings.metrics
+
+    async def confirm(self, booking_id: str, owner: str, key: str | None,
+                      body: Any) -> StoredResponse:
+        key, payment_id = validate_confirm(key, body)
+        show = await self.bookings.show_of_booking(booking_id)
+        amount, not_captured = await self._captured_amount(booking_id, payment_id)
+        due = datetime.fromtimestamp(deadline.current().at, UTC)
+        try:
+            async with self.home.connection(show.region, writes=True) as conn:
+                row = await conn.fetchrow(
+                    "SELECT outcome, detail, answer_status, answer_body "
+                    "FROM bc_confirm($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    show.id, booking_id, owner, key, request_hash(booking_id, body),
+                    payment_id, amount, show.region, due, self.home.epoch)
+                if row["answer_status"] == 200:
+                    await self._replicated(conn, show)
+        except asyncpg.RaiseError as exc:  # rolled back: nothing changed, nothing stored
+            raise self._undone(show, exc, not_captured) from None
+        except asyncpg.UniqueViolationError:  # raced with another sale: nothing committed
+            self._count(show, "conflict")
+            raise SeatsTaken([]) from None
+        return await self._answer(show, booking_id, row)
+
+    async def _answer(self, show: ShowInfo, booking_id: str,
+                      row: asyncpg.Record) -> StoredResponse:
+        outcome = row["outcome"]
+        if outcome == "not_found":
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+        if outcome == "key_reused":
+            raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+        stored = StoredResponse(row["answer_status"], row["answer_body"])
+        if outcome == "replay":
+            self._count(show, "replayed")
+        elif outcome == "sold":
+            self._count(show, "confirmed")
+            # Committed with its mirror rows: Redis learns it now, or from the worker.
+            await mirror.apply_now(self.home, show.region,
+                                   {("book", show.id, booking_id): list(row["detail"])})
+        elif outcome != "sold_before":
+            self._count(show, outcome)
+        return rendered(booking_id, stored)
+
+    async def _replicated(self, conn: asyncpg.Connection, show: ShowInfo) -> None:
+        """A sale is answered 200 (sold now, sold by the webhook, or a stored answer
+        replayed) only once the synchronous standby flushed it: a commit whose wait
+        for the standby was cancelled (our deadline) is visible here all the same, and
+        a primary running alone commits without waiting. Until then the outcome is
+        unknown: 503, and the same key's retry asks again."""
+        if not self.home.replicated(show.region):
+            return
+        left = deadline.current().remaining() - REPLICATION_MARGIN_S
+        if await replication.wait_standby_flushed(conn, max(left, 0.0),
+                                                  without_standby_give_up=True):
+            return
+        self._count(show, "unreplicated")
+        raise RegionUnavailable(show.region, "postgres standby", outcome="unknown")
+
+    def _undone(self, show: ShowInfo, exc: asyncpg.RaiseError,
+                not_captured: NodeError | None) -> Exception:
+        """The error for a bc_confirm that raised (and so changed nothing)."""
+        reason = exc.message  # without the DETAIL line
+        if reason == "bc_not_captured" and not_captured is not None:
+            self._count(show, "payment_required")
+            return not_captured
+        if reason == "bc_wrong_amount":
+            self._count(show, "payment_required")
+            return PaymentRequired(f"the payment is not the booking's amount of "
+                                   f"{exc.detail} paise", amount_paise=int(exc.detail or 0))
+        if reason == "bc_deadline":
+            return RegionUnavailable(show.region, "deadline passed before commit")
+        if "payment_reused" in reason:  # two bookings raced to use one payment id
+            self._count(show, "conflict")
+            return PaymentRaced("this payment_id already paid another booking")
+        return exc
+
+    def _count(self, show: ShowInfo, outcome: str) -> None:
+        self.metrics.confirms.labels(self.metrics.region, show.region, outcome).inc()
+
+    async def _captured_amount(self, booking_id: str,
+                               payment_id: str) -> tuple[int | None, NodeError | None]:
+        """The amount the gateway captured for this booking under `payment_id`, or why
+        not (raised only if the key has no answer to replay)."""
+        try:
+            intent = await self.gateway.intent(payment_id)
+        except GatewayUnavailable as exc:
+            return None, exc
+        if intent is None:
+            return None, PaymentRequired("the gateway knows no such payment",
+                                         payment_id=payment_id)
+        if intent.booking_id != booking_id:
+            return None, PaymentRequired("this payment is for another booking",
+                                         payment_id=payment_id)
+        if intent.status != "CAPTURED":
+            return None, PaymentRequired(f"the payment is {intent.status}, not captured",
+                                         payment_id=payment_id, payment_status=intent.status)
+        return intent.amount_paise, None
+
+
+def rendered(booking_id: str, stored: StoredResponse) -> StoredResponse:
+    """A stored answer as the client sees it. A sale's is its text, verbatim; a
+    refusal's is its outcome, rendered here (so the wording lives in one place)."""
+    if stored.status == 200:
+        return stored
+    kept = json.loads(stored.body)
+    if "outcome" not in kept:  # stored already rendered, by a node before bc_confirm
+        return stored
+    error = refusal(booking_id, kept["outcome"], kept["detail"])
+    return StoredResponse(error.status, json.dumps(error.body()))
+
+
+async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
+               payment_id: str, payment_status: str, amount_paise: int) -> list[str]:
+    """The fenced sale (`bc_sell`, one round trip) for a payment of `amount_paise`.
+    Raises a BookingError or PaymentRequired (wrong amount) having changed nothing,
+    or returns the seats sold. Run it inside a transaction or savepoint."""
+    try:
+        row = await conn.fetchrow("SELECT outcome, detail FROM bc_sell($1, $2, $3, $4, $5)",
+                                  show.id, booking_id, payment_id, payment_status,
+                                  amount_paise)
+    except asyncpg.RaiseError as exc:
+        if "payment_reused" in str(exc):
+            raise PaymentRaced("this payment_id already paid another booking") from None
+        raise
+    outcome, detail = row["outcome"], list(row["detail"])
+    if outcome == "sold":
+        return detail
+    if outcome == "wrong_amount":
+        raise PaymentRequired(f"the payment is {amount_paise} paise; the booking costs "
+                              f"{detail[0]} paise", amount_paise=int(detail[0]))
+    raise refusal(booking_id, outcome, detail)
+
+
+def refusal(booking_id: str, outcome: str, detail: list[str]) -> BookingError:
+    """bc_sell's refusal as the error the client gets."""
+    if outcome == "not_pending":
+        return BookingNotPending(booking_id, detail[0])
+    if outcome == "expired":
+        return HoldExpired(f"booking {booking_id} is {detail[0]}; hold the seats again",
+                           status=detail[0])
+    if outcome == "payment_reused":
+        return PaymentReused("this payment_id already paid another booking")
+    return SeatsTaken(detail)

@@ -1,0 +1,455 @@
+"""Holds and the booking lifecycle, always in the show's home region.
+
+Hold: the Redis script holds all seats or none (fast rejection of
+contention), then PostgreSQL records the booking and stamps each seat with a
+fencing token from a sequence. PostgreSQL decides: if its rows disagree the
+hold is released and refused. Confirm lives in `confirm.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bookcluster.booking import ids
+from bookcluster.catalog import Catalog, ShowInfo
+from bookcluster.errors import (
+    BookingNotPending,
+    HoldExpired,
+    HoldLimitReached,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    SeatsUnavailable,
+    TransactionAborted,
+)
+from bookcluster.metrics import NodeMetrics
+from bookcluster.seats import mirror
+from bookcluster.seats.home import HomeRegion
+from bookcluster.stores import deadline, ownership
+from bookcluster.stores.connections import Connections
+from bookcluster.topology.errors import RegionUnavailable
+
+log = logging.getLogger(__name__)
+
+BOOKING_QUERY = """
+SELECT b.*, array_agg(bs.seat_id ORDER BY bs.seat_id) AS seat_ids
+FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
+"""
+
+
+# A user's booking list is answered from this node's memory for this long (one fetch
+# for every caller meanwhile), unless the user wrote through this node since it was read.
+LIST_CACHE_S = 1.0
+LIST_CACHE_MAX = 20_000  # users; past this the cache starts over
+
+# The fields of a hold's answer (201), also when replayed under its Idempotency-Key.
+HOLD_ANSWER = ("booking_id", "show_id", "user_id", "region", "seat_ids", "status",
+               "amount_paise", "expires_at", "hold_token")
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def booking_json(row: asyncpg.Record, region: str) -> dict[str, Any]:
+    return {
+        "booking_id": row["id"],
+        "user_id": row["user_id"],
+        "show_id": row["show_id"],
+        "region": region,
+        "seat_ids": list(row["seat_ids"]),
+        "status": row["status"],
+        "amount_paise": row["amount_paise"],
+        "payment_id": row["payment_id"],
+        "created_at": row["created_at"].isoformat(),
+        "expires_at": row["expires_at"].isoformat(),
+        "hold_token": row["fence_token"],
+    }
+
+
+def validate_hold_request(body: Any, cap: int, user: str) -> list[str]:
+    """The seats asked for. The holder is the token's user; a `user_id` in the body
+    may only repeat it."""
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object with seat_ids")
+    if "user_id" in body and body["user_id"] != user:
+        raise InvalidInput("user_id must be the token's user (or be left out)",
+                           field="user_id")
+    seat_ids = body.get("seat_ids")
+    if not isinstance(seat_ids, list) or not seat_ids:
+        raise InvalidInput("seat_ids must be a non-empty list", field="seat_ids")
+    if len(seat_ids) > cap:  # first: every check below costs time per seat id
+        raise InvalidInput(f"at most {cap} seats per booking", field="seat_ids", limit=cap)
+    if not all(isinstance(s, str) for s in seat_ids):
+        raise InvalidInput("seat_ids must be strings", field="seat_ids")
+    duplicates = sorted(s for s, n in Counter(seat_ids).items() if n > 1)
+    if duplicates:
+        raise InvalidInput("seat_ids has duplicates", field="seat_ids", seats=duplicates)
+    return sorted(seat_ids)
+
+
+class BookingService:
+    def __init__(self, connections: Connections, catalog: Catalog, metrics: NodeMetrics) -> None:
+        self.connections = connections
+        self.catalog = catalog
+        self.settings = connections.topology.settings
+        self.limits = connections.topology.limits
+        self.metrics = metrics
+        self.home = HomeRegion(connections)
+        # user -> (monotonic time its fetch started, the answer)
+        self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
+        self._written: dict[str, float] = {}  # user -> when a write of theirs here ended
+
+    async def show_of_booking(self, booking_id: str) -> ShowInfo:
+        try:
+            return await self.catalog.show(ids.booking_show(booking_id))
+        except NotFound:
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id) from None
+
+    # -- hold ----------------------------------------------------------------
+
+    async def hold(self, show: ShowInfo, body: Any, user_id: str,
+                   key: str | None = None,
+                   address: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Hold the seats; returns the answer and whether it replays an earlier hold
+        under the same Idempotency-Key (which is then returned as it is now). `address`:
+        the client's, for the per-address caps (None: not checked)."""
+        seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking, user_id)
+        layout = await self.catalog.seats_by_id(show.screen_id)
+        unknown = [s for s in seat_ids if s not in layout]
+        if unknown:
+            raise InvalidInput(f"show {show.id} has no seat(s) {', '.join(unknown)}",
+                               field="seat_ids", seats=unknown)
+        if key is None:
+            booking_id = ids.new_booking_id(show.id)
+        else:
+            earlier = await self._held_under(show, user_id, ids.idempotency_key(key), seat_ids)
+            if earlier is not None:
+                return earlier, True
+            booking_id = ids.keyed_booking_id(show.id, user_id, key)
+        ttl_ms = int(self.settings.hold_ttl_s * 1000)
+        try:
+            result = await self.home.script(show.region, "hold", show.id,
+                                            [booking_id, ttl_ms, self.home.epoch, *seat_ids])
+        except RegionUnavailable:
+            self._count(show, "unavailable")
+            raise
+        if int(result[0]) == -1:  # moving, or not this region's at our epoch
+            self._count(show, "moved")
+            raise ownership.script_refusal(str(result[1]), show.region)
+        if int(result[0]) != 1:
+            self._count(show, "conflict")
+            raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
+        expires_at = ms_to_datetime(int(result[2]))
+        prices = {s: layout[s].price_paise for s in seat_ids}
+        try:
+            token = await self._record_hold(show, booking_id, user_id, seat_ids, expires_at,
+                                            prices, key, address)
+        except BaseException as exc:
+            self._count(show, "failed")
+            error = await self._undo_hold(show, booking_id, seat_ids, expires_at, key, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        if token is None:  # a duplicate of this request recorded it first
+            assert key is not None
+            return await self._raced(show, booking_id, user_id, key, seat_ids), True
+        self._count(show, "held")
+        answer = {"booking_id": booking_id, "show_id": show.id, "user_id": user_id,
+                  "region": show.region, "seat_ids": seat_ids, "status": "INITIATED",
+                  "amount_paise": sum(prices.values()), "expires_at": expires_at.isoformat(),
+                  "hold_token": token}
+        if key is None and deadline.current().expired():
+            # Made after its caller gave up (a forward's 503): nobody can use it,
+            # so the sweeper releases it now rather than at expires_at.
+            await self._abandon(show, booking_id, seat_ids)
+            raise RegionUnavailable(show.region, "hold made after the deadline; released")
+        return answer, False
+
+    def _count(self, show: ShowInfo, outcome: str) -> None:
+        self.metrics.holds.labels(self.metrics.region, show.region, outcome).inc()
+
+    async def _held_under(self, show: ShowInfo, user_id: str, key: str,
+                          seat_ids: list[str]) -> dict[str, Any] | None:
+        """The hold an earlier request with this key made, as the hold answer (with its
+        status now), or None. The key on another request is 422."""
+        async with self.home.connection(show.region) as conn:
+            row = await conn.fetchrow(
+                BOOKING_QUERY + " WHERE b.user_id = $1 AND b.hold_key = $2 GROUP BY b.id",
+                user_id, key)
+        if row is None:
+            return None
+        if row["show_id"] != show.id or list(row["seat_ids"]) != seat_ids:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for another hold",
+                                       booking_id=row["id"])
+        return {field: value for field, value in booking_json(row, show.region).items()
+                if field in HOLD_ANSWER}
+
+    async def _raced(self, show: ShowInfo, booking_id: str, user_id: str, key: str,
+                     seat_ids: list[str]) -> dict[str, Any]:
+        """The answer for a hold that lost the race to a duplicate with its key."""
+        try:
+            earlier = await self._held_under(show, user_id, key, seat_ids)
+        except IdempotencyKeyReused:  # the same key, other seats: drop what we held
+            await self._release_quietly(show, booking_id, seat_ids)
+            raise
+        if earlier is None:  # bc_record_hold saw it under the user's lock
+            raise RuntimeError(f"hold under key of {booking_id} vanished")
+        return earlier
+
+    async def _undo_hold(self, show: ShowInfo, booking_id: str, seat_ids: list[str],
+                         expires_at: datetime, key: str | None,
+                         exc: BaseException) -> BaseException:
+        """After PostgreSQL did not record the hold: what to do with the Redis hold,
+        and the error that says so. Redis holds only save wasted effort; without the
+        PostgreSQL record a hold must not linger."""
+        if not isinstance(exc, RegionUnavailable) or exc.outcome != "unknown":
+            await self._release_quietly(show, booking_id, seat_ids)
+            return exc
+        # The statement may still commit. With a key, the retry gets that hold and
+        # meets its own Redis hold (same booking id); otherwise both lapse. Without
+        # one nobody could use it: release it, and the sweeper expires it if it lands.
+        if key is None:
+            await self._abandon(show, booking_id, seat_ids)
+        return exc.unknown(lapses_by=expires_at.isoformat())
+
+    async def _abandon(self, show: ShowInfo, booking_id: str, seat_ids: list[str]) -> None:
+        """Release the Redis hold and have the sweeper expire the booking if its
+        PostgreSQL write landed (or lands late): a 503 never leaves seats held."""
+        await self._release_quietly(show, booking_id, seat_ids)
+        with contextlib.suppress(RegionUnavailable):
+            await self.home.abandon(show.region, booking_id)
+
+    async def _record_hold(self, show: ShowInfo, booking_id: str, user_id: str,
+                           seat_ids: list[str], expires_at: datetime,
+                           prices: dict[str, int], key: str | None,
+                           address: str | None) -> int | None:
+        """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides.
+        None: a duplicate under the same key recorded its hold first."""
+        async with self.home.connection(show.region, writes=True) as conn:
+            row = await conn.fetchrow(
+                "SELECT token, refused, limit_hit, replayed "
+                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                "$14)",
+                show.id, seat_ids, booking_id, user_id, expires_at,
+                timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids],
+                self.limits.seats_per_show, self.limits.holds_per_user, key, self.home.epoch,
+                address, self.limits.seats_per_show_per_address,
+                self.limits.holds_per_address)
+        if row["replayed"]:
+            return None
+        if row["limit_hit"]:
+            self.metrics.limit_refusals.labels(self.metrics.region, row["limit_hit"]).inc()
+            raise HoldLimitReached(row["limit_hit"], getattr(self.limits, row["limit_hit"]))
+        if row["refused"]:  # Redis lost state (restart, failover): PostgreSQL still decides
+            raise SeatsUnavailable(list(row["refused"]))
+        return int(row["token"])
+
+    async def _release_quietly(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
+        try:
+            with deadline.running(None):  # clean-up gets its own time, past the request's
+                await asyncio.shield(self.home.script(show.region, "release", show.id,
+                                                      [booking_id, *seats]))
+        except Exception:
+            log.warning("could not release hold %s; it ends with its TTL", booking_id)
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, booking_id: str, owner: str | None) -> dict[str, Any]:
+        """The booking, if `owner` holds it (None: any owner, for the region's own jobs).
+        Another user's booking is NotFound: its existence is not revealed."""
+        show = await self.show_of_booking(booking_id)
+        async with self.home.connection(show.region) as conn:
+            row = await conn.fetchrow(
+                BOOKING_QUERY + " WHERE b.id = $1 AND ($2::text IS NULL OR b.user_id = $2) "
+                "GROUP BY b.id", booking_id, owner)
+            payments = await conn.fetch(
+                "SELECT id, status, amount_paise FROM payment WHERE booking_id = $1 "
+                "ORDER BY created_at", booking_id) if row is not None else []
+        if row is None:
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+        return {**booking_json(row, show.region),
+                "payments": [{"payment_id": p["id"], "status": p["status"],
+                              "amount_paise": p["amount_paise"]} for p in payments]}
+
+    async def ticket_png(self, booking_id: str) -> bytes | None:
+        """The booking's ticket picture once its worker made it, or None. Tickets made
+        before pictures moved into PostgreSQL are read from the file recorded then."""
+        show = await self.show_of_booking(booking_id)
+        async with self.home.connection(show.region) as conn:
+            row = await conn.fetchrow("SELECT png, path FROM ticket WHERE booking_id = $1",
+                                      booking_id)
+        if row is None:
+            return None
+        if row["png"] is not None:
+            return bytes(row["png"])
+        return await asyncio.to_thread(_read_if_there, Path(row["path"]))
+
+    def wrote(self, user_id: str) -> None:
+        """A write of the user went through this node: their list is read afresh."""
+        now = time.monotonic()
+        if len(self._written) >= LIST_CACHE_MAX:  # only the last LIST_CACHE_S matter
+            self._written = {u: t for u, t in self._written.items() if now - t < LIST_CACHE_S}
+        self._written[user_id] = now
+        self._lists.pop(user_id, None)
+
+    async def list_for_user(self, user_id: str) -> dict[str, Any]:
+        """Bookings of a user in every region, newest first: read at most once per
+        LIST_CACHE_S on this node (callers meanwhile share the answer), and afresh after
+        a write of theirs through this node. An answer missing a region is not kept."""
+        if not ids.USER_ID.match(user_id):
+            raise InvalidInput("malformed user id", field="user_id")
+        now, written = time.monotonic(), self._written.get(user_id, -math.inf)
+        cached = self._lists.get(user_id)
+        if cached is not None and cached[0] > written and now - cached[0] < LIST_CACHE_S:
+            return cached[1]
+        running = self._listing.get(user_id)
+        if running is None or running[0] <= written:
+            running = (now, asyncio.ensure_future(self._list_now(user_id)))
+            self._listing[user_id] = running
+            running[1].add_done_callback(functools.partial(self._listed, user_id, running))
+        return await asyncio.shield(running[1])
+
+    def _listed(self, user_id: str, run: tuple[float, asyncio.Task[dict[str, Any]]],
+                _: object) -> None:
+        if self._listing.get(user_id) is run:
+            del self._listing[user_id]
+        task = run[1]
+        if task.cancelled() or task.exception() is not None:
+            return
+        answer = task.result()
+        if answer["unavailable_regions"] or run[0] <= self._written.get(user_id, -math.inf):
+            return
+        if len(self._lists) >= LIST_CACHE_MAX:
+            self._lists.clear()
+        self._lists[user_id] = (run[0], answer)
+
+    async def _list_now(self, user_id: str) -> dict[str, Any]:
+        """Bookings of a user in every region (each region holds its own), newest first."""
+
+        async def one(region: str) -> list[dict[str, Any]]:
+            async with self.home.connection(region) as conn:
+                # Only theatres the region owns (or is moving out): a move's copy at its
+                # target, or what its source has not cleaned up yet, is not listed twice.
+                rows = await conn.fetch(
+                    BOOKING_QUERY + " WHERE b.user_id = $1 AND EXISTS (SELECT 1 FROM show sh "
+                    "JOIN screen sc ON sc.id = sh.screen_id JOIN theatre_owner o "
+                    "ON o.theatre_id = sc.theatre_id WHERE sh.id = b.show_id "
+                    "AND o.state IN ('OWNED', 'FROZEN')) GROUP BY b.id "
+                    "ORDER BY b.created_at DESC LIMIT 200", user_id)
+            return [booking_json(r, region) for r in rows]
+
+        regions = list(self.connections.topology.regions)
+        results = await asyncio.gather(*(one(r) for r in regions), return_exceptions=True)
+        bookings: list[dict[str, Any]] = []
+        unavailable = []
+        for region, result in zip(regions, results, strict=True):
+            if isinstance(result, BaseException):
+                # `home.connection` turns every store failure into one of these two.
+                if not isinstance(result, RegionUnavailable | TransactionAborted):
+                    raise result
+                unavailable.append(region)
+            else:
+                bookings.extend(result)
+        bookings.sort(key=lambda b: b["created_at"], reverse=True)
+        return {"user_id": user_id, "bookings": bookings, "unavailable_regions": unavailable}
+
+    # -- cancel and extend ---------------------------------------------------
+
+    async def cancel(self, booking_id: str, owner: str) -> dict[str, Any]:
+        show = await self.show_of_booking(booking_id)
+        async with self.home.write(show.region, show.id) as conn:
+            row = await conn.fetchrow(
+                "SELECT status FROM booking WHERE id = $1 AND user_id = $2 FOR UPDATE",
+                booking_id, owner)
+            if row is None:
+                raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+            if row["status"] not in ("INITIATED", "CANCELLED"):
+                raise BookingNotPending(booking_id, row["status"])
+            freed = await free_seats(conn, [booking_id])
+            await conn.execute("UPDATE booking SET status = 'CANCELLED', updated_at = now() "
+                               "WHERE id = $1", booking_id)
+        await mirror.apply_now(self.home, show.region, released(freed))
+        return await self.get(booking_id, owner)
+
+    async def extend(self, booking_id: str, owner: str) -> dict[str, Any]:
+        """One transaction that locks like confirm (`bc_sell`): the booking row, then its
+        seat rows in seat-id order, so an extend and a confirm of the same booking queue
+        up instead of deadlocking. Redis is extended under those locks; if the
+        transaction then fails, Redis only holds longer than PostgreSQL, whose expiry
+        the sweeper follows (it releases the Redis hold too)."""
+        show = await self.show_of_booking(booking_id)
+        async with self.home.write(show.region, show.id) as conn:
+            row = await conn.fetchrow(
+                "SELECT status, fence_token, hold_deadline, ARRAY(SELECT seat_id "
+                "FROM booking_seat WHERE booking_id = b.id ORDER BY seat_id) AS seat_ids "
+                "FROM booking b WHERE id = $1 AND user_id = $2 FOR UPDATE OF b",
+                booking_id, owner)
+            if row is None:
+                raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+            if row["status"] != "INITIATED":
+                raise BookingNotPending(booking_id, row["status"])
+            seat_ids = list(row["seat_ids"])
+            held = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM show_seat WHERE show_id = $1 "
+                "AND seat_id = ANY($2::text[]) AND status = 'LOCKED' AND hold_booking_id = $3 "
+                "AND fence_token = $4 ORDER BY seat_id FOR UPDATE) s",
+                show.id, seat_ids, booking_id, row["fence_token"])
+            if held != len(seat_ids):
+                raise HoldExpired("the hold is gone; hold the seats again")
+            deadline_ms = int(row["hold_deadline"].timestamp() * 1000)
+            result = await self.home.script(
+                show.region, "extend", show.id,
+                [booking_id, int(self.settings.hold_ttl_s * 1000), deadline_ms, *seat_ids])
+            code = int(result[0])
+            if code == 0:
+                raise HoldExpired("the hold is gone; hold the seats again", seats=result[1:])
+            if code == -1:
+                raise HoldExpired("the hold reached its maximum length",
+                                  hold_deadline=row["hold_deadline"].isoformat())
+            expires_at = ms_to_datetime(int(result[2]))
+            await conn.execute(
+                "WITH seats AS (UPDATE show_seat SET hold_expires_at = $3, updated_at = now() "
+                "WHERE show_id = $1 AND seat_id = ANY($4::text[]) AND hold_booking_id = $2) "
+                "UPDATE booking SET expires_at = $3, updated_at = now() WHERE id = $2",
+                show.id, booking_id, expires_at, seat_ids)
+        return await self.get(booking_id, owner)
+
+
+def released(freed: list[tuple[str, int, str]]) -> mirror.Changes:
+    """`free_seats`' rows as mirror changes."""
+    return mirror.group(("release", show, booking, seat) for booking, show, seat in freed)
+
+
+async def free_seats(conn: asyncpg.Connection,
+                     booking_ids: list[str]) -> list[tuple[str, int, str]]:
+    """Make the seats still held by these bookings AVAILABLE, with their mirror rows;
+    returns (booking, show, seat)."""
+    rows = await conn.fetch(
+        "SELECT hold_booking_id, show_id, seat_id FROM show_seat "
+        "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED' "
+        "ORDER BY show_id, seat_id FOR UPDATE", booking_ids)
+    freed = [(r["hold_booking_id"], r["show_id"], r["seat_id"]) for r in rows]
+    if rows:
+        await conn.execute(
+            "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
+            "hold_expires_at = NULL, updated_at = now() "
+            "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED'", booking_ids)
+        await mirror.record_release(conn, freed)
+    return freed
+
+
+def _read_if_there(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None

@@ -1,0 +1,479 @@
+"""`bookcluster`: start, stop and inspect the local cluster.
+
+    bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
+    bookcluster up --region R          only region R's processes (one region per host)
+    bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
+    bookcluster status [--json]        every process, its health and replication lag
+    (--region R on down and status: that region's launcher, that region's processes;
+    --run-dir DIR before the command overrides the topology's settings.run_dir)
+    bookcluster run NAME | probe NAME | setup --region R
+                                       one process in the foreground, its health check,
+                                       a region's one-off set-up: for containers (compose/)
+    bookcluster failover --region R --store postgres [--to MEMBER]
+                                       planned switchover of a region's primary (Patroni)
+    bookcluster failover --region R --store redis
+                                       planned switchover of a region's Redis master (Sentinel)
+    bookcluster audit [--json]         no seat sold twice, every sale complete, Redis = PostgreSQL
+    bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
+    bookcluster repair [--region R] [--show S] [--dry-run]   fix Redis seat state from PostgreSQL
+    bookcluster token --user alice [--user bob] [--ttl 1h] [--role operator]
+                                       a user token per --user, one line each
+    bookcluster topology diff FILE [--json]           what FILE would change
+    bookcluster topology apply FILE [--dry-run]       every node and worker takes FILE's epoch
+    bookcluster topology move THEATRE --to REGION [--dry-run | --rollback]
+                                       move a theatre while it sells (resumes an unfinished one)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bookcluster.deploy import service
+from bookcluster.local.binaries import BinaryNotFound
+from bookcluster.local.launcher import ClusterAlreadyRunning, ClusterSetupError, LocalCluster
+from bookcluster.local.postgres_server import PostgresSetupError
+from bookcluster.local.supervisor import kill_recorded, pid_alive
+from bookcluster.node import auth
+from bookcluster.ops import apply, moves
+from bookcluster.ops.audit import audit_command
+from bookcluster.ops.demo_catalog import CatalogSpec
+from bookcluster.ops.runstate import read_state
+from bookcluster.seats.home import HomeRegion
+from bookcluster.seats.reconcile import Reconciler
+from bookcluster.stores import jobqueue, patroni_api, sentinel_api
+from bookcluster.stores.connections import Connections
+from bookcluster.stores.probe import probe_all
+from bookcluster.topology.errors import RegionUnavailable, RouterError
+from bookcluster.topology.model import Endpoint, Topology, duration_arg, load_topology
+
+CATALOG_SIZES = {
+    "full": CatalogSpec(),
+    "small": CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2),
+}
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bookcluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--topology", type=Path, default=None,
+                   help="topology file (default: ./topology.yaml, else the repo's)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="run folder (default: the topology's settings.run_dir)")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the local cluster and keep it running")
+    up.add_argument("--region", action="append", dest="regions",
+                    help="start only this region's processes (repeatable; default: all)")
+    up.add_argument("--hold-ttl", type=duration_arg, help="seat hold TTL, e.g. 5s (default: "
+                    "settings.hold_ttl)")
+    up.add_argument("--sweep-interval", type=duration_arg, help="expiry sweep interval, e.g. 1s")
+    up.add_argument("--wan-delay", type=duration_arg, help="one-way delay on every cross-region "
+                    "link through a TCP proxy, e.g. 40ms")
+    up.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full",
+                    help="demo catalog size: full (21 theatres per region, 3 days) or small")
+    down = sub.add_parser("down", help="stop a running local cluster")
+    down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
+    down.add_argument("--region", help="stop the launcher of this region (refused if it "
+                      "runs other regions too)")
+    status = sub.add_parser("status", help="health and replication lag of every process")
+    status.add_argument("--region", help="only this region's processes")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    audit = sub.add_parser("audit", help="check the invariants across all regions; "
+                           "non-zero exit on any violation")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.add_argument("--grace", type=duration_arg, default=5.0,
+                       help="slack for holds the sweeper has not reached yet (default 5s)")
+    failover = sub.add_parser("failover", help="planned switchover: the region's standby "
+                              "becomes its primary (its replica in the region its Redis "
+                              "master), the old one follows it")
+    failover.add_argument("--region", required=True)
+    failover.add_argument("--store", required=True, choices=["postgres", "redis"])
+    failover.add_argument("--to", dest="candidate",
+                          help="postgres: the member to promote, e.g. north-2 (default: the "
+                          "synchronous standby)")
+    repair = sub.add_parser("repair", help="compare each region's Redis seat mirror with "
+                            "PostgreSQL and fix what differs")
+    repair.add_argument("--region", help="one region (default: all)")
+    repair.add_argument("--show", type=int, help="one show (default: every show)")
+    repair.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    token = sub.add_parser("token", help="print a user token (JWT) per --user, signed with "
+                           "the local cluster's key")
+    token.add_argument("--user", action="append", required=True, dest="users",
+                       help="the token's sub; repeat for several (one line each, in order)")
+    token.add_argument("--ttl", type=duration_arg, default=3600.0,
+                       help="lifetime, e.g. 1h or 15m (default 1h)")
+    token.add_argument("--role", action="append", default=[], dest="roles",
+                       help="a role claim, e.g. operator; repeatable")
+    topo = sub.add_parser("topology", help="change the running cluster's topology: diff, "
+                          "apply, move a theatre")
+    actions = topo.add_subparsers(dest="action", required=True)
+    tdiff = actions.add_parser("diff", help="what FILE changes against the running cluster")
+    tdiff.add_argument("file", type=Path)
+    tdiff.add_argument("--json", action="store_true", help="machine-readable output")
+    tapply = actions.add_parser("apply", help="apply FILE (epoch = current + 1) to every "
+                                "running node and worker; rolled back if one cannot take it")
+    tapply.add_argument("file", type=Path)
+    tapply.add_argument("--dry-run", action="store_true", help="validate and say what it "
+                        "would do, change nothing")
+    tapply.add_argument("--json", action="store_true", help="machine-readable output")
+    tmove = actions.add_parser("move", help="move a theatre to another region while it sells")
+    tmove.add_argument("theatre")
+    tmove.add_argument("--to", dest="target", help="the new home region")
+    tmove.add_argument("--dry-run", action="store_true", help="say what would move, change "
+                       "nothing")
+    tmove.add_argument("--rollback", action="store_true", help="undo an unfinished move "
+                       "that has not committed at its target")
+    tmove.add_argument("--timeout", type=duration_arg, default=10.0,
+                       help="give up (and roll back) if the freeze or copy takes longer "
+                       "(default 10s)")
+    tmove.add_argument("--pause-after", choices=["frozen", "committed"],
+                       help=argparse.SUPPRESS)  # tests and drills: stop as if crashed there
+    run = sub.add_parser("run", help="run one process of the topology in the foreground "
+                         "(a container's command, see compose/)")
+    run.add_argument("name", help="e.g. north.redis.master, north.postgres.1, north.node.1")
+    probe = sub.add_parser("probe", help="exit 0 if process NAME is healthy (a container's "
+                           "health check)")
+    probe.add_argument("name")
+    setup = sub.add_parser("setup", help="a region's one-off set-up: etcd login, database, "
+                           "migrations, catalog seed (idempotent, safe to run at once)")
+    setup.add_argument("--region", required=True)
+    setup.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full")
+    jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
+    jobs.add_argument("action", choices=["counts", "failed", "replay"])
+    jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
+    jobs.add_argument("--region", help="one region (default: all)")
+    jobs.add_argument("--limit", type=int, default=100, help="how many failed jobs to list")
+    return p
+
+
+def topology_path(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    local = Path.cwd() / "topology.yaml"
+    return local if local.exists() else DEFAULT_TOPOLOGY
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        run_dir = args.run_dir.resolve() if args.run_dir is not None else None
+        topology = load_topology(topology_path(args.topology), run_dir)
+        if args.command == "up":
+            code = asyncio.run(_up(topology, args))
+        elif args.command == "down":
+            code = _down(topology, args.wipe, args.region)
+        elif args.command == "audit":
+            code = asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
+        elif args.command == "jobs":
+            code = asyncio.run(_jobs(topology, args))
+        elif args.command == "repair":
+            code = asyncio.run(_repair(topology, args))
+        elif args.command == "token":
+            code = _token(topology, args)
+        elif args.command == "topology":
+            code = asyncio.run(_topology(topology, args))
+        elif args.command == "run":
+            service.run(topology, args.name)
+            code = 1  # not reached: run replaces this process
+        elif args.command == "probe":
+            code = asyncio.run(service.probe_command(topology, args.name))
+        elif args.command == "setup":
+            code = service.setup(topology, args.region, CATALOG_SIZES[args.catalog])
+        elif args.command == "failover":
+            code = asyncio.run(_failover(topology, args))
+        else:
+            code = asyncio.run(_status(topology, args.json, args.region))
+    except (RouterError, BinaryNotFound, ClusterAlreadyRunning, ClusterSetupError,
+            PostgresSetupError, TimeoutError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+async def _repair(topology: Topology, args: argparse.Namespace) -> int:
+    """Operator repair: needs the stores' passwords (the run folder or env)."""
+    regions = [args.region] if args.region else list(topology.regions)
+    code = 0
+    for region in regions:
+        async with Connections(topology, region) as connections:
+            reconciler = Reconciler(connections, HomeRegion(connections), region)
+            try:
+                shows = await reconciler.region_shows()
+                if args.show is not None:
+                    shows = [s for s in shows if s == args.show]
+                report = await reconciler.repair(shows, dry_run=args.dry_run)
+            except RegionUnavailable as exc:
+                print(f"{region}: unreachable: {exc}", file=sys.stderr)
+                code = 2
+                continue
+        verb = "would repair" if args.dry_run else "repaired"
+        print(f"{region}: {report.shows_checked} shows checked, {verb} "
+              f"{report.divergent_seats} seats in {len(report.divergent)} shows")
+        for show, seats in sorted(report.divergent.items()):
+            print(f"  show {show}: " + ", ".join(f"{s}->{w}" for s, w in sorted(seats.items())))
+    return code
+
+
+async def _topology(topology: Topology, args: argparse.Namespace) -> int:
+    if args.action == "diff":
+        return await apply.diff_command(topology, args.file, args.json)
+    if args.action == "apply":
+        return await apply.apply_command(topology, args.file, args.dry_run, args.json)
+    return await moves.move_command(topology, args.theatre, args.target, dry_run=args.dry_run,
+                                    rollback=args.rollback, timeout_s=args.timeout,
+                                    pause_after=args.pause_after)
+
+
+async def _failover(topology: Topology, args: argparse.Namespace) -> int:
+    """Operator switchover through Patroni's REST API (needs `patroni_password`) or the
+    sentinels (needs `redis_password`). Writes to the region answer 503
+    region_unavailable (Retry-After) for the few seconds it takes."""
+    if args.region not in topology.regions:
+        print(f"error: unknown region {args.region!r} (known: {', '.join(topology.regions)})",
+              file=sys.stderr)
+        return 2
+    if args.store == "redis":
+        return await _redis_failover(topology, args)
+    region = topology.region(args.region)
+    try:
+        before = patroni_api.leader(await patroni_api.any_cluster_view(region))
+        answer = await patroni_api.switchover(region, topology.secrets, args.candidate)
+        after = patroni_api.leader(await patroni_api.any_cluster_view(region))
+    except patroni_api.PatroniError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.region}: {answer}")
+    print(f"{args.region}: leader {before['name'] if before else '-'} -> "
+          f"{after['name'] if after else '- (electing)'}")
+    return 0
+
+
+async def _redis_failover(topology: Topology, args: argparse.Namespace) -> int:
+    if args.candidate:
+        print("error: --to is for postgres; Sentinel promotes the master's replica in its "
+              "region", file=sys.stderr)
+        return 2
+    try:
+        old, new = await sentinel_api.switchover(topology, args.region)
+    except sentinel_api.SentinelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.region}: redis master {old} ({sentinel_api.server_name(topology, old)}) -> "
+          f"{new} ({sentinel_api.server_name(topology, new)})")
+    return 0
+
+
+def _token(topology: Topology, args: argparse.Namespace) -> int:
+    """Tokens only on stdout, one line per --user in order, so scripts can read them."""
+    tokens = [auth.mint(topology, user, args.ttl, tuple(args.roles)) for user in args.users]
+    print("\n".join(tokens))
+    return 0
+
+
+def _node_args(args: argparse.Namespace) -> list[str]:
+    return ["--hold-ttl", f"{args.hold_ttl}s"] if args.hold_ttl is not None else []
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    if args.sweep_interval is None:
+        return []
+    return ["--sweep-interval", f"{args.sweep_interval}s"]
+
+
+async def _up(topology: Topology, args: argparse.Namespace) -> int:
+    wan_delay_ms = None if args.wan_delay is None else int(round(args.wan_delay * 1000))
+    cluster = LocalCluster(topology, node_args=_node_args(args), worker_args=_worker_args(args),
+                           wan_delay_ms=wan_delay_ms,
+                           catalog=CATALOG_SIZES[args.catalog], regions=args.regions,
+                           progress=lambda line: print(line, flush=True))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(cluster.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()  # start() stops whatever it had started
+        await asyncio.gather(starting, return_exceptions=True)
+        print("interrupted during start-up; everything stopped")
+        return 130
+    stopping.cancel()
+    starting.result()
+    print_table(await probe_all(cluster.processes(), topology.secrets))
+    print(f"\nrun folder: {cluster.run_dir} (secrets in {cluster.run_dir / 'secrets'})\n"
+          "a user token: `bookcluster token --user alice`\n"
+          "stop with Ctrl-C or `bookcluster down`", flush=True)
+    reported: set[str] = set()
+    try:
+        while not stop.is_set():
+            for name in set(cluster.crashed()) - reported:
+                print(f"warning: {name} exited; see its log under {cluster.run_dir}/logs",
+                      flush=True)
+                reported.add(name)
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+    finally:
+        print("stopping...", flush=True)
+        cluster.stop()
+        print("stopped: no process left", flush=True)
+    return 0
+
+
+def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
+    run_dir = topology.settings.run_dir
+    state = read_state(run_dir)
+    runs = _launcher_regions(topology, state)
+    if state is not None and region is not None and runs != [region]:
+        print(f"error: the launcher of {run_dir} runs {', '.join(runs)}, not only {region}: "
+              "`bookcluster down` (without --region) stops it", file=sys.stderr)
+        return 2
+    if state is None:
+        print(f"nothing running from {run_dir}")
+    elif pid_alive(state["launcher_pid"]):
+        pid = state["launcher_pid"]
+        print(f"asking launcher pid {pid} to stop...", flush=True)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            print(f"launcher {pid} still running after 60s; killing its processes")
+        stopped = kill_recorded(run_dir)  # whatever it could not stop
+        print(f"stopped{f' ({stopped} left by the launcher)' if stopped else ''}")
+    else:
+        stopped = kill_recorded(run_dir)
+        print(f"launcher was gone; stopped {stopped} leftover processes")
+    if wipe:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"wiped {run_dir}")
+    return 0
+
+
+def _launcher_regions(topology: Topology, state: dict[str, Any] | None) -> list[str]:
+    """The regions the run folder's launcher runs (every one, for a state written before
+    `up --region` existed)."""
+    if state is None:
+        return []
+    return list(state.get("regions") or topology.regions)
+
+
+async def _status(topology: Topology, as_json: bool, region: str | None = None) -> int:
+    state = read_state(topology.settings.run_dir)
+    if state is None:
+        print(json.dumps({"running": False, "processes": []}) if as_json
+              else f"nothing running from {topology.settings.run_dir}")
+        return 1
+    processes = [p for p in state["processes"] if region is None or p["region"] == region]
+    rows = await probe_all(processes, topology.secrets)
+    for row in rows:
+        row["alive"] = pid_alive(row["pid"])
+        row["healthy"] = bool(row.get("healthy")) and row["alive"]
+    if as_json:
+        keep = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
+                "source", "lag_bytes", "link", "epoch", "error", "api", "member", "pg_role",
+                "leader", "timeline", "redis_role", "master", "repl_offset",
+                "sentinel_masters")
+        print(json.dumps({"running": pid_alive(state["launcher_pid"]),
+                          "launcher_pid": state["launcher_pid"],
+                          "regions": _launcher_regions(topology, state),
+                          "redis_masters": redis_masters(topology, rows),
+                          "processes": [{k: r.get(k) for k in keep} for r in rows]}, indent=2))
+    else:
+        print_table(rows)
+        masters = redis_masters(topology, rows)
+        if masters:
+            print("\nRedis masters as Sentinel sees them: " + ", ".join(
+                f"{region} {m['address']} ({m['server']}"
+                + (f", {m['flags']})" if m["flags"] != "master" else ")")
+                for region, m in masters.items()))
+    return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def redis_masters(topology: Topology, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per region, where the first healthy sentinel sees its master (and which server that
+    is, and Sentinel's flags for it: `master`, or e.g. `master,s_down,o_down`)."""
+    for row in rows:
+        if row["role"] == "redis-sentinel" and row.get("sentinel_masters"):
+            return {region: {**seen, "server": sentinel_api.server_name(
+                        topology, _endpoint(seen["address"]))}
+                    for region, seen in sorted(row["sentinel_masters"].items())}
+    return {}
+
+
+def _endpoint(address: str) -> Endpoint:
+    host, _, port = address.rpartition(":")
+    return Endpoint(host, int(port))
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """One line per process; PostgreSQL members add what Patroni says: role, leader,
+    timeline (their lag is behind the leader); Redis servers their role now (and the
+    master a replica follows; their lag is behind it); nodes and workers their
+    topology epoch."""
+    header = (f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} "
+              f"{'EPOCH':>5}  {'LAG':<10} NOW")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        lag = f"{r['lag_bytes']} B" if r.get("lag_bytes") is not None else ""
+        health = "ok" if r.get("healthy") else "DOWN"
+        epoch = r.get("epoch") or ""  # nodes and workers: the topology epoch they route by
+        detail = _patroni_detail(r) or _redis_detail(r)
+        print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
+              f"{health:<8} {epoch:>5}  {lag:<10} {detail}".rstrip())
+
+
+def _redis_detail(row: dict[str, Any]) -> str:
+    if row.get("redis_role") == "master":
+        return "master"
+    if row.get("redis_role") == "replica":
+        return f"replica of {row.get('master')}, link {row.get('link')}"
+    return ""
+
+
+def _patroni_detail(row: dict[str, Any]) -> str:
+    if row["role"] != "pg-member" or not row.get("pg_role"):
+        return ""
+    detail = f"{row['pg_role']}, timeline {row.get('timeline')}"
+    if row.get("leader") and row["pg_role"] != "leader":
+        detail += f", leader {row['leader']}"
+    elif not row.get("leader"):
+        detail += ", no leader"
+    return detail
+
+
+async def _jobs(topology: Topology, args: argparse.Namespace) -> int:
+    regions = [args.region] if args.region else list(topology.regions)
+    code = 0
+    for region in regions:
+        queue = jobqueue.open_queue(topology, region)
+        try:
+            if args.action == "counts":
+                print(f"{region}: {json.dumps(await jobqueue.counts(queue))}")
+            elif args.action == "failed":
+                dead = await jobqueue.dead_letters(queue, args.limit)
+                print(f"{region}: {len(dead)} dead-lettered job(s)")
+                for job in dead:
+                    print(f"  {job['id']:<24} {job['kind']:<14} attempts={job['attempts']} "
+                          f"reason={job['reason']!r} data={json.dumps(job['data'])}")
+            else:
+                moved = await jobqueue.replay(queue, args.job_ids or None)
+                print(f"{region}: replayed {moved} job(s)")
+        except (OSError, ConnectionError) as exc:
+            print(f"{region}: queue unreachable: {exc}", file=sys.stderr)
+            code = 2
+        finally:
+            await queue.close()
+    return code

@@ -1,0 +1,1 @@
+"""PostgreSQL schema: versioned migrations (tables, data) and the SQL functions."""

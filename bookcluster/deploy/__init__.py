@@ -1,0 +1,1 @@
+"""Containers and hosts: one process of the topology as a service, and its health check."""

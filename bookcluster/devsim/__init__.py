@@ -1,0 +1,1 @@
+"""Simulators for development and tests: the payment gateway and the WAN proxy."""

@@ -1,0 +1,194 @@
+"""Child processes of the launcher: start, record, stop — and never leave one behind.
+
+Every child runs in its own session (its own process group), so a terminal's
+Ctrl-C reaches only the launcher, which then stops children in reverse start
+order. Each child also gets PR_SET_PDEATHSIG=SIGKILL: if the launcher itself
+is killed, the kernel kills the children too. The state file lets
+`bookcluster down` and `status` find the processes from another shell.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bookcluster.local.faults import process_tree
+from bookcluster.ops.runstate import STATE_FILE, read_state
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str  # e.g. "north.redis.replica.south"
+    region: str
+    role: str  # redis-master | redis-replica | etcd | pg-member | node | ...
+    host: str
+    port: int
+    argv: tuple[str, ...]
+    log_path: Path
+    address: str  # URL or DSN a client uses
+    user: str | None = None  # run as this user (PostgreSQL refuses root)
+    source: str | None = None  # for replicas: the region whose master it copies
+    stop_signal: int = signal.SIGTERM
+    env: dict[str, str] = field(default_factory=dict)
+    api: str | None = None  # PostgreSQL members: the URL of their Patroni REST API
+    # The child's file-creation mask; Redis writes its rewritten config files (which
+    # hold its password) with 0644 & ~umask.
+    umask: int | None = None
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec (after the uid switch, which would clear it)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Supervisor:
+    """Owns the launcher's children. `stop()` is idempotent and safe after crashes."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.children: list[Child] = []
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE_FILE
+
+    def start(self, spec: ProcessSpec) -> Child:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env}
+        with open(spec.log_path, "ab") as logfile:
+            popen = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=spec.user,
+                preexec_fn=_die_with_parent,
+                umask=-1 if spec.umask is None else spec.umask,
+                env=env,
+            )
+        child = Child(spec, popen)
+        self.children.append(child)
+        self.write_state()
+        log.debug("started %s pid=%d", spec.name, popen.pid)
+        return child
+
+    def crashed(self) -> list[Child]:
+        return [c for c in self.children if c.popen.poll() is not None]
+
+    def write_state(self) -> None:
+        state = {**self.meta, "launcher_pid": os.getpid(),
+                 "processes": [_record(c) for c in self.children]}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_path)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop children in reverse start order: SIGTERM/SIGINT, wait, then SIGKILL the group."""
+        for child in reversed(self.children):
+            _stop(child, timeout_s)
+        self.children.clear()
+        self.state_path.unlink(missing_ok=True)
+
+    def stop_child(self, child: Child, timeout_s: float = 15.0) -> None:
+        _stop(child, timeout_s)
+        self.children.remove(child)
+        self.write_state()
+
+
+def _stop(child: Child, timeout_s: float) -> None:
+    if child.popen.poll() is None:
+        tree = process_tree(child.pid)
+        _signal_group(child.pid, child.spec.stop_signal)
+        _wait(child, timeout_s)
+        for pid in tree:  # stragglers: PostgreSQL backends live in their own groups
+            _kill(pid)
+    _signal_group(child.pid, signal.SIGKILL)
+    child.popen.wait()
+
+
+def _record(child: Child) -> dict[str, Any]:
+    spec = asdict(child.spec)
+    spec.pop("argv")
+    spec.pop("env")
+    spec["log_path"] = str(child.spec.log_path)
+    return {**spec, "pid": child.pid}
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(child: Child, timeout_s: float) -> None:
+    try:
+        child.popen.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop within %.0fs; killing it", child.spec.name, timeout_s)
+
+
+def kill_recorded(run_dir: Path, timeout_s: float = 15.0) -> int:
+    """Stop processes a dead launcher left in its state file. Returns how many were alive."""
+    state = read_state(run_dir)
+    if state is None:
+        return 0
+    alive = [p for p in reversed(state["processes"]) if pid_alive(p["pid"])]
+    trees = [pid for p in alive for pid in process_tree(p["pid"])]
+    for proc in alive:
+        _signal_group(proc["pid"], proc.get("stop_signal", signal.SIGTERM))
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p["pid"]) for p in alive) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in trees:
+        _kill(pid)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    return len(alive)

@@ -1,0 +1,1 @@
+"""The stateless app node: the aiohttp process serving the HTTP API, seat maps and pages."""

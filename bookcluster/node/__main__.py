@@ -1,0 +1,3 @@
+from bookcluster.node.main import main
+
+main()

@@ -1,0 +1,372 @@
+"""The API's contract: the OpenAPI 3.1 document every node serves at `/openapi.json`.
+
+Built in Python, not kept as YAML, so what must agree with the code comes from
+the code (id patterns, the seat cap, region names: `schemas.py`). It cannot
+drift: `tests/integration/node/test_openapi.py` fails when the router and this table
+disagree on a route, or an operation's `security` on its handler's `access`,
+and fuzzes a live node against the document (schemathesis).
+
+Security: `[]` for routes anyone may call (public reads, health, the webhook,
+which its HMAC signature authenticates); `bearerAuth` for user routes;
+`bearerAuth: [operator]` (an OpenAPI 3.1 role) for operator routes.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from typing import Any
+
+from bookcluster.booking import ids
+from bookcluster.booking.signing import SIGNATURE_HEADER
+from bookcluster.node.schemas import IDEMPOTENCY_KEY, USER_ID, Schema, components, pattern, ref
+from bookcluster.topology.model import Topology
+
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "none": [], "public": [], "user": [{"bearerAuth": []}],
+    "operator": [{"bearerAuth": ["operator"]}],
+}
+WHY = {
+    400: "Malformed id, header or signature", 401: "No valid bearer token (or webhook signature)",
+    402: "The payment is not captured for this booking and amount", 403: "Not allowed",
+    404: "No such theatre, show, booking or ticket", 409: "Refused by the booking rules",
+    421: "MOVED: the theatre is not this region's to write at the node's topology epoch, "
+         "and the node found no newer epoch to route by; nothing changed (`region`, `epoch`)",
+    # 413: body over the node's size limit (`http_error` until the body-limit work lands).
+    413: "Body too large", 422: "Invalid input", 429: "Rate limited; retry after `Retry-After` s",
+    503: "The home region (or payment gateway) cannot answer now, or (`overloaded`) the "
+         "home node's write queue is full. `outcome` says whether anything changed: "
+         "`not_applied`, or `unknown` (retry with the same Idempotency-Key to learn it; a "
+         "hold that may exist lapses by `lapses_by`)",
+}
+HEADERS = {  # by error code: a webhook's 401 (`bad_signature`) has no bearer challenge
+    "unauthorized": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    "rate_limited": {"Retry-After": {"required": True, "description": "seconds",
+                                     "schema": {"type": "integer", "minimum": 1}}},
+    "region_unavailable": {"Retry-After": {"required": False, "description": "seconds",
+                                           "schema": {"type": "integer", "minimum": 1}}},
+    # Not required: a forwarded answer carries the body only.
+    "transaction_aborted": {"Retry-After": {"required": False, "description": "seconds",
+                                            "schema": {"type": "integer", "minimum": 1}}},
+    "overloaded": {"Retry-After": {"required": False, "description": "seconds",
+                                   "schema": {"type": "integer", "minimum": 1}}},
+    "theatre_moving": {"Retry-After": {"required": False, "description": "seconds",
+                                       "schema": {"type": "integer", "minimum": 1}}},
+    "moved": {"Retry-After": {"required": False, "description": "seconds",
+                              "schema": {"type": "integer", "minimum": 1}}},
+}
+RATE = ("rate_limited",)
+REGION_DOWN = ("region_unavailable",)
+# Routes that use the home primary: it may also abort a transaction rather than wait.
+PRIMARY_DOWN = (*REGION_DOWN, "transaction_aborted")
+# Writes run once the home node admits them (`admission.py`); a full queue sheds. A move
+# freezes a theatre's writes for a moment (`theatre_moving`).
+WRITE_DOWN = (*PRIMARY_DOWN, "overloaded", "theatre_moving")
+MOVED = ("moved",)
+BODY_TOO_LARGE = ("body_too_large", "http_error")
+STATIC_TYPES = ("text/javascript", "text/css", "text/html", "image/svg+xml")
+
+
+def json_content(schema: Schema) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def error(status: int, codes: tuple[str, ...]) -> dict[str, Any]:
+    schema = {"allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
+    out: dict[str, Any] = {"description": WHY[status], "content": json_content(schema)}
+    headers = {k: v for code in codes for k, v in HEADERS.get(code, {}).items()}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def ok(description: str, schema: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = json_content(ref(schema))
+    return out
+
+
+def html(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def path_param(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description}
+
+
+def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def header(name: str, schema: Schema, description: str, *,
+           required: bool = True) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "schema": schema,
+            "description": description}
+
+
+SHOW = path_param("show_id", pattern(ids.SHOW_ID), "a show id")
+THEATRE = path_param("theatre_id", pattern(ids.THEATRE_ID), "a theatre id")
+BOOKING = path_param("booking_id", pattern(ids.BOOKING_ID),
+                     "a booking id: `b<show id>-<16 hex>`, so any node finds its home region")
+
+
+def operation(op_id: str, tag: str, access: str, summary: str, *,
+              responses: dict[int, dict[str, Any]], errors: dict[int, tuple[str, ...]],
+              params: tuple[dict[str, Any], ...] = (), body: str | None = None,
+              body_required: bool = True,
+              description: str | None = None) -> dict[str, Any]:
+    """One operation. Token routes always may answer 401, operator routes 403, and
+    public and token routes 429 (the read limits; an address sending bad tokens), so
+    those are added here."""
+    errors = dict(errors)
+    if access in ("user", "operator"):
+        errors.setdefault(401, ("unauthorized",))
+        errors.setdefault(429, RATE)
+    if access == "operator":
+        errors.setdefault(403, ("forbidden",))
+        description = (description or "") + " Needs a token with the `operator` role."
+    if access == "public":
+        errors.setdefault(429, RATE)
+    out: dict[str, Any] = {
+        "operationId": op_id, "tags": [tag], "summary": summary,
+        "security": SECURITY[access],
+        "responses": {str(s): r for s, r in sorted(
+            {**responses, **{s: error(s, c) for s, c in errors.items()}}.items())},
+    }
+    if description:
+        out["description"] = description.strip()
+    if params:
+        out["parameters"] = list(params)
+    if body is not None:
+        out["requestBody"] = {"required": body_required, "content": json_content(ref(body))}
+    return out
+
+
+def paths() -> dict[str, dict[str, Any]]:
+    return {
+        "/healthz": {"get": operation(
+            "healthz", "ops", "none", "Liveness: 200 while the process serves",
+            responses={200: ok("Serving", "Health")}, errors={})},
+        "/readyz": {"get": operation(
+            "readyz", "ops", "none",
+            "Readiness: this region's Redis master and PostgreSQL, and the node's "
+            "subscription to each region's seat changes",
+            responses={200: ok("Ready", "Readiness"),
+                       503: {"description": "Not ready; `checks` says which check failed",
+                             "content": json_content(ref("Readiness"))}}, errors={})},
+        "/metrics": {"get": operation(
+            "metrics", "ops", "none", "Prometheus metrics (text format 0.0.4)",
+            responses={200: {"description": "Metrics",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            errors={})},
+        "/openapi.json": {"get": operation(
+            "openapi", "ops", "public", "This document",
+            responses={200: {"description": "OpenAPI 3.1",
+                             "content": json_content({"type": "object"})}}, errors={})},
+        "/theatres": {"get": operation(
+            "listTheatres", "catalog", "public", "Theatres, optionally of a city or region",
+            params=(query("city", {"type": "string"}, "case-insensitive city name"),
+                    query("region", {"type": "string"}, "home region")),
+            responses={200: ok("Theatres", "TheatreList")}, errors={})},
+        "/theatres/{theatre_id}/shows": {"get": operation(
+            "theatreShows", "catalog", "public", "A theatre and its shows, with seats left",
+            params=(THEATRE,), responses={200: ok("The theatre's shows", "TheatreShows")},
+            errors={400: ("malformed_id",), 404: ("not_found",)})},
+        "/shows/{show_id}": {"get": operation(
+            "showDetail", "catalog", "public", "A show with its movie, screen and theatre",
+            params=(SHOW,), responses={200: ok("The show", "ShowDetail")},
+            errors={400: ("malformed_id",), 404: ("not_found",)})},
+        "/shows/{show_id}/seats": {"get": operation(
+            "showSeats", "catalog", "public", "The seat map",
+            description="From the node's cache (`version`, `as_of` say how fresh), or the "
+                        "home master with `consistent=true`.",
+            params=(SHOW, query("consistent", {"enum": ["true", "false", "1", "0"]},
+                                "read the home master (case-insensitive)")),
+            responses={200: ok("The seat map", "SeatMap")},
+            errors={400: ("malformed_id",), 404: ("not_found",), 422: ("invalid_input",),
+                    503: REGION_DOWN})},
+        "/shows/{show_id}/live": {"get": operation(
+            "showLive", "catalog", "public", "WebSocket of seat changes",
+            description="A `snapshot` (the seat map), then one `delta` per change with "
+                        "consecutive versions; send `{\"type\": \"resync\"}` for a new "
+                        "snapshot.",
+            params=(SHOW,), responses={101: ok("Switching to the WebSocket protocol")},
+            errors={400: ("malformed_id", "http_error"), 404: ("not_found",)})},
+        "/booking/seats/{show_id}/lock": {"post": operation(
+            "hold", "booking", "user", "Hold seats (all or none) for the token's user",
+            description="Runs in the show's home region (another region's node forwards it). "
+                        "With an `Idempotency-Key`, a retry returns the hold the first "
+                        "attempt made (as it is now, header `Idempotent-Replayed: true`) "
+                        "and never makes a second one.",
+            params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                                 "the client's key for this hold", required=False)),
+            body="HoldRequest", responses={201: ok("Held", "Hold")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("seats_unavailable", "hold_limit_reached"), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
+                    421: MOVED, 503: WRITE_DOWN})},
+        "/booking/booking/{booking_id}/pay": {"post": operation(
+            "pay", "booking", "user", "A payment intent at the gateway for the held amount",
+            description="Asking again returns the same intent while it can still be paid. "
+                        "With `return_url` (a web page's) a new intent is a hosted checkout: "
+                        "the customer pays or declines at `checkout_url`, and the gateway "
+                        "sends them back to `return_url` (`{PAYMENT_ID}` in it replaced).",
+            params=(BOOKING,), body="PayRequest", body_required=False,
+            responses={201: ok("The intent", "PaymentIntent")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("booking_not_pending",), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input",), 429: RATE,
+                    421: MOVED, 503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
+        "/booking/booking/{booking_id}/confirm": {"post": operation(
+            "confirm", "booking", "user", "Sell a held booking paid by a captured payment",
+            description="Idempotent per `Idempotency-Key`: a retry gets the first answer "
+                        "byte for byte; business refusals (409) are stored too.",
+            params=(BOOKING, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                                    "the client's key for this confirm")),
+            body="ConfirmRequest", responses={200: ok("Confirmed", "Booking")},
+            errors={400: ("malformed_id", "missing_header"), 402: ("payment_required",),
+                    404: ("not_found",),
+                    409: ("seats_taken", "hold_expired", "booking_not_pending",
+                          "payment_already_used"),
+                    413: BODY_TOO_LARGE, 422: ("invalid_input", "idempotency_key_reused"),
+                    429: RATE, 421: MOVED, 503: WRITE_DOWN + ("payment_gateway_unavailable",)})},
+        "/booking/booking/{booking_id}/cancel": {"post": operation(
+            "cancel", "booking", "user", "Cancel a held booking (idempotent); frees its seats",
+            params=(BOOKING,), responses={200: ok("Cancelled", "BookingWithPayments")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("booking_not_pending",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
+        "/booking/booking/{booking_id}/extend": {"post": operation(
+            "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
+            params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("booking_not_pending", "hold_expired"), 429: RATE,
+                    421: MOVED, 503: WRITE_DOWN})},
+        "/booking/booking/{booking_id}": {"get": operation(
+            "getBooking", "booking", "user", "The caller's booking, with its payments",
+            description="Another user's booking is 404: its existence is not revealed.",
+            params=(BOOKING,), responses={200: ok("The booking", "BookingWithPayments")},
+            errors={400: ("malformed_id",), 404: ("not_found",), 503: PRIMARY_DOWN})},
+        "/booking/booking/{booking_id}/ticket": {"get": operation(
+            "getTicket", "booking", "user", "The ticket PNG once the region's worker made it",
+            params=(BOOKING,),
+            responses={200: {"description": "The ticket (QR code with a signed reference)",
+                             "content": {"image/png": {"schema": {}}}}},
+            errors={400: ("malformed_id",), 404: ("not_found", "ticket_not_ready"),
+                    409: ("booking_not_pending",), 503: PRIMARY_DOWN})},
+        "/users/{user_id}/bookings": {"get": operation(
+            "userBookings", "booking", "user", "A user's bookings; only that user may ask",
+            params=(path_param("user_id", USER_ID, "must be the token's user"),),
+            responses={200: ok("Newest first, from every region", "UserBookings")},
+            errors={403: ("forbidden",)})},
+        "/me/bookings": {"get": operation(
+            "myBookings", "booking", "user", "The caller's bookings in every region",
+            description="`unavailable_regions` names regions that did not answer.",
+            responses={200: ok("Newest first, from every region", "UserBookings")},
+            errors={})},
+        "/payments/webhook": {"post": operation(
+            "paymentWebhook", "payments", "none", "The gateway's signed payment event",
+            description=f"Authenticated by `{SIGNATURE_HEADER}: t=<unix>,v1=<hex>`, "
+                        "HMAC-SHA256(secret, \"<t>.\" + body), within the replay window. "
+                        "Stored once by `event_id`; the home region's worker runs the saga. "
+                        "An event naming no booking of a known show is stored in this node's "
+                        "region, whose worker refunds a capture.",
+            params=(header(SIGNATURE_HEADER, {"type": "string"}, "t=<unix>,v1=<hex HMAC>"),),
+            body="PaymentEvent",
+            responses={200: ok("Stored (or a duplicate)", "PaymentEventReceived")},
+            errors={400: ("missing_signature", "malformed_signature", "stale_webhook",
+                          "malformed_id"),
+                    401: ("bad_signature",), 404: ("not_found",), 421: MOVED,
+                    413: BODY_TOO_LARGE, 422: ("invalid_input",), 429: RATE,
+                    503: PRIMARY_DOWN + ("theatre_moving",)})},
+        "/ops/jobs": {"get": operation(
+            "jobCounts", "ops", "operator", "Job queue depth per region and state",
+            responses={200: ok("Counts", "JobCounts")}, errors={})},
+        "/ops/jobs/replay": {"post": operation(
+            "replayJobs", "ops", "operator", "Put a region's dead-lettered jobs back in its queue",
+            description="All of them, or only `job_ids`.", body="ReplayRequest",
+            responses={200: ok("How many went back", "Replayed")},
+            errors={413: BODY_TOO_LARGE, 422: ("invalid_input",)})},
+        "/ops/seat-cache": {"get": operation(
+            "seatCache", "ops", "operator", "What this node's seat cache holds",
+            description="Per cached show its mirror generation, version and a digest of its "
+                        "seat statuses (`bookcluster audit` compares them with PostgreSQL); "
+                        "with `show`, that show only, with `seats`: every seat that is not "
+                        "AVAILABLE now, and its status.",
+            params=(query("show", pattern(ids.SHOW_ID), "one show, with its statuses"),),
+            responses={200: ok("The cached shows", "SeatCache")},
+            errors={400: ("malformed_id",)})},
+        "/ops/overview": {"get": operation(
+            "clusterOverview", "ops", "operator", "The whole cluster's health, probed now",
+            description="Every region's Redis master and replicas (role, link, lag in bytes "
+                        "behind the source master), PostgreSQL primary and standby (role, "
+                        "standby lag in bytes), nodes (`/readyz`), worker (queue depth, "
+                        "outbox backlog, mirror generation), the topology epoch and the last "
+                        "audit; each probe within about a second, so a stopped server shows "
+                        "as down (`up: false`, `error`). `moves`: the latest theatre moves "
+                        "(`bookcluster topology move`) with their step, freeze and size; "
+                        "failovers are not recorded yet (`available: false`).",
+            responses={200: ok("The overview", "ClusterOverview")}, errors={})},
+        "/ops/topology": {"post": operation(
+            "adoptTopology", "ops", "operator", "Route by another topology epoch, now",
+            description="The epoch as applied to this region's PostgreSQL by `bookcluster "
+                        "topology apply` or `topology move` (an older one when an apply "
+                        "rolls back). Routing changes live (the theatre map, regions and "
+                        "their nodes); a change of a kept region's stores needs a restart "
+                        "(409 `topology_refused`, nothing changed).",
+            body="TopologyEpoch", responses={200: ok("Now routing by it", "AdoptedTopology")},
+            errors={409: ("topology_refused",), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input",), 503: ("region_unavailable",)})},
+        "/": {"get": operation(
+            "bookingPage", "web", "public", "The booking web page (HTML)",
+            responses={200: html("The page")}, errors={})},
+        "/ops": {"get": operation(
+            "operatorPage", "web", "public", "The operator web page (HTML)",
+            description="The page is public; the data it shows needs an operator token.",
+            responses={200: html("The page")}, errors={})},
+        "/static/{name}": {"get": operation(
+            "staticFile", "web", "public", "A file of the web pages (JavaScript, CSS)",
+            params=(path_param("name", {"type": "string"}, "a file name, e.g. `book.js`"),),
+            responses={200: {"description": "The file", "content": {
+                t: {"schema": {"type": "string"}} for t in STATIC_TYPES}}},
+            errors={404: ("not_found",)})},
+        "/auth/dev-sign-in": {"post": operation(
+            "devSignIn", "web", "public", "Development sign-in: a token for any user name",
+            description="Only on nodes of the local cluster bound to loopback (`bookcluster "
+                        "up` starts them with --dev-sign-in); 404 otherwise. Anyone who can "
+                        "reach such a node gets any "
+                        "user's token, the operator role included: never on a real "
+                        "deployment, whose users sign in at its identity provider.",
+            body="DevSignIn", responses={200: ok("A token", "DevToken")},
+            errors={404: ("not_found",), 413: BODY_TOO_LARGE, 422: ("invalid_input",)})},
+    }
+
+
+def document(topology: Topology) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "bookcluster", "version": metadata.version("bookcluster"),
+            "description": "Region-sharded movie-ticket booking: no seat is ever sold twice. "
+                           "Every node answers every route. Errors are JSON "
+                           "`{\"error\": code, \"message\": ..., ...details}`.",
+        },
+        "tags": [{"name": "catalog"}, {"name": "booking"}, {"name": "payments"},
+                 {"name": "ops"}, {"name": "web"}],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "A JWT whose `sub` is the user id; `roles` may hold "
+                               "`operator`. `exp` is required."}},
+            "schemas": components(topology),
+        },
+    }
+
+
+def document_bytes(topology: Topology) -> bytes:
+    """The document as served: rendered once per node, at start-up."""
+    return json.dumps(document(topology), indent=1).encode()

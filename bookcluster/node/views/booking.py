@@ -1,0 +1,131 @@
+"""Booking routes: hold, pay, confirm, cancel, extend, and the caller's bookings.
+
+Every route acts for the bearer of a verified token (`access.py`); writes run
+in the show's home region, where ownership is checked in the same statement or
+transaction that reads the booking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bookcluster.booking import ids
+from bookcluster.booking.confirm import ConfirmService
+from bookcluster.booking.holds import validate_hold_request
+from bookcluster.booking.pay import PaymentService, return_url_of
+from bookcluster.errors import BookingNotPending, Forbidden, InvalidInput, NotFound, TicketNotReady
+from bookcluster.node import access
+from bookcluster.node.auth import Identity
+from bookcluster.node.body import json_body
+from bookcluster.node.forward import REPLAYED_HEADER
+from bookcluster.node.typedefs import bookings_key, catalog_key, refusal_key, settings_key
+
+confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
+pay_key: web.AppKey[PaymentService] = web.AppKey("pay")
+
+
+async def _show_region(request: web.Request) -> str:
+    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    return show.region
+
+
+async def _booking_region(request: web.Request) -> str:
+    return (await request.app[bookings_key].show_of_booking(
+        request.match_info["booking_id"])).region
+
+
+@contextlib.asynccontextmanager
+async def _hold_turn(request: web.Request, caller: Identity) -> AsyncIterator[None]:
+    """A hold waits for this node's hold of the same seats, and is refused (409) if the
+    home master then, or when the seat cache suggests it, shows them taken
+    (`refusals.py`). Keyed holds and bodies the hold refuses as invalid go on at once."""
+    seat_ids = None
+    if "Idempotency-Key" not in request.headers:
+        cap = request.app[settings_key].topology.settings.max_seats_per_booking
+        with contextlib.suppress(InvalidInput):
+            seat_ids = validate_hold_request(await json_body(request), cap, caller.user)
+    if seat_ids is None:
+        yield
+        return
+    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    async with request.app[refusal_key].turn(show, seat_ids, access.client_address(request)):
+        yield
+
+
+@access.home_write(_show_region, redis_bound=True, lease=True, turn=_hold_turn)
+async def hold(request: web.Request, caller: Identity) -> web.Response:
+    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
+    result, replayed = await request.app[bookings_key].hold(
+        show, await json_body(request), caller.user, request.headers.get("Idempotency-Key"),
+        access.client_address(request))
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    return web.json_response(result, status=201, headers=headers)
+
+
+def _require_payments(request: web.Request) -> None:
+    if pay_key not in request.app:
+        raise NotFound("payments are not configured in this topology")
+
+
+@access.home_write(_booking_region)
+async def pay(request: web.Request, caller: Identity) -> web.Response:
+    _require_payments(request)
+    return_url = return_url_of(await json_body(request), request.app[settings_key].topology)
+    return web.json_response(await request.app[pay_key].pay(
+        request.match_info["booking_id"], caller.user, return_url), status=201)
+
+
+@access.home_write(_booking_region)
+async def confirm(request: web.Request, caller: Identity) -> web.Response:
+    _require_payments(request)
+    stored = await request.app[confirm_key].confirm(
+        request.match_info["booking_id"], caller.user, request.headers.get("Idempotency-Key"),
+        await json_body(request))
+    # The stored text, byte for byte: a retry sees exactly the first answer.
+    return web.Response(text=stored.body, status=stored.status, content_type="application/json")
+
+
+@access.home_write(_booking_region)
+async def cancel(request: web.Request, caller: Identity) -> web.Response:
+    return web.json_response(await request.app[bookings_key].cancel(
+        request.match_info["booking_id"], caller.user))
+
+
+@access.home_write(_booking_region)
+async def extend(request: web.Request, caller: Identity) -> web.Response:
+    return web.json_response(await request.app[bookings_key].extend(
+        request.match_info["booking_id"], caller.user))
+
+
+@access.user
+async def get_booking(request: web.Request, caller: Identity) -> web.Response:
+    return web.json_response(await request.app[bookings_key].get(
+        request.match_info["booking_id"], caller.user))
+
+
+@access.user
+async def user_bookings(request: web.Request, caller: Identity) -> web.Response:
+    if request.match_info["user_id"] != caller.user:
+        raise Forbidden("a user's bookings are listed only for that user (see /me/bookings)")
+    return web.json_response(await request.app[bookings_key].list_for_user(caller.user))
+
+
+@access.user
+async def my_bookings(request: web.Request, caller: Identity) -> web.Response:
+    return web.json_response(await request.app[bookings_key].list_for_user(caller.user))
+
+
+@access.user
+async def ticket(request: web.Request, caller: Identity) -> web.StreamResponse:
+    """The ticket PNG once the region's worker has made it."""
+    booking_id = request.match_info["booking_id"]
+    booking = await request.app[bookings_key].get(booking_id, caller.user)
+    if booking["status"] != "CONFIRMED":
+        raise BookingNotPending(booking_id, booking["status"])
+    image = await request.app[bookings_key].ticket_png(booking_id)
+    if image is None:
+        raise TicketNotReady("the ticket is not ready yet; retry in a moment")
+    return web.Response(body=image, content_type="image/png")

@@ -1,0 +1,65 @@
+"""The web pages: the booking page at `/`, the operator page at `/ops`, and their
+static files (`bookcluster/node/web/`: plain HTML, CSS and JavaScript modules, no build
+step). The pages call the node that served them; it forwards writes to the show's
+home region, so the browser needs no other origin (no CORS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from bookcluster.errors import NotFound
+from bookcluster.node import access
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+                 ".svg": "image/svg+xml"}
+# Only this origin's scripts, styles and connections (its own WebSocket included);
+# tickets are shown from blob: URLs. No inline script, so injected markup cannot run.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+           "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
+@dataclass(frozen=True)
+class WebFile:
+    body: bytes
+    content_type: str
+
+
+def load_files(folder: Path = WEB_DIR) -> dict[str, WebFile]:
+    """Every servable file of `folder` by name, read once at start-up (a request never
+    names a path: only these names exist, so nothing outside the folder is reachable)."""
+    return {path.name: WebFile(path.read_bytes(), CONTENT_TYPES[path.suffix])
+            for path in sorted(folder.iterdir()) if path.suffix in CONTENT_TYPES}
+
+
+files_key: web.AppKey[dict[str, WebFile]] = web.AppKey("web_files")
+
+
+def _serve(request: web.Request, name: str) -> web.Response:
+    found = request.app[files_key].get(name)
+    if found is None:
+        raise NotFound(f"no file {name!r}", id=name)
+    return web.Response(body=found.body, content_type=found.content_type,
+                        charset="utf-8", headers=HEADERS)
+
+
+@access.public
+async def booking_page(request: web.Request) -> web.Response:
+    return _serve(request, "index.html")
+
+
+@access.public
+async def operator_page(request: web.Request) -> web.Response:
+    """The page is public; the data it shows needs an operator token (`/ops/overview`)."""
+    return _serve(request, "ops.html")
+
+
+@access.public
+async def static_file(request: web.Request) -> web.Response:
+    return _serve(request, request.match_info["name"])

@@ -1,0 +1,86 @@
+"""Put every show's seats back to their seeded state and drop all bookings.
+
+For tests and demos. Each touched show gets a new version and a RESET message
+on its master's channel, so node caches drop what they held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import asyncpg
+
+from bookcluster.seats import keys
+from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary, make_master
+from bookcluster.stores.jobqueue import open_queue
+from bookcluster.topology.model import Topology
+
+# TRUNCATE locks its tables in list order; this is the order in which the
+# running services lock them (jobs: ticket/notification/payment_event before
+# booking; sweeper and confirm: booking before the rest), so it cannot deadlock.
+BOOKING_TABLES = ("payment_event, ticket, notification, booking, booking_seat, payment, "
+                  "outbox, idempotency, mirror_change")
+ATTEMPTS = 3
+
+
+async def reset_region(topology: Topology, region: str) -> None:
+    for attempt in range(ATTEMPTS):
+        try:
+            await _reset_postgres(topology, region)
+            break
+        except asyncpg.DeadlockDetectedError:  # a lock order we did not foresee: go again
+            if attempt == ATTEMPTS - 1:
+                raise
+    await _reset_redis(topology, region)
+
+
+async def _reset_postgres(topology: Topology, region: str) -> None:
+    # No lock timeout: TRUNCATE waits for the nodes' transactions to end.
+    conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
+                                 server_settings=PG_TOOL_SESSION)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"TRUNCATE {BOOKING_TABLES}")
+            await conn.execute(
+                "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
+                "hold_expires_at = NULL, booked_booking_id = NULL, updated_at = now() "
+                "WHERE status IN ('LOCKED', 'BOOKED') OR hold_booking_id IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+async def _reset_redis(topology: Topology, region: str) -> None:
+    redis = make_master(topology, region, near=region, timeout_s=10.0)
+    try:
+        shows = set()
+        for pattern in ("{show:*}:holds", "{show:*}:booked"):
+            async for key in redis.scan_iter(match=pattern, count=1000):
+                shows.add(int(key.split("}")[0].removeprefix("{show:")))
+        for show in sorted(shows):
+            await redis.delete(keys.show_holds(show), keys.show_booked(show))
+            version = await redis.incr(keys.show_version(show))
+            await redis.publish(keys.SEAT_CHANGES_CHANNEL, json.dumps(
+                {"show": show, "version": version, "status": "RESET", "seats": [],
+                 "ts": int(time.time() * 1000)}))
+    finally:
+        await redis.aclose()
+    queue = open_queue(topology, region)
+    try:
+        # Let jobs in flight finish, then drop every job. Not `obliterate`: it
+        # pauses the queue and can swallow a worker's wake-up marker.
+        for _ in range(50):
+            if not (await queue.getJobCounts("active")).get("active"):
+                break
+            await asyncio.sleep(0.1)
+        await queue.drain(delayed=True)
+        for state in ("completed", "failed"):
+            await queue.clean(0, 1_000_000, state)
+    finally:
+        await queue.close()
+
+
+async def reset_cluster(topology: Topology) -> None:
+    for region in topology.regions:
+        await reset_region(topology, region)

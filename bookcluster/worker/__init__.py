@@ -1,0 +1,1 @@
+"""A region's worker process: its jobs, the outbox relay and the expiry sweeper."""

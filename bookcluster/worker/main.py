@@ -1,0 +1,283 @@
+"""A region's worker process: runs the region's jobs, relays its outbox, sweeps its holds.
+
+    python -m bookcluster.worker.main --topology topology.yaml --region north
+
+Everything it touches is region-local: the region's Redis master (queue),
+PostgreSQL primary (outbox, bookings), wherever Sentinel and Patroni put them.
+It serves /healthz and /metrics on the region's `worker` address. SIGTERM: stop
+taking jobs, let running ones end, cancel loops, log one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+from aiohttp import web
+from bullmq import Job, Worker
+
+from bookcluster.booking.holds import BookingService
+from bookcluster.booking.outbox import Relay
+from bookcluster.catalog import Catalog
+from bookcluster.errors import NodeError
+from bookcluster.metrics import NodeMetrics, WorkerMetrics
+from bookcluster.node.auth import OPERATOR, TokenVerifier
+from bookcluster.node.body import parse_json
+from bookcluster.node.topology_swap import TopologySwap
+from bookcluster.node.views.admin import epoch_of
+from bookcluster.seats.mirror import MirrorApplier
+from bookcluster.seats.reconcile import Reconciler
+from bookcluster.stores import jobqueue
+from bookcluster.stores.connections import Connections, load_routes
+from bookcluster.stores.errors import REDIS_UNAVAILABLE
+from bookcluster.topology.errors import RegionUnavailable, RouterError
+from bookcluster.topology.model import Endpoint, Topology, duration_arg, load_topology
+from bookcluster.topology.placement import Placement
+from bookcluster.worker.jobs import HANDLERS, JobContext
+from bookcluster.worker.sweeper import Sweeper
+
+log = logging.getLogger(__name__)
+
+GAUGE_REFRESH_S = 1.0
+MOVE_CHECK_S = 1.0  # how often the worker looks for a move whose driver stopped
+CLOSE_GRACE_S = 5.0
+
+
+class RegionWorker:
+    """Owns the worker's connections, queue consumer, relay, sweeper and metrics server."""
+
+    def __init__(self, topology: Topology, region: str,
+                 routes: dict[str, Endpoint] | None = None) -> None:
+        self.topology = topology
+        self.region = region
+        self.routes = routes or {}
+        self.metrics = WorkerMetrics(region)
+        self.jobs_run = 0
+        self.moves_taken_over = 0
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> RegionWorker:
+        stack = self._stack
+        connections = await stack.enter_async_context(
+            Connections(self.topology, self.region, self.routes))
+        catalog = Catalog(connections, Placement(self.topology))
+        await catalog.load()
+        self.swap = TopologySwap(connections, catalog)
+        await self.swap.adopt()  # a newer epoch the cluster applied than our file's
+        bookings = BookingService(connections, catalog, NodeMetrics(self.region))
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)))
+        self.context = JobContext(self.topology, self.region, catalog, bookings, http)
+        self.queue = jobqueue.open_queue(self.topology, self.region)
+        stack.push_async_callback(self.queue.close)
+        self.relay = Relay(bookings.home, self.region, self.queue)
+        self.sweeper = Sweeper(bookings.home, self.region,
+                               self.topology.settings.sweep_interval_s)
+        self.metrics.relayed.labels(self.region).set_function(lambda: self.relay.relayed_total)
+        self.metrics.expired.labels(self.region).set_function(
+            lambda: self.sweeper.expired_total)
+        self.applier = MirrorApplier(bookings.home, self.region)
+        self.reconciler = Reconciler(connections, bookings.home, self.region)
+        self._watch_mirror()
+        try:  # a new master generation is announced before this worker reports healthy
+            await self.reconciler.run_once()
+        except (RegionUnavailable, *REDIS_UNAVAILABLE) as exc:
+            log.warning("first mirror check of %s skipped: %s", self.region, exc)
+        self.consumer = self._new_consumer()
+        stack.push_async_callback(self._close_consumer)
+        for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
+                           ("mirror", self.applier.run()), ("reconciler", self.reconciler.run()),
+                           ("watch", self._watch()), ("topology", self.swap.run()),
+                           ("moves", self._drive_moves())):
+            self._tasks.append(asyncio.create_task(loop, name=name))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stack.aclose()
+        log.info("worker %s stopped: %d jobs run, %d outbox rows relayed, %d holds expired",
+                 self.region, self.jobs_run, self.relay.relayed_total,
+                 self.sweeper.expired_total)
+
+    def _watch_mirror(self) -> None:
+        region, metrics = self.region, self.metrics
+        metrics.mirror_applied.labels(region).set_function(lambda: self.applier.applied_total)
+        metrics.mirror_divergent.labels(region).set_function(
+            lambda: self.reconciler.divergent_last)
+        metrics.mirror_repaired.labels(region).set_function(
+            lambda: self.reconciler.repaired_total)
+        metrics.mirror_generation.labels(region).set_function(
+            lambda: self.reconciler.generation or 0)
+
+    def _new_consumer(self) -> Worker:
+        return Worker(jobqueue.queue_name(self.region), self.process,
+                      {"connection": jobqueue.connection(self.topology, self.region),
+                       **jobqueue.WORKER_OPTIONS})
+
+    async def _keep_consumer_running(self) -> None:
+        """BullMQ's loop returns for good on an unexpected error (a job deleted under
+        it, say) while the process stays healthy: start a new one rather than idle."""
+        if self.consumer.running or self.consumer.closing:
+            return
+        log.error("job consumer of %s stopped; starting a new one", self.region)
+        old, self.consumer = self.consumer, self._new_consumer()
+        await old.close(force=True)
+
+    async def _close_consumer(self) -> None:
+        """Let running jobs finish for a few seconds; then stop (their locks lapse and
+        another worker runs them again: at least once)."""
+        try:
+            await asyncio.wait_for(self.consumer.close(), CLOSE_GRACE_S)
+        except TimeoutError:
+            log.warning("jobs still running after %.0fs; leaving them to another worker",
+                        CLOSE_GRACE_S)
+            await self.consumer.close(force=True)
+
+    async def process(self, job: Job, token: str) -> Any:
+        handler = HANDLERS.get(job.name)
+        if handler is None:
+            raise ValueError(f"no handler for job kind {job.name!r}")
+        started = time.monotonic()
+        labels = (self.region, job.name)
+        try:
+            result = await handler(self.context, job.data)
+        except Exception as exc:
+            last = job.attemptsMade + 1 >= int(job.opts.get("attempts", 1))
+            self.metrics.jobs.labels(*labels, "dead" if last else "retry").inc()
+            log.warning("job %s %s failed (attempt %d)%s: %s", job.name, job.id,
+                        job.attemptsMade + 1, ", dead-lettered" if last else "", exc)
+            raise
+        finally:
+            self.metrics.job_seconds.labels(*labels).observe(time.monotonic() - started)
+        self.jobs_run += 1
+        self.metrics.jobs.labels(*labels, "ok").inc()
+        self.metrics.job_latency.labels(*labels).observe(
+            max(0.0, time.time() - job.timestamp / 1000))
+        return result
+
+    async def _watch(self) -> None:
+        """Every second: the consumer still runs; queue and outbox gauges."""
+        while True:
+            await asyncio.sleep(GAUGE_REFRESH_S)  # first: give the consumer time to start
+            try:
+                await self._keep_consumer_running()
+                for state, value in (await jobqueue.counts(self.queue)).items():
+                    self.metrics.queue_depth.labels(self.region, state).set(value)
+                self.metrics.outbox_pending.labels(self.region).set(await self.relay.pending())
+            except Exception as exc:  # the watch loop must never stop the worker
+                log.warning("worker watch failed: %s", exc)
+
+
+    async def drive_moves_once(self) -> int:
+        """Finish this region's theatre moves whose driver (a mover that died or hangs)
+        stopped renewing its lease. Returns how many it took over."""
+        from bookcluster.ops import moves  # the mover's machinery; only when one needs finishing
+
+        async with self.context.bookings.home.connection(self.region) as conn:
+            ids = await moves.lapsed(conn, self.region)
+        if ids:
+            await moves.drive_unfinished(self.swap.topology, self.region, ids,
+                                         moves.driver_name(f"worker.{self.region}"),
+                                         lambda line: log.info("move: %s", line))
+            self.moves_taken_over += len(ids)
+        return len(ids)
+
+    async def _drive_moves(self) -> None:
+        """A move is a journal the region's worker drives to its end: within seconds of
+        the stores answering again, never frozen until a person acts."""
+        while True:
+            await asyncio.sleep(MOVE_CHECK_S)
+            try:
+                await self.drive_moves_once()
+            except Exception as exc:  # the stores are down, or the move waits: next round
+                log.warning("driving unfinished moves of %s: %s", self.region, exc)
+
+
+def status_app(worker: RegionWorker) -> web.Application:
+    verifier = TokenVerifier(worker.topology)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "region": worker.region,
+                                  "jobs_run": worker.jobs_run,
+                                  "epoch": worker.swap.topology.epoch})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=worker.metrics.render(), content_type="text/plain")
+
+    async def adopt_topology(request: web.Request) -> web.Response:
+        """As a node's `POST /ops/topology`: route jobs by this epoch (operator only)."""
+        try:
+            verifier.identity(request.headers.get("Authorization")).require(OPERATOR)
+            topology = await worker.swap.adopt(epoch_of(parse_json(await request.read())))
+        except NodeError as exc:
+            return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        return web.json_response({"node": f"{worker.region}.worker", "region": worker.region,
+                                  "epoch": topology.epoch})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/ops/topology", adopt_topology)
+    return app
+
+
+async def serve(topology: Topology, region: str, host: str, port: int,
+                routes: dict[str, Endpoint]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with RegionWorker(topology, region, routes) as worker:
+        runner = web.AppRunner(status_app(worker), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("worker %s ready on %s:%d", region, host, port)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m bookcluster.worker.main")
+    p.add_argument("--topology", type=Path, default=Path("topology.yaml"))
+    p.add_argument("--region", required=True)
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--sweep-interval", type=duration_arg,
+                   help="override settings.sweep_interval, e.g. 1s")
+    p.add_argument("--wan-routes", type=Path, help="routes through the WAN proxy (launcher)")
+    args = p.parse_args(argv)
+    try:
+        topology = load_topology(args.topology, run_dir=args.run_dir)
+        topology.secrets.require("redis_password", "pg_password", "ticket_secret",
+                                 *(("gateway_api_key",) if topology.payments else ()))
+    except RouterError as exc:  # a bad topology or a missing secret
+        raise SystemExit(f"error: {exc}") from None
+    if args.region not in topology.regions:
+        p.error(f"--region {args.region!r} is not in {topology.path}")
+    if args.sweep_interval:
+        topology = topology.with_settings(sweep_interval_s=args.sweep_interval)
+    endpoint = topology.region(args.region).worker
+    host = args.host or (endpoint.host if endpoint else "127.0.0.1")
+    port = args.port or (endpoint.port if endpoint else 0)
+    routes = load_routes(args.wan_routes) if args.wan_routes else {}
+    uvloop.run(serve(topology, args.region, host, port, routes))
+
+
+if __name__ == "__main__":
+    main()

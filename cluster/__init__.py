@@ -1,1 +1,0 @@
-"""Launcher and operator CLI of the local cluster."""

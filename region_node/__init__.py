@@ -1,1 +1,0 @@
-"""The stateless app node: HTTP API, hold/confirm services, seat maps, sweeper."""

@@ -1,3 +1,0 @@
-from region_node.main import main
-
-main()

@@ -1,1 +1,0 @@
-"""PostgreSQL schema (versioned migrations) and the queries the node runs."""

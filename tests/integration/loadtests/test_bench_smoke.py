@@ -1,0 +1,127 @@
+"""`loadtests/bench.py --smoke`: the whole benchmark, tiny, against its own clusters.
+
+It runs as a subprocess (it starts and stops its own cluster of 1 node per
+region with their workers, load generator processes and scratch servers) and must
+exit 0 and write a JSON with every figure. The raw limits are skipped with a note
+when `redis-benchmark` or `pgbench` is missing; the rest must be there. Every write
+carries a token and confirms use captured payments, so no phase sees anything but
+200/201 (no 401, 402, 409 `hold_limit_reached` or 429 `rate_limited`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+BENCH = REPO / "loadtests" / "bench.py"
+TIMEOUT_S = 240
+
+
+@pytest.mark.timeout(TIMEOUT_S + 30)
+def test_bench_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        # One topology (1 node per region): the smoke run checks that every phase works
+        # and reports; the 2-vs-1 scaling comparison is the full bench's (it doubled
+        # this test's time, ~50 s of the suite's 20-minute budget).
+        [sys.executable, str(BENCH), "--smoke", "--nodes-per-region", "1", "--wan-delays", "0",
+         "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "targets:" in proc.stdout
+    assert "TokenVerifier.identity():" in proc.stdout
+    (json_path,) = tmp_path.glob("bench-*.json")
+    assert json_path.with_suffix(".png").stat().st_size > 10_000
+    results = json.loads(json_path.read_text())
+
+    machine = results["machine"]
+    assert machine["nproc"] >= 1 and machine["memory_gib"] > 0
+    assert {"cpu_model", "python", "redis", "postgres", "durable"} <= set(machine)
+    assert results["config"]["durable"] is True
+
+    assert results["config"]["workers"] is True
+    assert results["config"]["nodes_per_region"] == [1]
+    assert len(results["load_average"]["start"]) == 3 == len(results["load_average"]["end"])
+
+    assert set(results["writes"]) == {"1"}  # the topology ran the writes
+    for top, writes in results["writes"].items():
+        for phase in ("holds_direct", "holds_forwarded", "confirms_direct",
+                      "confirms_forwarded"):
+            got = writes[phase]
+            where = (top, phase, got["errors"])
+            assert got["ok"] > 0 and got["ok_per_s"] > 0, where
+            assert 0 < got["p50_ms"] <= got["p99_ms"], where
+            assert set(got["statuses"]) <= {"200", "201"}, where
+            per = got["cpu_ms_per_op"]
+            # Every group that serves a write spent CPU on it; `cluster` is their sum.
+            assert per["nodes"] > 0 and per["postgres"] > 0 and per["redis masters"] > 0, where
+            assert per["cluster"] >= per["nodes"] + per["postgres"], where
+            assert per["client"] > 0, where
+            cpu = got["cpu"]
+            assert 0 < cpu["machine_busy_share"] <= 1, where
+            assert 0 <= cpu["unaccounted_share"] <= cpu["machine_busy_share"], where
+            assert got["after_load"]["emptied"], where  # the workers finished its jobs
+            assert 0 < got["settled_per_s"] <= got["ok_per_s"], where
+        for route in ("direct", "forwarded"):
+            assert writes[f"confirms_{route}"]["ok"] <= writes[f"holds_{route}"]["ok"]
+            # a confirm's ticket and mail are the workers' work, counted in its CPU
+            assert writes[f"confirms_{route}"]["cpu_ms_per_op"]["workers"] > 0, (top, route)
+        rush = writes["one_seat"]
+        assert rush["created_201"] == 1, (top, rush["answers"])
+        assert rush["clean_409"] == rush["clients"] - 1, (top, rush["answers"])
+        assert rush["answers"] == {"409": rush["clients"] - 1, "201": 1}, top
+        # Each direct write was served by one node, each forwarded one by two: the entry
+        # node of another region and a home node.
+        for op in ("holds", "confirms"):
+            answers = writes[f"{op}_direct"]["count"]
+            assert writes[f"{op}_direct"]["node_requests"] == answers, (top, op)
+            answers = writes[f"{op}_forwarded"]["count"]
+            assert writes[f"{op}_forwarded"]["node_requests"] == 2 * answers, (top, op)
+
+    reads = results["reads"]
+    for phase in ("reads_trivial", "reads_hot", "reads_cold"):
+        assert reads[phase]["ok"] > 0, phase
+        assert 0 < reads[phase]["p50_ms"] <= reads[phase]["p99_ms"], phase
+        assert set(reads[phase]["statuses"]) <= {"200"}, (phase, reads[phase]["errors"])
+    assert reads["reads_cold"]["miss_share"] > 0.9  # cold reads really missed the cache
+
+    run = results["runs"]["0"]
+    pairs = run["change_delay"]["pairs"]
+    assert len(pairs) == 9  # every home region x every reader region
+    for pair in pairs.values():
+        # Every hold reached every region's socket: as its delta, or (after a RESET of
+        # the show, e.g. the reconciler's when a replica link came back) in a snapshot.
+        assert pair["expected"] > 0 and pair["received"] > 0, pair
+        assert pair["received"] + pair["via_snapshot"] == pair["expected"], pair
+        assert 0 <= pair["from_ts"]["p50_ms"] < 1000, pair
+    for key in ("hold_local", "hold_remote", "confirm_local", "confirm_remote", "read_local"):
+        assert run["local_remote"][key]["ok"] > 0, key
+        assert set(run["local_remote"][key]["statuses"]) <= {"200", "201"}, key
+
+    token = results["token_verify"]
+    assert token["algorithm"] == "HS256" and token["calls"] > 0
+    assert 0 < token["identity_us_best"] <= token["identity_us"] < 10_000
+    assert 0 < token["bad_signature_us"] < 10_000 and 0 < token["mint_us"] < 10_000
+
+    raw = results["raw"]
+    if "skipped" not in raw["redis_hold"]:
+        assert raw["redis_hold"]["per_s"] > 0
+        assert raw["redis_hold"]["server_cpu_ms_per_op"] > 0
+    if "skipped" not in raw["pg"]:
+        for part in ("hold_write", "confirm"):
+            assert raw["pg"][part]["per_s"] > 0 and raw["pg"][part]["server_cpu_ms_per_op"] > 0
+    assert raw["stages"]["redis_script"]["count"] > 0
+    assert raw["stages"]["pg_write"]["count"] > 0
+
+    derived = results["derived"]
+    assert derived["bottleneck"]["verdict"].startswith("direct hold: ")
+    assert {t["target"].split(" ")[0] for t in derived["targets"]} >= {
+        "cluster", "node", "hold", "seat-map", "one-seat"}
+    assert derived["ratios"]["forwarded_vs_direct_node_cpu_per_hold"] > 0
+    assert set(derived["ratios"]["by_topology"]) == set()  # one topology: no comparison
+    assert 0 < derived["ratios"]["hot_reads_vs_trivial"]
+    assert 0 < derived["token_verify"]["share_of_node_cpu_per_hold"] < 1

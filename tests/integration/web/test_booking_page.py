@@ -1,0 +1,409 @@
+"""The booking page in a real browser against the session cluster: two people on
+one show, a whole purchase to the ticket, a hold that expires."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+
+from bookcluster.local import faults
+from bookcluster.topology.model import Endpoint
+from tests.integration.conftest import Cluster
+from tests.integration.node.helpers import seats_of, shows_in
+from tests.integration.support import Session, call, free_ports, merchant
+from tests.integration.web.conftest import Shots
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1200, "height": 900}
+
+
+@pytest_asyncio.fixture
+async def open_page(browser: Any) -> AsyncIterator[Callable[..., Any]]:
+    """Opens a page in a context of its own (own storage: another person)."""
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    async def opener(url: str, viewport: dict[str, int] = DESKTOP) -> Any:
+        # A viewer abroad: the page must still show the theatre's time (IST).
+        context = await browser.new_context(viewport=viewport, locale="en-US",
+                                            timezone_id="Europe/London")
+        contexts.append(context)
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(url)
+        return page
+
+    yield opener
+    for context in contexts:
+        await context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+async def sign_in(page: Any, user: str) -> None:
+    await page.fill("#signin-user", user)
+    await page.click("#signin button[type=submit]")
+    await page.wait_for_selector("#account:not([hidden])")
+    assert await page.inner_text("#account-user") == user
+
+
+async def open_show(page: Any, show: int) -> None:
+    await page.evaluate(f"location.hash = '#/show/{show}'")
+    await page.wait_for_selector("#live-state[data-state=live]")
+
+
+def seat(seat_id: str) -> str:
+    return f"#seatmap [data-seat={seat_id}]"
+
+
+async def status_of(page: Any, seat_id: str) -> str:
+    return str(await page.get_attribute(seat(seat_id), "data-status"))
+
+
+async def alert_text(page: Any) -> str:
+    await page.wait_for_selector("#alert:not([hidden])")
+    return str(await page.inner_text("#alert"))
+
+
+async def test_two_browsers_on_one_show(clean: Cluster, catalog: Any, open_page: Any,
+                                        http: aiohttp.ClientSession, shots: Shots) -> None:
+    """Asha (north node) holds a seat; Ravi (a south node) sees it taken within 1 s,
+    is told so, and his attempts on it get the right words. Then Ravi's live feed
+    is frozen while Carol takes a seat he picked: his hold is refused, naming it;
+    a dropped socket shows "reconnecting…" and the map resyncs."""
+    show = shows_in(clean, catalog, "north")[0]
+    first, second, third = seats_of(catalog, show)[20:23]
+    asha = await open_page(f"{clean.node('north')}/")
+    ravi = await open_page("about:blank")
+    frozen: list[bool] = [False]
+    sockets: list[Any] = []
+    sent: list[str] = []  # what Ravi's page sent on its sockets
+
+    def route(ws: Any) -> None:
+        """Ravi's live socket, through a switch that can hold back the node's frames."""
+        server = ws.connect_to_server()
+        server.on_message(lambda message: None if frozen[0] else ws.send(message))
+
+        def upstream(message: str | bytes) -> None:
+            sent.append(str(message))
+            server.send(message)
+
+        ws.on_message(upstream)
+        sockets.append(ws)
+
+    await ravi.route_web_socket("**/live", route)
+    await ravi.goto(f"{clean.node('south')}/")
+    await sign_in(asha, "asha")
+    await sign_in(ravi, "ravi")
+    await open_show(asha, show)
+    await open_show(ravi, show)
+
+    await ravi.click(seat(first))
+    assert await status_of(ravi, first) == "AVAILABLE"
+    assert await ravi.get_attribute(seat(first), "aria-pressed") == "true"
+    await asha.click(seat(first))
+    async with asha.expect_response(lambda r: "/lock" in r.url) as answer:
+        await asha.click("#hold")
+    assert (await answer.value).status == 201
+    held_at = time.monotonic()
+    await ravi.wait_for_selector(f"{seat(first)}[data-status=LOCKED]", timeout=5000)
+    seen_after = time.monotonic() - held_at
+    print(f"Ravi saw {first} taken {seen_after * 1000:.0f} ms after Asha's hold answered")
+    assert seen_after < 1.0
+    assert await status_of(asha, first) == "MINE"
+    assert f"Seat {first} was just taken by someone else" in await alert_text(ravi)
+    assert await ravi.get_attribute(seat(first), "aria-pressed") == "false"
+    assert "taken" in str(await ravi.get_attribute(seat(first), "aria-label"))
+    await shots.take(asha, "asha-holds")
+    await shots.take(ravi, "ravi-sees-it-taken")
+
+    # A taken seat stays focusable (aria-disabled): the keyboard reaches it and hears why.
+    await ravi.focus(seat(first))
+    await ravi.keyboard.press("Enter")
+    assert await alert_text(ravi) == f"Seat {first} is already taken. Please pick another seat."
+    assert await ravi.is_disabled("#hold")
+
+    # A stale view: the node's frames held back while Carol takes the seat Ravi picks.
+    frozen[0] = True
+    await ravi.click(seat(second))
+    status, _ = await call(http, "POST", f"{clean.node('north')}/booking/seats/{show}/lock",
+                           json={"user_id": "carol", "seat_ids": [second]})
+    assert status == 201
+    assert await status_of(ravi, second) == "AVAILABLE"  # he cannot know yet
+    async with ravi.expect_response(lambda r: "/lock" in r.url) as answer:
+        await ravi.click("#hold")
+    assert (await answer.value).status == 409
+    assert await alert_text(ravi) == (f"Seat {second} was just taken by someone else. "
+                                      "Please pick other seats.")
+    await shots.take(ravi, "ravi-refused")
+
+    # Frames dropped while frozen are a gap: the next change makes the page resync.
+    frozen[0] = False
+    status, _ = await call(http, "POST", f"{clean.node('north')}/booking/seats/{show}/lock",
+                           json={"user_id": "carol", "seat_ids": [third]})
+    assert status == 201
+    await ravi.wait_for_selector(f"{seat(third)}[data-status=LOCKED]", timeout=5000)
+    assert sent == ['{"type":"resync"}']
+    assert await status_of(ravi, second) == "LOCKED"
+    await ravi.wait_for_selector("#live-state[data-state=live]")
+
+    # The node's socket closes: "reconnecting…", then a new socket whose snapshot has
+    # what changed meanwhile.
+    await sockets[-1].close(code=1011, reason="test")
+    await ravi.wait_for_selector("#live-state[data-state=reconnecting]", timeout=5000)
+    assert await ravi.inner_text("#live-state") == "reconnecting…"
+    await shots.take(ravi, "ravi-reconnecting", full_page=False)
+    status, _ = await call(http, "POST", f"{clean.node('north')}/booking/booking/"
+                           f"{(await held_booking(clean, show, 'carol'))[0]}/cancel")
+    assert status == 200
+    await ravi.wait_for_selector("#live-state[data-state=live]", timeout=10000)
+    assert len(sockets) >= 2
+    await ravi.wait_for_selector(f"{seat(second)}[data-status=AVAILABLE]", timeout=5000)
+    assert await status_of(ravi, first) == "LOCKED"
+
+
+async def held_booking(cluster: Cluster, show: int, user: str) -> list[str]:
+    rows = await cluster.fetch("north", "SELECT id FROM booking WHERE show_id = $1 AND "
+                               "user_id = $2 AND status = 'INITIATED' ORDER BY created_at",
+                               show, user)
+    return [r["id"] for r in rows]
+
+
+def rupees(paise: int) -> str:
+    return f"₹{paise // 100:,}"
+
+
+async def gateway_intent(http: aiohttp.ClientSession, payment_id: str) -> dict[str, Any]:
+    """The intent as the gateway simulator knows it (its merchant API)."""
+    gateway = Session.topology.payments.gateway  # type: ignore[union-attr]
+    async with http.get(f"http://{gateway}/intents/{payment_id}", headers=merchant()) as resp:
+        assert resp.status == 200
+        return dict(await resp.json())
+
+
+async def at_checkout(page: Any, http: aiohttp.ClientSession, node: str) -> dict[str, Any]:
+    """The page went to the gateway's checkout: the intent there, waiting for the
+    customer, made to send the browser back to the node's page."""
+    gateway = Session.topology.payments.gateway  # type: ignore[union-attr]
+    await page.wait_for_url(re.compile(rf"^http://{gateway}/checkout/pay_[0-9a-f]+$"))
+    intent = await gateway_intent(http, page.url.rsplit("/", 1)[1])
+    assert intent["status"] == "PENDING"
+    assert intent["return_url"] == (f"{node}/#/booking/{intent['booking_id']}"
+                                    "/payment/{PAYMENT_ID}")
+    return intent
+
+
+async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_page: Any,
+                                            http: aiohttp.ClientSession, shots: Shots) -> None:
+    """From the city list to the ticket's QR code, on a phone's width, seats picked with
+    the keyboard, paid on the gateway simulator's checkout page (which sends the browser
+    back to the booking); then under "My bookings"."""
+    show = shows_in(clean, catalog, "south")[0]
+    theatre = catalog.theatre_of_screen()[next(s.screen_id for s in catalog.shows
+                                                if s.id == show)]
+    city = next(t.city_id for t in catalog.theatres if t.id == theatre)
+    city_name = next(c.name for c in catalog.cities if c.id == city)
+    page = await open_page(f"{clean.node('north')}/", PHONE)
+    await sign_in(page, "meera")
+    await page.wait_for_selector("#theatres li")
+    await page.select_option("#city", city_name)
+    await page.click(f"#theatres a[href='#/theatre/{theatre}']")
+    await page.wait_for_selector(f".show-card[data-show='{show}']")
+    assert "IST" in await page.inner_text(f".show-card[data-show='{show}']")
+    assert "left" in await page.inner_text(f".show-card[data-show='{show}'] .badge")
+    await shots.take(page, "shows")
+    await page.click(f".show-card[data-show='{show}']")
+    await page.wait_for_selector("#live-state[data-state=live]")
+
+    picked = seats_of(catalog, show)[:2]
+    for seat_id in picked:  # the keyboard: focus the seat's button, press Space
+        await page.focus(seat(seat_id))
+        await page.keyboard.press("Space")
+        assert await page.get_attribute(seat(seat_id), "aria-pressed") == "true"
+    label = str(await page.get_attribute(seat(picked[0]), "aria-label"))
+    row, number = re.fullmatch(r"([A-Z]+)([0-9]+)", picked[0]).groups()  # type: ignore[union-attr]
+    assert label.startswith(f"Row {row} seat {number}, ") and "₹" in label
+    legend = await page.inner_text("#legend")
+    assert "₹" in legend and "Taken" in legend
+    # Readable on a phone: the page itself does not scroll sideways (the map may).
+    assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    await shots.take(page, "seat-map-phone")
+    await page.focus("#hold")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    first_deadline = await page.inner_text("#countdown")
+    assert first_deadline.count(":") == 1
+    await page.click("#extend")
+    await page.wait_for_selector("#notice:has-text('Held until')")
+    await shots.take(page, "held")
+
+    # Pay at the gateway simulator's checkout page, which sends the browser back.
+    await page.click("#pay")
+    intent = await at_checkout(page, http, clean.node("north"))
+    assert await page.inner_text("#amount") == rupees(intent["amount_paise"])
+    await shots.take(page, "checkout")
+    await page.click(f"button:has-text('Pay {rupees(intent['amount_paise'])}')")
+    await page.wait_for_selector("#view-booking:not([hidden])", timeout=20000)
+    assert page.url.startswith(f"{clean.node('north')}/#/booking/")
+    assert await page.inner_text("#h-booking") == "You're booked!"
+    await page.wait_for_selector("#ticket:not([hidden])", timeout=20000)
+    assert await page.evaluate("document.getElementById('ticket-img').naturalWidth") > 100
+    href = str(await page.get_attribute("#ticket-link", "href"))
+    assert href.startswith("blob:")
+    await shots.take(page, "ticket")
+    booking_id = page.url.rsplit("/", 1)[1]
+    rows = await clean.fetch("south", "SELECT status, user_id FROM booking WHERE id = $1",
+                             booking_id)
+    assert [(r["status"], r["user_id"]) for r in rows] == [("CONFIRMED", "meera")]
+    sold = await clean.fetch("south", "SELECT seat_id FROM show_seat WHERE show_id = $1 "
+                             "AND status = 'BOOKED' ORDER BY seat_id", show)
+    assert sorted(r["seat_id"] for r in sold) == sorted(picked)
+    # Paid through the gateway: the payment recorded is the intent the customer paid.
+    paid = await clean.fetch("south", "SELECT id, status FROM payment WHERE booking_id = $1",
+                             booking_id)
+    assert [(r["id"], r["status"]) for r in paid] == [(intent["id"], "CAPTURED")]
+    assert (await gateway_intent(http, intent["id"]))["status"] == "CAPTURED"
+
+    await page.click("a[href='#/bookings']")
+    await page.wait_for_selector(f"#bookings a[href='#/booking/{booking_id}']")
+    assert "CONFIRMED" in await page.inner_text(f"#bookings a[href='#/booking/{booking_id}']")
+    await shots.take(page, "my-bookings")
+
+
+async def test_an_expiring_hold(clean: Cluster, catalog: Any, open_page: Any,
+                                shots: Shots) -> None:
+    """On the node whose holds last 1.5 s: the countdown runs out, the page says so in
+    plain words, the seat is free again, and paying is no longer offered."""
+    show = shows_in(clean, catalog, "north")[1]
+    seat_id = seats_of(catalog, show)[5]
+    page = await open_page(f"{clean.short_ttl_node}/")
+    await sign_in(page, "ira")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    await page.click("#hold")
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    assert await status_of(page, seat_id) == "MINE"
+    await shots.take(page, "held")
+    assert await alert_text(page) == ("Your hold has expired and the seats were released. "
+                                      "Pick seats again to book.")
+    assert await page.inner_text("#h-hold") == "Your hold has expired"
+    assert await page.is_disabled("#pay") and await page.is_disabled("#extend")
+    await page.wait_for_selector(f"{seat(seat_id)}[data-status=AVAILABLE]", timeout=5000)
+    await shots.take(page, "expired")
+    # The page's word is the cluster's: the sweeper expires the booking.
+    for _ in range(100):
+        rows = await clean.fetch("north", "SELECT status FROM booking WHERE user_id = 'ira'")
+        if [r["status"] for r in rows] == ["EXPIRED"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [r["status"] for r in rows] == ["EXPIRED"]
+
+
+async def test_theatres_page_fits_a_phone(clean: Cluster, open_page: Any,
+                                          shots: Shots) -> None:
+    page = await open_page(f"{clean.node('west')}/", PHONE)
+    await page.wait_for_selector("#theatres li")
+    assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    assert await page.inner_text("#signin label") == "Your name"
+    await shots.take(page, "theatres-phone")
+
+
+async def test_region_unavailable_in_plain_words(clean: Cluster, catalog: Any, open_page: Any,
+                                                 shots: Shots) -> None:
+    """A hold while the show's home Redis master is stopped: the page says which region
+    and when to retry, keeps the selection, and the retry (same Idempotency-Key) holds."""
+    show = shows_in(clean, catalog, "south")[1]
+    seat_id = seats_of(catalog, show)[7]
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "tara")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    keys: list[str | None] = []
+    page.on("request", lambda r: keys.append(r.headers.get("idempotency-key"))
+            if "/lock" in r.url else None)
+    with faults.paused(clean.launcher.child("south.redis.master").pid):
+        async with page.expect_response(lambda r: "/lock" in r.url) as answer:
+            await page.click("#hold")
+        assert (await answer.value).status == 503
+        words = await alert_text(page)
+        assert words.startswith("The south region can't take bookings right now. "
+                                "Please retry in 1 s."), words
+        assert await page.get_attribute(seat(seat_id), "aria-pressed") == "true"
+        await shots.take(page, "region-unavailable")
+    async with page.expect_response(lambda r: "/lock" in r.url) as answer:
+        await page.click("#hold")
+    assert (await answer.value).status == 201
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
+    await page.wait_for_selector("#view-hold:not([hidden])")
+
+
+async def test_a_declined_payment(clean: Cluster, catalog: Any, open_page: Any,
+                                  http: aiohttp.ClientSession, shots: Shots) -> None:
+    """Declined on the checkout page: back on the booking page, the person is told, and
+    the gateway's webhook makes the region cancel the booking and free the seat."""
+    show = shows_in(clean, catalog, "west")[0]
+    seat_id = seats_of(catalog, show)[3]
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "dev")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    await page.click("#hold")
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    await page.click("#pay")
+    intent = await at_checkout(page, http, clean.node("west"))
+    await shots.take(page, "checkout")
+    await page.click("button:has-text('Decline')")
+    assert await alert_text(page) == ("The payment was declined, so your hold is released. "
+                                      "Pick seats again to book.")
+    assert page.url.startswith(f"{clean.node('west')}/#/")
+    await shots.take(page, "declined")
+    assert (await gateway_intent(http, intent["id"]))["status"] == "FAILED"
+    for _ in range(100):
+        rows = await clean.fetch("west", "SELECT status FROM booking WHERE id = $1",
+                                 intent["booking_id"])
+        if [r["status"] for r in rows] == ["CANCELLED"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [r["status"] for r in rows] == ["CANCELLED"]
+    await open_show(page, show)
+    await page.wait_for_selector(f"{seat(seat_id)}[data-status=AVAILABLE]", timeout=10000)
+
+
+async def test_too_many_requests_in_plain_words(clean: Cluster, catalog: Any, open_page: Any,
+                                                run_dir: Path, shots: Shots) -> None:
+    """A north node whose topology allows a user 2 writes and then one every 5 s: a hold
+    and an extension pass, the next extension is refused (429, Retry-After) and the page
+    says so in plain words; the hold is untouched."""
+    strict = run_dir / "topology-strict-writes.yaml"
+    text = clean.topology.path.read_text()
+    assert "user_writes: {per_second: 50, burst: 100}" in text
+    strict.write_text(text.replace("user_writes: {per_second: 50, burst: 100}",
+                                   "user_writes: {per_second: 0.2, burst: 2}"))
+    port = free_ports(1)[0]
+    await clean.launcher.start_extra_node("north", Endpoint("127.0.0.1", port),
+                                          ["--topology", str(strict)])
+    show = shows_in(clean, catalog, "north")[0]
+    seat_id = seats_of(catalog, show)[9]
+    page = await open_page(f"http://127.0.0.1:{port}/")
+    await sign_in(page, "quick")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    await page.click("#hold")
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    await page.click("#extend")
+    await page.wait_for_selector("#notice:has-text('Held until')")
+    async with page.expect_response(lambda r: r.url.endswith("/extend")) as answer:
+        await page.click("#extend")
+    refused = await answer.value
+    assert refused.status == 429
+    wait_s = int(refused.headers["retry-after"])
+    assert 1 <= wait_s <= 5
+    assert await alert_text(page) == f"Too many requests. Please wait {wait_s} s and try again."
+    assert not await page.is_disabled("#pay")  # still held: nothing changed
+    await shots.take(page, "too-many-requests")

@@ -1,0 +1,115 @@
+"""The operator page in a real browser: a SIGSTOPped Redis master shows as down; a
+Redis and a PostgreSQL switchover show under recent failovers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bookcluster.local import faults
+from bookcluster.stores import patroni_api, sentinel_api
+from bookcluster.topology.model import Endpoint
+from tests.integration.conftest import Cluster
+from tests.integration.web.conftest import Shots
+
+
+@contextmanager
+def paused(cluster: Cluster, name: str) -> Iterator[None]:
+    with faults.paused(cluster.launcher.child(name).pid):
+        yield
+
+
+def process(name: str) -> str:
+    return f"[data-process='{name}']"
+
+
+async def test_operator_page_shows_a_stopped_master_as_down(cluster: Cluster, browser: Any,
+                                                           shots: Shots) -> None:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{cluster.node('north')}/ops")
+        await page.click("#dev-sign-in")
+        await page.wait_for_selector(f"{process('south.redis.master')}[data-up=true]")
+        assert await page.inner_text("#epoch") == str(cluster.topology.epoch)
+        assert "Not available" not in await page.inner_text("#failovers")
+        assert "Not available" not in await page.inner_text("#moves")
+        for region in cluster.topology.regions:
+            assert await page.is_visible(f"[data-queue='{region}']")
+        standby = await page.inner_text(f"{process('north.postgres.standby')} td:last-child")
+        assert standby.endswith(" B")  # its lag in bytes behind the primary
+        await shots.take(page, "healthy")
+        with paused(cluster, "south.redis.master"):
+            await page.wait_for_selector(f"{process('south.redis.master')}[data-up=false]",
+                                         timeout=15000)
+            cell = await page.inner_text(f"{process('south.redis.master')} .state")
+            assert cell == "down"
+            # Its nodes say why they are not ready; other regions are untouched.
+            await page.wait_for_selector(f"{process('south.node.1')} .state:has-text('not ready')",
+                                         timeout=15000)
+            assert await page.get_attribute(process("north.redis.master"), "data-up") == "true"
+            await shots.take(page, "south-master-stopped")
+        await page.wait_for_selector(f"{process('south.redis.master')}[data-up=true]",
+                                     timeout=15000)
+    finally:
+        await context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+async def test_operator_page_lists_recent_failovers(cluster: Cluster, browser: Any,
+                                                   shots: Shots) -> None:
+    """West's Redis master switched over by Sentinel and north's PostgreSQL leader by
+    Patroni: both appear under "Recent failovers" (from the mirror reconciler's log and
+    Patroni's history), and the region card names west's master now. Both are switched
+    back afterwards: other tests expect the masters where the cluster started them."""
+    topology = cluster.topology
+    old, new = await sentinel_api.switchover(topology, "west")
+    await patroni_api.switchover(topology.region("north"), topology.secrets)
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000},
+                                        timezone_id="America/New_York")
+    errors: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{cluster.node('south')}/ops")
+        await page.click("#dev-sign-in")
+        redis_row = f"#failovers tr:has-text('Redis master is now {new} (was {old})')"
+        await page.wait_for_selector(redis_row, timeout=20000)
+        assert "west" in await page.inner_text(redis_row)
+        assert "IST" in await page.inner_text(redis_row)
+        pg_row = "#failovers tr:has-text('PostgreSQL leader is now north-2')"
+        await page.wait_for_selector(pg_row, timeout=20000)
+        assert "timeline" in await page.inner_text(pg_row)
+        await page.wait_for_selector(f"[data-region=west] [data-master-now='{new}']",
+                                     timeout=10000)
+        await shots.take(page, "failovers")
+    finally:
+        await context.close()
+        await switch_back(cluster, old)
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+async def switch_back(cluster: Cluster, west_master: Endpoint) -> None:
+    """West's Redis master and north's PostgreSQL leader where the cluster started them;
+    each switchover is refused until the demoted server follows again (retried, 60 s)."""
+    topology = cluster.topology
+    north = topology.region("north")
+    deadline = time.monotonic() + 60
+    while await sentinel_api.master_of(topology, "west") != west_master:
+        try:
+            await sentinel_api.switchover(topology, "west")
+        except sentinel_api.SentinelError:
+            assert time.monotonic() < deadline, "west's Redis master did not switch back"
+            await asyncio.sleep(1)
+    while True:
+        try:
+            await patroni_api.switchover(north, topology.secrets, candidate="north-1")
+            break
+        except patroni_api.PatroniError:
+            assert time.monotonic() < deadline, "north's PostgreSQL leader did not switch back"
+            await asyncio.sleep(1)
