@@ -38,7 +38,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -175,7 +175,7 @@ class ConfirmService:
         if "payment_reused" in reason:  # two bookings raced to use one payment id
             self._count(show, "conflict")
             return PaymentRaced("this payment_id already paid another booking")
-        return exc
+        return cast(Exception, exc)  # asyncpg is untyped
 
     def _count(self, show: ShowInfo, outcome: str) -> None:
         self.metrics.confirms.labels(self.metrics.region, show.region, outcome).inc()

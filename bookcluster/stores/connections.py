@@ -286,7 +286,8 @@ def make_master(topology: Topology, region: str, *, near: str | None = None,
                          "socket_timeout": SENTINEL_TIMEOUT_S,
                          "socket_connect_timeout": SENTINEL_TIMEOUT_S,
                          "retry": Retry(NoBackoff(), 0), "driver_info": None})
-    pool = _MasterPool(region, manager, connection_class=_MasterConnection,
+    # SentinelConnectionPool.__init__ is untyped in redis-py.
+    pool = _MasterPool(region, manager, connection_class=_MasterConnection,  # type: ignore[no-untyped-call]
                        **_pool_kwargs(secrets, timeout_s))
     return aioredis.Redis.from_pool(pool)
 

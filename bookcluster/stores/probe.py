@@ -35,7 +35,8 @@ def _redis_client(host: str, port: int, secrets: Secrets) -> aioredis.Redis:
 async def _redis_info(host: str, port: int, secrets: Secrets) -> dict[str, Any]:
     client = _redis_client(host, port, secrets)
     try:
-        return await client.info("replication")  # type: ignore[no-any-return]
+        info: dict[str, Any] = await client.info("replication")
+        return info
     finally:
         await client.aclose()
 
@@ -183,7 +184,7 @@ def _source_of(proc: dict[str, Any], result: dict[str, Any],
     get theirs from Patroni."""
     if result.get("redis_role") != "replica":
         return None
-    found = next((p["name"] for p in procs
+    found: str | None = next((p["name"] for p in procs
                   if f"{p['host']}:{p['port']}" == result.get("master")), None)
     if found is not None:
         return found

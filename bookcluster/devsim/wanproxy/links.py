@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def check_delay(value: object, field: str = "delay_ms") -> int:
 def check_mode(value: object, field: str = "mode") -> Mode:
     if value not in MODES:
         raise InvalidInput(field, f"must be one of {', '.join(MODES)}, not {value!r}")
-    return cast(Mode, value)
+    return value
 
 
 def _check_port(value: object, field: str, lowest: int) -> None:
