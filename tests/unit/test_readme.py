@@ -1,9 +1,10 @@
 """The README stays a newcomer's page, and the documentation's links work in a clone.
 
 README.md is short (what it is, two commands, "try it", links to docs/), speaks no
-tracker language (issue numbers), and every relative link or image in it and in
-docs/*.md points to a file of the repository (and, for a `#fragment` into a
-Markdown page, to one of its headings), as GitHub renders them.
+tracker language (issue numbers), and every relative link or image in it, in
+docs/*.md and in the compose/ and loadtests/ READMEs points to a file of the
+repository (and a `#fragment` into a Markdown page to one of its headings, as
+GitHub renders them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+# Linked from the README; their links must work too.
+LINKED = [ROOT / "compose" / "README.md", ROOT / "loadtests" / "README.md"]
 # The pages the README must lead to, one per audience.
 DOC_PAGES = ["architecture", "operations", "api", "topology", "benchmarks", "deployment"]
 
@@ -78,7 +81,7 @@ def test_no_tracker_language(page: Path) -> None:
     assert not found, f"{page.name} speaks of {found}: say what it is, not where it was decided"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("page", PAGES + LINKED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page: Path) -> None:
     assert not broken(page), f"{page.relative_to(ROOT)}: broken links {broken(page)}"
 
