@@ -92,8 +92,8 @@ def _dcs(topology: Topology) -> dict[str, Any]:
         # A commit waits for the synchronous standby; Patroni promotes only a member
         # that was synchronous. A wait can still end without it (cancelled, or the
         # primary alone), so a confirm answers 200 only once a synchronous standby
-        # flushed its sale (bookcluster/stores/replication.py). Not strict (README: "A 200
-        # means replicated"): with the standby gone the primary goes on alone, holds
+        # flushed its sale (bookcluster/stores/replication.py). Not strict (docs/operations.md,
+        # "PostgreSQL failover"): with the standby gone the primary goes on alone, holds
         # go on, sales are not acknowledged, and nobody can be promoted until the
         # standby caught up again; strict would stall every write of the region.
         "synchronous_mode": True,

@@ -15,7 +15,7 @@ fresh region, against every other region's records: a theatre that another
 region owns is never seeded fresh here (its seats were sold there). The other
 regions' hosts may still be starting, so it waits for each (`PEER_WAIT_S`), and
 refuses to seed when one stays unreachable. A region added to a running cluster
-is not seeded this way: see `seed.copy_catalog` and README, "Adding a region".
+is not seeded this way: see `seed.copy_catalog` and docs/topology.md, "Adding a region".
 """
 
 from __future__ import annotations
