@@ -16,7 +16,7 @@ from bookcluster.local import ports, wan
 from bookcluster.local.launcher import LocalCluster
 from bookcluster.node.auth import mint
 from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog
-from bookcluster.topology.model import load_topology
+from bookcluster.topology.load import load_topology
 from bookcluster.topology.placement import Placement
 from tests.integration.support import call, topology_yaml
 

@@ -19,7 +19,8 @@ from bookcluster.errors import RateLimited, Unauthorized
 from bookcluster.metrics import NodeMetrics
 from bookcluster.node.auth import TokenVerifier, mint
 from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.model import Limits, Rate, Topology, parse_topology
+from bookcluster.topology.load import parse_topology
+from bookcluster.topology.model import Limits, Rate, Topology
 from tests.integration.conftest import Cluster
 from tests.integration.support import merchant, topology_yaml
 

@@ -22,7 +22,8 @@ from bookcluster.node.overview import audit_report_path
 from bookcluster.node.settings import NodeSettings
 from bookcluster.ops.audit import AuditReport, save_last
 from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.model import Endpoint, parse_topology
+from bookcluster.topology.load import parse_topology
+from bookcluster.topology.model import Endpoint
 from tests.integration.conftest import Cluster
 from tests.integration.support import bearer, call, free_ports
 

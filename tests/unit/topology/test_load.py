@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.model import load_topology, parse_duration
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import parse_duration
 from tests.integration.support import topology_yaml
 
-REPO_TOPOLOGY = Path(__file__).resolve().parents[2] / "topology.yaml"
+REPO_TOPOLOGY = Path(__file__).resolve().parents[3] / "topology.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
