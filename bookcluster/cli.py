@@ -53,7 +53,8 @@ from bookcluster.stores import jobqueue, patroni_api, sentinel_api
 from bookcluster.stores.connections import Connections
 from bookcluster.stores.probe import probe_all
 from bookcluster.topology.errors import RegionUnavailable, RouterError
-from bookcluster.topology.model import Endpoint, Topology, duration_arg, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Endpoint, Topology, duration_arg
 
 CATALOG_SIZES = {
     "full": CatalogSpec(),

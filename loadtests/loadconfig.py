@@ -14,7 +14,8 @@ from typing import Any
 from picking import parse_mix, share
 
 from bookcluster.node.auth import mint
-from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Topology
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ from bookcluster.node.auth import mint  # noqa: E402
 from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog  # noqa: E402
 from bookcluster.stores import patroni_api, replication  # noqa: E402
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary  # noqa: E402
-from bookcluster.topology.model import Topology, load_topology  # noqa: E402
+from bookcluster.topology.load import load_topology  # noqa: E402
+from bookcluster.topology.model import Topology  # noqa: E402
 
 CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=3, days=1, shows_per_day=4)
 LIMITS = """\

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
 
 from bookcluster.booking.limits import RateLimiter
 from bookcluster.catalog import ShowInfo
@@ -53,12 +54,15 @@ from bookcluster.stores.connections import Connections
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
 from bookcluster.topology.errors import RegionUnavailable
 
+T = TypeVar("T")
+
 CLOCK_MARGIN_MS = 1000  # how far a node's clock may be from its masters' (NTP: far less)
 
 
-def taken(state: SeatState, seat_ids: list[str]) -> list[str] | None:
-    """The seats `state` shows not free; None if a hold ends too close to now to say."""
-    now = now_ms()
+def taken(state: SeatState, seat_ids: list[str], now: int | None = None) -> list[str] | None:
+    """The seats `state` shows not free at `now` (ms; default: this node's clock); None if
+    a hold ends too close to now to say."""
+    now = now_ms() if now is None else now
     out = []
     for seat in seat_ids:
         hold = state.holds.get(seat)
@@ -71,6 +75,83 @@ def taken(state: SeatState, seat_ids: list[str]) -> list[str] | None:
     return out
 
 
+class SeatTurns:
+    """Which hold of a show's seat is going on on this node: one per seat at a time."""
+
+    def __init__(self) -> None:
+        # show -> seat -> done when the hold going on for that seat on this node answers
+        self._turns: dict[int, dict[str, asyncio.Future[None]]] = {}
+
+    def going_on(self, show_id: int, seat_ids: list[str]) -> set[asyncio.Future[None]]:
+        """The holds going on for any of `seat_ids` (empty: the seats are free to take)."""
+        turns = self._turns.get(show_id, {})
+        return {turns[seat] for seat in seat_ids if seat in turns}
+
+    def take(self, show_id: int, seat_ids: list[str]) -> asyncio.Future[None]:
+        """Mark `seat_ids` as held here until `done`; the caller checked `going_on` first."""
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        turns = self._turns.setdefault(show_id, {})
+        for seat in seat_ids:
+            turns[seat] = mine
+        return mine
+
+    def done(self, show_id: int, seat_ids: list[str], mine: asyncio.Future[None]) -> None:
+        """End the turn `take` gave: the holds waiting for it go on."""
+        turns = self._turns[show_id]
+        for seat in seat_ids:
+            del turns[seat]
+        if not turns:
+            del self._turns[show_id]
+        mine.set_result(None)
+
+    def __len__(self) -> int:
+        """Shows with a hold going on."""
+        return len(self._turns)
+
+
+class SharedReads(Generic[T]):
+    """One read per key at a time, shared by every caller that may use it.
+
+    A caller passes `after`, the value of `started` when it arrived (or when the hold
+    it waited for answered): it uses only a read started after that, so that the read
+    sees what happened before. A read that returns None (failed) answers None to those
+    sharing it."""
+
+    def __init__(self) -> None:
+        self.started = 0  # reads started so far: orders reads against arrivals
+        self._running: dict[int, tuple[int, asyncio.Future[T]]] = {}  # key -> running
+
+    async def get(self, key: int, after: int,
+                  read: Callable[[], Awaitable[T | None]]) -> T | None:
+        """The value of a read of `key` started after `after`: a running one, or `read()`."""
+        while True:
+            running = self._running.get(key)
+            if running is None:
+                return await self._read(key, read)
+            number, future = running
+            await asyncio.wait([future])
+            if number > after:  # started late enough: share it
+                return None if future.cancelled() else future.result()
+            # It started too early (it may predate a release, or miss a hold): the next one.
+
+    async def _read(self, key: int, read: Callable[[], Awaitable[T | None]]) -> T | None:
+        self.started += 1
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._running[key] = (self.started, future)
+        try:
+            value = await read()
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._running[key]
+        if value is None:
+            future.cancel()  # those sharing it go on without it, as we do
+        else:
+            future.set_result(value)
+        return value
+
+
 class EarlyRefusal:
     def __init__(self, connections: Connections, seatmaps: SeatMaps, limiter: RateLimiter,
                  metrics: NodeMetrics) -> None:
@@ -78,10 +159,8 @@ class EarlyRefusal:
         self._seatmaps = seatmaps
         self._limiter = limiter
         self._metrics = metrics
-        # show -> seat -> done when the hold going on for that seat on this node answers
-        self._turns: dict[int, dict[str, asyncio.Future[None]]] = {}
-        self._reads: dict[int, tuple[int, asyncio.Future[SeatState]]] = {}  # show -> running
-        self._started = 0  # master reads started so far: orders reads against arrivals
+        self._turns = SeatTurns()
+        self._reads: SharedReads[SeatState] = SharedReads()  # master reads, per show
 
     @contextlib.asynccontextmanager
     async def turn(self, show: ShowInfo, seat_ids: list[str],
@@ -90,8 +169,8 @@ class EarlyRefusal:
         SeatsUnavailable instead if the home master shows some of them taken."""
         entry = self._seatmaps.cache.peek(show.id)
         if entry is not None and taken(entry.state, seat_ids):
-            await self._refuse_if_taken(show, seat_ids, address, self._started)
-        while busy := self._going_on(show, seat_ids):
+            await self._refuse_if_taken(show, seat_ids, address, self._reads.started)
+        while busy := self._turns.going_on(show.id, seat_ids):
             try:
                 async with asyncio.timeout(deadline.current().left_for(show.region,
                                                                        "hold turn")):
@@ -99,23 +178,12 @@ class EarlyRefusal:
             except TimeoutError:
                 raise RegionUnavailable(show.region, "a hold of the same seats on this "
                                                      "node did not finish in time") from None
-            await self._refuse_if_taken(show, seat_ids, address, self._started)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        turns = self._turns.setdefault(show.id, {})
-        for seat in seat_ids:
-            turns[seat] = mine
+            await self._refuse_if_taken(show, seat_ids, address, self._reads.started)
+        mine = self._turns.take(show.id, seat_ids)
         try:
             yield
         finally:
-            for seat in seat_ids:
-                del turns[seat]
-            if not turns:
-                del self._turns[show.id]
-            mine.set_result(None)
-
-    def _going_on(self, show: ShowInfo, seat_ids: list[str]) -> set[asyncio.Future[None]]:
-        turns = self._turns.get(show.id, {})
-        return {turns[seat] for seat in seat_ids if seat in turns}
+            self._turns.done(show.id, seat_ids, mine)
 
     async def _refuse_if_taken(self, show: ShowInfo, seat_ids: list[str], address: str,
                                after: int) -> None:
@@ -143,30 +211,11 @@ class EarlyRefusal:
 
     async def _master_state(self, show: ShowInfo, after: int) -> SeatState | None:
         """The show's state from a master read started after `after`; None if it failed."""
-        while True:
-            running = self._reads.get(show.id)
-            if running is None:
-                return await self._read(show)
-            number, future = running
-            await asyncio.wait([future])
-            if number > after:  # started late enough: share it
-                return None if future.cancelled() else future.result()
-            # It started too early (it may predate a release, or miss a hold): the next one.
+        return await self._reads.get(show.id, after, lambda: self._read(show))
 
     async def _read(self, show: ShowInfo) -> SeatState | None:
-        self._started += 1
-        future: asyncio.Future[SeatState] = asyncio.get_running_loop().create_future()
-        self._reads[show.id] = (self._started, future)
         self._metrics.early_refusal_reads.labels(self._metrics.region, show.region).inc()
         try:
-            state = await read_seat_state(self._connections.redis_master(show.region), show.id)
+            return await read_seat_state(self._connections.redis_master(show.region), show.id)
         except REDIS_UNAVAILABLE:
-            future.cancel()  # those sharing it go on with their holds, as we do
-            return None
-        except BaseException:
-            future.cancel()
-            raise
-        finally:
-            del self._reads[show.id]
-        future.set_result(state)
-        return state
+            return None  # those sharing it go on with their holds, as we do

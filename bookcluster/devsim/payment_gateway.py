@@ -49,7 +49,8 @@ from aiohttp.typedefs import Handler
 from bookcluster.booking.gateway import PAYMENT_ID_PLACEHOLDER, return_url_allowed
 from bookcluster.booking.signing import SIGNATURE_HEADER, sign_webhook
 from bookcluster.topology.errors import RouterError
-from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Topology
 
 log = logging.getLogger(__name__)
 

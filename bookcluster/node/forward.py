@@ -54,6 +54,32 @@ CONNECT_TIMEOUT_S = 0.5
 MOVED_STATUS = 421  # Misdirected Request: the home node's answer to a write it may not do
 
 
+def _mac(secret: bytes, address: str, at: str, method: str, path_qs: str) -> str:
+    text = f"{address} {at} {method} {path_qs}".encode()
+    return hmac.new(secret, text, hashlib.sha256).hexdigest()
+
+
+def client_header(secret: bytes, address: str, method: str, path_qs: str, now: float) -> str:
+    """CLIENT_HEADER's value: the entry node vouches for `address` for this one request."""
+    at = str(int(now))
+    return f"{address} {at} {_mac(secret, address, at, method, path_qs)}"
+
+
+def vouched_client(secret: bytes, value: str | None, method: str, path_qs: str,
+                   now: float) -> str | None:
+    """The client address a CLIENT_HEADER `value` vouches for, if a node holding `secret`
+    signed it for this method and path within SIGNATURE_WINDOW_S of `now`; else None."""
+    if value is None or not value.isascii():  # ours are; other text cannot be MACed as sent
+        return None
+    address, _, rest = value.partition(" ")
+    at, _, mac = rest.partition(" ")
+    if not at.isascii() or not at.isdigit() or len(at) > 12 \
+            or abs(now - int(at)) > SIGNATURE_WINDOW_S:
+        return None
+    return address if hmac.compare_digest(_mac(secret, address, at, method, path_qs), mac) \
+        else None
+
+
 class Forwarder:
     """Owns one HTTP client session to the other regions' nodes."""
 
@@ -90,10 +116,6 @@ class Forwarder:
         """The address of the client who sent this request, also behind a forward."""
         return self._peer_client(request) or request.remote or "-"
 
-    def _mac(self, address: str, at: str, request: web.Request) -> str:
-        text = f"{address} {at} {request.method} {request.path_qs}".encode()
-        return hmac.new(self._secret, text, hashlib.sha256).hexdigest()
-
     def _peer_client(self, request: web.Request) -> str | None:
         """The client address a peer node vouched for, or None if not validly forwarded
         (checked once per request: routing and the rate limits both ask)."""
@@ -103,15 +125,10 @@ class Forwarder:
         return found
 
     def _vouched(self, request: web.Request) -> str | None:
-        value = request.headers.get(CLIENT_HEADER)
-        if value is None or FORWARDED_HEADER not in request.headers:
+        if FORWARDED_HEADER not in request.headers:
             return None
-        address, _, rest = value.partition(" ")
-        at, _, mac = rest.partition(" ")
-        if not at.isascii() or not at.isdigit() or len(at) > 12 \
-                or abs(time.time() - int(at)) > SIGNATURE_WINDOW_S:
-            return None
-        return address if hmac.compare_digest(self._mac(address, at, request), mac) else None
+        return vouched_client(self._secret, request.headers.get(CLIENT_HEADER),
+                             request.method, request.path_qs, time.time())
 
     async def forward(self, request: web.Request, home: str) -> web.Response:
         """Send the write to a home node and return its answer, by the write's deadline."""
@@ -121,8 +138,8 @@ class Forwarder:
         headers = {h: request.headers[h] for h in PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_HEADER] = self.local_region
         headers[deadline.HEADER] = limit.forwarded()
-        address, at = self.client_address(request), str(int(time.time()))
-        headers[CLIENT_HEADER] = f"{address} {at} {self._mac(address, at, request)}"
+        headers[CLIENT_HEADER] = client_header(self._secret, self.client_address(request),
+                                               request.method, request.path_qs, time.time())
         nodes = self.topology.region(home).nodes
         first = next(self._turn)
         for attempt in range(min(2, len(nodes))):

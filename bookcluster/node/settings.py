@@ -9,7 +9,8 @@ from pathlib import Path
 
 from bookcluster.node.admission import IN_FLIGHT, QUEUED
 from bookcluster.stores.connections import load_routes
-from bookcluster.topology.model import Endpoint, Topology, duration_arg, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Endpoint, Topology, duration_arg
 
 # Slow clients (slowloris): seconds a client has to send a request's headers
 # (`server.py` closes the connection) and then its body (`body.py`: 408).

@@ -26,7 +26,8 @@ from bookcluster.errors import NodeError
 from bookcluster.stores import ownership
 from bookcluster.stores.connections import Connections
 from bookcluster.topology.errors import RouterError
-from bookcluster.topology.model import Endpoint, Topology, parse_topology
+from bookcluster.topology.load import parse_topology
+from bookcluster.topology.model import Endpoint, Topology
 from bookcluster.topology.placement import Placement
 
 log = logging.getLogger(__name__)

@@ -64,7 +64,8 @@ from bookcluster.seats import keys
 from bookcluster.seats.state import parse_hold
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary, make_master
 from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.model import Topology, parse_topology
+from bookcluster.topology.load import parse_topology
+from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 
 BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.model import Topology, load_topology, parse_topology
+from bookcluster.topology.load import load_topology, parse_topology
+from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 
 EPOCH_LINE = re.compile(r"^epoch:.*$", re.MULTILINE)

@@ -114,6 +114,25 @@ def agree(want: str, have: str) -> bool:
     return want == have
 
 
+def diff(wanted: dict[str, str], state: SeatState, settling: set[str], known: set[str],
+         now_ms: int) -> dict[str, str]:
+    """The seats of one show whose Redis `state` disagrees with PostgreSQL's `wanted`
+    (`pg_wanted`; a seat not in it is wanted "A"), each with what it should be. Left
+    alone: `settling` seats (PostgreSQL changed them a moment ago) and a Redis hold of a
+    booking PostgreSQL does not know (`known`): one in flight, or abandoned."""
+    seats = set(wanted) | set(state.holds) | set(state.booked) | set(state.blocked)
+    fix = {}
+    for seat in seats - settling:
+        want = wanted.get(seat, "A")
+        have = redis_has(state, seat, now_ms)
+        if agree(want, have):
+            continue
+        if want == "A" and have[0] == "H" and have[2:].split("|")[0] not in known:
+            continue  # a hold in flight or abandoned: not PostgreSQL's yet
+        fix[seat] = want
+    return fix
+
+
 async def master_address(master: aioredis.Redis) -> str:
     """Where `master` is now: as Sentinel names it, or the topology's address."""
     pool = master.connection_pool
@@ -242,8 +261,8 @@ class Reconciler:
             known = await self._known_bookings(states.values())
             now_ms = int(time.time() * 1000)
             for show in chunk:
-                fix = self._diff(wanted.get(show, {}), states[show], settling.get(show, set()),
-                                 known, now_ms)
+                fix = diff(wanted.get(show, {}), states[show], settling.get(show, set()), known,
+                           now_ms)
                 if fix:
                     report.divergent[show] = fix
                 if not dry_run and (fix or rewrite):
@@ -282,19 +301,3 @@ class Reconciler:
         async with self.home.connection(self.region) as conn:
             return {r["id"] for r in await conn.fetch(
                 "SELECT id FROM booking WHERE id = ANY($1::text[])", held)}
-
-    @staticmethod
-    def _diff(wanted: dict[str, str], state: SeatState, settling: set[str], known: set[str],
-              now_ms: int) -> dict[str, str]:
-        seats = set(wanted) | set(state.holds) | set(state.booked) | set(state.blocked)
-        fix = {}
-        for seat in seats - settling:
-            want = wanted.get(seat, "A")
-            have = redis_has(state, seat, now_ms)
-            if agree(want, have):
-                continue
-            if want == "A" and have[0] == "H" and have[2:].split("|")[0] not in known:
-                continue  # a hold in flight or abandoned: not PostgreSQL's yet
-            fix[seat] = want
-        return fix
-

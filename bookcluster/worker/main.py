@@ -39,7 +39,8 @@ from bookcluster.stores import jobqueue
 from bookcluster.stores.connections import Connections, load_routes
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
 from bookcluster.topology.errors import RegionUnavailable, RouterError
-from bookcluster.topology.model import Endpoint, Topology, duration_arg, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Endpoint, Topology, duration_arg
 from bookcluster.topology.placement import Placement
 from bookcluster.worker.jobs import HANDLERS, JobContext
 from bookcluster.worker.sweeper import Sweeper

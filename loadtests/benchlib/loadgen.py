@@ -95,7 +95,7 @@ class _Run:
 def _minter(spec: dict[str, Any]) -> Callable[[str], str]:
     """user -> token, signed with the key of the spec's cluster (`topology`)."""
     from bookcluster.node.auth import mint
-    from bookcluster.topology.model import load_topology
+    from bookcluster.topology.load import load_topology
 
     topology = load_topology(spec["topology"])
     return lambda user: mint(topology, user, TOKEN_TTL_S)

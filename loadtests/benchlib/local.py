@@ -30,7 +30,8 @@ from bookcluster.local.ports import free_ports
 from bookcluster.local.supervisor import Child, ProcessSpec, Supervisor
 from bookcluster.ops.demo_catalog import CITIES, Catalog, CatalogSpec, build_catalog, slug
 from bookcluster.stores.probe import scrape_metric, wait_healthy
-from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 from bookcluster.topology.secrets import Secrets
 

@@ -46,7 +46,8 @@ from bookcluster.stores.connections import (
     pg_dsn,
     pg_login,
 )
-from bookcluster.topology.model import Endpoint, Limits, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Endpoint, Limits
 from bookcluster.topology.secrets import generate_local
 
 from .cpu import cpu_seconds

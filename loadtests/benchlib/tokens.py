@@ -28,7 +28,8 @@ import jwt
 
 from bookcluster.errors import Unauthorized
 from bookcluster.node.auth import TokenVerifier, mint
-from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Topology
 from bookcluster.topology.secrets import SecretMissing, generate_local
 
 TOKEN_TTL_S = 3600.0  # longer than any bench run

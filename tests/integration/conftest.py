@@ -20,7 +20,8 @@ from bookcluster.local.launcher import LocalCluster
 from bookcluster.ops.demo_catalog import CITIES, CatalogSpec, build_catalog, slug
 from bookcluster.ops.reset import reset_cluster
 from bookcluster.stores.connections import connect_primary
-from bookcluster.topology.model import Endpoint, Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Endpoint, Topology
 from bookcluster.topology.placement import Placement
 from tests.integration.support import free_ports, topology_yaml, use_topology
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from bookcluster.local.launcher import LocalCluster
 from bookcluster.ops.demo_catalog import CatalogSpec
-from bookcluster.topology.model import load_topology
+from bookcluster.topology.load import load_topology
 from bookcluster.topology.placement import Placement
 from tests.integration.conftest import Cluster
 from tests.integration.support import Session, topology_yaml, use_topology

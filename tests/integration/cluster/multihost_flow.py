@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 
 from bookcluster.node.auth import mint
-from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Topology
 
 DEADLINE_S = 90.0  # the whole flow, however many users
 

@@ -18,7 +18,7 @@ from bookcluster.local.ports import free_ports
 from bookcluster.ops import apply, moves
 from bookcluster.ops.audit import run_audit
 from bookcluster.ops.ownership import connect
-from bookcluster.topology.model import load_topology
+from bookcluster.topology.load import load_topology
 from tests.integration.cluster.movable import epoch_of, movable_cluster, owner_rows, shows_of
 from tests.integration.cluster.test_moves import hold, sell
 from tests.integration.node.helpers import seats_of

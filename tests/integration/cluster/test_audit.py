@@ -505,14 +505,3 @@ async def test_expired_redis_holds_are_not_judged(clean: Cluster, catalog: Any) 
     await redis_cmd(clean, "south", "HSET", keys.show_holds(show), seat, "bold|1000")
     report = await run_audit(clean.topology)
     assert report.violations == [] and report.exit_code == 0
-
-
-def test_report_lists_the_first_fifty_and_counts_the_rest() -> None:
-    report = AuditReport(violations=[Violation("redis_booked", "north", 7, f"A{i}", "x")
-                                     for i in range(1, 61)])
-    out = io.StringIO()
-    print_report(report, out)
-    text = out.getvalue()
-    assert "60 violation(s):" in text and "[redis_booked] north show 7 seat A50: x" in text
-    assert "seat A51:" not in text and "... and 10 more" in text
-    assert report.exit_code == 1

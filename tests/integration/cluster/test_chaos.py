@@ -37,7 +37,8 @@ from bookcluster.local.launcher import LocalCluster
 from bookcluster.ops.audit import run_audit
 from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary
-from bookcluster.topology.model import Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 from tests.integration.cluster.chaos import Chaos, Flow, Shoppers
 from tests.integration.support import topology_yaml

@@ -41,7 +41,8 @@ from bookcluster.ops.audit import run_audit
 from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog
 from bookcluster.stores import patroni_api
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary, pg_dsn, pg_login
-from bookcluster.topology.model import Region, Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Region, Topology
 from tests.integration.support import topology_yaml
 
 CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2)

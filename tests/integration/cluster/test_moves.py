@@ -29,7 +29,7 @@ from bookcluster.local.faults import paused
 from bookcluster.ops import moves
 from bookcluster.ops.audit import run_audit
 from bookcluster.stores import patroni_api
-from bookcluster.topology.model import load_topology
+from bookcluster.topology.load import load_topology
 from tests.integration.cluster.movable import (
     epoch_of,
     movable_cluster,

@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from bookcluster.topology.secrets import generate_local, secrets_dir
-from tests.cluster import netns
+from tests.integration.cluster import netns
 from tests.integration.cluster.test_launcher import READY_LINE
 from tests.integration.support import topology_yaml
 

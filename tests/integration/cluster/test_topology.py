@@ -21,7 +21,8 @@ from bookcluster.ops import apply
 from bookcluster.ops.ownership import OwnershipConflict
 from bookcluster.ops.seed import seed_cluster
 from bookcluster.ops.topology_file import with_changes
-from bookcluster.topology.model import Endpoint, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Endpoint
 from tests.integration.cluster.movable import epoch_of, movable_cluster
 from tests.integration.conftest import Cluster
 

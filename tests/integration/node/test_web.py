@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,8 +20,7 @@ from bookcluster.node.app import create_app
 from bookcluster.node.overview import audit_report_path
 from bookcluster.node.settings import NodeSettings
 from bookcluster.ops.audit import AuditReport, save_last
-from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.model import Endpoint, parse_topology
+from bookcluster.topology.model import Endpoint
 from tests.integration.conftest import Cluster
 from tests.integration.support import bearer, call, free_ports
 
@@ -80,19 +78,6 @@ async def test_dev_sign_in_is_off_unless_the_launcher_turns_it_on(cluster: Clust
     finally:
         await runner.cleanup()
     assert status == 404 and body["error"] == "not_found" and "token" not in body
-
-
-@pytest.mark.parametrize(("auth", "reason"), [
-    ("  dev_sign_in: yes please\n", "expected true or false"),
-    ("  dev_sign_in: true\n", "not a topology setting"),
-])
-def test_dev_sign_in_is_validated(tmp_path: Any, auth: str, reason: str) -> None:
-    text = ("regions:\n  north:\n    redis: {master: 127.0.0.1:1, replicas: {north: "
-            "127.0.0.1:2}}\n    postgres: {primary: 127.0.0.1:3}\n    nodes: [127.0.0.1:4]\n"
-            f"auth:\n{auth}")
-    with pytest.raises(TopologyError, match=reason) as caught:
-        parse_topology(text, tmp_path / "topology.yaml", run_dir=tmp_path)
-    assert "auth.dev_sign_in" in str(caught.value)
 
 
 async def test_overview_probes_every_process(cluster: Cluster,

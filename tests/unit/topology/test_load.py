@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.model import load_topology, parse_duration
+from bookcluster.topology.load import load_topology, parse_topology
+from bookcluster.topology.model import parse_duration
 from tests.integration.support import topology_yaml
 
-REPO_TOPOLOGY = Path(__file__).resolve().parents[2] / "topology.yaml"
+REPO_TOPOLOGY = Path(__file__).resolve().parents[3] / "topology.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -164,3 +165,49 @@ def test_catalog_start_is_a_date_and_optional(tmp_path: Path) -> None:
     assert load_topology(write(tmp_path, dated)).settings.catalog_day_one() == date(2026, 12, 1)
     err = error_of(tmp_path, text.replace("settings:\n", "settings:\n  catalog_start: soon\n", 1))
     assert err.key == "settings.catalog_start" and "YYYY-MM-DD" in err.reason
+
+
+@pytest.mark.parametrize(("auth", "reason"), [
+    ("  dev_sign_in: yes please\n", "expected true or false"),
+    ("  dev_sign_in: true\n", "not a topology setting"),
+])
+def test_dev_sign_in_is_validated(tmp_path: Path, auth: str, reason: str) -> None:
+    text = ("regions:\n  north:\n    redis: {master: 127.0.0.1:1, replicas: {north: "
+            "127.0.0.1:2}}\n    postgres: {primary: 127.0.0.1:3}\n    nodes: [127.0.0.1:4]\n"
+            f"auth:\n{auth}")
+    with pytest.raises(TopologyError, match=reason) as caught:
+        parse_topology(text, tmp_path / "topology.yaml", run_dir=tmp_path)
+    assert "auth.dev_sign_in" in str(caught.value)
+
+
+def test_an_error_reads_file_line_key_reason(tmp_path: Path) -> None:
+    """What an operator sees: `<file>:<line>: <key>: <reason>`, the line the key's own."""
+    text = topology_yaml(tmp_path / "run", theatres={"delhi-01": "north", "pune-01": "east"})
+    err = error_of(tmp_path, text)
+    line = text.splitlines().index("  pune-01: east") + 1
+    assert str(err) == (f"{tmp_path / 'topology.yaml'}:{line}: theatres.pune-01: "
+                        "unknown region 'east' (known: north, south, west)")
+
+
+def test_a_missing_key_is_placed_at_its_parents_line(tmp_path: Path) -> None:
+    """A key that is absent has no line of its own: the error names its nearest parent's."""
+    text = "\n".join(line for line in topology_yaml(tmp_path / "run").splitlines()
+                     if "master:" not in line or "west" in line) + "\n"
+    err = error_of(tmp_path, text)
+    redis_line = text.splitlines().index("    redis:") + 1
+    assert err.key == "regions.north.redis.master" and err.line == redis_line
+    assert str(err).startswith(f"{tmp_path / 'topology.yaml'}:{redis_line}: "
+                               "regions.north.redis.master: missing")
+
+
+def test_a_duplicate_key_is_refused_at_its_second_line(tmp_path: Path) -> None:
+    text = topology_yaml(tmp_path / "run").replace("epoch: 1\n", "epoch: 1\nepoch: 2\n", 1)
+    err = error_of(tmp_path, text)
+    assert err.key == "epoch" and err.reason == "duplicate key"
+    assert err.line == text.splitlines().index("epoch: 2") + 1
+
+
+def test_an_unreadable_file_names_the_file_and_no_line(tmp_path: Path) -> None:
+    err = error_of(tmp_path, "")  # an empty file
+    assert err.line is None and err.reason == "file is empty"
+    assert str(err) == f"{tmp_path / 'topology.yaml'}: <root>: file is empty"

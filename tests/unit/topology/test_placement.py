@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bookcluster.topology.model import load_topology
+from bookcluster.topology.load import load_topology
 from bookcluster.topology.placement import Placement
 from tests.integration.support import topology_yaml
 
