@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest_asyncio
 
+from bookcluster.booking import ledger
 from bookcluster.db.create import create_database
 from bookcluster.db.migrate import FUNCTIONS_DIR, checksum, function_files, migrate
 from bookcluster.local import postgres_server
@@ -196,6 +197,17 @@ async def test_a_database_made_before_upgrades_in_place(new_database: Connect) -
     assert (await hold(old, f"b{SHOW}-new", ["A4"]))["token"] is not None
     statuses = dict(await old.fetch("SELECT seat_id, status FROM show_seat ORDER BY 1"))
     assert statuses == {"A1": "BOOKED", "A2": "BOOKED", "A3": "BOOKED", "A4": "LOCKED"}
+    # The transitions that were Python before, now functions too, on the same rows.
+    async with old.transaction():
+        cancelled = await ledger.cancel(old, f"b{SHOW}-new", f"u-b{SHOW}-new")
+    assert cancelled == ledger.Cancellation("INITIATED", [(f"b{SHOW}-new", SHOW, "A4")])
+    async with old.transaction():
+        assert await ledger.expire(old, [f"b{SHOW}-new", f"b{SHOW}-held"]) == []
+    assert dict(await old.fetch("SELECT id, status FROM booking")) == {
+        f"b{SHOW}-held": "CONFIRMED", f"b{SHOW}-sold": "CONFIRMED",
+        f"b{SHOW}-new": "CANCELLED"}
+    assert await old.fetchval("SELECT status FROM show_seat WHERE seat_id = 'A4'") \
+        == "AVAILABLE"
 
 
 async def test_a_function_file_is_reapplied_when_its_text_changes(
