@@ -38,13 +38,14 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 
-from bookcluster.booking import ids
+from bookcluster.booking import ids, ledger
 from bookcluster.booking.gateway import GatewayClient, GatewayUnavailable
 from bookcluster.booking.holds import BookingService
+from bookcluster.booking.ledger import Outcome, Reason
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import (
     BookingError,
@@ -111,14 +112,13 @@ class ConfirmService:
         due = datetime.fromtimestamp(deadline.current().at, UTC)
         try:
             async with self.home.connection(show.region, writes=True) as conn:
-                row = await conn.fetchrow(
-                    "SELECT outcome, detail, answer_status, answer_body "
-                    "FROM bc_confirm($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    show.id, booking_id, owner, key, request_hash(booking_id, body),
-                    payment_id, amount, show.region, due, self.home.epoch)
-                if row["answer_status"] == 200:
+                row = await ledger.confirm(
+                    conn, show=show.id, booking=booking_id, user=owner, key=key,
+                    request_hash=request_hash(booking_id, body), payment=payment_id,
+                    amount=amount, region=show.region, deadline=due, epoch=self.home.epoch)
+                if row.answer_status == 200:
                     await self._replicated(conn, show)
-        except asyncpg.RaiseError as exc:  # rolled back: nothing changed, nothing stored
+        except ledger.Undone as exc:  # rolled back: nothing changed, nothing stored
             raise self._undone(show, exc, not_captured) from None
         except asyncpg.UniqueViolationError:  # raced with another sale: nothing committed
             self._count(show, "conflict")
@@ -126,22 +126,23 @@ class ConfirmService:
         return await self._answer(show, booking_id, row)
 
     async def _answer(self, show: ShowInfo, booking_id: str,
-                      row: asyncpg.Record) -> StoredResponse:
-        outcome = row["outcome"]
-        if outcome == "not_found":
+                      row: ledger.Confirmation) -> StoredResponse:
+        outcome = row.outcome
+        if outcome == Outcome.NOT_FOUND:
             raise NotFound(f"no booking {booking_id!r}", id=booking_id)
-        if outcome == "key_reused":
+        if outcome == Outcome.KEY_REUSED:
             raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
-        stored = StoredResponse(row["answer_status"], row["answer_body"])
-        if outcome == "replay":
+        assert row.answer_status is not None and row.answer_body is not None
+        stored = StoredResponse(row.answer_status, row.answer_body)
+        if outcome == Outcome.REPLAY:
             self._count(show, "replayed")
-        elif outcome == "sold":
+        elif outcome == Outcome.SOLD:
             self._count(show, "confirmed")
             # Committed with its mirror rows: Redis learns it now, or from the worker.
             await mirror.apply_now(self.home, show.region,
-                                   {("book", show.id, booking_id): list(row["detail"])})
-        elif outcome != "sold_before":
-            self._count(show, outcome)
+                                   {("book", show.id, booking_id): row.detail})
+        elif outcome != Outcome.SOLD_BEFORE:
+            self._count(show, outcome.value)
         return rendered(booking_id, stored)
 
     async def _replicated(self, conn: asyncpg.Connection, show: ShowInfo) -> None:
@@ -159,23 +160,22 @@ class ConfirmService:
         self._count(show, "unreplicated")
         raise RegionUnavailable(show.region, "postgres standby", outcome="unknown")
 
-    def _undone(self, show: ShowInfo, exc: asyncpg.RaiseError,
+    def _undone(self, show: ShowInfo, exc: ledger.Undone,
                 not_captured: NodeError | None) -> Exception:
         """The error for a bc_confirm that raised (and so changed nothing)."""
-        reason = exc.message  # without the DETAIL line
-        if reason == "bc_not_captured" and not_captured is not None:
+        if exc.reason == Reason.NOT_CAPTURED and not_captured is not None:
             self._count(show, "payment_required")
             return not_captured
-        if reason == "bc_wrong_amount":
+        if exc.reason == Reason.WRONG_AMOUNT:
             self._count(show, "payment_required")
             return PaymentRequired(f"the payment is not the booking's amount of "
                                    f"{exc.detail} paise", amount_paise=int(exc.detail or 0))
-        if reason == "bc_deadline":
+        if exc.reason == Reason.DEADLINE:
             return RegionUnavailable(show.region, "deadline passed before commit")
-        if "payment_reused" in reason:  # two bookings raced to use one payment id
+        if exc.reason == Reason.PAYMENT_RACED:  # two bookings raced to use one payment id
             self._count(show, "conflict")
             return PaymentRaced("this payment_id already paid another booking")
-        return cast(Exception, exc)  # asyncpg is untyped
+        return exc  # not captured, but the gateway's answer was: cannot happen
 
     def _count(self, show: ShowInfo, outcome: str) -> None:
         self.metrics.confirms.labels(self.metrics.region, show.region, outcome).inc()
@@ -218,20 +218,18 @@ async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,
     Raises a BookingError or PaymentRequired (wrong amount) having changed nothing,
     or returns the seats sold. Run it inside a transaction or savepoint."""
     try:
-        row = await conn.fetchrow("SELECT outcome, detail FROM bc_sell($1, $2, $3, $4, $5)",
-                                  show.id, booking_id, payment_id, payment_status,
-                                  amount_paise)
-    except asyncpg.RaiseError as exc:
-        if "payment_reused" in str(exc):
+        sale = await ledger.sell(conn, show=show.id, booking=booking_id, payment=payment_id,
+                                 payment_status=payment_status, amount=amount_paise)
+    except ledger.Undone as exc:
+        if exc.reason == Reason.PAYMENT_RACED:
             raise PaymentRaced("this payment_id already paid another booking") from None
         raise
-    outcome, detail = row["outcome"], list(row["detail"])
-    if outcome == "sold":
-        return detail
-    if outcome == "wrong_amount":
+    if sale.outcome == Outcome.SOLD:
+        return sale.detail
+    if sale.outcome == Outcome.WRONG_AMOUNT:
         raise PaymentRequired(f"the payment is {amount_paise} paise; the booking costs "
-                              f"{detail[0]} paise", amount_paise=int(detail[0]))
-    raise refusal(booking_id, outcome, detail)
+                              f"{sale.detail[0]} paise", amount_paise=int(sale.detail[0]))
+    raise refusal(booking_id, sale.outcome, sale.detail)
 
 
 def refusal(booking_id: str, outcome: str, detail: list[str]) -> BookingError:

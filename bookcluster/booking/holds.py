@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from bookcluster.booking import ids
+from bookcluster.booking import ids, ledger
 from bookcluster.catalog import Catalog, ShowInfo
 from bookcluster.errors import (
     BookingNotPending,
@@ -239,23 +239,22 @@ class BookingService:
         """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides.
         None: a duplicate under the same key recorded its hold first."""
         async with self.home.connection(show.region, writes=True) as conn:
-            row = await conn.fetchrow(
-                "SELECT token, refused, limit_hit, replayed "
-                "FROM bc_record_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-                "$14)",
-                show.id, seat_ids, booking_id, user_id, expires_at,
-                timedelta(seconds=self.settings.max_hold_s), [prices[s] for s in seat_ids],
-                self.limits.seats_per_show, self.limits.holds_per_user, key, self.home.epoch,
-                address, self.limits.seats_per_show_per_address,
-                self.limits.holds_per_address)
-        if row["replayed"]:
+            record = await ledger.record_hold(
+                conn, show=show.id, seats=seat_ids, booking=booking_id, user=user_id,
+                expires=expires_at, max_hold=timedelta(seconds=self.settings.max_hold_s),
+                prices=[prices[s] for s in seat_ids], max_seats=self.limits.seats_per_show,
+                max_holds=self.limits.holds_per_user, hold_key=key, epoch=self.home.epoch,
+                address=address, max_address_seats=self.limits.seats_per_show_per_address,
+                max_address_holds=self.limits.holds_per_address)
+        if record.replayed:
             return None
-        if row["limit_hit"]:
-            self.metrics.limit_refusals.labels(self.metrics.region, row["limit_hit"]).inc()
-            raise HoldLimitReached(row["limit_hit"], getattr(self.limits, row["limit_hit"]))
-        if row["refused"]:  # Redis lost state (restart, failover): PostgreSQL still decides
-            raise SeatsUnavailable(list(row["refused"]))
-        return int(row["token"])
+        if record.limit_hit:
+            self.metrics.limit_refusals.labels(self.metrics.region, record.limit_hit).inc()
+            raise HoldLimitReached(record.limit_hit, getattr(self.limits, record.limit_hit))
+        if record.refused:  # Redis lost state (restart, failover): PostgreSQL still decides
+            raise SeatsUnavailable(record.refused)
+        assert record.token is not None
+        return record.token
 
     async def _release_quietly(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
         try:
@@ -371,16 +370,12 @@ class BookingService:
     async def cancel(self, booking_id: str, owner: str) -> dict[str, Any]:
         show = await self.show_of_booking(booking_id)
         async with self.home.write(show.region, show.id) as conn:
-            row = await conn.fetchrow(
-                "SELECT status FROM booking WHERE id = $1 AND user_id = $2 FOR UPDATE",
-                booking_id, owner)
-            if row is None:
+            cancelled = await ledger.cancel(conn, booking_id, owner)
+            if cancelled.prior is None:
                 raise NotFound(f"no booking {booking_id!r}", id=booking_id)
-            if row["status"] not in ("INITIATED", "CANCELLED"):
-                raise BookingNotPending(booking_id, row["status"])
-            freed = await free_seats(conn, [booking_id])
-            await conn.execute("UPDATE booking SET status = 'CANCELLED', updated_at = now() "
-                               "WHERE id = $1", booking_id)
+            if cancelled.prior not in ("INITIATED", "CANCELLED"):
+                raise BookingNotPending(booking_id, cancelled.prior)
+            freed = cancelled.freed
         await mirror.apply_now(self.home, show.region, released(freed))
         return await self.get(booking_id, owner)
 
@@ -428,27 +423,9 @@ class BookingService:
         return await self.get(booking_id, owner)
 
 
-def released(freed: list[tuple[str, int, str]]) -> mirror.Changes:
-    """`free_seats`' rows as mirror changes."""
+def released(freed: list[ledger.Freed]) -> mirror.Changes:
+    """Seats a ledger transition freed, as mirror changes."""
     return mirror.group(("release", show, booking, seat) for booking, show, seat in freed)
-
-
-async def free_seats(conn: asyncpg.Connection,
-                     booking_ids: list[str]) -> list[tuple[str, int, str]]:
-    """Make the seats still held by these bookings AVAILABLE, with their mirror rows;
-    returns (booking, show, seat)."""
-    rows = await conn.fetch(
-        "SELECT hold_booking_id, show_id, seat_id FROM show_seat "
-        "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED' "
-        "ORDER BY show_id, seat_id FOR UPDATE", booking_ids)
-    freed = [(r["hold_booking_id"], r["show_id"], r["seat_id"]) for r in rows]
-    if rows:
-        await conn.execute(
-            "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
-            "hold_expires_at = NULL, updated_at = now() "
-            "WHERE hold_booking_id = ANY($1::text[]) AND status = 'LOCKED'", booking_ids)
-        await mirror.record_release(conn, freed)
-    return freed
 
 
 def _read_if_there(path: Path) -> bytes | None:

@@ -17,7 +17,8 @@ import logging
 import time
 from datetime import timedelta
 
-from bookcluster.booking.holds import free_seats, released
+from bookcluster.booking import ledger
+from bookcluster.booking.holds import released
 from bookcluster.errors import TransactionAborted
 from bookcluster.seats import mirror
 from bookcluster.seats.home import HomeRegion
@@ -54,16 +55,14 @@ class Sweeper:
                 "WHERE b.status = 'INITIATED' "
                 "AND (b.expires_at < now() OR b.id = ANY($1::text[]))))", list(abandoned))
             rows = await conn.fetch(
-                "WITH lapsed AS (SELECT b.id FROM booking b JOIN show sh ON sh.id = b.show_id "
+                "SELECT b.id FROM booking b JOIN show sh ON sh.id = b.show_id "
                 "JOIN screen sc ON sc.id = sh.screen_id WHERE b.status = 'INITIATED' "
                 "AND (b.expires_at < now() OR b.id = ANY($2::text[])) "
                 "AND sc.theatre_id = ANY($3::text[]) "
-                "ORDER BY b.expires_at LIMIT $1 FOR UPDATE OF b SKIP LOCKED) "
-                "UPDATE booking b SET status = 'EXPIRED', updated_at = now() FROM lapsed "
-                "WHERE b.id = lapsed.id RETURNING b.id", BATCH, list(abandoned),
-                theatres) if theatres else []
+                "ORDER BY b.expires_at LIMIT $1 FOR UPDATE OF b SKIP LOCKED",
+                BATCH, list(abandoned), theatres) if theatres else []
             expired = [r["id"] for r in rows]
-            freed = await free_seats(conn, expired) if expired else []
+            freed = await ledger.expire(conn, expired)  # under the row locks just taken
         await mirror.apply_now(self.home, self.region, released(freed))
         old = time.time() - ABANDONED_WATCH_S
         await self.home.forget_abandoned(

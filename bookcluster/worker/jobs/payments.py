@@ -33,10 +33,10 @@ from typing import Any
 
 import asyncpg
 
+from bookcluster.booking import ledger
 from bookcluster.booking.confirm import sell
 from bookcluster.booking.gateway import GatewayClient, Intent
-from bookcluster.booking.holds import free_seats, released
-from bookcluster.booking.outbox import enqueue
+from bookcluster.booking.holds import released
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import BookingError, MalformedId, NotFound, PaymentRequired
 from bookcluster.seats import mirror
@@ -137,9 +137,7 @@ async def _captured(conn: asyncpg.Connection, show: ShowInfo, data: dict[str, An
             await _start_refund(conn, data, "wrong amount")
             return f"refund: wrong amount ({exc.message})", [], []
         except BookingError as exc:
-            await conn.execute("UPDATE booking SET status = 'EXPIRED', updated_at = now() "
-                               "WHERE id = $1", booking_id)
-            freed = await free_seats(conn, [booking_id])
+            freed = await ledger.expire(conn, [booking_id])
             await _start_refund(conn, data, exc.code)
             return f"refund: {exc.code}", [], freed
     await _start_refund(conn, data, f"booking {booking['status']}")
@@ -150,41 +148,19 @@ async def _start_refund(conn: asyncpg.Connection, data: dict[str, Any], why: str
     """A refund job in the same transaction. A payment row needs its booking (foreign
     key): for a booking id we never issued (of a known show) there is none to record,
     nobody to mail, and the money goes back all the same."""
-    known = await conn.fetchval("SELECT true FROM booking WHERE id = $1", data["booking_id"])
-    if known:
-        await conn.execute(
-            "INSERT INTO payment (id, booking_id, amount_paise, status) "
-            "VALUES ($1, $2, $3, 'REFUND_PENDING') ON CONFLICT (id) DO UPDATE "
-            "SET status = 'REFUND_PENDING', updated_at = now() "
-            "WHERE payment.status = 'CAPTURED' AND payment.booking_id = EXCLUDED.booking_id",
-            data["payment_id"], data["booking_id"], data["amount_paise"])
-    await enqueue(conn, "refund", {"payment_id": data["payment_id"],
-                                   "booking_id": data["booking_id"],
-                                   "amount_paise": data["amount_paise"], "reason": why})
-    if known:
-        await enqueue(conn, "notification", {"booking_id": data["booking_id"],
-                                             "event": "refunded",
-                                             "payment_id": data["payment_id"]})
+    await ledger.refund_started(conn, data["booking_id"], data["payment_id"],
+                                data["amount_paise"], why)
 
 
 async def _failed(conn: asyncpg.Connection, data: dict[str, Any]
                   ) -> tuple[str, list[tuple[str, int, str]]]:
-    booking_id = data["booking_id"]
-    booking = await conn.fetchrow("SELECT status FROM booking WHERE id = $1 FOR UPDATE",
-                                  booking_id)
-    if booking is None:
+    failed = await ledger.payment_failed(conn, data["booking_id"], data["payment_id"],
+                                         data["amount_paise"])
+    if failed.prior is None:
         return "failed: no booking", []
-    await conn.execute(
-        "INSERT INTO payment (id, booking_id, amount_paise, status) "
-        "VALUES ($1, $2, $3, 'FAILED') ON CONFLICT (id) DO NOTHING",
-        data["payment_id"], booking_id, data["amount_paise"])
-    if booking["status"] != "INITIATED":
-        return f"failed: booking already {booking['status']}", []
-    await conn.execute("UPDATE booking SET status = 'CANCELLED', updated_at = now() "
-                       "WHERE id = $1", booking_id)
-    freed = await free_seats(conn, [booking_id])
-    await enqueue(conn, "notification", {"booking_id": booking_id, "event": "payment_failed"})
-    return "failed: seats released", freed
+    if failed.prior != "INITIATED":
+        return f"failed: booking already {failed.prior}", []
+    return "failed: seats released", failed.freed
 
 
 async def _refund_unroutable(ctx: JobContext, data: dict[str, Any]) -> str:
@@ -216,7 +192,5 @@ async def refund(ctx: JobContext, data: dict[str, Any]) -> str:
     except (NotFound, MalformedId):
         return "refunded"
     async with ctx.home.write(show.region, show.id) as conn:
-        await conn.execute("UPDATE payment SET status = 'REFUNDED', updated_at = now() "
-                           "WHERE id = $1 AND booking_id = $2 AND status = 'REFUND_PENDING'",
-                           data["payment_id"], data["booking_id"])
+        await ledger.refunded(conn, data["booking_id"], data["payment_id"])
     return "refunded"

@@ -1,0 +1,134 @@
+-- A move's copy (bookcluster/ops/moves.py). While the theatre still sells, the source exports
+-- its rows as one document and the target imports them in a transaction it keeps open
+-- (invisible to everyone); once the theatre is frozen, the source exports what changed
+-- since (`p_since`: rows changed after it) and the target applies that and commits,
+-- recording itself as the owner. The frozen part is two short round trips.
+CREATE OR REPLACE FUNCTION bc_export_theatre(p_shows bigint[], p_since timestamptz) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+WITH bookings AS (SELECT id FROM booking WHERE show_id = ANY (p_shows)),
+changed AS (SELECT id FROM booking WHERE show_id = ANY (p_shows)
+            AND (p_since IS NULL OR updated_at > p_since OR created_at > p_since))
+SELECT jsonb_build_object(
+    'show_seat', (SELECT coalesce(jsonb_agg(t), '[]') FROM show_seat t
+                  WHERE show_id = ANY (p_shows) AND (p_since IS NULL OR updated_at > p_since)),
+    'booking', (SELECT coalesce(jsonb_agg(t), '[]') FROM booking t
+                WHERE id IN (SELECT id FROM changed)),
+    -- A seat row changes (sold) only with its booking.
+    'booking_seat', (SELECT coalesce(jsonb_agg(t), '[]') FROM booking_seat t
+                     WHERE booking_id IN (SELECT id FROM changed)),
+    'payment', (SELECT coalesce(jsonb_agg(t), '[]') FROM payment t
+                WHERE booking_id IN (SELECT id FROM bookings)
+                AND (p_since IS NULL OR updated_at > p_since OR created_at > p_since)),
+    -- Events of booking ids of these shows, also ids never issued (refunds).
+    'payment_event', (SELECT coalesce(jsonb_agg(t), '[]') FROM payment_event t
+                      WHERE substring(booking_id from '^b([0-9]+)-')::bigint = ANY (p_shows)
+                      AND (p_since IS NULL OR received_at > p_since
+                           OR processed_at > p_since)),
+    'ticket', (SELECT coalesce(jsonb_agg(t), '[]') FROM ticket t
+               WHERE booking_id IN (SELECT id FROM bookings)
+               AND (p_since IS NULL OR created_at > p_since)),
+    'notification', (SELECT coalesce(jsonb_agg(t), '[]') FROM notification t
+                     WHERE booking_id IN (SELECT id FROM bookings)
+                     AND (p_since IS NULL OR created_at > p_since)),
+    -- A key's answer is stored in the transaction that claimed it.
+    'idempotency', (SELECT coalesce(jsonb_agg(t), '[]') FROM idempotency t
+                    WHERE booking_id IN (SELECT id FROM bookings)
+                    AND (p_since IS NULL OR created_at > p_since)),
+    -- Jobs not relayed yet, always all of them; relayed ones ran (or run) where they
+    -- were queued.
+    'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t WHERE relayed_at IS NULL
+               AND substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint
+                   = ANY (p_shows)))
+$$;
+
+-- Deletes a theatre's booking rows here (its show ids); returns how many. The source
+-- forgets a theatre that moved away with it; the target, rows of an ownership long
+-- gone (never the theatre's current ones: it does not own it when it imports).
+CREATE OR REPLACE FUNCTION bc_forget_theatre(p_shows bigint[]) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_bookings text[] := ARRAY(SELECT id FROM booking WHERE show_id = ANY (p_shows));
+    v_total bigint := 0;
+    v_n bigint;
+BEGIN
+    DELETE FROM idempotency WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM notification WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM ticket WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM payment WHERE booking_id = ANY (v_bookings);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM payment_event
+    WHERE substring(booking_id from '^b([0-9]+)-')::bigint = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM booking_seat WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM booking WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM show_seat WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM mirror_change WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM outbox
+    WHERE substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    RETURN v_total;
+END $$;
+
+-- Rows of a table as bc_export_theatre wrote them, inserted or, where their primary key
+-- exists, replacing the row (a catch-up after the first copy).
+CREATE OR REPLACE FUNCTION bc_upsert_rows(p_table regclass, p_rows jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cols text;
+    v_new text;
+    v_key text;
+BEGIN
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum),
+           string_agg('EXCLUDED.' || quote_ident(attname), ', ' ORDER BY attnum)
+    INTO v_cols, v_new
+    FROM pg_attribute WHERE attrelid = p_table AND attnum > 0 AND NOT attisdropped;
+    SELECT string_agg(quote_ident(a.attname), ', ') INTO v_key
+    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+    WHERE i.indrelid = p_table AND i.indisprimary;
+    EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_recordset(NULL::%s, $1) '
+                   'ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s)',
+                   p_table, p_table, v_key, v_cols, v_new) USING p_rows;
+END $$;
+
+-- Imports bc_export_theatre's document in the caller's transaction: the first copy
+-- (p_owner_epoch NULL; the caller first forgets any rows of an ownership long gone,
+-- bc_forget_theatre), a catch-up, or both at once; with p_owner_epoch, records this
+-- region as the theatre's owner since that epoch (the commit is the move's decision).
+CREATE OR REPLACE FUNCTION bc_import_theatre(p_theatre text, p_shows bigint[], p_rows jsonb,
+                                  p_owner_epoch integer) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM bc_upsert_rows('show_seat', p_rows->'show_seat');
+    PERFORM bc_upsert_rows('booking', p_rows->'booking');
+    PERFORM bc_upsert_rows('booking_seat', p_rows->'booking_seat');
+    PERFORM bc_upsert_rows('payment', p_rows->'payment');
+    PERFORM bc_upsert_rows('payment_event', p_rows->'payment_event');
+    PERFORM bc_upsert_rows('ticket', p_rows->'ticket');
+    PERFORM bc_upsert_rows('notification', p_rows->'notification');
+    PERFORM bc_upsert_rows('idempotency', p_rows->'idempotency');
+    -- Pending jobs: the latest export's, in place of an earlier one's (new ids here).
+    DELETE FROM outbox WHERE relayed_at IS NULL
+        AND substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint = ANY (p_shows);
+    INSERT INTO outbox (kind, payload, created_at, relayed_at)
+    SELECT kind, payload, created_at, relayed_at
+    FROM jsonb_populate_recordset(NULL::outbox, p_rows->'outbox');
+    IF p_owner_epoch IS NOT NULL THEN
+        -- Tokens stamped here stay above the copied ones (a seat's newest hold has the
+        -- highest token).
+        PERFORM setval('fence_token_seq', greatest(
+            (SELECT last_value FROM fence_token_seq),
+            (SELECT coalesce(max(fence_token), 1) FROM show_seat
+             WHERE show_id = ANY (p_shows))));
+        INSERT INTO theatre_owner (theatre_id, state, epoch)
+        VALUES (p_theatre, 'OWNED', p_owner_epoch)
+        ON CONFLICT (theatre_id) DO UPDATE
+        SET state = 'OWNED', owner = NULL, epoch = p_owner_epoch, updated_at = now();
+    END IF;
+END $$;
