@@ -23,15 +23,18 @@ rewrites of it (the process runs with umask 077), in a 0700 folder
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from pathlib import Path
+
+import redis.asyncio as aioredis
 
 from bookcluster.local.redis_server import PRIVATE_UMASK, private_dir
 from bookcluster.local.supervisor import ProcessSpec
 from bookcluster.stores.connections import redis_url
 from bookcluster.stores.sentinel_api import master_name
-from bookcluster.topology.model import Region, Topology
+from bookcluster.topology.model import Endpoint, Region, Topology
 
 # A failover that has not finished after this is abandoned (Sentinel then waits
 # twice as long before it tries the same master again); also how long it waits for
@@ -75,6 +78,45 @@ def config(topology: Topology, region: Region, data_dir: Path) -> str:
             f"sentinel parallel-syncs {service} {PARALLEL_SYNCS}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _watch_settings(topology: Topology) -> dict[str, str]:
+    """What each sentinel is told about every master it watches (`config`'s lines)."""
+    return {
+        "auth-pass": topology.secrets.redis_password,
+        "down-after-milliseconds": str(int(topology.settings.redis_down_after_s * 1000)),
+        "failover-timeout": str(FAILOVER_TIMEOUT_MS),
+        "parallel-syncs": str(PARALLEL_SYNCS),
+    }
+
+
+async def watch(topology: Topology, name: str) -> None:
+    """Tell every running sentinel of `topology` to watch region `name`'s master (a region
+    added to a running cluster), with the same settings `config` writes for the others.
+    Until a sentinel watches it, clients that ask Sentinel for that master find none;
+    from then on they follow its failovers. A sentinel that already watches it is left
+    as it is."""
+    region = topology.region(name)
+    master, service = region.redis_master, master_name(name)
+    password = topology.secrets.redis_password
+
+    async def one(ep: Endpoint) -> None:
+        client = aioredis.Redis(host=ep.host, port=ep.port, password=password,
+                                socket_timeout=5.0, socket_connect_timeout=5.0,
+                                decode_responses=True)
+        try:
+            if service in await client.sentinel_masters():
+                return
+            await client.sentinel_monitor(service, master.host, master.port, quorum(topology))
+            for option, value in _watch_settings(topology).items():
+                await client.sentinel_set(service, option, value)
+            # It met the master before it had the password (NOAUTH): start over with it.
+            await client.sentinel_reset(service)
+        finally:
+            await client.aclose()
+
+    await asyncio.gather(*(one(ep) for ep in topology.sentinels()
+                           if ep != region.redis_sentinel))
 
 
 def _is_ip(host: str) -> bool:
