@@ -90,7 +90,8 @@ class NodeMetrics:
             "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
         self.live_failures = Counter(
             "bookcluster_live_failures", "Live-socket work the hub ran by itself that failed, "
-            "by what (resync, close) and why (gone: the socket went away; error: logged)",
+            "by what (resync, close) and why (gone: the socket went away; unavailable: the "
+            "show's stores could not be read; error: logged)",
             ["region", "what", "why"], registry=self.registry)
         self.pg_pool = Gauge(
             "bookcluster_pg_pool_connections", "Connections of this node's pool to a region's "

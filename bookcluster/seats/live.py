@@ -25,13 +25,16 @@ from typing import Any
 
 from aiohttp import web
 
+from bookcluster.topology.errors import RegionUnavailable
+
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 1.0  # a socket that cannot take a delta this fast is closed
 DELTA_FIELDS = ("version", "seats", "status", "expires_at", "ts")
 
 Snapshot = Callable[[int], Awaitable[dict[str, Any]]]
-# what failed ("resync", "close"), why ("gone": the socket went away; "error": logged)
+# what failed ("resync", "close"), why ("gone": the socket went away; "unavailable": the
+# show's stores could not be read; "error": anything else, logged with its traceback)
 OnFailure = Callable[[str, str], None]
 # How a WebSocket that went away shows itself in aiohttp (a send or close on it).
 GONE = (ConnectionError, TimeoutError, RuntimeError)
@@ -143,6 +146,10 @@ class LiveHub:
             log.debug("live %s of a socket of show %d: it went away (%s)", what,
                       sock.show_id, exc)
             self._on_failure(what, "gone")
+        except RegionUnavailable as exc:  # an outage, not a bug: no traceback
+            log.warning("live %s of a socket of show %d: %s; closing the socket", what,
+                        sock.show_id, exc)
+            self._on_failure(what, "unavailable")
         except Exception:
             log.exception("live %s of a socket of show %d failed; closing the socket", what,
                           sock.show_id)

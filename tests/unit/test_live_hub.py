@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from bookcluster.seats.live import LiveHub
+from bookcluster.topology.errors import RegionUnavailable
 
 
 class Socket:
@@ -109,3 +110,20 @@ async def test_close_cancels_and_awaits_the_work_still_running() -> None:
     assert tasks[0].cancelled() and not hub._tasks
     assert failures == []  # a cancellation is shutdown, not a failure
     assert sock.closed == (1001, b"node shutting down")
+
+
+async def test_a_resync_in_an_outage_is_counted_as_unavailable(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def outage(show_id: int) -> dict[str, Any]:
+        raise RegionUnavailable("south", "redis master and local replica")
+
+    failures: list[tuple[str, str]] = []
+    hub = LiveHub(outage, lambda what, why: failures.append((what, why)))
+    sock = Socket()
+    hub.join(1, ws(sock))
+    with caplog.at_level(logging.WARNING, logger="bookcluster.seats.live"):
+        hub.resync(1)
+        await settle(hub)
+    assert failures == [("resync", "unavailable")]
+    assert "Traceback" not in caplog.text and "south" in caplog.text
+    assert sock.closed is not None and sock.closed[0] == 1011 and hub.count() == 0
