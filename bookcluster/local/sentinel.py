@@ -46,6 +46,7 @@ FAILOVER_TIMEOUT_MS = 4_000
 PARALLEL_SYNCS = 8
 # How long a region added to a running cluster may take to be watched by every sentinel.
 WATCH_TIMEOUT_S = 30.0
+RESET_AFTER_S = 3.0  # see `watch`
 
 
 def quorum(topology: Topology) -> int:
@@ -116,12 +117,19 @@ async def watch(topology: Topology, name: str, timeout_s: float = WATCH_TIMEOUT_
                 # Sent at once: it dials the master on its next tick, with the password.
                 for option, value in _watch_settings(topology).items():
                     await client.sentinel_set(service, option, value)
-            deadline = time.monotonic() + timeout_s
+            start = time.monotonic()
+            reset = False
             while candidate is not None and not _promotable(
                     await client.sentinel_slaves(service), candidate):
-                if time.monotonic() > deadline:
+                waited = time.monotonic() - start
+                if waited > timeout_s:
                     raise RuntimeError(f"the sentinel at {ep} does not see {name}'s replica "
                                        f"{candidate} in sync after {timeout_s:.0f}s")
+                if waited > RESET_AFTER_S and not reset:
+                    # It dialled the master before it had the password (SET auth-pass does
+                    # not reconnect): every command is refused NOAUTH. Start it over.
+                    await client.sentinel_reset(service)
+                    reset = True
                 await asyncio.sleep(0.2)
         finally:
             await client.aclose()
