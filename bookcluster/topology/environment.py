@@ -2,7 +2,7 @@
 
 Settings that are not secrets (where the store binaries are, which OS user runs
 PostgreSQL) come from `BOOKCLUSTER_<NAME>`; children start with a copy of our
-environment. `tests/unit/test_environment.py` keeps every other module from
+environment. `tests/unit/topology/test_environment.py` keeps every other module from
 reading `os.environ` itself.
 """
 

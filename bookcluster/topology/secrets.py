@@ -9,7 +9,7 @@ to provide it. Every purpose has its own key, so a leaked webhook secret cannot
 mint tickets or tokens.
 
 This module and `environment.py` beside it are the only readers of the process
-environment (`tests/unit/test_environment.py` keeps it so); this one is the only
+environment (`tests/unit/topology/test_environment.py` keeps it so); this one is the only
 reader of secret files.
 """
 

@@ -1,6 +1,5 @@
-"""Tasks and clients a node's parts own are closed by their owner: the seat maps'
-availability computations and the job queues the admin views use. Nothing here
-connects (redis-py and asyncpg pools with min_size=0 dial on first use)."""
+"""The seat maps own their availability computations: `close` cancels what still runs.
+Nothing here connects (redis-py and asyncpg pools with min_size=0 dial on first use)."""
 
 from __future__ import annotations
 
@@ -12,9 +11,8 @@ from bookcluster.catalog import Catalog, ShowInfo
 from bookcluster.metrics import NodeMetrics
 from bookcluster.seats.maps import SeatMaps
 from bookcluster.stores.connections import Connections
-from bookcluster.stores.jobqueue import Queues
 from bookcluster.topology.placement import Placement
-from tests.unit.test_connections import two_regions
+from tests.unit.stores.test_connections import two_regions
 
 
 async def test_an_availability_whose_callers_gave_up_is_cancelled_at_close(
@@ -43,18 +41,3 @@ async def test_an_availability_whose_callers_gave_up_is_cancelled_at_close(
         assert running[0].cancelled() and not finished.is_set()
     finally:
         await connections.close()
-
-
-async def test_one_queue_per_region_closed_with_its_owner(tmp_path: Path) -> None:
-    topology = two_regions(tmp_path)
-    async with Queues(topology) as queues:
-        north = queues.get("north")
-        assert queues.get("north") is north  # not one per call
-        assert queues.get("south") is not north
-        assert north.name == "jobs-north"
-    try:
-        queues.get("north")
-    except RuntimeError:
-        pass
-    else:
-        raise AssertionError("a closed Queues hands out a queue")
