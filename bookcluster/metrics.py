@@ -88,6 +88,11 @@ class NodeMetrics:
             registry=self.registry)
         self.live_sockets = Gauge(
             "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
+        self.live_failures = Counter(
+            "bookcluster_live_failures", "Live-socket work the hub ran by itself that failed, "
+            "by what (resync, close) and why (gone: the socket went away; unavailable: the "
+            "show's stores could not be read; error: logged)",
+            ["region", "what", "why"], registry=self.registry)
         self.pg_pool = Gauge(
             "bookcluster_pg_pool_connections", "Connections of this node's pool to a region's "
             "PostgreSQL primary, by state (in_use, idle)", ["region", "home", "state"],

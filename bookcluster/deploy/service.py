@@ -38,6 +38,7 @@ from bookcluster.local.supervisor import ProcessSpec
 from bookcluster.ops import region_setup
 from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog
 from bookcluster.stores.probe import probe, wait_leader
+from bookcluster.topology import environment
 from bookcluster.topology.model import Region, Topology
 from bookcluster.topology.secrets import secrets_dir
 
@@ -98,14 +99,13 @@ def run(topology: Topology, name: str) -> None:
     topology.settings.run_dir.mkdir(parents=True, exist_ok=True)
     spec = find_spec(topology, name)
     health_check.record(topology.settings.run_dir, dict(spec.__dict__))
-    os.environ.update(spec.env)
     if spec.umask is not None:
         os.umask(spec.umask)
     if spec.user is not None and os.geteuid() == 0:  # etcd as PostgreSQL's user
         entry = pwd.getpwnam(spec.user)
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
-    os.execvp(spec.argv[0], list(spec.argv))
+    os.execvpe(spec.argv[0], list(spec.argv), {**environment.inherited(), **spec.env})
 
 
 async def probe_command(topology: Topology, name: str) -> int:

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bookcluster.topology import environment
+
 PG_TOOLS = ("postgres", "initdb", "pg_basebackup", "pg_ctl", "pg_controldata", "pg_rewind")
 PATRONI_TOOLS = ("patroni",)
 PATRONI_VENV = Path(__file__).resolve().parents[2] / ".venv-patroni"
@@ -57,7 +59,7 @@ def _executable(path: Path) -> bool:
 
 
 def find_redis_server(env: dict[str, str] | None = None) -> tuple[Path, str]:
-    env = dict(os.environ) if env is None else env
+    env = environment.inherited() if env is None else env
     explicit = env.get("BOOKCLUSTER_REDIS_SERVER")
     if explicit:
         if not _executable(Path(explicit)):
@@ -74,7 +76,7 @@ def find_redis_server(env: dict[str, str] | None = None) -> tuple[Path, str]:
 
 
 def find_pg_bindir(env: dict[str, str] | None = None) -> tuple[Path, str]:
-    env = dict(os.environ) if env is None else env
+    env = environment.inherited() if env is None else env
     explicit = env.get("BOOKCLUSTER_PG_BINDIR")
     if explicit:
         missing = [t for t in PG_TOOLS if not _executable(Path(explicit) / t)]
@@ -95,7 +97,7 @@ def find_pg_bindir(env: dict[str, str] | None = None) -> tuple[Path, str]:
 
 
 def find_patroni_bindir(env: dict[str, str] | None = None) -> Path:
-    env = dict(os.environ) if env is None else env
+    env = environment.inherited() if env is None else env
     explicit = env.get("BOOKCLUSTER_PATRONI_BINDIR")
     if explicit:
         missing = [t for t in PATRONI_TOOLS if not _executable(Path(explicit) / t)]
@@ -113,7 +115,7 @@ def find_patroni_bindir(env: dict[str, str] | None = None) -> Path:
 
 
 def find_etcd(env: dict[str, str] | None = None) -> Path:
-    env = dict(os.environ) if env is None else env
+    env = environment.inherited() if env is None else env
     explicit = env.get("BOOKCLUSTER_ETCD")
     if explicit:
         if not _executable(Path(explicit)):

@@ -199,6 +199,7 @@ class LocalCluster:
     async def add_region(self, topology: Topology, name: str) -> None:
         """Start the region `name` that `topology` (the running one's next epoch) adds:
         its Redis master, its replicas of every master and every region's replica of it,
+        its sentinel if it has one (and every running sentinel watches its master),
         its PostgreSQL (migrated; the catalog copied, no seats: `bookcluster/ops/seed.py`), nodes
         and worker. The running processes take it with `bookcluster topology apply`;
         theatres come to it by `topology move`."""
@@ -209,6 +210,11 @@ class LocalCluster:
             [redis_server.replica_spec(binary, topology, r, src, self._dial(r.name, src))
              for r in topology.regions.values() for src in r.redis_replicas
              if name in (r.name, src)])
+        if region.redis_sentinel is not None:
+            await self._start_and_wait([sentinel.sentinel_spec(binary, topology, region)])
+        # The running sentinels were configured before this region existed: without this
+        # no client that asks Sentinel finds its master, and nothing fails it over.
+        await sentinel.watch(topology, name)
         patroni.prepare(self.binaries, topology, region, self.pg_user)
         await self._start_region_postgres(region)
         catalog = build_catalog(self.catalog_spec, topology.settings.catalog_day_one())

@@ -32,6 +32,7 @@ from bookcluster.stores.connections import (
     PG_ADMIN,
     pg_dsn,
 )
+from bookcluster.topology import environment
 from bookcluster.topology.model import Endpoint, Region, Topology
 from bookcluster.topology.secrets import Secrets
 
@@ -44,7 +45,7 @@ def pg_os_user() -> str | None:
     """The OS user PostgreSQL runs as, or None to run as ourselves."""
     if os.geteuid() != 0:
         return None
-    explicit = os.environ.get("BOOKCLUSTER_PG_USER")
+    explicit = environment.setting("PG_USER")
     if explicit:
         return explicit
     try:
@@ -110,7 +111,7 @@ async def _run(argv: list[str], user: str | None, what: str,
                env: dict[str, str] | None = None) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv, user=user, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, **(env or {})},
+        stdin=asyncio.subprocess.DEVNULL, env={**environment.inherited(), **(env or {})},
     )
     out, _ = await proc.communicate()
     if proc.returncode != 0:

@@ -22,6 +22,7 @@ from typing import Any
 
 from bookcluster.local.faults import process_tree
 from bookcluster.ops.runstate import STATE_FILE, read_state
+from bookcluster.topology import environment
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Supervisor:
 
     def start(self, spec: ProcessSpec) -> Child:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.env}
+        env = {**environment.inherited(), **spec.env}
         with open(spec.log_path, "ab") as logfile:
             popen = subprocess.Popen(
                 spec.argv,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -38,6 +39,7 @@ from bookcluster.node.typedefs import (
     listener_key,
     metrics_key,
     openapi_key,
+    queues_key,
     refusal_key,
     seatmaps_key,
     settings_key,
@@ -50,6 +52,7 @@ from bookcluster.seats.feed import ChangeListener
 from bookcluster.seats.live import LiveHub
 from bookcluster.seats.maps import SeatMaps
 from bookcluster.stores.connections import Connections
+from bookcluster.stores.jobqueue import Queues
 from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 
@@ -57,37 +60,56 @@ log = logging.getLogger(__name__)
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
-    """Opens every long-lived resource of the node and closes it on shutdown."""
+    """Opens every long-lived resource of the node and closes it on shutdown.
+
+    Each is put on one exit stack as soon as it is open, so a start-up step that fails
+    (a map the stores contradict, a client that cannot be made) closes whatever the
+    steps before it opened, newest first, as shutdown does: no listener, socket hub,
+    task or client outlives a node that did not start."""
     settings = app[settings_key]
     topology = settings.topology
-    async with Connections(topology, settings.region, settings.routes) as connections:
+    metrics = app[metrics_key]
+    async with contextlib.AsyncExitStack() as stack:
+        connections = await stack.enter_async_context(
+            Connections(topology, settings.region, settings.routes))
         app[connections_key] = connections
-        app[metrics_key].watch_pools(connections)
+        metrics.watch_pools(connections)
+        app[queues_key] = await stack.enter_async_context(Queues(topology))
         catalog = Catalog(connections, Placement(topology))
         await catalog.load()
         app[catalog_key] = catalog
         swap = app[swap_key] = TopologySwap(connections, catalog)
         await swap.start()
-        seatmaps = SeatMaps(connections, catalog, app[metrics_key])
+        seatmaps = SeatMaps(connections, catalog, metrics)
+        stack.push_async_callback(seatmaps.close)
         app[seatmaps_key] = seatmaps
 
         async def snapshot(show_id: int) -> dict[str, Any]:
             return await seatmaps.seat_map(await catalog.show(show_id))
 
-        hub = LiveHub(snapshot)
+        def live_failed(what: str, why: str) -> None:
+            metrics.live_failures.labels(settings.region, what, why).inc()
+
+        hub = LiveHub(snapshot, live_failed)
+        stack.push_async_callback(hub.close)
         app[hub_key] = hub
-        listener = ChangeListener(connections, catalog, seatmaps, hub, app[metrics_key])
+        listener = ChangeListener(connections, catalog, seatmaps, hub, metrics)
+        stack.push_async_callback(listener.close)  # closed before the hub: no delta after
         listener.start()
         app[listener_key] = listener
-        bookings = BookingService(connections, catalog, app[metrics_key])
+        bookings = BookingService(connections, catalog, metrics)
         app[bookings_key] = bookings
-        gateway = await GatewayClient(topology).open() if topology.payments else None
-        if gateway is not None:
+        if topology.payments:
+            gateway = GatewayClient(topology)
+            stack.push_async_callback(gateway.close)
+            await gateway.open()
             app[confirm_key] = ConfirmService(bookings, gateway)
             app[pay_key] = PaymentService(bookings, gateway)
-        limiter = app[limiter_key] = RateLimiter(connections, topology.limits, app[metrics_key])
-        app[refusal_key] = EarlyRefusal(connections, seatmaps, limiter, app[metrics_key])
-        forwarder = await Forwarder(swap.topology, settings.region, settings.routes).open()
+        limiter = app[limiter_key] = RateLimiter(connections, topology.limits, metrics)
+        app[refusal_key] = EarlyRefusal(connections, seatmaps, limiter, metrics)
+        forwarder = Forwarder(swap.topology, settings.region, settings.routes)
+        stack.push_async_callback(forwarder.close)
+        await forwarder.open()
         app[forwarder_key] = forwarder
 
         def rehome(new: Topology, moved: dict[int, str]) -> None:
@@ -100,18 +122,15 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 
         swap.hooks.append(rehome)
         poll = asyncio.create_task(swap.run(settings.topology_poll_s), name="topology-poll")
+        stack.push_async_callback(_cancelled, poll)
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
-        try:
-            yield
-        finally:
-            poll.cancel()
-            await asyncio.gather(poll, return_exceptions=True)
-            await hub.close()
-            await listener.close()
-            await forwarder.close()
-            if gateway is not None:
-                await gateway.close()
-            log.info("node %s stopped", settings.name)
+        yield
+    log.info("node %s stopped", settings.name)
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def freeze_startup_objects(_: web.Application) -> None:

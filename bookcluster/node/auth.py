@@ -9,7 +9,6 @@ checked with its public key. `exp` is required; `iss`/`aud` when configured.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -36,11 +35,7 @@ class Identity:
 
 def _hs256_key(auth: Auth, topology: Topology) -> str:
     """BOOKCLUSTER_JWT_SECRET overrides auth.secret_file, which overrides the run folder's."""
-    if os.environ.get("BOOKCLUSTER_JWT_SECRET"):
-        return os.environ["BOOKCLUSTER_JWT_SECRET"]
-    if auth.secret_file is not None:
-        return auth.secret_file.read_text().strip()
-    return topology.secrets.get("jwt_secret")
+    return topology.secrets.get_with_file("jwt_secret", auth.secret_file)
 
 
 class TokenVerifier:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bookcluster.seats.live import LiveHub
     from bookcluster.seats.maps import SeatMaps
     from bookcluster.stores.connections import Connections
+    from bookcluster.stores.jobqueue import Queues
 
 settings_key: web.AppKey[NodeSettings] = web.AppKey("settings")
 connections_key: web.AppKey[Connections] = web.AppKey("connections")
@@ -37,3 +38,4 @@ openapi_key: web.AppKey[bytes] = web.AppKey("openapi")  # the rendered document
 admission_key: web.AppKey[WriteAdmission] = web.AppKey("admission")
 refusal_key: web.AppKey[EarlyRefusal] = web.AppKey("refusal")
 swap_key: web.AppKey[TopologySwap] = web.AppKey("swap")  # the epoch this node routes by
+queues_key: web.AppKey[Queues] = web.AppKey("queues")  # the regions' job queues (admin)

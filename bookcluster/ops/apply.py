@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -106,7 +105,7 @@ def processes(old: Topology, new: Topology) -> dict[str, str]:
 
 def operator_token(topology: Topology) -> str:
     """An operator token for the processes (minted with the cluster's key, or given)."""
-    given = os.environ.get("BOOKCLUSTER_OPERATOR_TOKEN")
+    given = topology.secrets.given("operator_token")
     if given:
         return given
     try:

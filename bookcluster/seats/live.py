@@ -7,19 +7,25 @@ would see a gap, it gets a fresh snapshot instead; clients that detect a gap
 themselves send {"type": "resync"}. Fan-out comes from the node's one
 connection per region (a show with sockets stays subscribed: `on_idle` says
 when its last socket left), never one Redis subscription per socket.
+
+Work the hub starts by itself (a re-sync, closing a socket that is too slow) runs in
+tasks it owns: `close` cancels and awaits them. Such work that fails is logged and
+counted (`on_failure(what, why)`), and a socket whose re-sync failed is closed (1011),
+not left buffering deltas it will never be sent: its client reconnects and starts over.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from bookcluster.topology.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,15 @@ SEND_TIMEOUT_S = 1.0  # a socket that cannot take a delta this fast is closed
 DELTA_FIELDS = ("version", "seats", "status", "expires_at", "ts")
 
 Snapshot = Callable[[int], Awaitable[dict[str, Any]]]
+# what failed ("resync", "close"), why ("gone": the socket went away; "unavailable": the
+# show's stores could not be read; "error": anything else, logged with its traceback)
+OnFailure = Callable[[str, str], None]
+# How a WebSocket that went away shows itself in aiohttp (a send or close on it).
+GONE = (ConnectionError, TimeoutError, RuntimeError)
+
+
+def _ignore(what: str, why: str) -> None:
+    pass
 
 
 @dataclass(eq=False)
@@ -39,8 +54,9 @@ class LiveSocket:
 
 
 class LiveHub:
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, on_failure: OnFailure = _ignore) -> None:
         self._snapshot = snapshot
+        self._on_failure = on_failure
         self._sockets: dict[int, set[LiveSocket]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_idle: Callable[[int], None] = lambda show_id: None
@@ -102,29 +118,50 @@ class LiveHub:
         if version <= sock.version:
             return True
         if version != sock.version + 1:  # it missed one: start it over
-            self._spawn(self.sync(sock))
+            self._spawn("resync", sock, self.sync(sock))
             return False
         try:
             await asyncio.wait_for(sock.ws.send_str(text), SEND_TIMEOUT_S)
-        except (ConnectionError, TimeoutError, RuntimeError):
+        except GONE:
             self.leave(sock)
-            self._spawn(sock.ws.close(code=1011, message=b"too slow"))
+            self._spawn("close", sock, sock.ws.close(code=1011, message=b"too slow"))
             return False
         sock.version = version
         return True
 
     def resync(self, show_id: int) -> None:
         for sock in list(self._sockets.get(show_id, ())):
-            self._spawn(self.sync(sock))
+            self._spawn("resync", sock, self.sync(sock))
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
-        async def run() -> None:
-            with contextlib.suppress(Exception):
-                await work
-
-        task = asyncio.ensure_future(run())
+    def _spawn(self, what: str, sock: LiveSocket, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(self._run(what, sock, work),
+                                   name=f"live-{what}-{sock.show_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, what: str, sock: LiveSocket, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except GONE as exc:
+            log.debug("live %s of a socket of show %d: it went away (%s)", what,
+                      sock.show_id, exc)
+            self._on_failure(what, "gone")
+        except RegionUnavailable as exc:  # an outage, not a bug: no traceback
+            log.warning("live %s of a socket of show %d: %s; closing the socket", what,
+                        sock.show_id, exc)
+            self._on_failure(what, "unavailable")
+        except Exception:
+            log.exception("live %s of a socket of show %d failed; closing the socket", what,
+                          sock.show_id)
+            self._on_failure(what, "error")
+        else:
+            return
+        if what == "resync":  # it would buffer deltas forever: let its client start over
+            self.leave(sock)
+            try:
+                await sock.ws.close(code=1011, message=b"resync failed")
+            except GONE:
+                pass  # already gone: nothing to close
 
     async def close(self) -> None:
         for task in list(self._tasks):

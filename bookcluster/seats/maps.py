@@ -4,6 +4,10 @@ State comes from this region's replica of the show's home master (reads
 stay home); if that replica cannot answer, from the home master itself.
 `consistent=True` always reads the home master. Every map says its
 `version` and `as_of` (when the node last knew the state was current).
+
+Availability badges are computed in tasks the maps own (one per theatre at a time,
+shared by its callers, going on when a caller gives up): `close` cancels and awaits
+whatever still runs.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ class SeatMaps:
         self.cache = SeatCache(capacity, on_evict=metrics.cache_evictions.inc)
         metrics.cache_entries.set_function(lambda: len(self.cache))
         self._availability: dict[str, tuple[float, dict[int, dict[str, Any]]]] = {}
-        self._availability_runs: dict[str, asyncio.Future[dict[int, dict[str, Any]]]] = {}
+        self._availability_runs: dict[str, asyncio.Task[dict[int, dict[str, Any]]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def region(self) -> str:
@@ -119,7 +124,10 @@ class SeatMaps:
         running = self._availability_runs.get(theatre_id)
         if running is not None:
             return await asyncio.shield(running)
-        task = asyncio.ensure_future(self._compute_availability(shows))
+        task = asyncio.create_task(self._compute_availability(shows),
+                                   name=f"availability-{theatre_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self._availability_runs[theatre_id] = task
         try:
             out = await asyncio.shield(task)
@@ -145,3 +153,10 @@ class SeatMaps:
 
         badges = await asyncio.gather(*(badge(show) for show in shows))
         return {show.id: b for show, b in zip(shows, badges, strict=True) if b is not None}
+
+    async def close(self) -> None:
+        """Cancel and await the availability computations still running."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -335,28 +335,28 @@ class Connections:
         self._closed = False
 
     async def open(self) -> Connections:
-        local = self.topology.region(self.local_region)
-        secrets = self.topology.secrets
-        for name, region in self.topology.regions.items():
-            self._masters[name] = make_master(self.topology, name, near=self.local_region,
-                                              route=self.route)
-            self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
-            self._pg[name] = await make_pg_pool([self.route(m) for m in region.pg_members],
-                                                secrets)
+        for name in self.topology.regions:
+            await self._open_region(self.topology, name)
         return self
 
     async def adopt(self, topology: Topology) -> None:
-        """Route by a newer topology epoch: clients for the regions it adds. Regions it
-        keeps keep their clients (their stores' addresses never change live)."""
-        local = topology.region(self.local_region)
-        secrets = topology.secrets
-        for name, region in topology.regions.items():
+        """Route by a newer topology epoch: clients for the regions it adds, made as
+        `open` makes those of the regions a process starts with (a master that follows
+        Sentinel). Regions it keeps keep their clients (their stores' addresses never
+        change live)."""
+        for name in topology.regions:
             if name not in self._masters:
-                self._masters[name] = make_redis(self.route(region.redis_master), secrets)
-                self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
-                self._pg[name] = await make_pg_pool([self.route(m) for m in region.pg_members],
-                                                    secrets)
+                await self._open_region(topology, name)
         self.topology = topology
+
+    async def _open_region(self, topology: Topology, name: str) -> None:
+        local, region = topology.region(self.local_region), topology.region(name)
+        secrets = topology.secrets
+        self._masters[name] = make_master(topology, name, near=self.local_region,
+                                          route=self.route)
+        self._replicas[name] = make_redis(local.redis_replicas[name], secrets)
+        self._pg[name] = await make_pg_pool([self.route(m) for m in region.pg_members],
+                                            secrets)
 
     def route(self, target: Endpoint) -> Endpoint:
         return self._routes.get(route_key(self.local_region, target), target)

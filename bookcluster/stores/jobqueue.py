@@ -18,6 +18,7 @@ every handler is idempotent).
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -67,6 +68,37 @@ def connection(topology: Topology, region: str) -> aioredis.Redis:
 def open_queue(topology: Topology, region: str) -> Queue:
     return Queue(queue_name(region), {"connection": connection(topology, region),
                                       "prefix": QUEUE_PREFIX})
+
+
+class Queues:
+    """One queue (one Redis client) per region, made on first use and closed together by
+    their owner (a node's app context), so a request never opens a client of its own."""
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+        self._queues: dict[str, Queue] = {}
+        self._closed = False
+
+    def get(self, region: str) -> Queue:
+        if self._closed:
+            raise RuntimeError("the job queues are closed")
+        queue = self._queues.get(region)
+        if queue is None:
+            queue = self._queues[region] = open_queue(self._topology, region)
+        return queue
+
+    async def close(self) -> None:
+        self._closed = True
+        queues, self._queues = list(self._queues.values()), {}
+        for queue in queues:
+            await queue.close()
+
+    async def __aenter__(self) -> Queues:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
 
 
 async def add_jobs(queue: Queue, jobs: list[tuple[str, dict[str, Any], str]]) -> None:

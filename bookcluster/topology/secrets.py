@@ -7,6 +7,10 @@ Each secret has a name and is looked up, in order, in
 A process that needs a secret nobody provided fails at start-up and says how
 to provide it. Every purpose has its own key, so a leaked webhook secret cannot
 mint tickets or tokens.
+
+This module and `environment.py` beside it are the only readers of the process
+environment (`tests/unit/topology/test_environment.py` keeps it so); this one is the only
+reader of secret files.
 """
 
 from __future__ import annotations
@@ -33,9 +37,13 @@ PURPOSES = {
 MIN_LENGTH = 16
 
 
+def _variable(name: str) -> str:
+    return f"BOOKCLUSTER_{name.upper()}"
+
+
 class SecretMissing(RouterError):
     def __init__(self, name: str, run_dir: Path) -> None:
-        env = f"BOOKCLUSTER_{name.upper()}"
+        env = _variable(name)
         super().__init__(
             f"no {name} ({PURPOSES.get(name, name)}): set {env} or {env}_FILE, or put it in "
             f"{run_dir / 'secrets' / name} (`bookcluster up` generates local ones)")
@@ -67,13 +75,28 @@ class Secrets:
             self._values[name] = value
         return value
 
+    def given(self, name: str) -> str | None:
+        """What `BOOKCLUSTER_<NAME>` holds, if it is set and not empty (taken as is: for a
+        credential the operator hands over whole, such as an operator token)."""
+        return self._environ.get(_variable(name)) or None
+
+    def get_with_file(self, name: str, file: Path | None) -> str:
+        """`name` from its variable, else from `file` (a path topology.yaml names for it,
+        e.g. `auth.secret_file`), both taken as is; else as `get` finds it."""
+        value = self.given(name)
+        if value is not None:
+            return value
+        if file is not None:
+            return file.read_text().strip()
+        return self.get(name)
+
     def require(self, *names: str) -> None:
         """Fail now, naming the first missing secret, instead of at first use."""
         for name in names:
             self.get(name)
 
     def _lookup(self, name: str) -> str:
-        env = f"BOOKCLUSTER_{name.upper()}"
+        env = _variable(name)
         if self._environ.get(env):
             return self._environ[env]
         for path in (self._environ.get(f"{env}_FILE"), secrets_dir(self.run_dir) / name):

@@ -17,6 +17,7 @@ from bookcluster.node.body import json_body
 from bookcluster.node.typedefs import (
     catalog_key,
     connections_key,
+    queues_key,
     seatmaps_key,
     settings_key,
     swap_key,
@@ -35,14 +36,9 @@ def _region(request: web.Request, value: Any) -> str:
 
 @access.operator
 async def job_counts(request: web.Request, caller: Identity) -> web.Response:
-    topology = request.app[settings_key].topology
-    out = {}
-    for region in topology.regions:
-        queue = jobqueue.open_queue(topology, region)
-        try:
-            out[region] = await jobqueue.counts(queue)
-        finally:
-            await queue.close()
+    queues = request.app[queues_key]
+    out = {region: await jobqueue.counts(queues.get(region))
+           for region in request.app[settings_key].topology.regions}
     return web.json_response({"regions": out})
 
 
@@ -57,11 +53,7 @@ async def replay_jobs(request: web.Request, caller: Identity) -> web.Response:
     if job_ids is not None and (not isinstance(job_ids, list) or len(job_ids) > 1000
                                 or not all(isinstance(j, str) for j in job_ids)):
         raise InvalidInput("job_ids must be a list of at most 1000 strings", field="job_ids")
-    queue = jobqueue.open_queue(request.app[settings_key].topology, region)
-    try:
-        moved = await jobqueue.replay(queue, job_ids or None)
-    finally:
-        await queue.close()
+    moved = await jobqueue.replay(request.app[queues_key].get(region), job_ids or None)
     return web.json_response({"region": region, "replayed": moved})
 
 

@@ -1,5 +1,7 @@
 """Adding a region to a running cluster: an apply, then moves. Never fresh seeding: a
-theatre that sold seats elsewhere arrives with its sales, and they stay sold.
+theatre that sold seats elsewhere arrives with its sales, and they stay sold. Processes
+that took the region at run time follow its master through a failover, as they follow
+those of the regions they started with.
 
 Its own cluster (a region is added to it): about 40 s, so `slow`
 (`.venv/bin/pytest -m slow tests/integration/cluster/test_add_region.py`).
@@ -7,6 +9,8 @@ Its own cluster (a region is added to it): about 40 s, so `slow`
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +22,26 @@ from bookcluster.local.ports import free_ports
 from bookcluster.ops import apply, moves
 from bookcluster.ops.audit import run_audit
 from bookcluster.ops.ownership import connect
+from bookcluster.stores import sentinel_api
 from bookcluster.topology.load import load_topology
 from tests.integration.cluster.movable import epoch_of, movable_cluster, owner_rows, shows_of
 from tests.integration.cluster.test_moves import hold, sell
 from tests.integration.node.helpers import seats_of
 from tests.integration.support import call
+
+FOLLOW_TIMEOUT_S = 20.0  # bound on finding a region's new master after a failover
+
+
+async def master_map(http: aiohttp.ClientSession, node: str, show: int) -> tuple[int, Any]:
+    """The seat map of `show` read at its home master (`consistent=true`) through `node`,
+    retried while it answers 503 (the client finds the new master), up to a bound."""
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_S
+    while True:
+        status, body = await call(http, "GET", f"{node}/shows/{show}/seats?consistent=true",
+                                  anonymous=True)
+        if status != 503 or time.monotonic() > deadline:
+            return status, body
+        await asyncio.sleep(0.2)
 
 
 def with_region(text: str, name: str) -> str:
@@ -91,3 +110,14 @@ async def test_add_a_region_then_move_a_theatre_with_sold_seats_into_it(
         report = await run_audit(load_topology(cluster.topology.path), grace_s=30)
         assert not report.violations and not report.unreachable, report.as_dict()
         assert "east" in report.regions
+
+        # East's master fails over (a switchover, then the old master stops): nodes that
+        # took east at run time reach the new one (a client with the old address would
+        # answer 503 from now on).
+        old, new_master = await sentinel_api.switchover(grown, "east")
+        assert new_master != old
+        cluster.launcher.stop_child(sentinel_api.server_name(grown, old))
+        for node in (cluster.node("north"), west, east):
+            status, seats = await master_map(http, node, show)
+            assert status == 200 and seats["source"] == "master", (node, status, seats)
+            assert {s["seat_id"]: s["status"] for s in seats["seats"]}[free] == "BOOKED"
