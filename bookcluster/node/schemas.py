@@ -2,8 +2,10 @@
 
 Response objects are closed (`additionalProperties: false`), so a field added to
 an answer without adding it here fails the contract test. Error bodies stay open:
-their details vary by error. Id patterns come from `ids.py`, the seat cap from the
-topology, so neither can disagree with the code that checks them.
+their details vary by error. The booking bodies (hold, confirm, pay, the webhook's
+event, a booking and a hold) are generated from their models (`booking/models.py`,
+`from_models`); id patterns come from `ids.py`, the seat cap from the topology, so
+none of them can disagree with the code that checks them.
 """
 
 from __future__ import annotations

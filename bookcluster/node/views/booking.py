@@ -39,8 +39,9 @@ HOLD_BODY: web.RequestKey[HoldRequest | InvalidInput] = web.RequestKey("hold_bod
 
 
 def answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """As `web.json_response`, encoded by msgspec (`models.encode`)."""
     return web.Response(body=encode(body), status=status, headers=headers,
-                        content_type="application/json")
+                        content_type="application/json", charset="utf-8")
 
 
 async def show_of(request: web.Request) -> ShowInfo:
