@@ -25,7 +25,7 @@ from bookcluster.booking.models import (
 )
 from bookcluster.errors import InvalidInput, MissingHeader
 from bookcluster.node.schemas import from_models
-from bookcluster.topology.model import load_topology
+from bookcluster.topology import load_topology
 
 DB = Path(models.__file__).resolve().parents[1] / "db"
 REPO = DB.parents[1]
