@@ -12,8 +12,8 @@ checks, since a parse that skips unknown fields would let a 900-deep or
 5000-digit extra field through), and with what `models.py` does now.
 Prints microseconds of CPU (process time) per body and per request. Measured
 2026-12-07 on the 2-core dev machine (busy: figures vary +-30 % between runs; the
-order did not), two runs of --rounds 10000: a hold request 29-32 us of CPU before
--> 9 us now, a confirm body 12-13 -> 9-10, a pay body 4.4-4.6 -> 1.4-1.5, a booking
+order did not), three runs of --rounds 10000: a hold request 29-32 us of CPU before
+-> 9 us now, a confirm body 12-13 -> 9-12, a pay body 4.4-4.6 -> 1.4-1.5, a booking
 answer 7.6-8.4 -> 3.5-3.7; pydantic v2 in the same place: 18-21 / 13-15 / 5.8-6.8 /
 7.7-9.3, msgspec chosen.
 """
