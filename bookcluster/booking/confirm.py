@@ -32,28 +32,24 @@ After commit, Redis turns the holds into booked seats and publishes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
-from bookcluster.booking import ids, ledger
+from bookcluster.booking import ledger
 from bookcluster.booking.gateway import GatewayClient, GatewayUnavailable
 from bookcluster.booking.holds import BookingService
 from bookcluster.booking.ledger import Outcome, Reason
+from bookcluster.booking.models import Confirmation
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import (
     BookingError,
     BookingNotPending,
     HoldExpired,
     IdempotencyKeyReused,
-    InvalidInput,
-    MissingHeader,
     NodeError,
     NotFound,
     PaymentRequired,
@@ -66,7 +62,6 @@ from bookcluster.topology.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
 
-PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # Kept back from the deadline when waiting for the standby, for the 503 to go out.
 REPLICATION_MARGIN_S = 0.05
 
@@ -75,22 +70,6 @@ REPLICATION_MARGIN_S = 0.05
 class StoredResponse:
     status: int
     body: str  # JSON text, returned verbatim on every replay
-
-
-def validate_confirm(key: str | None, body: Any) -> tuple[str, str]:
-    if not key:
-        raise MissingHeader("Idempotency-Key header is required", header="Idempotency-Key")
-    ids.idempotency_key(key)
-    if not isinstance(body, dict) or not isinstance(body.get("payment_id"), str) \
-            or not PAYMENT_ID.match(body["payment_id"]):
-        raise InvalidInput("body must be {\"payment_id\": str} (1-128 of [A-Za-z0-9_-])",
-                           field="payment_id")
-    return key, body["payment_id"]
-
-
-def request_hash(booking_id: str, body: Any) -> str:
-    canonical = json.dumps({"booking_id": booking_id, "body": body}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class PaymentRaced(PaymentReused):
@@ -104,9 +83,10 @@ class ConfirmService:
         self.home = bookings.home
         self.metrics = bookings.metrics
 
-    async def confirm(self, booking_id: str, owner: str, key: str | None,
-                      body: Any) -> StoredResponse:
-        key, payment_id = validate_confirm(key, body)
+    async def confirm(self, booking_id: str, owner: str,
+                      request: Confirmation) -> StoredResponse:
+        """Confirm a validated call (`Confirmation.parse`, for this `booking_id`)."""
+        key, payment_id = request.key, request.payment_id
         show = await self.bookings.show_of_booking(booking_id)
         amount, not_captured = await self._captured_amount(booking_id, payment_id)
         due = datetime.fromtimestamp(deadline.current().at, UTC)
@@ -114,7 +94,7 @@ class ConfirmService:
             async with self.home.connection(show.region, writes=True) as conn:
                 row = await ledger.confirm(
                     conn, show=show.id, booking=booking_id, user=owner, key=key,
-                    request_hash=request_hash(booking_id, body), payment=payment_id,
+                    request_hash=request.request_hash, payment=payment_id,
                     amount=amount, region=show.region, deadline=due, epoch=self.home.epoch)
                 if row.answer_status == 200:
                     await self._replicated(conn, show)

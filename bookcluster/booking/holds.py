@@ -14,14 +14,18 @@ import functools
 import logging
 import math
 import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bookcluster.booking import ids, ledger
+from bookcluster.booking.models import (
+    HoldRequest,
+    booking_json,
+    hold_answer,
+    hold_json,
+    payment_json,
+)
 from bookcluster.catalog import Catalog, ShowInfo
 from bookcluster.errors import (
     BookingNotPending,
@@ -53,50 +57,14 @@ FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
 LIST_CACHE_S = 1.0
 LIST_CACHE_MAX = 20_000  # users; past this the cache starts over
 
-# The fields of a hold's answer (201), also when replayed under its Idempotency-Key.
-HOLD_ANSWER = ("booking_id", "show_id", "user_id", "region", "seat_ids", "status",
-               "amount_paise", "expires_at", "hold_token")
-
 
 def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def booking_json(row: asyncpg.Record, region: str) -> dict[str, Any]:
-    return {
-        "booking_id": row["id"],
-        "user_id": row["user_id"],
-        "show_id": row["show_id"],
-        "region": region,
-        "seat_ids": list(row["seat_ids"]),
-        "status": row["status"],
-        "amount_paise": row["amount_paise"],
-        "payment_id": row["payment_id"],
-        "created_at": row["created_at"].isoformat(),
-        "expires_at": row["expires_at"].isoformat(),
-        "hold_token": row["fence_token"],
-    }
-
-
 def validate_hold_request(body: Any, cap: int, user: str) -> list[str]:
-    """The seats asked for. The holder is the token's user; a `user_id` in the body
-    may only repeat it."""
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be a JSON object with seat_ids")
-    if "user_id" in body and body["user_id"] != user:
-        raise InvalidInput("user_id must be the token's user (or be left out)",
-                           field="user_id")
-    seat_ids = body.get("seat_ids")
-    if not isinstance(seat_ids, list) or not seat_ids:
-        raise InvalidInput("seat_ids must be a non-empty list", field="seat_ids")
-    if len(seat_ids) > cap:  # first: every check below costs time per seat id
-        raise InvalidInput(f"at most {cap} seats per booking", field="seat_ids", limit=cap)
-    if not all(isinstance(s, str) for s in seat_ids):
-        raise InvalidInput("seat_ids must be strings", field="seat_ids")
-    duplicates = sorted(s for s, n in Counter(seat_ids).items() if n > 1)
-    if duplicates:
-        raise InvalidInput("seat_ids has duplicates", field="seat_ids", seats=duplicates)
-    return sorted(seat_ids)
+    """The seats asked for, sorted (`models.HoldRequest`)."""
+    return HoldRequest.parse(body, cap, user).seat_ids
 
 
 class BookingService:
@@ -120,13 +88,14 @@ class BookingService:
 
     # -- hold ----------------------------------------------------------------
 
-    async def hold(self, show: ShowInfo, body: Any, user_id: str,
+    async def hold(self, show: ShowInfo, request: HoldRequest, user_id: str,
                    key: str | None = None,
                    address: str | None = None) -> tuple[dict[str, Any], bool]:
-        """Hold the seats; returns the answer and whether it replays an earlier hold
+        """Hold the seats of a validated request (`HoldRequest.parse`, by the token's
+        user `user_id`); returns the answer and whether it replays an earlier hold
         under the same Idempotency-Key (which is then returned as it is now). `address`:
         the client's, for the per-address caps (None: not checked)."""
-        seat_ids = validate_hold_request(body, self.settings.max_seats_per_booking, user_id)
+        seat_ids = request.seat_ids
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
         if unknown:
@@ -167,10 +136,8 @@ class BookingService:
             assert key is not None
             return await self._raced(show, booking_id, user_id, key, seat_ids), True
         self._count(show, "held")
-        answer = {"booking_id": booking_id, "show_id": show.id, "user_id": user_id,
-                  "region": show.region, "seat_ids": seat_ids, "status": "INITIATED",
-                  "amount_paise": sum(prices.values()), "expires_at": expires_at.isoformat(),
-                  "hold_token": token}
+        answer = hold_answer(booking_id, show.id, user_id, show.region, seat_ids,
+                             sum(prices.values()), expires_at.isoformat(), token)
         if key is None and deadline.current().expired():
             # Made after its caller gave up (a forward's 503): nobody can use it,
             # so the sweeper releases it now rather than at expires_at.
@@ -194,8 +161,7 @@ class BookingService:
         if row["show_id"] != show.id or list(row["seat_ids"]) != seat_ids:
             raise IdempotencyKeyReused("this Idempotency-Key was used for another hold",
                                        booking_id=row["id"])
-        return {field: value for field, value in booking_json(row, show.region).items()
-                if field in HOLD_ANSWER}
+        return hold_json(booking_json(row, show.region))
 
     async def _raced(self, show: ShowInfo, booking_id: str, user_id: str, key: str,
                      seat_ids: list[str]) -> dict[str, Any]:
@@ -280,8 +246,7 @@ class BookingService:
         if row is None:
             raise NotFound(f"no booking {booking_id!r}", id=booking_id)
         return {**booking_json(row, show.region),
-                "payments": [{"payment_id": p["id"], "status": p["status"],
-                              "amount_paise": p["amount_paise"]} for p in payments]}
+                "payments": [payment_json(p) for p in payments]}
 
     async def ticket_png(self, booking_id: str) -> bytes | None:
         """The booking's ticket picture once its worker made it, or None. Tickets made

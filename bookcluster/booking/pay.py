@@ -13,24 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bookcluster.booking.gateway import GatewayClient, Intent, return_url_allowed
+from bookcluster.booking.gateway import GatewayClient, Intent
 from bookcluster.booking.holds import BookingService
-from bookcluster.errors import BookingNotPending, InvalidInput, NotFound
-from bookcluster.topology.model import Topology
+from bookcluster.errors import BookingNotPending, NotFound
 
 REUSABLE = ("PENDING", "CAPTURED")
-
-
-def return_url_of(body: Any, topology: Topology) -> str | None:
-    """`pay`'s optional body: {"return_url": a page of one of the cluster's nodes}."""
-    if body == {}:
-        return None
-    url = body.get("return_url") if isinstance(body, dict) and set(body) == {"return_url"} \
-        else None
-    if not isinstance(url, str) or not return_url_allowed(url, topology):
-        raise InvalidInput("body must be empty or {\"return_url\": \"http://<a node of "
-                           "this cluster>/...\"}", field="return_url")
-    return url
 
 
 class PaymentService:

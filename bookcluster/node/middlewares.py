@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 from bookcluster.booking import ids
 from bookcluster.errors import MalformedId, NodeError
 from bookcluster.node.forward import MOVED_STATUS
-from bookcluster.node.typedefs import catalog_key, connections_key, metrics_key
+from bookcluster.node.typedefs import catalog_key, connections_key, metrics_key, show_key
 from bookcluster.topology.errors import Moved, RegionUnavailable
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ def _home_of(request: web.Request) -> str | None:
             return request.app[catalog_key].placement.region_of(
                 ids.theatre_id(info["theatre_id"]))
         if "show_id" in info:
+            known = request[show_key] if show_key in request else None  # by the route
+            if known is not None and known[0] is request.app[catalog_key].placement:
+                return known[1].region
             return request.app[catalog_key].region_of_show(ids.show_id(info["show_id"]))
         if "booking_id" in info:
             return request.app[catalog_key].region_of_show(ids.booking_show(info["booking_id"]))

@@ -2,28 +2,27 @@
 
 Response objects are closed (`additionalProperties: false`), so a field added to
 an answer without adding it here fails the contract test. Error bodies stay open:
-their details vary by error. Id patterns come from `ids.py`, the seat cap from the
-topology, so neither can disagree with the code that checks them.
+their details vary by error. The booking bodies (hold, confirm, pay, the webhook's
+event, a booking and a hold) are generated from their models (`booking/models.py`,
+`from_models`); id patterns come from `ids.py`, the seat cap from the topology, so
+none of them can disagree with the code that checks them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bookcluster.booking import ids
-from bookcluster.booking.confirm import PAYMENT_ID
-from bookcluster.booking.gateway import MAX_RETURN_URL
+import msgspec
+
+from bookcluster.booking import ids, models
 from bookcluster.booking.ids import IDEMPOTENCY_KEY as KEY_PATTERN
 from bookcluster.booking.ids import MAX_KEY_LENGTH
-from bookcluster.node.views.payments import EVENT_KINDS, GATEWAY_ID, MAX_PAISE
 from bookcluster.stores.jobqueue import COUNT_STATES
 from bookcluster.topology.model import Topology
 
 Schema = dict[str, Any]
 
 SEAT_STATUSES = ("AVAILABLE", "LOCKED", "BOOKED", "UNAVAILABLE")
-BOOKING_STATUSES = ("INITIATED", "CONFIRMED", "CANCELLED", "EXPIRED")
-PAYMENT_STATUSES = ("RECORDED", "CAPTURED", "FAILED", "REFUND_PENDING", "REFUNDED")
 INTENT_STATUSES = ("PENDING", "CAPTURED", "FAILED", "REFUNDED")
 
 
@@ -65,18 +64,6 @@ AVAILABILITY = closed({"seats_left": COUNT, "seats_total": COUNT, "filling_fast"
                        "sold_out": BOOLEAN})
 SEAT = closed({"seat_id": SEAT_ID, "row": STRING, "number": COUNT, "category": STRING,
                "price_paise": COUNT, "status": {"enum": list(SEAT_STATUSES)}})
-BOOKING_FIELDS: dict[str, Schema] = {
-    "booking_id": BOOKING_ID, "user_id": USER_ID, "show_id": SHOW_ID, "region": STRING,
-    "seat_ids": {"type": "array", "items": SEAT_ID, "minItems": 1},
-    "status": {"enum": list(BOOKING_STATUSES)}, "amount_paise": COUNT,
-    "payment_id": {"type": ["string", "null"]},
-    "created_at": TIME, "expires_at": TIME, "hold_token": INTEGER,
-}
-HOLD_FIELDS = ("booking_id", "show_id", "user_id", "region", "seat_ids", "status", "amount_paise",
-               "expires_at", "hold_token")
-PAYMENT = closed({"payment_id": STRING, "status": {"enum": list(PAYMENT_STATUSES)},
-                  "amount_paise": COUNT})
-
 # Every error body; `error` is narrowed to the codes each response can carry.
 ERROR: Schema = {
     "type": "object", "required": ["error", "message"],
@@ -132,6 +119,19 @@ OVERVIEW_REGION = closed({
 })
 
 
+def from_models(cap: int) -> dict[str, Schema]:
+    """The bodies' components, generated from `booking/models.py`: objects closed, as
+    every object of this document; a hold's seat cap is the topology's."""
+    _, generated = msgspec.json.schema_components(
+        models.MODELS, ref_template="#/components/schemas/{name}")
+    for schema in generated.values():
+        schema.pop("title", None)
+        if schema.get("type") == "object":
+            schema["additionalProperties"] = False
+    generated["HoldRequest"]["properties"]["seat_ids"]["maxItems"] = cap
+    return generated
+
+
 def components(topology: Topology) -> dict[str, Schema]:
     cap = topology.settings.max_seats_per_booking
     regions = list(topology.regions)
@@ -175,15 +175,7 @@ def components(topology: Topology) -> dict[str, Schema]:
                        "additionalProperties": COUNT},
             "seats": {"type": "array", "items": ref("Seat")},
         }),
-        "HoldRequest": closed({
-            "seat_ids": {"type": "array", "items": SEAT_ID, "minItems": 1, "maxItems": cap,
-                         "uniqueItems": True},
-        }, {"user_id": {**USER_ID, "description": "if given, must be the token's user"}}),
-        "Hold": closed({**{k: BOOKING_FIELDS[k] for k in HOLD_FIELDS},
-                        "status": {"const": "INITIATED"}}),
-        "Booking": closed(BOOKING_FIELDS),
-        "BookingWithPayments": closed({**BOOKING_FIELDS,
-                                       "payments": {"type": "array", "items": PAYMENT}}),
+        **from_models(cap),
         "UserBookings": closed({"user_id": USER_ID,
                                 "bookings": {"type": "array", "items": ref("Booking")},
                                 "unavailable_regions": {"type": "array", "items": STRING}}),
@@ -191,15 +183,6 @@ def components(topology: Topology) -> dict[str, Schema]:
                                  "amount_paise": COUNT,
                                  "status": {"enum": list(INTENT_STATUSES)},
                                  "checkout_url": {"type": "string", "format": "uri"}}),
-        "PayRequest": closed({"return_url": {
-            "type": "string", "format": "uri", "maxLength": MAX_RETURN_URL,
-            "description": "http://<one of the cluster's nodes>/...: where the gateway's "
-                           "checkout sends the customer back"}}),
-        "ConfirmRequest": closed({"payment_id": pattern(PAYMENT_ID)}),
-        "PaymentEvent": closed({"event_id": pattern(GATEWAY_ID),
-                                "kind": {"enum": list(EVENT_KINDS)},
-                                "payment_id": pattern(GATEWAY_ID), "booking_id": BOOKING_ID,
-                                "amount_paise": {**COUNT, "maximum": MAX_PAISE}}),
         "PaymentEventReceived": closed({"received": {"const": True},
                                         "duplicate": BOOLEAN,
                                         "event_id": STRING, "region": STRING}),

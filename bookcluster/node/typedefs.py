@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from bookcluster.booking.contention import EarlyRefusal
     from bookcluster.booking.holds import BookingService
     from bookcluster.booking.limits import RateLimiter
-    from bookcluster.catalog import Catalog
+    from bookcluster.catalog import Catalog, ShowInfo
     from bookcluster.metrics import NodeMetrics
     from bookcluster.node.admission import WriteAdmission
     from bookcluster.node.auth import TokenVerifier
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bookcluster.seats.maps import SeatMaps
     from bookcluster.stores.connections import Connections
     from bookcluster.stores.jobqueue import Queues
+    from bookcluster.topology.placement import Placement
 
 settings_key: web.AppKey[NodeSettings] = web.AppKey("settings")
 connections_key: web.AppKey[Connections] = web.AppKey("connections")
@@ -39,3 +40,7 @@ admission_key: web.AppKey[WriteAdmission] = web.AppKey("admission")
 refusal_key: web.AppKey[EarlyRefusal] = web.AppKey("refusal")
 swap_key: web.AppKey[TopologySwap] = web.AppKey("swap")  # the epoch this node routes by
 queues_key: web.AppKey[Queues] = web.AppKey("queues")  # the regions' job queues (admin)
+
+# The show a request's route names, looked up once per request (with the placement it was
+# routed by: a newer epoch adopted meanwhile means a new look-up).
+show_key: web.RequestKey[tuple[Placement, ShowInfo]] = web.RequestKey("show")

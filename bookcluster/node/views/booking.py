@@ -9,27 +9,54 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from bookcluster.booking import ids
 from bookcluster.booking.confirm import ConfirmService
-from bookcluster.booking.holds import validate_hold_request
-from bookcluster.booking.pay import PaymentService, return_url_of
+from bookcluster.booking.models import Confirmation, HoldRequest, PayRequest, encode
+from bookcluster.booking.pay import PaymentService
+from bookcluster.catalog import ShowInfo
 from bookcluster.errors import BookingNotPending, Forbidden, InvalidInput, NotFound, TicketNotReady
 from bookcluster.node import access
 from bookcluster.node.auth import Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.forward import REPLAYED_HEADER
-from bookcluster.node.typedefs import bookings_key, catalog_key, refusal_key, settings_key
+from bookcluster.node.typedefs import (
+    bookings_key,
+    catalog_key,
+    refusal_key,
+    settings_key,
+    show_key,
+)
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
 pay_key: web.AppKey[PaymentService] = web.AppKey("pay")
+# A hold's body, parsed and validated once per request (its turn and its view both ask),
+# or why it is invalid.
+HOLD_BODY: web.RequestKey[HoldRequest | InvalidInput] = web.RequestKey("hold_body")
+
+
+def answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """As `web.json_response`, encoded by msgspec (`models.encode`)."""
+    return web.Response(body=encode(body), status=status, headers=headers,
+                        content_type="application/json", charset="utf-8")
+
+
+async def show_of(request: web.Request) -> ShowInfo:
+    """The route's show, looked up once per request (again only if the node adopted a
+    newer topology epoch since: a MOVED write is routed anew)."""
+    catalog = request.app[catalog_key]
+    if show_key in request and request[show_key][0] is catalog.placement:
+        return request[show_key][1]
+    show = await catalog.show(ids.show_id(request.match_info["show_id"]))
+    request[show_key] = (catalog.placement, show)
+    return show
 
 
 async def _show_region(request: web.Request) -> str:
-    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
-    return show.region
+    return (await show_of(request)).region
 
 
 async def _booking_region(request: web.Request) -> str:
@@ -37,32 +64,45 @@ async def _booking_region(request: web.Request) -> str:
         request.match_info["booking_id"])).region
 
 
+async def _hold_body(request: web.Request, caller: Identity) -> HoldRequest:
+    """The hold's body as its model (parsed and validated on the first call)."""
+    if HOLD_BODY not in request:
+        cap = request.app[settings_key].topology.settings.max_seats_per_booking
+        try:
+            request[HOLD_BODY] = HoldRequest.parse(await json_body(request), cap, caller.user)
+        except InvalidInput as exc:
+            request[HOLD_BODY] = exc
+    parsed = request[HOLD_BODY]
+    if isinstance(parsed, InvalidInput):
+        raise InvalidInput(parsed.message, **parsed.details)
+    return parsed
+
+
 @contextlib.asynccontextmanager
 async def _hold_turn(request: web.Request, caller: Identity) -> AsyncIterator[None]:
     """A hold waits for this node's hold of the same seats, and is refused (409) if the
     home master then, or when the seat cache suggests it, shows them taken
     (`refusals.py`). Keyed holds and bodies the hold refuses as invalid go on at once."""
-    seat_ids = None
+    body = None
     if "Idempotency-Key" not in request.headers:
-        cap = request.app[settings_key].topology.settings.max_seats_per_booking
         with contextlib.suppress(InvalidInput):
-            seat_ids = validate_hold_request(await json_body(request), cap, caller.user)
-    if seat_ids is None:
+            body = await _hold_body(request, caller)
+    if body is None:
         yield
         return
-    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
-    async with request.app[refusal_key].turn(show, seat_ids, access.client_address(request)):
+    show = await show_of(request)
+    async with request.app[refusal_key].turn(show, body.seat_ids,
+                                             access.client_address(request)):
         yield
 
 
 @access.home_write(_show_region, redis_bound=True, lease=True, turn=_hold_turn)
 async def hold(request: web.Request, caller: Identity) -> web.Response:
-    show = await request.app[catalog_key].show(ids.show_id(request.match_info["show_id"]))
     result, replayed = await request.app[bookings_key].hold(
-        show, await json_body(request), caller.user, request.headers.get("Idempotency-Key"),
-        access.client_address(request))
+        await show_of(request), await _hold_body(request, caller), caller.user,
+        request.headers.get("Idempotency-Key"), access.client_address(request))
     headers = {REPLAYED_HEADER: "true"} if replayed else None
-    return web.json_response(result, status=201, headers=headers)
+    return answer(result, status=201, headers=headers)
 
 
 def _require_payments(request: web.Request) -> None:
@@ -73,36 +113,36 @@ def _require_payments(request: web.Request) -> None:
 @access.home_write(_booking_region)
 async def pay(request: web.Request, caller: Identity) -> web.Response:
     _require_payments(request)
-    return_url = return_url_of(await json_body(request), request.app[settings_key].topology)
-    return web.json_response(await request.app[pay_key].pay(
+    return_url = PayRequest.parse(await json_body(request), request.app[settings_key].topology)
+    return answer(await request.app[pay_key].pay(
         request.match_info["booking_id"], caller.user, return_url), status=201)
 
 
 @access.home_write(_booking_region)
 async def confirm(request: web.Request, caller: Identity) -> web.Response:
     _require_payments(request)
-    stored = await request.app[confirm_key].confirm(
-        request.match_info["booking_id"], caller.user, request.headers.get("Idempotency-Key"),
-        await json_body(request))
+    booking_id = request.match_info["booking_id"]
+    stored = await request.app[confirm_key].confirm(booking_id, caller.user, Confirmation.parse(
+        booking_id, request.headers.get("Idempotency-Key"), await json_body(request)))
     # The stored text, byte for byte: a retry sees exactly the first answer.
     return web.Response(text=stored.body, status=stored.status, content_type="application/json")
 
 
 @access.home_write(_booking_region)
 async def cancel(request: web.Request, caller: Identity) -> web.Response:
-    return web.json_response(await request.app[bookings_key].cancel(
+    return answer(await request.app[bookings_key].cancel(
         request.match_info["booking_id"], caller.user))
 
 
 @access.home_write(_booking_region)
 async def extend(request: web.Request, caller: Identity) -> web.Response:
-    return web.json_response(await request.app[bookings_key].extend(
+    return answer(await request.app[bookings_key].extend(
         request.match_info["booking_id"], caller.user))
 
 
 @access.user
 async def get_booking(request: web.Request, caller: Identity) -> web.Response:
-    return web.json_response(await request.app[bookings_key].get(
+    return answer(await request.app[bookings_key].get(
         request.match_info["booking_id"], caller.user))
 
 
@@ -110,12 +150,12 @@ async def get_booking(request: web.Request, caller: Identity) -> web.Response:
 async def user_bookings(request: web.Request, caller: Identity) -> web.Response:
     if request.match_info["user_id"] != caller.user:
         raise Forbidden("a user's bookings are listed only for that user (see /me/bookings)")
-    return web.json_response(await request.app[bookings_key].list_for_user(caller.user))
+    return answer(await request.app[bookings_key].list_for_user(caller.user))
 
 
 @access.user
 async def my_bookings(request: web.Request, caller: Identity) -> web.Response:
-    return web.json_response(await request.app[bookings_key].list_for_user(caller.user))
+    return answer(await request.app[bookings_key].list_for_user(caller.user))
 
 
 @access.user
