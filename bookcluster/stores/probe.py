@@ -30,8 +30,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bookcluster.topology.secrets import Secrets
 
@@ -68,8 +67,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
-class Replication:
+class Replication(NamedTuple):
     """What a Redis server says of its role (INFO replication)."""
 
     role: str  # master | replica
@@ -523,7 +521,7 @@ async def wait_leader(region: Region, timeout_s: float,
 # -- Asking, blocking: the container health check -------------------------------------------
 
 def _http_blocking(url: str, path: str, timeout_s: float) -> tuple[int, Any]:
-    import http.client
+    import http.client  # not for a Redis check: 0.04 s of CPU
 
     host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
@@ -531,6 +529,8 @@ def _http_blocking(url: str, path: str, timeout_s: float) -> tuple[int, Any]:
         conn.request("GET", path)
         resp = conn.getresponse()
         body = resp.read()
+    except http.client.HTTPException as exc:  # a garbled answer: as good as none
+        raise ConnectionError(f"{url}{path}: {type(exc).__name__}: {exc}") from exc
     finally:
         conn.close()
     try:
@@ -541,7 +541,7 @@ def _http_blocking(url: str, path: str, timeout_s: float) -> tuple[int, Any]:
 
 def check(proc: Mapping[str, Any], secrets: Secrets, timeout_s: float = 3.0) -> dict[str, Any]:
     """The row `probe` would give for the process's health (not its details), asked
-    without asyncio; raises OSError (also for a refusal), ValueError or HTTPException."""
+    without asyncio; raises OSError (a refusal or a garbled answer, too) or ValueError."""
     role = proc["role"]
     if role in ("redis-master", "redis-replica"):
         info = redis_ask_blocking(proc["host"], proc["port"], secrets.redis_password,
