@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -411,14 +412,16 @@ PROBES: dict[str, Callable[[Mapping[str, Any], Secrets], Awaitable[dict[str, Any
 
 
 def _failures() -> tuple[type[BaseException], ...]:
-    """What a probe that failed may raise (the libraries imported by then)."""
-    import aiohttp
-    import asyncpg
-
-    from bookcluster.stores.patroni_api import PatroniError
-
-    return (TimeoutError, OSError, ValueError, aiohttp.ClientError, asyncpg.PostgresError,
-            asyncpg.InterfaceError, PatroniError)
+    """What a probe that failed may raise: a library's errors only once it is imported
+    (a probe imports only the clients its process needs)."""
+    found: list[type[BaseException]] = [TimeoutError, OSError, ValueError]
+    if (aiohttp := sys.modules.get("aiohttp")) is not None:
+        found.append(aiohttp.ClientError)
+    if (asyncpg := sys.modules.get("asyncpg")) is not None:
+        found += [asyncpg.PostgresError, asyncpg.InterfaceError]
+    if (patroni := sys.modules.get("bookcluster.stores.patroni_api")) is not None:
+        found.append(patroni.PatroniError)
+    return tuple(found)
 
 
 async def probe(proc: Mapping[str, Any], secrets: Secrets) -> dict[str, Any]:
