@@ -27,39 +27,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import shutil
-import signal
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from bookcluster.deploy import service
-from bookcluster.local.binaries import BinaryNotFound
-from bookcluster.local.launcher import ClusterAlreadyRunning, ClusterSetupError, LocalCluster
-from bookcluster.local.postgres_server import PostgresSetupError
-from bookcluster.local.supervisor import kill_recorded, pid_alive
-from bookcluster.node import auth
-from bookcluster.ops import apply, moves
-from bookcluster.ops.audit import audit_command
-from bookcluster.ops.demo_catalog import CatalogSpec
-from bookcluster.ops.runstate import read_state
-from bookcluster.seats.home import HomeRegion
-from bookcluster.seats.reconcile import Reconciler
-from bookcluster.stores import jobqueue, patroni_api, sentinel_api
-from bookcluster.stores.connections import Connections
-from bookcluster.stores.probe import probe_all
-from bookcluster.topology.errors import RegionUnavailable, RouterError
-from bookcluster.topology.load import load_topology
-from bookcluster.topology.model import Endpoint, Topology, duration_arg
+from bookcluster.topology.errors import RouterError
 
-CATALOG_SIZES = {
-    "full": CatalogSpec(),
-    "small": CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2),
-}
+if TYPE_CHECKING:
+    from bookcluster.ops.demo_catalog import CatalogSpec
+    from bookcluster.topology.model import Topology
+
+# Every command imports what it uses when it runs: `--help` and `status` import no
+# launcher, no aiohttp application and no client library they do not use.
+CATALOG_SIZES = ("full", "small")  # demo catalog sizes, see catalog_spec()
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
 
 
@@ -79,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--sweep-interval", type=duration_arg, help="expiry sweep interval, e.g. 1s")
     up.add_argument("--wan-delay", type=duration_arg, help="one-way delay on every cross-region "
                     "link through a TCP proxy, e.g. 40ms")
-    up.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full",
+    up.add_argument("--catalog", choices=CATALOG_SIZES, default="full",
                     help="demo catalog size: full (21 theatres per region, 3 days) or small")
     down = sub.add_parser("down", help="stop a running local cluster")
     down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
@@ -147,13 +127,28 @@ def parser() -> argparse.ArgumentParser:
     setup = sub.add_parser("setup", help="a region's one-off set-up: etcd login, database, "
                            "migrations, catalog seed (idempotent, safe to run at once)")
     setup.add_argument("--region", required=True)
-    setup.add_argument("--catalog", choices=sorted(CATALOG_SIZES), default="full")
+    setup.add_argument("--catalog", choices=CATALOG_SIZES, default="full")
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
     jobs.add_argument("--region", help="one region (default: all)")
     jobs.add_argument("--limit", type=int, default=100, help="how many failed jobs to list")
     return p
+
+
+def duration_arg(text: str) -> float:
+    """A duration flag (`5s`, `40ms`, `1h`): the topology's parser, imported when used."""
+    from bookcluster.topology.model import duration_arg as parse
+
+    return parse(text)
+
+
+def catalog_spec(size: str) -> CatalogSpec:
+    from bookcluster.ops.demo_catalog import CatalogSpec
+
+    if size == "small":
+        return CatalogSpec(theatres_per_city=1, cities_per_region=2, days=1, shows_per_day=2)
+    return CatalogSpec()
 
 
 def topology_path(arg: Path | None) -> Path:
@@ -166,42 +161,60 @@ def topology_path(arg: Path | None) -> Path:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
+        from bookcluster.topology.load import load_topology
+
         run_dir = args.run_dir.resolve() if args.run_dir is not None else None
         topology = load_topology(topology_path(args.topology), run_dir)
-        if args.command == "up":
-            code = asyncio.run(_up(topology, args))
-        elif args.command == "down":
-            code = _down(topology, args.wipe, args.region)
-        elif args.command == "audit":
-            code = asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
-        elif args.command == "jobs":
-            code = asyncio.run(_jobs(topology, args))
-        elif args.command == "repair":
-            code = asyncio.run(_repair(topology, args))
-        elif args.command == "token":
-            code = _token(topology, args)
-        elif args.command == "topology":
-            code = asyncio.run(_topology(topology, args))
-        elif args.command == "run":
-            service.run(topology, args.name)
-            code = 1  # not reached: run replaces this process
-        elif args.command == "probe":
-            code = asyncio.run(service.probe_command(topology, args.name))
-        elif args.command == "setup":
-            code = service.setup(topology, args.region, CATALOG_SIZES[args.catalog])
-        elif args.command == "failover":
-            code = asyncio.run(_failover(topology, args))
-        else:
-            code = asyncio.run(_status(topology, args.json, args.region))
-    except (RouterError, BinaryNotFound, ClusterAlreadyRunning, ClusterSetupError,
-            PostgresSetupError, TimeoutError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        code = _command(topology, args)
+    except (RouterError, TimeoutError, RuntimeError, ValueError) as exc:  # and the launcher's
+        print(f"error: {exc}", file=sys.stderr)  # errors, every one a RuntimeError
         code = 2
     sys.exit(code)
 
 
+def _command(topology: Topology, args: argparse.Namespace) -> int:
+    import asyncio
+
+    if args.command == "up":
+        return asyncio.run(_up(topology, args))
+    if args.command == "down":
+        return _down(topology, args.wipe, args.region)
+    if args.command == "audit":
+        from bookcluster.ops.audit import audit_command
+
+        return asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
+    if args.command == "jobs":
+        return asyncio.run(_jobs(topology, args))
+    if args.command == "repair":
+        return asyncio.run(_repair(topology, args))
+    if args.command == "token":
+        return _token(topology, args)
+    if args.command == "topology":
+        return asyncio.run(_topology(topology, args))
+    if args.command in ("run", "probe", "setup"):
+        from bookcluster.deploy import service
+
+        if args.command == "run":
+            service.run(topology, args.name)
+            return 1  # not reached: run replaces this process
+        if args.command == "probe":
+            return asyncio.run(service.probe_command(topology, args.name))
+        return service.setup(topology, args.region, catalog_spec(args.catalog))
+    if args.command == "failover":
+        return asyncio.run(_failover(topology, args))
+    from bookcluster.local.supervisor import pid_alive
+    from bookcluster.ops.status import status_command
+
+    return asyncio.run(status_command(topology, args.json, args.region, pid_alive))
+
+
 async def _repair(topology: Topology, args: argparse.Namespace) -> int:
     """Operator repair: needs the stores' passwords (the run folder or env)."""
+    from bookcluster.seats.home import HomeRegion
+    from bookcluster.seats.reconcile import Reconciler
+    from bookcluster.stores.connections import Connections
+    from bookcluster.topology.errors import RegionUnavailable
+
     regions = [args.region] if args.region else list(topology.regions)
     code = 0
     for region in regions:
@@ -225,6 +238,8 @@ async def _repair(topology: Topology, args: argparse.Namespace) -> int:
 
 
 async def _topology(topology: Topology, args: argparse.Namespace) -> int:
+    from bookcluster.ops import apply, moves
+
     if args.action == "diff":
         return await apply.diff_command(topology, args.file, args.json)
     if args.action == "apply":
@@ -238,6 +253,8 @@ async def _failover(topology: Topology, args: argparse.Namespace) -> int:
     """Operator switchover through Patroni's REST API (needs `patroni_password`) or the
     sentinels (needs `redis_password`). Writes to the region answer 503
     region_unavailable (Retry-After) for the few seconds it takes."""
+    from bookcluster.stores import patroni_api
+
     if args.region not in topology.regions:
         print(f"error: unknown region {args.region!r} (known: {', '.join(topology.regions)})",
               file=sys.stderr)
@@ -259,6 +276,8 @@ async def _failover(topology: Topology, args: argparse.Namespace) -> int:
 
 
 async def _redis_failover(topology: Topology, args: argparse.Namespace) -> int:
+    from bookcluster.stores import sentinel_api
+
     if args.candidate:
         print("error: --to is for postgres; Sentinel promotes the master's replica in its "
               "region", file=sys.stderr)
@@ -275,6 +294,8 @@ async def _redis_failover(topology: Topology, args: argparse.Namespace) -> int:
 
 def _token(topology: Topology, args: argparse.Namespace) -> int:
     """Tokens only on stdout, one line per --user in order, so scripts can read them."""
+    from bookcluster.node import auth
+
     tokens = [auth.mint(topology, user, args.ttl, tuple(args.roles)) for user in args.users]
     print("\n".join(tokens))
     return 0
@@ -291,10 +312,17 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
 
 
 async def _up(topology: Topology, args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from bookcluster.local.launcher import LocalCluster
+    from bookcluster.ops.status import print_table
+    from bookcluster.stores.probe import probe_all
+
     wan_delay_ms = None if args.wan_delay is None else int(round(args.wan_delay * 1000))
     cluster = LocalCluster(topology, node_args=_node_args(args), worker_args=_worker_args(args),
                            wan_delay_ms=wan_delay_ms,
-                           catalog=CATALOG_SIZES[args.catalog], regions=args.regions,
+                           catalog=catalog_spec(args.catalog), regions=args.regions,
                            progress=lambda line: print(line, flush=True))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -333,9 +361,18 @@ async def _up(topology: Topology, args: argparse.Namespace) -> int:
 
 
 def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
+    import os
+    import shutil
+    import signal
+    import time
+
+    from bookcluster.local.supervisor import kill_recorded, pid_alive
+    from bookcluster.ops.runstate import read_state
+    from bookcluster.ops.status import launcher_regions
+
     run_dir = topology.settings.run_dir
     state = read_state(run_dir)
-    runs = _launcher_regions(topology, state)
+    runs = launcher_regions(topology, state)
     if state is not None and region is not None and runs != [region]:
         print(f"error: the launcher of {run_dir} runs {', '.join(runs)}, not only {region}: "
               "`bookcluster down` (without --region) stops it", file=sys.stderr)
@@ -362,100 +399,11 @@ def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
     return 0
 
 
-def _launcher_regions(topology: Topology, state: dict[str, Any] | None) -> list[str]:
-    """The regions the run folder's launcher runs (every one, for a state written before
-    `up --region` existed)."""
-    if state is None:
-        return []
-    return list(state.get("regions") or topology.regions)
-
-
-async def _status(topology: Topology, as_json: bool, region: str | None = None) -> int:
-    state = read_state(topology.settings.run_dir)
-    if state is None:
-        print(json.dumps({"running": False, "processes": []}) if as_json
-              else f"nothing running from {topology.settings.run_dir}")
-        return 1
-    processes = [p for p in state["processes"] if region is None or p["region"] == region]
-    rows = await probe_all(processes, topology.secrets)
-    for row in rows:
-        row["alive"] = pid_alive(row["pid"])
-        row["healthy"] = bool(row.get("healthy")) and row["alive"]
-    if as_json:
-        keep = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
-                "source", "lag_bytes", "link", "epoch", "error", "api", "member", "pg_role",
-                "leader", "timeline", "redis_role", "master", "repl_offset",
-                "sentinel_masters")
-        print(json.dumps({"running": pid_alive(state["launcher_pid"]),
-                          "launcher_pid": state["launcher_pid"],
-                          "regions": _launcher_regions(topology, state),
-                          "redis_masters": redis_masters(topology, rows),
-                          "processes": [{k: r.get(k) for k in keep} for r in rows]}, indent=2))
-    else:
-        print_table(rows)
-        masters = redis_masters(topology, rows)
-        if masters:
-            print("\nRedis masters as Sentinel sees them: " + ", ".join(
-                f"{region} {m['address']} ({m['server']}"
-                + (f", {m['flags']})" if m["flags"] != "master" else ")")
-                for region, m in masters.items()))
-    return 0 if all(r["healthy"] for r in rows) else 1
-
-
-def redis_masters(topology: Topology, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per region, where the first healthy sentinel sees its master (and which server that
-    is, and Sentinel's flags for it: `master`, or e.g. `master,s_down,o_down`)."""
-    for row in rows:
-        if row["role"] == "redis-sentinel" and row.get("sentinel_masters"):
-            return {region: {**seen, "server": sentinel_api.server_name(
-                        topology, _endpoint(seen["address"]))}
-                    for region, seen in sorted(row["sentinel_masters"].items())}
-    return {}
-
-
-def _endpoint(address: str) -> Endpoint:
-    host, _, port = address.rpartition(":")
-    return Endpoint(host, int(port))
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    """One line per process; PostgreSQL members add what Patroni says: role, leader,
-    timeline (their lag is behind the leader); Redis servers their role now (and the
-    master a replica follows; their lag is behind it); nodes and workers their
-    topology epoch."""
-    header = (f"{'PROCESS':<28} {'ROLE':<14} {'PID':>7}  {'ADDRESS':<50} {'HEALTH':<8} "
-              f"{'EPOCH':>5}  {'LAG':<10} NOW")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        lag = f"{r['lag_bytes']} B" if r.get("lag_bytes") is not None else ""
-        health = "ok" if r.get("healthy") else "DOWN"
-        epoch = r.get("epoch") or ""  # nodes and workers: the topology epoch they route by
-        detail = _patroni_detail(r) or _redis_detail(r)
-        print(f"{r['name']:<28} {r['role']:<14} {r['pid']:>7}  {r['address']:<50} "
-              f"{health:<8} {epoch:>5}  {lag:<10} {detail}".rstrip())
-
-
-def _redis_detail(row: dict[str, Any]) -> str:
-    if row.get("redis_role") == "master":
-        return "master"
-    if row.get("redis_role") == "replica":
-        return f"replica of {row.get('master')}, link {row.get('link')}"
-    return ""
-
-
-def _patroni_detail(row: dict[str, Any]) -> str:
-    if row["role"] != "pg-member" or not row.get("pg_role"):
-        return ""
-    detail = f"{row['pg_role']}, timeline {row.get('timeline')}"
-    if row.get("leader") and row["pg_role"] != "leader":
-        detail += f", leader {row['leader']}"
-    elif not row.get("leader"):
-        detail += ", no leader"
-    return detail
-
-
 async def _jobs(topology: Topology, args: argparse.Namespace) -> int:
+    import json
+
+    from bookcluster.stores import jobqueue
+
     regions = [args.region] if args.region else list(topology.regions)
     code = 0
     for region in regions:

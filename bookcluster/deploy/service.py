@@ -37,7 +37,7 @@ from bookcluster.local.postgres_server import pg_os_user
 from bookcluster.local.supervisor import ProcessSpec
 from bookcluster.ops import region_setup
 from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog
-from bookcluster.stores.probe import probe, wait_leader
+from bookcluster.stores.probe import container_healthy, probe, wait_leader
 from bookcluster.topology import environment
 from bookcluster.topology.model import Region, Topology
 from bookcluster.topology.secrets import secrets_dir
@@ -116,8 +116,7 @@ async def probe_command(topology: Topology, name: str) -> int:
         spec = find_spec(topology.with_settings(run_dir=Path(scratch)), name)
     record = {**spec.__dict__, "log_path": str(spec.log_path)}
     result = await probe(record, topology.secrets)
-    other_master = spec.role == "redis-replica" and spec.source != spec.region
-    ok = result.get("healthy") or (other_master and result.get("redis_role") is not None)
+    ok = container_healthy(record, result)
     print(("healthy" if ok else "unhealthy") + (f": {result['error']}" if "error" in result
                                                   else ""))
     return 0 if ok else 1

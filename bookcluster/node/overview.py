@@ -1,11 +1,11 @@
 """The operator's view of the whole cluster as one node sees it (`GET /ops/overview`).
 
-Every process the topology names is probed directly with the node's own
-credentials, each within PROBE_TIMEOUT_S, so a stopped server shows as down
-instead of stalling the page: Redis masters and replicas (role, link,
-replication offset -> lag in bytes behind the source master), PostgreSQL
-primaries and standbys (as the application role: in recovery or not, WAL
-position -> standby lag in bytes), every node's `/readyz`, every worker's
+Every process the topology names is probed directly, through the one prober
+(`bookcluster.stores.probe`), with the node's own credentials, each within
+PROBE_TIMEOUT_S, so a stopped server shows as down instead of stalling the page:
+Redis masters and replicas (role, link, replication offset -> lag in bytes behind
+the source master), PostgreSQL primaries and standbys (as the application role: in
+recovery or not, WAL position -> standby lag in bytes), every node's `/readyz`, every worker's
 `/metrics` (queue depth, outbox backlog, mirror generation), and each region's
 Redis master as the sentinels name it now. The last audit is the report
 `bookcluster audit` left in the run folder. Theatre moves are the latest
@@ -23,23 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
-import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from bookcluster.node.failovers import recent_failovers
+from bookcluster.stores import probe
 from bookcluster.stores.connections import Connections, pg_dsn, pg_login
 from bookcluster.topology.model import Endpoint, Topology
 
 PROBE_TIMEOUT_S = 1.0
 SENTINEL_TIMEOUT_S = 0.3  # per sentinel: a frozen one is skipped for the next
 READYZ_TIMEOUT_S = 2.5  # a node's /readyz itself waits up to 1 s per store
-WORKER_METRICS = ("bookcluster_queue_depth", "bookcluster_outbox_pending",
-                  "bookcluster_mirror_generation")
-WAL_POSITION = """
-SELECT pg_is_in_recovery() AS recovery,
-       (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-             ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS lsn"""
 MOVES_SHOWN = 10
 RECENT_MOVES = """
 SELECT theatre_id AS theatre, source, target, from_epoch, to_epoch, step,
@@ -69,85 +61,34 @@ async def _bounded(work: Awaitable[dict[str, Any]], timeout_s: float) -> dict[st
 
 
 async def _redis(endpoint: Endpoint, password: str) -> dict[str, Any]:
-    client = aioredis.Redis(host=endpoint.host, port=endpoint.port, password=password,
-                            socket_timeout=PROBE_TIMEOUT_S,
-                            socket_connect_timeout=PROBE_TIMEOUT_S, decode_responses=True)
-    try:
-        info = await client.info("replication")
-    finally:
-        await client.aclose()
-    role = "master" if info.get("role") == "master" else "replica"
-    out: dict[str, Any] = {"up": True, "role": role}
-    if role == "master":
-        out["offset"] = info.get("master_repl_offset")
-    else:
-        out["link"] = info.get("master_link_status")
-        out["offset"] = info.get("slave_repl_offset")
-        out["up"] = out["link"] == "up"
+    found = await probe.redis_replication(endpoint.host, endpoint.port, password,
+                                          timeout_s=PROBE_TIMEOUT_S)
+    out: dict[str, Any] = {"up": found.healthy, "role": found.role, "offset": found.offset}
+    if found.role == "replica":
+        out["link"] = found.link
     return out
 
 
 async def _sentinel_master(topology: Topology, region: str) -> dict[str, Any]:
     """Where the first sentinel that answers (the region's own first) sees its master."""
-    errors = []
-    for ep in topology.sentinels(first=region):
-        client = aioredis.Redis(host=ep.host, port=ep.port,
-                                password=topology.secrets.redis_password,
-                                socket_timeout=SENTINEL_TIMEOUT_S,
-                                socket_connect_timeout=SENTINEL_TIMEOUT_S, decode_responses=True)
-        try:
-            answer = await client.sentinel_get_master_addr_by_name(region)
-        except (OSError, aioredis.RedisError) as exc:
-            errors.append(f"{ep}: {type(exc).__name__}")
-            continue
-        finally:
-            await client.aclose()
-        if isinstance(answer, list | tuple) and len(answer) == 2:
-            host, port = (str(part) for part in answer)
-            return {"up": True, "address": f"{host}:{port}", "sentinel": str(ep)}
-        errors.append(f"{ep}: does not watch {region}")
-    return {"up": False, "error": "; ".join(errors) or "no sentinel answers"}
+    try:
+        master, sentinel = await probe.sentinel_master(topology, region, SENTINEL_TIMEOUT_S)
+    except LookupError as exc:
+        return {"up": False, "error": str(exc)}
+    return {"up": True, "address": str(master), "sentinel": str(sentinel)}
 
 
 async def _postgres(endpoint: Endpoint, topology: Topology) -> dict[str, Any]:
-    conn = await asyncpg.connect(pg_dsn(endpoint), timeout=PROBE_TIMEOUT_S,
-                                 **pg_login(topology.secrets))
-    try:
-        row = await conn.fetchrow(WAL_POSITION, timeout=PROBE_TIMEOUT_S)
-    finally:
-        await conn.close(timeout=PROBE_TIMEOUT_S)
-    assert row is not None
-    return {"up": True, "role": "standby" if row["recovery"] else "primary", "lsn": row["lsn"]}
-
-
-async def _node(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with http.get(f"{base}/readyz") as resp:
-        body = await resp.json(content_type=None)
-    return {"up": True, "ready": bool(body.get("ready")), "checks": body.get("checks", {})}
-
-
-async def _worker(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with http.get(f"{base}/metrics") as resp:
-        if resp.status != 200:
-            return {"up": False, "error": f"/metrics answered {resp.status}"}
-        text = await resp.text()
-    queue: dict[str, int] = {}
-    out: dict[str, Any] = {"up": True, "queue": queue}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "bookcluster_queue_depth":
-                queue[sample.labels.get("state", "?")] = int(sample.value)
-            elif sample.name == "bookcluster_outbox_pending":
-                out["outbox_pending"] = int(sample.value)
-            elif sample.name == "bookcluster_mirror_generation":
-                out["mirror_generation"] = int(sample.value)
-    return out
+    recovery, lsn = await probe.pg_position(pg_dsn(endpoint), pg_login(topology.secrets),
+                                            PROBE_TIMEOUT_S)
+    return {"up": True, "role": "standby" if recovery else "primary", "lsn": lsn}
 
 
 def _lag(source: dict[str, Any], copy: dict[str, Any], field: str) -> None:
     """`copy` gets `lag_bytes` behind `source` when both answered."""
-    if copy.get("up") and source.get(field) is not None and copy.get(field) is not None:
-        copy["lag_bytes"] = max(0, int(source[field]) - int(copy[field]))
+    lag = probe.lag_bytes(source.get(field), copy.get(field))
+    if copy.get("up") and lag is not None:
+        copy["lag_bytes"] = lag
 
 
 async def _region(topology: Topology, name: str,
@@ -164,9 +105,10 @@ async def _region(topology: Topology, name: str,
         jobs["pg_standby"] = _bounded(_postgres(region.pg_standby, topology),
                                       2 * PROBE_TIMEOUT_S)
     for ep in region.nodes:
-        jobs[f"node:{ep}"] = _bounded(_node(http, f"http://{ep}"), READYZ_TIMEOUT_S)
+        jobs[f"node:{ep}"] = _bounded(probe.readiness(http, f"http://{ep}"), READYZ_TIMEOUT_S)
     if region.worker is not None:
-        jobs["worker"] = _bounded(_worker(http, f"http://{region.worker}"), PROBE_TIMEOUT_S)
+        jobs["worker"] = _bounded(probe.worker_state(http, f"http://{region.worker}"),
+                                  PROBE_TIMEOUT_S)
     if topology.sentinels():
         jobs["sentinel"] = _bounded(_sentinel_master(topology, name), 2 * PROBE_TIMEOUT_S)
     found = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-
+from bookcluster.stores import probe
 from bookcluster.topology.model import Endpoint, Topology
 from bookcluster.topology.secrets import Secrets
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 TIMEOUT_S = 2.0
 SWITCHOVER_TIMEOUT_S = 30.0
@@ -40,6 +43,8 @@ class SentinelError(RuntimeError):
 
 
 def _client(ep: Endpoint, secrets: Secrets) -> aioredis.Redis:
+    import redis.asyncio as aioredis  # not for `bookcluster status`: it needs server_name
+
     return aioredis.Redis(host=ep.host, port=ep.port, password=secrets.redis_password,
                           socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
                           decode_responses=True)
@@ -57,47 +62,39 @@ def server_name(topology: Topology, ep: Endpoint) -> str:
 
 
 async def master_of(topology: Topology, region: str) -> Endpoint:
-    """Where the first sentinel that answers sees `region`'s master now."""
-    errors = []
-    for ep in topology.sentinels(first=region):
-        client = _client(ep, topology.secrets)
-        try:
-            answer = await client.sentinel_get_master_addr_by_name(master_name(region))
-        except (OSError, aioredis.RedisError) as exc:
-            errors.append(f"{ep}: {type(exc).__name__} {exc}")
-            continue
-        finally:
-            await client.aclose()
-        if isinstance(answer, list | tuple) and len(answer) == 2:
-            host, port = answer
-            return Endpoint(str(host), int(port))
-        errors.append(f"{ep}: does not watch {region}")
-    raise SentinelError(f"{region}: no sentinel answers ({'; '.join(errors)})"
-                        if errors else f"{region}: no sentinel in the topology")
+    """Where the first sentinel that answers sees `region`'s master now (the prober's
+    question)."""
+    if not topology.sentinels():
+        raise SentinelError(f"{region}: no sentinel in the topology")
+    try:
+        master, _ = await probe.sentinel_master(topology, master_name(region), TIMEOUT_S)
+    except LookupError as exc:
+        raise SentinelError(f"{region}: no sentinel answers ({exc})") from None
+    return master
 
 
 async def _role(ep: Endpoint, secrets: Secrets) -> str | None:
-    client = _client(ep, secrets)
     try:
-        info = await client.info("replication")
-        return str(info.get("role"))
-    except (OSError, aioredis.RedisError):
+        found = await probe.redis_replication(ep.host, ep.port, secrets.redis_password,
+                                              TIMEOUT_S)
+    except (OSError, TimeoutError):
         return None
-    finally:
-        await client.aclose()
+    return found.role
 
 
 async def switchover(topology: Topology, region: str) -> tuple[Endpoint, Endpoint]:
     """Planned switchover of `region`'s master to its replica in `region` (see the
     module's doc). Returns (old, new) master; raises SentinelError when Sentinel refuses
     (no replica may be promoted, a failover already under way) or it takes too long."""
+    from redis.exceptions import RedisError
+
     secrets = topology.secrets
     old = await master_of(topology, region)
     paused = _client(old, secrets)
     try:
         try:
             await paused.execute_command("CLIENT", "PAUSE", PAUSE_MS, "WRITE")
-        except (OSError, aioredis.RedisError) as exc:
+        except (OSError, RedisError) as exc:
             raise SentinelError(f"{region}: the master at {old} does not answer ({exc}); "
                                 "if it is down, Sentinel fails it over by itself") from exc
         await _ask_failover(topology, region)
@@ -115,23 +112,25 @@ async def switchover(topology: Topology, region: str) -> tuple[Endpoint, Endpoin
     finally:
         try:
             await paused.execute_command("CLIENT", "UNPAUSE")
-        except (OSError, aioredis.RedisError):
+        except (OSError, RedisError):
             pass  # the pause ends by itself
         await paused.aclose()
 
 
 async def _ask_failover(topology: Topology, region: str) -> None:
+    from redis.exceptions import RedisError, ResponseError
+
     errors = []
     for ep in topology.sentinels(first=region):
         client = _client(ep, topology.secrets)
         try:
             await client.execute_command("SENTINEL", "FAILOVER", master_name(region))
             return
-        except aioredis.ResponseError as exc:  # NOGOODSLAVE, INPROG: a refusal, say why
+        except ResponseError as exc:  # NOGOODSLAVE, INPROG: a refusal, say why
             hint = (f" (is {region}.redis.replica.{region}, or whichever server of {region} "
                     "is not the master, up and in sync?)" if "NOGOODSLAVE" in str(exc) else "")
             raise SentinelError(f"{region}: Sentinel refused the failover: {exc}{hint}") from exc
-        except (OSError, aioredis.RedisError) as exc:
+        except (OSError, RedisError) as exc:
             errors.append(f"{ep}: {type(exc).__name__} {exc}")
         finally:
             await client.aclose()

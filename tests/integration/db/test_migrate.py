@@ -29,7 +29,7 @@ from bookcluster.local.ports import free_ports
 from bookcluster.local.supervisor import Supervisor
 from bookcluster.stores.connections import PG_TOOL_SESSION, PG_USER, pg_dsn, pg_login
 from bookcluster.stores.probe import wait_healthy
-from bookcluster.topology.model import load_topology
+from bookcluster.topology.load import load_topology
 from bookcluster.topology.secrets import generate_local
 
 OLD_MIGRATIONS = Path(__file__).parent / "migrations_8011435"
