@@ -35,8 +35,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 from benchlib.cpu import machine_ticks
+from benchlib.loadgen import answer_kind
 from benchlib.local import BenchCluster, bench_cluster
-from benchlib.phases import HOLD_ROUTE, answer_kind, measured
+from benchlib.phases import HOLD_ROUTE, measured
 from benchlib.stats import summarize
 from benchlib.tokens import bearer, token_for
 from prometheus_client.parser import text_string_to_metric_families

@@ -142,7 +142,8 @@ class Forwarder:
                               if h in resp.headers}
                     return web.Response(body=payload, status=resp.status,
                                         content_type=resp.content_type, headers=passed)
-            except aiohttp.ClientConnectorError as exc:  # never sent: another node may take it
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                # Never sent (refused, or not connected in time): another node may take it.
                 log.warning("home node %s of %s unreachable: %s", node, home, exc)
             except (aiohttp.ClientError, TimeoutError) as exc:  # may have run: do not repeat
                 raise RegionUnavailable(home, f"home node {node} ({type(exc).__name__})",

@@ -171,6 +171,7 @@ def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
             "settled_per_s": round(done / (result["elapsed_s"] + tail["tail_s"]), 1)
             if tail else None,
             "statuses": result["statuses"], "errors": result["errors"],
+            "failures": result.get("failures", {}),
             "server_mean_ms": result.get("server_mean_ms"),
             "node_requests": result.get("node_requests"), "cpu": result.get("cpu"),
             "after_load": result.get("after_load"), "cache": result.get("cache"),
@@ -227,16 +228,6 @@ async def confirms(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
 
 # -- 1b: everyone wants the same seat -------------------------------------------------
 
-def answer_kind(answer: dict[str, Any]) -> str:
-    """An answer's status; for a 5xx also what failed (its message up to the first ';',
-    e.g. "... cannot take writes now (redis master)"), without per-request details."""
-    if answer["status"] < 500:
-        return str(answer["status"])
-    outcome = f", outcome {answer['outcome']}" if answer.get("outcome") else ""
-    return f"{answer['status']} {answer['error']}: " \
-        f"{(answer.get('message') or '').split(';')[0]}{outcome}"
-
-
 async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
                    show: int, seat: str) -> dict[str, Any]:
     """`rush_clients` holds of one seat at the same moment, spread over every node (so
@@ -253,7 +244,7 @@ async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
              for i in range(load.procs) if (part := requests[i::load.procs])]
     result = await measured(cluster, http, specs, HOLD_ROUTE, 120)
     answers = result["results"]
-    by_status = Counter(answer_kind(a) for a in answers)
+    by_status = Counter(loadgen.answer_kind(a) for a in answers)
     other = Counter(f"{a['status']} {a['error']}" for a in answers
                     if a["status"] != 201 and not (a["status"] == 409
                                                    and a["error"] == "seats_unavailable"))
@@ -350,6 +341,7 @@ async def cold_reads(cluster: BenchCluster, http: aiohttp.ClientSession,
              "bytes": sum(r["bytes"] for r in merged),
              "statuses": dict(sum((Counter(r["statuses"]) for r in merged), Counter())),
              "errors": dict(sum((Counter(r["errors"]) for r in merged), Counter())),
+             "failures": dict(sum((Counter(r["failures"]) for r in merged), Counter())),
              "exhausted": False, "processes": load.procs,
              "server_mean_ms": _mean([r["server_mean_ms"] for r in merged]),
              "cpu": merge_cpu([r["cpu"] for r in merged]), "cache": merged[0]["cache"]}
