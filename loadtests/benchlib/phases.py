@@ -235,12 +235,13 @@ async def confirms(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
 # -- 1b: everyone wants the same seat -------------------------------------------------
 
 async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                   show: int, seat: str) -> dict[str, Any]:
-    """`rush_clients` holds of one seat at the same moment, spread over every node (so
-    most are forwarded); the show is in no seat cache before."""
+                   show: int, seat: str, users: str = "rush") -> dict[str, Any]:
+    """`rush_clients` holds of one seat at the same moment, each by its own user
+    (`users`-N), spread over every node (so most are forwarded); the show is in no seat
+    cache before."""
     nodes = cluster.nodes()
     requests = [["POST", f"{nodes[j % len(nodes)]}/booking/seats/{show}/lock",
-                 {"seat_ids": [seat]}, bearer(token_for(cluster.topology, f"rush-{j}"))]
+                 {"seat_ids": [seat]}, bearer(token_for(cluster.topology, f"{users}-{j}"))]
                 for j in range(load.rush_clients)]
     specs = [{"kind": "burst", "concurrency": len(part), "duration_s": 60,
               "max_requests": len(part), "warm_urls": [
