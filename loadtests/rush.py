@@ -27,13 +27,13 @@ import asyncio
 import json
 import shutil
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+from benchlib import log
 from benchlib.local import BenchCluster, bench_cluster
 from benchlib.phases import Load, one_seat
 from prometheus_client.parser import text_string_to_metric_families
@@ -65,10 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             or not 1 <= args.rounds <= 20:
         p.error("--nodes: positive integers; --clients >= 1; --rounds 1..20")
     return args
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 async def holds_in_postgres(cluster: BenchCluster, show: int, seat: str) -> int:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import log
 from benchlib.backlog import Backlog
 from benchlib.cpu import cpu_groups, cpu_seconds
 from benchlib.local import BenchCluster, bench_cluster
@@ -61,10 +62,6 @@ RETRIES_402 = 50  # 5 s: the simulator captures after its capture delay (300 ms)
 Jobs = dict[str, float]  # kind -> jobs finished; "<kind>:s" -> seconds their handlers ran
 MIN_BACKLOG_TO_TIME = 300  # jobs
 SETTLE_S = 6.0  # > the reconciler's RECENT window (5 s)
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
