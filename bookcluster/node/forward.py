@@ -14,8 +14,8 @@ reached, the answer is 503 `region_unavailable`.
 The forward waits until the write's deadline (`deadline.py`) and passes it on
 (less the margin for the way back), so the home node gives up before its
 caller does. Only requests that were never sent are retried on another home
-node (a refused connection); a request that may have run is not repeated, and
-its 503 says the outcome is unknown.
+node (a connection refused, or not made in time); a request that may have run
+is not repeated, and its 503 says the outcome is unknown.
 
 The home node rate-limits by the client's address, which only the entry node
 saw: the forwarder passes it in a header signed with the cluster's
