@@ -129,7 +129,9 @@ class Forwarder:
             node = nodes[(first + attempt) % len(nodes)]
             via = self._routes.get(route_key(self.local_region, node), node)
             url = f"http://{via.host}:{via.port}{request.path_qs}"
-            timeout = aiohttp.ClientTimeout(total=limit.left_for(home, f"home node {node}"))
+            # A request's own timeout replaces the session's, so it repeats sock_connect.
+            timeout = aiohttp.ClientTimeout(total=limit.left_for(home, f"home node {node}"),
+                                            sock_connect=CONNECT_TIMEOUT_S)
             try:
                 async with self._session.request(request.method, url, data=body,
                                                  headers=headers, timeout=timeout) as resp:
