@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import phases, raw, regions
+from benchlib import log, phases, raw, regions
 from benchlib.backlog import Backlog, Settle
 from benchlib.chart import draw
 from benchlib.cpu import cpu_groups
@@ -140,10 +140,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             or len(set(args.node_counts)) != len(args.node_counts):
         p.error("--nodes-per-region: distinct positive integers")
     return args
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def cluster_progress(message: str) -> None:

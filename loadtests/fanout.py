@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import loadgen
+from benchlib import loadgen, log
 from benchlib.cpu import cpu_seconds
 from benchlib.local import BenchCluster, bench_cluster, counter
 
@@ -58,10 +58,6 @@ def parse_args() -> argparse.Namespace:
     if args.nodes_per_region < ENTRY_NODES + 2:
         p.error(f"--nodes-per-region: at least {ENTRY_NODES + 2} (entry, reader, bystander)")
     return args
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def roles(cluster: BenchCluster) -> dict[str, list[str]]:

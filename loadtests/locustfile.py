@@ -39,7 +39,9 @@ Requests are named by route template (`/shows/[id]/seats`); expected refusals
 get a suffix (`/booking/seats/[id]/lock [409 seats_unavailable]`) so their
 latency stays apart from real holds. Everything else (429 `rate_limited`,
 5xx such as 503 `region_unavailable`, other 4xx, a malformed answer) is a
-failure, so locust exits non-zero. With `--csv PREFIX`, the final figures are
+failure, so locust exits non-zero. At the end it prints how many requests were
+refused with 429 (the default limits must never refuse a load test: it should
+say 0) before locust's own summary; with `--csv PREFIX`, the final figures are
 also written to `PREFIX_final_stats.csv` and `PREFIX_final_failures.csv`.
 """
 
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 import sys
 import time
 import uuid
@@ -57,7 +60,7 @@ import gevent
 from loadconfig import load_config
 from locust import FastHttpUser, between, events, task
 from locust.runners import WorkerRunner
-from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV, StatsError
 from picking import choose_seats, weighted
 
 from bookcluster.node.auth import mint
@@ -124,12 +127,18 @@ def _check_options(environment: Any, **_: Any) -> None:
 
 
 @events.quitting.add_listener
-def _write_final_csv(environment: Any, **_: Any) -> None:
+def _final_figures(environment: Any, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master has every worker's figures
+    # A refusal's failure reads like CatchResponseError('429 rate_limited') (`_describe`).
+    limited = sum(e.occurrences for e in environment.runner.stats.errors.values()
+                  if re.search(r"(^|\W)429 ", StatsError.parse_error(e.error)))
+    print(f"rate limited (429): {limited}", flush=True)
     # Locust rewrites its --csv files once a second, so they can miss the
     # last second of a run (locust issues #1806, #2299). These hold the final
     # figures, in the same columns as <prefix>_stats.csv / _failures.csv.
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
-    if not prefix or isinstance(environment.runner, WorkerRunner):
+    if not prefix:
         return
     stats = StatsCSV(environment, PERCENTILES_TO_REPORT)
     for suffix, write in (("final_stats", stats.requests_csv),

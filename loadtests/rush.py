@@ -27,18 +27,15 @@ import asyncio
 import json
 import shutil
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-from benchlib.cpu import machine_ticks
+from benchlib import log
 from benchlib.local import BenchCluster, bench_cluster
-from benchlib.phases import HOLD_ROUTE, answer_kind, measured
-from benchlib.stats import summarize
-from benchlib.tokens import bearer, token_for
+from benchlib.phases import Load, one_seat
 from prometheus_client.parser import text_string_to_metric_families
 
 from bookcluster.ops.demo_catalog import CatalogSpec
@@ -68,10 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             or not 1 <= args.rounds <= 20:
         p.error("--nodes: positive integers; --clients >= 1; --rounds 1..20")
     return args
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 async def holds_in_postgres(cluster: BenchCluster, show: int, seat: str) -> int:
@@ -118,36 +111,19 @@ async def read_seat_maps(http: aiohttp.ClientSession, nodes: list[str], show: in
 async def one_round(cluster: BenchCluster, http: aiohttp.ClientSession, args: argparse.Namespace,
                     show: int, seat: str, tag: str) -> dict[str, Any]:
     nodes = cluster.nodes()
-    requests = [["POST", f"{nodes[j % len(nodes)]}/booking/seats/{show}/lock",
-                 {"seat_ids": [seat]}, bearer(token_for(cluster.topology, f"{tag}-{j}"))]
-                for j in range(args.clients)]
-    specs = [{"kind": "burst", "concurrency": len(part), "duration_s": 60,
-              "max_requests": len(part), "requests": part,
-              "warm_urls": [f"{nodes[j % len(nodes)]}/healthz"
-                            for j in range(i, len(requests), args.load_procs)]}
-             for i in range(args.load_procs) if (part := requests[i::args.load_procs])]
     if args.seat_maps:
         await read_seat_maps(http, nodes, show)
     counts0 = await node_counts(http, nodes)
-    machine0 = machine_ticks()
-    result = await measured(cluster, http, specs, HOLD_ROUTE, 120)
-    machine1 = machine_ticks()
+    load = Load(duration_s=60, max_requests=args.clients, procs=args.load_procs,
+                hold_clients=0, read_clients=0, rush_clients=args.clients, wan_clients=0,
+                wan_requests=0, live_holds=0)
+    out = await one_seat(cluster, http, load, show, seat, users=tag)
     counted = await node_counts(http, nodes)
     counted.subtract(counts0)
-    answers = result["results"]
-    by_status = Counter(answer_kind(a) for a in answers)
-    return {**summarize([a["ms"] for a in answers], result["elapsed_s"]),
-            "show_id": show, "seat_id": seat,
-            "created_201": sum(a["status"] == 201 for a in answers),
-            "clean_409": sum(a["status"] == 409 and a["error"] == "seats_unavailable"
-                             for a in answers),
-            "answers": dict(by_status.most_common()),
-            "holds_in_postgres": await holds_in_postgres(cluster, show, seat),
+    return {**out, "holds_in_postgres": await holds_in_postgres(cluster, show, seat),
             "node_counts": {k: v for k, v in sorted(counted.items()) if v},
-            "server_mean_ms": result["server_mean_ms"], "cpu": result["cpu"],
             # the whole machine, whoever used it: the box is shared
-            "machine_busy_share": round((machine1[0] - machine0[0])
-                                        / max(1, machine1[1] - machine0[1]), 3)}
+            "machine_busy_share": out["cpu"]["machine_busy_share"]}
 
 
 async def one_cluster(args: argparse.Namespace, nodes: int) -> list[dict[str, Any]]:
@@ -187,8 +163,8 @@ def render_round(r: dict[str, Any]) -> str:
             f"{r['server_mean_ms']} ms\n"
             f"     answers ({ok}; PostgreSQL holds of the seat: {r['holds_in_postgres']}):\n"
             f"{answers}\n"
-            f"     CPU s: {groups}; the whole machine (shared; over the round and its "
-            f"set-up) was {r['machine_busy_share'] * 100:.0f}% busy\n"
+            f"     CPU s: {groups}; the whole machine (shared; over the round) was "
+            f"{r['machine_busy_share'] * 100:.0f}% busy\n"
             f"     nodes counted: {r['node_counts']}")
 
 

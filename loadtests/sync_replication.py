@@ -40,6 +40,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from benchlib.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -64,11 +65,6 @@ RAW_COMMITS = 500
 RAW_PARALLEL = 16
 LOST_HOLDS = 1000  # at most, per standby-lost phase
 MODES = {False: "non-strict", True: "strict"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Bench:
@@ -250,7 +246,7 @@ class Bench:
                 await asyncio.sleep(1)
             resolved[str(status)] += 1
         return {"answers": {k: dict(v) for k, v in answers.items()},
-                "p50_ms": {k: percentile(v, 0.5) for k, v in latencies.items() if v},
+                "p50_ms": {k: percentile(v, 50) for k, v in latencies.items() if v},
                 "standby_back_s": synced_s, "retried_503": dict(resolved)}
 
     async def confirms(self, http: aiohttp.ClientSession, bookings: list[dict[str, str]],
@@ -269,8 +265,8 @@ class Bench:
         started = time.perf_counter()
         await asyncio.gather(*(client(n) for n in range(clients)))
         elapsed = time.perf_counter() - started
-        return {"confirms_per_s": len(bookings) / elapsed, "p50_ms": percentile(latencies, 0.5),
-                "p99_ms": percentile(latencies, 0.99), "errors": errors}
+        return {"confirms_per_s": len(bookings) / elapsed, "p50_ms": percentile(latencies, 50),
+                "p99_ms": percentile(latencies, 99), "errors": errors}
 
 
 def write_topology(folder: Path) -> Topology:

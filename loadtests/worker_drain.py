@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import statistics
 import sys
 import time
+import timeit
 import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import log
 from benchlib.backlog import Backlog
 from benchlib.cpu import cpu_groups, cpu_seconds
 from benchlib.local import BenchCluster, bench_cluster
@@ -61,10 +65,6 @@ RETRIES_402 = 50  # 5 s: the simulator captures after its capture delay (300 ms)
 Jobs = dict[str, float]  # kind -> jobs finished; "<kind>:s" -> seconds their handlers ran
 MIN_BACKLOG_TO_TIME = 300  # jobs
 SETTLE_S = 6.0  # > the reconciler's RECENT window (5 s)
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -387,13 +387,10 @@ def render_cost(count: int) -> dict[str, float]:
               "ticket": lambda: ticket_image.png(ticket_image.render(reference, lines))}
     out = {}
     for name, stage in stages.items():
-        per_round = []
-        for _ in range(5):
-            started = time.process_time()
-            for _ in range(count):
-                stage()
-            per_round.append((time.process_time() - started) / count * 1000)
-        out[f"{name}_ms"] = round(sorted(per_round)[2], 3)
+        # CPU per call, median of 5 rounds (timeit, with the garbage collector left on)
+        rounds = timeit.repeat(stage, setup=gc.enable, timer=time.process_time,
+                               number=count, repeat=5)
+        out[f"{name}_ms"] = round(statistics.median(rounds) / count * 1000, 3)
     return out
 
 

@@ -14,8 +14,8 @@ reached, the answer is 503 `region_unavailable`.
 The forward waits until the write's deadline (`deadline.py`) and passes it on
 (less the margin for the way back), so the home node gives up before its
 caller does. Only requests that were never sent are retried on another home
-node (a refused connection); a request that may have run is not repeated, and
-its 503 says the outcome is unknown.
+node (a connection refused, or not made in time); a request that may have run
+is not repeated, and its 503 says the outcome is unknown.
 
 The home node rate-limits by the client's address, which only the entry node
 saw: the forwarder passes it in a header signed with the cluster's
@@ -146,7 +146,9 @@ class Forwarder:
             node = nodes[(first + attempt) % len(nodes)]
             via = self._routes.get(route_key(self.local_region, node), node)
             url = f"http://{via.host}:{via.port}{request.path_qs}"
-            timeout = aiohttp.ClientTimeout(total=limit.left_for(home, f"home node {node}"))
+            # A request's own timeout replaces the session's, so it repeats sock_connect.
+            timeout = aiohttp.ClientTimeout(total=limit.left_for(home, f"home node {node}"),
+                                            sock_connect=CONNECT_TIMEOUT_S)
             try:
                 async with self._session.request(request.method, url, data=body,
                                                  headers=headers, timeout=timeout) as resp:
@@ -159,7 +161,8 @@ class Forwarder:
                               if h in resp.headers}
                     return web.Response(body=payload, status=resp.status,
                                         content_type=resp.content_type, headers=passed)
-            except aiohttp.ClientConnectorError as exc:  # never sent: another node may take it
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                # Never sent (refused, or not connected in time): another node may take it.
                 log.warning("home node %s of %s unreachable: %s", node, home, exc)
             except (aiohttp.ClientError, TimeoutError) as exc:  # may have run: do not repeat
                 raise RegionUnavailable(home, f"home node {node} ({type(exc).__name__})",

@@ -1,28 +1,26 @@
 """Where the CPU time goes: each process group of a bench cluster, the bench's own
 processes, and the whole machine (which other users may share).
 
-Groups are read from `/proc/<pid>/stat` (utime + stime of each process and all its
+Groups are read with psutil (user + system time of each process and all its
 descendants, plus reaped children of the group's own processes, e.g. PostgreSQL
 backends that exited). The load generators report their own `getrusage`. The
-machine's busy time comes from the first line of `/proc/stat` (all cores, every
-state but idle and iowait): what no group accounts for is the machine's
+machine's busy time is psutil's `cpu_times()` (all cores, every state but idle and
+iowait): what no group accounts for is the machine's
 *unaccounted* busy share, e.g. other users' processes or the kernel's own work.
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bookcluster.local.faults import process_tree
+import psutil
 
 if TYPE_CHECKING:
     from .local import BenchCluster
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # launcher role -> the group its CPU is reported under
 GROUP_OF_ROLE = {"node": "nodes", "redis-master": "redis masters",
                  "redis-replica": "redis replicas", "redis-sentinel": "sentinels",
@@ -41,36 +39,39 @@ def cpu_groups(cluster: BenchCluster) -> dict[str, list[int]]:
     return groups
 
 
-def _cpu_ticks(pid: int, with_children: bool) -> int:
+def _cpu_s(process: psutil.Process, with_children: bool) -> float:
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        times = process.cpu_times()
+    except psutil.Error:  # gone since we listed it
+        return 0.0
+    used = times.user + times.system
     if with_children:  # reaped children, e.g. PostgreSQL backends that exited
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks
+        used += times.children_user + times.children_system
+    return used
 
 
 def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds used so far by each group: its processes and all their descendants."""
     out = {}
     for name, pids in groups.items():
-        ticks = 0
+        used = 0.0
         for pid in pids:
-            tree = process_tree(pid)
-            ticks += _cpu_ticks(pid, True) + sum(_cpu_ticks(p, False) for p in tree[1:])
-        out[name] = ticks / CLK_TCK
+            try:
+                root = psutil.Process(pid)
+                tree = root.children(recursive=True)
+            except psutil.Error:
+                continue
+            used += _cpu_s(root, True) + sum(_cpu_s(p, False) for p in tree)
+        out[name] = used
     return out
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all cores so far, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        ticks = [int(x) for x in fh.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return sum(ticks) - idle, sum(ticks)
+def machine_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all cores so far (busy: every state but idle and
+    iowait)."""
+    times = psutil.cpu_times()
+    total = sum(times)
+    return total - times.idle - times.iowait, total
 
 
 def own_cpu_s() -> float:
@@ -83,13 +84,13 @@ def own_cpu_s() -> float:
 class Snapshot:
     groups: dict[str, float]
     bench_s: float
-    busy_ticks: int
-    total_ticks: int
+    busy_s: float
+    total_s: float
     at: float  # time.perf_counter()
 
 
 def snapshot(groups: dict[str, list[int]]) -> Snapshot:
-    busy, total = machine_ticks()
+    busy, total = machine_s()
     return Snapshot(cpu_seconds(groups), own_cpu_s(), busy, total, time.perf_counter())
 
 
@@ -103,8 +104,8 @@ def usage(before: Snapshot, after: Snapshot, client_cpu_s: float) -> dict[str, A
     used["client"] = round(client_cpu_s, 3)
     used["bench"] = round(after.bench_s - before.bench_s, 3)
     accounted = sum(used.values())
-    capacity_s = (after.total_ticks - before.total_ticks) / CLK_TCK  # seconds x cores
-    busy_s = (after.busy_ticks - before.busy_ticks) / CLK_TCK
+    capacity_s = after.total_s - before.total_s  # seconds x cores
+    busy_s = after.busy_s - before.busy_s
     elapsed = after.at - before.at
 
     def share(value: float) -> float | None:

@@ -53,6 +53,7 @@ class _Run:
         self.ok_latencies: list[float] = []
         self.statuses: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()  # 5xx by what failed (`answer_kind`)
         self.created: list[Any] = []
         self.results: list[dict[str, Any]] = []  # burst: one per request
         self.bytes = 0
@@ -89,7 +90,19 @@ class _Run:
             self.ok_latencies.append(elapsed_ms)
         elif isinstance(payload, dict):
             self.errors[f"{status} {payload.get('error')}"] += 1
+            if status >= 500:
+                self.failures[answer_kind({"status": status, **payload})] += 1
         return status, payload
+
+
+def answer_kind(answer: dict[str, Any]) -> str:
+    """An answer's status; for a 5xx also what failed (its message up to the first ';',
+    e.g. "... cannot take writes now (redis master)"), without per-request details."""
+    if answer["status"] < 500:
+        return str(answer["status"])
+    outcome = f", outcome {answer['outcome']}" if answer.get("outcome") else ""
+    return f"{answer['status']} {answer.get('error')}: " \
+        f"{(answer.get('message') or '').split(';')[0]}{outcome}"
 
 
 def _minter(spec: dict[str, Any]) -> Callable[[str], str]:
@@ -230,7 +243,8 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
     return {"started": started_at, "elapsed_s": elapsed, "cpu_s": cpu,
             "latencies": run.latencies, "ok_latencies": run.ok_latencies,
             "statuses": dict(run.statuses), "errors": dict(run.errors),
-            "created": run.created, "results": run.results, "bytes": run.bytes,
+            "failures": dict(run.failures), "created": run.created, "results": run.results,
+            "bytes": run.bytes,
             "exhausted": run.exhausted, "pid": os.getpid()}
 
 
@@ -323,15 +337,17 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     ended = max(r["started"] + r["elapsed_s"] for r in results)
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
     for r in results:
         statuses.update(r["statuses"])
         errors.update(r["errors"])
+        failures.update(r["failures"])
     return {
         "elapsed_s": ended - started,
         "client_cpu_s": sum(r["cpu_s"] for r in results),
         "latencies": [x for r in results for x in r["latencies"]],
         "ok_latencies": [x for r in results for x in r["ok_latencies"]],
-        "statuses": dict(statuses), "errors": dict(errors),
+        "statuses": dict(statuses), "errors": dict(errors), "failures": dict(failures),
         "created": [x for r in results for x in r["created"]],
         "results": [x for r in results for x in r["results"]],
         "bytes": sum(r["bytes"] for r in results),

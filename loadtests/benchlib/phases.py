@@ -23,6 +23,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,7 @@ def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
             "settled_per_s": round(done / (result["elapsed_s"] + tail["tail_s"]), 1)
             if tail else None,
             "statuses": result["statuses"], "errors": result["errors"],
+            "failures": result.get("failures", {}),
             "server_mean_ms": result.get("server_mean_ms"),
             "node_requests": result.get("node_requests"), "cpu": result.get("cpu"),
             "after_load": result.get("after_load"), "cache": result.get("cache"),
@@ -182,22 +184,34 @@ def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
 
 # -- 1a, 2: holds and confirms --------------------------------------------------------
 
+def _write_specs(cluster: BenchCluster, load: Load, route: str, kind: str,
+                 work: dict[str, list[Any]], group: Callable[[list[Any]], dict[str, Any]],
+                 extra: Callable[[int], dict[str, Any]] = lambda _: {}) -> list[dict[str, Any]]:
+    """One spec per load process `i` (plus `extra(i)`): its share of the clients and of
+    `work` (per home region; `group` makes a group's entry of a share), each group sent to
+    that region's entry nodes for `route`."""
+    regions = list(cluster.topology.regions)
+    return [{"kind": kind, "concurrency": clients, "duration_s": load.duration_s,
+             "max_requests": cap, "seed": i, "warm_urls": _healthz(cluster.nodes()),
+             "groups": [{"nodes": _rotate(entry_nodes(cluster, r, route), i * 7),
+                         **group(work[r][i::load.procs])}
+                        for r in regions if work[r][i::load.procs]], **extra(i)}
+            for i, (clients, cap) in enumerate(zip(_share(load.hold_clients, load.procs),
+                                                   _share(load.max_requests, load.procs),
+                                                   strict=True))]
+
+
 async def holds(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
                 pool: dict[int, list[str]], route: str,
                 settle: Settle | None = None) -> tuple[dict[str, Any], list[Held]]:
     """Holds of 1-4 random free seats of many shows, each by a fresh user, sent `route`
     (`ROUTES`). A client keeps to one home region's shows and their entry nodes."""
-    regions = list(cluster.topology.regions)
-    by_home = {r: sorted(s for s in pool if cluster.home_of(s) == r) for r in regions}
-    specs = [{"kind": "holds", "concurrency": clients, "duration_s": load.duration_s,
-              "max_requests": cap, "seed": i, "user": f"bench-{route}{i}",
-              "topology": str(cluster.topology.path), "warm_urls": _healthz(cluster.nodes()),
-              "groups": [{"nodes": _rotate(entry_nodes(cluster, r, route), i * 7),
-                          "pool": {str(s): pool[s] for s in by_home[r][i::load.procs]}}
-                         for r in regions if by_home[r][i::load.procs]]}
-             for i, (clients, cap) in enumerate(zip(_share(load.hold_clients, load.procs),
-                                                    _share(load.max_requests, load.procs),
-                                                    strict=True))]
+    by_home = {r: sorted(s for s in pool if cluster.home_of(s) == r)
+               for r in cluster.topology.regions}
+    specs = _write_specs(cluster, load, route, "holds", by_home,
+                         lambda shows: {"pool": {str(s): pool[s] for s in shows}},
+                         lambda i: {"user": f"bench-{route}{i}",
+                                    "topology": str(cluster.topology.path)})
     result = await measured(cluster, http, specs, HOLD_ROUTE, load.duration_s * 3 + 60,
                             settle=settle)
     return {**report(result, "201"), "route": route}, held(result["created"])
@@ -208,18 +222,11 @@ async def confirms(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
                    settle: Settle | None = None) -> dict[str, Any]:
     """`bookings`: [booking, owner's token, captured payment id] (`payments.pay`), each
     confirmed once, sent `route`."""
-    regions = list(cluster.topology.regions)
-    by_home: dict[str, list[list[str]]] = {r: [] for r in regions}
+    by_home: dict[str, list[Any]] = {r: [] for r in cluster.topology.regions}
     for item in bookings:
         by_home[cluster.home_of(ids.booking_show(item[0]))].append(item)
-    specs = [{"kind": "confirms", "concurrency": clients, "duration_s": load.duration_s,
-              "max_requests": cap, "seed": i, "warm_urls": _healthz(cluster.nodes()),
-              "groups": [{"nodes": _rotate(entry_nodes(cluster, r, route), i * 7),
-                          "bookings": by_home[r][i::load.procs]}
-                         for r in regions if by_home[r][i::load.procs]]}
-             for i, (clients, cap) in enumerate(zip(_share(load.hold_clients, load.procs),
-                                                    _share(load.max_requests, load.procs),
-                                                    strict=True))]
+    specs = _write_specs(cluster, load, route, "confirms", by_home,
+                         lambda items: {"bookings": items})
     result = await measured(cluster, http, specs, CONFIRM_ROUTE, load.duration_s * 3 + 60,
                             settle=settle)
     return {**report(result, "200"), "route": route}
@@ -227,23 +234,14 @@ async def confirms(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
 
 # -- 1b: everyone wants the same seat -------------------------------------------------
 
-def answer_kind(answer: dict[str, Any]) -> str:
-    """An answer's status; for a 5xx also what failed (its message up to the first ';',
-    e.g. "... cannot take writes now (redis master)"), without per-request details."""
-    if answer["status"] < 500:
-        return str(answer["status"])
-    outcome = f", outcome {answer['outcome']}" if answer.get("outcome") else ""
-    return f"{answer['status']} {answer['error']}: " \
-        f"{(answer.get('message') or '').split(';')[0]}{outcome}"
-
-
 async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                   show: int, seat: str) -> dict[str, Any]:
-    """`rush_clients` holds of one seat at the same moment, spread over every node (so
-    most are forwarded); the show is in no seat cache before."""
+                   show: int, seat: str, users: str = "rush") -> dict[str, Any]:
+    """`rush_clients` holds of one seat at the same moment, each by its own user
+    (`users`-N), spread over every node (so most are forwarded); the show is in no seat
+    cache before."""
     nodes = cluster.nodes()
     requests = [["POST", f"{nodes[j % len(nodes)]}/booking/seats/{show}/lock",
-                 {"seat_ids": [seat]}, bearer(token_for(cluster.topology, f"rush-{j}"))]
+                 {"seat_ids": [seat]}, bearer(token_for(cluster.topology, f"{users}-{j}"))]
                 for j in range(load.rush_clients)]
     specs = [{"kind": "burst", "concurrency": len(part), "duration_s": 60,
               "max_requests": len(part), "warm_urls": [
@@ -253,7 +251,7 @@ async def one_seat(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
              for i in range(load.procs) if (part := requests[i::load.procs])]
     result = await measured(cluster, http, specs, HOLD_ROUTE, 120)
     answers = result["results"]
-    by_status = Counter(answer_kind(a) for a in answers)
+    by_status = Counter(loadgen.answer_kind(a) for a in answers)
     other = Counter(f"{a['status']} {a['error']}" for a in answers
                     if a["status"] != 201 and not (a["status"] == 409
                                                    and a["error"] == "seats_unavailable"))
@@ -350,6 +348,7 @@ async def cold_reads(cluster: BenchCluster, http: aiohttp.ClientSession,
              "bytes": sum(r["bytes"] for r in merged),
              "statuses": dict(sum((Counter(r["statuses"]) for r in merged), Counter())),
              "errors": dict(sum((Counter(r["errors"]) for r in merged), Counter())),
+             "failures": dict(sum((Counter(r["failures"]) for r in merged), Counter())),
              "exhausted": False, "processes": load.procs,
              "server_mean_ms": _mean([r["server_mean_ms"] for r in merged]),
              "cpu": merge_cpu([r["cpu"] for r in merged]), "cache": merged[0]["cache"]}

@@ -36,7 +36,8 @@ def _problems(phase: dict[str, Any]) -> list[str]:
     if not (phase.get("errors") or phase.get("exhausted")):
         return []
     return [f"     statuses {_status_text(phase)}  errors {phase.get('errors')}"
-            + ("  (ran out of work before the time was up)" if phase.get("exhausted") else "")]
+            + ("  (ran out of work before the time was up)" if phase.get("exhausted") else "")
+            ] + [f"     {count} x {what}" for what, count in (phase.get("failures") or {}).items()]
 
 
 def render(results: dict[str, Any]) -> str:

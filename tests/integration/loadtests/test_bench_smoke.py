@@ -4,22 +4,44 @@ It runs as a subprocess (it starts and stops its own cluster of 1 node per
 region with their workers, load generator processes and scratch servers) and must
 exit 0 and write a JSON with every figure. The raw limits are skipped with a note
 when `redis-benchmark` or `pgbench` is missing; the rest must be there. Every write
-carries a token and confirms use captured payments, so no phase sees anything but
-200/201 (no 401, 402, 409 `hold_limit_reached` or 429 `rate_limited`).
+carries a token and confirms use captured payments, so no phase sees a 401, 402, 409
+`hold_limit_reached` or 429 `rate_limited`. A write may still be refused honestly:
+every server and the load generator share a small machine, and a write that cannot
+finish within its deadline is a 503 with one of the API's codes for that and an
+`outcome`. Such answers are allowed and must all be counted; anything else fails.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 BENCH = REPO / "loadtests" / "bench.py"
 TIMEOUT_S = 240
+# The API's 503 codes for a write under overload (bookcluster/node/openapi.py
+# WRITE_DOWN; `theatre_moving` cannot happen: no theatre moves during the bench). The
+# bench counts each 5xx by code, the failed step and the outcome (loadgen.answer_kind).
+HONEST_503 = ("region_unavailable", "transaction_aborted", "overloaded")
+REFUSAL = re.compile(rf"503 ({'|'.join(HONEST_503)}): .+, outcome (not_applied|unknown)")
+
+
+def refusals(phase: dict[str, Any], ok: str) -> int:
+    """How many of the phase's answers were honest 503s. Fails on any answer that is
+    neither `ok` nor such a 503, and on a 503 not counted with its code and outcome."""
+    statuses, failures = phase["statuses"], phase["failures"]
+    where = (statuses, phase["errors"], failures)
+    assert set(statuses) <= {ok, "503"}, where
+    assert all(REFUSAL.fullmatch(kind) for kind in failures), where
+    assert sum(failures.values()) == statuses.get("503", 0), where
+    return int(statuses.get("503", 0))
+
 
 
 @pytest.mark.timeout(TIMEOUT_S + 30)
@@ -55,7 +77,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             where = (top, phase, got["errors"])
             assert got["ok"] > 0 and got["ok_per_s"] > 0, where
             assert 0 < got["p50_ms"] <= got["p99_ms"], where
-            assert set(got["statuses"]) <= {"200", "201"}, where
+            refusals(got, "201" if phase.startswith("holds") else "200")
             per = got["cpu_ms_per_op"]
             # Every group that serves a write spent CPU on it; `cluster` is their sum.
             assert per["nodes"] > 0 and per["postgres"] > 0 and per["redis masters"] > 0, where
@@ -71,16 +93,24 @@ def test_bench_smoke(tmp_path: Path) -> None:
             # a confirm's ticket and mail are the workers' work, counted in its CPU
             assert writes[f"confirms_{route}"]["cpu_ms_per_op"]["workers"] > 0, (top, route)
         rush = writes["one_seat"]
-        assert rush["created_201"] == 1, (top, rush["answers"])
-        assert rush["clean_409"] == rush["clients"] - 1, (top, rush["answers"])
-        assert rush["answers"] == {"409": rush["clients"] - 1, "201": 1}, top
+        answers = rush["answers"]
+        refused = {kind: n for kind, n in answers.items() if REFUSAL.fullmatch(kind)}
+        assert set(answers) - set(refused) <= {"201", "409"}, (top, answers)
+        assert sum(answers.values()) == rush["clients"], (top, answers)
+        assert rush["clean_409"] == answers.get("409", 0), (top, answers)  # all seats_unavailable
+        assert rush["created_201"] == answers.get("201", 0) <= 1, (top, answers)  # one winner
+        # ... or none that heard it: only when a 503 says its hold may have been made.
+        assert rush["created_201"] == 1 or any(k.endswith("outcome unknown") for k in refused), \
+            (top, answers)
         # Each direct write was served by one node, each forwarded one by two: the entry
-        # node of another region and a home node.
-        for op in ("holds", "confirms"):
-            answers = writes[f"{op}_direct"]["count"]
-            assert writes[f"{op}_direct"]["node_requests"] == answers, (top, op)
-            answers = writes[f"{op}_forwarded"]["count"]
-            assert writes[f"{op}_forwarded"]["node_requests"] == 2 * answers, (top, op)
+        # node of another region and a home node (a refused forward may have reached none).
+        for op, ok in (("holds", "201"), ("confirms", "200")):
+            direct = writes[f"{op}_direct"]
+            assert direct["node_requests"] == direct["count"], (top, op)
+            forwarded = writes[f"{op}_forwarded"]
+            count, refused_n = forwarded["count"], refusals(forwarded, ok)
+            assert 2 * count - refused_n <= forwarded["node_requests"] <= 2 * count, \
+                (top, op, forwarded["node_requests"], count, refused_n)
 
     reads = results["reads"]
     for phase in ("reads_trivial", "reads_hot", "reads_cold"):
