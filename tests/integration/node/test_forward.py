@@ -25,7 +25,8 @@ from bookcluster.node.middlewares import error_middleware
 from bookcluster.node.typedefs import settings_key
 from bookcluster.stores import deadline
 from bookcluster.stores.connections import route_key
-from bookcluster.topology.model import Endpoint, Topology, load_topology
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.model import Endpoint, Topology
 
 HOLD = "/booking/seats/7/lock"
 STUB_ANSWER = {"booking_id": "from-the-stub"}
