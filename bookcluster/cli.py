@@ -46,7 +46,6 @@ from bookcluster.node import auth
 from bookcluster.ops import apply, moves
 from bookcluster.ops.audit import audit_command
 from bookcluster.ops.demo_catalog import CatalogSpec
-from bookcluster.ops.runstate import read_state
 from bookcluster.seats.home import HomeRegion
 from bookcluster.seats.reconcile import Reconciler
 from bookcluster.stores import jobqueue, patroni_api, sentinel_api
@@ -54,6 +53,7 @@ from bookcluster.stores.connections import Connections
 from bookcluster.stores.probe import probe_all
 from bookcluster.topology.errors import RegionUnavailable, RouterError
 from bookcluster.topology.model import Endpoint, Topology, duration_arg, load_topology
+from bookcluster.topology.runstate import read_state
 
 CATALOG_SIZES = {
     "full": CatalogSpec(),

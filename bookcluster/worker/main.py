@@ -41,6 +41,7 @@ from bookcluster.stores.errors import REDIS_UNAVAILABLE
 from bookcluster.topology.errors import RegionUnavailable, RouterError
 from bookcluster.topology.model import Endpoint, Topology, duration_arg, load_topology
 from bookcluster.topology.placement import Placement
+from bookcluster.worker import moves
 from bookcluster.worker.jobs import HANDLERS, JobContext
 from bookcluster.worker.sweeper import Sweeper
 
@@ -182,8 +183,6 @@ class RegionWorker:
     async def drive_moves_once(self) -> int:
         """Finish this region's theatre moves whose driver (a mover that died or hangs)
         stopped renewing its lease. Returns how many it took over."""
-        from bookcluster.ops import moves  # the mover's machinery; only when one needs finishing
-
         async with self.context.bookings.home.connection(self.region) as conn:
             ids = await moves.lapsed(conn, self.region)
         if ids:
