@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from bookcluster.booking.holds import BookingService
 from bookcluster.booking.limits import RateLimiter
 from bookcluster.booking.pay import PaymentService
 from bookcluster.catalog import Catalog
+from bookcluster.loops import Loops
 from bookcluster.metrics import NodeMetrics
 from bookcluster.node.admission import WriteAdmission
 from bookcluster.node.auth import TokenVerifier
@@ -99,13 +99,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 hub.resync(show_id)
 
         swap.hooks.append(rehome)
-        poll = asyncio.create_task(swap.run(settings.topology_poll_s), name="topology-poll")
+        loops = Loops(settings.region, app[metrics_key].registry)
+        loops.start(swap.loop(settings.topology_poll_s))
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         try:
             yield
         finally:
-            poll.cancel()
-            await asyncio.gather(poll, return_exceptions=True)
+            await loops.close()
             await hub.close()
             await listener.close()
             await forwarder.close()

@@ -12,13 +12,13 @@ the expiry transaction miss its deadline.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import timedelta
 
 from bookcluster.booking.holds import free_seats, released
 from bookcluster.errors import TransactionAborted
+from bookcluster.loops import Loop
 from bookcluster.seats import mirror
 from bookcluster.seats.home import HomeRegion
 from bookcluster.topology.errors import RegionUnavailable
@@ -83,21 +83,16 @@ class Sweeper:
         self.keys_deleted_total += deleted
         return deleted
 
-    async def run(self) -> None:
-        while True:
-            try:
-                while await self.sweep_once() == BATCH:
-                    pass
-            except (RegionUnavailable, TransactionAborted) as exc:
-                log.warning("sweep skipped: %s", exc)
-            except Exception:
-                log.exception("sweep failed")
-            try:  # after expiry and apart from it: a failure here never stops expiry
-                for _ in range(KEY_BATCHES):
-                    if await self.clean_keys_once() < KEY_BATCH:
-                        break
-            except (RegionUnavailable, TransactionAborted) as exc:
-                log.warning("idempotency cleanup skipped: %s", exc)
-            except Exception:
-                log.exception("idempotency cleanup failed")
-            await asyncio.sleep(self.interval_s)
+    async def run_once(self) -> None:
+        """One round: expiry until a batch is not full, then old idempotency keys."""
+        try:
+            while await self.sweep_once() == BATCH:
+                pass
+        finally:  # after expiry and apart from it: a failure of one never stops the other
+            for _ in range(KEY_BATCHES):
+                if await self.clean_keys_once() < KEY_BATCH:
+                    break
+
+    def loop(self) -> Loop:
+        return Loop("sweeper", self.run_once, self.interval_s,
+                    expected=(RegionUnavailable, TransactionAborted))
