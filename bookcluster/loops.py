@@ -75,7 +75,7 @@ class Loop:
         since = self.last_success if self.last_success is not None else self.started
         return since is not None and now - since > self.stale_bound_s()
 
-    async def round(self, on_failure: Callable[[Loop], None] = lambda _: None) -> bool:
+    async def run_once(self, on_failure: Callable[[Loop], None] = lambda _: None) -> bool:
         """Run the body once, supervised. Returns whether there is more to do at once."""
         try:
             more = await self.body()
@@ -113,7 +113,7 @@ class Loop:
         if self.wait_first:
             await sleep(self.interval_s)
         while True:
-            if not await self.round(on_failure):
+            if not await self.run_once(on_failure):
                 await sleep(self.delay())
 
 

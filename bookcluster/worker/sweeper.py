@@ -84,14 +84,25 @@ class Sweeper:
         return deleted
 
     async def run_once(self) -> None:
-        """One round: expiry until a batch is not full, then old idempotency keys."""
+        """One round: expiry until a batch is not full, then old idempotency keys (after
+        expiry and apart from it: a failure of one never stops the other; the round
+        fails with expiry's failure, or else the cleanup's)."""
+        failed: Exception | None = None
         try:
             while await self.sweep_once() == BATCH:
                 pass
-        finally:  # after expiry and apart from it: a failure of one never stops the other
+        except Exception as exc:  # raised below, after the cleanup
+            failed = exc
+        try:
             for _ in range(KEY_BATCHES):
                 if await self.clean_keys_once() < KEY_BATCH:
                     break
+        except Exception:
+            if failed is None:
+                raise
+            log.warning("idempotency cleanup skipped too", exc_info=True)
+        if failed is not None:
+            raise failed
 
     def loop(self) -> Loop:
         return Loop("sweeper", self.run_once, self.interval_s,
