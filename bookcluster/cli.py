@@ -367,8 +367,8 @@ def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
     import time
 
     from bookcluster.local.supervisor import kill_recorded, pid_alive
-    from bookcluster.ops.runstate import read_state
     from bookcluster.ops.status import launcher_regions
+    from bookcluster.topology.runstate import read_state
 
     run_dir = topology.settings.run_dir
     state = read_state(run_dir)

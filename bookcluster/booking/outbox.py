@@ -8,7 +8,6 @@ marking the row, the row is enqueued again under the same job id
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import asyncpg
 from bullmq import Queue
 
+from bookcluster.loops import Loop
 from bookcluster.seats.home import HomeRegion
 from bookcluster.stores.jobqueue import add_jobs
 from bookcluster.topology.errors import RegionUnavailable
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 200
 IDLE_POLL_S = 0.1
+FAILURE_PAUSE_S = 1.0  # the first pause after a failed round (then backed off)
 
 
 async def enqueue(conn: asyncpg.Connection, kind: str, payload: dict[str, Any]) -> None:
@@ -67,17 +68,10 @@ class Relay:
             return int(await conn.fetchval(
                 "SELECT count(*) FROM outbox WHERE relayed_at IS NULL"))
 
-    async def run(self) -> None:
-        while True:
-            try:
-                moved = await self.relay_once()
-            except (RegionUnavailable, OSError) as exc:
-                log.warning("outbox relay paused: %s", exc)
-                moved = 0
-                await asyncio.sleep(1.0)
-            except Exception:
-                log.exception("outbox relay failed")
-                moved = 0
-                await asyncio.sleep(1.0)
-            if moved < BATCH:
-                await asyncio.sleep(IDLE_POLL_S)
+    async def _round(self) -> bool:
+        return await self.relay_once() == BATCH  # a full batch: the next one at once
+
+    def loop(self) -> Loop:
+        """Polls every IDLE_POLL_S; the stores not answering pause it (backed off)."""
+        return Loop("relay", self._round, IDLE_POLL_S, backoff_s=FAILURE_PAUSE_S,
+                    expected=(RegionUnavailable, OSError))

@@ -35,11 +35,11 @@ from bookcluster.local.supervisor import Child, ProcessSpec, Supervisor, kill_re
 from bookcluster.node.settings import is_loopback
 from bookcluster.ops import region_setup
 from bookcluster.ops.demo_catalog import CatalogSpec, build_catalog
-from bookcluster.ops.runstate import read_state
 from bookcluster.ops.seed import seed_cluster
 from bookcluster.stores.probe import wait_healthy, wait_leader
 from bookcluster.topology import secrets as cluster_secrets
 from bookcluster.topology.model import Endpoint, Region, Topology
+from bookcluster.topology.runstate import read_state
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0

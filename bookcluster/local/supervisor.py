@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bookcluster.local.faults import process_tree
-from bookcluster.ops.runstate import STATE_FILE, read_state
 from bookcluster.topology import environment
+from bookcluster.topology.runstate import STATE_FILE, read_state
 
 log = logging.getLogger(__name__)
 

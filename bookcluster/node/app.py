@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -18,6 +17,7 @@ from bookcluster.booking.holds import BookingService
 from bookcluster.booking.limits import RateLimiter
 from bookcluster.booking.pay import PaymentService
 from bookcluster.catalog import Catalog
+from bookcluster.loops import Loops
 from bookcluster.metrics import NodeMetrics
 from bookcluster.node.admission import WriteAdmission
 from bookcluster.node.auth import TokenVerifier
@@ -121,16 +121,12 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 hub.resync(show_id)
 
         swap.hooks.append(rehome)
-        poll = asyncio.create_task(swap.run(settings.topology_poll_s), name="topology-poll")
-        stack.push_async_callback(_cancelled, poll)
+        loops = Loops(settings.region, app[metrics_key].registry)
+        stack.push_async_callback(loops.close)
+        loops.start(swap.loop(settings.topology_poll_s))
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         yield
     log.info("node %s stopped", settings.name)
-
-
-async def _cancelled(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def freeze_startup_objects(_: web.Application) -> None:

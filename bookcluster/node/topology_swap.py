@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from bookcluster.catalog import Catalog
 from bookcluster.errors import NodeError
+from bookcluster.loops import Loop
 from bookcluster.stores import ownership
 from bookcluster.stores.connections import Connections
 from bookcluster.topology.errors import RouterError
@@ -108,15 +109,15 @@ class TopologySwap:
         return replace(current, epoch=parsed.epoch, regions=parsed.regions,
                        theatres=parsed.theatres)
 
-    async def run(self, interval_s: float = POLL_INTERVAL_S) -> None:
+    async def _poll(self) -> None:
+        await self.adopt()
+
+    def loop(self, interval_s: float = POLL_INTERVAL_S) -> Loop:
         """Look for a newer epoch in this region's store now and then (a process that
-        missed an apply catches up within `interval_s`, reads included)."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.adopt()
-            except Exception:  # the next round tries again; routing goes on meanwhile
-                log.exception("looking for a newer topology epoch failed")
+        missed an apply catches up within `interval_s`, reads included). Start-up
+        adopted already: the first look is one interval later. A failed look is tried
+        again (backed off); routing goes on meanwhile."""
+        return Loop("topology", self._poll, interval_s, wait_first=True)
 
     async def start(self) -> None:
         """At start-up: adopt a newer epoch the cluster applied than our file's, then

@@ -13,16 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import asyncpg
-
-from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary
 from bookcluster.stores.ownership import FROZEN, MOVED, OWNED, Owner, owners
+from bookcluster.stores.sessions import connect as connect  # the commands' session
 from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 
-# A member that accepts connections and never answers (paused, a cut link) is given
-# this long, not asyncpg's 60 s: a tool waiting on it would hold up everything after.
-CONNECT_TIMEOUT_S = 5.0
 # region -> theatre -> that region's record of it
 Recorded = dict[str, dict[str, Owner]]
 
@@ -43,13 +38,6 @@ class Conflict:
     theatre: str
     problem: str
     fix: str
-
-
-async def connect(topology: Topology, region: str) -> asyncpg.Connection:
-    """An operator tool's session on a region's primary (no statement limits), whichever
-    of its members that is now."""
-    return await connect_primary(topology.region(region).pg_members, topology.secrets,
-                                 server_settings=PG_TOOL_SESSION, timeout=CONNECT_TIMEOUT_S)
 
 
 async def recorded_owners(topology: Topology) -> Recorded:

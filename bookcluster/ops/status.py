@@ -12,10 +12,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from bookcluster.ops.runstate import read_state
 from bookcluster.stores.probe import probe_all
 from bookcluster.stores.sentinel_api import server_name
 from bookcluster.topology.model import Endpoint, Topology
+from bookcluster.topology.runstate import read_state
 
 JSON_FIELDS = ("name", "region", "role", "pid", "host", "port", "address", "healthy",
                "source", "lag_bytes", "link", "epoch", "error", "api", "member", "pg_role",

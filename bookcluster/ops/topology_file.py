@@ -1,54 +1,20 @@
-"""Editing `topology.yaml` for the operator's commands, and what two versions differ in.
+"""The operator's next `topology.yaml`, and what two versions differ in.
 
-A move rewrites two things in the file: `epoch:` and the `theatres:` map (sorted,
-one entry a line; comments inside that block are not kept). Everything else,
-comments included, stays as the operator wrote it.
+Editing the file's text for a new epoch and reading a stored epoch are
+`bookcluster/topology/document.py` (a move done by a region's worker needs them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bookcluster.topology.errors import TopologyError
-from bookcluster.topology.load import load_topology, parse_topology
+from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
-
-EPOCH_LINE = re.compile(r"^epoch:.*$", re.MULTILINE)
-TOP_LEVEL = re.compile(r"^[A-Za-z_]")
-
-
-def with_changes(text: str, epoch: int, theatres: Mapping[str, str]) -> str:
-    """`text` at `epoch`, its explicit map updated with `theatres` (theatre -> region)."""
-    parsed = parse_topology(text, Path("topology.yaml"))
-    mapping = {**parsed.theatres, **theatres}
-    if EPOCH_LINE.search(text):
-        text = EPOCH_LINE.sub(f"epoch: {epoch}", text, count=1)
-    else:
-        text = f"epoch: {epoch}\n" + text
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.startswith("theatres:")), None)
-    block = ["theatres:\n"] + [f"  {t}: {r}\n" for t, r in sorted(mapping.items())]
-    if start is None:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines += block
-    else:
-        end = start + 1
-        while end < len(lines) and not TOP_LEVEL.match(lines[end]):
-            end += 1
-        while end > start + 1 and lines[end - 1].lstrip().startswith("#"):
-            end -= 1  # a comment just above the next key belongs to that key
-        lines[start:end] = block
-    out = "".join(lines)
-    check = parse_topology(out, Path("topology.yaml"))
-    assert check.epoch == epoch and dict(check.theatres) == mapping, "topology edit failed"
-    return out
 
 
 def load_next(path: Path, current: Topology) -> Topology:
@@ -142,12 +108,3 @@ def diff(old: Topology, new: Topology, theatres: Iterable[str]) -> TopologyDiff:
             how = "map" if after_at.is_explicit(theatre) else "ring"
             out.theatres.append(TheatreChange(theatre, a, b, how))
     return out
-
-
-def parse_stored(document: str, like: Topology) -> Topology:
-    """A stored (applied) topology document, read as if it were `like`'s file."""
-    try:
-        return parse_topology(document, like.path, like.settings.run_dir)
-    except TopologyError as exc:
-        raise TopologyError(f"{like.path} (as applied to the cluster)", exc.key,
-                            exc.reason, exc.line) from None

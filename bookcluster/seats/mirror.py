@@ -24,6 +24,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from bookcluster.loops import Loop
 from bookcluster.seats.home import HomeRegion
 from bookcluster.topology.errors import RegionUnavailable
 
@@ -99,13 +100,9 @@ class MirrorApplier:
         self.applied_total += len(rows)
         return len(rows)
 
-    async def run(self) -> None:
-        while True:
-            try:
-                while await self.apply_pending() == BATCH:
-                    pass
-            except RegionUnavailable as exc:
-                log.warning("mirror changes wait: %s", exc)
-            except Exception:
-                log.exception("applying mirror changes failed; retrying")
-            await asyncio.sleep(APPLY_INTERVAL_S)
+    async def _round(self) -> bool:
+        return await self.apply_pending() == BATCH  # a full batch: the next one at once
+
+    def loop(self) -> Loop:
+        """Every APPLY_INTERVAL_S; Redis not answering: the changes wait (backed off)."""
+        return Loop("mirror", self._round, APPLY_INTERVAL_S, expected=(RegionUnavailable,))

@@ -32,7 +32,6 @@ read (a hold, sale or release landed meanwhile) is left to the next pass.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -43,6 +42,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import SentinelConnectionPool
 
+from bookcluster.loops import Loop
 from bookcluster.seats import keys
 from bookcluster.seats.home import HomeRegion
 from bookcluster.seats.state import SeatState, read_seat_state
@@ -186,15 +186,13 @@ class Reconciler:
                 if name.startswith("slave") and isinstance(r, dict)
                 and r.get("state") == "online"}
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except (RegionUnavailable, *REDIS_UNAVAILABLE) as exc:
-                log.warning("mirror check of %s skipped: %s", self.region, exc)
-            except Exception:
-                log.exception("mirror check of %s failed; retrying", self.region)
-            await asyncio.sleep(INTERVAL_S)
+    async def _round(self) -> None:
+        await self.run_once()
+
+    def loop(self) -> Loop:
+        """A pass every INTERVAL_S; the stores not answering: skipped (backed off)."""
+        return Loop("reconciler", self._round, INTERVAL_S,
+                    expected=(RegionUnavailable, *REDIS_UNAVAILABLE))
 
     async def _generation_pass(self) -> RepairReport | None:
         master = self.connections.redis_master(self.region)

@@ -4,8 +4,11 @@
 
 Everything it touches is region-local: the region's Redis master (queue),
 PostgreSQL primary (outbox, bookings), wherever Sentinel and Patroni put them.
-It serves /healthz and /metrics on the region's `worker` address. SIGTERM: stop
-taking jobs, let running ones end, cancel loops, log one summary line.
+Its background loops (relay, sweeper, mirror applier, reconciler, watch, topology
+poll, moves) run supervised (`bookcluster/loops.py`). It serves /healthz (alive),
+/readyz (every loop succeeded lately; 503 naming the stale ones) and /metrics on the
+region's `worker` address. SIGTERM: stop taking jobs, let running ones end, cancel
+loops, log one summary line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bookcluster.booking.holds import BookingService
 from bookcluster.booking.outbox import Relay
 from bookcluster.catalog import Catalog
 from bookcluster.errors import NodeError
+from bookcluster.loops import Loop, Loops
 from bookcluster.metrics import NodeMetrics, WorkerMetrics
 from bookcluster.node.auth import OPERATOR, TokenVerifier
 from bookcluster.node.body import parse_json
@@ -42,6 +46,7 @@ from bookcluster.topology.errors import RegionUnavailable, RouterError
 from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Endpoint, Topology, duration_arg
 from bookcluster.topology.placement import Placement
+from bookcluster.worker import moves
 from bookcluster.worker.jobs import HANDLERS, JobContext
 from bookcluster.worker.sweeper import Sweeper
 
@@ -64,7 +69,7 @@ class RegionWorker:
         self.jobs_run = 0
         self.moves_taken_over = 0
         self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Loops(region, self.metrics.registry)
 
     async def __aenter__(self) -> RegionWorker:
         stack = self._stack
@@ -95,17 +100,14 @@ class RegionWorker:
             log.warning("first mirror check of %s skipped: %s", self.region, exc)
         self.consumer = self._new_consumer()
         stack.push_async_callback(self._close_consumer)
-        for name, loop in (("relay", self.relay.run()), ("sweeper", self.sweeper.run()),
-                           ("mirror", self.applier.run()), ("reconciler", self.reconciler.run()),
-                           ("watch", self._watch()), ("topology", self.swap.run()),
-                           ("moves", self._drive_moves())):
-            self._tasks.append(asyncio.create_task(loop, name=name))
+        stack.push_async_callback(self.loops.close)  # cancelled before what they use closes
+        for loop in (self.relay.loop(), self.sweeper.loop(), self.applier.loop(),
+                     self.reconciler.loop(), self._watch_loop(), self.swap.loop(),
+                     self._moves_loop()):
+            self.loops.start(loop)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stack.aclose()
         log.info("worker %s stopped: %d jobs run, %d outbox rows relayed, %d holds expired",
                  self.region, self.jobs_run, self.relay.relayed_total,
@@ -167,24 +169,22 @@ class RegionWorker:
             max(0.0, time.time() - job.timestamp / 1000))
         return result
 
-    async def _watch(self) -> None:
-        """Every second: the consumer still runs; queue and outbox gauges."""
-        while True:
-            await asyncio.sleep(GAUGE_REFRESH_S)  # first: give the consumer time to start
-            try:
-                await self._keep_consumer_running()
-                for state, value in (await jobqueue.counts(self.queue)).items():
-                    self.metrics.queue_depth.labels(self.region, state).set(value)
-                self.metrics.outbox_pending.labels(self.region).set(await self.relay.pending())
-            except Exception as exc:  # the watch loop must never stop the worker
-                log.warning("worker watch failed: %s", exc)
+    async def watch_once(self) -> None:
+        """The consumer still runs; queue and outbox gauges."""
+        await self._keep_consumer_running()
+        for state, value in (await jobqueue.counts(self.queue)).items():
+            self.metrics.queue_depth.labels(self.region, state).set(value)
+        self.metrics.outbox_pending.labels(self.region).set(await self.relay.pending())
 
+    def _watch_loop(self) -> Loop:
+        """Every second, the first a second in (the consumer's time to start); a failure
+        is one line (the stores are down), never the worker's end."""
+        return Loop("watch", self.watch_once, GAUGE_REFRESH_S, wait_first=True,
+                    expected=(Exception,))
 
     async def drive_moves_once(self) -> int:
         """Finish this region's theatre moves whose driver (a mover that died or hangs)
         stopped renewing its lease. Returns how many it took over."""
-        from bookcluster.ops import moves  # the mover's machinery; only when one needs finishing
-
         async with self.context.bookings.home.connection(self.region) as conn:
             ids = await moves.lapsed(conn, self.region)
         if ids:
@@ -195,14 +195,14 @@ class RegionWorker:
         return len(ids)
 
     async def _drive_moves(self) -> None:
+        await self.drive_moves_once()
+
+    def _moves_loop(self) -> Loop:
         """A move is a journal the region's worker drives to its end: within seconds of
-        the stores answering again, never frozen until a person acts."""
-        while True:
-            await asyncio.sleep(MOVE_CHECK_S)
-            try:
-                await self.drive_moves_once()
-            except Exception as exc:  # the stores are down, or the move waits: next round
-                log.warning("driving unfinished moves of %s: %s", self.region, exc)
+        the stores answering again, never frozen until a person acts. A failure (the
+        stores are down, or the move waits) is one line; the next round tries again."""
+        return Loop("moves", self._drive_moves, MOVE_CHECK_S, wait_first=True,
+                    expected=(Exception,))
 
 
 def status_app(worker: RegionWorker) -> web.Application:
@@ -212,6 +212,14 @@ def status_app(worker: RegionWorker) -> web.Application:
         return web.json_response({"status": "ok", "region": worker.region,
                                   "jobs_run": worker.jobs_run,
                                   "epoch": worker.swap.topology.epoch})
+
+    async def readyz(_: web.Request) -> web.Response:
+        """200 when every loop succeeded within its bound; else 503 naming the stale."""
+        loops = worker.loops.report()
+        stale = sorted(name for name, loop in loops.items() if loop["stale"])
+        body = {"status": "stale" if stale else "ready", "region": worker.region,
+                "stale": stale, "loops": loops}
+        return web.json_response(body, status=503 if stale else 200)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=worker.metrics.render(), content_type="text/plain")
@@ -228,6 +236,7 @@ def status_app(worker: RegionWorker) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/ops/topology", adopt_topology)
     return app

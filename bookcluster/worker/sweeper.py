@@ -12,7 +12,6 @@ the expiry transaction miss its deadline.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import timedelta
@@ -20,6 +19,7 @@ from datetime import timedelta
 from bookcluster.booking import ledger
 from bookcluster.booking.holds import released
 from bookcluster.errors import TransactionAborted
+from bookcluster.loops import Loop
 from bookcluster.seats import mirror
 from bookcluster.seats.home import HomeRegion
 from bookcluster.topology.errors import RegionUnavailable
@@ -82,21 +82,27 @@ class Sweeper:
         self.keys_deleted_total += deleted
         return deleted
 
-    async def run(self) -> None:
-        while True:
-            try:
-                while await self.sweep_once() == BATCH:
-                    pass
-            except (RegionUnavailable, TransactionAborted) as exc:
-                log.warning("sweep skipped: %s", exc)
-            except Exception:
-                log.exception("sweep failed")
-            try:  # after expiry and apart from it: a failure here never stops expiry
-                for _ in range(KEY_BATCHES):
-                    if await self.clean_keys_once() < KEY_BATCH:
-                        break
-            except (RegionUnavailable, TransactionAborted) as exc:
-                log.warning("idempotency cleanup skipped: %s", exc)
-            except Exception:
-                log.exception("idempotency cleanup failed")
-            await asyncio.sleep(self.interval_s)
+    async def run_once(self) -> None:
+        """One round: expiry until a batch is not full, then old idempotency keys (after
+        expiry and apart from it: a failure of one never stops the other; the round
+        fails with expiry's failure, or else the cleanup's)."""
+        failed: Exception | None = None
+        try:
+            while await self.sweep_once() == BATCH:
+                pass
+        except Exception as exc:  # raised below, after the cleanup
+            failed = exc
+        try:
+            for _ in range(KEY_BATCHES):
+                if await self.clean_keys_once() < KEY_BATCH:
+                    break
+        except Exception:
+            if failed is None:
+                raise
+            log.warning("idempotency cleanup skipped too", exc_info=True)
+        if failed is not None:
+            raise failed
+
+    def loop(self) -> Loop:
+        return Loop("sweeper", self.run_once, self.interval_s,
+                    expected=(RegionUnavailable, TransactionAborted))

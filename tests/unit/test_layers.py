@@ -14,7 +14,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "bookcluster"
 
 # Lowest first. A module may import from its own layer and any layer before it.
 LAYERS: list[set[str]] = [
-    {"errors"},
+    # loops: the supervised periodic-loop helper every background loop runs in (seats,
+    # booking, node and worker all own loops); it imports nothing of the package.
+    {"errors", "loops"},
     {"topology"},
     {"stores"},
     {"db", "metrics"},

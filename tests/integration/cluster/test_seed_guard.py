@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bookcluster.ops import region_setup
-from bookcluster.ops.topology_file import parse_stored, with_changes
+from bookcluster.topology.document import parse_stored, with_changes
 from tests.integration.conftest import Cluster
 
 

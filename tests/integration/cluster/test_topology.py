@@ -20,7 +20,7 @@ from bookcluster.local.ports import free_ports
 from bookcluster.ops import apply
 from bookcluster.ops.ownership import OwnershipConflict
 from bookcluster.ops.seed import seed_cluster
-from bookcluster.ops.topology_file import with_changes
+from bookcluster.topology.document import with_changes
 from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Endpoint
 from tests.integration.cluster.movable import epoch_of, movable_cluster
