@@ -121,9 +121,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
                 hub.resync(show_id)
 
         swap.hooks.append(rehome)
-        loops = Loops(settings.region, app[metrics_key].registry)
-        stack.push_async_callback(loops.close)
+        loops = Loops(settings.region, metrics.registry)
         loops.start(swap.loop(settings.topology_poll_s))
+        stack.push_async_callback(loops.close)
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         yield
     log.info("node %s stopped", settings.name)
