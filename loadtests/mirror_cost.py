@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import json
 import sys
@@ -45,6 +46,7 @@ from benchlib.cpu import cpu_seconds
 from benchlib.local import BenchCluster, bench_cluster
 from benchlib.tokens import bearer, token_for
 
+from bookcluster.loops import Loops
 from bookcluster.ops.demo_catalog import CatalogSpec
 from bookcluster.seats import mirror
 from bookcluster.seats.home import HomeRegion
@@ -112,13 +114,12 @@ class MirrorLoops(threading.Thread):
             self.applier = MirrorApplier(self.home, self.region)
             reconciler = Reconciler(connections, self.home, self.region)
             await reconciler.run_once()
-            tasks = [asyncio.create_task(self.applier.run()),
-                     asyncio.create_task(reconciler.run())]
-            self.ready.set()
-            await self._stopping.wait()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            async with Loops(self.region) as loops:  # the worker's supervised loops
+                loops.start(self.applier.loop())
+                # Its first pass ran above: the next one an interval later, as in the worker.
+                loops.start(dataclasses.replace(reconciler.loop(), wait_first=True))
+                self.ready.set()
+                await self._stopping.wait()
 
     def cpu_s(self) -> float:
         assert self.ident is not None
