@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import itertools
 import json
 import sys
@@ -116,8 +115,7 @@ class MirrorLoops(threading.Thread):
             await reconciler.run_once()
             async with Loops(self.region) as loops:  # the worker's supervised loops
                 loops.start(self.applier.loop())
-                # Its first pass ran above: the next one an interval later, as in the worker.
-                loops.start(dataclasses.replace(reconciler.loop(), wait_first=True))
+                loops.start(reconciler.loop())  # as in the worker: a pass now, then each interval
                 self.ready.set()
                 await self._stopping.wait()
 
