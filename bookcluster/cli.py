@@ -402,27 +402,36 @@ def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
 async def _jobs(topology: Topology, args: argparse.Namespace) -> int:
     import json
 
+    import asyncpg
+
     from bookcluster.stores import jobqueue
+    from bookcluster.stores.connections import connect_primary
 
     regions = [args.region] if args.region else list(topology.regions)
     code = 0
     for region in regions:
-        queue = jobqueue.open_queue(topology, region)
+        try:
+            conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
+                                         timeout=5)
+        except (OSError, asyncpg.PostgresError) as exc:
+            print(f"{region}: queue unreachable: {exc}", file=sys.stderr)
+            code = 2
+            continue
         try:
             if args.action == "counts":
-                print(f"{region}: {json.dumps(await jobqueue.counts(queue))}")
+                print(f"{region}: {json.dumps(await jobqueue.counts(conn))}")
             elif args.action == "failed":
-                dead = await jobqueue.dead_letters(queue, args.limit)
+                dead = await jobqueue.dead_letters(conn, args.limit)
                 print(f"{region}: {len(dead)} dead-lettered job(s)")
                 for job in dead:
                     print(f"  {job['id']:<24} {job['kind']:<14} attempts={job['attempts']} "
                           f"reason={job['reason']!r} data={json.dumps(job['data'])}")
             else:
-                moved = await jobqueue.replay(queue, args.job_ids or None)
+                moved = await jobqueue.replay(conn, args.job_ids or None)
                 print(f"{region}: replayed {moved} job(s)")
-        except (OSError, ConnectionError) as exc:
+        except (OSError, asyncpg.PostgresError) as exc:
             print(f"{region}: queue unreachable: {exc}", file=sys.stderr)
             code = 2
         finally:
-            await queue.close()
+            await conn.close()
     return code

@@ -14,8 +14,8 @@ sale writes a `ticket` and a `notification` job. Flows that would exceed
 `--in-flight` are not started (counted as `skipped`): the rate is a target.
 
 Every second it prints the confirms accepted, the jobs each region's worker
-finished per kind, and the backlog: outbox rows not yet relayed plus queued
-jobs (waiting, active, delayed). After the load it waits (at most `--drain-timeout`
+finished per kind, and the backlog: jobs waiting in the outbox (the queue) plus
+jobs taken or backed off (active, delayed). After the load it waits (at most `--drain-timeout`
 s) for the backlog to empty. The summary gives confirms/s accepted, jobs/s
 drained per kind during the load, the backlog at its peak and at the end of the
 load, how long the rest took to drain, and CPU ms per confirm of the workers
@@ -111,7 +111,7 @@ class Probe:
         await self._backlog.__aexit__(*exc)
 
     async def backlog(self) -> dict[str, int]:
-        """Outbox rows not yet relayed, and queued jobs, over the chosen regions."""
+        """Jobs waiting, and jobs taken or backed off, over the chosen regions."""
         counts = await self._backlog.read()
         return {"outbox": counts["outbox"], "queued": counts["queued"],
                 "total": counts["outbox"] + counts["queued"]}

@@ -39,7 +39,6 @@ from bookcluster.node.typedefs import (
     listener_key,
     metrics_key,
     openapi_key,
-    queues_key,
     refusal_key,
     seatmaps_key,
     settings_key,
@@ -52,7 +51,6 @@ from bookcluster.seats.feed import ChangeListener
 from bookcluster.seats.live import LiveHub
 from bookcluster.seats.maps import SeatMaps
 from bookcluster.stores.connections import Connections
-from bookcluster.stores.jobqueue import Queues
 from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 
@@ -74,7 +72,6 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             Connections(topology, settings.region, settings.routes))
         app[connections_key] = connections
         metrics.watch_pools(connections)
-        app[queues_key] = await stack.enter_async_context(Queues(topology))
         catalog = Catalog(connections, Placement(topology))
         await catalog.load()
         app[catalog_key] = catalog

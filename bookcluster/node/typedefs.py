@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from bookcluster.seats.live import LiveHub
     from bookcluster.seats.maps import SeatMaps
     from bookcluster.stores.connections import Connections
-    from bookcluster.stores.jobqueue import Queues
     from bookcluster.topology.placement import Placement
 
 settings_key: web.AppKey[NodeSettings] = web.AppKey("settings")
@@ -39,7 +38,6 @@ openapi_key: web.AppKey[bytes] = web.AppKey("openapi")  # the rendered document
 admission_key: web.AppKey[WriteAdmission] = web.AppKey("admission")
 refusal_key: web.AppKey[EarlyRefusal] = web.AppKey("refusal")
 swap_key: web.AppKey[TopologySwap] = web.AppKey("swap")  # the epoch this node routes by
-queues_key: web.AppKey[Queues] = web.AppKey("queues")  # the regions' job queues (admin)
 
 # The show a request's route names, looked up once per request (with the placement it was
 # routed by: a newer epoch adopted meanwhile means a new look-up).

@@ -13,8 +13,8 @@ import time
 import asyncpg
 
 from bookcluster.seats import keys
+from bookcluster.stores import jobqueue
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary, make_master
-from bookcluster.stores.jobqueue import open_queue
 from bookcluster.topology.model import Topology
 
 # TRUNCATE locks its tables in list order; this is the order in which the
@@ -41,6 +41,12 @@ async def _reset_postgres(topology: Topology, region: str) -> None:
     conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
                                  server_settings=PG_TOOL_SESSION)
     try:
+        # Let jobs in flight finish (a few seconds at most); the TRUNCATE drops every
+        # job, dead letters too (the outbox is the queue).
+        for _ in range(50):
+            if not (await jobqueue.counts(conn))["active"]:
+                break
+            await asyncio.sleep(0.1)
         async with conn.transaction():
             await conn.execute(f"TRUNCATE {BOOKING_TABLES}")
             await conn.execute(
@@ -66,19 +72,6 @@ async def _reset_redis(topology: Topology, region: str) -> None:
                  "ts": int(time.time() * 1000)}))
     finally:
         await redis.aclose()
-    queue = open_queue(topology, region)
-    try:
-        # Let jobs in flight finish, then drop every job. Not `obliterate`: it
-        # pauses the queue and can swallow a worker's wake-up marker.
-        for _ in range(50):
-            if not (await queue.getJobCounts("active")).get("active"):
-                break
-            await asyncio.sleep(0.1)
-        await queue.drain(delayed=True)
-        for state in ("completed", "failed"):
-            await queue.clean(0, 1_000_000, state)
-    finally:
-        await queue.close()
 
 
 async def reset_cluster(topology: Topology) -> None:

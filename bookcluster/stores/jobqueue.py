@@ -1,128 +1,162 @@
-"""The region-local job queue: BullMQ on the region's own Redis master.
+"""The region-local job queue: the outbox table in the region's PostgreSQL primary.
 
-Why BullMQ (the Python port of the library seed 004 names) rather than our
-own plumbing or arq: it gives at-least-once delivery with job locks that a
-crashed worker stops renewing (its jobs go back to `wait` via the stalled
-check and another worker runs them), retries with exponential backoff, a
-`failed` set that is our dead-letter list (inspect and `retry` from the
-CLI), job-id de-duplication (the outbox relay may enqueue a job twice after
-a crash), and counts for metrics. arq pins redis-py < 6 and has no
-dead-letter list. Queues are never synchronised across regions.
+A job is an outbox row written in the transaction of the change that causes it
+(`bookcluster/booking/outbox.py`); workers take it from there, with no relay
+and no second store (`bookcluster/db/functions/jobs.sql` holds the statements):
 
-The queue lives on whichever server is the region's master now: BullMQ gets a
-client that asks Sentinel (`bookcluster.stores.connections.make_master`), so after a failover
-its next connection goes to the new master (jobs a promotion lost are
-re-enqueued: the relay marks outbox rows only after the queue took them, and
-every handler is idempotent).
+- a worker claims due rows in batches with `FOR UPDATE SKIP LOCKED`; a claim is a
+  lease (`run_at` moved to its end) that the worker renews while the job runs. A
+  worker that dies or freezes stops renewing: once the lease ends the row is due
+  again and another worker runs it (at least once; every handler is idempotent);
+- a failed run is retried after a backoff doubling from 0.5 s, 6 attempts in all,
+  then the row is dead-lettered (`failed_at`): kept, listed and replayed by
+  `bookcluster jobs failed|replay` and the admin routes;
+- a job that ran is deleted (batched with the worker's next claim), so the table
+  holds only the queue, and the dead letters.
+
+Why not BullMQ on the region's Redis master any more (it was, until issue 22): that
+master is the seat master, replicated to a replica in every region, so every job
+was written there and copied three times (~1.1 ms of Redis CPU per confirm), the
+outbox was written and relayed besides, and BullMQ's machinery was 65 % of a
+draining worker's samples. PostgreSQL holds the job already, in the same commit as
+the sale; the bookkeeping of a job's progress commits without waiting for the
+standby (losing one only runs an idempotent job again).
+
+Job ids are `outbox-<row id>`, as the relay named them in BullMQ.
 """
 
 from __future__ import annotations
 
-from types import TracebackType
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
-from bullmq import Queue
+import asyncpg
 
-from bookcluster.stores.connections import make_master
-from bookcluster.topology.model import Topology
-
-QUEUE_PREFIX = "bookcluster"
 JOB_ATTEMPTS = 6
-# Retries back off 0.5 s, 1 s, 2 s, 4 s, 8 s; then the job stays in `failed`.
-JOB_OPTIONS: dict[str, Any] = {
-    "attempts": JOB_ATTEMPTS,
-    "backoff": {"type": "exponential", "delay": 500},
-    # Completed jobs are kept a day so a re-enqueue with the same id is a no-op.
-    "removeOnComplete": {"age": 86_400, "count": 100_000},
-    "removeOnFail": False,
-}
-# A job whose worker stops renewing its lock (killed, frozen) is taken back
-# after about lockDuration + stalledInterval.
-WORKER_OPTIONS: dict[str, Any] = {
-    "concurrency": 8,
-    "lockDuration": 4_000,
-    "stalledInterval": 2_000,
-    "maxStalledCount": 3,
-    # An idle worker re-polls every second (default 5 s): a job whose wake-up
-    # marker was missed still starts within a second.
-    "drainDelay": 1,
-    "prefix": QUEUE_PREFIX,
-}
+BACKOFF_MS = 500  # retries back off 0.5 s, 1 s, 2 s, 4 s, 8 s; then the job is dead
+# A job whose worker stops renewing its lease (killed, frozen) is due again this
+# long after its last renewal (BullMQ's lock was 4 s, checked every 2 s).
+LEASE_S = 4.0
+# The states `counts` reports, as BullMQ named them (the metric's labels, the admin
+# route's and `jobs counts`' keys). `completed` is always 0: a job that ran is
+# deleted; `prioritized` is always 0: jobs have no priorities.
 COUNT_STATES = ("waiting", "active", "delayed", "failed", "completed", "prioritized")
-# A BullMQ worker waits for its next job with a blocking command of up to 10 s on the
-# same client (its `maximumBlockTimeout`): a command may take that long and more.
-COMMAND_TIMEOUT_S = 15.0
+JOB_ID_PREFIX = "outbox-"
+
+_COUNTS = """
+SELECT count(*) FILTER (WHERE failed_at IS NULL AND run_at <= now()) AS waiting,
+       count(*) FILTER (WHERE failed_at IS NULL AND run_at > now()
+                        AND locked_by IS NOT NULL) AS active,
+       count(*) FILTER (WHERE failed_at IS NULL AND run_at > now()
+                        AND locked_by IS NULL) AS delayed,
+       count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed
+FROM outbox
+"""
 
 
-def queue_name(region: str) -> str:
-    return f"jobs-{region}"
+@dataclass(frozen=True)
+class Job:
+    """A claimed job: its row and the run this claim is (1 = the first)."""
+
+    id: int
+    kind: str
+    data: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+
+    @property
+    def name(self) -> str:
+        return job_id(self.id)
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
 
 
-def connection(topology: Topology, region: str) -> aioredis.Redis:
-    """A client of the region's master wherever it is now; closing the queue or worker
-    that uses it closes it."""
-    return make_master(topology, region, near=region, timeout_s=COMMAND_TIMEOUT_S)
+def job_id(row_id: int) -> str:
+    return f"{JOB_ID_PREFIX}{row_id}"
 
 
-def open_queue(topology: Topology, region: str) -> Queue:
-    return Queue(queue_name(region), {"connection": connection(topology, region),
-                                      "prefix": QUEUE_PREFIX})
+def row_ids(job_ids: list[str]) -> list[int]:
+    """Row ids of job ids (`outbox-12`, or a bare `12`); ids of no row are left out."""
+    out = []
+    for name in job_ids:
+        digits = name.removeprefix(JOB_ID_PREFIX)
+        if digits.isascii() and digits.isdigit() and len(digits) < 19:
+            out.append(int(digits))
+    return out
 
 
-class Queues:
-    """One queue (one Redis client) per region, made on first use and closed together by
-    their owner (a node's app context), so a request never opens a client of its own."""
-
-    def __init__(self, topology: Topology) -> None:
-        self._topology = topology
-        self._queues: dict[str, Queue] = {}
-        self._closed = False
-
-    def get(self, region: str) -> Queue:
-        if self._closed:
-            raise RuntimeError("the job queues are closed")
-        queue = self._queues.get(region)
-        if queue is None:
-            queue = self._queues[region] = open_queue(self._topology, region)
-        return queue
-
-    async def close(self) -> None:
-        self._closed = True
-        queues, self._queues = list(self._queues.values()), {}
-        for queue in queues:
-            await queue.close()
-
-    async def __aenter__(self) -> Queues:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
+def backoff_s(attempt: int, base_ms: int = BACKOFF_MS) -> float:
+    """The pause after failed run number `attempt` (as `bc_job_failed` computes it)."""
+    return float(base_ms * 2 ** min(max(attempt - 1, 0), 20)) / 1000
 
 
-async def add_jobs(queue: Queue, jobs: list[tuple[str, dict[str, Any], str]]) -> None:
-    """Several (kind, data, job id) in one round trip (a MULTI of the same script)."""
-    if jobs:
-        await queue.addBulk([{"name": kind, "data": data,
-                              "opts": {**JOB_OPTIONS, "jobId": job_id}}
-                             for kind, data, job_id in jobs])
+def _job(row: asyncpg.Record) -> Job:
+    data = json.loads(row["payload"])
+    return Job(row["id"], row["kind"], {**data, "outbox_id": row["id"]}, row["attempts"],
+               row["max_attempts"], row["created_at"])
 
 
-async def counts(queue: Queue) -> dict[str, int]:
-    return {k: int(v) for k, v in (await queue.getJobCounts(*COUNT_STATES)).items()}
+async def claim(conn: asyncpg.Connection, worker: str, done: list[int], limit: int,
+                lease_s: float = LEASE_S) -> list[Job]:
+    """Delete the jobs `done` that `worker` finished, then claim up to `limit` due ones
+    for `lease_s`: one statement."""
+    rows = await conn.fetch("SELECT * FROM bc_jobs_claim($1, $2, $3, $4)", worker, done,
+                            limit, timedelta(seconds=lease_s))
+    return [_job(r) for r in rows]
 
 
-async def dead_letters(queue: Queue, limit: int = 100) -> list[dict[str, Any]]:
-    jobs = await queue.getFailed(0, limit - 1)
-    return [{"id": j.id, "kind": j.name, "data": j.data, "attempts": j.attemptsMade,
-             "reason": j.failedReason} for j in jobs]
+async def renew(conn: asyncpg.Connection, worker: str, ids: list[int],
+                lease_s: float = LEASE_S) -> set[int]:
+    """Extend `worker`'s leases of `ids` (0: give them back now); the ids still its."""
+    rows = await conn.fetch("SELECT bc_jobs_renew($1, $2, $3) AS id", worker, ids,
+                            timedelta(seconds=lease_s))
+    return {r["id"] for r in rows}
 
 
-async def replay(queue: Queue, job_ids: list[str] | None = None) -> int:
-    """Move dead-lettered jobs back to the queue. Returns how many."""
-    jobs = await queue.getFailed(0, -1)
-    chosen = [j for j in jobs if job_ids is None or j.id in job_ids]
-    for job in chosen:
-        await job.retry("failed")
-    return len(chosen)
+async def failed(conn: asyncpg.Connection, worker: str, row_id: int, error: str) -> bool | None:
+    """Record a failed run: retried after its backoff, or dead (True). None: the job is
+    not `worker`'s any more (its lease ended and another worker took it)."""
+    dead: bool | None = await conn.fetchval("SELECT bc_job_failed($1, $2, $3)", worker,
+                                            row_id, error)
+    return dead
+
+
+async def add(conn: asyncpg.Connection, kind: str, data: dict[str, Any], *,
+              attempts: int = JOB_ATTEMPTS, backoff_ms: int = BACKOFF_MS) -> str:
+    """Queue a job by itself (operators' probes, tests); returns its id. Jobs that a
+    change causes are written with it (`bookcluster.booking.outbox.enqueue`)."""
+    row_id = await conn.fetchval(
+        "INSERT INTO outbox (kind, payload, max_attempts, backoff_ms) "
+        "VALUES ($1, $2::jsonb, $3, $4) RETURNING id", kind, json.dumps(data), attempts,
+        backoff_ms)
+    return job_id(row_id)
+
+
+async def counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    found = dict(await conn.fetchrow(_COUNTS))
+    return {state: int(found.get(state, 0)) for state in COUNT_STATES}
+
+
+async def dead_letters(conn: asyncpg.Connection | asyncpg.Pool,
+                       limit: int = 100) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, kind, payload, attempts, last_error FROM outbox "
+        "WHERE failed_at IS NOT NULL ORDER BY failed_at, id LIMIT $1", limit)
+    return [{"id": job_id(r["id"]), "kind": r["kind"],
+             "data": {**json.loads(r["payload"]), "outbox_id": r["id"]},
+             "attempts": r["attempts"], "reason": r["last_error"]} for r in rows]
+
+
+async def replay(conn: asyncpg.Connection | asyncpg.Pool,
+                 job_ids: list[str] | None = None) -> int:
+    """Put dead-lettered jobs back in the queue (all, or those of `job_ids`), due now
+    with their attempts anew. Returns how many."""
+    ids = None if job_ids is None else row_ids(job_ids)
+    if ids == []:
+        return 0
+    return int(await conn.fetchval("SELECT bc_jobs_replay($1)", ids))

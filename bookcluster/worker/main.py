@@ -1,14 +1,15 @@
-"""A region's worker process: runs the region's jobs, relays its outbox, sweeps its holds.
+"""A region's worker process: runs the region's jobs (its outbox), sweeps its holds.
 
     python -m bookcluster.worker.main --topology topology.yaml --region north
 
-Everything it touches is region-local: the region's Redis master (queue),
-PostgreSQL primary (outbox, bookings), wherever Sentinel and Patroni put them.
-Its background loops (relay, sweeper, mirror applier, reconciler, watch, topology
-poll, moves) run supervised (`bookcluster/loops.py`). It serves /healthz (alive),
-/readyz (every loop succeeded lately; 503 naming the stale ones) and /metrics on the
-region's `worker` address. SIGTERM: stop taking jobs, let running ones end, cancel
-loops, log one summary line.
+Everything it touches is region-local: the region's PostgreSQL primary (the outbox,
+which is the job queue; bookings) and Redis master (the seat mirror), wherever
+Patroni and Sentinel put them. Its background loops (jobs, leases, sweeper, mirror
+applier, reconciler, watch, topology poll, moves) run supervised
+(`bookcluster/loops.py`). It serves /healthz (alive), /readyz (every loop succeeded
+lately; 503 naming the stale ones) and /metrics on the region's `worker` address.
+SIGTERM: stop taking jobs, let running ones end (leases still renewed), cancel loops,
+log one summary line.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from typing import Any
 import aiohttp
 import uvloop
 from aiohttp import web
-from bullmq import Job, Worker
 
 from bookcluster.booking.holds import BookingService
-from bookcluster.booking.outbox import Relay
 from bookcluster.catalog import Catalog
 from bookcluster.errors import NodeError
 from bookcluster.loops import Loop, Loops
@@ -42,12 +41,14 @@ from bookcluster.seats.reconcile import Reconciler
 from bookcluster.stores import jobqueue
 from bookcluster.stores.connections import Connections, load_routes
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
+from bookcluster.stores.jobqueue import Job
 from bookcluster.topology.errors import RegionUnavailable, RouterError
 from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Endpoint, Topology, duration_arg
 from bookcluster.topology.placement import Placement
 from bookcluster.worker import moves
 from bookcluster.worker.jobs import HANDLERS, JobContext
+from bookcluster.worker.queue import Consumer
 from bookcluster.worker.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ CLOSE_GRACE_S = 5.0
 
 
 class RegionWorker:
-    """Owns the worker's connections, queue consumer, relay, sweeper and metrics server."""
+    """Owns the worker's connections, job consumer, sweeper and metrics server."""
 
     def __init__(self, topology: Topology, region: str,
                  routes: dict[str, Endpoint] | None = None) -> None:
@@ -83,12 +84,12 @@ class RegionWorker:
         http = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)))
         self.context = JobContext(self.topology, self.region, catalog, bookings, http)
-        self.queue = jobqueue.open_queue(self.topology, self.region)
-        stack.push_async_callback(self.queue.close)
-        self.relay = Relay(bookings.home, self.region, self.queue)
+        self.home = bookings.home
+        self.consumer = Consumer(bookings.home, self.region, self.process)
         self.sweeper = Sweeper(bookings.home, self.region,
                                self.topology.settings.sweep_interval_s)
-        self.metrics.relayed.labels(self.region).set_function(lambda: self.relay.relayed_total)
+        self.metrics.relayed.labels(self.region).set_function(
+            lambda: self.consumer.claimed_total)
         self.metrics.expired.labels(self.region).set_function(
             lambda: self.sweeper.expired_total)
         self.applier = MirrorApplier(bookings.home, self.region)
@@ -98,10 +99,10 @@ class RegionWorker:
             await self.reconciler.run_once()
         except (RegionUnavailable, *REDIS_UNAVAILABLE) as exc:
             log.warning("first mirror check of %s skipped: %s", self.region, exc)
-        self.consumer = self._new_consumer()
-        stack.push_async_callback(self._close_consumer)
         stack.push_async_callback(self.loops.close)  # cancelled before what they use closes
-        for loop in (self.relay.loop(), self.sweeper.loop(), self.applier.loop(),
+        # First of all: no new jobs, running ones get their grace (leases still renewed).
+        stack.push_async_callback(self.consumer.close, CLOSE_GRACE_S)
+        for loop in (*self.consumer.loops(), self.sweeper.loop(), self.applier.loop(),
                      self.reconciler.loop(), self._watch_loop(), self.swap.loop(),
                      self._moves_loop()):
             self.loops.start(loop)
@@ -109,8 +110,8 @@ class RegionWorker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
-        log.info("worker %s stopped: %d jobs run, %d outbox rows relayed, %d holds expired",
-                 self.region, self.jobs_run, self.relay.relayed_total,
+        log.info("worker %s stopped: %d jobs run, %d jobs claimed, %d holds expired",
+                 self.region, self.jobs_run, self.consumer.claimed_total,
                  self.sweeper.expired_total)
 
     def _watch_mirror(self) -> None:
@@ -123,62 +124,40 @@ class RegionWorker:
         metrics.mirror_generation.labels(region).set_function(
             lambda: self.reconciler.generation or 0)
 
-    def _new_consumer(self) -> Worker:
-        return Worker(jobqueue.queue_name(self.region), self.process,
-                      {"connection": jobqueue.connection(self.topology, self.region),
-                       **jobqueue.WORKER_OPTIONS})
-
-    async def _keep_consumer_running(self) -> None:
-        """BullMQ's loop returns for good on an unexpected error (a job deleted under
-        it, say) while the process stays healthy: start a new one rather than idle."""
-        if self.consumer.running or self.consumer.closing:
-            return
-        log.error("job consumer of %s stopped; starting a new one", self.region)
-        old, self.consumer = self.consumer, self._new_consumer()
-        await old.close(force=True)
-
-    async def _close_consumer(self) -> None:
-        """Let running jobs finish for a few seconds; then stop (their locks lapse and
-        another worker runs them again: at least once)."""
-        try:
-            await asyncio.wait_for(self.consumer.close(), CLOSE_GRACE_S)
-        except TimeoutError:
-            log.warning("jobs still running after %.0fs; leaving them to another worker",
-                        CLOSE_GRACE_S)
-            await self.consumer.close(force=True)
-
-    async def process(self, job: Job, token: str) -> Any:
-        handler = HANDLERS.get(job.name)
+    async def process(self, job: Job) -> Any:
+        handler = HANDLERS.get(job.kind)
         if handler is None:
-            raise ValueError(f"no handler for job kind {job.name!r}")
+            raise ValueError(f"no handler for job kind {job.kind!r}")
         started = time.monotonic()
-        labels = (self.region, job.name)
+        labels = (self.region, job.kind)
         try:
             result = await handler(self.context, job.data)
         except Exception as exc:
-            last = job.attemptsMade + 1 >= int(job.opts.get("attempts", 1))
+            last = job.last_attempt
             self.metrics.jobs.labels(*labels, "dead" if last else "retry").inc()
-            log.warning("job %s %s failed (attempt %d)%s: %s", job.name, job.id,
-                        job.attemptsMade + 1, ", dead-lettered" if last else "", exc)
+            log.warning("job %s %s failed (attempt %d)%s: %s", job.kind, job.name,
+                        job.attempt, ", dead-lettered" if last else "", exc)
             raise
         finally:
             self.metrics.job_seconds.labels(*labels).observe(time.monotonic() - started)
         self.jobs_run += 1
         self.metrics.jobs.labels(*labels, "ok").inc()
         self.metrics.job_latency.labels(*labels).observe(
-            max(0.0, time.time() - job.timestamp / 1000))
+            max(0.0, time.time() - job.created_at.timestamp()))
         return result
 
     async def watch_once(self) -> None:
-        """The consumer still runs; queue and outbox gauges."""
-        await self._keep_consumer_running()
-        for state, value in (await jobqueue.counts(self.queue)).items():
+        """Queue gauges: jobs by state; `outbox_pending` is every job not done yet."""
+        async with self.home.connection(self.region) as conn:
+            counts = await jobqueue.counts(conn)
+        for state, value in counts.items():
             self.metrics.queue_depth.labels(self.region, state).set(value)
-        self.metrics.outbox_pending.labels(self.region).set(await self.relay.pending())
+        self.metrics.outbox_pending.labels(self.region).set(
+            counts["waiting"] + counts["active"] + counts["delayed"])
 
     def _watch_loop(self) -> Loop:
-        """Every second, the first a second in (the consumer's time to start); a failure
-        is one line (the stores are down), never the worker's end."""
+        """Every second, the first a second in; a failure is one line (the stores are
+        down), never the worker's end."""
         return Loop("watch", self.watch_once, GAUGE_REFRESH_S, wait_first=True,
                     expected=(Exception,))
 

@@ -1,10 +1,10 @@
 """The work a phase leaves to the region workers, and what doing it costs.
 
 A confirm writes outbox jobs (ticket, notification) and mirror rows in its
-transaction; the region's worker relays and runs them later. A phase's CPU per
+transaction; the region's worker runs them later (the outbox is its queue). A phase's CPU per
 operation must include that work, or a bench with workers hides most of a
 confirm's cost. So after a phase the bench waits until every region's backlog
-is empty (outbox rows not relayed + queued jobs + mirror changes not marked
+is empty (jobs waiting + jobs running or backed off + mirror changes not marked
 applied), bounded by `timeout_s`, and adds the CPU every group spent in that
 tail, net of what the group spends idle (measured once per cluster).
 """
@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import asyncpg
-from bullmq import Queue
 
 from bookcluster.stores import jobqueue
 from bookcluster.stores.connections import PG_TOOL_SESSION, pg_dsn, pg_login
@@ -24,7 +23,7 @@ from bookcluster.stores.connections import PG_TOOL_SESSION, pg_dsn, pg_login
 from .cpu import Snapshot, snapshot
 from .local import BenchCluster
 
-QUEUED = ("waiting", "active", "delayed", "prioritized")
+QUEUED = ("active", "delayed")  # taken by a worker, or waiting out a backoff
 POLL_S = 0.2
 
 
@@ -36,7 +35,6 @@ class Backlog:
         self.cluster = cluster
         self.regions = regions if regions is not None else list(cluster.topology.regions)
         self.pools: dict[str, asyncpg.Pool] = {}
-        self.queues: dict[str, Queue] = {}
 
     async def __aenter__(self) -> Backlog:
         topology = self.cluster.topology
@@ -45,28 +43,23 @@ class Backlog:
                 self.pools[region] = await asyncpg.create_pool(
                     pg_dsn(topology.region(region).pg_primary), **pg_login(topology.secrets),
                     server_settings=PG_TOOL_SESSION, min_size=1, max_size=1)
-                self.queues[region] = jobqueue.open_queue(topology, region)
         except BaseException:
             await self.__aexit__()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for queue in self.queues.values():
-            await queue.close()
         for pool in self.pools.values():
             await pool.close()
 
     async def read(self) -> dict[str, int]:
         outbox = mirror = queued = 0
-        for region, pool in self.pools.items():
-            row = await pool.fetchrow(
-                "SELECT (SELECT count(*) FROM outbox WHERE relayed_at IS NULL) AS outbox, "
-                "(SELECT count(*) FROM mirror_change WHERE applied_at IS NULL) AS mirror")
-            outbox += int(row["outbox"])
-            mirror += int(row["mirror"])
-            counts = await jobqueue.counts(self.queues[region])
-            queued += sum(counts.get(state, 0) for state in QUEUED)
+        for pool in self.pools.values():
+            mirror += int(await pool.fetchval(
+                "SELECT count(*) FROM mirror_change WHERE applied_at IS NULL"))
+            counts = await jobqueue.counts(pool)
+            outbox += counts["waiting"]  # not taken yet
+            queued += sum(counts[state] for state in QUEUED)
         return {"outbox": outbox, "mirror": mirror, "queued": queued,
                 "total": outbox + mirror + queued}
 

@@ -34,10 +34,10 @@ SELECT jsonb_build_object(
     'idempotency', (SELECT coalesce(jsonb_agg(t), '[]') FROM idempotency t
                     WHERE booking_id IN (SELECT id FROM bookings)
                     AND (p_since IS NULL OR created_at > p_since)),
-    -- Jobs not relayed yet, always all of them; relayed ones ran (or run) where they
-    -- were queued.
-    'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t WHERE relayed_at IS NULL
-               AND substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint
+    -- Jobs not done yet (a job that ran is deleted), always all of them: one running
+    -- now may run again at the target (at least once).
+    'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t
+               WHERE substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint
                    = ANY (p_shows)))
 $$;
 
@@ -114,10 +114,16 @@ BEGIN
     PERFORM bc_upsert_rows('notification', p_rows->'notification');
     PERFORM bc_upsert_rows('idempotency', p_rows->'idempotency');
     -- Pending jobs: the latest export's, in place of an earlier one's (new ids here).
-    DELETE FROM outbox WHERE relayed_at IS NULL
-        AND substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint = ANY (p_shows);
-    INSERT INTO outbox (kind, payload, created_at, relayed_at)
-    SELECT kind, payload, created_at, relayed_at
+    -- Due at once here; a dead letter stays one; a run the source had started counts.
+    DELETE FROM outbox
+    WHERE substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint = ANY (p_shows);
+    INSERT INTO outbox (kind, payload, created_at, attempts, max_attempts, backoff_ms,
+                        failed_at, last_error)
+    SELECT kind, payload, created_at,
+           CASE WHEN failed_at IS NULL THEN least(coalesce(attempts, 0),
+                                                  coalesce(max_attempts, 6) - 1)
+                ELSE coalesce(attempts, 0) END,
+           coalesce(max_attempts, 6), coalesce(backoff_ms, 500), failed_at, last_error
     FROM jsonb_populate_recordset(NULL::outbox, p_rows->'outbox');
     IF p_owner_epoch IS NOT NULL THEN
         -- Tokens stamped here stay above the copied ones (a seat's newest hold has the

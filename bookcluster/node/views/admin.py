@@ -1,6 +1,7 @@
-"""Operator routes (token with the `operator` role): the region-local job queues,
-what this node's seat cache holds (for `bookcluster audit`), and the whole cluster's
-health for the operator page (`overview.py`)."""
+"""Operator routes (token with the `operator` role): the region-local job queues (each
+region's outbox, `bookcluster/stores/jobqueue.py`), what this node's seat cache holds
+(for `bookcluster audit`), and the whole cluster's health for the operator page
+(`overview.py`)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from bookcluster.node import access, overview
 from bookcluster.node.auth import Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.typedefs import (
+    bookings_key,
     catalog_key,
     connections_key,
-    queues_key,
     seatmaps_key,
     settings_key,
     swap_key,
@@ -36,9 +37,11 @@ def _region(request: web.Request, value: Any) -> str:
 
 @access.operator
 async def job_counts(request: web.Request, caller: Identity) -> web.Response:
-    queues = request.app[queues_key]
-    out = {region: await jobqueue.counts(queues.get(region))
-           for region in request.app[settings_key].topology.regions}
+    home = request.app[bookings_key].home
+    out = {}
+    for region in request.app[settings_key].topology.regions:
+        async with home.connection(region) as conn:
+            out[region] = await jobqueue.counts(conn)
     return web.json_response({"regions": out})
 
 
@@ -53,7 +56,8 @@ async def replay_jobs(request: web.Request, caller: Identity) -> web.Response:
     if job_ids is not None and (not isinstance(job_ids, list) or len(job_ids) > 1000
                                 or not all(isinstance(j, str) for j in job_ids)):
         raise InvalidInput("job_ids must be a list of at most 1000 strings", field="job_ids")
-    moved = await jobqueue.replay(request.app[queues_key].get(region), job_ids or None)
+    async with request.app[bookings_key].home.connection(region) as conn:
+        moved = await jobqueue.replay(conn, job_ids or None)
     return web.json_response({"region": region, "replayed": moved})
 
 
