@@ -1,4 +1,5 @@
-"""Region-local jobs: outbox -> queue -> worker; tickets, mail, crashes, dead letters."""
+"""Region-local jobs: the outbox is the queue, the region's workers run it; tickets,
+mail, a worker killed or frozen mid-job, leases, retries, dead letters."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from bookcluster.worker.jobs.notifications import maildir
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of, shows_in
 from tests.integration.node.test_holds import confirm, hold
-from tests.integration.support import Session, bearer, call, free_ports
+from tests.integration.support import Session, bearer, call, free_ports, metric
 
 
 def cluster_secret(name: str) -> str:
@@ -77,13 +78,28 @@ async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.C
         assert not await clean.fetch(region, "SELECT 1 FROM outbox")
 
 
-async def add_probe(cluster: Cluster, region: str, name: str, **opts: Any) -> None:
-    queue = jobqueue.open_queue(cluster.topology, region)
+async def add_probe(cluster: Cluster, region: str, name: str, *, sleep_s: float = 0,
+                    attempts: int = jobqueue.JOB_ATTEMPTS,
+                    backoff_ms: int = jobqueue.BACKOFF_MS) -> str:
+    conn = await cluster.pg(region)
     try:
-        await queue.add("probe", {"name": name, "sleep_s": opts.pop("sleep_s", 0)},
-                        {**jobqueue.JOB_OPTIONS, "jobId": f"probe-{name}", **opts})
+        return await jobqueue.add(conn, "probe", {"name": name, "sleep_s": sleep_s},
+                                  attempts=attempts, backoff_ms=backoff_ms)
     finally:
-        await queue.close()
+        await conn.close()
+
+
+async def outbox_empty(cluster: Cluster, region: str) -> bool:
+    return not await cluster.fetch(region, "SELECT 1 FROM outbox")
+
+
+def runs_of(folder: Path, name: str) -> list[tuple[int, float]]:
+    """(pid, unix time) of each run of probe `name`, in order."""
+    path = folder / f"{name}.runs"
+    if not path.exists():
+        return []
+    return [(int(pid), float(at)) for pid, at in
+            (line.split() for line in path.read_text().splitlines())]
 
 
 def probe_dir(cluster: Cluster, region: str) -> Path:
@@ -107,10 +123,87 @@ async def test_job_of_a_killed_worker_runs_on_another(clean: Cluster) -> None:
         pids = [int(line.split()[0]) for line in runs.read_text().splitlines()]
         assert pids[0] == first and len(pids) == 2
         assert int(done.read_text()) == pids[1] != first and pids[1] in workers
+        await eventually(lambda: outbox_empty(clean, "south"))
     finally:
         for name in workers.values():
             if clean.launcher.child(name).popen.poll() is not None and name == "south.worker":
                 await clean.launcher.restart(name)
+        clean.launcher.stop_child(extra.spec.name)
+
+
+async def test_job_of_a_frozen_worker_runs_on_another_and_not_again_after(
+        clean: Cluster, http: aiohttp.ClientSession) -> None:
+    """SIGSTOP the worker in the middle of a job: after its lease another worker runs it;
+    SIGCONT: the first learns at its next renewal that the job is not its own any more and
+    stops it, so the job ends once, by the second (the first's run would have ended
+    before the second's)."""
+    main = clean.topology.region("south").worker
+    assert main is not None
+    endpoint = Endpoint("127.0.0.1", free_ports(1)[0])
+    extra = await clean.launcher.start_extra_worker("south", endpoint)
+    urls = {clean.launcher.child("south.worker").pid: f"http://{main}",
+            extra.pid: f"http://{endpoint}"}
+    workers = set(urls)
+    folder = probe_dir(clean, "south")
+    done = folder / "frozen.done"
+    frozen = None
+    try:
+        # Longer than the lease, so the frozen worker's own run is not over when it wakes.
+        await add_probe(clean, "south", "frozen", sleep_s=3 * jobqueue.LEASE_S)
+        await eventually(lambda: asyncio.to_thread(runs_of, folder, "frozen"))
+        frozen = runs_of(folder, "frozen")[0][0]
+        assert frozen in workers
+        os.kill(frozen, signal.SIGSTOP)
+
+        async def second_run() -> bool:
+            return len(await asyncio.to_thread(runs_of, folder, "frozen")) == 2
+
+        await eventually(second_run, within=30)
+        os.kill(frozen, signal.SIGCONT)
+        frozen_pid, frozen = frozen, None
+        await eventually(lambda: asyncio.to_thread(done.exists), within=60)
+        await eventually(lambda: outbox_empty(clean, "south"))
+        await asyncio.sleep(1)  # a late end by the first worker would show by now
+        runs = runs_of(folder, "frozen")
+        assert [pid for pid, _ in runs][0] == frozen_pid and len(runs) == 2
+        assert runs[1][0] in workers and runs[1][0] != frozen_pid
+        assert int(done.read_text()) == runs[1][0]
+        ended = {pid: await metric(http, url, "bookcluster_jobs_total", kind="probe",
+                                   outcome="ok") for pid, url in urls.items()}
+        assert ended == {frozen_pid: 0, runs[1][0]: 1}
+    finally:
+        if frozen is not None:
+            os.kill(frozen, signal.SIGCONT)
+        clean.launcher.stop_child(extra.spec.name)
+
+
+async def test_two_live_workers_never_run_one_job_at_once(clean: Cluster) -> None:
+    """Jobs that outlast the lease (renewed) and many short ones, two workers of the
+    region claiming side by side: every job ran exactly once, and every job ran."""
+    extra = await clean.launcher.start_extra_worker(
+        "west", Endpoint("127.0.0.1", free_ports(1)[0]))
+    workers = {c.pid for c in (clean.launcher.child("west.worker"), extra)}
+    folder = probe_dir(clean, "west")
+    long_ones = [f"long{i}" for i in range(3)]
+    short_ones = [f"short{i}" for i in range(40)]
+    try:
+        for name in long_ones:
+            await add_probe(clean, "west", name, sleep_s=2 * jobqueue.LEASE_S)
+        for name in short_ones:
+            await add_probe(clean, "west", name, sleep_s=0.05)
+
+        async def all_done() -> bool:
+            return all((folder / f"{n}.done").exists() for n in long_ones + short_ones)
+
+        await eventually(all_done, within=60)
+        ran_by = set()
+        for name in long_ones + short_ones:
+            runs = runs_of(folder, name)
+            assert len(runs) == 1, (name, runs)
+            ran_by.add(runs[0][0])
+        assert ran_by <= workers
+        await eventually(lambda: outbox_empty(clean, "west"))
+    finally:
         clean.launcher.stop_child(extra.spec.name)
 
 
@@ -126,27 +219,37 @@ async def test_failed_jobs_retry_then_dead_letter_then_replay(clean: Cluster,
     folder.mkdir(parents=True, exist_ok=True)
     switch = folder / "flaky.fail"
     switch.write_text("fail until removed")
-    await add_probe(clean, "north", "flaky", attempts=3,
-                    backoff={"type": "exponential", "delay": 100})
-    queue = jobqueue.open_queue(clean.topology, "north")
+    job = await add_probe(clean, "north", "flaky", attempts=3, backoff_ms=100)
+    conn = await clean.pg("north")
     try:
         async def dead() -> list[dict[str, Any]]:
-            return await jobqueue.dead_letters(queue)
+            return await jobqueue.dead_letters(conn)
 
         letters = await eventually(dead, within=30)
-        assert letters[0]["id"] == "probe-flaky" and letters[0]["attempts"] == 3
-        assert len((folder / "flaky.runs").read_text().splitlines()) == 3  # retried
+        assert [(d["id"], d["kind"], d["attempts"]) for d in letters] == [(job, "probe", 3)]
+        assert letters[0]["reason"] == "RuntimeError: probe flaky asked to fail"
+        assert letters[0]["data"]["name"] == "flaky"
+        runs = runs_of(folder, "flaky")
+        assert len(runs) == 3  # retried, then no more
+        # Each retry waited out its backoff: 0.1 s, then 0.2 s.
+        assert runs[1][1] - runs[0][1] >= 0.1 and runs[2][1] - runs[1][1] >= 0.2
+        assert (await jobqueue.counts(conn))["failed"] == 1
         listing = await asyncio.to_thread(bookcluster, clean, "jobs", "failed", "--region",
                                           "north")
-        assert listing.returncode == 0 and "probe-flaky" in listing.stdout
+        assert listing.returncode == 0 and job in listing.stdout
+        counts = await asyncio.to_thread(bookcluster, clean, "jobs", "counts", "--region",
+                                         "north")
+        assert counts.returncode == 0 and '"failed": 1' in counts.stdout
         switch.unlink()
         replay = await asyncio.to_thread(bookcluster, clean, "jobs", "replay", "--region",
                                          "north")
         assert "replayed 1" in replay.stdout
         await eventually(lambda: asyncio.to_thread((folder / "flaky.done").exists))
-        assert await jobqueue.dead_letters(queue) == []
+        assert await jobqueue.dead_letters(conn) == []
+        assert len(runs_of(folder, "flaky")) == 4
+        await eventually(lambda: outbox_empty(clean, "north"))  # a job that ran is deleted
     finally:
-        await queue.close()
+        await conn.close()
     worker = clean.topology.region("north").worker
     assert worker is not None
     async with http.get(f"http://{worker.host}:{worker.port}/metrics") as resp:

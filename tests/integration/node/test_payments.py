@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from bookcluster.booking.signing import SIGNATURE_HEADER, sign_webhook
-from bookcluster.stores.jobqueue import dead_letters, open_queue
+from bookcluster.stores.jobqueue import dead_letters
 from tests.integration.conftest import SHORT_TTL_S, Cluster
 from tests.integration.node.helpers import seats_of, shows_in
 from tests.integration.node.test_holds import confirm, hold
@@ -229,11 +229,11 @@ async def test_capture_for_an_unknown_booking_of_a_known_show_is_refunded(
     assert await clean.fetch("south", "SELECT 1 FROM payment") == []
     assert await metric(http, worker_url, "bookcluster_jobs_total", kind="payment_event",
                         outcome="retry") == failures_before
-    queue = open_queue(clean.topology, "south")
+    conn = await clean.pg("south")
     try:
-        assert await dead_letters(queue) == []
+        assert await dead_letters(conn) == []
     finally:
-        await queue.close()
+        await conn.close()
 
 
 async def event_outcome(cluster: Cluster, region: str, event_id: str) -> str:
