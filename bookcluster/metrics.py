@@ -137,10 +137,10 @@ class WorkerMetrics:
             "bookcluster_queue_depth", "Jobs in the region's queue by state",
             ["region", "state"], registry=self.registry)
         self.outbox_pending = Gauge(
-            "bookcluster_outbox_pending", "Outbox rows not yet relayed to the queue",
+            "bookcluster_outbox_pending", "Jobs in the outbox not done yet (dead letters aside)",
             ["region"], registry=self.registry)
         self.relayed = Gauge(
-            "bookcluster_outbox_relayed", "Outbox rows relayed to the queue since start",
+            "bookcluster_outbox_relayed", "Jobs this worker claimed from the outbox since start",
             ["region"], registry=self.registry)
         self.expired = Gauge(
             "bookcluster_holds_expired", "Bookings the sweeper expired since start", ["region"],

@@ -14,7 +14,7 @@ and no second store (`bookcluster/db/functions/jobs.sql` holds the statements):
 - a job that ran is deleted (batched with the worker's next claim), so the table
   holds only the queue, and the dead letters.
 
-Why not BullMQ on the region's Redis master any more (it was, until issue 22): that
+Why not BullMQ on the region's Redis master any more (it was before): that
 master is the seat master, replicated to a replica in every region, so every job
 was written there and copied three times (~1.1 ms of Redis CPU per confirm), the
 outbox was written and relayed besides, and BullMQ's machinery was 65 % of a

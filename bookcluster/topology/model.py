@@ -39,7 +39,7 @@ class Region:
     pg_primary: Endpoint
     pg_standby: Endpoint | None
     nodes: tuple[Endpoint, ...]
-    # The region's job worker (queue consumer, outbox relay, expiry sweeper);
+    # The region's job worker (jobs from the outbox, expiry sweeper);
     # the address serves its /healthz and /metrics.
     worker: Endpoint | None = None
     # Patroni: the REST API of each PostgreSQL member (in `pg_members` order), and the

@@ -1,1 +1,1 @@
-"""A region's worker process: its jobs, the outbox relay and the expiry sweeper."""
+"""A region's worker process: its jobs (from the outbox), the expiry sweeper, the seat mirror."""
