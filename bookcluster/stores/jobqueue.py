@@ -11,8 +11,9 @@ and no second store (`bookcluster/db/functions/jobs.sql` holds the statements):
 - a failed run is retried after a backoff doubling from 0.5 s, 6 attempts in all,
   then the row is dead-lettered (`failed_at`): kept, listed and replayed by
   `bookcluster jobs failed|replay` and the admin routes;
-- a job that ran is deleted (batched with the worker's next claim), so the table
-  holds only the queue, and the dead letters.
+- a job that ran is marked done (batched with the worker's next claim) and deleted
+  `DONE_KEEP_S` later by the workers' prune, so the table holds the queue, the
+  dead letters and the last seconds' finished jobs (counted as `completed`).
 
 Why not BullMQ on the region's Redis master any more (it was before): that
 master is the seat master, replicated to a replica in every region, so every job
@@ -39,20 +40,22 @@ BACKOFF_MS = 500  # retries back off 0.5 s, 1 s, 2 s, 4 s, 8 s; then the job is 
 # A job whose worker stops renewing its lease (killed, frozen) is due again this
 # long after its last renewal (BullMQ's lock was 4 s, checked every 2 s).
 LEASE_S = 4.0
+# Finished jobs are kept this long (counted, looked at; BullMQ kept them a day), then
+# deleted: at 300 jobs/s the table holds about 9,000 finished rows.
+DONE_KEEP_S = 30.0
 # The states `counts` reports, as BullMQ named them (the metric's labels, the admin
-# route's and `jobs counts`' keys). `completed` is always 0: a job that ran is
-# deleted; `prioritized` is always 0: jobs have no priorities.
+# route's and `jobs counts`' keys). `completed`: done within DONE_KEEP_S;
+# `prioritized` is always 0: jobs have no priorities.
 COUNT_STATES = ("waiting", "active", "delayed", "failed", "completed", "prioritized")
 JOB_ID_PREFIX = "outbox-"
 
 _COUNTS = """
-SELECT count(*) FILTER (WHERE failed_at IS NULL AND run_at <= now()) AS waiting,
-       count(*) FILTER (WHERE failed_at IS NULL AND run_at > now()
-                        AND locked_by IS NOT NULL) AS active,
-       count(*) FILTER (WHERE failed_at IS NULL AND run_at > now()
-                        AND locked_by IS NULL) AS delayed,
-       count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed
-FROM outbox
+SELECT count(*) FILTER (WHERE live AND run_at <= now()) AS waiting,
+       count(*) FILTER (WHERE live AND run_at > now() AND locked_by IS NOT NULL) AS active,
+       count(*) FILTER (WHERE live AND run_at > now() AND locked_by IS NULL) AS delayed,
+       count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,
+       count(*) FILTER (WHERE done_at IS NOT NULL) AS completed
+FROM (SELECT *, failed_at IS NULL AND done_at IS NULL AS live FROM outbox) o
 """
 
 
@@ -103,8 +106,8 @@ def _job(row: asyncpg.Record) -> Job:
 
 async def claim(conn: asyncpg.Connection, worker: str, done: list[int], limit: int,
                 lease_s: float = LEASE_S) -> list[Job]:
-    """Delete the jobs `done` that `worker` finished, then claim up to `limit` due ones
-    for `lease_s`: one statement."""
+    """Mark the jobs `done` that `worker` finished done, then claim up to `limit` due
+    ones for `lease_s`: one statement."""
     rows = await conn.fetch("SELECT * FROM bc_jobs_claim($1, $2, $3, $4)", worker, done,
                             limit, timedelta(seconds=lease_s))
     return [_job(r) for r in rows]
@@ -124,6 +127,11 @@ async def failed(conn: asyncpg.Connection, worker: str, row_id: int, error: str)
     dead: bool | None = await conn.fetchval("SELECT bc_job_failed($1, $2, $3)", worker,
                                             row_id, error)
     return dead
+
+
+async def prune(conn: asyncpg.Connection, keep_s: float = DONE_KEEP_S) -> int:
+    """Delete jobs done more than `keep_s` ago; returns how many."""
+    return int(await conn.fetchval("SELECT bc_jobs_prune($1)", timedelta(seconds=keep_s)))
 
 
 async def add(conn: asyncpg.Connection, kind: str, data: dict[str, Any], *,

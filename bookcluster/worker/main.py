@@ -147,8 +147,10 @@ class RegionWorker:
         return result
 
     async def watch_once(self) -> None:
-        """Queue gauges: jobs by state; `outbox_pending` is every job not done yet."""
+        """Finished jobs pruned; queue gauges: jobs by state, `outbox_pending` every job
+        not done yet."""
         async with self.home.connection(self.region) as conn:
+            await jobqueue.prune(conn)
             counts = await jobqueue.counts(conn)
         for state, value in counts.items():
             self.metrics.queue_depth.labels(self.region, state).set(value)

@@ -1,10 +1,10 @@
 """The worker's job consumer: claims the region's due outbox rows and runs them.
 
 Up to `concurrency` jobs run at once, each as an owned task. One loop claims: a
-round deletes the jobs that finished since the last one and claims as many due
+round marks the jobs that finished since the last one done and claims as many due
 rows as there are free slots, in one statement (`bookcluster.stores.jobqueue.claim`).
 The next round comes when half the slots are free (under load one statement claims
-a few jobs and deletes a few), or after `poll_s` (an idle worker asks ten times a
+a few jobs and marks a few done), or after `poll_s` (an idle worker asks ten times a
 second, one cheap statement, as the relay did). Another loop renews the leases of
 the running jobs; a job whose lease turns out to be another worker's (this process
 was frozen past it) is cancelled here, since that worker runs it now. On close: no
@@ -55,14 +55,14 @@ class Consumer:
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.running: dict[int, asyncio.Task[None]] = {}
-        self._done: list[int] = []  # finished, deleted with the next claim
+        self._done: list[int] = []  # finished, marked done with the next claim
         self._wake = asyncio.Event()
         self._closing = False
         self.claimed_total = 0
 
     async def claim_once(self) -> int:
-        """Delete the finished jobs, claim due ones into the free slots and start them.
-        Returns how many it claimed."""
+        """Mark the finished jobs done, claim due ones into the free slots and start
+        them. Returns how many it claimed."""
         free = 0 if self._closing else self.concurrency - len(self.running)
         if free <= 0 and not self._done:
             return 0
@@ -71,7 +71,7 @@ class Consumer:
             async with self.home.connection(self.region) as conn:
                 jobs = await jobqueue.claim(conn, self.name, done, max(free, 0), self.lease_s)
         except BaseException:
-            self._done[:0] = done  # deleted next time (a lost deletion re-runs them)
+            self._done[:0] = done  # marked next time (a lost mark re-runs them)
             raise
         for job in jobs:
             self.running[job.id] = asyncio.create_task(self._run(job),

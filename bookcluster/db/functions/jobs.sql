@@ -2,11 +2,11 @@
 -- row, written in the transaction of the change that causes it; these functions only
 -- record a job's progress. Each commits with synchronous_commit = local (no wait for
 -- the synchronous standby): a record a failover loses only makes a job run again
--- (a claim or a retry forgotten) or run once more (a deletion forgotten), and every
+-- (a claim or a retry forgotten) or run once more (its end forgotten), and every
 -- handler is idempotent (at least once). The job rows themselves are written with the
 -- business transaction's own durability.
 
--- Deletes the jobs `p_done` this worker finished (a job whose lease another worker
+-- Marks the jobs `p_done` this worker finished done (a job whose lease another worker
 -- took meanwhile is theirs now: left alone), then claims up to `p_limit` due jobs for
 -- `p_lease`: the oldest first, skipping rows another worker is claiming right now.
 -- A due job past its last attempt (its worker died or froze in it) is dead-lettered
@@ -20,14 +20,16 @@ LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM set_config('synchronous_commit', 'local', true);
     IF cardinality(p_done) > 0 THEN
-        DELETE FROM outbox o WHERE o.id = ANY (p_done) AND o.locked_by = p_worker;
+        UPDATE outbox o SET done_at = now(), locked_by = NULL
+        WHERE o.id = ANY (p_done) AND o.locked_by = p_worker AND o.done_at IS NULL;
     END IF;
     IF p_limit < 1 THEN
         RETURN;
     END IF;
     RETURN QUERY
     WITH due AS (
-        SELECT o.id FROM outbox o WHERE o.failed_at IS NULL AND o.run_at <= now()
+        SELECT o.id FROM outbox o
+        WHERE o.failed_at IS NULL AND o.done_at IS NULL AND o.run_at <= now()
         ORDER BY o.run_at LIMIT p_limit FOR UPDATE SKIP LOCKED
     ), taken AS (
         UPDATE outbox o SET
@@ -54,7 +56,7 @@ BEGIN
     PERFORM set_config('synchronous_commit', 'local', true);
     RETURN QUERY
     UPDATE outbox SET run_at = now() + p_lease
-    WHERE id = ANY (p_ids) AND locked_by = p_worker AND failed_at IS NULL
+    WHERE id = ANY (p_ids) AND locked_by = p_worker AND failed_at IS NULL AND done_at IS NULL
     RETURNING id;
 END $$;
 
@@ -71,7 +73,7 @@ BEGIN
            failed_at = CASE WHEN attempts >= max_attempts THEN now() END,
            run_at = now() + make_interval(
                secs => backoff_ms * 2 ^ least(greatest(attempts - 1, 0), 20) / 1000.0)
-    WHERE id = p_id AND locked_by = p_worker AND failed_at IS NULL
+    WHERE id = p_id AND locked_by = p_worker AND failed_at IS NULL AND done_at IS NULL
     RETURNING failed_at IS NOT NULL INTO v_dead;
     RETURN v_dead;
 END $$;
@@ -85,6 +87,19 @@ DECLARE
 BEGIN
     UPDATE outbox SET failed_at = NULL, attempts = 0, run_at = now(), locked_by = NULL
     WHERE failed_at IS NOT NULL AND (p_ids IS NULL OR id = ANY (p_ids));
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+
+-- Deletes jobs done more than `p_keep` ago (they are kept a while to be counted and
+-- looked at, as BullMQ kept completed jobs). Returns how many.
+CREATE OR REPLACE FUNCTION bc_jobs_prune(p_keep interval)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_n integer;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'local', true);
+    DELETE FROM outbox WHERE done_at < now() - p_keep;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
 END $$;

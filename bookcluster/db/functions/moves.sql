@@ -34,10 +34,10 @@ SELECT jsonb_build_object(
     'idempotency', (SELECT coalesce(jsonb_agg(t), '[]') FROM idempotency t
                     WHERE booking_id IN (SELECT id FROM bookings)
                     AND (p_since IS NULL OR created_at > p_since)),
-    -- Jobs not done yet (a job that ran is deleted), always all of them: one running
-    -- now may run again at the target (at least once).
-    'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t
-               WHERE substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint
+    -- Jobs not done yet, always all of them: one running now may run again at the
+    -- target (at least once).
+    'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t WHERE done_at IS NULL
+               AND substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint
                    = ANY (p_shows)))
 $$;
 

@@ -74,7 +74,10 @@ BEGIN
     SELECT p_show, p_booking, 'book', x FROM unnest(v_wanted) x;
     INSERT INTO outbox (kind, payload) VALUES
         ('ticket', jsonb_build_object('booking_id', p_booking)),
-        ('notification', jsonb_build_object('booking_id', p_booking, 'event', 'confirmed'));
+        -- The mail's data, which this transaction has: its job need not read the booking.
+        ('notification', jsonb_build_object('booking_id', p_booking, 'event', 'confirmed',
+                                            'user_id', v_booking.user_id,
+                                            'seat_ids', to_jsonb(v_wanted)));
     outcome := 'sold'; detail := v_wanted;
     RETURN NEXT;
 END $$;

@@ -58,9 +58,20 @@ def mail(note_id: str, to: str, booking_id: str, subject: str, body: str) -> byt
     return message.as_bytes()
 
 
+async def _booking(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
+    """What the mail needs of its booking: carried by the job where the transaction that
+    wrote it had it (a sale's: user and seats never change after it), else read."""
+    if "user_id" in data and "seat_ids" in data:
+        show = await ctx.bookings.show_of_booking(data["booking_id"])  # the catalog's
+        return {"booking_id": data["booking_id"], "user_id": data["user_id"],
+                "seat_ids": list(data["seat_ids"]), "show_id": show.id,
+                "region": show.region}
+    return await ctx.bookings.get(data["booking_id"], owner=None)
+
+
 async def send(ctx: JobContext, data: dict[str, Any]) -> str:
     event = data["event"]
-    booking = await ctx.bookings.get(data["booking_id"], owner=None)
+    booking = await _booking(ctx, data)
     note_id = f"{booking['booking_id']}:{event}"
     message = mail(note_id, f"{booking['user_id']}@users.bookcluster.local",
                    booking["booking_id"], SUBJECTS.get(event, event),

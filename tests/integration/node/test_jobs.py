@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import subprocess
@@ -70,6 +71,11 @@ async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.C
     text = mail.read_text()
     assert "mira@users.bookcluster.local" in text and "confirmed" in text
     assert rows[0]["reference"] in text
+    # The mail's job carried what the sale knew (no read of the booking for it).
+    jobs = await clean.fetch("west", "SELECT payload FROM outbox WHERE kind = 'notification'")
+    assert [json.loads(j["payload"]) for j in jobs] == [{
+        "booking_id": booking, "event": "confirmed", "user_id": "mira",
+        "seat_ids": sorted(seats_of(catalog, show, 2))}]
     # The jobs ran in west, the booking's home region, and only once each.
     notes = await clean.fetch("west", "SELECT kind FROM notification WHERE booking_id = $1",
                               booking)
@@ -90,7 +96,8 @@ async def add_probe(cluster: Cluster, region: str, name: str, *, sleep_s: float 
 
 
 async def outbox_empty(cluster: Cluster, region: str) -> bool:
-    return not await cluster.fetch(region, "SELECT 1 FROM outbox")
+    """No job left to run (finished ones are kept a while, then pruned)."""
+    return not await cluster.fetch(region, "SELECT 1 FROM outbox WHERE done_at IS NULL")
 
 
 def runs_of(folder: Path, name: str) -> list[tuple[int, float]]:
@@ -147,7 +154,14 @@ async def test_job_of_a_frozen_worker_runs_on_another_and_not_again_after(
     folder = probe_dir(clean, "south")
     done = folder / "frozen.done"
     frozen = None
+
+    async def ended() -> dict[int, float]:
+        """Probe jobs each worker ran to their end so far."""
+        return {pid: await metric(http, url, "bookcluster_jobs_total", kind="probe",
+                                  outcome="ok") for pid, url in urls.items()}
+
     try:
+        before = await ended()
         # Longer than the lease, so the frozen worker's own run is not over when it wakes.
         await add_probe(clean, "south", "frozen", sleep_s=3 * jobqueue.LEASE_S)
         await eventually(lambda: asyncio.to_thread(runs_of, folder, "frozen"))
@@ -168,9 +182,9 @@ async def test_job_of_a_frozen_worker_runs_on_another_and_not_again_after(
         assert [pid for pid, _ in runs][0] == frozen_pid and len(runs) == 2
         assert runs[1][0] in workers and runs[1][0] != frozen_pid
         assert int(done.read_text()) == runs[1][0]
-        ended = {pid: await metric(http, url, "bookcluster_jobs_total", kind="probe",
-                                   outcome="ok") for pid, url in urls.items()}
-        assert ended == {frozen_pid: 0, runs[1][0]: 1}
+        after = await ended()
+        assert {pid: after[pid] - before[pid] for pid in urls} == {frozen_pid: 0,
+                                                                   runs[1][0]: 1}
     finally:
         if frozen is not None:
             os.kill(frozen, signal.SIGCONT)
@@ -247,7 +261,15 @@ async def test_failed_jobs_retry_then_dead_letter_then_replay(clean: Cluster,
         await eventually(lambda: asyncio.to_thread((folder / "flaky.done").exists))
         assert await jobqueue.dead_letters(conn) == []
         assert len(runs_of(folder, "flaky")) == 4
-        await eventually(lambda: outbox_empty(clean, "north"))  # a job that ran is deleted
+        await eventually(lambda: outbox_empty(clean, "north"))
+        assert (await jobqueue.counts(conn))["completed"] >= 1
+        # Finished jobs are kept a while, then pruned; a job not run yet never is.
+        waiting = await conn.fetchval(
+            "INSERT INTO outbox (kind, payload, run_at) VALUES ('probe', '{}', "
+            "now() + interval '1 hour') RETURNING id")
+        assert await jobqueue.prune(conn, 0) >= 1
+        left = await conn.fetch("SELECT id, done_at FROM outbox")
+        assert [(r["id"], r["done_at"]) for r in left] == [(waiting, None)]
     finally:
         await conn.close()
     worker = clean.topology.region("north").worker
