@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -111,6 +112,15 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert status == 200, body
     status, held = await hold(http, west, show, "bob", [b], key="bob-hold")
     assert status == 201, held
+    # A dead-lettered job of the theatre's (its outbox rows not done go along).
+    dead = {"booking_id": sold["booking_id"], "event": "confirmed"}
+    source_pg = await movable.pg(source)
+    try:
+        await source_pg.execute(
+            "INSERT INTO outbox (kind, payload, attempts, failed_at, last_error) "
+            "VALUES ('notification', $1::jsonb, 6, now(), 'gave up')", json.dumps(dead))
+    finally:
+        await source_pg.close()
     before = await rows_of(movable, source, shows)
     epoch = (await owner_rows(movable, theatre))[source][1]
 
@@ -121,6 +131,10 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert owners[target] == ("OWNED", epoch + 1, None), owners
     assert await rows_of(movable, target, shows) == before
     assert set((await rows_of(movable, source, shows)).values()) == {0}
+    letters = "SELECT payload, attempts, last_error FROM outbox WHERE failed_at IS NOT NULL"
+    assert [(json.loads(r["payload"]), r["attempts"], r["last_error"])
+            for r in await movable.fetch(target, letters)] == [(dead, 6, "gave up")]
+    assert await movable.fetch(source, letters) == []
     assert any("frozen for" in line for line in lines), lines
     topology = load_topology(movable.topology.path)
     assert topology.epoch == epoch + 1 and topology.theatres[theatre] == target
