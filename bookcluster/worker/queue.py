@@ -2,14 +2,15 @@
 
 Up to `concurrency` jobs run at once, each as an owned task. One loop claims: a
 round marks the jobs that finished since the last one done and claims as many due
-rows as there are free slots, in one statement (`bookcluster.stores.jobqueue.claim`).
-The next round comes when half the slots are free (under load one statement claims
-a few jobs and marks a few done), or after `poll_s` (an idle worker asks ten times a
-second, one cheap statement, as the relay did). Another loop renews the leases of
-the running jobs; a job whose lease turns out to be another worker's (this process
-was frozen past it) is cancelled here, since that worker runs it now. On close: no
-new claims, running jobs get a grace period, then the rest are cancelled and handed
-back at once (their next attempt).
+rows as make up two batches of `concurrency` held (running, or claimed to start when
+a slot frees), in one statement (`bookcluster.stores.jobqueue.claim`). The next
+round comes when a batch has started (under load one statement claims and marks
+done about `concurrency` jobs), or after `poll_s`: an idle worker asks ten times a
+second with one index probe (`any_due`), as the relay did. Another loop renews the
+leases of the jobs held; a job whose lease turns out to be another worker's (this
+process was frozen past it) is cancelled here, since that worker runs it now. On
+close: no new claims, running jobs get a grace period, then the rest are cancelled
+and handed back at once (their next attempt), with the ones never started.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from bookcluster.topology.errors import RegionUnavailable
 log = logging.getLogger(__name__)
 
 CONCURRENCY = 8
+# Jobs held at most, in batches of CONCURRENCY: a claim costs PostgreSQL about 0.45 ms
+# whatever its size plus 0.03 ms per job (measured: 0.13 ms a job claimed 4 at a time,
+# 0.06 ms 8 at a time), so a worker keeps the next batch claimed while one runs.
+PREFETCH = 2
 IDLE_POLL_S = 0.1
 RENEW_EVERY_S = jobqueue.LEASE_S / 4
 FAILURE_PAUSE_S = 1.0  # the first pause after a failed round (then backed off)
@@ -55,32 +60,47 @@ class Consumer:
         self.poll_s = poll_s
         self.lease_s = lease_s
         self.running: dict[int, asyncio.Task[None]] = {}
+        self.waiting: dict[int, Job] = {}  # claimed, to start when a slot frees (in order)
         self._done: list[int] = []  # finished, marked done with the next claim
         self._wake = asyncio.Event()
         self._closing = False
+        self._idle = True  # the last claim found nothing
         self.claimed_total = 0
 
+    def _held(self) -> int:
+        return len(self.running) + len(self.waiting)
+
     async def claim_once(self) -> int:
-        """Mark the finished jobs done, claim due ones into the free slots and start
-        them. Returns how many it claimed."""
-        free = 0 if self._closing else self.concurrency - len(self.running)
-        if free <= 0 and not self._done:
+        """Mark the finished jobs done and claim a batch of due ones (up to PREFETCH
+        jobs held), starting as many as there are free slots. Returns how many it
+        claimed."""
+        want = 0 if self._closing else PREFETCH * self.concurrency - self._held()
+        if want <= 0 and not self._done:
             return 0
         done, self._done = self._done, []
         try:
             async with self.home.connection(self.region) as conn:
-                jobs = await jobqueue.claim(conn, self.name, done, max(free, 0), self.lease_s)
+                if not done and self._idle and not await jobqueue.any_due(conn):
+                    return 0  # the idle poll: one index probe, not a claim
+                jobs = await jobqueue.claim(conn, self.name, done, max(want, 0), self.lease_s)
         except BaseException:
             self._done[:0] = done  # marked next time (a lost mark re-runs them)
             raise
+        self._idle = not jobs
         for job in jobs:
-            self.running[job.id] = asyncio.create_task(self._run(job),
-                                                       name=f"job {job.name}")
+            self.waiting[job.id] = job
+        self._start()
         self.claimed_total += len(jobs)
         return len(jobs)
 
+    def _start(self) -> None:
+        while self.waiting and len(self.running) < self.concurrency and not self._closing:
+            row_id = next(iter(self.waiting))
+            job = self.waiting.pop(row_id)
+            self.running[row_id] = asyncio.create_task(self._run(job), name=f"job {job.name}")
+
     async def _round(self) -> bool:
-        """One claim; then wait until half the slots are free (a claim per few jobs
+        """One claim; then wait until the jobs held fall to one batch (a claim per batch
         under load, not per job), or `poll_s` passed."""
         self._wake.clear()
         await self.claim_once()
@@ -92,7 +112,7 @@ class Consumer:
             except TimeoutError:
                 break
             self._wake.clear()
-            if len(self.running) <= self.concurrency // 2:
+            if self._held() <= (PREFETCH - 1) * self.concurrency:
                 break
         return True
 
@@ -107,6 +127,7 @@ class Consumer:
             self._done.append(job.id)
         finally:
             self.running.pop(job.id, None)
+            self._start()
             self._wake.set()
 
     async def _failed(self, job: Job, exc: Exception) -> None:
@@ -118,15 +139,18 @@ class Consumer:
             log.warning("failure of job %s not recorded: %s", job.name, failure)
 
     async def renew_once(self) -> None:
-        """Extend the leases of the running jobs; cancel those another worker took."""
-        ids = list(self.running)
+        """Extend the leases of the jobs held; drop or cancel those another worker took."""
+        ids = [*self.running, *self.waiting]
         if not ids:
             return
         async with self.home.connection(self.region) as conn:
             ours = await jobqueue.renew(conn, self.name, ids, self.lease_s)
         for row_id in ids:
+            if row_id in ours:
+                continue
+            self.waiting.pop(row_id, None)
             task = self.running.get(row_id)
-            if row_id not in ours and task is not None:
+            if task is not None:
                 log.warning("job %s: lease lost (another worker runs it); stopped here",
                             jobqueue.job_id(row_id))
                 task.cancel()
@@ -142,10 +166,11 @@ class Consumer:
         """Let running jobs end within `grace_s` (the caller keeps the lease loop going
         meanwhile), then cancel the rest and hand them back; delete the finished ones."""
         self._closing = True
-        left: list[int] = []
+        left: list[int] = list(self.waiting)  # never started: back to the queue at once
+        self.waiting.clear()
         if self.running:
             _, pending = await asyncio.wait(list(self.running.values()), timeout=grace_s)
-            left = [row_id for row_id, task in self.running.items() if task in pending]
+            left += [row_id for row_id, task in self.running.items() if task in pending]
             if pending:
                 log.warning("%d job(s) still running after %.0fs; handed back to the queue",
                             len(pending), grace_s)
