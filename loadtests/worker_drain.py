@@ -22,6 +22,14 @@ load, how long the rest took to drain, and CPU ms per confirm of the workers
 (net of their idle use, measured first) and of every other process group.
 Bounded in count (`rate x duration`, at most `--max-confirms`) and time.
 
+The job queue on the outbox (PostgreSQL) against BullMQ on the seat master, three
+pairs run one after the other (`--rate 80 --duration 12`, 960 confirms each, machine
+shared with other work: the nodes' group, which the change does not touch, varied
+by up to 27 % between runs), CPU ms per confirm, BullMQ -> outbox: Redis masters
+1.66-1.82 -> 0.66-0.81, their replicas 1.42-1.61 -> 0.60-0.76, workers 8.35-9.32 ->
+7.06-8.98, PostgreSQL 5.12-5.93 -> 6.21-7.45; workers + stores 16.6-18.7 ->
+14.5-18.0; jobs drained after the load 96-103 -> 118-123 per kind a second.
+
     .venv/bin/python loadtests/worker_drain.py --render 2000
 
 only times the ticket picture (`bookcluster/worker/jobs/ticket_image.py`: QR, text,
