@@ -32,7 +32,7 @@ by up to 27 % between runs), CPU ms per confirm, BullMQ -> outbox: Redis masters
 
     .venv/bin/python loadtests/worker_drain.py --render 2000
 
-only times the ticket picture (`bookcluster/worker/jobs/ticket_image.py`: QR, text,
+only times the ticket picture (`bookcluster/booking/ticket_image.py`: QR, text,
 PNG) in this process: CPU ms per ticket, no cluster.
 """
 
@@ -381,8 +381,8 @@ def summary(r: dict[str, Any]) -> str:
 
 def render_cost(count: int) -> dict[str, float]:
     """CPU ms per ticket picture and per stage (median of 5 rounds of `count`)."""
+    from bookcluster.booking import ticket_image
     from bookcluster.booking.signing import ticket_reference
-    from bookcluster.worker.jobs import ticket_image
 
     reference = ticket_reference("bench-secret", "b1001-0123456789abcdef")
     lines = ["A Movie (UA, Hindi)", "A Theatre, Bengaluru - Audi 2",

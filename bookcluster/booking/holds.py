@@ -15,7 +15,6 @@ import logging
 import math
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bookcluster.booking import ids, ledger
@@ -26,6 +25,7 @@ from bookcluster.booking.models import (
     hold_json,
     payment_json,
 )
+from bookcluster.booking.tickets import Tickets
 from bookcluster.catalog import Catalog, ShowInfo
 from bookcluster.errors import (
     BookingNotPending,
@@ -75,6 +75,7 @@ class BookingService:
         self.limits = connections.topology.limits
         self.metrics = metrics
         self.home = HomeRegion(connections)
+        self.tickets = Tickets(self.home, catalog, connections.topology.secrets)
         # user -> (monotonic time its fetch started, the answer)
         self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
         self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
@@ -248,19 +249,6 @@ class BookingService:
         return {**booking_json(row, show.region),
                 "payments": [payment_json(p) for p in payments]}
 
-    async def ticket_png(self, booking_id: str) -> bytes | None:
-        """The booking's ticket picture once its worker made it, or None. Tickets made
-        before pictures moved into PostgreSQL are read from the file recorded then."""
-        show = await self.show_of_booking(booking_id)
-        async with self.home.connection(show.region) as conn:
-            row = await conn.fetchrow("SELECT png, path FROM ticket WHERE booking_id = $1",
-                                      booking_id)
-        if row is None:
-            return None
-        if row["png"] is not None:
-            return bytes(row["png"])
-        return await asyncio.to_thread(_read_if_there, Path(row["path"]))
-
     def wrote(self, user_id: str) -> None:
         """A write of the user went through this node: their list is read afresh."""
         now = time.monotonic()
@@ -391,7 +379,3 @@ class BookingService:
 def released(freed: list[ledger.Freed]) -> mirror.Changes:
     """Seats a ledger transition freed, as mirror changes."""
     return mirror.group(("release", show, booking, seat) for booking, show, seat in freed)
-
-
-def _read_if_there(path: Path) -> bytes | None:
-    return path.read_bytes() if path.exists() else None

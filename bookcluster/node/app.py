@@ -22,6 +22,7 @@ from bookcluster.metrics import NodeMetrics
 from bookcluster.node.admission import WriteAdmission
 from bookcluster.node.auth import TokenVerifier
 from bookcluster.node.body import MAX_BODY_BYTES
+from bookcluster.node.cors import cors_middleware
 from bookcluster.node.forward import Forwarder
 from bookcluster.node.middlewares import error_middleware, home_middleware, metrics_middleware
 from bookcluster.node.openapi import document_bytes
@@ -136,12 +137,14 @@ async def freeze_startup_objects(_: web.Application) -> None:
 def create_app(settings: NodeSettings) -> web.Application:
     # client_max_size: aiohttp counts while reading, so a chunked body (no Content-Length)
     # is cut off at the limit too (413) instead of being buffered whole.
-    app = web.Application(middlewares=[metrics_middleware, home_middleware, error_middleware],
+    # CORS outside the error middleware: the cluster's pages read refusals too.
+    app = web.Application(middlewares=[metrics_middleware, cors_middleware, home_middleware,
+                                       error_middleware],
                           client_max_size=MAX_BODY_BYTES)
     app[settings_key] = settings
     # Secrets are checked at start-up: a node without them must not start half-able.
     settings.topology.secrets.require("redis_password", "pg_password", "forward_secret",
-                                      "webhook_secret")
+                                      "webhook_secret", "ticket_secret")
     app[verifier_key] = TokenVerifier(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
     app[admission_key] = WriteAdmission(

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 HOME_REGION_HEADER = "X-Bookcluster-Home-Region"
 HOME_NODES_HEADER = "X-Bookcluster-Home-Nodes"  # space-separated base URLs
+# The answering node's own region, next to those two: a page served by a node of the
+# home region (listed in the topology or not) sends its writes to that node.
+NODE_REGION_HEADER = "X-Bookcluster-Node-Region"
 
 OUTCOME_WORDS = {
     "not_applied": "nothing was changed, retry later",
@@ -107,6 +110,7 @@ async def home_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.headers[HOME_REGION_HEADER] = region
         response.headers[HOME_NODES_HEADER] = " ".join(
             f"http://{node.host}:{node.port}" for node in nodes)
+        response.headers[NODE_REGION_HEADER] = request.app[connections_key].local_region
     return response
 
 

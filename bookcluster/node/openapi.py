@@ -251,7 +251,7 @@ def paths() -> dict[str, dict[str, Any]]:
             params=(BOOKING,), responses={200: ok("The booking", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",), 503: PRIMARY_DOWN})},
         "/booking/booking/{booking_id}/ticket": {"get": operation(
-            "getTicket", "booking", "user", "The ticket PNG once the region's worker made it",
+            "getTicket", "booking", "user", "The ticket PNG, drawn on its first download",
             params=(BOOKING,),
             responses={200: {"description": "The ticket (QR code with a signed reference)",
                              "content": {"image/png": {"schema": {}}}}},

@@ -13,7 +13,6 @@ whatever still runs.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +22,7 @@ import redis.asyncio as aioredis
 from bookcluster.catalog import Catalog, SeatInfo, ShowInfo
 from bookcluster.metrics import NodeMetrics
 from bookcluster.seats.cache import DEFAULT_CAPACITY, Entry, SeatCache
+from bookcluster.seats.mapjson import encode_map
 from bookcluster.seats.state import SeatState, now_ms, read_seat_state
 from bookcluster.stores.connections import Connections
 from bookcluster.topology.errors import RegionUnavailable
@@ -84,15 +84,16 @@ class SeatMaps:
                             await self._catalog.layout(show.screen_id))
 
     async def seat_map_body(self, show: ShowInfo) -> bytes:
-        """The cached map as JSON bytes, rendered once per version (and per hold expiry)."""
+        """The cached map as JSON bytes (`mapjson.py`), rendered once per version (and per
+        hold expiry)."""
         entry = await self.entry(show)
         memo = entry.rendered.get("body")
         at = now_ms()
         if memo is not None and at < memo[0]:
             return memo[1]  # type: ignore[no-any-return]
         layout = await self._catalog.layout(show.screen_id)
-        body = json.dumps(self._render(show, entry.state, entry.verified_at,
-                                       f"cache@{self.region}", layout)).encode()
+        body = encode_map(self._head(show, entry.state, entry.verified_at, f"cache@{self.region}"),
+                          entry.state, layout, at)
         live = [exp for _, exp in entry.state.holds.values() if exp > at]
         entry.rendered["body"] = (min(live, default=1 << 62), body)
         return body
@@ -108,8 +109,12 @@ class SeatMaps:
             seats.append({"seat_id": seat.seat_id, "row": seat.row, "number": seat.number,
                           "category": seat.category, "price_paise": seat.price_paise,
                           "status": status})
+        return {**self._head(show, state, as_of, source), "counts": counts, "seats": seats}
+
+    @staticmethod
+    def _head(show: ShowInfo, state: SeatState, as_of: float, source: str) -> dict[str, Any]:
         return {"show_id": show.id, "region": show.region, "version": state.version,
-                "as_of": _iso(as_of), "source": source, "counts": counts, "seats": seats}
+                "as_of": _iso(as_of), "source": source}
 
     async def availability(self, theatre_id: str,
                            shows: list[ShowInfo]) -> dict[int, dict[str, Any]]:

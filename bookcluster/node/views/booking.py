@@ -18,7 +18,7 @@ from bookcluster.booking.confirm import ConfirmService
 from bookcluster.booking.models import Confirmation, HoldRequest, PayRequest, encode
 from bookcluster.booking.pay import PaymentService
 from bookcluster.catalog import ShowInfo
-from bookcluster.errors import BookingNotPending, Forbidden, InvalidInput, NotFound, TicketNotReady
+from bookcluster.errors import Forbidden, InvalidInput, NotFound
 from bookcluster.node import access
 from bookcluster.node.auth import Identity
 from bookcluster.node.body import json_body
@@ -160,12 +160,9 @@ async def my_bookings(request: web.Request, caller: Identity) -> web.Response:
 
 @access.user
 async def ticket(request: web.Request, caller: Identity) -> web.StreamResponse:
-    """The ticket PNG once the region's worker has made it."""
+    """The ticket PNG, drawn on its first download and stored (`booking/tickets.py`)."""
     booking_id = request.match_info["booking_id"]
-    booking = await request.app[bookings_key].get(booking_id, caller.user)
-    if booking["status"] != "CONFIRMED":
-        raise BookingNotPending(booking_id, booking["status"])
-    image = await request.app[bookings_key].ticket_png(booking_id)
-    if image is None:
-        raise TicketNotReady("the ticket is not ready yet; retry in a moment")
+    bookings = request.app[bookings_key]
+    show = await bookings.show_of_booking(booking_id)
+    image = await bookings.tickets.png(show, booking_id, caller.user)
     return web.Response(body=image, content_type="image/png")

@@ -1,7 +1,8 @@
 """The web pages: the booking page at `/`, the operator page at `/ops`, and their
 static files (`bookcluster/node/web/`: plain HTML, CSS and JavaScript modules, no build
-step). The pages call the node that served them; it forwards writes to the show's
-home region, so the browser needs no other origin (no CORS).
+step). The pages call the node that served them, except the booking page's writes,
+which go straight to a node of the show's home region (`cors.py`), back to the
+serving node (which forwards them) if that node does not answer.
 """
 
 from __future__ import annotations
@@ -13,16 +14,24 @@ from aiohttp import web
 
 from bookcluster.errors import NotFound
 from bookcluster.node import access
+from bookcluster.node.cors import node_origins
+from bookcluster.node.typedefs import connections_key
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
                  ".svg": "image/svg+xml"}
-# Only this origin's scripts, styles and connections (its own WebSocket included);
-# tickets are shown from blob: URLs. No inline script, so injected markup cannot run.
+# Only this origin's scripts and styles; connections to this origin (its own WebSocket
+# included) and to the cluster's other nodes, where the booking page sends writes home
+# (`cors.py`); tickets are shown from blob: URLs. No inline script, so injected markup
+# cannot run.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-           "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+       "connect-src 'self'{nodes}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+           "Cache-Control": "no-cache"}
+
+
+def csp(origins: frozenset[str]) -> str:
+    return CSP.format(nodes="".join(f" {o}" for o in sorted(origins)))
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,9 @@ def _serve(request: web.Request, name: str) -> web.Response:
     found = request.app[files_key].get(name)
     if found is None:
         raise NotFound(f"no file {name!r}", id=name)
+    policy = csp(node_origins(request.app[connections_key].topology))
     return web.Response(body=found.body, content_type=found.content_type,
-                        charset="utf-8", headers=HEADERS)
+                        charset="utf-8", headers={**HEADERS, "Content-Security-Policy": policy})
 
 
 @access.public

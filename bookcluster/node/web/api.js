@@ -1,6 +1,10 @@
-// Calls to the node that served the page (it forwards writes to the show's home
-// region, so the page needs no other origin), the signed-in user's token, errors
-// in plain words, and how money and times are shown (₹, IST).
+// Calls to the node that served the page, the signed-in user's token, errors in
+// plain words, and how money and times are shown (₹, IST). Writes go straight to a
+// node of the show's home region (named by the X-Bookcluster-Home-* headers of every
+// answer about a show or booking; the nodes allow each other's pages: `cors.py`), and
+// to the node that served the page, which forwards them, when that node does not
+// answer. Every write is safe to send twice: holds and confirms carry an
+// Idempotency-Key, and asking to pay again returns the same payment.
 
 const TOKEN_KEY = "bookcluster.session";
 
@@ -26,20 +30,53 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, { body, key, token } = {}) {
+const homeNodes = new Map();  // region -> base URLs of its nodes, as last answered
+let here = null;  // the region of the node that served the page, once it said so
+const unreachable = new Map();  // base URL -> until when it is not tried (ms)
+const UNREACHABLE_MS = 30000;
+
+function noteHome(resp, sameOrigin) {
+  if (sameOrigin) here = resp.headers.get("X-Bookcluster-Node-Region") || here;
+  const region = resp.headers.get("X-Bookcluster-Home-Region");
+  const nodes = (resp.headers.get("X-Bookcluster-Home-Nodes") || "").split(" ").filter(Boolean);
+  if (region && nodes.length) homeNodes.set(region, nodes);
+}
+
+/** Where a write for `region` goes: "" (this node) if it is a home node or none is known
+ * and reachable, else one of the home nodes. */
+export function homeBase(region) {
+  const nodes = homeNodes.get(region) || [];
+  if (!region || region === here || nodes.includes(location.origin)) return "";
+  const now = Date.now();
+  const up = nodes.filter((node) => !(unreachable.get(node) > now));
+  return up.length ? up[Math.floor(Math.random() * up.length)] : "";
+}
+
+/** A call to this node, or with `home` (a region) a write to one of its nodes. */
+export async function api(method, path, { body, key, token, home } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (key) headers["Idempotency-Key"] = key;
   const bearer = token === undefined ? session.load()?.token : token;
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
+  const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };
+  const base = home ? homeBase(home) : "";
   let resp;
+  let sameOrigin = !base;
   try {
-    resp = await fetch(path, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    resp = await fetch(base + path, init);
   } catch {
-    throw new ApiError(0, { error: "network" }, null);
+    if (!base) throw new ApiError(0, { error: "network" }, null);
+    // The home node did not answer: this node forwards the write instead.
+    unreachable.set(base, Date.now() + UNREACHABLE_MS);
+    sameOrigin = true;
+    try {
+      resp = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, { error: "network" }, null);
+    }
   }
+  noteHome(resp, sameOrigin);
   if (resp.ok) {
     const type = resp.headers.get("Content-Type") || "";
     return type.includes("json") ? resp.json() : resp.blob();

@@ -402,7 +402,7 @@ async function holdSeats() {
   $("hold").disabled = true;
   try {
     const booking = await api("POST", `/booking/seats/${state.show.id}/lock`,
-      { body: { seat_ids: seats }, key: state.holdKey });
+      { body: { seat_ids: seats }, key: state.holdKey, home: state.show.region });
     state.selection.clear();
     state.holdKey = null;
     clearMessages();
@@ -469,7 +469,8 @@ async function extendHold() {
   const booking = state.booking;
   if (!booking) return;
   try {
-    const extended = await api("POST", `/booking/booking/${booking.booking_id}/extend`);
+    const extended = await api("POST", `/booking/booking/${booking.booking_id}/extend`,
+      { home: booking.region });
     booking.expires_at = extended.expires_at;
     notify(`Held until ${istTime(extended.expires_at)}.`);
     tick();
@@ -483,7 +484,8 @@ async function releaseHold() {
   const booking = state.booking;
   if (!booking) return;
   try {
-    await api("POST", `/booking/booking/${booking.booking_id}/cancel`);
+    await api("POST", `/booking/booking/${booking.booking_id}/cancel`,
+      { home: booking.region });
     endHold();
     $("view-hold").hidden = true;
     notify("Seats released.");
@@ -503,7 +505,7 @@ async function pay() {
   const back = `${location.origin}/#/booking/${booking.booking_id}/payment/{PAYMENT_ID}`;
   try {
     const intent = await api("POST", `/booking/booking/${booking.booking_id}/pay`,
-      { body: { return_url: back } });
+      { body: { return_url: back }, home: booking.region });
     alertUser("");
     if (intent.status === "CAPTURED") {  // paid already (a retry): confirm it
       awaitPayment(booking, intent.payment_id);
@@ -533,7 +535,7 @@ function waitForPayment(booking, paymentId) {
   const attempt = async () => {
     try {
       const confirmed = await api("POST", `/booking/booking/${booking.booking_id}/confirm`,
-        { body: { payment_id: paymentId }, key });
+        { body: { payment_id: paymentId }, key, home: booking.region });
       stopPaying();
       endHold();
       location.hash = `#/booking/${confirmed.booking_id}`;

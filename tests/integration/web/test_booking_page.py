@@ -210,6 +210,9 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     city = next(t.city_id for t in catalog.theatres if t.id == theatre)
     city_name = next(c.name for c in catalog.cities if c.id == city)
     page = await open_page(f"{clean.node('north')}/", PHONE)
+    writes: list[str] = []  # where the page sent each booking write
+    page.on("request", lambda r: writes.append(r.url)
+            if r.method == "POST" and "/booking/" in r.url else None)
     await sign_in(page, "meera")
     await page.wait_for_selector("#theatres li")
     await page.select_option("#city", city_name)
@@ -258,6 +261,9 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     assert href.startswith("blob:")
     await shots.take(page, "ticket")
     booking_id = page.url.rsplit("/", 1)[1]
+    # Hold, extend, pay and confirm went straight to the show's home (south) nodes.
+    assert {url.split("/booking/")[0] for url in writes} <= set(clean.nodes("south"))
+    assert {url.rsplit("/", 1)[1] for url in writes} >= {"lock", "extend", "pay", "confirm"}
     rows = await clean.fetch("south", "SELECT status, user_id FROM booking WHERE id = $1",
                              booking_id)
     assert [(r["status"], r["user_id"]) for r in rows] == [("CONFIRMED", "meera")]
@@ -303,6 +309,35 @@ async def test_an_expiring_hold(clean: Cluster, catalog: Any, open_page: Any,
             break
         await asyncio.sleep(0.1)
     assert [r["status"] for r in rows] == ["EXPIRED"]
+
+
+async def test_a_write_goes_through_the_page_node_when_home_nodes_do_not_answer(
+        clean: Cluster, catalog: Any, open_page: Any) -> None:
+    """The show's home nodes refuse the browser's connections: the hold goes to the node
+    that served the page, which forwards it, and the seat is held once."""
+    show = shows_in(clean, catalog, "west")[1]
+    seat_id = seats_of(catalog, show)[9]
+    page = await open_page(f"{clean.node('north')}/")
+    homes = tuple(clean.nodes("west"))
+    tried: list[str] = []
+
+    async def refuse(route: Any) -> None:
+        tried.append(route.request.url)
+        await route.abort("connectionrefused")
+
+    await page.route(lambda url: url.startswith(homes), refuse)
+    await sign_in(page, "nina")
+    await open_show(page, show)
+    await page.click(seat(seat_id))
+    async with page.expect_response(
+            lambda r: r.url.startswith(clean.node("north")) and "/lock" in r.url) as answer:
+        await page.click("#hold")
+    assert (await answer.value).status == 201
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    assert await status_of(page, seat_id) == "MINE"
+    assert {url.rsplit("/", 1)[1] for url in tried} == {"lock"}
+    rows = await clean.fetch("west", "SELECT status FROM booking WHERE user_id = 'nina'")
+    assert [r["status"] for r in rows] == ["INITIATED"]
 
 
 async def test_theatres_page_fits_a_phone(clean: Cluster, open_page: Any,

@@ -10,7 +10,7 @@ import zxingcpp
 from PIL import Image, ImageDraw
 
 from bookcluster.booking.signing import ticket_reference, verify_ticket_reference
-from bookcluster.worker.jobs.ticket_image import FONT, TEXT_WIDTH, draw_text, png, render
+from bookcluster.booking.ticket_image import FONT, TEXT_WIDTH, draw_text, png, render
 
 LINES = ["Jawan (UA, Hindi)", "PVR Forum, Bengaluru - Audi 2", "Mon 24 Nov 2026 18:30 IST",
          "Seats: A1, A2, A3, A4, A5, A6, A7, A8, A9, A10", "Paid: Rs 2,500.00"]

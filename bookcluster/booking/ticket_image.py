@@ -1,6 +1,7 @@
 """The ticket's picture: a QR code and a few lines of text, as a grayscale PNG.
 
-A worker renders one per confirm, so it has to be cheap: 1.4 ms of CPU, against
+A node renders one on a ticket's first download (`tickets.py`), so it has to be
+cheap: 1.4 ms of CPU, against
 11.0 ms for `qrcode` + Pillow's `ImageDraw.text` + `Image.save` of the same
 picture (one process; `loadtests/worker_drain.py --render 1000` times ours).
 Where the time went and what replaced it:

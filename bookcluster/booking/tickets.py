@@ -1,0 +1,129 @@
+"""Tickets: drawn on their first download, stored in the home PostgreSQL, served from there.
+
+A confirm used to have its region's worker draw the ticket at once (1.33 ms of
+CPU, half of a draining worker's work), although most tickets are not downloaded
+right away and some never. Everything a ticket shows is in the booking row and the
+catalog, and its reference is an HMAC of the booking id (`signing.py`), so the
+first `GET /booking/booking/{id}/ticket` draws it instead: off the event loop, at
+most RENDERS_AT_ONCE at a time per node, and stores it in the `ticket` table of the
+booking's home PostgreSQL (about 5.5 KB; a theatre move carries the row). Every
+later download is served the stored bytes. Two first downloads at the same time
+both draw, one row is stored (`STORE` keeps the first picture) and both are served
+the stored bytes.
+
+The row is written like every other write of the home region, under the theatre's
+ownership fence (`bc_own`): while a move freezes the theatre, or once it moved
+under this node's map, the picture is served without being stored; a later download
+stores it at the theatre's home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from bookcluster.booking import ticket_image
+from bookcluster.booking.signing import ticket_reference
+from bookcluster.catalog import Catalog, ShowInfo, TheatreInfo
+from bookcluster.errors import BookingNotPending, NotFound, TheatreMoving
+from bookcluster.seats.home import HomeRegion
+from bookcluster.topology.errors import Moved
+from bookcluster.topology.secrets import Secrets
+
+log = logging.getLogger(__name__)
+
+# Pictures drawn at once by one node: each is ~1.4 ms of CPU, mostly holding the GIL,
+# so more threads would only queue on it while taking the event loop's turns.
+RENDERS_AT_ONCE = 2
+
+# The owner's booking with its ticket row, if any: one round trip for a download.
+TICKET_QUERY = """
+SELECT b.status, b.amount_paise, t.png, t.path,
+       ARRAY(SELECT seat_id FROM booking_seat WHERE booking_id = b.id ORDER BY seat_id)
+           AS seat_ids
+FROM booking b LEFT JOIN ticket t ON t.booking_id = b.id
+WHERE b.id = $1 AND b.user_id = $2
+"""
+
+# The first picture stored wins: a row without one (made before pictures were stored
+# in PostgreSQL, its file gone) gets it; one with a picture keeps it and returns nothing.
+STORE = ("INSERT INTO ticket (booking_id, reference, png) VALUES ($1, $2, $3) "
+         "ON CONFLICT (booking_id) DO UPDATE SET png = EXCLUDED.png WHERE ticket.png IS NULL "
+         "RETURNING png")
+STORED = "SELECT png FROM ticket WHERE booking_id = $1"
+
+
+def ticket_lines(show: ShowInfo, theatre: TheatreInfo, seat_ids: list[str],
+                 amount_paise: int, reference: str) -> list[str]:
+    """The text printed beside the QR code."""
+    return [
+        f"{show.movie_title} ({show.certificate}, {show.language})",
+        f"{theatre.name}, {theatre.city} - {show.screen_name}",
+        f"{_local(show.starts_at).strftime('%a %d %b %Y %H:%M %Z')}",
+        f"Seats: {', '.join(seat_ids)}",
+        f"Paid: Rs {amount_paise / 100:.2f}",
+        f"Ref: {reference}",
+    ]
+
+
+def _local(at: datetime) -> datetime:
+    return at.astimezone()
+
+
+def draw(reference: str, lines: list[str]) -> bytes:
+    """The ticket's PNG: the QR code of `reference` and `lines` of text."""
+    return ticket_image.png(ticket_image.render(reference, lines))
+
+
+class Tickets:
+    """Serves tickets, drawing and storing each on its first download."""
+
+    def __init__(self, home: HomeRegion, catalog: Catalog, secrets: Secrets,
+                 renders_at_once: int = RENDERS_AT_ONCE) -> None:
+        self._home = home
+        self._catalog = catalog
+        self._secrets = secrets
+        self._renders = asyncio.Semaphore(renders_at_once)
+
+    def reference(self, booking_id: str) -> str:
+        return ticket_reference(self._secrets.get("ticket_secret"), booking_id)
+
+    async def png(self, show: ShowInfo, booking_id: str, owner: str) -> bytes:
+        """The ticket of `owner`'s confirmed booking. NotFound for another user's or no
+        booking; BookingNotPending for one not CONFIRMED."""
+        async with self._home.connection(show.region) as conn:
+            row = await conn.fetchrow(TICKET_QUERY, booking_id, owner)
+        if row is None:
+            raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+        if row["status"] != "CONFIRMED":
+            raise BookingNotPending(booking_id, row["status"])
+        if row["png"] is not None:
+            return bytes(row["png"])
+        if row["path"] is not None:  # drawn by a worker before pictures moved into PostgreSQL
+            kept = await asyncio.to_thread(_read_if_there, Path(row["path"]))
+            if kept is not None:
+                return kept
+        return await self._first(show, booking_id, list(row["seat_ids"]), row["amount_paise"])
+
+    async def _first(self, show: ShowInfo, booking_id: str, seat_ids: list[str],
+                     amount_paise: int) -> bytes:
+        reference = self.reference(booking_id)
+        lines = ticket_lines(show, self._catalog.theatre(show.theatre_id), seat_ids,
+                             amount_paise, reference)
+        async with self._renders:
+            image = await asyncio.to_thread(draw, reference, lines)
+        try:
+            async with self._home.write(show.region, show.id) as conn:
+                stored = await conn.fetchval(STORE, booking_id, reference, image)
+                if stored is None:  # another download stored its picture first
+                    stored = await conn.fetchval(STORED, booking_id)
+        except (Moved, TheatreMoving) as exc:
+            log.info("ticket %s served unstored: %s", booking_id, exc)
+            return image
+        return image if stored is None else bytes(stored)
+
+
+def _read_if_there(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
