@@ -10,6 +10,15 @@ each on seats of its own (so every hold is recorded: no conflict, a fresh user e
 sent to the show's home-region nodes, until the seats run out or `--duration` ends.
 Counts holds/s (201s), and the CPU (utime+stime, /proc) of every PostgreSQL primary's
 process tree (postmaster, its backends, and what exited meanwhile) per hold.
+
+2026-12-07, 32 clients, 2 nodes/region, two runs each, alternating, one lock hold:
+  main (85c2a01):  189 / 159 holds/s; PostgreSQL 1.46 / 1.80 ms per hold; but
+                   1,792 / 1,627 of its answers were 500 (not investigated)
+  pgbatch:         328 / 377 holds/s; PostgreSQL 1.83 / 1.63 ms per hold; no 500
+The per-hold PostgreSQL figure includes the workers' background statements (the
+reconciler re-reads every non-available seat of each show changed in the last 5 s,
+once a second: twice the seats held, twice that work), so it does not isolate the
+hold statement; loadtests/pg_hold_cost.py does.
 """
 
 from __future__ import annotations
