@@ -192,7 +192,7 @@ async def test_a_database_made_before_upgrades_in_place(new_database: Connect) -
     assert set(upgraded) == {s for r in recorded.values() for s in r["functions"]}
 
     fresh = await new_database("after", True)
-    assert await migrate(fresh) == list(range(1, 14))
+    assert await migrate(fresh) == [v for v, _, _ in migration_files()]
     assert await routines(fresh) == upgraded
     assert await fresh.fetchval("SELECT count(*) FROM pg_proc p JOIN pg_namespace n "
                                 "ON n.oid = p.pronamespace WHERE n.nspname = 'public'") \
