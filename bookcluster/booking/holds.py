@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bookcluster.booking import ids, ledger
+from bookcluster.booking.batches import HoldBatcher
 from bookcluster.booking.models import (
     HoldRequest,
     booking_json,
@@ -80,6 +81,7 @@ class BookingService:
         self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
         self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
         self._written: dict[str, float] = {}  # user -> when a write of theirs here ended
+        self._batchers: dict[str, HoldBatcher] = {}  # region -> its hold records' batcher
 
     async def show_of_booking(self, booking_id: str) -> ShowInfo:
         try:
@@ -203,16 +205,16 @@ class BookingService:
                            seat_ids: list[str], expires_at: datetime,
                            prices: dict[str, int], key: str | None,
                            address: str | None) -> int | None:
-        """One statement (`bc_record_hold`): PostgreSQL re-checks the seats and decides.
+        """`bc_record_hold`, with the other holds of this loop turn to the region
+        (`batches.py`): PostgreSQL re-checks the seats and decides.
         None: a duplicate under the same key recorded its hold first."""
-        async with self.home.connection(show.region, writes=True) as conn:
-            record = await ledger.record_hold(
-                conn, show=show.id, seats=seat_ids, booking=booking_id, user=user_id,
-                expires=expires_at, max_hold=timedelta(seconds=self.settings.max_hold_s),
-                prices=[prices[s] for s in seat_ids], max_seats=self.limits.seats_per_show,
-                max_holds=self.limits.holds_per_user, hold_key=key, epoch=self.home.epoch,
-                address=address, max_address_seats=self.limits.seats_per_show_per_address,
-                max_address_holds=self.limits.holds_per_address)
+        record = await self._batcher(show.region).record(ledger.HoldItem(
+            show=show.id, seats=seat_ids, booking=booking_id, user=user_id,
+            expires=expires_at, prices=[prices[s] for s in seat_ids], hold_key=key,
+            epoch=self.home.epoch, address=address))
+        if record.fence is not None:
+            refused = ownership.fence_refusal(record.fence, record.fence_detail, show.region)
+            raise refused or RuntimeError(f"unknown fence refusal {record.fence!r}")
         if record.replayed:
             return None
         if record.limit_hit:
@@ -222,6 +224,23 @@ class BookingService:
             raise SeatsUnavailable(record.refused)
         assert record.token is not None
         return record.token
+
+    def _batcher(self, region: str) -> HoldBatcher:
+        batcher = self._batchers.get(region)
+        if batcher is None:
+            caps = ledger.HoldCaps(
+                max_hold=timedelta(seconds=self.settings.max_hold_s),
+                max_seats=self.limits.seats_per_show, max_holds=self.limits.holds_per_user,
+                max_address_seats=self.limits.seats_per_show_per_address,
+                max_address_holds=self.limits.holds_per_address)
+            batcher = self._batchers[region] = HoldBatcher(self.home, region, caps)
+        return batcher
+
+    async def close(self) -> None:
+        """Close the hold batchers (holds queued are refused, those on their way end)."""
+        batchers, self._batchers = list(self._batchers.values()), {}
+        for batcher in batchers:
+            await batcher.close()
 
     async def _release_quietly(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
         try:

@@ -1,10 +1,11 @@
 """The booking ledger: every booking transition, one SQL function each, called from here.
 
-hold recorded (`bc_record_hold`), sold (`bc_sell`) and confirmed (`bc_confirm`),
-released (`bc_release`), expired (`bc_expire`), cancelled (`bc_cancel`), payment
-failed (`bc_payment_failed`), refund started and refunded (`bc_refund_started`,
-`bc_refunded`); their SQL is in `bookcluster/db/functions/`. Nothing else in Python
-calls a booking `bc_*` function. Arguments are passed by name; results come back as
+hold recorded (`bc_record_hold`; a batch of them: `bc_record_holds`), sold (`bc_sell`)
+and confirmed (`bc_confirm`), released (`bc_release`), expired (`bc_expire`),
+cancelled (`bc_cancel`), payment failed (`bc_payment_failed`), refund started and
+refunded (`bc_refund_started`, `bc_refunded`); their SQL is in
+`bookcluster/db/functions/`. Nothing else in Python calls a booking `bc_*` function.
+Arguments are passed by name; results come back as
 typed values. A function that refuses by raising (having changed nothing) reaches the
 caller as `Undone` with its reason; any other database error passes through as it is,
 for the store's error table (`seats/home.py`) to map.
@@ -12,11 +13,13 @@ for the store's error table (`seats/home.py`) to map.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 import asyncpg
+import msgspec
 
 # (booking, show, seat) of a seat a transition freed: what the Redis mirror is told.
 Freed = tuple[str, int, str]
@@ -64,6 +67,36 @@ class HoldRecord:
     refused: list[str]  # seats PostgreSQL says are not free
     limit_hit: str | None  # the cap reached (a field name of Limits)
     replayed: bool  # a duplicate under the same key recorded its hold first
+    # In a batch only (bc_record_holds): the refusal bc_own would have raised for this
+    # item ('bc_moved' / 'bc_theatre_moving') and its DETAIL; nothing else was done.
+    fence: str | None = None
+    fence_detail: str | None = None
+
+
+@dataclass(frozen=True)
+class HoldItem:
+    """What one hold records (bc_record_hold's arguments that differ per hold)."""
+
+    show: int
+    seats: list[str]
+    booking: str
+    user: str
+    expires: datetime
+    prices: list[int]
+    hold_key: str | None
+    epoch: int | None
+    address: str | None
+
+
+@dataclass(frozen=True)
+class HoldCaps:
+    """bc_record_hold's arguments that a node's settings fix (the same for a batch)."""
+
+    max_hold: timedelta
+    max_seats: int
+    max_holds: int
+    max_address_seats: int
+    max_address_holds: int
 
 
 @dataclass(frozen=True)
@@ -109,6 +142,46 @@ async def record_hold(conn: asyncpg.Connection, *, show: int, seats: list[str], 
         epoch, address, max_address_seats, max_address_holds)
     return HoldRecord(None if row["token"] is None else int(row["token"]),
                       list(row["refused"] or []), row["limit_hit"], bool(row["replayed"]))
+
+
+async def record_item(conn: asyncpg.Connection, item: HoldItem, caps: HoldCaps) -> HoldRecord:
+    """One hold as `record_hold` records it (a batch of one)."""
+    return await record_hold(
+        conn, show=item.show, seats=item.seats, booking=item.booking, user=item.user,
+        expires=item.expires, max_hold=caps.max_hold, prices=item.prices,
+        max_seats=caps.max_seats, max_holds=caps.max_holds, hold_key=item.hold_key,
+        epoch=item.epoch, address=item.address, max_address_seats=caps.max_address_seats,
+        max_address_holds=caps.max_address_holds)
+
+
+def holds_json(items: Sequence[HoldItem]) -> str:
+    """bc_record_holds' p_items."""
+    return msgspec.json.encode([
+        {"show": i.show, "seats": i.seats, "booking": i.booking, "user": i.user,
+         "expires": i.expires.isoformat(), "prices": i.prices, "hold_key": i.hold_key,
+         "epoch": i.epoch, "address": i.address} for i in items]).decode()
+
+
+async def record_holds(conn: asyncpg.Connection, items: Sequence[HoldItem],
+                       caps: HoldCaps) -> list[HoldRecord]:
+    """Several holds in one statement and one commit (`bc_record_holds`): one answer
+    per item, in order; each item is decided as `record_hold` decides it, and an item
+    whose theatre is fenced out answers `fence` instead of raising."""
+    rows = await conn.fetch(
+        "SELECT item, token, refused, limit_hit, replayed, fence, fence_detail "
+        "FROM bc_record_holds(p_items => $1::jsonb, p_max_hold => $2, p_max_seats => $3, "
+        "p_max_holds => $4, p_max_address_seats => $5, p_max_address_holds => $6)",
+        holds_json(items), caps.max_hold, caps.max_seats, caps.max_holds,
+        caps.max_address_seats, caps.max_address_holds)
+    records: list[HoldRecord | None] = [None] * len(items)
+    for row in rows:
+        records[row["item"]] = HoldRecord(
+            None if row["token"] is None else int(row["token"]), list(row["refused"] or []),
+            row["limit_hit"], bool(row["replayed"]), row["fence"], row["fence_detail"])
+    missing = [i for i, r in enumerate(records) if r is None]
+    if missing:
+        raise RuntimeError(f"bc_record_holds answered no row for items {missing}")
+    return [r for r in records if r is not None]
 
 
 async def sell(conn: asyncpg.Connection, *, show: int, booking: str, payment: str,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from bookcluster.stores.connections import (
     PG_DATABASE,
-    PG_SESSION_LIMITS,
+    PG_ROLE_SETTINGS,
     PG_USER,
     connect_primary,
 )
@@ -30,8 +30,9 @@ async def create_database(members: Sequence[Endpoint], secrets: Secrets) -> None
         password = await conn.fetchval("SELECT quote_literal($1)", secrets.pg_password)
         await conn.execute(f'ALTER ROLE "{PG_USER}" PASSWORD {password}')
         # On the role, so they bind every session of it, whatever its client sets up
-        # (see PG_SESSION_LIMITS); tools lift them per session (PG_TOOL_SESSION).
-        for name, value in PG_SESSION_LIMITS.items():
+        # (see PG_SESSION_LIMITS, PG_PLANS); tools lift them per session
+        # (PG_TOOL_SESSION). Set on every start: an existing role gets new ones too.
+        for name, value in PG_ROLE_SETTINGS.items():
             await conn.execute(f"""ALTER ROLE "{PG_USER}" SET {name} = '{value}'""")
         # The standbys' flush positions (pg_stat_replication), NULL to it otherwise:
         # a confirm answers 200 only once its sale is replicated (stores/replication.py).

@@ -96,6 +96,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         listener.start()
         app[listener_key] = listener
         bookings = BookingService(connections, catalog, metrics)
+        stack.push_async_callback(bookings.close)  # its hold batchers, before the pools
         app[bookings_key] = bookings
         if topology.payments:
             gateway = GatewayClient(topology)

@@ -254,9 +254,12 @@ class Reconciler:
         for chunk in (show_ids[i:i + 200] for i in range(0, len(show_ids), 200)):
             redis_read = time.monotonic()  # Redis first: see the module's docstring
             states = {show: await read_seat_state(master, show) for show in chunk}
+            # The bookings PostgreSQL knows, before its seats are read: a hold committed
+            # after the seat read but before this one would otherwise be known while
+            # its seats read AVAILABLE, and its Redis hold would be "repaired" away.
+            known = await self._known_bookings(states.values())
             wanted, settling = await self._pg_state(
                 chunk, SETTLE + timedelta(seconds=time.monotonic() - redis_read))
-            known = await self._known_bookings(states.values())
             now_ms = int(time.time() * 1000)
             for show in chunk:
                 fix = diff(wanted.get(show, {}), states[show], settling.get(show, set()), known,

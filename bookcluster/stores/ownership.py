@@ -44,10 +44,16 @@ class Owner:
 
 def refusal(exc: asyncpg.RaiseError, region: str) -> Exception | None:
     """The error a `bc_own` refusal stands for (None: some other RAISE)."""
-    detail = exc.detail or ""
-    if exc.message == "bc_theatre_moving":
+    return fence_refusal(exc.message, exc.detail, region)
+
+
+def fence_refusal(message: str, detail: str | None, region: str) -> Exception | None:
+    """The error for `bc_own`'s refusal `message` with its DETAIL (also as a batch of
+    holds answers it per item, `bc_record_holds`); None: not a refusal of bc_own."""
+    detail = detail or ""
+    if message == "bc_theatre_moving":
         return TheatreMoving(region, detail or None)
-    if exc.message == "bc_moved":
+    if message == "bc_moved":
         owner, _, epoch = detail.partition(" ")
         return Moved(owner or None, int(epoch or 0))
     return None

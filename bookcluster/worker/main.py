@@ -81,6 +81,7 @@ class RegionWorker:
         self.swap = TopologySwap(connections, catalog)
         await self.swap.adopt()  # a newer epoch the cluster applied than our file's
         bookings = BookingService(connections, catalog, NodeMetrics(self.region))
+        stack.push_async_callback(bookings.close)
         http = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)))
         self.context = JobContext(self.topology, self.region, catalog, bookings, http)
