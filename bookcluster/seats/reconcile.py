@@ -300,10 +300,13 @@ class Reconciler:
         """Compare the seats of the bookings that changed after `since` (of shows this
         region keeps) with PostgreSQL, and fix what differs."""
         async with self.home.connection(self.region) as conn:
+            # MATERIALIZED: the window is read by `booking_by_update`, never by walking
+            # every booking of every owned show (a plan seen with a wide window).
             rows = await conn.fetch(
-                "SELECT DISTINCT bs.show_id, bs.seat_id FROM booking b "
-                "JOIN booking_seat bs ON bs.booking_id = b.id WHERE b.updated_at > $1 "
-                "AND b.show_id IN (" + OWNED_SHOWS + ")", since)
+                "WITH b AS MATERIALIZED (SELECT id, show_id FROM booking WHERE updated_at > $1) "
+                "SELECT DISTINCT bs.show_id, bs.seat_id FROM b "
+                "JOIN booking_seat bs ON bs.booking_id = b.id "
+                "WHERE b.show_id IN (" + OWNED_SHOWS + ")", since)
         seats: dict[int, list[str]] = {}
         for row in rows:
             seats.setdefault(row["show_id"], []).append(row["seat_id"])
@@ -356,10 +359,13 @@ class Reconciler:
         pairs = [(show, seat) for show, ids in seats.items() for seat in ids]
         async with self.home.connection(self.region) as conn:
             rows = await conn.fetch(
-                "SELECT ss.show_id, ss.seat_id, status, hold_booking_id, hold_expires_at, "
-                "booked_booking_id, updated_at > now() - $3::interval AS settling "
-                "FROM unnest($1::bigint[], $2::text[]) AS k (show_id, seat_id) "
-                "JOIN show_seat ss ON ss.show_id = k.show_id AND ss.seat_id = k.seat_id",
+                # One primary-key probe per seat: LIMIT 1 (the key is unique) keeps the
+                # planner from a hash join over a scan of every show_seat row.
+                "SELECT ss.* FROM unnest($1::bigint[], $2::text[]) AS k (show_id, seat_id) "
+                "CROSS JOIN LATERAL (SELECT show_id, seat_id, status, hold_booking_id, "
+                "hold_expires_at, booked_booking_id, "
+                "updated_at > now() - $3::interval AS settling FROM show_seat "
+                "WHERE show_id = k.show_id AND seat_id = k.seat_id LIMIT 1) ss",
                 [show for show, _ in pairs], [seat for _, seat in pairs], settle)
         return _wanted(rows)
 
