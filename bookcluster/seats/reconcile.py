@@ -13,8 +13,22 @@ Runs in the region's worker, every second:
   e.g. to a master that came back), every show is rewritten again: a change or
   RESET published while a replica was not streaming from its master never
   reaches the nodes subscribed on it, and they would keep a stale copy;
-- otherwise the shows whose bookings changed in the last few seconds are
-  compared seat by seat and any divergent seat is repaired.
+- every FULL_INTERVAL_S (and at the first pass), every show of the region is
+  compared seat by seat: whatever diverged, for whatever reason, is repaired;
+- otherwise only the seats of bookings that changed since the last pass are
+  compared (a hold, sale, release, expiry or extension writes its booking's
+  `updated_at` in the same transaction as its seats'): a few rows per change,
+  not every taken seat of every busy show.
+The changes a pass looks for are those past its **watermark**: `updated_at` is
+`now()` of the writing transaction, i.e. when it *started*, and it may commit
+much later. So each pass first reads the start of the oldest transaction open
+on the primary (`pg_stat_activity`, before its own reads; every session of the
+application role is visible to it), and the next pass looks back to that (less
+the settling window and a margin): a change committed after this pass's reads
+started no earlier than it. A transaction open longer than the full interval
+(an operator's tool) does not hold the window back: the next full pass sees
+what it committed. A pass that fails keeps its watermark: the next one looks
+back further.
 `bookcluster repair` runs the same comparison on demand.
 
 A seat held in Redis whose booking PostgreSQL does not know yet is a hold in
@@ -36,7 +50,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -45,7 +59,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from bookcluster.loops import Loop
 from bookcluster.seats import keys
 from bookcluster.seats.home import HomeRegion
-from bookcluster.seats.state import SeatState, read_seat_state
+from bookcluster.seats.state import SeatState, read_seat_state, read_seats
 from bookcluster.stores import ownership
 from bookcluster.stores.connections import Connections
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
@@ -54,8 +68,16 @@ from bookcluster.topology.errors import RegionUnavailable
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0
-RECENT = timedelta(seconds=5)  # how far back a pass looks for changed bookings
+FULL_INTERVAL_S = 30.0  # every show compared this often; between, only what changed
 SETTLE = timedelta(seconds=1)  # younger PostgreSQL changes wait for the next pass
+# Added to every look-back: clock granularity, and a transaction that had started but
+# not yet shown its start in pg_stat_activity when the horizon was read.
+MARGIN = timedelta(seconds=1)
+# The start of the oldest transaction open on the primary (this statement's is one),
+# as the primary's clock tells it now. NULL xact_start: idle sessions, or a role whose
+# sessions we may not see (none of them writes bookings).
+HORIZON = ("SELECT least(now(), min(xact_start)) AS oldest, now() AS now FROM pg_stat_activity "
+           "WHERE datname = current_database()")
 HOLD_SLACK_MS = 1000  # hold expiries closer than this agree
 # Shows of theatres whose seats this region keeps (a subquery).
 OWNED_SHOWS = ("SELECT sh.id FROM show sh JOIN screen sc ON sc.id = sh.screen_id "
@@ -151,33 +173,48 @@ class Reconciler:
         self.generation: int | None = None
         self.divergent_last = 0
         self.repaired_total = 0
-        self._since = 0.0  # wall clock of the last pass
+        # Bookings changed after this (the primary's clock) are the next pass's to check;
+        # None: the next pass compares every show.
+        self.watermark: datetime | None = None
+        self._full_at = 0.0  # monotonic clock of the last pass that compared every show
         self._online: set[str] | None = None  # replicas streaming at the last pass
 
     # -- passes ---------------------------------------------------------------
 
     async def run_once(self) -> RepairReport:
-        """One pass: a new generation's full repair, or the recently changed shows."""
-        started = time.time()
+        """One pass: a new generation's full repair, every show now and then, or the
+        seats that changed since the last pass."""
         # Read before any RESET we publish: a replica online now hears all of them.
         online = await self._online_replicas()
         joined = online - self._online if self._online is not None else set()
+        horizon = await self._horizon()  # before this pass reads anything of PostgreSQL
+        started = time.monotonic()
+        since = self.watermark if started - self._full_at < FULL_INTERVAL_S else None
         report = await self._generation_pass()
         if report is None and joined:
             log.info("replica(s) %s of %s's master came online: every show sent again",
                      ", ".join(sorted(joined)), self.region)
             report = await self.repair(await self.region_shows(), rewrite=True)
-        if report is None:
-            async with self.home.connection(self.region) as conn:
-                shows = [r["show_id"] for r in await conn.fetch(
-                    "SELECT DISTINCT b.show_id FROM booking b WHERE b.updated_at > $1 "
-                    "AND b.show_id IN (" + OWNED_SHOWS + ")",
-                    datetime.fromtimestamp(self._since, UTC) - RECENT)]
-            report = await self.repair(shows)
-        self._since = started
+        if report is None and since is not None:
+            report = await self.repair_changed(since)
+        else:
+            if report is None:
+                report = await self.repair(await self.region_shows())
+            self._full_at = started
+        # Settling seats of this pass changed after `horizon - SETTLE`: still in the window.
+        self.watermark = horizon - SETTLE - MARGIN
         self._online = online
         self.divergent_last = report.divergent_seats
         return report
+
+    async def _horizon(self) -> datetime:
+        """What the next pass must look back to: the start of the oldest transaction open
+        now, but no further than a full interval (a full pass covers what is older)."""
+        async with self.home.connection(self.region) as conn:
+            row = await conn.fetchrow(HORIZON)
+        oldest: datetime = row["oldest"]
+        now: datetime = row["now"]
+        return max(oldest, now - timedelta(seconds=FULL_INTERVAL_S))
 
     async def _online_replicas(self) -> set[str]:
         """The master's replicas that receive its stream now (`ip:port`)."""
@@ -223,9 +260,10 @@ class Reconciler:
         """The shows whose seats this region keeps: of theatres it owns (or is moving
         out; a theatre that moved away is its new home's to repair)."""
         async with self.home.connection(self.region) as conn:
-            return [r["show_id"] for r in await conn.fetch(
-                "SELECT DISTINCT show_id FROM show_seat WHERE show_id IN (" + OWNED_SHOWS
-                + ") ORDER BY show_id")]
+            # One index probe per show, not a read of every seat row.
+            return [r["id"] for r in await conn.fetch(
+                "SELECT o.id FROM (" + OWNED_SHOWS + ") o WHERE EXISTS "
+                "(SELECT 1 FROM show_seat ss WHERE ss.show_id = o.id) ORDER BY o.id")]
 
     async def write_owner_keys(self) -> int:
         """Put every show's owner key on the master from PostgreSQL (a new master
@@ -250,7 +288,6 @@ class Reconciler:
         that makes nodes read it again) even if nothing differs."""
         report = RepairReport(shows_checked=len(show_ids))
         master = self.connections.redis_master(self.region)
-        repaired = 0
         for chunk in (show_ids[i:i + 200] for i in range(0, len(show_ids), 200)):
             redis_read = time.monotonic()  # Redis first: see the module's docstring
             states = {show: await read_seat_state(master, show) for show in chunk}
@@ -260,19 +297,55 @@ class Reconciler:
             known = await self._known_bookings(states.values())
             wanted, settling = await self._pg_state(
                 chunk, SETTLE + timedelta(seconds=time.monotonic() - redis_read))
-            now_ms = int(time.time() * 1000)
-            for show in chunk:
-                fix = diff(wanted.get(show, {}), states[show], settling.get(show, set()), known,
-                           now_ms)
-                if fix:
-                    report.divergent[show] = fix
-                if not dry_run and (fix or rewrite):
-                    args = [min_version] + [x for seat in sorted(fix) for x in (
-                        seat, redis_raw(states[show], seat), fix[seat])]
-                    _, changed = await self.home.script(self.region, "repair", show, args)
-                    repaired += int(changed)
-        self.repaired_total += repaired
+            await self._fix(states, known, wanted, settling, report, min_version, dry_run,
+                            rewrite)
         return report
+
+    async def repair_changed(self, since: datetime) -> RepairReport:
+        """Compare the seats of the bookings that changed after `since` (of shows this
+        region keeps) with PostgreSQL, and fix what differs."""
+        async with self.home.connection(self.region) as conn:
+            # MATERIALIZED: the window is read by `booking_by_update`, never by walking
+            # every booking of every owned show (a plan seen with a wide window).
+            rows = await conn.fetch(
+                "WITH b AS MATERIALIZED (SELECT id, show_id FROM booking WHERE updated_at > $1) "
+                "SELECT DISTINCT bs.show_id, bs.seat_id FROM b "
+                "JOIN booking_seat bs ON bs.booking_id = b.id "
+                "WHERE b.show_id IN (" + OWNED_SHOWS + ")", since)
+        seats: dict[int, list[str]] = {}
+        for row in rows:
+            seats.setdefault(row["show_id"], []).append(row["seat_id"])
+        report = RepairReport(shows_checked=len(seats))
+        if not seats:
+            return report
+        master = self.connections.redis_master(self.region)
+        redis_read = time.monotonic()  # Redis first, as in `repair`
+        states = {show: await read_seats(master, show, sorted(ids))
+                  for show, ids in seats.items()}
+        known = await self._known_bookings(states.values())  # before the seats: see `repair`
+        wanted, settling = await self._pg_seats(
+            seats, SETTLE + timedelta(seconds=time.monotonic() - redis_read))
+        await self._fix(states, known, wanted, settling, report)
+        return report
+
+    async def _fix(self, states: dict[int, SeatState], known: set[str],
+                   wanted: dict[int, dict[str, str]], settling: dict[int, set[str]],
+                   report: RepairReport, min_version: int = 0, dry_run: bool = False,
+                   rewrite: bool = False) -> None:
+        """Repair each show whose Redis `states` differ from what PostgreSQL `wanted`
+        (`known`: the bookings PostgreSQL knew, read before `wanted`)."""
+        now_ms = int(time.time() * 1000)
+        repaired = 0
+        for show, state in states.items():
+            fix = diff(wanted.get(show, {}), state, settling.get(show, set()), known, now_ms)
+            if fix:
+                report.divergent[show] = fix
+            if not dry_run and (fix or rewrite):
+                args = [min_version] + [x for seat in sorted(fix) for x in (
+                    seat, redis_raw(state, seat), fix[seat])]
+                _, changed = await self.home.script(self.region, "repair", show, args)
+                repaired += int(changed)
+        self.repaired_total += repaired
 
     async def _pg_state(self, shows: list[int], settle: timedelta
                         ) -> tuple[dict[int, dict[str, str]], dict[int, set[str]]]:
@@ -285,14 +358,23 @@ class Reconciler:
                 "FROM show_seat WHERE show_id = ANY($1::bigint[]) "
                 "AND (status <> 'AVAILABLE' OR updated_at > now() - $2::interval)",
                 shows, settle)
-        now = time.time()
-        wanted: dict[int, dict[str, str]] = {}
-        settling: dict[int, set[str]] = {}
-        for row in rows:
-            wanted.setdefault(row["show_id"], {})[row["seat_id"]] = pg_wanted(row, now)
-            if row["settling"]:
-                settling.setdefault(row["show_id"], set()).add(row["seat_id"])
-        return wanted, settling
+        return _wanted(rows)
+
+    async def _pg_seats(self, seats: dict[int, list[str]], settle: timedelta
+                        ) -> tuple[dict[int, dict[str, str]], dict[int, set[str]]]:
+        """`_pg_state` for these seats only (show -> seat ids)."""
+        pairs = [(show, seat) for show, ids in seats.items() for seat in ids]
+        async with self.home.connection(self.region) as conn:
+            rows = await conn.fetch(
+                # One primary-key probe per seat: LIMIT 1 (the key is unique) keeps the
+                # planner from a hash join over a scan of every show_seat row.
+                "SELECT ss.* FROM unnest($1::bigint[], $2::text[]) AS k (show_id, seat_id) "
+                "CROSS JOIN LATERAL (SELECT show_id, seat_id, status, hold_booking_id, "
+                "hold_expires_at, booked_booking_id, "
+                "updated_at > now() - $3::interval AS settling FROM show_seat "
+                "WHERE show_id = k.show_id AND seat_id = k.seat_id LIMIT 1) ss",
+                [show for show, _ in pairs], [seat for _, seat in pairs], settle)
+        return _wanted(rows)
 
     async def _known_bookings(self, states: Iterable[SeatState]) -> set[str]:
         """Bookings PostgreSQL knows among those Redis holds seats for."""
@@ -302,3 +384,16 @@ class Reconciler:
         async with self.home.connection(self.region) as conn:
             return {r["id"] for r in await conn.fetch(
                 "SELECT id FROM booking WHERE id = ANY($1::text[])", held)}
+
+
+def _wanted(rows: Iterable[asyncpg.Record]
+            ) -> tuple[dict[int, dict[str, str]], dict[int, set[str]]]:
+    """show_seat rows (with `settling`) -> (show -> seat -> wanted, show -> settling seats)."""
+    now = time.time()
+    wanted: dict[int, dict[str, str]] = {}
+    settling: dict[int, set[str]] = {}
+    for row in rows:
+        wanted.setdefault(row["show_id"], {})[row["seat_id"]] = pg_wanted(row, now)
+        if row["settling"]:
+            settling.setdefault(row["show_id"], set()).add(row["seat_id"])
+    return wanted, settling

@@ -70,3 +70,21 @@ async def read_seat_state(client: aioredis.Redis, show_id: int) -> SeatState:
         blocked=frozenset(blocked),
         read_at=time.time(),
     )
+
+
+async def read_seats(client: aioredis.Redis, show_id: int, seats: list[str]) -> SeatState:
+    """`read_seat_state` narrowed to `seats` (one MULTI): the state of those seats only,
+    so a reader that knows which seats changed does not read the whole show."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.get(keys.show_version(show_id))
+        pipe.hmget(keys.show_holds(show_id), seats)
+        pipe.hmget(keys.show_booked(show_id), seats)
+        pipe.smismember(keys.show_blocked(show_id), seats)
+        version, holds, booked, blocked = await pipe.execute()
+    return SeatState(
+        version=int(version or 0),
+        holds={seat: parse_hold(v) for seat, v in zip(seats, holds, strict=True) if v is not None},
+        booked={seat: v for seat, v in zip(seats, booked, strict=True) if v is not None},
+        blocked=frozenset(seat for seat, b in zip(seats, blocked, strict=True) if b),
+        read_at=time.time(),
+    )

@@ -16,8 +16,10 @@ import aiohttp
 from bookcluster.local import faults
 from bookcluster.ops.audit import run_audit
 from bookcluster.seats import keys
+from bookcluster.seats.home import HomeRegion
+from bookcluster.seats.reconcile import MARGIN, SETTLE, Reconciler
 from bookcluster.seats.scripts import REPAIR
-from bookcluster.stores.connections import make_master
+from bookcluster.stores.connections import Connections, make_master
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of, shows_in
 from tests.integration.node.test_holds import confirm, hold
@@ -152,6 +154,53 @@ async def test_a_repair_leaves_a_seat_that_changed_since_the_pass_read_it(
         blocked = await master.sismember(keys.show_blocked(show), seat)
         await master.aclose()
     assert not blocked
+
+
+async def test_a_change_committed_late_by_a_transaction_older_than_the_watermark_is_repaired(
+        clean: Cluster, catalog: Any) -> None:
+    """Between full passes the reconciler reads only bookings changed since its watermark.
+    `updated_at` is when the writing transaction *started*: one that started before a
+    pass and commits after it must still be in a later pass's window. Here a sale is
+    committed (without a mirror row, so only the reconciler can bring it to Redis) by a
+    transaction that was open across an incremental pass. The region's worker is paused
+    (SIGSTOP), so no other reconciler repairs it."""
+    region = "south"
+    show = shows_in(clean, catalog, region)[0]
+    seat = seats_of(catalog, show, 1)[0]
+    booking = "b-late-commit-0001"
+    master = make_master(clean.topology, region)
+    writer = await clean.pg(region)
+    try:
+        with faults.paused(clean.launcher.child(f"{region}.worker").pid):
+            async with Connections(clean.topology, region) as connections:
+                reconciler = Reconciler(connections, HomeRegion(connections), region)
+                await reconciler.run_once()  # the first pass compares every show
+                async with writer.transaction():
+                    started = await writer.fetchval("SELECT now()")
+                    await asyncio.sleep((SETTLE + MARGIN).total_seconds() + 0.5)
+                    report = await reconciler.run_once()  # only what changed
+                    assert report.shows_checked == 0
+                    assert reconciler.watermark is not None and reconciler.watermark < started
+                    await writer.execute(
+                        "INSERT INTO booking (id, user_id, show_id, status, fence_token, "
+                        "amount_paise, expires_at, hold_deadline) VALUES ($1, 'late', $2, "
+                        "'CONFIRMED', nextval('fence_token_seq'), 100, now(), now())",
+                        booking, show)
+                    await writer.execute(
+                        "INSERT INTO booking_seat (booking_id, show_id, seat_id, price_paise, "
+                        "sold) VALUES ($1, $2, $3, 100, true)", booking, show, seat)
+                    await writer.execute(
+                        "UPDATE show_seat SET status = 'BOOKED', booked_booking_id = $1, "
+                        "updated_at = now() WHERE show_id = $2 AND seat_id = $3",
+                        booking, show, seat)
+                assert await master.hget(keys.show_booked(show), seat) is None
+                report = await reconciler.run_once()
+                assert report.divergent == {show: {seat: f"B:{booking}"}}
+                assert await master.hget(keys.show_booked(show), seat) == booking
+                assert (await reconciler.run_once()).divergent == {}  # and it stays repaired
+    finally:
+        await writer.close()
+        await master.aclose()
 
 
 def test_repair_command_reports_and_fixes(cluster: Cluster) -> None:
