@@ -19,6 +19,7 @@ from typing import Any
 
 from bookcluster.booking import ids, ledger
 from bookcluster.booking.batches import HoldBatcher
+from bookcluster.booking.limits import WriteTokens
 from bookcluster.booking.models import (
     HoldRequest,
     booking_json,
@@ -92,12 +93,13 @@ class BookingService:
     # -- hold ----------------------------------------------------------------
 
     async def hold(self, show: ShowInfo, request: HoldRequest, user_id: str,
-                   key: str | None = None,
-                   address: str | None = None) -> tuple[dict[str, Any], bool]:
+                   key: str | None = None, address: str | None = None,
+                   tokens: WriteTokens | None = None) -> tuple[dict[str, Any], bool]:
         """Hold the seats of a validated request (`HoldRequest.parse`, by the token's
         user `user_id`); returns the answer and whether it replays an earlier hold
         under the same Idempotency-Key (which is then returned as it is now). `address`:
-        the client's, for the per-address caps (None: not checked)."""
+        the client's, for the per-address caps (None: not checked). `tokens`: the
+        write's rate-limit tokens, taken by the hold script itself (429 if refused)."""
         seat_ids = request.seat_ids
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
@@ -112,12 +114,20 @@ class BookingService:
                 return earlier, True
             booking_id = ids.keyed_booking_id(show.id, user_id, key)
         ttl_ms = int(self.settings.hold_ttl_s * 1000)
+        args: list[Any] = [booking_id, ttl_ms, self.home.epoch, *seat_ids]
         try:
-            result = await self.home.script(show.region, "hold", show.id,
-                                            [booking_id, ttl_ms, self.home.epoch, *seat_ids])
+            if tokens is None:
+                result = await self.home.script(show.region, "hold", show.id, args)
+            else:
+                tokens.sent()
+                result = await self.home.script(show.region, "hold_limited", show.id,
+                                                [*args, *tokens.args()], tokens.keys())
         except RegionUnavailable:
             self._count(show, "unavailable")
             raise
+        if int(result[0]) == -2:  # a rate limit refused: nothing held
+            assert tokens is not None
+            tokens.answer(result)
         if int(result[0]) == -1:  # moving, or not this region's at our epoch
             self._count(show, "moved")
             raise ownership.script_refusal(str(result[1]), show.region)

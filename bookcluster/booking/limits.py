@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -29,29 +29,13 @@ from redis.exceptions import NoScriptError
 from bookcluster.errors import RateLimited
 from bookcluster.metrics import NodeMetrics
 from bookcluster.seats import keys
+from bookcluster.seats.scripts import TOKEN_BUCKET
 from bookcluster.stores import deadline
 from bookcluster.stores.connections import Connections
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
 from bookcluster.topology.errors import RegionUnavailable
 from bookcluster.topology.model import Limits, Rate
 
-# KEYS[1] bucket hash {tokens, ts}; ARGV: tokens per second, burst.
-# Returns {1, 0} when a token was taken, {0, ms until one is free} otherwise.
-# Time is the master's clock, so every node of the region agrees.
-TOKEN_BUCKET = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate, burst = tonumber(ARGV[1]) / 1000, tonumber(ARGV[2])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or burst
-local ts = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed, wait = 0, math.ceil((1 - tokens) / rate)
-if tokens >= 1 then tokens, allowed, wait = tokens - 1, 1, 0 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
-return {allowed, wait}
-"""
 log = logging.getLogger(__name__)
 READ_BUCKETS_MAX = 100_000  # addresses remembered per node; the least recent go first
 
@@ -142,8 +126,7 @@ class RateLimiter:
         (`redis_bound`: a hold) is refused now, 503; any other write goes on
         unlimited: PostgreSQL alone decides a sale, and a limiter must not stop one."""
         client = self._connections.redis_master(region)
-        buckets = (("user_writes", keys.rate_bucket("user", user), self._limits.user_writes),
-                   ("ip_writes", keys.rate_bucket("ip", address), self._limits.ip_writes))
+        buckets = self.buckets(user, address)
         left = deadline.current().left_for(region, "redis master (rate limits)")
         try:
             async with asyncio.timeout(left):
@@ -158,11 +141,28 @@ class RateLimiter:
             self._metrics.limit_refusals.labels(self._metrics.region, "unchecked").inc()
             log.warning("rate limits of %s unchecked: its Redis master did not answer", region)
             return
-        for (name, _, _), key, (allowed, wait_ms) in zip(buckets, (user, address), results,
+        self.judge(region, user, address,
+                   [(int(allowed), int(wait_ms)) for allowed, wait_ms in results])
+
+    def buckets(self, user: str, address: str) -> tuple[tuple[str, str, Rate], ...]:
+        return (("user_writes", keys.rate_bucket("user", user), self._limits.user_writes),
+                ("ip_writes", keys.rate_bucket("ip", address), self._limits.ip_writes))
+
+    def judge(self, region: str, user: str, address: str,
+              results: list[tuple[int, int]]) -> None:
+        """The buckets' answers (granted, wait ms), user's first: the first refusal is
+        remembered and answered 429."""
+        for (name, _, _), key, (allowed, wait_ms) in zip(self.buckets(user, address),
+                                                          (user, address), results,
                                                           strict=True):
-            if not int(allowed):
-                self._remember_refusal(name, region, key, int(wait_ms))
-                self._refuse(name, int(wait_ms))
+            if not allowed:
+                self._remember_refusal(name, region, key, wait_ms)
+                self._refuse(name, wait_ms)
+
+    def tokens(self, region: str, user: str, address: str, *,
+               redis_bound: bool) -> WriteTokens:
+        """The tokens of one write, for its hold script to take (`WriteTokens`)."""
+        return WriteTokens(self, region, user, address, redis_bound)
 
     def check_read(self, address: str) -> None:
         """Take one token from this node's bucket for `address` (no I/O)."""
@@ -192,3 +192,52 @@ class RateLimiter:
     def _refuse(self, limit: str, wait_ms: int) -> None:
         self._metrics.limit_refusals.labels(self._metrics.region, limit).inc()
         raise RateLimited(limit, _retry_after_s(wait_ms))
+
+
+class WriteTokens:
+    """One write's tokens (its user's and its address's buckets in its home region),
+    taken exactly once: by the hold script itself (HOLD_LIMITED gets `keys` and
+    `args`; `sent` before the call, `answer` on its refusal), or, when the write
+    ends without sending it (an invalid body, unknown seats, a replay under its
+    Idempotency-Key), by `settle`, through the rate-limit pipeline as any other write.
+    A write thus takes the same tokens as when every write took them before its work;
+    an over-limit one that failed is answered 429, as it was then."""
+
+    def __init__(self, limiter: RateLimiter, region: str, user: str, address: str,
+                 redis_bound: bool) -> None:
+        self._limiter = limiter
+        self.region = region
+        self._user = user
+        self._address = address
+        self._redis_bound = redis_bound
+        self._taken = False
+
+    def keys(self) -> list[str]:
+        """KEYS[6], KEYS[7] of HOLD_LIMITED."""
+        return [key for _, key, _ in self._limiter.buckets(self._user, self._address)]
+
+    def args(self) -> list[float]:
+        """The last four ARGV of HOLD_LIMITED."""
+        return [n for _, _, rate in self._limiter.buckets(self._user, self._address)
+                for n in (rate.per_s, rate.burst)]
+
+    def sent(self) -> None:
+        """The hold script is about to be sent: it takes the tokens (or may have, if
+        its answer is lost); never again."""
+        self._taken = True
+
+    def answer(self, result: list[Any]) -> NoReturn:
+        """A HOLD_LIMITED answer {-2, user granted, wait, address granted, wait}:
+        remember the refusal and raise the 429."""
+        self._limiter.judge(self.region, self._user, self._address,
+                            [(int(result[1]), int(result[2])),
+                             (int(result[3]), int(result[4]))])
+        raise RuntimeError(f"hold script refused no bucket: {result!r}")
+
+    async def settle(self) -> None:
+        """Take the tokens now if the hold script did not (429 if refused)."""
+        if self._taken:
+            return
+        self._taken = True
+        await self._limiter.check_write(self.region, self._user, self._address,
+                                        redis_bound=self._redis_bound)

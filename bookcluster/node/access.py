@@ -20,7 +20,9 @@ token (unless this node verified it before) or signature is looked at.
   address the home master refused moments ago is refused before it queues. A
   route's `turn` (holds: one per seat at a time on each node, the others
   refused without a write if the seats went: `refusals.py`) is taken before
-  the forward, so a refusal costs neither a forward nor a write.
+  the forward, so a refusal costs neither a forward nor a write. A hold's rate-limit
+  tokens are taken by its hold script (`tokens_in_view`: one round trip to the master,
+  not two); a hold that ends before that script takes them after, as before.
   A write the home region refuses as MOVED (`ownership.py`: the theatre moved, or
   our map is older than its owner's epoch) changed nothing: the node adopts the
   newest epoch from its own region's store (`topology_swap.py`) and routes it
@@ -40,6 +42,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from bookcluster.booking.limits import WriteTokens
 from bookcluster.errors import NodeError, Unauthorized
 from bookcluster.node.auth import OPERATOR, Identity, TokenVerifier
 from bookcluster.node.typedefs import (
@@ -60,6 +63,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UserView = Callable[[web.Request, Identity], Awaitable[web.StreamResponse]]
 RegionOf = Callable[[web.Request], Awaitable[str]]
 Turn = Callable[[web.Request, Identity], AbstractAsyncContextManager[None]]
+# The rate-limit tokens of a `tokens_in_view` write on its home node.
+WRITE_TOKENS: web.RequestKey[WriteTokens] = web.RequestKey("write_tokens")
 
 
 # The webhook's refusals for its signature (`signing.py`), counted like a bad token.
@@ -133,14 +138,19 @@ def signed(view: Handler) -> Handler:
 
 
 def home_write(region_of: RegionOf, *, redis_bound: bool = False, lease: bool = False,
-               turn: Turn | None = None) -> Callable[[UserView], Handler]:
+               turn: Turn | None = None,
+               tokens_in_view: bool = False) -> Callable[[UserView], Handler]:
+    """`tokens_in_view`: the view takes the write's rate-limit tokens itself (a hold, in
+    its hold script: `write_tokens`); any it did not take are taken after it, through
+    the rate-limit pipeline, so every write on the route takes them once."""
     def wrap(view: UserView) -> Handler:
         @functools.wraps(view)
         async def handler(request: web.Request) -> web.StreamResponse:
             limit = deadline.of_request(request.headers.get(deadline.HEADER))
             with deadline.running(limit):
                 try:
-                    return await _home_write(request, view, region_of, redis_bound, turn)
+                    return await _home_write(request, view, region_of, redis_bound, turn,
+                                             tokens_in_view)
                 except RegionUnavailable as exc:
                     if not lease or exc.outcome != "unknown" or "lapses_by" in exc.known:
                         raise
@@ -156,23 +166,26 @@ def home_write(region_of: RegionOf, *, redis_bound: bool = False, lease: bool = 
 
 
 async def _home_write(request: web.Request, view: UserView, region_of: RegionOf,
-                      redis_bound: bool, turn: Turn | None) -> web.StreamResponse:
+                      redis_bound: bool, turn: Turn | None,
+                      tokens_in_view: bool) -> web.StreamResponse:
     caller = identity(request)  # a stranger is refused here, not a WAN hop later
     try:
-        return await _turn_and_route(request, view, region_of, redis_bound, turn, caller)
+        return await _turn_and_route(request, view, region_of, redis_bound, turn, caller,
+                                     tokens_in_view)
     finally:  # whatever it did, the caller's next booking list here is read afresh
         request.app[bookings_key].wrote(caller.user)
 
 
 async def _turn_and_route(request: web.Request, view: UserView, region_of: RegionOf,
-                          redis_bound: bool, turn: Turn | None,
-                          caller: Identity) -> web.StreamResponse:
+                          redis_bound: bool, turn: Turn | None, caller: Identity,
+                          tokens_in_view: bool) -> web.StreamResponse:
     region = await region_of(request)
     # A user or address the home master refused moments ago waits in no turn either.
     request.app[limiter_key].precheck_write(region, caller.user, client_address(request))
     async with turn(request, caller) if turn is not None else contextlib.nullcontext():
         try:
-            return await _serve_or_forward(request, view, caller, region, redis_bound)
+            return await _serve_or_forward(request, view, caller, region, redis_bound,
+                                           tokens_in_view)
         except Moved as exc:
             # Our map is older than the theatre's ownership: a move flipped it, or its
             # owner took it at a newer epoch. Nothing was done. Take the newest epoch
@@ -186,16 +199,35 @@ async def _turn_and_route(request: web.Request, view: UserView, region_of: Regio
             if request.app[forwarder_key].forwarded(request):
                 raise
             return await _serve_or_forward(request, view, caller, await region_of(request),
-                                           redis_bound)
+                                           redis_bound, tokens_in_view)
 
 
 async def _serve_or_forward(request: web.Request, view: UserView, caller: Identity,
-                            region: str, redis_bound: bool) -> web.StreamResponse:
+                            region: str, redis_bound: bool,
+                            tokens_in_view: bool) -> web.StreamResponse:
     forwarder = request.app[forwarder_key]
     if forwarder.needed(request, region):
         return await forwarder.forward(request, region)
     limiter, address = request.app[limiter_key], client_address(request)
     limiter.precheck_write(region, caller.user, address)  # no I/O, no queue place
     async with request.app[admission_key].admit(caller.user, address):
-        await limiter.check_write(region, caller.user, address, redis_bound=redis_bound)
-        return await view(request, caller)
+        if not tokens_in_view:
+            await limiter.check_write(region, caller.user, address, redis_bound=redis_bound)
+            return await view(request, caller)
+        tokens = request[WRITE_TOKENS] = limiter.tokens(region, caller.user, address,
+                                                        redis_bound=redis_bound)
+        try:
+            response = await view(request, caller)
+        except Exception:
+            # Over the limit: the 429 it would have been first. A store outage now
+            # leaves the write's own answer.
+            with contextlib.suppress(RegionUnavailable):
+                await tokens.settle()
+            raise
+        await tokens.settle()
+        return response
+
+
+def write_tokens(request: web.Request) -> WriteTokens:
+    """The rate-limit tokens of a `tokens_in_view` write, for its view to take."""
+    return request[WRITE_TOKENS]

@@ -54,14 +54,16 @@ class HomeRegion:
         on it too (`replication.py`); a region without one promises only its primary."""
         return self._connections.topology.region(region).pg_standby is not None
 
-    async def script(self, region: str, name: str, show_id: int, args: list[Any]) -> Any:
-        """Run a seat script; a failure once it was sent may still have applied it."""
+    async def script(self, region: str, name: str, show_id: int, args: list[Any],
+                     more_keys: list[str] | None = None) -> Any:
+        """Run a seat script (KEYS: the show's, then `more_keys`); a failure once it
+        was sent may still have applied it."""
         client = self._connections.redis_master(region)
         left = deadline.current().left_for(region, "redis master")
         try:
             async with asyncio.timeout(left):
                 return await self._scripts.run(
-                    client, name, keys.show_keys(show_id),
+                    client, name, keys.show_keys(show_id) + (more_keys or []),
                     [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "redis master", outcome="unknown") from exc

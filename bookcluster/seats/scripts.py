@@ -59,20 +59,41 @@ local function moved_away()
 end
 """
 
-# ARGV: channel, show_id, booking_id, ttl_ms, epoch, seat...
-# Returns {1, version, expires_at_ms}: every seat was free (or already held by this
-#         booking: a retried hold under the same Idempotency-Key) and is now held
-#         by booking_id;
-#         {0, seat...}: nothing changed; these seats were held, booked or blocked;
-#         {-1, owner}: nothing changed; the show is moving or moved (owner key), or
-#         owned here only since an epoch newer than the caller's (ARGV[5]).
-HOLD = _NOW + _HOLDER + _PUBLISH + _MOVED + """
+# One token of a rate-limit bucket (hash {tokens, ts} at `key`), refilled at `per_s`
+# tokens a second up to `burst`, on the master's clock (`now`), so every node of the
+# region agrees. Returns 1, 0 when a token was taken; 0, the ms until one is free
+# otherwise (nothing taken).
+_TAKE_TOKEN = """
+local function take_token(key, per_s, burst)
+  local rate, cap = tonumber(per_s) / 1000, tonumber(burst)
+  local b = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(b[1]) or cap
+  local ts = tonumber(b[2]) or now
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+  local allowed, wait = 0, math.ceil((1 - tokens) / rate)
+  if tokens >= 1 then tokens, allowed, wait = tokens - 1, 1, 0 end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil(cap / rate) + 1000)
+  return allowed, wait
+end
+"""
+
+# KEYS[1] bucket hash {tokens, ts}; ARGV: tokens per second, burst.
+# Returns {1, 0} when a token was taken, {0, ms until one is free} otherwise.
+# (Not a seat script: the rate limits' own, `booking/limits.py`; its key is its own slot.)
+TOKEN_BUCKET = _NOW + _TAKE_TOKEN + """
+local allowed, wait = take_token(KEYS[1], ARGV[1], ARGV[2])
+return {allowed, wait}
+"""
+
+# The seats of HOLD and HOLD_LIMITED: ARGV[6 .. last_seat].
+_HOLD_SEATS = """
 if owner_state ~= false and (owner_state == 'moving' or moved_away()
     or tonumber(owner_state) > tonumber(ARGV[5])) then
   return {-1, owner_state}
 end
 local seats, taken = {}, {}
-for i = 6, #ARGV do
+for i = 6, last_seat do
   local seat = ARGV[i]
   seats[#seats + 1] = seat
   local owner, expires = holder(seat)
@@ -87,6 +108,36 @@ local value = ARGV[3] .. '|' .. expires
 for _, seat in ipairs(seats) do redis.call('HSET', KEYS[1], seat, value) end
 return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires}
 """
+
+# ARGV: channel, show_id, booking_id, ttl_ms, epoch, seat...
+# Returns {1, version, expires_at_ms}: every seat was free (or already held by this
+#         booking: a retried hold under the same Idempotency-Key) and is now held
+#         by booking_id;
+#         {0, seat...}: nothing changed; these seats were held, booked or blocked;
+#         {-1, owner}: nothing changed; the show is moving or moved (owner key), or
+#         owned here only since an epoch newer than the caller's (ARGV[5]).
+HOLD = _NOW + _HOLDER + _PUBLISH + _MOVED + """
+local last_seat = #ARGV
+""" + _HOLD_SEATS
+
+# HOLD with the write rate limits in the same round trip (`booking/limits.py`).
+# KEYS[6] the user's bucket, KEYS[7] the client address's (`keys.rate_bucket`).
+# ARGV: as HOLD's, then user tokens per second, user burst, address tokens per
+# second, address burst (the last four).
+# First one token of each bucket, each taken if it has one, as the two TOKEN_BUCKET
+# calls of any other write take them; then, only if both were granted, HOLD. A token
+# taken is kept whatever follows (the other bucket's refusal, taken seats, a moved
+# show), exactly as when the limits ran before HOLD, so every limit counts the same.
+# Returns HOLD's answers, or {-2, user granted, user wait ms, address granted, address
+# wait ms} when a bucket refused (no seat changed).
+# The buckets are their own slots: unlike the seat scripts this one is not Redis-Cluster
+# safe (a region's master is one Redis with replicas, never a cluster).
+HOLD_LIMITED = _NOW + _HOLDER + _PUBLISH + _MOVED + _TAKE_TOKEN + """
+local last_seat = #ARGV - 4
+local user_ok, user_wait = take_token(KEYS[6], ARGV[last_seat + 1], ARGV[last_seat + 2])
+local addr_ok, addr_wait = take_token(KEYS[7], ARGV[last_seat + 3], ARGV[last_seat + 4])
+if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, addr_wait} end
+""" + _HOLD_SEATS
 
 # ARGV: channel, show_id, booking_id, seat...
 # Drops the holds of booking_id on these seats (others' holds are left alone).
@@ -208,8 +259,8 @@ class SeatScripts:
         scripts = self._registered.get(id(client))
         if scripts is None:
             scripts = {name: client.register_script(body) for name, body in
-                       (("hold", HOLD), ("release", RELEASE), ("book", BOOK), ("extend", EXTEND),
-                        ("repair", REPAIR))}
+                       (("hold", HOLD), ("hold_limited", HOLD_LIMITED), ("release", RELEASE),
+                        ("book", BOOK), ("extend", EXTEND), ("repair", REPAIR))}
             self._registered[id(client)] = scripts
         return scripts
 

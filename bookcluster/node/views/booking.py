@@ -96,11 +96,13 @@ async def _hold_turn(request: web.Request, caller: Identity) -> AsyncIterator[No
         yield
 
 
-@access.home_write(_show_region, redis_bound=True, lease=True, turn=_hold_turn)
+@access.home_write(_show_region, redis_bound=True, lease=True, turn=_hold_turn,
+                   tokens_in_view=True)
 async def hold(request: web.Request, caller: Identity) -> web.Response:
     result, replayed = await request.app[bookings_key].hold(
         await show_of(request), await _hold_body(request, caller), caller.user,
-        request.headers.get("Idempotency-Key"), access.client_address(request))
+        request.headers.get("Idempotency-Key"), access.client_address(request),
+        access.write_tokens(request))
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return answer(result, status=201, headers=headers)
 
