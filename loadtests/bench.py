@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import log, phases, raw, regions
+from benchlib import log, peer, phases, raw, regions
 from benchlib.backlog import Backlog, Settle
 from benchlib.chart import draw
 from benchlib.cpu import cpu_groups
@@ -60,9 +60,14 @@ from bookcluster.local.binaries import find_binaries
 from bookcluster.ops.demo_catalog import CatalogSpec
 
 HERE = Path(__file__).resolve().parent
-# 424 shows, ~82,000 seats for sale: enough for ~10 s of holds at full speed.
-BENCH_CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=3, days=2, shows_per_day=4)
-SMOKE_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2)
+# Shows of 1,000 seats (25 rows x 40, the peer's shape): ~216 shows, ~216,000 seats for
+# sale, enough for the peer-shape phases (20 s each) and 10 s of each write phase.
+SHOW_LAYOUT = (25, 40)
+BENCH_CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=3, days=1, shows_per_day=4,
+                            layout=SHOW_LAYOUT)
+SMOKE_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2,
+                            layout=SHOW_LAYOUT)
+PHASES = ("peer", "writes", "reads", "cross", "token", "raw")
 # Raw-limit capacity per second of --duration: generous for this machine's rates.
 RAW_HOLDS_PER_S = 8000
 RAW_CONFIRMS_PER_S = 4000
@@ -110,6 +115,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-timeout", type=float, default=120.0,
                    help="seconds the workers get to finish what a phase left them (120)")
     p.add_argument("--no-raw", action="store_true", help="skip the raw limits")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help="comma-separated, of: peer (the peer's load shape), writes (holds, "
+                        "confirms, one seat), reads (seat maps), cross (change delay, local vs "
+                        "remote), token, raw (store limits); default all")
+    p.add_argument("--quick", action="store_true",
+                   help="the peer shape and the raw limits only, on one cluster of 5 nodes "
+                        "per region, no WAN delay (a few minutes)")
+    p.add_argument("--peer-clients", type=int, default=peer.CLIENTS,
+                   help=f"clients of the peer-shape phases ({peer.CLIENTS})")
+    p.add_argument("--peer-duration", type=float, default=peer.DURATION_S,
+                   help=f"seconds of each peer-shape phase ({peer.DURATION_S:g})")
     p.add_argument("--results", type=Path, default=HERE / "results",
                    help="folder for bench-<UTC>.json and .png (loadtests/results)")
     p.add_argument("--smoke", action="store_true",
@@ -121,10 +137,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "load_procs": 1, "hold_clients": 16, "read_clients": 100,
                  "rush_clients": 100, "wan_clients": 3, "wan_requests": 30, "live_holds": 5,
                  "redis_bench_requests": 4000, "redis_bench_clients": 10,
-                 "pgbench_clients": 4, "token_calls": 2000, "settle_timeout": 20.0}
+                 "pgbench_clients": 4, "token_calls": 2000, "settle_timeout": 20.0,
+                 "peer_clients": 16, "peer_duration": 1.0}
         for key, value in smoke.items():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
+    if args.quick:
+        for key, value in {"phases": "peer,raw", "nodes_per_region": "5",
+                           "wan_delays": "0"}.items():
+            if getattr(args, key) == p.get_default(key):
+                setattr(args, key, value)
+    args.phase_set = {x.strip() for x in args.phases.split(",") if x.strip()}
+    if not args.phase_set or args.phase_set - set(PHASES):
+        p.error(f"--phases: some of {','.join(PHASES)}, got {args.phases!r}")
+    if args.no_raw:
+        args.phase_set.discard("raw")
     try:
         args.delays = [int(d) for d in args.wan_delays.split(",") if d.strip()]
     except ValueError:
@@ -307,8 +334,10 @@ def plan(args: argparse.Namespace) -> list[tuple[int, int, set[str]]]:
     token cost on the first), then each other node count at the first delay (writes)."""
     first, *others = args.node_counts
     out = [(first, d, {"cross"}) for d in args.delays]
-    out[0][2].update({"token", "writes", "reads"})
-    return out + [(n, args.delays[0], {"writes"}) for n in others]
+    out[0][2].update({"peer", "token", "writes", "reads"})
+    out += [(n, args.delays[0], {"writes"}) for n in others]
+    chosen = [(n, d, work & args.phase_set) for n, d, work in out]
+    return [c for c in chosen if c[2]]
 
 
 async def one_cluster(args: argparse.Namespace, load: Load, nodes: int, delay: int,
@@ -329,11 +358,15 @@ async def one_cluster(args: argparse.Namespace, load: Load, nodes: int, delay: i
             async with contextlib.AsyncExitStack() as stack:
                 http = await stack.enter_async_context(aiohttp.ClientSession(
                     connector=connector, timeout=aiohttp.ClientTimeout(total=60)))
-                settle = None
+                settle, backlog = None, None
                 if args.workers:
                     backlog = await stack.enter_async_context(Backlog(cluster))
                     settle = Settle(backlog, cpu_groups(cluster), args.settle_timeout)
                 pool = SeatPool(cluster)
+                if "peer" in work:
+                    results["peer"] = await peer.peer_phases(
+                        cluster, http, load, pool, settle, backlog, args.peer_clients,
+                        args.peer_duration)
                 if "cross" in work:
                     cross = await cross_region(cluster, http, load, pool)
                     results["runs"][str(delay)] = {**cross, "wan_delay_ms": delay}
@@ -370,10 +403,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "client": "aiohttp, one ClientSession (limit 0) per load process, uvloop",
                    "auth": "HS256 bearer token per write, a fresh user per hold",
                    "payments": "captured at once, no webhook: the confirm phase sells",
-                   "token_calls": args.token_calls,
+                   "token_calls": args.token_calls, "phases": sorted(args.phase_set),
+                   "peer_clients": args.peer_clients, "peer_duration_s": args.peer_duration,
                    "shared_machine": True},
         "load_average": {"start": os.getloadavg()},
-        "writes": {}, "reads": {}, "runs": {}, "raw": None, "token_verify": None}
+        "writes": {}, "reads": {}, "runs": {}, "raw": None, "token_verify": None,
+        "peer": None}
     folder = scratch_folder("bookcluster-bench-aux-")
     try:
         clusters = plan(args)
@@ -382,7 +417,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{delay} ms, durable={durable}, workers={'on' if args.workers else 'off'}: "
                 + ", ".join(sorted(work)))
             await one_cluster(args, load, nodes, delay, work, folder, results)
-        if not args.no_raw:
+        if "raw" in args.phase_set:
             results["raw"] = await raw_limits(args, folder / "raw")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

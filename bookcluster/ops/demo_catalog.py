@@ -66,6 +66,9 @@ class CatalogSpec:
     days: int = 3
     shows_per_day: int = 4
     seed: int = 2026
+    # (rows, seats per row) for every screen, none blocked (e.g. the bench's 25 x 40 =
+    # 1,000-seat shows); None: the demo's varied layouts of 100-300 seats.
+    layout: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +145,15 @@ def row_label(index: int) -> str:
         letters[index % len(letters)]
 
 
-def _layout(rng: random.Random, screen_id: str, price_factor: float) -> list[Seat]:
-    while True:
-        rows, per_row = rng.randint(8, 16), rng.randint(12, 20)
-        if 100 <= rows * per_row <= 300:
-            break
+def _layout(rng: random.Random, screen_id: str, price_factor: float,
+            fixed: tuple[int, int] | None = None) -> list[Seat]:
+    if fixed is not None:
+        rows, per_row = fixed
+    else:
+        while True:
+            rows, per_row = rng.randint(8, 16), rng.randint(12, 20)
+            if 100 <= rows * per_row <= 300:
+                break
     recliner_rows = 2 if rows >= 10 else 1
     classic_rows = rows // 3
     seats = []
@@ -160,7 +167,7 @@ def _layout(rng: random.Random, screen_id: str, price_factor: float) -> list[Sea
             category, base = CATEGORIES[1]
         price = int(round(base * price_factor / 10.0) * 10 * 100)
         for n in range(1, per_row + 1):
-            blocked = rng.random() < 0.01  # the odd broken seat
+            blocked = fixed is None and rng.random() < 0.01  # the odd broken seat
             seats.append(Seat(screen_id, f"{label}{n}", label, n, category, price, blocked))
     return seats
 
@@ -184,7 +191,7 @@ def build_catalog(spec: CatalogSpec, start: date) -> Catalog:
                 for s in range(1, rng.randint(2, 4) + 1):
                     screen = Screen(f"{theatre.id}-s{s}", theatre.id, f"Audi {s}")
                     screens.append(screen)
-                    seats.extend(_layout(rng, screen.id, price_factor))
+                    seats.extend(_layout(rng, screen.id, price_factor, spec.layout))
                     for day in range(spec.days):
                         for slot in SHOW_TIMES[: spec.shows_per_day]:
                             starts = datetime.combine(start + timedelta(days=day), slot, IST)

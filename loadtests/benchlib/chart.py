@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 from matplotlib.axes import Axes  # noqa: E402
 
 from .report import (  # noqa: E402
+    CLUSTER_MS_PER_BOOKING,
     CLUSTER_MS_PER_CONFIRM,
     CLUSTER_MS_PER_HOLD,
     NODE_MS_PER_HOLD,
@@ -61,11 +62,59 @@ def _draw_panel(ax: Axes, panel: Panel) -> None:
     ax.legend(loc="best", fontsize=8)
 
 
+def peer_panels(results: dict[str, Any]) -> list[Panel]:
+    peer = results.get("peer")
+    if not peer:
+        return []
+    theirs = peer["peer"]
+    return [
+        Panel(f"Peer shape ({peer['clients']} clients, {peer['seats']}-seat holds, 1,000-seat "
+              "shows): ours vs the peer's published figures, per second (log scale)",
+              ["ours", "peer"], [
+                  ("holds/s", [get(peer, "holds", "ok_per_s"), theirs["holds_per_s"]]),
+                  ("hold->pay->confirm flows/s", [get(peer, "flows", "ok_per_s"),
+                                                  theirs["flows_per_s"]]),
+                  ("seat map req/s", [get(peer, "seat_map", "ok_per_s"),
+                                      theirs["seat_map_per_s"]])], log=True),
+        Panel("Peer shape: CPU ms per operation (targets dashed: cluster per hold 1.2, "
+              "per booking 4, whole machine per hold 0.4x the peer's)",
+              ["ours", "peer"], [
+                  ("whole machine per hold", [get(peer, "holds", "machine_cpu_ms_per_op"),
+                                              theirs["machine_cpu_ms_per_hold"]]),
+                  ("cluster per hold", [get(peer, "holds", "cpu_ms_per_op", "cluster"), None]),
+                  ("nodes per hold", [get(peer, "holds", "cpu_ms_per_op", "nodes"), None]),
+                  ("cluster per booking (jobs included)",
+                   [get(peer, "flows", "cluster_ms_per_booking"), None])], " ms",
+              targets=[("1.2", CLUSTER_MS_PER_HOLD),
+                       (f"{0.4 * theirs['machine_cpu_ms_per_hold']:.2f}",
+                        0.4 * theirs["machine_cpu_ms_per_hold"]),
+                       ("4", CLUSTER_MS_PER_BOOKING)])]
+
+
+def draw_backlog(ax: Axes, results: dict[str, Any]) -> None:
+    drain = get(results, "peer", "flows", "drain") or {}
+    samples = drain.get("samples") or []
+    t = [x["t_s"] for x in samples]
+    ax.plot(t, [x["jobs_waiting"] for x in samples], label="jobs waiting")
+    ax.plot(t, [x["total"] for x in samples], label="backlog (jobs + mirror rows)")
+    window = get(results, "peer", "flows", "elapsed_s")
+    if window:
+        ax.axvline(window, color=TARGET, linestyle="--", linewidth=1.2)
+        ax.annotate("load ends", (window, 1), xycoords=("data", "axes fraction"),
+                    color=TARGET, fontsize=8, xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("s since the flows' load started", fontsize=9)
+    ax.set_title(f"Peer-shape flows: backlog over time; confirms answered "
+                 f"{drain.get('answered_per_s')}/s, workers drained {drain.get('drained_per_s')}"
+                 "/s", loc="left", fontsize=11, pad=14)
+    ax.legend(loc="best", fontsize=8)
+
+
 def panels(results: dict[str, Any]) -> list[Panel]:
     reads, d = results.get("reads") or {}, results["derived"]["ratios"]
     tops = topologies(results)
     main = results["writes"][tops[0]] if tops else {}
-    out = [Panel("Ours as % of the raw limit / the trivial handler (targets dashed)",
+    out = peer_panels(results)
+    out += [Panel("Ours as % of the raw limit / the trivial handler (targets dashed)",
                  ["%"], [(label, [None if v is None else v * 100]) for label, v in (
                      ("direct hold / lower raw limit", d["hold_vs_lower_raw_limit"]),
                      ("direct confirm / pgbench bc_confirm", d["confirm_vs_pg_confirm_limit"]),
@@ -73,7 +122,7 @@ def panels(results: dict[str, Any]) -> list[Panel]:
                      ("seat map cold / trivial handler", d["cold_reads_vs_trivial"]))],
                  unit="%", targets=[("50%", 50.0), ("70%", 70.0)])]
     groups = ("cluster", "nodes", "postgres", "workers")
-    out.append(Panel("CPU ms per operation (targets dashed: node per hold 0.5, cluster per hold "
+    out.append(Panel("CPU ms per operation (targets dashed: node per hold 0.3, cluster per hold "
                      "1.2, per confirm 2.5)", list(groups), [
         (f"{top}/region {label}", [get(results, "writes", top, key, "cpu_ms_per_op", g)
                                    for g in groups])
@@ -123,16 +172,21 @@ def _lower(results: dict[str, Any]) -> float | None:
 
 
 def draw(results: dict[str, Any], path: Path) -> None:
-    chosen = panels(results)
+    chosen = [p for p in panels(results) if p.series and p.rows]  # phases that ran
     m = results["machine"]
     heights = [_height(p) for p in chosen]
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(12, sum(heights) + 0.8),
+    backlog = bool(get(results, "peer", "flows", "drain", "samples"))
+    if backlog:
+        heights.append(3.0)
+    fig, axes = plt.subplots(len(heights), 1, figsize=(12, sum(heights) + 0.8),
                              gridspec_kw={"height_ratios": heights}, squeeze=False,
                              layout="constrained")
     fig.suptitle(f"bookcluster bench {results['started_at']}\n{m['cpu_model']}, {m['nproc']} "
                  f"cores, {m['memory_gib']} GiB; durable={str(m['durable']).lower()}; client "
                  "and servers share the machine", x=0.01, ha="left", fontsize=12)
-    for ax, panel in zip(axes[:, 0], chosen, strict=True):
+    for ax, panel in zip(axes[:len(chosen), 0], chosen, strict=True):
         _draw_panel(ax, panel)
+    if backlog:
+        draw_backlog(axes[-1, 0], results)
     fig.savefig(path, dpi=100)
     plt.close(fig)

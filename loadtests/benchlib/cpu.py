@@ -112,6 +112,7 @@ def usage(before: Snapshot, after: Snapshot, client_cpu_s: float) -> dict[str, A
         return round(value / capacity_s, 3) if capacity_s > 0 else None
 
     return {"cpu_s": used, "window_s": round(elapsed, 3),
+            "machine_busy_s": round(busy_s, 3),  # whoever used it
             "machine_busy_share": share(busy_s), "accounted_share": share(accounted),
             "unaccounted_share": share(max(0.0, busy_s - accounted)),
             "share": {n: round(v / accounted, 3) if accounted else None

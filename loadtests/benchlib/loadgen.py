@@ -16,7 +16,10 @@ free seats of random shows from the group's pool, which no other group or
 child shares, so holds never collide; each hold by a fresh user with its own
 token, minted here with the key of the spec's `topology`, so no per-user cap
 or rate ever refuses one), `confirms` (each [booking id, owner's token,
-captured payment id] once, with an Idempotency-Key), `gets` (each reader
+captured payment id] once, with an Idempotency-Key), `flows` (as `holds`, then
+each hold paid at the gateway simulator with the spec's `gateway` URL and API key,
+captured at once, no webhook, and confirmed with its payment: one booking after
+the other per client; `created` lists the confirmed bookings), `gets` (each reader
 cycles the URLs of its group, e.g. the nodes of its region; `once` reads every
 URL exactly once instead) and `burst` (every request of a list at the same
 moment, once; each [method, url, body, headers]).
@@ -43,6 +46,7 @@ SCRIPT = Path(__file__).resolve()
 REQUEST_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
 TOKEN_TTL_S = 3600.0  # longer than any phase
+CONFIRM_402_TRIES = 20
 
 
 class _Run:
@@ -56,6 +60,7 @@ class _Run:
         self.failures: Counter[str] = Counter()  # 5xx by what failed (`answer_kind`)
         self.created: list[Any] = []
         self.results: list[dict[str, Any]] = []  # burst: one per request
+        self.flow_ms: list[float] = []  # flows: each sold booking's hold -> confirm
         self.bytes = 0
         self.exhausted = False
         self.count = 0
@@ -114,36 +119,109 @@ def _minter(spec: dict[str, Any]) -> Callable[[str], str]:
     return lambda user: mint(topology, user, TOKEN_TTL_S)
 
 
+class _Seats:
+    """Draws holds from a group's pool (shared by the group's clients): `want` random
+    free seats of a random show, `spec["seats"]` = [low, high] (1-4) of them."""
+
+    def __init__(self, run: _Run, group: dict[str, Any]) -> None:
+        self.run = run
+        self.pool: dict[str, list[str]] = group["pool"]
+        self.shows = [s for s in self.pool if self.pool[s]]
+        self.low, self.high = run.spec.get("seats", [1, 4])
+
+    def draw(self) -> tuple[str, list[str]] | None:
+        while self.shows:
+            at = self.run.rng.randrange(len(self.shows))
+            show = self.shows[at]
+            seats = self.pool[show]
+            if len(seats) < self.high:  # too few left for the widest hold: drop the show
+                self.shows[at] = self.shows[-1]
+                self.shows.pop()
+                continue
+            want = self.run.rng.randint(self.low, self.high)
+            return show, [seats.pop(self.run.rng.randrange(len(seats))) for _ in range(want)]
+        self.run.exhausted = True
+        return None
+
+
+async def _hold(run: _Run, http: aiohttp.ClientSession, node: str, show: str,
+                seats: list[str], token: str) -> list[Any] | None:
+    """One hold; [booking, show, token, amount] when it was made."""
+    status, body = await run.request(
+        http, "POST", f"{node}/booking/seats/{show}/lock", {"seat_ids": seats},
+        headers={"Authorization": f"Bearer {token}"}, want_json=True)
+    if status == 201 and isinstance(body, dict):
+        return [body["booking_id"], int(show), token, body["amount_paise"]]
+    return None
+
+
+def _user_prefix(run: _Run, index: int) -> str:
+    return f"{run.spec.get('user', 'bench')}-{uuid.uuid4().hex[:8]}-{index}"
+
+
 async def _holds(run: _Run, http: aiohttp.ClientSession, index: int,
                  group: dict[str, Any], token_for: Callable[[str], str]) -> None:
     nodes: list[str] = group["nodes"]
-    pool: dict[str, list[str]] = group["pool"]  # shared by the group's clients
-    shows = [s for s in pool if pool[s]]
-    low, high = run.spec.get("seats", [1, 4])
-    prefix = f"{run.spec.get('user', 'bench')}-{uuid.uuid4().hex[:8]}-{index}"
+    seats = _Seats(run, group)
+    prefix = _user_prefix(run, index)
     node = index
     made = 0
     while run.more():
-        if not shows:
-            run.exhausted = True
+        drawn = seats.draw()
+        if drawn is None:
             return
-        at = run.rng.randrange(len(shows))
-        show = shows[at]
-        seats = pool[show]
-        if len(seats) < high:  # too few left for the widest hold: drop the show
-            shows[at] = shows[-1]
-            shows.pop()
-            continue
-        want = run.rng.randint(low, high)
-        chosen = [seats.pop(run.rng.randrange(len(seats))) for _ in range(want)]
         node = (node + 1) % len(nodes)
         made += 1
-        token = token_for(f"{prefix}-{made}")  # a fresh user: never near a per-user limit
-        status, body = await run.request(
-            http, "POST", f"{nodes[node]}/booking/seats/{show}/lock", {"seat_ids": chosen},
-            headers={"Authorization": f"Bearer {token}"}, want_json=True)
-        if status == 201 and isinstance(body, dict):
-            run.created.append([body["booking_id"], int(show), token, body["amount_paise"]])
+        # a fresh user: never near a per-user limit
+        hold = await _hold(run, http, nodes[node], *drawn, token_for(f"{prefix}-{made}"))
+        if hold is not None:
+            run.created.append(hold)
+
+
+async def _flows(run: _Run, http: aiohttp.ClientSession, index: int,
+                 group: dict[str, Any], token_for: Callable[[str], str]) -> None:
+    """hold -> pay -> confirm, one booking after the other, each by a fresh user; a
+    step refused ends that booking's flow. `run.flow_ms`: each sold booking's wall time
+    from its hold to its confirm's answer."""
+    nodes: list[str] = group["nodes"]
+    gateway: dict[str, str] = run.spec["gateway"]
+    pay_headers = {"Authorization": f"Bearer {gateway['api_key']}"}
+    seats = _Seats(run, group)
+    prefix = _user_prefix(run, index)
+    node = index
+    made = 0
+    while run.more():
+        drawn = seats.draw()
+        if drawn is None:
+            return
+        node = (node + 1) % len(nodes)
+        made += 1
+        started = time.perf_counter()
+        hold = await _hold(run, http, nodes[node], *drawn, token_for(f"{prefix}-{made}"))
+        if hold is None:
+            continue
+        booking, _show, token, amount = hold
+        status, intent = await run.request(
+            http, "POST", f"{gateway['url']}/intents",
+            {"booking_id": booking, "amount_paise": amount, "region": group["region"],
+             "capture_delay_ms": 0, "outcome": "capture", "webhook": False},
+            headers=pay_headers, want_json=True)
+        if status not in (200, 201) or not isinstance(intent, dict):
+            continue
+        # Captured on the simulator's next turn, before this confirm asks it; a 402
+        # (not captured yet) is asked again a little later.
+        for _ in range(CONFIRM_402_TRIES):
+            status, _ = await run.request(
+                http, "POST", f"{nodes[node]}/booking/booking/{booking}/confirm",
+                {"payment_id": intent["id"]},
+                headers={"Authorization": f"Bearer {token}",
+                         "Idempotency-Key": uuid.uuid4().hex})
+            if status != 402 or not run.more():
+                break
+            await asyncio.sleep(0.005)
+        if status == 200:
+            run.created.append(booking)
+            run.flow_ms.append((time.perf_counter() - started) * 1000)
 
 
 async def _confirms(run: _Run, http: aiohttp.ClientSession, index: int,
@@ -211,7 +289,7 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
     run = _Run(spec)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    token_for = _minter(spec) if spec["kind"] == "holds" else None
+    token_for = _minter(spec) if spec["kind"] in ("holds", "flows") else None
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         concurrency = int(spec["concurrency"])
         await _warm(http, spec.get("warm_urls", []), concurrency)
@@ -225,6 +303,10 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
         if kind == "holds":
             assert token_for is not None
             tasks = [_holds(run, http, i, groups[i % len(groups)], token_for)
+                     for i in range(concurrency)]
+        elif kind == "flows":
+            assert token_for is not None
+            tasks = [_flows(run, http, i, groups[i % len(groups)], token_for)
                      for i in range(concurrency)]
         elif kind == "confirms":
             queues = [iter(g["bookings"]) for g in groups]
@@ -244,7 +326,7 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
             "latencies": run.latencies, "ok_latencies": run.ok_latencies,
             "statuses": dict(run.statuses), "errors": dict(run.errors),
             "failures": dict(run.failures), "created": run.created, "results": run.results,
-            "bytes": run.bytes,
+            "bytes": run.bytes, "flow_ms": run.flow_ms,
             "exhausted": run.exhausted, "pid": os.getpid()}
 
 
@@ -350,6 +432,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         "statuses": dict(statuses), "errors": dict(errors), "failures": dict(failures),
         "created": [x for r in results for x in r["created"]],
         "results": [x for r in results for x in r["results"]],
+        "flow_ms": [x for r in results for x in r.get("flow_ms", [])],
         "bytes": sum(r["bytes"] for r in results),
         "exhausted": any(r["exhausted"] for r in results),
         "processes": len(results),

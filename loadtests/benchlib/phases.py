@@ -144,6 +144,7 @@ async def measured(cluster: BenchCluster, http: aiohttp.ClientSession,
         specs, timeout_s, started=lambda: marks.setdefault("start", snapshot(groups)),
         ended=lambda: marks.setdefault("end", snapshot(groups)))
     result["cpu"] = usage(marks["start"], marks["end"], result["client_cpu_s"])
+    result["window_at"] = (marks["start"].at, marks["end"].at)  # perf_counter
     if settle is not None:
         result["after_load"] = await settle.after(marks["end"])
     result.update(_figure_delta(before, await node_figures(http, nodes, route)))
@@ -178,6 +179,7 @@ def report(result: dict[str, Any], ok: str) -> dict[str, Any]:
             "after_load": result.get("after_load"), "cache": result.get("cache"),
             "cpu_ms_per_op": cpu_ms_per_op(result, done),
             "exhausted": result["exhausted"], "processes": result["processes"],
+            "window_at": result.get("window_at"),
             "bytes_per_answer": round(result.get("bytes", 0) / len(result["latencies"]))
             if result["latencies"] else None}
 
@@ -202,19 +204,51 @@ def _write_specs(cluster: BenchCluster, load: Load, route: str, kind: str,
 
 
 async def holds(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
-                pool: dict[int, list[str]], route: str,
-                settle: Settle | None = None) -> tuple[dict[str, Any], list[Held]]:
-    """Holds of 1-4 random free seats of many shows, each by a fresh user, sent `route`
-    (`ROUTES`). A client keeps to one home region's shows and their entry nodes."""
+                pool: dict[int, list[str]], route: str, settle: Settle | None = None,
+                seats: tuple[int, int] = (1, 4)) -> tuple[dict[str, Any], list[Held]]:
+    """Holds of `seats` (1-4) random free seats of many shows, each by a fresh user,
+    sent `route` (`ROUTES`). A client keeps to one home region's shows and their entry
+    nodes."""
+    result = await _hold_load(cluster, http, load, pool, route, settle, seats, "holds")
+    return {**report(result, "201"), "route": route}, held(result["created"])
+
+
+async def flows(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
+                pool: dict[int, list[str]], route: str, settle: Settle | None = None,
+                seats: tuple[int, int] = (2, 2)) -> dict[str, Any]:
+    """As `holds`, each hold then paid at the gateway and confirmed (`loadgen` kind
+    `flows`): `ok` counts bookings sold; latency percentiles are of whole flows."""
+    gateway = cluster.topology.payments
+    assert gateway is not None, "the bench cluster runs the gateway simulator"
+    result = await _hold_load(cluster, http, load, pool, route, settle, seats, "flows", {
+        "gateway": {"url": f"http://{gateway.gateway.host}:{gateway.gateway.port}",
+                    "api_key": cluster.topology.secrets.get("gateway_api_key")}})
+    sold = len(result["created"])
+    requests = report(result, "-")
+    return {**requests, **summarize(result["flow_ms"], result["elapsed_s"]),
+            "ok": sold, "ok_per_s": round(sold / result["elapsed_s"], 1),
+            "settled_per_s": round(sold / (result["elapsed_s"] + result["after_load"]["tail_s"]),
+                                   1) if result.get("after_load") else None,
+            "cpu_ms_per_op": cpu_ms_per_op(result, sold), "route": route,
+            "requests": {"count": requests["count"], "p50_ms": requests["p50_ms"],
+                         "p99_ms": requests["p99_ms"]}}
+
+
+async def _hold_load(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
+                     pool: dict[int, list[str]], route: str, settle: Settle | None,
+                     seats: tuple[int, int], kind: str,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     by_home = {r: sorted(s for s in pool if cluster.home_of(s) == r)
                for r in cluster.topology.regions}
-    specs = _write_specs(cluster, load, route, "holds", by_home,
-                         lambda shows: {"pool": {str(s): pool[s] for s in shows}},
-                         lambda i: {"user": f"bench-{route}{i}",
-                                    "topology": str(cluster.topology.path)})
-    result = await measured(cluster, http, specs, HOLD_ROUTE, load.duration_s * 3 + 60,
-                            settle=settle)
-    return {**report(result, "201"), "route": route}, held(result["created"])
+    home = {s: r for r, shows in by_home.items() for s in shows}
+    specs = _write_specs(cluster, load, route, kind, by_home,
+                         lambda shows: {"pool": {str(s): pool[s] for s in shows},
+                                        "region": home[shows[0]]},
+                         lambda i: {"user": f"bench-{route}{i}", "seats": list(seats),
+                                    "topology": str(cluster.topology.path),
+                                    **(extra or {})})
+    return await measured(cluster, http, specs, HOLD_ROUTE, load.duration_s * 3 + 60,
+                          settle=settle)
 
 
 async def confirms(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,

@@ -55,6 +55,7 @@ def render(results: dict[str, Any]) -> str:
            f"NOTE: client ({cfg['load_procs']} load-generator processes, aiohttp) and every "
            "server share this machine's cores (and other users may too: see 'unacc.'): "
            "figures are lower bounds for the service.", ""]
+    out += _peer(results) + [""]
     out += _writes(results) + [""] + _cpu(results) + [""] + _one_seat(results) + [""]
     out += _reads(results) + ["", *_token_lines(results), ""] + _raw(results) + [""]
     out += _ratios(results)
@@ -64,6 +65,75 @@ def render(results: dict[str, Any]) -> str:
         mark = {True: "MET    ", False: "NOT MET", None: "n/a    "}[t["met"]]
         out.append(f"  [{mark}] {t['target']}: {t['shown']}")
     return "\n".join(out)
+
+
+def _peer(results: dict[str, Any]) -> list[str]:
+    peer = results.get("peer")
+    if not peer:
+        return ["P. peer shape: not run"]
+    theirs, vs = peer["peer"], peer["vs_peer"]
+    holds, flows, reads = peer["holds"], peer["flows"], peer["seat_map"]
+    w = [34, 12, 12, 9]
+    out = [f"P. the peer's load shape: {peer['clients']} clients, {peer['duration_s']:g} s, "
+           f"{peer['seats']}-seat holds on shows of "
+           f"{'/'.join(map(str, peer['show_seats']))} seats, writes sent to home nodes, "
+           f"{results['config']['nodes_per_region'][0]} nodes per region",
+           f"   peer figures: {peer['peer_source']}",
+           _row(["", "ours", "peer", "ratio"], w),
+           _row(["holds/s", fmt(holds.get("ok_per_s")), fmt(theirs["holds_per_s"]),
+                 _x(vs["holds_per_s"])], w),
+           _row(["whole-machine CPU ms per hold", fmt(holds.get("machine_cpu_ms_per_op"), 2),
+                 fmt(theirs["machine_cpu_ms_per_hold"], 2), _x(vs["machine_cpu_per_hold"])], w),
+           _row(["hold->pay->confirm flows/s", fmt(flows.get("ok_per_s")),
+                 fmt(theirs["flows_per_s"]), _x(vs["flows_per_s"])], w),
+           _row(["seat map req/s (1,000 seats)", fmt(reads.get("ok_per_s")),
+                 fmt(theirs["seat_map_per_s"]), _x(vs["seat_map_per_s"])], w),
+           _row(["seat map p99 ms", fmt(reads.get("p99_ms")), fmt(theirs["seat_map_p99_ms"]),
+                 _x(vs["seat_map_p99"])], w),
+           f"   holds: p50 {fmt(holds.get('p50_ms'))} / p99 {fmt(holds.get('p99_ms'))} ms; "
+           f"CPU ms per hold: cluster {fmt(get(holds, 'cpu_ms_per_op', 'cluster'), 2)} ("
+           + ", ".join(f"{g} {fmt(get(holds, 'cpu_ms_per_op', k), 2)}" for g, k in CPU_COLUMNS
+                       if k not in ("cluster", "client"))
+           + f"), load generator {fmt(get(holds, 'cpu_ms_per_op', 'client'), 2)}; "
+           f"machine {busy(holds)} busy, {pct(get(holds, 'cpu', 'unaccounted_share'))} not ours",
+           f"   flows: p50 {fmt(flows.get('p50_ms'))} / p99 {fmt(flows.get('p99_ms'))} ms per "
+           f"booking; CPU ms per booking: cluster {fmt(flows.get('cluster_ms_per_booking'), 2)} "
+           "without the gateway simulator ("
+           + ", ".join(f"{g} {fmt(get(flows, 'cpu_ms_per_op', k), 2)}" for g, k in CPU_COLUMNS
+                       if k not in ("cluster", "client"))
+           + f"), whole machine {fmt(flows.get('machine_cpu_ms_per_op'), 2)}; machine "
+           f"{busy(flows)} busy",
+           *_problems(holds), *_problems(flows)]
+    drain = flows.get("drain")
+    if drain:
+        out.append(f"   confirms answered {fmt(drain['answered_per_s'])}/s; workers drained "
+                   f"{fmt(drain['drained_per_s'])} bookings/s ({fmt(drain['jobs_finished_per_s'])}"
+                   f" jobs/s finished of {fmt(drain['jobs_made_per_s'])}/s made, "
+                   f"{fmt(drain['jobs_per_op'], 2)} jobs per booking); backlog peak "
+                   f"{drain['backlog_peak']:,}, jobs waiting at the end of the load "
+                   f"{drain['jobs_backlog_at_end']:,}; all done "
+                   f"{fmt(get(flows, 'after_load', 'tail_s'))} s after the load")
+        out.append("   backlog over time (s: jobs waiting + mirror rows): " + ", ".join(
+            f"{x['t_s']:g}: {x['total']}" for x in _thin(drain["samples"], 14)))
+    cache = reads.get("cache") or {}
+    if cache:
+        out.append(f"   seat caches: {cache.get('cached_shows_before')} shows cached over all "
+                   f"nodes before the seat-map phase, {cache.get('cached_shows_after')} after; "
+                   f"lookups {cache.get('lookups')}")
+    return out
+
+
+def busy(phase: dict[str, Any]) -> str:
+    return pct(get(phase, "cpu", "machine_busy_share"))
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _thin(samples: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    step = max(1, -(-len(samples) // most))
+    return samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
 
 
 def _writes(results: dict[str, Any]) -> list[str]:
@@ -197,7 +267,13 @@ def _raw(results: dict[str, Any]) -> list[str]:
 def _ratios(results: dict[str, Any]) -> list[str]:
     r = results["derived"]["ratios"]
     t = r["vs_targets"]
+    ceil = r["store_ceiling"]
     out = ["ratios",
+           f"  store-only ceiling ({ceil['cores']} cores doing nothing but the stores' own "
+           f"work, priced by the raw limits): holds {fmt(ceil['holds_per_s'])}/s "
+           f"({fmt(ceil['hold_store_cpu_ms'], 3)} ms), confirms {fmt(ceil['confirms_per_s'])}/s "
+           f"({fmt(ceil['confirm_store_cpu_ms'], 3)} ms); ours: holds "
+           f"{pct(r['holds_vs_store_ceiling'])}, confirms {pct(r['confirms_vs_store_ceiling'])}",
            f"  direct holds / lower raw limit ({r['lower_raw_limit'] or 'not measured'}): "
            f"{pct(r['hold_vs_lower_raw_limit'])}; direct confirms / pgbench bc_confirm: "
            f"{pct(r['confirm_vs_pg_confirm_limit'])}",

@@ -112,6 +112,26 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert 2 * count - refused_n <= forwarded["node_requests"] <= 2 * count, \
                 (top, op, forwarded["node_requests"], count, refused_n)
 
+    # The peer's load shape: 2-seat holds on 1,000-seat shows sent direct, flows that
+    # sell, seat maps; the workers' backlog sampled while the flows ran.
+    peer = results["peer"]
+    assert peer["show_seats"] == [1000] and peer["seats"] == 2 and peer["route"] == "direct"
+    holds, flows = peer["holds"], peer["flows"]
+    assert holds["ok"] > 0 and 0 < holds["p50_ms"] <= holds["p99_ms"], holds["errors"]
+    refusals(holds, "201")
+    assert holds["node_requests"] == holds["count"]  # all direct: one node each
+    assert holds["cpu_ms_per_op"]["cluster"] > holds["cpu_ms_per_op"]["nodes"] > 0
+    assert holds["machine_cpu_ms_per_op"] > 0
+    assert flows["ok"] > 0 and 0 < flows["p50_ms"] <= flows["p99_ms"], flows["errors"]
+    assert flows["cpu_ms_per_op"]["workers"] > 0  # a sale's jobs are in its price
+    assert 0 < flows["cluster_ms_per_booking"] <= flows["cpu_ms_per_op"]["cluster"]
+    assert flows["after_load"]["emptied"]
+    drain = flows["drain"]
+    assert drain["answered_per_s"] > 0 and drain["jobs_per_op"] > 0, drain
+    assert len(drain["samples"]) >= 2 and drain["samples"][-1]["jobs_waiting"] == 0, drain
+    assert peer["seat_map"]["ok"] > 0 and set(peer["seat_map"]["statuses"]) == {"200"}
+    assert peer["vs_peer"]["holds_per_s"] > 0 and peer["vs_peer"]["seat_map_per_s"] > 0
+
     reads = results["reads"]
     for phase in ("reads_trivial", "reads_hot", "reads_cold"):
         assert reads[phase]["ok"] > 0, phase
@@ -150,7 +170,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     derived = results["derived"]
     assert derived["bottleneck"]["verdict"].startswith("direct hold: ")
     assert {t["target"].split(" ")[0] for t in derived["targets"]} >= {
-        "cluster", "node", "hold", "seat-map", "one-seat"}
+        "holds", "whole-machine", "cluster", "node", "hold", "booking", "workers", "confirms",
+        "seat-map", "one-seat"}
+    assert all(t["met"] in (True, False) for t in derived["targets"]
+               if not t["target"].startswith(("holds >= 50%", "confirms >="))), [
+        t for t in derived["targets"] if t["met"] is None]  # raw limits may be skipped
     assert derived["ratios"]["forwarded_vs_direct_node_cpu_per_hold"] > 0
     assert set(derived["ratios"]["by_topology"]) == set()  # one topology: no comparison
     assert 0 < derived["ratios"]["hot_reads_vs_trivial"]
