@@ -31,6 +31,7 @@ const state = {
   buttons: new Map(),       // seat id -> its button
   selection: new Set(),
   holdKey: null,            // Idempotency-Key of the current selection's hold
+  holdUnclear: false,       // its last attempt's outcome is unknown: the seats may be ours
   booking: null,            // the hold being paid for
   mine: new Set(),          // seats of that hold
   countdown: null,
@@ -340,6 +341,9 @@ function applyDelta(delta) {
 }
 
 function dropTakenFromSelection() {
+  // After a hold whose outcome is unknown, the seats seen taken may be held by it: they
+  // stay picked, and the retry (same Idempotency-Key) says whether they are ours.
+  if (state.holdUnclear) return;
   const lost = [...state.selection].filter((id) => state.seats.get(id)?.status !== "AVAILABLE");
   if (!lost.length) return;
   for (const id of lost) {
@@ -378,6 +382,7 @@ function pickSeat(id) {
   }
   alertUser("");
   state.holdKey = null;  // another selection is another hold
+  state.holdUnclear = false;
   paintSeat(id);
   updateSelection();
 }
@@ -405,12 +410,14 @@ async function holdSeats() {
       { body: { seat_ids: seats }, key: state.holdKey, home: state.show.region });
     state.selection.clear();
     state.holdKey = null;
+    state.holdUnclear = false;
     clearMessages();
     startHold(booking);
     for (const id of seats) setSeat(id, "LOCKED", Date.parse(booking.expires_at));
     updateSelection();
     notify(`Held ${seatList(seats)} for you.`);
   } catch (error) {
+    state.holdUnclear = error instanceof ApiError && error.body.outcome === "unknown";
     fail(error);
     if (error instanceof ApiError && error.code === "seats_unavailable") {
       for (const id of error.body.seats || []) {

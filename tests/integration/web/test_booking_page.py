@@ -263,7 +263,8 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     booking_id = page.url.rsplit("/", 1)[1]
     # Hold, extend, pay and confirm went straight to the show's home (south) nodes.
     assert {url.split("/booking/")[0] for url in writes} <= set(clean.nodes("south"))
-    assert {url.rsplit("/", 1)[1] for url in writes} >= {"lock", "extend", "pay", "confirm"}
+    # The page confirms unless the gateway's webhook sold the booking before it came back.
+    assert {url.rsplit("/", 1)[1] for url in writes} >= {"lock", "extend", "pay"}
     rows = await clean.fetch("south", "SELECT status, user_id FROM booking WHERE id = $1",
                              booking_id)
     assert [(r["status"], r["user_id"]) for r in rows] == [("CONFIRMED", "meera")]
