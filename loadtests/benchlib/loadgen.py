@@ -36,7 +36,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,33 +159,12 @@ def _user_prefix(run: _Run, index: int) -> str:
     return f"{run.spec.get('user', 'bench')}-{uuid.uuid4().hex[:8]}-{index}"
 
 
-async def _holds(run: _Run, http: aiohttp.ClientSession, index: int,
-                 group: dict[str, Any], token_for: Callable[[str], str]) -> None:
+async def _fresh_holds(run: _Run, http: aiohttp.ClientSession, index: int,
+                       group: dict[str, Any], token_for: Callable[[str], str]
+                       ) -> AsyncIterator[tuple[str, float, Any]]:
+    """Holds of drawn seats while the phase lasts, each by a fresh user (never near a
+    per-user limit) at the group's next node: (node, when it started, the hold or None)."""
     nodes: list[str] = group["nodes"]
-    seats = _Seats(run, group)
-    prefix = _user_prefix(run, index)
-    node = index
-    made = 0
-    while run.more():
-        drawn = seats.draw()
-        if drawn is None:
-            return
-        node = (node + 1) % len(nodes)
-        made += 1
-        # a fresh user: never near a per-user limit
-        hold = await _hold(run, http, nodes[node], *drawn, token_for(f"{prefix}-{made}"))
-        if hold is not None:
-            run.created.append(hold)
-
-
-async def _flows(run: _Run, http: aiohttp.ClientSession, index: int,
-                 group: dict[str, Any], token_for: Callable[[str], str]) -> None:
-    """hold -> pay -> confirm, one booking after the other, each by a fresh user; a
-    step refused ends that booking's flow. `run.flow_ms`: each sold booking's wall time
-    from its hold to its confirm's answer."""
-    nodes: list[str] = group["nodes"]
-    gateway: dict[str, str] = run.spec["gateway"]
-    pay_headers = {"Authorization": f"Bearer {gateway['api_key']}"}
     seats = _Seats(run, group)
     prefix = _user_prefix(run, index)
     node = index
@@ -197,7 +176,25 @@ async def _flows(run: _Run, http: aiohttp.ClientSession, index: int,
         node = (node + 1) % len(nodes)
         made += 1
         started = time.perf_counter()
-        hold = await _hold(run, http, nodes[node], *drawn, token_for(f"{prefix}-{made}"))
+        yield nodes[node], started, await _hold(run, http, nodes[node], *drawn,
+                                                token_for(f"{prefix}-{made}"))
+
+
+async def _holds(run: _Run, http: aiohttp.ClientSession, index: int,
+                 group: dict[str, Any], token_for: Callable[[str], str]) -> None:
+    async for _node, _started, hold in _fresh_holds(run, http, index, group, token_for):
+        if hold is not None:
+            run.created.append(hold)
+
+
+async def _flows(run: _Run, http: aiohttp.ClientSession, index: int,
+                 group: dict[str, Any], token_for: Callable[[str], str]) -> None:
+    """hold -> pay -> confirm, one booking after the other, each by a fresh user; a
+    step refused ends that booking's flow. `run.flow_ms`: each sold booking's wall time
+    from its hold to its confirm's answer."""
+    gateway: dict[str, str] = run.spec["gateway"]
+    pay_headers = {"Authorization": f"Bearer {gateway['api_key']}"}
+    async for node, started, hold in _fresh_holds(run, http, index, group, token_for):
         if hold is None:
             continue
         booking, _show, token, amount = hold
@@ -212,7 +209,7 @@ async def _flows(run: _Run, http: aiohttp.ClientSession, index: int,
         # (not captured yet) is asked again a little later.
         for _ in range(CONFIRM_402_TRIES):
             status, _ = await run.request(
-                http, "POST", f"{nodes[node]}/booking/booking/{booking}/confirm",
+                http, "POST", f"{node}/booking/booking/{booking}/confirm",
                 {"payment_id": intent["id"]},
                 headers={"Authorization": f"Bearer {token}",
                          "Idempotency-Key": uuid.uuid4().hex})
