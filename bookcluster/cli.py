@@ -116,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     tmove.add_argument("--timeout", type=duration_arg, default=10.0,
                        help="give up (and roll back) if the freeze or copy takes longer "
                        "(default 10s)")
-    tmove.add_argument("--pause-after", choices=["frozen", "committed"],
+    tmove.add_argument("--pause-after", choices=["frozen", "committed", "flipped"],
                        help=argparse.SUPPRESS)  # tests and drills: stop as if crashed there
     run = sub.add_parser("run", help="run one process of the topology in the foreground "
                          "(a container's command, see compose/)")

@@ -189,17 +189,21 @@ async def _turn_and_route(request: web.Request, view: UserView, region_of: Regio
         except Moved as exc:
             # Our map is older than the theatre's ownership: a move flipped it, or its
             # owner took it at a newer epoch. Nothing was done. Take the newest epoch
-            # from our region's store and route once more; a forwarded request goes
-            # back to its entry node (421), which does the same.
+            # from our region's store and route once more. A forwarded request whose
+            # new home is not ours goes back to its entry node (421), which does the
+            # same; one whose new home is ours (its entry node knew the move before we
+            # did) is served here.
             swap = request.app[swap_key]
             before = swap.topology.epoch
             await swap.adopt()
             log.info("write to %s answered MOVED (%s); epoch %d -> %d", request.path, exc,
                      before, swap.topology.epoch)
-            if request.app[forwarder_key].forwarded(request):
+            forwarder = request.app[forwarder_key]
+            region = await region_of(request)
+            if forwarder.forwarded(request) and region != forwarder.local_region:
                 raise
-            return await _serve_or_forward(request, view, caller, await region_of(request),
-                                           redis_bound, tokens_in_view)
+            return await _serve_or_forward(request, view, caller, region, redis_bound,
+                                           tokens_in_view)
 
 
 async def _serve_or_forward(request: web.Request, view: UserView, caller: Identity,

@@ -231,6 +231,7 @@ class Mover:
             await self._flip()
             rec.step = "flipped"
         if rec.step == "flipped":
+            await self.pause(pause_after, "flipped")
             await self._announce()
             await self._clean_source()
             rec.step = "done"

@@ -496,6 +496,42 @@ async def test_killed_mover_is_finished_by_the_worker(
     await audit_clean(movable)
 
 
+async def test_mover_killed_after_the_flip_is_finished_by_the_worker(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """The mover SIGKILLed between the flip and the announcement: the target already takes
+    the writes (the source answers MOVED, nodes catch up from the store); the source's
+    worker announces the new epoch and cleans the source. One owner throughout."""
+    theatre = "gurugram-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    show = shows_of(catalog, theatre)[0]
+    seats = seats_of(catalog, show)[-4:]
+    node = movable.node(source)
+    status, booking = await hold(http, node, show, "olga", seats[:1])
+    assert status == 201, booking
+    async with OwnerWatch(movable, theatre) as watch:
+        mover = await start_mover(movable, theatre, target, "--pause-after", "flipped")
+        try:
+            owners = await owner_rows(movable, theatre)
+            assert owners[source][0] == "MOVED" and owners[target][0] == "OWNED", owners
+            status, body = await hold(http, node, show, "pete", seats[1:2])
+            assert status == 201 and body["region"] == target, body  # writes go on there
+        finally:
+            await kill(mover)
+        killed = time.monotonic()
+        record = await poll(lambda: done(movable, source, theatre))
+    print(f"\nmover killed after the flip: the move was done "
+          f"{time.monotonic() - killed:.1f}s later, by {record['driver']}")
+    assert record["driver"].startswith("worker."), record
+    assert watch.most_owners == 1, watch.seen
+    await assert_lives_only_in(movable, catalog, theatre, target)
+    status, sold = await sell(http, node, booking, "olga-1")
+    assert status == 200 and sold["status"] == "CONFIRMED", sold
+    status, body = await hold(http, node, show, "quin", seats[:2])
+    assert status == 409 and set(body["seats"]) == set(seats[:2]), body
+    await audit_clean(movable)
+
+
 async def test_rollback_command_after_a_killed_mover(movable: Cluster, catalog: Any,
                                                      http: aiohttp.ClientSession) -> None:
     """`--rollback` of a move whose mover died: by the operator, or by the worker if it
