@@ -32,10 +32,9 @@ script to `choose`. `orphans` is the same orphan test for seats picked by hand
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 OrphanPolicy = Literal["refuse", "warn", "off"]
 ORPHAN_POLICIES: tuple[str, ...] = ("refuse", "warn", "off")
@@ -82,13 +81,28 @@ class Layout:
         return ((2 * place.position - self.focal_x2) ** 2
                 + (2 * (place.row - self.focal_row)) ** 2)
 
-    def encode(self) -> str:
-        """The layout as the BEST script reads it (`keys.show_layout`): JSON
-        {"fr": focal row (0-based), "fx": focal_x2, "rows": [[[seat, position, category,
-        accessible 0|1], ...], ...]}."""
-        return json.dumps({"fr": self.focal_row, "fx": self.focal_x2, "rows": [
-            [[p.seat_id, p.position, p.category, int(p.accessible)] for p in row]
-            for row in self.rows]}, separators=(",", ":"))
+    def encode(self) -> dict[str, str]:
+        """The layout as the BEST script reads it (`keys.show_layout`), a hash of short
+        strings the script reads a row at a time (it parses only the rows it looks at):
+        "n" rows, "fr" focal row (0-based), "fx" focal_x2, "cats" the categories
+        (newline-separated), and per row "r<1-based index>": its seat ids (space-
+        separated), a tab, then 4 characters a seat: position in base 64 (two digits,
+        each chr(48 + digit)), chr(48 + category index), "1" accessible else "0"."""
+        cats = sorted({p.category for row in self.rows for p in row})
+        if len(cats) > 64 or any("\n" in c for c in cats):
+            raise ValueError("at most 64 categories, without newlines")
+        index = {c: i for i, c in enumerate(cats)}
+        fields = {"n": str(len(self.rows)), "fr": str(self.focal_row),
+                  "fx": str(self.focal_x2), "cats": "\n".join(cats)}
+        for r, row in enumerate(self.rows, 1):
+            if any(not 0 < p.position < 4096 or " " in p.seat_id or "\t" in p.seat_id
+                   for p in row):
+                raise ValueError(f"row {r}: positions 1..4095, seat ids without blanks")
+            codes = "".join(chr(48 + p.position // 64) + chr(48 + p.position % 64)
+                            + chr(48 + index[p.category]) + ("1" if p.accessible else "0")
+                            for p in row)
+            fields[f"r{r}"] = " ".join(p.seat_id for p in row) + "\t" + codes
+        return fields
 
 
 def row_order(label: str) -> tuple[int, str]:
@@ -237,9 +251,14 @@ def orphans(layout: Layout, free: Collection[str], taking: Collection[str]) -> l
     return sorted(found)
 
 
-def decode(text: str) -> Layout:
+def decode(fields: dict[str, str]) -> Layout:
     """`Layout.encode` read back."""
-    data: dict[str, Any] = json.loads(text)
-    rows = tuple(tuple(Place(s, r, int(pos), cat, bool(acc)) for s, pos, cat, acc in row)
-                 for r, row in enumerate(data["rows"]))
-    return Layout(rows, int(data["fr"]), int(data["fx"]))
+    cats = fields["cats"].split("\n")
+    rows = []
+    for r in range(int(fields["n"])):
+        ids, codes = fields[f"r{r + 1}"].split("\t")
+        rows.append(tuple(
+            Place(seat, r, (ord(codes[4 * i]) - 48) * 64 + ord(codes[4 * i + 1]) - 48,
+                  cats[ord(codes[4 * i + 2]) - 48], codes[4 * i + 3] == "1")
+            for i, seat in enumerate(ids.split(" "))))
+    return Layout(tuple(rows), int(fields["fr"]), int(fields["fx"]))

@@ -69,12 +69,12 @@ class HomeRegion:
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "redis master", outcome="unknown") from exc
 
-    async def put_layout(self, region: str, show_id: int, text: str) -> None:
+    async def put_layout(self, region: str, show_id: int, fields: dict[str, str]) -> None:
         """Write a show's layout on its home master (`layout.py`)."""
         client = self._connections.redis_master(region)
         try:
             async with asyncio.timeout(deadline.current().left_for(region, "redis master")):
-                await layout.write(client, [show_id], text)
+                await layout.write(client, [show_id], fields)
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "redis master") from exc
 

@@ -2,13 +2,15 @@
 BEST script chooses from: derived from the catalog in PostgreSQL (seat rows, positions,
 categories, accessible spaces, the screen's focal point), written on first use (the
 script answers that it is missing) and compared and repaired by the reconciler on
-every full pass. A hash {json, digest}: the script reads `json`, the reconciler
-compares `digest` (a few bytes, not the layout)."""
+every full pass. A hash: the fields of `best.Layout.encode`, which the script reads,
+and `digest`, which the reconciler compares (a few bytes, not the layout)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -16,10 +18,12 @@ import redis.asyncio as aioredis
 from bookcluster.catalog import Catalog, SeatInfo, ShowInfo
 from bookcluster.seats import best, keys
 
-JSON, DIGEST = "json", "digest"
+DIGEST = "digest"
+Fields = dict[str, str]
 
 
-def digest(text: str) -> str:
+def digest(fields: Fields) -> str:
+    text = json.dumps(fields, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -30,7 +34,7 @@ class Layouts:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
         self._built: dict[str, best.Layout] = {}
-        self._encoded: dict[str, str] = {}
+        self._encoded: dict[str, Fields] = {}
 
     async def of_show(self, show: ShowInfo) -> best.Layout:
         layout = self._built.get(show.screen_id)
@@ -41,23 +45,25 @@ class Layouts:
             self._built[show.screen_id] = layout
         return layout
 
-    async def encoded(self, show: ShowInfo) -> str:
-        text = self._encoded.get(show.screen_id)
-        if text is None:
-            text = self._encoded[show.screen_id] = (await self.of_show(show)).encode()
-        return text
+    async def encoded(self, show: ShowInfo) -> Fields:
+        fields = self._encoded.get(show.screen_id)
+        if fields is None:
+            fields = self._encoded[show.screen_id] = (await self.of_show(show)).encode()
+        return fields
 
 
-async def write(client: aioredis.Redis, show_ids: Iterable[int], text: str) -> None:
-    """Put `text` (`best.Layout.encode`) as the layout of these shows (one screen's)."""
-    mark = digest(text)
-    async with client.pipeline(transaction=False) as pipe:
+async def write(client: aioredis.Redis, show_ids: Iterable[int], fields: Fields) -> None:
+    """Put `fields` (`best.Layout.encode`) as the layout of these shows (one screen's),
+    replacing whatever was there."""
+    mapping: dict[Any, Any] = {**fields, DIGEST: digest(fields)}
+    async with client.pipeline(transaction=True) as pipe:
         for show_id in show_ids:
-            pipe.hset(keys.show_layout(show_id), mapping={JSON: text, DIGEST: mark})
+            pipe.delete(keys.show_layout(show_id))
+            pipe.hset(keys.show_layout(show_id), mapping=mapping)
         await pipe.execute()
 
 
-async def from_postgres(conn: asyncpg.Connection, show_ids: list[int]) -> dict[int, str]:
+async def from_postgres(conn: asyncpg.Connection, show_ids: list[int]) -> dict[int, Fields]:
     """The layouts (encoded) of these shows as PostgreSQL's catalog says: what the
     reconciler holds the master to."""
     shows = await conn.fetch(
@@ -72,7 +78,7 @@ async def from_postgres(conn: asyncpg.Connection, show_ids: list[int]) -> dict[i
         seats[r["screen_id"]].append(SeatInfo(
             r["seat_id"], r["row_label"], r["number"], r["category"], r["price_paise"],
             r["blocked"], r["position"], r["accessible"]))
-    texts: dict[str, str] = {}
+    texts: dict[str, Fields] = {}
     for r in shows:
         if r["screen_id"] not in texts:
             focal_seat = None if r["focal_seat"] is None else float(r["focal_seat"])
