@@ -127,3 +127,17 @@ def test_best_request_body() -> None:
                  {"count": 2, "category": ""}, [], {"count": 2, "allow_split": "yes"}):
         with pytest.raises(InvalidInput):
             BestRequest.parse(body, 10)
+
+
+def test_the_scripts_encoding_round_trips_wide_rows_and_refuses_what_it_cannot_hold() -> None:
+    wide = Layout((tuple(Place(f"A{n}", 0, n, f"cat {n % 3}", n % 5 == 0)
+                         for n in (1, 63, 64, 65, 1000, 4095)),
+                   tuple(Place(f"B{n}", 1, n, "cat 0") for n in (2, 3))), 1, 131)
+    fields = wide.encode()
+    assert fields["n"] == "2" and fields["cats"] == "cat 0\ncat 1\ncat 2"
+    assert best.decode(fields) == wide
+    for bad in (Place("A 1", 0, 1), Place("A1", 0, 4096), Place("A1", 0, 0)):
+        with pytest.raises(ValueError):
+            Layout(((bad,),), 0, 2).encode()
+    with pytest.raises(ValueError):
+        Layout(((Place("A1", 0, 1, "x\ny"),),), 0, 2).encode()
