@@ -371,8 +371,11 @@ return hold_all(seats)
 #         {-1, owner}: as HOLD's;
 #         {-3}: nothing changed (no token taken either); the show's layout is not on
 #         this master (write it from the catalog, `layout.py`, and call again).
+# (A show moving or moved away is refused by the owner check below, layout or not.)
 _LAYOUT_HERE = """
-if redis.call('EXISTS', KEYS[6]) == 0 then return {-3} end
+if redis.call('EXISTS', KEYS[6]) == 0 and owner_state ~= 'moving' and not moved_away() then
+  return {-3}
+end
 """
 BEST = _NOW + _PUBLISH + _MOVED + _LAYOUT_HERE + _BEST_SEATS
 
