@@ -221,7 +221,7 @@ def paths() -> dict[str, dict[str, Any]]:
             params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
                                  "the client's key for this hold", required=False)),
             body="BestRequest", responses={201: ok("Held", "BestHold")},
-            errors={400: ("malformed_id", "bad_request"), 404: ("not_found",),
+            errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("no_block_available", "seats_unavailable", "hold_limit_reached"),
                     413: BODY_TOO_LARGE,
                     422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
