@@ -27,7 +27,7 @@ class NodeMetrics:
             ["region", "route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.holds = Counter(
             "bookcluster_holds", "Hold attempts by home region and outcome (held, conflict, "
-            "refused_early, unavailable, failed)",
+            "refused_early, unavailable, failed; best available: no_block)",
             ["region", "home", "outcome"], registry=self.registry)
         self.confirms = Counter(
             "bookcluster_confirms", "Confirm attempts by home region and outcome",

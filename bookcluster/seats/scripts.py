@@ -139,6 +139,255 @@ local addr_ok, addr_wait = take_token(KEYS[7], ARGV[last_seat + 3], ARGV[last_se
 if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, addr_wait} end
 """ + _HOLD_SEATS
 
+# The choice and hold of BEST and BEST_LIMITED (`best.py` defines the rule; this is the
+# same rule, step for step). KEYS[6] the show's layout (`keys.show_layout`, fields of
+# `best.Layout.encode`); ARGV[6 .. 9] count, category ('' for any), accessible ('1'
+# accessible spaces only), allow_split ('1').
+# Cost: the holds, sales and blocked seats are read once (O(seats taken)); rows are
+# parsed only when looked at, nearest the focal row first, and once a block with no
+# orphan in one section is found, a row too far for any block of it to cost less is
+# not looked at (nor any row beyond). Each row looked at is scanned once per shape (a
+# sliding window over prefix sums).
+_BEST_SEATS = """
+if owner_state ~= false and (owner_state == 'moving' or moved_away()
+    or tonumber(owner_state) > tonumber(ARGV[5])) then
+  return {-1, owner_state}
+end
+local find, sub, byte = string.find, string.sub, string.byte
+local taken, mine = {}, {}
+-- Hold values are "<booking>|<expires ms>", the expiry 13 digits until the year 2286:
+-- compared as text with `now` (the same length), one string operation a hold.
+local nowtext, booking, blen = string.format('%013d', now), ARGV[3], #ARGV[3]
+local held = redis.call('HGETALL', KEYS[1])
+for i = 1, #held, 2 do
+  local value = held[i + 1]
+  local live, sep
+  if #nowtext == 13 and byte(value, -14) == 124 then
+    sep = #value - 13
+    live = sub(value, -13) > nowtext
+  else
+    sep = find(value, '|', 1, true)
+    live = tonumber(sub(value, sep + 1)) > now
+  end
+  if live then
+    if sep == blen + 1 and sub(value, 1, blen) == booking then mine[#mine + 1] = held[i]
+    else taken[held[i]] = true end
+  end
+end
+local expires = now + tonumber(ARGV[4])
+local function hold_all(seats)
+  table.sort(seats)
+  local value = ARGV[3] .. '|' .. expires
+  for _, seat in ipairs(seats) do redis.call('HSET', KEYS[1], seat, value) end
+  return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires, unpack(seats)}
+end
+-- A retry of this booking (same Idempotency-Key) gets the seats it holds, never more.
+if #mine > 0 then return hold_all(mine) end
+for _, seat in ipairs(redis.call('HKEYS', KEYS[2])) do taken[seat] = true end
+for _, seat in ipairs(redis.call('SMEMBERS', KEYS[3])) do taken[seat] = true end
+local meta = redis.call('HMGET', KEYS[6], 'n', 'fr', 'fx', 'cats')
+local nrows, fr, fx = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
+local count, accessible, split = tonumber(ARGV[6]), ARGV[8] == '1', ARGV[9] == '1'
+local want = nil  -- the category's index; -1: no such category
+if ARGV[7] ~= '' then
+  want = -1
+  local k = 0
+  for c in string.gmatch(meta[4] .. '\\n', '([^\\n]*)\\n') do
+    if c == ARGV[7] then want = k end
+    k = k + 1
+  end
+end
+local longest = 0
+-- rows[r]: ids, pos, free, and prefix sums OK (eligible), GAP (an aisle before seat i),
+-- COST.
+local rows = {}
+local function row(r)
+  local R = rows[r]
+  if R then return R end
+  local text = redis.call('HGET', KEYS[6], 'r' .. r)
+  local tab = find(text, '\\t', 1, true)
+  local ids, pos, free, okp, gp, cp = {}, {}, {}, {0}, {0, 0}, {0}
+  for id in string.gmatch(sub(text, 1, tab - 1), '%S+') do ids[#ids + 1] = id end
+  local dr = 2 * (r - 1 - fr)
+  local run = 0
+  for i = 1, #ids do
+    local c = tab + 4 * i - 3
+    local a, b, cat, acc = byte(text, c, c + 3)
+    local p = (a - 48) * 64 + b - 48
+    pos[i] = p
+    local isfree = not taken[ids[i]]
+    free[i] = isfree
+    local ok = isfree and (want == nil or cat - 48 == want) and (not accessible or acc == 49)
+    okp[i + 1] = okp[i] + (ok and 1 or 0)
+    if i > 1 then gp[i + 1] = gp[i] + ((p ~= pos[i - 1] + 1) and 1 or 0) end
+    local dx = 2 * p - fx
+    cp[i + 1] = cp[i] + dx * dx + dr * dr
+    if ok then run = run + 1 else run = 0 end
+    if run > longest then longest = run end
+  end
+  R = {ids = ids, pos = pos, free = free, OK = okp, GAP = gp, COST = cp}
+  rows[r] = R
+  return R
+end
+-- Whether taking row[first..last] leaves the free seat beside it alone.
+local function orphan_beside(R, first, last)
+  local pos, f = R.pos, R.free
+  local j = first - 1
+  if j >= 1 and pos[j] == pos[first] - 1 and f[j] then
+    if not (j > 1 and pos[j - 1] == pos[j] - 1 and f[j - 1]) then return true end
+  end
+  j = last + 1
+  if j <= #pos and pos[j] == pos[last] + 1 and f[j] then
+    if not (j < #pos and pos[j + 1] == pos[j] + 1 and f[j + 1]) then return true end
+  end
+  return false
+end
+local function section_run(R, i, n)
+  if i + n - 1 > #R.pos then return false end
+  return R.OK[i + n] - R.OK[i] == n and R.GAP[i + n] - R.GAP[i + 1] == 0
+end
+-- The best so far: key (bo, bs, bc), ties by (b1 .. b4) (the rule's seat order: row,
+-- first position, then for two rows -seats in front, the back run's first position),
+-- and the pick: row, index, seats (and for two rows: the back row's index, seats).
+local bo, bs, bc, b1, b2, b3, b4
+local pr, pi, pa, pk, pb
+local function better(o, s, c, t1, t2, t3, t4)
+  if bo == nil then return true end
+  if o ~= bo then return o < bo end
+  if s ~= bs then return s < bs end
+  if c ~= bc then return c < bc end
+  if t1 ~= b1 then return t1 < b1 end
+  if t2 ~= b2 then return t2 < b2 end
+  if t3 ~= b3 then return t3 < b3 end
+  return t4 < b4
+end
+local function take(o, s, c, t1, t2, t3, t4, r, i, a, k, b)
+  bo, bs, bc, b1, b2, b3, b4 = o, s, c, t1, t2, t3, t4
+  pr, pi, pa, pk, pb = r, i, a, k, b
+end
+-- One row: nearest the focal row first (then the front one).
+local order = {}
+for r = 1, nrows do order[r] = r end
+table.sort(order, function(x, y)
+  local dx, dy = math.abs(x - 1 - fr), math.abs(y - 1 - fr)
+  if dx ~= dy then return dx < dy end
+  return x < y
+end)
+for _, r in ipairs(order) do
+  local dr = 2 * (r - 1 - fr)
+  if bo == 0 and bs == 0 and count * dr * dr > bc then break end
+  local R = row(r)
+  local okp, gp, cp, pos = R.OK, R.GAP, R.COST, R.pos
+  for i = 1, #pos - count + 1 do
+    local j = i + count - 1
+    if okp[j + 1] - okp[i] == count then
+      local shape = (gp[j + 1] - gp[i + 1] > 0) and 1 or 0
+      local c = cp[j + 1] - cp[i]
+      -- The orphan test only for a block that could win without one.
+      if better(0, shape, c, r, pos[i], 0, 0) then
+        local o = orphan_beside(R, i, j) and 1 or 0
+        if o == 0 or better(o, shape, c, r, pos[i], 0, 0) then
+          take(o, shape, c, r, pos[i], 0, 0, r, i, count)
+        end
+      end
+    end
+  end
+end
+-- Two rows, one behind the other: only while no block leaves no orphan.
+if count > 1 and (bo == nil or bo == 1) then
+  for r = 1, nrows - 1 do
+    local F, B = row(r), row(r + 1)
+    local at = {}
+    for k, p in ipairs(B.pos) do at[p] = k end
+    for i = 1, #F.pos do
+      for a = math.min(count - 1, #F.pos - i + 1), 1, -1 do
+        if section_run(F, i, a) then
+          local b = count - a
+          local start = F.pos[i]
+          for q = start - b + 1, start + a - 1 do
+            local k = at[q]
+            if k and section_run(B, k, b) then
+              local c = F.COST[i + a] - F.COST[i] + B.COST[k + b] - B.COST[k]
+              if better(0, 2, c, r, start, -a, q) then
+                local o = (orphan_beside(F, i, i + a - 1) or orphan_beside(B, k, k + b - 1))
+                  and 1 or 0
+                if o == 0 or better(o, 2, c, r, start, -a, q) then
+                  take(o, 2, c, r, start, -a, q, r, i, a, k, b)
+                end
+              end
+            end
+          end
+        end
+      end
+    end
+  end
+end
+local seats = {}
+if pr ~= nil then
+  local ids = rows[pr].ids
+  for n = 0, pa - 1 do seats[#seats + 1] = ids[pi + n] end
+  if pk then
+    ids = rows[pr + 1].ids
+    for n = 0, pb - 1 do seats[#seats + 1] = ids[pk + n] end
+  end
+elseif split then
+  local pool = {}
+  for r = 1, nrows do
+    local R = row(r)
+    local okp, pos, dr = R.OK, R.pos, 2 * (r - 1 - fr)
+    for i = 1, #pos do
+      if okp[i + 1] > okp[i] then
+        local dx = 2 * pos[i] - fx
+        pool[#pool + 1] = {dx * dx + dr * dr, r, pos[i], R.ids[i]}
+      end
+    end
+  end
+  if #pool >= count then
+    table.sort(pool, function(x, y)
+      if x[1] ~= y[1] then return x[1] < y[1] end
+      if x[2] ~= y[2] then return x[2] < y[2] end
+      if x[3] ~= y[3] then return x[3] < y[3] end
+      return x[4] < y[4]
+    end)
+    for n = 1, count do seats[n] = pool[n][4] end
+  end
+end
+if #seats == 0 then
+  for r = 1, nrows do row(r) end  -- every row looked at: the longest run is of them all
+  return {0, longest}
+end
+return hold_all(seats)
+"""
+
+# ARGV: channel, show_id, booking_id, ttl_ms, epoch, count, category, accessible,
+# allow_split. KEYS: the show's, then its layout (`keys.show_layout`).
+# Chooses the best block of `count` free seats (`best.py`) and holds it for booking_id,
+# in one step: no other write can come between the choice and the hold.
+# Returns {1, version, expires_at_ms, seat...}: these seats (sorted) are now held by
+#         booking_id; if booking_id already held seats of the show (a retry under the
+#         same Idempotency-Key), those are held again and no others;
+#         {0, longest}: nothing changed; no block of `count` eligible seats is free
+#         (`longest`: the longest run of eligible free seats in one row);
+#         {-1, owner}: as HOLD's;
+#         {-3}: nothing changed (no token taken either); the show's layout is not on
+#         this master (write it from the catalog, `layout.py`, and call again).
+# (A show moving or moved away is refused by the owner check below, layout or not.)
+_LAYOUT_HERE = """
+if redis.call('EXISTS', KEYS[6]) == 0 and owner_state ~= 'moving' and not moved_away() then
+  return {-3}
+end
+"""
+BEST = _NOW + _PUBLISH + _MOVED + _LAYOUT_HERE + _BEST_SEATS
+
+# BEST with the write rate limits, as HOLD_LIMITED is HOLD with them: KEYS[7] the user's
+# bucket, KEYS[8] the address's; ARGV as BEST's, then the four bucket arguments.
+# Returns BEST's answers, or {-2, ...} as HOLD_LIMITED.
+BEST_LIMITED = _NOW + _PUBLISH + _MOVED + _TAKE_TOKEN + _LAYOUT_HERE + """
+local user_ok, user_wait = take_token(KEYS[7], ARGV[10], ARGV[11])
+local addr_ok, addr_wait = take_token(KEYS[8], ARGV[12], ARGV[13])
+if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, addr_wait} end
+""" + _BEST_SEATS
+
 # ARGV: channel, show_id, booking_id, seat...
 # Drops the holds of booking_id on these seats (others' holds are left alone).
 # Returns {version or 0, released seat...}; {0} for a show that moved away.
@@ -260,7 +509,8 @@ class SeatScripts:
         if scripts is None:
             scripts = {name: client.register_script(body) for name, body in
                        (("hold", HOLD), ("hold_limited", HOLD_LIMITED), ("release", RELEASE),
-                        ("book", BOOK), ("extend", EXTEND), ("repair", REPAIR))}
+                        ("book", BOOK), ("extend", EXTEND), ("repair", REPAIR),
+                        ("best", BEST), ("best_limited", BEST_LIMITED))}
             self._registered[id(client)] = scripts
         return scripts
 

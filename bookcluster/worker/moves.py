@@ -432,7 +432,7 @@ class Mover:
         client = self._redis[rec.source]
         for show in self.shows:
             await client.delete(keys.show_holds(show), keys.show_booked(show),
-                                keys.show_blocked(show))
+                                keys.show_blocked(show), keys.show_layout(show))
         self.progress(f"{rec.source} cleaned up ({deleted} rows); done")
 
     async def rollback(self) -> None:
