@@ -1,0 +1,233 @@
+"""The rush on one show: best-available seats vs clients picking from the seat map.
+
+Two fresh 1,000-seat shows of one home region, one rush each, one after the other in
+the same run and cluster: `--best-clients` clients (500), each serving one person
+after another (a fresh user each, wanting 1-6 seats), until the show is sold out,
+`--best-duration` seconds passed or `--max-requests` holds were sent.
+
+- *best*: a person asks the home region for the best block of the seats they want
+  (`POST /booking/seats/{show}/best`); refused (409 `no_block_available`) they take
+  seats apart (`allow_split`), then one seat fewer each time; one seat apart refused
+  means sold out.
+- *pick*: today's users (the locust scenario's `picking.choose_seats`): read the seat
+  map at a node of their own region, pick side by side when a run fits, half of those
+  on the first few free runs (the favourite seats everyone eyes), hold; on a 409 read
+  the map again and pick again, up to `PICK_TRIES` holds a person; a map with no free
+  seat means sold out.
+
+Holds go to nodes of the show's home region, as the booking page sends them. For
+each rush: the time from the start to the last seat held (and whether every seat
+was held), hold requests by answer and the share refused, people served and gone
+without seats, the CPU of every process group per seat held (`cpu.py`, the work left
+to the workers included), and the home master's own time in each Lua script: the
+master logs every command's execution time for the rush (`CONFIG SET
+slowlog-log-slower-than 0`, a `SLOWLOG_LEN`-entry log, set back afterwards) and the
+EVALSHA entries are grouped by script. PostgreSQL is asked afterwards whether any
+seat is held by two bookings and how many seats are left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pkgutil
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bookcluster import seats
+from bookcluster.stores.connections import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
+
+from . import log
+from .backlog import Settle
+from .local import BenchCluster
+from .phases import Load, cpu_ms_per_op, measured
+from .stats import summarize
+
+CLIENTS = 500
+DURATION_S = 60.0
+SEATS = (1, 6)
+PICK_TRIES = 20
+SLOWLOG_LEN = 200_000  # entries kept on the master during a rush (~150 bytes each)
+HOME = "north"
+ROUTES = {"best": ("/booking/seats/{show_id}/best", "POST"),
+          "pick": ("/booking/seats/{show_id}/lock", "POST")}
+
+
+def script_names() -> dict[str, str]:
+    """sha1 -> name of every Lua script a module of `bookcluster.seats` defines (an
+    upper-case string constant that calls Redis)."""
+    out: dict[str, str] = {}
+    for info in pkgutil.iter_modules(seats.__path__):
+        module = importlib.import_module(f"{seats.__name__}.{info.name}")
+        for name, text in vars(module).items():
+            if name.isupper() and not name.startswith("_") and isinstance(text, str) \
+                    and "redis.call" in text:
+                out.setdefault(hashlib.sha1(text.encode()).hexdigest(), name)
+    return out
+
+
+class ScriptClock:
+    """The home master's execution time of every EVALSHA while a rush runs: an async
+    context manager that turns on the slow log for every command and sets it back."""
+
+    def __init__(self, cluster: BenchCluster, region: str) -> None:
+        self.redis = make_redis(cluster.topology.region(region).redis_master,
+                                cluster.topology.secrets, timeout_s=30.0)
+        self.saved: dict[str, str] = {}
+        self.entries: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> ScriptClock:
+        for name in ("slowlog-log-slower-than", "slowlog-max-len"):
+            got = await self.redis.config_get(name)
+            self.saved.update({_text(k): _text(v) for k, v in got.items()})
+        await self.redis.config_set("slowlog-max-len", SLOWLOG_LEN)
+        await self.redis.config_set("slowlog-log-slower-than", 0)
+        await self.redis.slowlog_reset()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            self.entries = list(await self.redis.slowlog_get(SLOWLOG_LEN))
+            for name, value in self.saved.items():
+                await self.redis.config_set(name, value)
+            await self.redis.slowlog_reset()
+        finally:
+            await self.redis.aclose()
+
+    def summary(self) -> dict[str, Any]:
+        """Per script (by name, else the sha's start): count and p50/p99/max in µs."""
+        names = script_names()
+        times: dict[str, list[float]] = {}
+        for entry in self.entries:
+            command = entry["command"]
+            words = (command.decode(errors="replace") if isinstance(command, bytes)
+                     else str(command)).split()
+            if len(words) >= 2 and words[0].upper() == "EVALSHA":
+                name = names.get(words[1].lower(), words[1][:12])
+                times.setdefault(name, []).append(float(entry["duration"]))
+        out: dict[str, Any] = {"entries": len(self.entries),
+                               "full": len(self.entries) >= SLOWLOG_LEN, "scripts": {}}
+        if times:
+            times["all scripts"] = [v for values in times.values() for v in values]
+        for name, values in sorted(times.items(), key=lambda kv: -len(kv[1])):
+            s = summarize(values)
+            out["scripts"][name] = {"count": s["count"], "p50_us": s["p50_ms"],
+                                    "p99_us": s["p99_ms"], "max_us": s["max_ms"],
+                                    "total_ms": round(sum(values) / 1000, 3)}
+        return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def seats_in_postgres(cluster: BenchCluster, show: int) -> dict[str, int]:
+    """Seats left, seats held or sold, and seats held by two live bookings at once."""
+    region = cluster.home_of(show)
+    conn = await asyncpg.connect(pg_dsn(cluster.topology.region(region).pg_primary),
+                                 **pg_login(cluster.topology.secrets),
+                                 server_settings=PG_TOOL_SESSION)
+    try:
+        left = await conn.fetchval("SELECT count(*) FROM show_seat WHERE show_id = $1 "
+                                   "AND status = 'AVAILABLE'", show)
+        taken = await conn.fetchval("SELECT count(*) FROM show_seat WHERE show_id = $1 "
+                                    "AND status IN ('LOCKED', 'BOOKED')", show)
+        twice = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT bs.seat_id FROM booking_seat bs JOIN booking b ON "
+            "b.id = bs.booking_id WHERE b.show_id = $1 AND b.status IN ('INITIATED', "
+            "'CONFIRMED') GROUP BY bs.seat_id HAVING count(*) > 1) t", show)
+        return {"seats_left": int(left), "seats_taken": int(taken),
+                "seats_held_twice": int(twice)}
+    finally:
+        await conn.close()
+
+
+def _specs(cluster: BenchCluster, load: Load, kind: str, show: int, clients: int,
+           duration_s: float) -> list[dict[str, Any]]:
+    home = cluster.home_of(show)
+    regions = list(cluster.topology.regions)
+    per = [clients // load.procs + (1 if i < clients % load.procs else 0)
+           for i in range(load.procs)]
+    caps = [load.max_requests // load.procs + (1 if i < load.max_requests % load.procs else 0)
+            for i in range(load.procs)]
+    return [{"kind": kind, "concurrency": n, "duration_s": duration_s, "max_requests": cap,
+             "seed": 100 + i, "show": show, "seats": list(SEATS), "tries": PICK_TRIES,
+             "home_nodes": cluster.nodes(home)[i:] + cluster.nodes(home)[:i],
+             "read_nodes": [cluster.nodes(r) for r in regions],
+             "user": f"rush-{kind}{i}", "topology": str(cluster.topology.path),
+             "warm_urls": [f"{node}/healthz" for node in cluster.nodes()]}
+            for i, (n, cap) in enumerate(zip(per, caps, strict=True)) if n]
+
+
+def digest(kind: str, result: dict[str, Any], show_seats: int) -> dict[str, Any]:
+    """What one rush shows: sell-out time, answers, refusals, people, reads."""
+    events = result["results"]
+    holds = [e for e in events if e["kind"] != "read"]
+    reads = [e for e in events if e["kind"] == "read"]
+    made = [e for e in holds if e["status"] == 201]
+    held = sum(e["seats"] for e in made)
+    start = result["started"]
+    answers = Counter(f"{e['status']} {e['error']}" if e["error"] else str(e["status"])
+                      for e in holds)
+    refused = sum(n for k, n in answers.items() if not k.startswith("201"))
+    return {"kind": kind, "show_seats": show_seats, "hold_requests": len(holds),
+            "holds_made": len(made), "seats_held": held,
+            "sold_out": held >= show_seats,
+            "sell_out_s": round(max(e["t"] for e in made) - start, 3) if made else None,
+            "elapsed_s": round(result["elapsed_s"], 3),
+            "refused": refused,
+            "refused_share": round(refused / len(holds), 3) if holds else None,
+            "answers": dict(answers.most_common()),
+            "seats_per_hold": round(held / len(made), 2) if made else None,
+            "hold_latency": summarize(result["latencies"]),
+            "map_reads": len(reads),
+            "map_read_p99_ms": summarize([e["ms"] for e in reads])["p99_ms"] if reads else None}
+
+
+async def one_rush(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load, kind: str,
+                   show: int, clients: int, duration_s: float,
+                   settle: Settle | None) -> dict[str, Any]:
+    specs = _specs(cluster, load, kind, show, clients, duration_s)
+    async with ScriptClock(cluster, cluster.home_of(show)) as clock:
+        result = await measured(cluster, http, specs, ROUTES[kind], duration_s * 2 + 120,
+                                settle=settle)
+    out = digest(kind, result, len(cluster.seats_of(show)))
+    out.update(await seats_in_postgres(cluster, show))
+    out["show_id"] = show
+    out["clients"] = clients
+    out["cpu"] = result["cpu"]
+    out["after_load"] = result.get("after_load")
+    out["cpu_ms_per_seat"] = cpu_ms_per_op(result, out["seats_held"])
+    out["server_mean_ms"] = result.get("server_mean_ms")
+    out["master_scripts"] = clock.summary()
+    return out
+
+
+async def rush_phases(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
+                      shows: list[int], settle: Settle | None, clients: int,
+                      duration_s: float) -> dict[str, Any]:
+    """Both rushes, best available first, each on a show of its own."""
+    if settle is not None and not settle.idle:
+        await settle.idle_rates(2.0)
+    out: dict[str, Any] = {"clients": clients, "duration_s": duration_s, "seats": list(SEATS),
+                           "pick_tries": PICK_TRIES, "home": cluster.home_of(shows[0])}
+    for kind, show in zip(("best", "pick"), shows, strict=True):
+        log(f"R  rush, {kind}: {clients} clients on show {show} "
+            f"({len(cluster.seats_of(show))} seats), {SEATS[0]}-{SEATS[1]} seats a person")
+        out[kind] = await one_rush(cluster, http, load, kind, show, clients, duration_s,
+                                   settle)
+        log("   " + line(out[kind]))
+    return out
+
+
+def line(r: dict[str, Any]) -> str:
+    per = r["cpu_ms_per_seat"].get("cluster", "-")
+    scripts_ = r["master_scripts"]["scripts"]
+    top = next(((k, v) for k, v in scripts_.items() if k != "all scripts"), None)
+    return (f"{r['seats_held']}/{r['show_seats']} seats held in "
+            f"{r['sell_out_s']} s; {r['hold_requests']:,} holds, "
+            f"{(r['refused_share'] or 0) * 100:.1f}% refused; cluster CPU {per} ms per seat; "
+            + (f"master script {top[0]} p99 {top[1]['p99_us']} µs" if top else "no script"))
