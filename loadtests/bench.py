@@ -134,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"({bestrush.CLIENTS})")
     p.add_argument("--best-duration", type=float, default=bestrush.DURATION_S,
                    help=f"seconds each rush may last at most ({bestrush.DURATION_S:g})")
+    p.add_argument("--best-max-requests", type=int, default=bestrush.MAX_REQUESTS,
+                   help=f"hold requests of each rush at most ({bestrush.MAX_REQUESTS})")
     p.add_argument("--results", type=Path, default=HERE / "results",
                    help="folder for bench-<UTC>.json and .png (loadtests/results)")
     p.add_argument("--smoke", action="store_true",
@@ -390,7 +392,7 @@ async def one_cluster(args: argparse.Namespace, load: Load, nodes: int, delay: i
                 if "best" in work:
                     results["best_rush"] = await bestrush.rush_phases(
                         cluster, http, load, rush_shows, settle, args.best_clients,
-                        args.best_duration)
+                        args.best_duration, args.best_max_requests)
         finally:
             aux.stop()
         crashed = cluster.launcher.crashed()
@@ -421,6 +423,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "token_calls": args.token_calls, "phases": sorted(args.phase_set),
                    "peer_clients": args.peer_clients, "peer_duration_s": args.peer_duration,
                    "best_clients": args.best_clients, "best_duration_s": args.best_duration,
+                   "best_max_requests": args.best_max_requests,
                    "shared_machine": True},
         "load_average": {"start": os.getloadavg()},
         "writes": {}, "reads": {}, "runs": {}, "raw": None, "token_verify": None,

@@ -3,7 +3,8 @@
 Two fresh 1,000-seat shows of one home region, one rush each, one after the other in
 the same run and cluster: `--best-clients` clients (500), each serving one person
 after another (a fresh user each, wanting 1-6 seats), until the show is sold out,
-`--best-duration` seconds passed or `--max-requests` holds were sent.
+`--best-duration` seconds (60) passed or `--best-max-requests` holds (20,000) were
+sent.
 
 - *best*: a person asks the home region for the best block of the seats they want
   (`POST /booking/seats/{show}/best`); refused (409 `no_block_available`) they take
@@ -48,6 +49,7 @@ from .stats import summarize
 
 CLIENTS = 500
 DURATION_S = 60.0
+MAX_REQUESTS = 20_000  # hold requests per rush at most
 SEATS = (1, 6)
 PICK_TRIES = 20
 SLOWLOG_LEN = 200_000  # entries kept on the master during a rush (~150 bytes each)
@@ -146,12 +148,12 @@ async def seats_in_postgres(cluster: BenchCluster, show: int) -> dict[str, int]:
 
 
 def _specs(cluster: BenchCluster, load: Load, kind: str, show: int, clients: int,
-           duration_s: float) -> list[dict[str, Any]]:
+           duration_s: float, max_requests: int) -> list[dict[str, Any]]:
     home = cluster.home_of(show)
     regions = list(cluster.topology.regions)
     per = [clients // load.procs + (1 if i < clients % load.procs else 0)
            for i in range(load.procs)]
-    caps = [load.max_requests // load.procs + (1 if i < load.max_requests % load.procs else 0)
+    caps = [max_requests // load.procs + (1 if i < max_requests % load.procs else 0)
             for i in range(load.procs)]
     return [{"kind": kind, "concurrency": n, "duration_s": duration_s, "max_requests": cap,
              "seed": 100 + i, "show": show, "seats": list(SEATS), "tries": PICK_TRIES,
@@ -188,9 +190,9 @@ def digest(kind: str, result: dict[str, Any], show_seats: int) -> dict[str, Any]
 
 
 async def one_rush(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load, kind: str,
-                   show: int, clients: int, duration_s: float,
+                   show: int, clients: int, duration_s: float, max_requests: int,
                    settle: Settle | None) -> dict[str, Any]:
-    specs = _specs(cluster, load, kind, show, clients, duration_s)
+    specs = _specs(cluster, load, kind, show, clients, duration_s, max_requests)
     async with ScriptClock(cluster, cluster.home_of(show)) as clock:
         result = await measured(cluster, http, specs, ROUTES[kind], duration_s * 2 + 120,
                                 settle=settle)
@@ -208,17 +210,18 @@ async def one_rush(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
 
 async def rush_phases(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load,
                       shows: list[int], settle: Settle | None, clients: int,
-                      duration_s: float) -> dict[str, Any]:
+                      duration_s: float, max_requests: int = MAX_REQUESTS) -> dict[str, Any]:
     """Both rushes, best available first, each on a show of its own."""
     if settle is not None and not settle.idle:
         await settle.idle_rates(2.0)
-    out: dict[str, Any] = {"clients": clients, "duration_s": duration_s, "seats": list(SEATS),
+    out: dict[str, Any] = {"clients": clients, "duration_s": duration_s,
+                           "max_requests": max_requests, "seats": list(SEATS),
                            "pick_tries": PICK_TRIES, "home": cluster.home_of(shows[0])}
     for kind, show in zip(("best", "pick"), shows, strict=True):
         log(f"R  rush, {kind}: {clients} clients on show {show} "
             f"({len(cluster.seats_of(show))} seats), {SEATS[0]}-{SEATS[1]} seats a person")
         out[kind] = await one_rush(cluster, http, load, kind, show, clients, duration_s,
-                                   settle)
+                                   max_requests, settle)
         log("   " + line(out[kind]))
     return out
 
