@@ -429,9 +429,11 @@ async function holdSeats() {
     notify(`Held ${seatList(booking.seat_ids)} for you.`);
     const orphaned = Array.isArray(booking.orphaned) ? booking.orphaned : [];
     if (orphaned.length) {  // the screen warns (and does not refuse) single seats left over
-      $("hold-warning").textContent = `Your seats leave ${orphaned.length === 1
-        ? `seat ${orphaned[0]}` : `seats ${seatList(orphaned)}`} on its own between taken `
-        + "seats, where it will likely stay empty. You can release them and pick again.";
+      $("hold-warning").textContent = orphaned.length === 1
+        ? `Your seats leave seat ${orphaned[0]} on its own between taken seats, where it `
+          + "will likely stay empty. You can release them and pick again."
+        : `Your seats leave seats ${seatList(orphaned)} each on its own between taken `
+          + "seats, where they will likely stay empty. You can release them and pick again.";
       $("hold-warning").hidden = false;
     }
   } catch (error) {
@@ -497,7 +499,8 @@ async function holdBest(event) {
     state.holdUnclear = error instanceof ApiError && error.body.outcome === "unknown";
     if (error instanceof ApiError && error.code === "no_block_available") {
       state.bestKey = null;  // nothing was held: the next try is a new request
-      const what = count === 1 ? "No seat is" : `No ${count} seats ${body.allow_split ? "are" : "side by side are"}`;
+      const what = count === 1 ? "No seat is"
+        : `No ${count} seats ${body.allow_split ? "are" : "side by side are"}`;
       alertUser(`${what} free${category ? ` in ${category}` : ""} any more. `
         + (count > 1 && !body.allow_split ? "Try fewer seats, another category, "
           + "\"apart is fine\", or pick seats on the map." : "Try another category or show."));
