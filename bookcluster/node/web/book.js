@@ -228,10 +228,11 @@ function setLiveState(live) {
     reconnecting: "reconnecting…" }[live];
 }
 
-/** Aisles: the catalog has none, so every row is split at its quarter points. */
+/** Aisles as the demo catalog lays them out (`demo_catalog.aisles`, which best available
+ * keeps blocks from crossing): a quarter in from each side of a row of 12 or more. */
 function aisleAfter(perRow) {
-  const side = Math.max(2, Math.round(perRow / 4));
-  return perRow >= 8 ? new Set([side, perRow - side]) : new Set();
+  const side = Math.floor(perRow / 4);
+  return perRow >= 12 ? new Set([side, perRow - side]) : new Set();
 }
 
 function categoryClass(category) {
