@@ -491,7 +491,7 @@ async def test_best_available_to_the_ticket(clean: Cluster, catalog: Any, open_p
     await page.wait_for_selector("#view-booking:not([hidden])", timeout=20000)
     assert await page.inner_text("#h-booking") == "You're booked!"
     sold = await clean.fetch("north", "SELECT ss.seat_id FROM show_seat ss JOIN booking b "
-                             "ON b.id = ss.booking_id WHERE ss.show_id = $1 AND ss.status = "
+                             "ON b.id = ss.booked_booking_id WHERE ss.show_id = $1 AND ss.status = "
                              "'BOOKED' AND b.user_id = 'bela' AND b.status = 'CONFIRMED'",
                              show)
     assert sorted(r["seat_id"] for r in sold) == sorted(chosen)
