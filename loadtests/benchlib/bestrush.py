@@ -2,37 +2,45 @@
 
 Two fresh 1,000-seat shows of one home region, one rush each, one after the other in
 the same run and cluster: `--best-clients` clients (500), each serving one person
-after another (a fresh user each, wanting 1-6 seats), until the show is sold out,
+after another (a fresh user each, wanting 1-6 seats), until PostgreSQL has no free
+seat of the show left (polled every 0.25 s; the load generators then stop),
 `--best-duration` seconds (60) passed or `--best-max-requests` holds (20,000) were
 sent.
 
 - *best*: a person asks the home region for the best block of the seats they want
   (`POST /booking/seats/{show}/best`); refused (409 `no_block_available`) they take
-  seats apart (`allow_split`), then one seat fewer each time; one seat apart refused
-  means sold out.
+  seats apart (`allow_split`), then one seat fewer each time.
 - *pick*: today's users (the locust scenario's `picking.choose_seats`): read the seat
   map at a node of their own region, pick side by side when a run fits, half of those
   on the first few free runs (the favourite seats everyone eyes), hold; on a 409 read
-  the map again and pick again, up to `PICK_TRIES` holds a person; a map with no free
-  seat means sold out.
+  the map again and pick again, up to `PICK_TRIES` holds a person.
+
+A client to whom the show looks sold out (one seat apart refused; a map with no free
+seat) looks at the seat map every 0.5 s until a seat comes back: a hold whose answer
+was lost (503, outcome unknown) may hold seats for a while and then lapse.
 
 Holds go to nodes of the show's home region, as the booking page sends them. For
-each rush: the time from the start to the last seat held (and whether every seat
-was held), hold requests by answer and the share refused, people served and gone
-without seats, the CPU of every process group per seat held (`cpu.py`, the work left
-to the workers included), and the home master's own time in each Lua script: the
-master logs every command's execution time for the rush (`CONFIG SET
-slowlog-log-slower-than 0`, a `SLOWLOG_LEN`-entry log, set back afterwards) and the
-EVALSHA entries are grouped by script. PostgreSQL is asked afterwards whether any
-seat is held by two bookings and how many seats are left.
+each rush: the time from the start to the last seat held (and to PostgreSQL's last
+free seat going), hold requests by answer and the share refused, seat-map reads, the
+CPU of every process group per seat held (`cpu.py`, the work left to the workers
+included), and the home master's own time in each Lua script: the master logs every
+command's execution time for the rush (`CONFIG SET slowlog-log-slower-than 0`, a
+`SLOWLOG_LEN`-entry log, set back afterwards) and the EVALSHA entries are grouped by
+script. PostgreSQL is asked afterwards whether any seat is held by two bookings and
+how many seats are left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import pkgutil
+import shutil
+import tempfile
+import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -50,6 +58,7 @@ from .stats import summarize
 CLIENTS = 500
 DURATION_S = 60.0
 MAX_REQUESTS = 20_000  # hold requests per rush at most
+SOLD_OUT_POLL_S = 0.25  # how often PostgreSQL is asked whether the show sold out
 SEATS = (1, 6)
 PICK_TRIES = 20
 SLOWLOG_LEN = 200_000  # entries kept on the master during a rush (~150 bytes each)
@@ -126,12 +135,37 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def seats_in_postgres(cluster: BenchCluster, show: int) -> dict[str, int]:
-    """Seats left, seats held or sold, and seats held by two live bookings at once."""
+async def _connect(cluster: BenchCluster, show: int) -> asyncpg.Connection:
     region = cluster.home_of(show)
-    conn = await asyncpg.connect(pg_dsn(cluster.topology.region(region).pg_primary),
+    return await asyncpg.connect(pg_dsn(cluster.topology.region(region).pg_primary),
                                  **pg_login(cluster.topology.secrets),
                                  server_settings=PG_TOOL_SESSION)
+
+
+async def watch_sell_out(cluster: BenchCluster, show: int, stop: Path,
+                         over: asyncio.Event) -> float | None:
+    """Until `over`: when PostgreSQL has no free seat of the show left, touch `stop` (the
+    load generators end the rush) and return the wall-clock time it was seen."""
+    conn = await _connect(cluster, show)
+    try:
+        while not over.is_set():
+            left = await conn.fetchval("SELECT count(*) FROM show_seat WHERE show_id = $1 "
+                                       "AND status = 'AVAILABLE'", show)
+            if left == 0:
+                await asyncio.to_thread(stop.touch)
+                return time.time()
+            try:
+                await asyncio.wait_for(over.wait(), SOLD_OUT_POLL_S)
+            except TimeoutError:
+                pass
+        return None
+    finally:
+        await conn.close()
+
+
+async def seats_in_postgres(cluster: BenchCluster, show: int) -> dict[str, int]:
+    """Seats left, seats held or sold, and seats held by two live bookings at once."""
+    conn = await _connect(cluster, show)
     try:
         left = await conn.fetchval("SELECT count(*) FROM show_seat WHERE show_id = $1 "
                                    "AND status = 'AVAILABLE'", show)
@@ -192,11 +226,22 @@ def digest(kind: str, result: dict[str, Any], show_seats: int) -> dict[str, Any]
 async def one_rush(cluster: BenchCluster, http: aiohttp.ClientSession, load: Load, kind: str,
                    show: int, clients: int, duration_s: float, max_requests: int,
                    settle: Settle | None) -> dict[str, Any]:
-    specs = _specs(cluster, load, kind, show, clients, duration_s, max_requests)
-    async with ScriptClock(cluster, cluster.home_of(show)) as clock:
-        result = await measured(cluster, http, specs, ROUTES[kind], duration_s * 2 + 120,
-                                settle=settle)
+    folder = Path(tempfile.mkdtemp(prefix="bookcluster-rush-"))
+    stop = folder / "sold-out"
+    specs = [{**spec, "stop_file": str(stop)}
+             for spec in _specs(cluster, load, kind, show, clients, duration_s, max_requests)]
+    over = asyncio.Event()
+    watcher = asyncio.create_task(watch_sell_out(cluster, show, stop, over))
+    try:
+        async with ScriptClock(cluster, cluster.home_of(show)) as clock:
+            result = await measured(cluster, http, specs, ROUTES[kind], duration_s * 2 + 120,
+                                    settle=settle)
+    finally:
+        over.set()
+        sold_at = await watcher
+        shutil.rmtree(folder, ignore_errors=True)
     out = digest(kind, result, len(cluster.seats_of(show)))
+    out["postgres_sold_out_s"] = round(sold_at - result["started"], 3) if sold_at else None
     out.update(await seats_in_postgres(cluster, show))
     out["show_id"] = show
     out["clients"] = clients

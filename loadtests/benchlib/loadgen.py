@@ -70,8 +70,10 @@ class _Run:
         self.deadline = 0.0
 
     def more(self) -> bool:
+        stop = self.spec.get("stop_file")  # the parent says it is over (a rush sold out)
         return (self.count < int(self.spec["max_requests"])
-                and time.perf_counter() < self.deadline)
+                and time.perf_counter() < self.deadline
+                and not (stop and os.path.exists(stop)))
 
     async def request(self, http: aiohttp.ClientSession, method: str, url: str,
                       body: Any = None, headers: dict[str, str] | None = None,
@@ -287,6 +289,7 @@ async def _warm(http: aiohttp.ClientSession, urls: list[str], connections: int) 
 # -- a rush on one show: best available vs picking from the seat map ---------------
 
 RUSH_PAUSE_S = 0.05  # after a 429 or 503 a person waits this long (or Retry-After, capped)
+RETURNS_POLL_S = 0.5  # a client that found the show sold out looks at the map this often
 
 
 class _Rush:
@@ -302,6 +305,7 @@ class _Rush:
         self.people = 0
         self.homes: list[str] = self.spec["home_nodes"]
         self.at = index
+        self.index = index
 
     def person(self) -> tuple[int, dict[str, str]]:
         self.people += 1
@@ -312,6 +316,35 @@ class _Rush:
     def home(self) -> str:
         self.at = (self.at + 1) % len(self.homes)
         return self.homes[self.at]
+
+    async def seat_map(self, http: aiohttp.ClientSession) -> list[dict[str, Any]] | None:
+        """The show's seat map from a node of this client's own region (None: no answer)."""
+        reads: list[str] = self.spec["read_nodes"][self.index % len(self.spec["read_nodes"])]
+        node = reads[self.run.rng.randrange(len(reads))]
+        at = time.time()
+        status = 0
+        seats: list[dict[str, Any]] | None = None
+        try:
+            async with http.get(f"{node}/shows/{self.spec['show']}/seats") as resp:
+                status = resp.status
+                if status == 200:
+                    seats = (await resp.json())["seats"]
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            pass
+        self.run.results.append({"kind": "read", "t": at, "status": status,
+                                 "ms": (time.time() - at) * 1000})
+        return seats
+
+    async def returns(self, http: aiohttp.ClientSession) -> bool:
+        """Sold out as far as this client can tell: it looks at the seat map now and then
+        (a seat held by a request whose outcome was unknown comes back when that hold
+        lapses), until a seat is free (True) or the rush is over (False)."""
+        while self.run.more():
+            await asyncio.sleep(RETURNS_POLL_S)
+            seats = await self.seat_map(http)
+            if seats and any(s.get("status") == "AVAILABLE" for s in seats):
+                return True
+        return False
 
     async def hold(self, http: aiohttp.ClientSession, path: str, body: dict[str, Any],
                    headers: dict[str, str], kind: str) -> tuple[int, Any]:
@@ -333,7 +366,7 @@ async def _best(run: _Run, http: aiohttp.ClientSession, index: int,
                 token_for: Callable[[str], str]) -> None:
     """People who ask for the best `want` seats; refused (409 no_block_available), they
     accept seats apart, then one seat fewer each time; refused one seat apart, the show
-    is sold out and this client stops."""
+    is sold out for them, and the client waits for seats to come back (`returns`)."""
     rush = _Rush(run, token_for, index)
     path = f"/booking/seats/{run.spec['show']}/best"
     while run.more():
@@ -351,8 +384,10 @@ async def _best(run: _Run, http: aiohttp.ClientSession, index: int,
                     split = True
                 elif want > 1:
                     want -= 1
+                elif await rush.returns(http):
+                    break  # a seat came back: the next person tries
                 else:
-                    return  # not one seat left
+                    return
             elif status not in (429, 503):
                 break  # refused for another reason: this person leaves
 
@@ -362,38 +397,27 @@ async def _pick(run: _Run, http: aiohttp.ClientSession, index: int,
     """Today's users: read the seat map at a node of their own region, pick `want` seats
     as `picking.choose_seats` does (mostly side by side, half of those on the first
     few free runs: the favourite seats), hold them at the home region, and on a 409 read
-    the map again and pick again, up to `tries` holds; a map with no free seat ends
-    this client."""
+    the map again and pick again, up to `tries` holds; on a map with no free seat the
+    client waits for seats to come back (`returns`)."""
     sys.path.insert(0, str(SCRIPT.parents[1]))  # loadtests/: picking.py
     from picking import choose_seats
 
     rush = _Rush(run, token_for, index)
-    reads: list[str] = run.spec["read_nodes"][index % len(run.spec["read_nodes"])]
     path = f"/booking/seats/{run.spec['show']}/lock"
     while run.more():
         want, headers = rush.person()
         for _ in range(int(run.spec["tries"])):
             if not run.more():
                 return
-            node = reads[run.rng.randrange(len(reads))]
-            at = time.time()
-            status = 0
-            seats: list[dict[str, Any]] = []
-            try:
-                async with http.get(f"{node}/shows/{run.spec['show']}/seats") as resp:
-                    status = resp.status
-                    if status == 200:
-                        seats = (await resp.json())["seats"]
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-                pass
-            run.results.append({"kind": "read", "t": at, "status": status,
-                                "ms": (time.time() - at) * 1000})
-            if status != 200:
+            seats = await rush.seat_map(http)
+            if seats is None:
                 await asyncio.sleep(RUSH_PAUSE_S)
                 continue
             picked = choose_seats(run.rng, seats, want)
-            if not picked:
-                return  # the map shows no free seat
+            if not picked:  # the map shows no free seat
+                if await rush.returns(http):
+                    break
+                return
             status, _ = await rush.hold(http, path, {"seat_ids": picked}, headers, "pick")
             if status == 201 or status not in (409, 429, 503):
                 break

@@ -397,6 +397,7 @@ def _best_rush(results: dict[str, Any]) -> list[str]:
             ("seats held / show", lambda r: f"{r['seats_held']}/{r['show_seats']}"),
             ("time to sell out (s)", lambda r: fmt(r["sell_out_s"], 2)
              + ("" if r["seats_left"] == 0 else f" ({r['seats_left']} left)")),
+            ("last free seat gone (PostgreSQL, s)", lambda r: fmt(r.get("postgres_sold_out_s"), 2)),
             ("hold requests", lambda r: fmt(r["hold_requests"])),
             ("refused share", lambda r: f"{(r['refused_share'] or 0) * 100:.1f}%"),
             ("seats per hold", lambda r: fmt(r["seats_per_hold"], 2)),
@@ -409,7 +410,7 @@ def _best_rush(results: dict[str, Any]) -> list[str]:
             ("master, all scripts p99 (µs)", lambda r: fmt(
                 (r["master_scripts"]["scripts"].get("all scripts") or {}).get("p99_us"), 0)),
             ("seats held twice (PostgreSQL)", lambda r: fmt(r["seats_held_twice"]))]
-    w = [32, 22, 22]
+    w = [36, 22, 22]
     out = [f"R. the rush on one show: {rush['clients']} clients, {rush['seats'][0]}-"
            f"{rush['seats'][1]} seats a person, a fresh user each, holds sent to {rush['home']}"
            f" nodes, at most {rush['duration_s']:g} s",
