@@ -56,6 +56,11 @@ def _leaves_orphan(layout: Layout, free: Collection[str], seats: tuple[Place, ..
     return False
 
 
+def _cost(layout: Layout, p: Place) -> int:
+    """Squared distance to the focal point in half seat widths (the rule's cost)."""
+    return (2 * p.position - layout.focal_x2) ** 2 + (2 * p.row - 2 * layout.focal_row) ** 2
+
+
 def reference(layout: Layout, free: Collection[str], count: int, category: str | None,
               accessible: bool, allow_split: bool) -> tuple[str, ...] | None:
     eligible = [p for row in layout.rows for p in row
@@ -64,13 +69,13 @@ def reference(layout: Layout, free: Collection[str], count: int, category: str |
     best_key: tuple[object, ...] | None = None
     best_seats: tuple[Place, ...] = ()
     for seats in itertools.combinations(eligible, count):
-        cost = sum(layout.cost(p) for p in seats)
+        cost = sum(_cost(layout, p) for p in seats)
         shape = _shape(layout, seats)
         key: tuple[object, ...]
         if shape is None:
             if not allow_split:
                 continue
-            key = (2, 3, cost, tuple(sorted((layout.cost(p), p.row, p.position, p.seat_id)
+            key = (2, 3, cost, tuple(sorted((_cost(layout, p), p.row, p.position, p.seat_id)
                                             for p in seats)))
         else:
             key = (int(_leaves_orphan(layout, free, seats)), shape, cost,
