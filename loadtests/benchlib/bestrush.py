@@ -212,7 +212,9 @@ def digest(kind: str, result: dict[str, Any], show_seats: int) -> dict[str, Any]
     return {"kind": kind, "show_seats": show_seats, "hold_requests": len(holds),
             "holds_made": len(made), "seats_held": held,
             "sold_out": held >= show_seats,
-            "sell_out_s": round(max(e["t"] for e in made) - start, 3) if made else None,
+            # start to the answer of the last hold made
+            "sell_out_s": round(max(e["done"] for e in made) - start, 3) if made else None,
+            "answers_503": sum(1 for e in holds if e["status"] == 503),
             "elapsed_s": round(result["elapsed_s"], 3),
             "refused": refused,
             "refused_share": round(refused / len(holds), 3) if holds else None,

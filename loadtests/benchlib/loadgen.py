@@ -353,7 +353,8 @@ class _Rush:
                                                 headers, want_json=True)
         answer = answer if isinstance(answer, dict) else {}
         self.run.results.append({
-            "kind": kind, "t": at, "status": status, "error": answer.get("error"),
+            "kind": kind, "t": at, "done": time.time(), "status": status,
+            "error": answer.get("error"),
             "seats": len(answer.get("seat_ids") or []) if status == 201 else 0,
             "want": body.get("count") or len(body.get("seat_ids") or [])})
         if status in (429, 503):

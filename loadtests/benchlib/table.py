@@ -399,7 +399,8 @@ def _best_rush(results: dict[str, Any]) -> list[str]:
              + ("" if r["seats_left"] == 0 else f" ({r['seats_left']} left)")),
             ("last free seat gone (PostgreSQL, s)", lambda r: fmt(r.get("postgres_sold_out_s"), 2)),
             ("hold requests", lambda r: fmt(r["hold_requests"])),
-            ("refused share", lambda r: f"{(r['refused_share'] or 0) * 100:.1f}%"),
+            ("refused share (of which 503)", lambda r: f"{(r['refused_share'] or 0) * 100:.1f}%"
+             f" ({r.get('answers_503', 0) / max(1, r['hold_requests']) * 100:.1f}%)"),
             ("seats per hold", lambda r: fmt(r["seats_per_hold"], 2)),
             ("hold p50 / p99 (ms)", lambda r: f"{fmt(r['hold_latency']['p50_ms'], 0)} / "
              f"{fmt(r['hold_latency']['p99_ms'], 0)}"),
