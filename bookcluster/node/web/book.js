@@ -484,6 +484,7 @@ async function holdBest(event) {
   const body = { count };
   if (category) body.category = category;
   if ($("best-split").checked) body.allow_split = true;
+  if ($("best-accessible").checked) body.accessible = true;
   const ask = JSON.stringify(body);
   if (ask !== state.bestAsk) state.bestKey = null;  // another request is another hold
   state.bestAsk = ask;
@@ -502,7 +503,12 @@ async function holdBest(event) {
       state.bestKey = null;  // nothing was held: the next try is a new request
       const what = count === 1 ? "No seat is"
         : `No ${count} seats ${body.allow_split ? "are" : "side by side are"}`;
-      alertUser(`${what} free${category ? ` in ${category}` : ""} any more. `
+      const where = `${body.accessible ? " among the wheelchair spaces" : ""}`
+        + `${category ? ` in ${category}` : ""}`;
+      const longest = Number(error.body.longest_free_run) || 0;
+      const most = count > 1 && !body.allow_split && longest > 1 && longest < count
+        ? ` (at most ${longest} together)` : "";
+      alertUser(`${what} free${where} any more${most}. `
         + (count > 1 && !body.allow_split ? "Try fewer seats, another category, "
           + "\"apart is fine\", or pick seats on the map." : "Try another category or show."));
     } else {
