@@ -431,10 +431,10 @@ async function holdSeats() {
     const orphaned = Array.isArray(booking.orphaned) ? booking.orphaned : [];
     if (orphaned.length) {  // the screen warns (and does not refuse) single seats left over
       $("hold-warning").textContent = orphaned.length === 1
-        ? `Your seats leave seat ${orphaned[0]} on its own between taken seats, where it `
-          + "will likely stay empty. You can release them and pick again."
-        : `Your seats leave seats ${seatList(orphaned)} each on its own between taken `
-          + "seats, where they will likely stay empty. You can release them and pick again.";
+        ? `Your seats leave seat ${orphaned[0]} on its own, where nobody is likely to `
+          + "buy it. You can release them and pick again."
+        : `Your seats leave seats ${seatList(orphaned)} each on its own, where nobody is `
+          + "likely to buy them. You can release them and pick again.";
       $("hold-warning").hidden = false;
     }
   } catch (error) {

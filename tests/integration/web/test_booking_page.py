@@ -526,3 +526,49 @@ async def test_best_available_to_the_ticket(clean: Cluster, catalog: Any, open_p
     rows = await clean.fetch("north", "SELECT status FROM booking WHERE user_id = 'bela' "
                              "ORDER BY created_at")
     assert [r["status"] for r in rows] == ["CONFIRMED"]
+
+
+async def test_a_pick_that_leaves_a_seat_alone_is_held_with_a_warning(
+        clean: Cluster, catalog: Any, open_page: Any, shots: Shots) -> None:
+    """Seats 2 and 3 of a row picked by hand on a screen that warns (the default): the
+    hold is made, and the page says which seat it leaves on its own (seat 1, at the
+    row's end); a pick that leaves nobody alone has no warning."""
+    show = shows_in(clean, catalog, "south")[1]
+    screen = next(s.screen_id for s in catalog.shows if s.id == show)
+    by_row: dict[str, dict[int, Any]] = {}
+    for s in catalog.seats:
+        if s.screen_id == screen:
+            by_row.setdefault(s.row_label, {})[s.number] = s
+    row = next(r for r, seats in by_row.items()
+               if all(n in seats and not seats[n].blocked for n in range(1, 4)))
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "omar")
+    await open_show(page, show)
+    for number in (2, 3):
+        await page.click(seat(f"{row}{number}"))
+    async with page.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/lock")
+                                    ) as answer:
+        await page.click("#hold")
+    response = await answer.value
+    assert response.status == 201
+    assert (await response.json())["orphaned"] == [f"{row}1"]
+    await page.wait_for_selector("#hold-warning:not([hidden])")
+    assert await page.inner_text("#hold-warning") == (
+        f"Your seats leave seat {row}1 on its own, where nobody is likely to buy it. "
+        "You can release them and pick again.")
+    assert await status_of(page, f"{row}2") == "MINE"
+    await shots.take(page, "orphan-warning")
+
+    # Released, then seats 1 and 2: nobody is left alone, no warning.
+    await page.click("#cancel")
+    await page.wait_for_selector("#notice:has-text('Seats released.')")
+    await page.wait_for_selector(f"{seat(f'{row}2')}[data-status=AVAILABLE]", timeout=5000)
+    for number in (1, 2):
+        await page.click(seat(f"{row}{number}"))
+    async with page.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/lock")
+                                    ) as answer:
+        await page.click("#hold")
+    response = await answer.value
+    assert response.status == 201 and "orphaned" not in await response.json()
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    assert await page.is_hidden("#hold-warning")
