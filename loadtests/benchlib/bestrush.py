@@ -47,6 +47,7 @@ import aiohttp
 import asyncpg
 
 from bookcluster import seats
+from bookcluster.seats import keys
 from bookcluster.stores.connections import PG_TOOL_SESSION, make_redis, pg_dsn, pg_login
 
 from . import log
@@ -163,6 +164,34 @@ async def watch_sell_out(cluster: BenchCluster, show: int, stop: Path,
         await conn.close()
 
 
+async def stranded(cluster: BenchCluster, show: int) -> int:
+    """Seats the home master holds now for a booking PostgreSQL does not hold them for
+    (a hold whose request gave up before its script ran, or whose record failed): held
+    there until the hold's TTL, free in PostgreSQL."""
+    redis = make_redis(cluster.topology.region(cluster.home_of(show)).redis_master,
+                       cluster.topology.secrets, timeout_s=30.0)
+    try:
+        holds = await redis.hgetall(keys.show_holds(show))
+    finally:
+        await redis.aclose()
+    now_ms = time.time() * 1000
+    live = {}
+    for seat, value in holds.items():
+        booking, _, expires = _text(value).partition("|")
+        if float(expires or 0) > now_ms:
+            live[_text(seat)] = booking
+    conn = await _connect(cluster, show)
+    try:
+        rows = await conn.fetch(
+            "SELECT bs.booking_id, bs.seat_id FROM booking_seat bs JOIN booking b ON b.id = "
+            "bs.booking_id WHERE b.show_id = $1 AND b.status IN ('INITIATED', 'CONFIRMED')",
+            show)
+    finally:
+        await conn.close()
+    recorded = {(r["booking_id"], r["seat_id"]) for r in rows}
+    return sum(1 for seat, booking in live.items() if (booking, seat) not in recorded)
+
+
 async def seats_in_postgres(cluster: BenchCluster, show: int) -> dict[str, int]:
     """Seats left, seats held or sold, and seats held by two live bookings at once."""
     conn = await _connect(cluster, show)
@@ -245,6 +274,7 @@ async def one_rush(cluster: BenchCluster, http: aiohttp.ClientSession, load: Loa
     out = digest(kind, result, len(cluster.seats_of(show)))
     out["postgres_sold_out_s"] = round(sold_at - result["started"], 3) if sold_at else None
     out.update(await seats_in_postgres(cluster, show))
+    out["held_on_master_only"] = await stranded(cluster, show)
     out["show_id"] = show
     out["clients"] = clients
     out["cpu"] = result["cpu"]

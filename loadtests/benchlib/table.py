@@ -410,7 +410,8 @@ def _best_rush(results: dict[str, Any]) -> list[str]:
              f"{cpu(r, 'redis masters')} / {cpu(r, 'postgres')}"),
             ("master, all scripts p99 (µs)", lambda r: fmt(
                 (r["master_scripts"]["scripts"].get("all scripts") or {}).get("p99_us"), 0)),
-            ("seats held twice (PostgreSQL)", lambda r: fmt(r["seats_held_twice"]))]
+            ("seats held twice (PostgreSQL)", lambda r: fmt(r["seats_held_twice"])),
+            ("held on the master only, at the end", lambda r: fmt(r.get("held_on_master_only")))]
     w = [36, 22, 22]
     out = [f"R. the rush on one show: {rush['clients']} clients, {rush['seats'][0]}-"
            f"{rush['seats'][1]} seats a person, a fresh user each, holds sent to {rush['home']}"
