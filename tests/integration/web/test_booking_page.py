@@ -572,3 +572,40 @@ async def test_a_pick_that_leaves_a_seat_alone_is_held_with_a_warning(
     assert response.status == 201 and "orphaned" not in await response.json()
     await page.wait_for_selector("#view-hold:not([hidden])")
     assert await page.is_hidden("#hold-warning")
+
+
+async def test_best_available_while_the_region_is_down_then_its_retry(
+        clean: Cluster, catalog: Any, open_page: Any, shots: Shots) -> None:
+    """Best available while the show's home Redis master is stopped: the page says which
+    region and when to retry; the retry (same Idempotency-Key, same request) holds once,
+    and the seats it chose are the page's hold."""
+    show = shows_in(clean, catalog, "south")[0]
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "kiran")
+    await open_show(page, show)
+    await page.select_option("#best-count", "2")
+    keys: list[str | None] = []
+    page.on("request", lambda r: keys.append(r.headers.get("idempotency-key"))
+            if r.url.endswith("/best") else None)
+    with faults.paused(clean.launcher.child("south.redis.master").pid):
+        async with page.expect_response(lambda r: r.url.endswith("/best")) as answer:
+            await page.click("#best-hold")
+        assert (await answer.value).status == 503
+        words = await alert_text(page)
+        assert words.startswith("The south region can't take bookings right now. "
+                                "Please retry in "), words
+        assert await page.is_hidden("#view-hold")
+        await shots.take(page, "best-region-unavailable")
+    async with page.expect_response(lambda r: r.url.endswith("/best")) as answer:
+        await page.click("#best-hold")
+    response = await answer.value
+    assert response.status == 201
+    chosen = (await response.json())["seat_ids"]
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    for seat_id in chosen:
+        await page.wait_for_selector(f"{seat(seat_id)}[data-status=MINE]", timeout=5000)
+    rows = await clean.fetch("south", "SELECT b.status, array_agg(bs.seat_id ORDER BY "
+                             "bs.seat_id) AS seats FROM booking b JOIN booking_seat bs ON "
+                             "bs.booking_id = b.id WHERE b.user_id = 'kiran' GROUP BY b.id")
+    assert [(r["status"], list(r["seats"])) for r in rows] == [("INITIATED", sorted(chosen))]
