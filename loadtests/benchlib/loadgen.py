@@ -367,17 +367,24 @@ async def _best(run: _Run, http: aiohttp.ClientSession, index: int,
                 token_for: Callable[[str], str]) -> None:
     """People who ask for the best `want` seats; refused (409 no_block_available), they
     accept seats apart, then one seat fewer each time; refused one seat apart, the show
-    is sold out for them, and the client waits for seats to come back (`returns`)."""
+    is sold out for them, and the client waits for seats to come back (`returns`).
+    As the booking page does, a request refused with 429 or 503 is sent again with the
+    same Idempotency-Key (a 503 `unknown` may have held seats: the retry gets them)."""
     rush = _Rush(run, token_for, index)
     path = f"/booking/seats/{run.spec['show']}/best"
     while run.more():
         want, headers = rush.person()
         split = False
+        asked: dict[str, Any] = {}
+        key = ""
         while run.more():
             body: dict[str, Any] = {"count": want}
             if split:
                 body["allow_split"] = True
-            status, answer = await rush.hold(http, path, body, headers, "best")
+            if body != asked:  # another request is another hold
+                asked, key = body, uuid.uuid4().hex
+            status, answer = await rush.hold(http, path, body,
+                                             {**headers, "Idempotency-Key": key}, "best")
             if status == 201:
                 break
             if status == 409 and answer.get("error") == "no_block_available":
@@ -399,7 +406,8 @@ async def _pick(run: _Run, http: aiohttp.ClientSession, index: int,
     as `picking.choose_seats` does (mostly side by side, half of those on the first
     few free runs: the favourite seats), hold them at the home region, and on a 409 read
     the map again and pick again, up to `tries` holds; on a map with no free seat the
-    client waits for seats to come back (`returns`)."""
+    client waits for seats to come back (`returns`). As the booking page does, a hold
+    refused with 429 or 503 is sent again, same seats, same Idempotency-Key."""
     sys.path.insert(0, str(SCRIPT.parents[1]))  # loadtests/: picking.py
     from picking import choose_seats
 
@@ -419,8 +427,11 @@ async def _pick(run: _Run, http: aiohttp.ClientSession, index: int,
                 if await rush.returns(http):
                     break
                 return
-            status, _ = await rush.hold(http, path, {"seat_ids": picked}, headers, "pick")
-            if status == 201 or status not in (409, 429, 503):
+            keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+            status, _ = await rush.hold(http, path, {"seat_ids": picked}, keyed, "pick")
+            while status in (429, 503) and run.more():
+                status, _ = await rush.hold(http, path, {"seat_ids": picked}, keyed, "pick")
+            if status != 409:
                 break
 
 
