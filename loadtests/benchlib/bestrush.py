@@ -15,6 +15,8 @@ sent.
   on the first few free runs (the favourite seats everyone eyes), hold; on a 409 read
   the map again and pick again, up to `PICK_TRIES` holds a person.
 
+In both, a hold refused with 429 or 503 is sent again under the same Idempotency-Key,
+as the booking page does (a 503 `unknown` may have held seats: the retry gets them).
 A client to whom the show looks sold out (one seat apart refused; a map with no free
 seat) looks at the seat map every 0.5 s until a seat comes back: a hold whose answer
 was lost (503, outcome unknown) may hold seats for a while and then lapse.
