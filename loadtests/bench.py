@@ -14,7 +14,9 @@ on one seat, confirms of payments the gateway captured (direct, then
 forwarded), seat-map reads (hot and cold) next to a trivial aiohttp handler.
 On each other node count: the same writes and the one seat. On every cluster
 of the first count: change-to-remote-cache delay per region pair and local vs
-remote latency. Every write carries a token of its own user, and every hold is
+remote latency. On the first cluster also the rush on one 1,000-seat show, twice
+side by side: best-available seats vs clients picking from the seat map
+(`benchlib/bestrush.py`). Every write carries a token of its own user, and every hold is
 by a fresh user, so no per-user cap or rate refuses one. Each write phase
 counts the CPU of every process group (nodes, Redis masters, replicas,
 PostgreSQL, workers, gateway, load generators, this process) and of the whole
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import log, peer, phases, raw, regions
+from benchlib import bestrush, log, peer, phases, raw, regions
 from benchlib.backlog import Backlog, Settle
 from benchlib.chart import draw
 from benchlib.cpu import cpu_groups
@@ -67,7 +69,7 @@ BENCH_CATALOG = CatalogSpec(theatres_per_city=2, cities_per_region=3, days=1, sh
                             layout=SHOW_LAYOUT)
 SMOKE_CATALOG = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=2,
                             layout=SHOW_LAYOUT)
-PHASES = ("peer", "writes", "reads", "cross", "token", "raw")
+PHASES = ("peer", "writes", "reads", "cross", "token", "best", "raw")
 # Raw-limit capacity per second of --duration: generous for this machine's rates.
 RAW_HOLDS_PER_S = 8000
 RAW_CONFIRMS_PER_S = 4000
@@ -118,7 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phases", default=",".join(PHASES),
                    help="comma-separated, of: peer (the peer's load shape), writes (holds, "
                         "confirms, one seat), reads (seat maps), cross (change delay, local vs "
-                        "remote), token, raw (store limits); default all")
+                        "remote), token, best (the rush on one show: best available vs "
+                        "picking), raw (store limits); default all")
     p.add_argument("--quick", action="store_true",
                    help="the peer shape and the raw limits only, on one cluster of 5 nodes "
                         "per region, no WAN delay (a few minutes)")
@@ -126,6 +129,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"clients of the peer-shape phases ({peer.CLIENTS})")
     p.add_argument("--peer-duration", type=float, default=peer.DURATION_S,
                    help=f"seconds of each peer-shape phase ({peer.DURATION_S:g})")
+    p.add_argument("--best-clients", type=int, default=bestrush.CLIENTS,
+                   help=f"clients of each rush on one show, best available and picking "
+                        f"({bestrush.CLIENTS})")
+    p.add_argument("--best-duration", type=float, default=bestrush.DURATION_S,
+                   help=f"seconds each rush may last at most ({bestrush.DURATION_S:g})")
+    p.add_argument("--best-max-requests", type=int, default=bestrush.MAX_REQUESTS,
+                   help=f"hold requests of each rush at most ({bestrush.MAX_REQUESTS})")
     p.add_argument("--results", type=Path, default=HERE / "results",
                    help="folder for bench-<UTC>.json and .png (loadtests/results)")
     p.add_argument("--smoke", action="store_true",
@@ -138,7 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "rush_clients": 100, "wan_clients": 3, "wan_requests": 30, "live_holds": 5,
                  "redis_bench_requests": 4000, "redis_bench_clients": 10,
                  "pgbench_clients": 4, "token_calls": 2000, "settle_timeout": 20.0,
-                 "peer_clients": 16, "peer_duration": 1.0}
+                 "peer_clients": 16, "peer_duration": 1.0, "best_clients": 50,
+                 "best_duration": 30.0}
         for key, value in smoke.items():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
@@ -334,7 +345,7 @@ def plan(args: argparse.Namespace) -> list[tuple[int, int, set[str]]]:
     token cost on the first), then each other node count at the first delay (writes)."""
     first, *others = args.node_counts
     out = [(first, d, {"cross"}) for d in args.delays]
-    out[0][2].update({"peer", "token", "writes", "reads"})
+    out[0][2].update({"peer", "token", "writes", "reads", "best"})
     out += [(n, args.delays[0], {"writes"}) for n in others]
     chosen = [(n, d, work & args.phase_set) for n, d, work in out]
     return [c for c in chosen if c[2]]
@@ -363,6 +374,8 @@ async def one_cluster(args: argparse.Namespace, load: Load, nodes: int, delay: i
                     backlog = await stack.enter_async_context(Backlog(cluster))
                     settle = Settle(backlog, cpu_groups(cluster), args.settle_timeout)
                 pool = SeatPool(cluster)
+                # Two shows nobody touched, set aside before other phases take seats.
+                rush_shows = pool.whole_shows(bestrush.HOME, 2) if "best" in work else []
                 if "peer" in work:
                     results["peer"] = await peer.peer_phases(
                         cluster, http, load, pool, settle, backlog, args.peer_clients,
@@ -376,6 +389,10 @@ async def one_cluster(args: argparse.Namespace, load: Load, nodes: int, delay: i
                         **await write_phases(cluster, http, load, pool, settle)}
                 if "reads" in work:
                     results["reads"] = await read_phases(cluster, http, load, aux)
+                if "best" in work:
+                    results["best_rush"] = await bestrush.rush_phases(
+                        cluster, http, load, rush_shows, settle, args.best_clients,
+                        args.best_duration, args.best_max_requests)
         finally:
             aux.stop()
         crashed = cluster.launcher.crashed()
@@ -405,10 +422,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "payments": "captured at once, no webhook: the confirm phase sells",
                    "token_calls": args.token_calls, "phases": sorted(args.phase_set),
                    "peer_clients": args.peer_clients, "peer_duration_s": args.peer_duration,
+                   "best_clients": args.best_clients, "best_duration_s": args.best_duration,
+                   "best_max_requests": args.best_max_requests,
                    "shared_machine": True},
         "load_average": {"start": os.getloadavg()},
         "writes": {}, "reads": {}, "runs": {}, "raw": None, "token_verify": None,
-        "peer": None}
+        "peer": None, "best_rush": None}
     folder = scratch_folder("bookcluster-bench-aux-")
     try:
         clusters = plan(args)

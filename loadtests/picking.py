@@ -51,12 +51,14 @@ def weighted(rng: random.Random, mix: Mapping[str, float]) -> str:
     return rng.choices(names, weights=[mix[n] for n in names])[0]
 
 
-def choose_seats(rng: random.Random, seats: list[dict[str, Any]]) -> list[str]:
-    """1..MAX_SEATS available seat ids: mostly a run of neighbours when one fits, else any."""
+def choose_seats(rng: random.Random, seats: list[dict[str, Any]],
+                 want: int | None = None) -> list[str]:
+    """1..MAX_SEATS available seat ids (`want` of them if given, fewer if fewer are free):
+    mostly a run of neighbours when one fits, else any."""
     free = [s for s in seats if s.get("status") == "AVAILABLE"]
     if not free:
         return []
-    want = min(rng.randint(1, MAX_SEATS), len(free))
+    want = min(rng.randint(1, MAX_SEATS) if want is None else want, len(free))
     if rng.random() < ADJACENT_SHARE:
         runs = [run for run in _runs(free) if len(run) >= want]
         if runs and rng.random() < FAVOURITE_SHARE:

@@ -21,8 +21,11 @@ each hold paid at the gateway simulator with the spec's `gateway` URL and API ke
 captured at once, no webhook, and confirmed with its payment: one booking after
 the other per client; `created` lists the confirmed bookings), `gets` (each reader
 cycles the URLs of its group, e.g. the nodes of its region; `once` reads every
-URL exactly once instead) and `burst` (every request of a list at the same
-moment, once; each [method, url, body, headers]).
+URL exactly once instead), `burst` (every request of a list at the same
+moment, once; each [method, url, body, headers]) and the two ways of a rush on
+one show (`rush.py` in benchlib): `best` (each person asks the home region for
+the best block of the seats they want) and `pick` (each person reads the seat
+map in their own region, picks as people do, holds, and picks again on a 409).
 """
 
 from __future__ import annotations
@@ -67,8 +70,10 @@ class _Run:
         self.deadline = 0.0
 
     def more(self) -> bool:
+        stop = self.spec.get("stop_file")  # the parent says it is over (a rush sold out)
         return (self.count < int(self.spec["max_requests"])
-                and time.perf_counter() < self.deadline)
+                and time.perf_counter() < self.deadline
+                and not (stop and os.path.exists(stop)))
 
     async def request(self, http: aiohttp.ClientSession, method: str, url: str,
                       body: Any = None, headers: dict[str, str] | None = None,
@@ -281,12 +286,162 @@ async def _warm(http: aiohttp.ClientSession, urls: list[str], connections: int) 
         await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(connections)))
 
 
+# -- a rush on one show: best available vs picking from the seat map ---------------
+
+RUSH_PAUSE_S = 0.05  # after a 429 or 503 a person waits this long (or Retry-After, capped)
+RETURNS_POLL_S = 0.5  # a client that found the show sold out looks at the map this often
+
+
+class _Rush:
+    """One show's rush, shared by one process's clients: people come one after the
+    other to each client, each a fresh user wanting `seats` = [low, high] seats; every
+    hold attempt and every seat-map read is recorded with its wall-clock time."""
+
+    def __init__(self, run: _Run, token_for: Callable[[str], str], index: int) -> None:
+        self.run = run
+        self.spec = run.spec
+        self.token_for = token_for
+        self.prefix = _user_prefix(run, index)
+        self.people = 0
+        self.homes: list[str] = self.spec["home_nodes"]
+        self.at = index
+        self.index = index
+
+    def person(self) -> tuple[int, dict[str, str]]:
+        self.people += 1
+        low, high = self.spec["seats"]
+        token = self.token_for(f"{self.prefix}-{self.people}")
+        return self.run.rng.randint(low, high), {"Authorization": f"Bearer {token}"}
+
+    def home(self) -> str:
+        self.at = (self.at + 1) % len(self.homes)
+        return self.homes[self.at]
+
+    async def seat_map(self, http: aiohttp.ClientSession) -> list[dict[str, Any]] | None:
+        """The show's seat map from a node of this client's own region (None: no answer)."""
+        reads: list[str] = self.spec["read_nodes"][self.index % len(self.spec["read_nodes"])]
+        node = reads[self.run.rng.randrange(len(reads))]
+        at = time.time()
+        status = 0
+        seats: list[dict[str, Any]] | None = None
+        try:
+            async with http.get(f"{node}/shows/{self.spec['show']}/seats") as resp:
+                status = resp.status
+                if status == 200:
+                    seats = (await resp.json())["seats"]
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            pass
+        self.run.results.append({"kind": "read", "t": at, "status": status,
+                                 "ms": (time.time() - at) * 1000})
+        return seats
+
+    async def returns(self, http: aiohttp.ClientSession) -> bool:
+        """Sold out as far as this client can tell: it looks at the seat map now and then
+        (a seat held by a request whose outcome was unknown comes back when that hold
+        lapses), until a seat is free (True) or the rush is over (False)."""
+        while self.run.more():
+            await asyncio.sleep(RETURNS_POLL_S)
+            seats = await self.seat_map(http)
+            if seats and any(s.get("status") == "AVAILABLE" for s in seats):
+                return True
+        return False
+
+    async def hold(self, http: aiohttp.ClientSession, path: str, body: dict[str, Any],
+                   headers: dict[str, str], kind: str) -> tuple[int, Any]:
+        at = time.time()
+        status, answer = await self.run.request(http, "POST", f"{self.home()}{path}", body,
+                                                headers, want_json=True)
+        answer = answer if isinstance(answer, dict) else {}
+        self.run.results.append({
+            "kind": kind, "t": at, "done": time.time(), "status": status,
+            "error": answer.get("error"),
+            "seats": len(answer.get("seat_ids") or []) if status == 201 else 0,
+            "want": body.get("count") or len(body.get("seat_ids") or [])})
+        if status in (429, 503):
+            wait = min(float(answer.get("retry_after_s") or RUSH_PAUSE_S), 1.0)
+            await asyncio.sleep(max(RUSH_PAUSE_S, wait))
+        return status, answer
+
+
+async def _best(run: _Run, http: aiohttp.ClientSession, index: int,
+                token_for: Callable[[str], str]) -> None:
+    """People who ask for the best `want` seats; refused (409 no_block_available), they
+    accept seats apart, then one seat fewer each time; refused one seat apart, the show
+    is sold out for them, and the client waits for seats to come back (`returns`).
+    As the booking page does, a request refused with 429 or 503 is sent again with the
+    same Idempotency-Key (a 503 `unknown` may have held seats: the retry gets them)."""
+    rush = _Rush(run, token_for, index)
+    path = f"/booking/seats/{run.spec['show']}/best"
+    while run.more():
+        want, headers = rush.person()
+        split = False
+        asked: dict[str, Any] = {}
+        key = ""
+        while run.more():
+            body: dict[str, Any] = {"count": want}
+            if split:
+                body["allow_split"] = True
+            if body != asked:  # another request is another hold
+                asked, key = body, uuid.uuid4().hex
+            status, answer = await rush.hold(http, path, body,
+                                             {**headers, "Idempotency-Key": key}, "best")
+            if status == 201:
+                break
+            if status == 409 and answer.get("error") == "no_block_available":
+                if not split:
+                    split = True
+                elif want > 1:
+                    want -= 1
+                elif await rush.returns(http):
+                    break  # a seat came back: the next person tries
+                else:
+                    return
+            elif status not in (429, 503):
+                break  # refused for another reason: this person leaves
+
+
+async def _pick(run: _Run, http: aiohttp.ClientSession, index: int,
+                token_for: Callable[[str], str]) -> None:
+    """Today's users: read the seat map at a node of their own region, pick `want` seats
+    as `picking.choose_seats` does (mostly side by side, half of those on the first
+    few free runs: the favourite seats), hold them at the home region, and on a 409 read
+    the map again and pick again, up to `tries` holds; on a map with no free seat the
+    client waits for seats to come back (`returns`). As the booking page does, a hold
+    refused with 429 or 503 is sent again, same seats, same Idempotency-Key."""
+    sys.path.insert(0, str(SCRIPT.parents[1]))  # loadtests/: picking.py
+    from picking import choose_seats
+
+    rush = _Rush(run, token_for, index)
+    path = f"/booking/seats/{run.spec['show']}/lock"
+    while run.more():
+        want, headers = rush.person()
+        for _ in range(int(run.spec["tries"])):
+            if not run.more():
+                return
+            seats = await rush.seat_map(http)
+            if seats is None:
+                await asyncio.sleep(RUSH_PAUSE_S)
+                continue
+            picked = choose_seats(run.rng, seats, want)
+            if not picked:  # the map shows no free seat
+                if await rush.returns(http):
+                    break
+                return
+            keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+            status, _ = await rush.hold(http, path, {"seat_ids": picked}, keyed, "pick")
+            while status in (429, 503) and run.more():
+                status, _ = await rush.hold(http, path, {"seat_ids": picked}, keyed, "pick")
+            if status != 409:
+                break
+
+
 async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
     """Run one spec; `ready()` is called after warm-up, `await go()` starts the clock."""
     run = _Run(spec)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    token_for = _minter(spec) if spec["kind"] in ("holds", "flows") else None
+    token_for = _minter(spec) if spec["kind"] in ("holds", "flows", "best", "pick") \
+        else None
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         concurrency = int(spec["concurrency"])
         await _warm(http, spec.get("warm_urls", []), concurrency)
@@ -312,6 +467,10 @@ async def run_spec(spec: dict[str, Any], ready: Any, go: Any) -> dict[str, Any]:
         elif kind == "gets":
             shared = iter(spec["urls"]) if spec.get("once") else None
             tasks = [_gets(run, http, i, shared) for i in range(concurrency)]
+        elif kind in ("best", "pick"):
+            assert token_for is not None
+            person = _best if kind == "best" else _pick
+            tasks = [person(run, http, i, token_for) for i in range(concurrency)]
         elif kind == "burst":
             tasks = [_burst_one(run, http, m, u, b, h) for m, u, b, h in spec["requests"]]
         else:
@@ -422,6 +581,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         errors.update(r["errors"])
         failures.update(r["failures"])
     return {
+        "started": started,
         "elapsed_s": ended - started,
         "client_cpu_s": sum(r["cpu_s"] for r in results),
         "latencies": [x for r in results for x in r["latencies"]],

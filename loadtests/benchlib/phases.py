@@ -65,6 +65,7 @@ class SeatPool:
     """Free seats handed out once: phases never try to hold the same seat twice."""
 
     def __init__(self, cluster: BenchCluster) -> None:
+        self.cluster = cluster
         self.left = {r: [(s, cluster.seats_of(s)) for s in cluster.shows(r)]
                      for r in cluster.topology.regions}
 
@@ -82,6 +83,16 @@ class SeatPool:
             if not free:
                 self.left[region].pop(0)
         return out
+
+    def whole_shows(self, region: str, count: int) -> list[int]:
+        """`count` shows of `region` nobody has taken a seat of, taken out of the pool."""
+        whole = [(show, free) for show, free in self.left[region]
+                 if len(free) == len(self.cluster.seats_of(show))][:count]
+        if len(whole) < count:
+            raise RuntimeError(f"the bench catalog has too few whole shows in {region}")
+        for entry in whole:
+            self.left[region].remove(entry)
+        return [show for show, _ in whole]
 
     def rest(self) -> dict[int, list[str]]:
         out = {show: free for shows in self.left.values() for show, free in shows if free}

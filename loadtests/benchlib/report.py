@@ -304,7 +304,28 @@ def targets(results: dict[str, Any], ratios: dict[str, Any]) -> list[dict[str, A
     rows.append(_target(f"one-seat p99 < {ONE_SEAT_P99_MS} ms ({main}/region)",
                         rush.get("p99_ms"), lambda v: v < ONE_SEAT_P99_MS,
                         lambda v: f"{v:.1f} ms"))
-    return rows
+    return rows + best_rush_targets(results)
+
+
+def best_rush_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 23's rush: best available sells the show out, no seat is held twice in
+    either rush, and it is refused less often than picking from the seat map."""
+    rush = results.get("best_rush") or {}
+    best, pick = rush.get("best") or {}, rush.get("pick") or {}
+    clients = rush.get("clients", "?")
+    return [
+        _target(f"best available sells out one show ({clients} clients), no seat left",
+                best.get("seats_left"), lambda v: v == 0,
+                lambda v: f"{best.get('seats_held')} seats held in {best.get('sell_out_s')} s,"
+                f" {v} left"),
+        _target("no seat held twice in either rush (PostgreSQL)",
+                (best.get("seats_held_twice") or 0) + (pick.get("seats_held_twice") or 0)
+                if best and pick else None, lambda v: v == 0, lambda v: f"{v} seats"),
+        _target("best available refuses a smaller share of holds than picking",
+                best.get("refused_share"),
+                lambda v: v < (pick.get("refused_share") or 0) if pick else False,
+                lambda v: f"{v * 100:.1f}% vs {(pick.get('refused_share') or 0) * 100:.1f}%"),
+    ]
 
 
 def _target(name: str, value: Any, check: Any, show: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .report import get, pct, topologies
@@ -57,7 +58,8 @@ def render(results: dict[str, Any]) -> str:
            "figures are lower bounds for the service.", ""]
     out += _peer(results) + [""]
     out += _writes(results) + [""] + _cpu(results) + [""] + _one_seat(results) + [""]
-    out += _reads(results) + ["", *_token_lines(results), ""] + _raw(results) + [""]
+    out += _reads(results) + ["", *_best_rush(results), ""]
+    out += ["", *_token_lines(results), ""] + _raw(results) + [""]
     out += _ratios(results)
     out += ["", *_change_delay_table(results), "", *_wan_table(results), "",
             "7. " + results["derived"]["bottleneck"]["verdict"], "", "targets:"]
@@ -375,3 +377,50 @@ def _extra(run: dict[str, Any], op: str) -> float | None:
     remote = get(run, "local_remote", f"{op}_remote", "p50_ms")
     local = get(run, "local_remote", f"{op}_local", "p50_ms")
     return None if remote is None or local is None else remote - local
+
+
+def _best_rush(results: dict[str, Any]) -> list[str]:
+    rush = results.get("best_rush")
+    if not rush:
+        return ["R. the rush on one show: not run"]
+    best, pick = rush["best"], rush["pick"]
+
+    def scripts(r: dict[str, Any]) -> str:
+        names = r["master_scripts"]["scripts"]
+        return ", ".join(f"{k} {fmt(v['p99_us'], 0)}" for k, v in names.items()
+                         if k != "all scripts") or "-"
+
+    def cpu(r: dict[str, Any], group: str) -> str:
+        return fmt((r["cpu_ms_per_seat"] or {}).get(group), 2)
+
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+            ("seats held / show", lambda r: f"{r['seats_held']}/{r['show_seats']}"),
+            ("time to sell out (s)", lambda r: fmt(r["sell_out_s"], 2)
+             + ("" if r["seats_left"] == 0 else f" ({r['seats_left']} left)")),
+            ("last free seat gone (PostgreSQL, s)", lambda r: fmt(r.get("postgres_sold_out_s"), 2)),
+            ("hold requests", lambda r: fmt(r["hold_requests"])),
+            ("refused share (of which 503)", lambda r: f"{(r['refused_share'] or 0) * 100:.1f}%"
+             f" ({r.get('answers_503', 0) / max(1, r['hold_requests']) * 100:.1f}%)"),
+            ("seats per hold", lambda r: fmt(r["seats_per_hold"], 2)),
+            ("hold p50 / p99 (ms)", lambda r: f"{fmt(r['hold_latency']['p50_ms'], 0)} / "
+             f"{fmt(r['hold_latency']['p99_ms'], 0)}"),
+            ("seat-map reads", lambda r: fmt(r["map_reads"])),
+            ("cluster CPU per seat (ms)", lambda r: cpu(r, "cluster")),
+            ("  nodes / r.mast / pg", lambda r: f"{cpu(r, 'nodes')} / "
+             f"{cpu(r, 'redis masters')} / {cpu(r, 'postgres')}"),
+            ("master, all scripts p99 (µs)", lambda r: fmt(
+                (r["master_scripts"]["scripts"].get("all scripts") or {}).get("p99_us"), 0)),
+            ("seats held twice (PostgreSQL)", lambda r: fmt(r["seats_held_twice"])),
+            ("held on the master only, at the end", lambda r: fmt(r.get("held_on_master_only")))]
+    w = [36, 22, 22]
+    out = [f"R. the rush on one show: {rush['clients']} clients, {rush['seats'][0]}-"
+           f"{rush['seats'][1]} seats a person, a fresh user each, holds sent to {rush['home']}"
+           f" nodes, at most {rush['duration_s']:g} s",
+           _row(["", "best available", "picking from map"], w)]
+    out += [_row([name, value(best), value(pick)], w) for name, value in rows]
+    out += [f"  master script p99 (µs), best: {scripts(best)}",
+            f"  master script p99 (µs), picking: {scripts(pick)}"]
+    for r in (best, pick):
+        out.append(f"  answers, {r['kind']}: " + ", ".join(
+            f"{k} x{v}" for k, v in r["answers"].items()))
+    return out

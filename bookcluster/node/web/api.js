@@ -120,6 +120,15 @@ export function plainWords(status, body, retryAfterS) {
       return seats.length
         ? `${seatsWord(seats)} just taken by someone else. Please pick other seats.`
         : "Those seats were just taken by someone else. Please pick other seats.";
+    case "no_block_available":
+      return "No block of that many seats together is free any more. Try fewer seats, "
+        + "another category, or pick seats on the map.";
+    case "orphan_seat": {
+      const alone = Array.isArray(body.orphaned) ? body.orphaned : seats;
+      return `That pick would leave ${alone.length === 1 ? `seat ${alone[0]}`
+        : alone.length ? `seats ${seatList(alone)}` : "a single seat"} on its own between `
+        + "taken seats. Please pick seats next to it, or leave a gap of two.";
+    }
     case "seats_taken":
       return `Your hold ran out and ${seats.length ? seatList(seats) : "your seats"} went to `
         + "someone else. Any payment you made will be refunded.";

@@ -32,6 +32,8 @@ const state = {
   selection: new Set(),
   holdKey: null,            // Idempotency-Key of the current selection's hold
   holdUnclear: false,       // its last attempt's outcome is unknown: the seats may be ours
+  bestKey: null,            // Idempotency-Key of the current best-available request
+  bestAsk: "",              // that request's body (JSON): another body is another hold
   booking: null,            // the hold being paid for
   mine: new Set(),          // seats of that hold
   countdown: null,
@@ -195,6 +197,8 @@ async function showView(showId) {
   state.show = detail;
   state.selection.clear();
   state.holdKey = null;
+  state.bestKey = null;
+  $("best-category").replaceChildren(el("option", { value: "" }, "any category"));
   show("view-show", ...holding);
   document.title = `${detail.movie.title}, ${istTime(detail.starts_at)} — bookcluster`;
   $("h-show").textContent = `${detail.movie.title} (${detail.movie.language}, ${detail.movie.certificate})`;
@@ -224,10 +228,11 @@ function setLiveState(live) {
     reconnecting: "reconnecting…" }[live];
 }
 
-/** Aisles: the catalog has none, so every row is split at its quarter points. */
+/** Aisles as the demo catalog lays them out (`demo_catalog.aisles`, which best available
+ * keeps blocks from crossing): a quarter in from each side of a row of 12 or more. */
 function aisleAfter(perRow) {
-  const side = Math.max(2, Math.round(perRow / 4));
-  return perRow >= 8 ? new Set([side, perRow - side]) : new Set();
+  const side = Math.floor(perRow / 4);
+  return perRow >= 12 ? new Set([side, perRow - side]) : new Set();
 }
 
 function categoryClass(category) {
@@ -272,6 +277,7 @@ function drawMap(map) {
   }
   $("seatmap").replaceChildren(...lines);
   drawLegend(prices);
+  fillBestCategories(prices);
   for (const timer of state.lapse.values()) clearTimeout(timer);
   state.lapse.clear();
   for (const [id, entry] of state.seats) {
@@ -292,6 +298,17 @@ function drawLegend(prices) {
     el("li", {}, el("span", { class: "swatch seat taken" }), "Taken"),
     el("li", {}, el("span", { class: "swatch seat unavailable" }), "Not for sale"),
   );
+}
+
+/** The best-available form's categories: the show's own, cheapest first as on the map;
+ * a choice made survives a new snapshot. */
+function fillBestCategories(prices) {
+  const select = $("best-category");
+  const chosen = select.value;
+  const order = [...prices.keys()].sort((a, b) => prices.get(a) - prices.get(b));
+  select.replaceChildren(el("option", { value: "" }, "any category"),
+    ...order.map((c) => el("option", { value: c }, `${c} ${rupees(prices.get(c))}`)));
+  select.value = order.includes(chosen) ? chosen : "";
 }
 
 function paintSeat(id) {
@@ -408,14 +425,18 @@ async function holdSeats() {
   try {
     const booking = await api("POST", `/booking/seats/${state.show.id}/lock`,
       { body: { seat_ids: seats }, key: state.holdKey, home: state.show.region });
-    state.selection.clear();
     state.holdKey = null;
-    state.holdUnclear = false;
-    clearMessages();
-    startHold(booking);
-    for (const id of seats) setSeat(id, "LOCKED", Date.parse(booking.expires_at));
-    updateSelection();
-    notify(`Held ${seatList(seats)} for you.`);
+    holdMade(booking);
+    notify(`Held ${seatList(booking.seat_ids)} for you.`);
+    const orphaned = Array.isArray(booking.orphaned) ? booking.orphaned : [];
+    if (orphaned.length) {  // the screen warns (and does not refuse) single seats left over
+      $("hold-warning").textContent = orphaned.length === 1
+        ? `Your seats leave seat ${orphaned[0]} on its own, where nobody is likely to `
+          + "buy it. You can release them and pick again."
+        : `Your seats leave seats ${seatList(orphaned)} each on its own, where nobody is `
+          + "likely to buy them. You can release them and pick again.";
+      $("hold-warning").hidden = false;
+    }
   } catch (error) {
     state.holdUnclear = error instanceof ApiError && error.body.outcome === "unknown";
     fail(error);
@@ -431,12 +452,80 @@ async function holdSeats() {
   }
 }
 
+/** A hold answered 201, picked or best available: the selection is done with, the
+ * seats are ours (painted held at once, before the feed says so), and paying starts. */
+function holdMade(booking) {
+  const picked = [...state.selection];
+  state.selection.clear();
+  for (const id of picked) paintSeat(id);  // a best-available hold may not be the pick
+  state.holdUnclear = false;
+  clearMessages();
+  startHold(booking);
+  for (const id of booking.seat_ids) setSeat(id, "LOCKED", Date.parse(booking.expires_at));
+  updateSelection();
+}
+
+function fillBestCounts() {
+  const select = $("best-count");
+  if (select.options.length) return;
+  for (let n = 1; n <= MAX_SEATS; n += 1) select.append(el("option", { value: n }, String(n)));
+  select.value = "2";
+}
+
+/** Best available: the home master chooses the best free block of the wanted size and
+ * holds it in one step, so a rush never collides on the same favourite seats. One
+ * Idempotency-Key per request body: a retry after an unclear failure (503 unknown)
+ * gets the same hold back, never a second one. */
+async function holdBest(event) {
+  event.preventDefault();
+  if (needSignIn() || !state.show) return;
+  const count = Number($("best-count").value);
+  const category = $("best-category").value;
+  const body = { count };
+  if (category) body.category = category;
+  if ($("best-split").checked) body.allow_split = true;
+  if ($("best-accessible").checked) body.accessible = true;
+  const ask = JSON.stringify(body);
+  if (ask !== state.bestAsk) state.bestKey = null;  // another request is another hold
+  state.bestAsk = ask;
+  state.bestKey ??= newKey("best");
+  $("best-hold").disabled = true;
+  try {
+    const booking = await api("POST", `/booking/seats/${state.show.id}/best`,
+      { body, key: state.bestKey, home: state.show.region });
+    state.bestKey = null;
+    holdMade(booking);
+    notify(`Held the best ${booking.seat_ids.length === 1 ? "seat" : "seats"} for you: `
+      + `${seatList(booking.seat_ids)}.`);
+  } catch (error) {
+    state.holdUnclear = error instanceof ApiError && error.body.outcome === "unknown";
+    if (error instanceof ApiError && error.code === "no_block_available") {
+      state.bestKey = null;  // nothing was held: the next try is a new request
+      const what = count === 1 ? "No seat is"
+        : `No ${count} seats ${body.allow_split ? "are" : "side by side are"}`;
+      const where = `${body.accessible ? " among the wheelchair spaces" : ""}`
+        + `${category ? ` in ${category}` : ""}`;
+      const longest = Number(error.body.longest_free_run) || 0;
+      const most = count > 1 && !body.allow_split && longest > 1 && longest < count
+        ? ` (at most ${longest} together)` : "";
+      alertUser(`${what} free${where} any more${most}. `
+        + (count > 1 && !body.allow_split ? "Try fewer seats, another category, "
+          + "\"apart is fine\", or pick seats on the map." : "Try another category or show."));
+    } else {
+      fail(error);
+    }
+  } finally {
+    $("best-hold").disabled = false;
+  }
+}
+
 function startHold(booking) {
   state.booking = booking;
   state.mine = new Set(booking.seat_ids);
   $("h-hold").textContent = "Your seats are held";
   $("hold-summary").textContent = `${seatList(booking.seat_ids)} · ${rupees(booking.amount_paise)} · `
     + `booking ${booking.booking_id}`;
+  $("hold-warning").hidden = true;
   for (const id of ["pay", "extend", "cancel"]) $(id).disabled = false;
   $("checkout").hidden = true;
   $("view-hold").hidden = false;
@@ -661,6 +750,8 @@ async function bookingsView() {
 $("signin").addEventListener("submit", signIn);
 $("signout").addEventListener("click", signOut);
 $("hold").addEventListener("click", holdSeats);
+$("best").addEventListener("submit", holdBest);
+fillBestCounts();
 $("pay").addEventListener("click", pay);
 $("extend").addEventListener("click", extendHold);
 $("cancel").addEventListener("click", releaseHold);

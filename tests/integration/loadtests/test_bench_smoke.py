@@ -152,6 +152,22 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert run["local_remote"][key]["ok"] > 0, key
         assert set(run["local_remote"][key]["statuses"]) <= {"200", "201"}, key
 
+    # The rush on one show, best available vs picking from the seat map: both ran to
+    # the end on a show of their own; best available sold every seat; no seat was held
+    # twice; the home master timed the hold scripts of both.
+    rush = results["best_rush"]
+    for kind in ("best", "pick"):
+        r = rush[kind]
+        assert r["holds_made"] > 0 and r["seats_held"] <= r["seats_taken"], (kind, r["answers"])
+        assert r["seats_held_twice"] == 0, kind
+        assert r["cpu_ms_per_seat"]["cluster"] > 0, kind
+        assert r["master_scripts"]["scripts"]["all scripts"]["count"] > 0, kind
+        assert set(r["answers"]) <= {"201", "409 no_block_available", "409 seats_unavailable",
+                                     "503 region_unavailable", "503 transaction_aborted",
+                                     "503 overloaded"}, (kind, r["answers"])
+    assert rush["best"]["seats_left"] == 0 and rush["best"]["sold_out"], rush["best"]["answers"]
+    assert rush["pick"]["map_reads"] >= rush["pick"]["hold_requests"] > 0
+
     token = results["token_verify"]
     assert token["algorithm"] == "HS256" and token["calls"] > 0
     assert 0 < token["identity_us_best"] <= token["identity_us"] < 10_000

@@ -443,3 +443,169 @@ async def test_too_many_requests_in_plain_words(clean: Cluster, catalog: Any, op
     assert await alert_text(page) == f"Too many requests. Please wait {wait_s} s and try again."
     assert not await page.is_disabled("#pay")  # still held: nothing changed
     await shots.take(page, "too-many-requests")
+
+
+async def test_best_available_to_the_ticket(clean: Cluster, catalog: Any, open_page: Any,
+                                            http: aiohttp.ClientSession, shots: Shots) -> None:
+    """On a phone's width, on a node of another region: "Best available: 3 seats" holds
+    the block the home master chose, those seats show as held by you, and the normal pay
+    and confirm path sells exactly them. Then, with every recliner of the show but one
+    taken, best available for 2 recliners is refused (409 no_block_available) in plain
+    words and nothing is held."""
+    show = shows_in(clean, catalog, "north")[0]
+    screen = next(s.screen_id for s in catalog.shows if s.id == show)
+    page = await open_page(f"{clean.node('south')}/", PHONE)
+    await sign_in(page, "bela")
+    await open_show(page, show)
+    assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    categories = await page.eval_on_selector_all("#best-category option",
+                                                 "options => options.map(o => o.value)")
+    assert set(categories) == {"", *(s.category for s in catalog.seats
+                                     if s.screen_id == screen)}
+    await page.select_option("#best-count", "3")
+    await shots.take(page, "best-available-phone")
+    async with page.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/best")
+                                    ) as answer:
+        await page.click("#best-hold")
+    response = await answer.value
+    assert response.status == 201
+    held = await response.json()
+    chosen = held["seat_ids"]
+    assert len(chosen) == 3 and len(held["seats"]) == 3
+    for seat_id in chosen:
+        await page.wait_for_selector(f"{seat(seat_id)}[data-status=MINE]", timeout=5000)
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    assert await page.inner_text("#notice") == (
+        f"Held the best seats for you: {', '.join(chosen[:-1])} and {chosen[-1]}.")
+    assert held["booking_id"] in await page.inner_text("#hold-summary")
+    rows = await clean.fetch("north", "SELECT b.status, array_agg(bs.seat_id ORDER BY "
+                             "bs.seat_id) AS seats FROM booking b JOIN booking_seat bs ON "
+                             "bs.booking_id = b.id WHERE b.user_id = 'bela' GROUP BY b.id")
+    assert [(r["status"], list(r["seats"])) for r in rows] == [("INITIATED", sorted(chosen))]
+    await shots.take(page, "best-held")
+
+    # The normal path from here: the gateway's checkout page, back to the ticket.
+    await page.click("#pay")
+    intent = await at_checkout(page, http, clean.node("south"))
+    await page.click(f"button:has-text('Pay {rupees(intent['amount_paise'])}')")
+    await page.wait_for_selector("#view-booking:not([hidden])", timeout=20000)
+    assert await page.inner_text("#h-booking") == "You're booked!"
+    sold = await clean.fetch("north", "SELECT ss.seat_id FROM show_seat ss JOIN booking b "
+                             "ON b.id = ss.booked_booking_id WHERE ss.show_id = $1 AND ss.status = "
+                             "'BOOKED' AND b.user_id = 'bela' AND b.status = 'CONFIRMED'",
+                             show)
+    assert sorted(r["seat_id"] for r in sold) == sorted(chosen)
+    await shots.take(page, "best-booked")
+
+    # Every recliner but one taken (by others, ten at a time): no block of 2 is left.
+    recliners = [s.seat_id for s in catalog.seats if s.screen_id == screen
+                 and s.category == "RECLINER" and not s.blocked and s.seat_id not in chosen]
+    *taken, last = recliners
+    for i in range(0, len(taken), 10):
+        status, body = await call(http, "POST",
+                                  f"{clean.node('north')}/booking/seats/{show}/lock",
+                                  json={"user_id": f"filler{i}", "seat_ids": taken[i:i + 10]})
+        assert status == 201, body
+    await open_show(page, show)
+    await page.wait_for_selector(f"{seat(taken[0])}[data-status=LOCKED]", timeout=5000)
+    assert await status_of(page, last) == "AVAILABLE"
+    await page.select_option("#best-count", "2")
+    await page.select_option("#best-category", "RECLINER")
+    async with page.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/best")
+                                    ) as answer:
+        await page.click("#best-hold")
+    refused = await answer.value
+    assert refused.status == 409
+    assert (await refused.json())["error"] == "no_block_available"
+    assert await alert_text(page) == (
+        'No 2 seats side by side are free in RECLINER any more. Try fewer seats, another '
+        'category, "apart is fine", or pick seats on the map.')
+    assert await status_of(page, last) == "AVAILABLE"
+    assert not await page.is_disabled("#best-hold")
+    await shots.take(page, "best-none-left")
+    rows = await clean.fetch("north", "SELECT status FROM booking WHERE user_id = 'bela' "
+                             "ORDER BY created_at")
+    assert [r["status"] for r in rows] == ["CONFIRMED"]
+
+
+async def test_a_pick_that_leaves_a_seat_alone_is_held_with_a_warning(
+        clean: Cluster, catalog: Any, open_page: Any, shots: Shots) -> None:
+    """Seats 2 and 3 of a row picked by hand on a screen that warns (the default): the
+    hold is made, and the page says which seat it leaves on its own (seat 1, at the
+    row's end); a pick that leaves nobody alone has no warning."""
+    show = shows_in(clean, catalog, "south")[1]
+    screen = next(s.screen_id for s in catalog.shows if s.id == show)
+    by_row: dict[str, dict[int, Any]] = {}
+    for s in catalog.seats:
+        if s.screen_id == screen:
+            by_row.setdefault(s.row_label, {})[s.number] = s
+    row = next(r for r, seats in by_row.items()
+               if all(n in seats and not seats[n].blocked for n in range(1, 4)))
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "omar")
+    await open_show(page, show)
+    for number in (2, 3):
+        await page.click(seat(f"{row}{number}"))
+    async with page.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/lock")
+                                    ) as answer:
+        await page.click("#hold")
+    response = await answer.value
+    assert response.status == 201
+    assert (await response.json())["orphaned"] == [f"{row}1"]
+    await page.wait_for_selector("#hold-warning:not([hidden])")
+    assert await page.inner_text("#hold-warning") == (
+        f"Your seats leave seat {row}1 on its own, where nobody is likely to buy it. "
+        "You can release them and pick again.")
+    assert await status_of(page, f"{row}2") == "MINE"
+    await shots.take(page, "orphan-warning")
+
+    # Released, then seats 1 and 2: nobody is left alone, no warning.
+    await page.click("#cancel")
+    await page.wait_for_selector("#notice:has-text('Seats released.')")
+    await page.wait_for_selector(f"{seat(f'{row}2')}[data-status=AVAILABLE]", timeout=5000)
+    for number in (1, 2):
+        await page.click(seat(f"{row}{number}"))
+    async with page.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/lock")
+                                    ) as answer:
+        await page.click("#hold")
+    response = await answer.value
+    assert response.status == 201 and "orphaned" not in await response.json()
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    assert await page.is_hidden("#hold-warning")
+
+
+async def test_best_available_while_the_region_is_down_then_its_retry(
+        clean: Cluster, catalog: Any, open_page: Any, shots: Shots) -> None:
+    """Best available while the show's home Redis master is stopped: the page says which
+    region and when to retry; the retry (same Idempotency-Key, same request) holds once,
+    and the seats it chose are the page's hold."""
+    show = shows_in(clean, catalog, "south")[0]
+    page = await open_page(f"{clean.node('west')}/")
+    await sign_in(page, "kiran")
+    await open_show(page, show)
+    await page.select_option("#best-count", "2")
+    keys: list[str | None] = []
+    page.on("request", lambda r: keys.append(r.headers.get("idempotency-key"))
+            if r.url.endswith("/best") else None)
+    with faults.paused(clean.launcher.child("south.redis.master").pid):
+        async with page.expect_response(lambda r: r.url.endswith("/best")) as answer:
+            await page.click("#best-hold")
+        assert (await answer.value).status == 503
+        words = await alert_text(page)
+        assert words.startswith("The south region can't take bookings right now. "
+                                "Please retry in "), words
+        assert await page.is_hidden("#view-hold")
+        await shots.take(page, "best-region-unavailable")
+    async with page.expect_response(lambda r: r.url.endswith("/best")) as answer:
+        await page.click("#best-hold")
+    response = await answer.value
+    assert response.status == 201
+    chosen = (await response.json())["seat_ids"]
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
+    await page.wait_for_selector("#view-hold:not([hidden])")
+    for seat_id in chosen:
+        await page.wait_for_selector(f"{seat(seat_id)}[data-status=MINE]", timeout=5000)
+    rows = await clean.fetch("south", "SELECT b.status, array_agg(bs.seat_id ORDER BY "
+                             "bs.seat_id) AS seats FROM booking b JOIN booking_seat bs ON "
+                             "bs.booking_id = b.id WHERE b.user_id = 'kiran' GROUP BY b.id")
+    assert [(r["status"], list(r["seats"])) for r in rows] == [("INITIATED", sorted(chosen))]
