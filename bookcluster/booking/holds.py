@@ -27,8 +27,9 @@ from bookcluster.booking.models import (
     hold_json,
     payment_json,
 )
+from bookcluster.booking.onsales import OnSales
 from bookcluster.booking.tickets import Tickets
-from bookcluster.catalog import Catalog, ShowInfo
+from bookcluster.catalog import Catalog, SeatInfo, ShowInfo
 from bookcluster.errors import (
     BookingNotPending,
     HoldExpired,
@@ -78,6 +79,7 @@ class BookingService:
         self.metrics = metrics
         self.home = HomeRegion(connections)
         self.tickets = Tickets(self.home, catalog, connections.topology.secrets)
+        self.onsales = OnSales(connections, catalog, self.home)
         # user -> (monotonic time its fetch started, the answer)
         self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
         self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
@@ -94,12 +96,15 @@ class BookingService:
 
     async def hold(self, show: ShowInfo, request: HoldRequest, user_id: str,
                    key: str | None = None, address: str | None = None,
-                   tokens: WriteTokens | None = None) -> tuple[dict[str, Any], bool]:
+                   tokens: WriteTokens | None = None,
+                   admission: str | None = None) -> tuple[dict[str, Any], bool]:
         """Hold the seats of a validated request (`HoldRequest.parse`, by the token's
         user `user_id`); returns the answer and whether it replays an earlier hold
         under the same Idempotency-Key (which is then returned as it is now). `address`:
         the client's, for the per-address caps (None: not checked). `tokens`: the
-        write's rate-limit tokens, taken by the hold script itself (429 if refused)."""
+        write's rate-limit tokens, taken by the hold script itself (429 if refused).
+        `admission`: the caller's on-sale admission pass (`onsales.admitted`), needed
+        when the show is under an on-sale."""
         seat_ids = request.seat_ids
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
@@ -113,6 +118,14 @@ class BookingService:
             if earlier is not None:
                 return earlier, True
             booking_id = ids.keyed_booking_id(show.id, user_id, key)
+        async with self.onsales.admitted(show, user_id, admission, booking_id, len(seat_ids)):
+            return await self._hold(show, booking_id, seat_ids, layout, user_id, key,
+                                    address, tokens)
+
+    async def _hold(self, show: ShowInfo, booking_id: str, seat_ids: list[str],
+                    layout: dict[str, SeatInfo], user_id: str, key: str | None,
+                    address: str | None,
+                    tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
         ttl_ms = int(self.settings.hold_ttl_s * 1000)
         args: list[Any] = [booking_id, ttl_ms, self.home.epoch, *seat_ids]
         try:

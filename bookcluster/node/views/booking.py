@@ -16,6 +16,7 @@ from aiohttp import web
 from bookcluster.booking import ids
 from bookcluster.booking.confirm import ConfirmService
 from bookcluster.booking.models import Confirmation, HoldRequest, PayRequest, encode
+from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.booking.pay import PaymentService
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import Forbidden, InvalidInput, NotFound
@@ -102,7 +103,7 @@ async def hold(request: web.Request, caller: Identity) -> web.Response:
     result, replayed = await request.app[bookings_key].hold(
         await show_of(request), await _hold_body(request, caller), caller.user,
         request.headers.get("Idempotency-Key"), access.client_address(request),
-        access.write_tokens(request))
+        access.write_tokens(request), admission=request.headers.get(ADMISSION_HEADER))
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return answer(result, status=201, headers=headers)
 
