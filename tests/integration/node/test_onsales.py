@@ -24,7 +24,6 @@ from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of, shows_in
 from tests.integration.support import bearer
 
-OPERATOR = bearer("onsale-operator", ("operator",))
 EARLY = 30
 
 
@@ -46,7 +45,8 @@ def _iso(t: datetime) -> str:
 
 async def create(http: aiohttp.ClientSession, node: str, body: dict[str, Any]
                  ) -> tuple[int, dict[str, Any]]:
-    async with http.post(f"{node}/ops/onsales", json=body, headers=OPERATOR) as resp:
+    async with http.post(f"{node}/ops/onsales", json=body,
+                         headers=bearer("onsale-operator", ("operator",))) as resp:
         return resp.status, await resp.json()
 
 
