@@ -18,7 +18,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bookcluster.booking import onsale_state, queue_order
 from bookcluster.booking.onsale_state import Counters, OnSale
@@ -32,6 +33,7 @@ from bookcluster.topology.errors import RegionUnavailable
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 0.5
+WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 SMOOTHING = 0.3  # weight of this round's latency in the running estimate
 
 
@@ -48,6 +50,9 @@ class AdmitterMetrics:
                             "shopping window whose pass is not done", labels, registry=registry)
         self.wait = Gauge("bookcluster_onsale_wait_seconds", "Estimated wait of the last user "
                           "in the queue at the current rate", labels, registry=registry)
+        self.waited = Histogram("bookcluster_onsale_waited_seconds", "How long admitted users "
+                                "waited: from sale_at (early joiners) or their join (later)",
+                                labels, buckets=WAIT_BUCKETS, registry=registry)
         self.sold_out = Gauge("bookcluster_onsale_sold_out", "1 when no seat is free and no "
                               "hold can lapse", labels, registry=registry)
         self.latency = Gauge("bookcluster_onsale_store_latency_seconds", "Round trip to the "
@@ -102,6 +107,21 @@ class Admitter:
             await self._round(onsale_id, rate)
         return False
 
+    @staticmethod
+    async def _waits(conn: asyncpg.Connection, row: asyncpg.Record, start: int,
+                     end: int) -> list[float]:
+        """Seconds waited by the users at places [start, end), admitted now: the early
+        joiners' wait starts at sale_at (their places were drawn then), a later joiner's
+        at their join (their place is their seq)."""
+        n_early = int(row["n_early"] or 0)
+        early = max(0, min(end, n_early) - start)
+        since_sale = max(0.0, time.time() - row["sale_at"].timestamp())
+        late = await conn.fetch(
+            "SELECT extract(epoch FROM now() - joined_at)::float8 AS waited FROM onsale_join "
+            "WHERE onsale_id = $1 AND seq >= $2 AND seq < $3", row["id"],
+            max(start, n_early), end) if end > n_early else []
+        return [since_sale] * early + [float(r["waited"]) for r in late]
+
     async def _round(self, onsale_id: str, rate: float) -> None:
         pace = self._pace.setdefault(onsale_id, _Pace())
         now = time.monotonic()
@@ -125,8 +145,9 @@ class Admitter:
             if step or sold_out != row["sold_out"]:
                 await conn.execute("UPDATE onsale SET frontier = $2, sold_out = $3 "
                                    "WHERE id = $1", onsale_id, frontier, sold_out)
-            at_ms = None
+            at_ms, waits = None, []
             if step:
+                waits = await self._waits(conn, row, headroom.frontier, frontier)
                 at = await conn.fetchval("INSERT INTO onsale_admit (onsale_id, frontier) "
                                          "VALUES ($1, $2) RETURNING at", onsale_id, frontier)
                 at_ms = int(at.timestamp() * 1000)
@@ -154,3 +175,5 @@ class Admitter:
         self.metrics.wait.labels(*labels).set(-1 if wait is None else wait)
         if step:
             self.metrics.admitted.labels(*labels).inc(step)
+            for waited in waits:
+                self.metrics.waited.labels(*labels).observe(waited)

@@ -22,7 +22,7 @@ from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER, Admissio
 from bookcluster.ops.reset import ONSALE_TABLES
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of, shows_in
-from tests.integration.support import bearer
+from tests.integration.support import bearer, metric
 
 EARLY = 30
 
@@ -167,6 +167,12 @@ async def test_the_queue_orders_early_joiners_at_random_and_admits_in_order(
     steps = await cluster.fetch("north", "SELECT frontier FROM onsale_admit WHERE "
                                 "onsale_id = $1 ORDER BY at, frontier", onsale)
     assert [s["frontier"] for s in steps] == sorted(s["frontier"] for s in steps)
+    worker = f"http://{cluster.topology.region('north').worker}"
+    assert await metric(http, worker, "bookcluster_onsale_admitted_total",
+                        onsale=onsale) == EARLY + 1
+    assert await metric(http, worker, "bookcluster_onsale_waited_seconds_count",
+                        onsale=onsale) == EARLY + 1
+    assert await metric(http, worker, "bookcluster_onsale_queue_length", onsale=onsale) == 0
 
     # Passes in the hold path.
     a, b = users[0], users[1]
