@@ -168,11 +168,15 @@ async def test_the_queue_orders_early_joiners_at_random_and_admits_in_order(
                                 "onsale_id = $1 ORDER BY at, frontier", onsale)
     assert [s["frontier"] for s in steps] == sorted(s["frontier"] for s in steps)
     worker = f"http://{cluster.topology.region('north').worker}"
-    assert await metric(http, worker, "bookcluster_onsale_admitted_total",
-                        onsale=onsale) == EARLY + 1
-    assert await metric(http, worker, "bookcluster_onsale_waited_seconds_count",
-                        onsale=onsale) == EARLY + 1
-    assert await metric(http, worker, "bookcluster_onsale_queue_length", onsale=onsale) == 0
+
+    async def counted() -> bool:  # the worker counts just after it publishes
+        return (await metric(http, worker, "bookcluster_onsale_admitted_total",
+                             onsale=onsale) == EARLY + 1
+                and await metric(http, worker, "bookcluster_onsale_waited_seconds_count",
+                                 onsale=onsale) == EARLY + 1
+                and await metric(http, worker, "bookcluster_onsale_queue_length",
+                                 onsale=onsale) == 0)
+    assert await until(counted, 5.0)
 
     # Passes in the hold path.
     a, b = users[0], users[1]
