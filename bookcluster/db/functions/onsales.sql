@@ -50,14 +50,30 @@ END $$;
 
 -- Claims the user's admission pass for a hold. Returns the booking that holds the
 -- claim: p_booking if the pass was free or already claimed by this same booking (a
--- retry with the same Idempotency-Key), another booking's id if it was used.
-CREATE OR REPLACE FUNCTION bc_onsale_use_pass(p_onsale text, p_user text, p_booking text)
-RETURNS text LANGUAGE sql AS $$
+-- retry with the same Idempotency-Key), another booking's id if it was used. A claim
+-- whose hold never reached PostgreSQL (its node died between the claim and the hold,
+-- or the hold was refused and the pass not given back) is free again after
+-- p_stale_s, longer than any write's deadline: no claim outlives a hold that exists.
+CREATE OR REPLACE FUNCTION bc_onsale_use_pass(p_onsale text, p_user text, p_booking text,
+                                              p_stale_s double precision DEFAULT 60)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_holder text;
+BEGIN
     INSERT INTO onsale_pass_use AS u (onsale_id, user_id, booking_id)
     VALUES (p_onsale, p_user, p_booking)
-    ON CONFLICT (onsale_id, user_id) DO UPDATE SET used_at = u.used_at
-    RETURNING u.booking_id
-$$;
+    ON CONFLICT (onsale_id, user_id) DO UPDATE SET booking_id = EXCLUDED.booking_id,
+                                                   used_at = now()
+        WHERE u.booking_id <> EXCLUDED.booking_id
+          AND u.used_at < now() - make_interval(secs => p_stale_s)
+          AND NOT EXISTS (SELECT 1 FROM booking b WHERE b.id = u.booking_id)
+    RETURNING u.booking_id INTO v_holder;
+    IF v_holder IS NULL THEN  -- a live claim (maybe this booking's own): it stays
+        SELECT u.booking_id INTO v_holder FROM onsale_pass_use u
+        WHERE u.onsale_id = p_onsale AND u.user_id = p_user;
+    END IF;
+    RETURN v_holder;
+END $$;
 
 -- Gives a pass claimed by a hold that was refused back (its hold never existed).
 CREATE OR REPLACE FUNCTION bc_onsale_unuse_pass(p_onsale text, p_user text, p_booking text)

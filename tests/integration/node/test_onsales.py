@@ -206,9 +206,21 @@ async def test_the_queue_orders_early_joiners_at_random_and_admits_in_order(
     assert (status, got["error"]) == (409, "seats_unavailable")
     status, got = await hold(http, node, show, b, seats[4:6], pass_b)
     assert status == 201, got
-    used = await cluster.fetch("north", "SELECT user_id FROM onsale_pass_use WHERE "
-                               "onsale_id = $1 ORDER BY user_id", onsale)
-    assert sorted(r["user_id"] for r in used) == sorted([a, b])
+    # A claim whose hold never reached PostgreSQL (its node died in between) lapses.
+    c = users[2]
+    await cluster.fetch("north", "INSERT INTO onsale_pass_use (onsale_id, user_id, "
+                        "booking_id, used_at) VALUES ($1, $2, 'b1-00000000deadbeef', "
+                        "now() - interval '30 seconds')", onsale, c)
+    status, got = await hold(http, node, show, c, seats[6:7], answers[c]["pass"])
+    assert (status, got["error"]) == (403, "admission_used")  # not yet: it may still land
+    await cluster.fetch("north", "UPDATE onsale_pass_use SET used_at = now() - interval "
+                        "'2 minutes' WHERE onsale_id = $1 AND user_id = $2", onsale, c)
+    status, got = await hold(http, node, show, c, seats[6:7], answers[c]["pass"])
+    assert status == 201, got
+    used = await cluster.fetch("north", "SELECT user_id, booking_id FROM onsale_pass_use "
+                               "WHERE onsale_id = $1", onsale)
+    assert {r["user_id"]: r["booking_id"] for r in used}[c] == got["booking_id"]
+    assert sorted(r["user_id"] for r in used) == sorted([a, b, c])
 
 
 async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
