@@ -81,6 +81,10 @@ class Admitter:
         return Loop("onsale-admitter", self.run_once, INTERVAL_S,
                     expected=(RegionUnavailable, TransactionAborted, *REDIS_UNAVAILABLE))
 
+    async def pace(self) -> float:
+        """Admissions a second this region can take now, from this round's measure."""
+        return queue_order.admit_rate(self.ceiling, await self._measure())
+
     async def _measure(self) -> float:
         """This round's round trip to the region's master and primary (the slower)."""
         started = time.perf_counter()
@@ -101,8 +105,7 @@ class Admitter:
             ids = [r["id"] for r in await conn.fetch("SELECT id FROM onsale ORDER BY id")]
         if not ids:
             return False
-        latency = await self._measure()
-        rate = queue_order.admit_rate(self.ceiling, latency)
+        rate = await self.pace()
         for onsale_id in ids:
             await self._round(onsale_id, rate)
         return False
