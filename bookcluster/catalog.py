@@ -66,6 +66,23 @@ class SeatInfo:
     category: str
     price_paise: int
     blocked: bool
+    position: int = 0  # across the row; a gap is an aisle (`seats/best.py`). 0: `number`
+    accessible: bool = False
+
+    def __post_init__(self) -> None:
+        if self.position == 0:
+            object.__setattr__(self, "position", self.number)
+
+
+@dataclass(frozen=True)
+class ScreenInfo:
+    """A screen's best-available settings (`seats/best.py`): its sweet spot (None: the
+    default) and what a manual pick that leaves an orphan seat gets."""
+
+    id: str
+    focal_row: str | None = None
+    focal_seat: float | None = None
+    no_orphan_seats: str = "warn"
 
 
 SHOW_QUERY = """
@@ -88,6 +105,7 @@ class Catalog:
         self._layouts: dict[str, tuple[SeatInfo, ...]] = {}
         self._seat_index: dict[str, dict[str, SeatInfo]] = {}
         self._layout_locks: dict[str, asyncio.Lock] = {}
+        self._screens: dict[str, ScreenInfo] = {}
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[asyncpg.Connection]:
@@ -171,10 +189,18 @@ class Catalog:
             if screen_id not in self._layouts:
                 async with self._read() as conn:
                     rows = await conn.fetch(
-                        "SELECT seat_id, row_label, number, category, price_paise, blocked "
+                        "SELECT seat_id, row_label, number, category, price_paise, blocked, "
+                        "coalesce(position, number), accessible "
                         "FROM seat WHERE screen_id = $1 ORDER BY row_label, number", screen_id)
+                    screen = await conn.fetchrow(
+                        "SELECT focal_row, focal_seat, no_orphan_seats FROM screen "
+                        "WHERE id = $1", screen_id)
                 layout = tuple(SeatInfo(*r) for r in rows)
                 self._seat_index[screen_id] = {seat.seat_id: seat for seat in layout}
+                self._screens[screen_id] = ScreenInfo(screen_id) if screen is None else \
+                    ScreenInfo(screen_id, screen["focal_row"],
+                               None if screen["focal_seat"] is None
+                               else float(screen["focal_seat"]), screen["no_orphan_seats"])
                 self._layouts[screen_id] = layout
         return self._layouts[screen_id]
 
@@ -182,3 +208,8 @@ class Catalog:
         """The layout keyed by seat id (built once per screen)."""
         await self.layout(screen_id)
         return self._seat_index[screen_id]
+
+    async def screen(self, screen_id: str) -> ScreenInfo:
+        """The screen's best-available settings (read with its layout)."""
+        await self.layout(screen_id)
+        return self._screens[screen_id]

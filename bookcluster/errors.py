@@ -112,6 +112,26 @@ class SeatsUnavailable(BookingError):
         super().__init__(f"{len(seats)} seat(s) not free: {', '.join(seats)}", seats=seats)
 
 
+class NoBlockAvailable(BookingError):
+    """Best available: no block of the size asked is free (nothing was held)."""
+
+    code = "no_block_available"
+
+    def __init__(self, count: int, longest: int) -> None:
+        super().__init__(f"no block of {count} seat(s) is free", count=count,
+                         longest_free_run=longest)
+
+
+class OrphanSeat(BookingError):
+    """A manual pick that would leave a seat alone, on a screen that refuses that."""
+
+    code = "orphan_seat"
+
+    def __init__(self, seats: list[str]) -> None:
+        super().__init__(f"this pick would leave {', '.join(seats)} alone; pick seats "
+                         "beside it or leave a gap of two", seats=seats)
+
+
 class SeatsTaken(BookingError):
     code = "seats_taken"
 

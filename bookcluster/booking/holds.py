@@ -21,6 +21,7 @@ from bookcluster.booking import ids, ledger
 from bookcluster.booking.batches import HoldBatcher
 from bookcluster.booking.limits import WriteTokens
 from bookcluster.booking.models import (
+    BestRequest,
     HoldRequest,
     booking_json,
     hold_answer,
@@ -36,13 +37,17 @@ from bookcluster.errors import (
     HoldLimitReached,
     IdempotencyKeyReused,
     InvalidInput,
+    NoBlockAvailable,
     NotFound,
+    OrphanSeat,
     SeatsUnavailable,
     TransactionAborted,
 )
 from bookcluster.metrics import NodeMetrics
-from bookcluster.seats import mirror
+from bookcluster.seats import best, keys, mirror
+from bookcluster.seats import layout as seat_layout
 from bookcluster.seats.home import HomeRegion
+from bookcluster.seats.state import now_ms
 from bookcluster.stores import deadline, ownership
 from bookcluster.stores.connections import Connections
 from bookcluster.topology.errors import RegionUnavailable
@@ -85,6 +90,7 @@ class BookingService:
         self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
         self._written: dict[str, float] = {}  # user -> when a write of theirs here ended
         self._batchers: dict[str, HoldBatcher] = {}  # region -> its hold records' batcher
+        self.layouts = seat_layout.Layouts(catalog)
 
     async def show_of_booking(self, booking_id: str) -> ShowInfo:
         try:
@@ -104,20 +110,16 @@ class BookingService:
         the client's, for the per-address caps (None: not checked). `tokens`: the
         write's rate-limit tokens, taken by the hold script itself (429 if refused).
         `admission`: the caller's on-sale admission pass (`onsales.admitted`), needed
-        when the show is under an on-sale."""
+        when the show is under an on-sale (best-available checks it the same way)."""
         seat_ids = request.seat_ids
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
         if unknown:
             raise InvalidInput(f"show {show.id} has no seat(s) {', '.join(unknown)}",
                                field="seat_ids", seats=unknown)
-        if key is None:
-            booking_id = ids.new_booking_id(show.id)
-        else:
-            earlier = await self._held_under(show, user_id, ids.idempotency_key(key), seat_ids)
-            if earlier is not None:
-                return earlier, True
-            booking_id = ids.keyed_booking_id(show.id, user_id, key)
+        booking_id, earlier = await self._booking_for(show, user_id, key, seat_ids)
+        if earlier is not None:
+            return earlier, True
         async with self.onsales.admitted(show, user_id, admission, booking_id, len(seat_ids)):
             return await self._hold(show, booking_id, seat_ids, layout, user_id, key,
                                     address, tokens)
@@ -126,15 +128,100 @@ class BookingService:
                     layout: dict[str, SeatInfo], user_id: str, key: str | None,
                     address: str | None,
                     tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
-        ttl_ms = int(self.settings.hold_ttl_s * 1000)
-        args: list[Any] = [booking_id, ttl_ms, self.home.epoch, *seat_ids]
+        policy = (await self.catalog.screen(show.screen_id)).no_orphan_seats
+        if policy == "refuse":
+            refused = await self._orphans(show, seat_ids, held=False)
+            if refused:
+                self._count(show, "conflict")
+                raise OrphanSeat(refused)
+        result = await self._hold_script(show, "hold", [booking_id, self._ttl_ms(),
+                                                        self.home.epoch, *seat_ids], tokens)
+        if int(result[0]) != 1:
+            self._count(show, "conflict")
+            raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
+        # A warning is read while PostgreSQL records the hold (no time added to it).
+        warning = asyncio.ensure_future(self._orphans(show, seat_ids, held=True)) \
+            if policy == "warn" else None
+        try:
+            answer, replayed = await self._record(show, booking_id, user_id, seat_ids,
+                                                  int(result[2]), layout, key, address)
+        except BaseException:
+            await _drop(warning)
+            raise
+        orphaned: list[str] = []
+        if warning is not None and replayed:
+            await _drop(warning)
+        elif warning is not None:
+            with contextlib.suppress(RegionUnavailable):  # only a warning: the hold stands
+                orphaned = await warning
+        if orphaned:
+            answer["orphaned"] = orphaned
+        return answer, replayed
+
+    async def best(self, show: ShowInfo, request: BestRequest, user_id: str,
+                   key: str | None = None, address: str | None = None,
+                   tokens: WriteTokens | None = None,
+                   admission: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Hold the best `request.count` seats free now (`seats/best.py`), chosen and held
+        by one script at the home master, then recorded as `hold` records its seats.
+        A retry under the same Idempotency-Key returns the seats the first attempt
+        chose (the script re-holds the seats its booking holds; PostgreSQL's record
+        answers a replay), never a second block."""
+        layout = await self.catalog.seats_by_id(show.screen_id)
+        booking_id, earlier = await self._booking_for(show, user_id, key, None)
+        if earlier is not None:
+            return {**earlier, "seats": earlier["seat_ids"]}, True
+        async with self.onsales.admitted(show, user_id, admission, booking_id, request.count):
+            return await self._best(show, request, booking_id, layout, user_id, key,
+                                    address, tokens)
+
+    async def _best(self, show: ShowInfo, request: BestRequest, booking_id: str,
+                    layout: dict[str, SeatInfo], user_id: str, key: str | None,
+                    address: str | None,
+                    tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
+        args: list[Any] = [booking_id, self._ttl_ms(), self.home.epoch, request.count,
+                           request.category or "", int(request.accessible),
+                           int(request.allow_split)]
+        more = [keys.show_layout(show.id)]
+        result = await self._hold_script(show, "best", args, tokens, more)
+        if int(result[0]) == -3:  # the master has no layout of the show yet
+            await self.home.put_layout(show.region, show.id,
+                                       await self.layouts.encoded(show))
+            result = await self._hold_script(show, "best", args, tokens, more)
+        if int(result[0]) != 1:
+            self._count(show, "no_block")
+            raise NoBlockAvailable(request.count, int(result[1]) if len(result) > 1 else 0)
+        seat_ids = sorted(str(s) for s in result[3:])
+        answer, replayed = await self._record(show, booking_id, user_id, seat_ids,
+                                              int(result[2]), layout, key, address)
+        return {**answer, "seats": answer["seat_ids"]}, replayed
+
+    def _ttl_ms(self) -> int:
+        return int(self.settings.hold_ttl_s * 1000)
+
+    async def _booking_for(self, show: ShowInfo, user_id: str, key: str | None,
+                           seat_ids: list[str] | None) -> tuple[str, dict[str, Any] | None]:
+        """The booking id of a new hold, or the answer of the hold an earlier request
+        under this Idempotency-Key made (`seat_ids` None: any seats of the show)."""
+        if key is None:
+            return ids.new_booking_id(show.id), None
+        earlier = await self._held_under(show, user_id, ids.idempotency_key(key), seat_ids)
+        return ids.keyed_booking_id(show.id, user_id, key), earlier
+
+    async def _hold_script(self, show: ShowInfo, name: str, args: list[Any],
+                           tokens: WriteTokens | None, more_keys: list[str] | None = None
+                           ) -> Any:
+        """Run a hold script (`name`, or `name`_limited taking the write's `tokens`):
+        its answer, unless a rate limit refused (429) or the show is not this region's
+        to write at our epoch (moved, moving)."""
         try:
             if tokens is None:
-                result = await self.home.script(show.region, "hold", show.id, args)
+                result = await self.home.script(show.region, name, show.id, args, more_keys)
             else:
                 tokens.sent()
-                result = await self.home.script(show.region, "hold_limited", show.id,
-                                                [*args, *tokens.args()], tokens.keys())
+                result = await self.home.script(show.region, f"{name}_limited", show.id,
+                                                [*args, *tokens.args()],
+                                                [*(more_keys or []), *tokens.keys()])
         except RegionUnavailable:
             self._count(show, "unavailable")
             raise
@@ -144,10 +231,14 @@ class BookingService:
         if int(result[0]) == -1:  # moving, or not this region's at our epoch
             self._count(show, "moved")
             raise ownership.script_refusal(str(result[1]), show.region)
-        if int(result[0]) != 1:
-            self._count(show, "conflict")
-            raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
-        expires_at = ms_to_datetime(int(result[2]))
+        return result
+
+    async def _record(self, show: ShowInfo, booking_id: str, user_id: str,
+                      seat_ids: list[str], expires_ms: int, layout: dict[str, SeatInfo],
+                      key: str | None, address: str | None) -> tuple[dict[str, Any], bool]:
+        """Record a hold the master made in PostgreSQL (which decides: if it refuses,
+        the Redis hold is undone) and answer it."""
+        expires_at = ms_to_datetime(expires_ms)
         prices = {s: layout[s].price_paise for s in seat_ids}
         try:
             token = await self._record_hold(show, booking_id, user_id, seat_ids, expires_at,
@@ -171,11 +262,27 @@ class BookingService:
             raise RegionUnavailable(show.region, "hold made after the deadline; released")
         return answer, False
 
+    async def _orphans(self, show: ShowInfo, seat_ids: list[str], held: bool) -> list[str]:
+        """The seats a manual pick of `seat_ids` leaves alone (`best.orphans`), by the home
+        master's state of their rows now: before the hold (`held` False: the picked
+        seats are free), or after it (they are held). A hint, as any seat map: a change
+        between this read and the hold may make it stale."""
+        screen_layout = await self.layouts.of_show(show)
+        picked = set(seat_ids)
+        rows = [row for row in screen_layout.rows if any(p.seat_id in picked for p in row)]
+        seats = [p.seat_id for row in rows for p in row]
+        state = await self.home.seat_state(show.region, show.id, seats)
+        now = now_ms()
+        free = {s for s in seats if state.status(s, now) == "AVAILABLE"}
+        if held:
+            free |= picked
+        return best.orphans(screen_layout, free, picked)
+
     def _count(self, show: ShowInfo, outcome: str) -> None:
         self.metrics.holds.labels(self.metrics.region, show.region, outcome).inc()
 
     async def _held_under(self, show: ShowInfo, user_id: str, key: str,
-                          seat_ids: list[str]) -> dict[str, Any] | None:
+                          seat_ids: list[str] | None) -> dict[str, Any] | None:
         """The hold an earlier request with this key made, as the hold answer (with its
         status now), or None. The key on another request is 422."""
         async with self.home.connection(show.region) as conn:
@@ -184,7 +291,8 @@ class BookingService:
                 user_id, key)
         if row is None:
             return None
-        if row["show_id"] != show.id or list(row["seat_ids"]) != seat_ids:
+        if row["show_id"] != show.id or (seat_ids is not None
+                                         and list(row["seat_ids"]) != seat_ids):
             raise IdempotencyKeyReused("this Idempotency-Key was used for another hold",
                                        booking_id=row["id"])
         return hold_json(booking_json(row, show.region))
@@ -416,6 +524,15 @@ class BookingService:
                 "UPDATE booking SET expires_at = $3, updated_at = now() WHERE id = $2",
                 show.id, booking_id, expires_at, seat_ids)
         return await self.get(booking_id, owner)
+
+
+async def _drop(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a task whose answer is no longer wanted, and wait for it to end."""
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError, RegionUnavailable):
+            await task
 
 
 def released(freed: list[ledger.Freed]) -> mirror.Changes:

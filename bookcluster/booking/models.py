@@ -93,6 +93,39 @@ class HoldRequest(msgspec.Struct, frozen=True):
         return msgspec.structs.replace(request, seat_ids=sorted(request.seat_ids))
 
 
+class BestRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How many seats to hold, chosen by the home master (`seats/best.py`)."""
+
+    # maximum: the topology's max_seats_per_booking, set by `node/schemas.py`.
+
+    count: Annotated[int, Meta(ge=1)]
+    category: Annotated[str, Meta(min_length=1, max_length=64,
+                                  description="only seats of this category")] | None = None
+    accessible: Annotated[bool, Meta(description="only accessible spaces")] = False
+    allow_split: Annotated[bool, Meta(
+        description="when no block of `count` side by side (in one row, across an aisle or "
+                    "in two adjacent rows) is free, take the best seats apart")] = False
+
+    @classmethod
+    def parse(cls, body: Any, cap: int) -> BestRequest:
+        if not isinstance(body, dict):
+            raise InvalidInput("body must be a JSON object with count", field="count")
+        try:
+            request = msgspec.convert(body, cls)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid best-available request ({exc})",
+                               field=_field_of(exc)) from None
+        if request.count > cap:
+            raise InvalidInput(f"at most {cap} seats per booking", field="count", limit=cap)
+        return request
+
+
+def _field_of(exc: msgspec.ValidationError) -> str:
+    """The field a msgspec error names (`... - at `$.count``), else "body"."""
+    found = re.search(r"\$\.([a-z_]+)", str(exc)) or re.search(r"field `([a-z_]+)`", str(exc))
+    return found.group(1) if found else "body"
+
+
 class ConfirmRequest(msgspec.Struct, frozen=True):
     """The payment that paid for the booking."""
 
@@ -222,6 +255,16 @@ class Hold(msgspec.Struct, frozen=True):
     amount_paise: Count
     expires_at: Time
     hold_token: int
+    orphaned: Annotated[list[SeatId], Meta(description=(
+        "free seats this pick leaves alone between taken seats or at a row's end (the "
+        "screen's `no_orphan_seats` is `warn`); absent when none"))] \
+        | msgspec.UnsetType = msgspec.UNSET
+
+
+class BestHold(Hold, frozen=True, kw_only=True):
+    """A best-available hold's answer: a hold, and the seats chosen (its `seat_ids`)."""
+
+    seats: Annotated[list[SeatId], Meta(min_length=1)]
 
 
 class Payment(msgspec.Struct, frozen=True):
@@ -238,7 +281,7 @@ class BookingWithPayments(Booking, frozen=True):
     payments: list[Payment]
 
 
-HOLD_FIELDS = Hold.__struct_fields__
+HOLD_FIELDS = tuple(f for f in Hold.__struct_fields__ if f != "orphaned")
 
 
 def booking_json(row: asyncpg.Record, region: str) -> dict[str, Any]:
@@ -284,5 +327,5 @@ def encode(answer: Any) -> bytes:
     return _encoder.encode(answer)
 
 
-MODELS = (HoldRequest, Hold, Booking, BookingWithPayments, ConfirmRequest, PayRequest,
-          PaymentEvent)
+MODELS = (HoldRequest, BestRequest, Hold, BestHold, Booking, BookingWithPayments,
+          ConfirmRequest, PayRequest, PaymentEvent)

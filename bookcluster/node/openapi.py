@@ -214,7 +214,26 @@ def paths() -> dict[str, dict[str, Any]]:
                     ADMISSION),
             body="HoldRequest", responses={201: ok("Held", "Hold")},
             errors={400: ("malformed_id",), 403: ADMISSION_CODES, 404: ("not_found",),
-                    409: ("seats_unavailable", "hold_limit_reached"), 413: BODY_TOO_LARGE,
+                    409: ("seats_unavailable", "hold_limit_reached", "orphan_seat"),
+                    413: BODY_TOO_LARGE,
+                    422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
+                    421: MOVED, 503: WRITE_DOWN})},
+        "/booking/seats/{show_id}/best": {"post": operation(
+            "holdBest", "booking", "user", "Hold the best seats free now (best available)",
+            description="The show's home master chooses the best block of `count` free "
+                        "seats (same row side by side, no orphan seat, nearest the screen's "
+                        "sweet spot: docs/architecture.md) and holds it in one step; then "
+                        "it is recorded and answered exactly as a hold (`seats`: the seats "
+                        "chosen). With an `Idempotency-Key`, a retry returns the seats the "
+                        "first attempt chose and never holds a second block.",
+            params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                                 "the client's key for this hold", required=False),
+                    ADMISSION),
+            body="BestRequest", responses={201: ok("Held", "BestHold")},
+            errors={400: ("malformed_id", "bad_request"), 403: ADMISSION_CODES,
+                    404: ("not_found",),
+                    409: ("no_block_available", "seats_unavailable", "hold_limit_reached"),
+                    413: BODY_TOO_LARGE,
                     422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
                     421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/pay": {"post": operation(

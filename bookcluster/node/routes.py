@@ -33,6 +33,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/shows/{show_id}/live", live.live)
 
     r.add_post("/booking/seats/{show_id}/lock", booking.hold)
+    r.add_post("/booking/seats/{show_id}/best", booking.best)
     r.add_post("/booking/booking/{booking_id}/pay", booking.pay)
     r.add_post("/booking/booking/{booking_id}/confirm", booking.confirm)
     r.add_post("/booking/booking/{booking_id}/cancel", booking.cancel)

@@ -130,6 +130,7 @@ def from_models(cap: int) -> dict[str, Schema]:
         if schema.get("type") == "object":
             schema["additionalProperties"] = False
     generated["HoldRequest"]["properties"]["seat_ids"]["maxItems"] = cap
+    generated["BestRequest"]["properties"]["count"]["maximum"] = cap
     return generated
 
 

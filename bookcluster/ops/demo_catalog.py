@@ -92,6 +92,7 @@ class Screen:
     id: str
     theatre_id: str
     name: str
+    focal_row: str | None = None  # the sweet spot's row (`seats/best.py`)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class Seat:
     category: str
     price_paise: int
     blocked: bool
+    position: int = 0  # across the row, aisles being gaps; 0: the seat's number
+    accessible: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,25 @@ def row_label(index: int) -> str:
         letters[index % len(letters)]
 
 
+def aisles(per_row: int) -> tuple[int, ...]:
+    """The seat numbers an aisle follows: two aisles a quarter in from each side of a row
+    of 12 or more (a 40-seat row: 10 | 20 | 10), none in a shorter row."""
+    if per_row < 12:
+        return ()
+    side = per_row // 4
+    return side, per_row - side
+
+
+def position(number: int, per_row: int) -> int:
+    """Where seat `number` sits across its row: its number, plus one per aisle before it."""
+    return number + sum(1 for after in aisles(per_row) if number > after)
+
+
+def sweet_spot(rows: int) -> str:
+    """The demo's sweet-spot row: two thirds of the way back (as `best.default_focal_row`)."""
+    return row_label((2 * (rows - 1) + 1) // 3)
+
+
 def _layout(rng: random.Random, screen_id: str, price_factor: float,
             fixed: tuple[int, int] | None = None) -> list[Seat]:
     if fixed is not None:
@@ -168,7 +190,10 @@ def _layout(rng: random.Random, screen_id: str, price_factor: float,
         price = int(round(base * price_factor / 10.0) * 10 * 100)
         for n in range(1, per_row + 1):
             blocked = fixed is None and rng.random() < 0.01  # the odd broken seat
-            seats.append(Seat(screen_id, f"{label}{n}", label, n, category, price, blocked))
+            # Wheelchair spaces: the two seats at each end of the front row.
+            accessible = r == 0 and (n <= 2 or n > per_row - 2)
+            seats.append(Seat(screen_id, f"{label}{n}", label, n, category, price, blocked,
+                              position(n, per_row), accessible))
     return seats
 
 
@@ -189,9 +214,12 @@ def build_catalog(spec: CatalogSpec, start: date) -> Catalog:
                 theatres.append(theatre)
                 price_factor = rng.choice([0.9, 1.0, 1.15, 1.3])
                 for s in range(1, rng.randint(2, 4) + 1):
-                    screen = Screen(f"{theatre.id}-s{s}", theatre.id, f"Audi {s}")
+                    screen_id = f"{theatre.id}-s{s}"
+                    layout = _layout(rng, screen_id, price_factor, spec.layout)
+                    rows = len({seat.row_label for seat in layout})
+                    screen = Screen(screen_id, theatre.id, f"Audi {s}", sweet_spot(rows))
                     screens.append(screen)
-                    seats.extend(_layout(rng, screen.id, price_factor, spec.layout))
+                    seats.extend(layout)
                     for day in range(spec.days):
                         for slot in SHOW_TIMES[: spec.shows_per_day]:
                             starts = datetime.combine(start + timedelta(days=day), slot, IST)

@@ -24,8 +24,9 @@ from typing import Any
 import asyncpg
 
 from bookcluster.errors import TransactionAborted
-from bookcluster.seats import keys
+from bookcluster.seats import keys, layout
 from bookcluster.seats.scripts import SeatScripts
+from bookcluster.seats.state import SeatState, read_seats
 from bookcluster.stores import deadline, ownership
 from bookcluster.stores.connections import Connections
 from bookcluster.stores.errors import (  # noqa: F401 (re-exported for the seat writers)
@@ -67,6 +68,24 @@ class HomeRegion:
                     [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "redis master", outcome="unknown") from exc
+
+    async def put_layout(self, region: str, show_id: int, text: str) -> None:
+        """Write a show's layout on its home master (`layout.py`)."""
+        client = self._connections.redis_master(region)
+        try:
+            async with asyncio.timeout(deadline.current().left_for(region, "redis master")):
+                await layout.write(client, [show_id], text)
+        except REDIS_UNAVAILABLE as exc:
+            raise RegionUnavailable(region, "redis master") from exc
+
+    async def seat_state(self, region: str, show_id: int, seats: list[str]) -> SeatState:
+        """These seats of the show as its home master holds them now."""
+        client = self._connections.redis_master(region)
+        try:
+            async with asyncio.timeout(deadline.current().left_for(region, "redis master")):
+                return await read_seats(client, show_id, seats)
+        except REDIS_UNAVAILABLE as exc:
+            raise RegionUnavailable(region, "redis master") from exc
 
     async def abandon(self, region: str, booking_id: str) -> None:
         """Note a hold whose PostgreSQL outcome is unknown, for the sweeper to expire."""

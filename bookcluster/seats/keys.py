@@ -53,6 +53,13 @@ def show_owner(show_id: int) -> str:
     return f"{show_tag(show_id)}:owner"
 
 
+def show_layout(show_id: int) -> str:
+    """JSON of the show's screen layout for the BEST script (`best.Layout.encode`):
+    rows, positions, categories, the focal point. Derived from the catalog; written by
+    `layout.py` (on first use at the master, and by the reconciler)."""
+    return f"{show_tag(show_id)}:layout"
+
+
 def show_keys(show_id: int) -> list[str]:
     """KEYS of every seat script, in the order the scripts expect them."""
     return [show_holds(show_id), show_booked(show_id), show_blocked(show_id),

@@ -14,7 +14,9 @@ Runs in the region's worker, every second:
   RESET published while a replica was not streaming from its master never
   reaches the nodes subscribed on it, and they would keep a stale copy;
 - every FULL_INTERVAL_S (and at the first pass), every show of the region is
-  compared seat by seat: whatever diverged, for whatever reason, is repaired;
+  compared seat by seat: whatever diverged, for whatever reason, is repaired; and
+  each show's layout (`layout.py`, what best-available chooses from) is compared
+  by its digest and rewritten if missing or different;
 - otherwise only the seats of bookings that changed since the last pass are
   compared (a hold, sale, release, expiry or extension writes its booking's
   `updated_at` in the same transaction as its seats'): a few rows per change,
@@ -58,6 +60,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 from bookcluster.loops import Loop
 from bookcluster.seats import keys
+from bookcluster.seats import layout as seat_layout
 from bookcluster.seats.home import HomeRegion
 from bookcluster.seats.state import SeatState, read_seat_state, read_seats
 from bookcluster.stores import ownership
@@ -90,6 +93,7 @@ class RepairReport:
     shows_checked: int = 0
     divergent: dict[int, dict[str, str]] = field(default_factory=dict)  # show -> seat -> want
     generation: int | None = None  # set when this pass started a new generation
+    layouts: list[int] = field(default_factory=list)  # shows whose layout was missing/wrong
 
     @property
     def divergent_seats(self) -> int:
@@ -299,6 +303,9 @@ class Reconciler:
                 chunk, SETTLE + timedelta(seconds=time.monotonic() - redis_read))
             await self._fix(states, known, wanted, settling, report, min_version, dry_run,
                             rewrite)
+            # The layout best-available chooses from: missing on a new master, or wrong.
+            async with self.home.connection(self.region) as conn:
+                report.layouts += await seat_layout.repair(conn, master, chunk, dry_run)
         return report
 
     async def repair_changed(self, since: datetime) -> RepairReport:

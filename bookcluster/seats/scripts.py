@@ -139,6 +139,181 @@ local addr_ok, addr_wait = take_token(KEYS[7], ARGV[last_seat + 3], ARGV[last_se
 if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, addr_wait} end
 """ + _HOLD_SEATS
 
+# The choice and hold of BEST and BEST_LIMITED (`best.py` defines the rule; this is the
+# same rule, step for step). KEYS[6] the show's layout (`keys.show_layout`); ARGV[6 .. 9]
+# count, category ('' for any), accessible ('1' accessible spaces only), allow_split
+# ('1'). O(seats of the show): the holds, sales and blocked seats are read once, each
+# row is scanned once per shape (a sliding window over prefix sums).
+_BEST_SEATS = """
+if owner_state ~= false and (owner_state == 'moving' or moved_away()
+    or tonumber(owner_state) > tonumber(ARGV[5])) then
+  return {-1, owner_state}
+end
+local taken, mine = {}, {}
+local held = redis.call('HGETALL', KEYS[1])
+for i = 1, #held, 2 do
+  local value = held[i + 1]
+  local sep = string.find(value, '|', 1, true)
+  if tonumber(string.sub(value, sep + 1)) > now then
+    if string.sub(value, 1, sep - 1) == ARGV[3] then mine[#mine + 1] = held[i]
+    else taken[held[i]] = true end
+  end
+end
+local expires = now + tonumber(ARGV[4])
+local function hold_all(seats)
+  table.sort(seats)
+  local value = ARGV[3] .. '|' .. expires
+  for _, seat in ipairs(seats) do redis.call('HSET', KEYS[1], seat, value) end
+  return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires, unpack(seats)}
+end
+-- A retry of this booking (same Idempotency-Key) gets the seats it holds, never more.
+if #mine > 0 then return hold_all(mine) end
+local text = redis.call('HGET', KEYS[6], 'json')
+for _, seat in ipairs(redis.call('HKEYS', KEYS[2])) do taken[seat] = true end
+for _, seat in ipairs(redis.call('SMEMBERS', KEYS[3])) do taken[seat] = true end
+local layout = cjson.decode(text)
+local count, category = tonumber(ARGV[6]), ARGV[7]
+local accessible, split = ARGV[8] == '1', ARGV[9] == '1'
+local fr, fx = layout.fr, layout.fx
+local rows = layout.rows
+-- Per row: free[i], ok[i] (eligible), and prefix sums of ok, gaps (an aisle before
+-- seat i), cost.
+local free, OK, GAP, COST, AT = {}, {}, {}, {}, {}
+local longest = 0
+for r = 1, #rows do
+  local row = rows[r]
+  local f, okp, gp, cp, at = {}, {0}, {0, 0}, {0}, {}
+  local dr = 2 * (r - 1 - fr)
+  local run = 0
+  for i = 1, #row do
+    local seat = row[i]
+    local isfree = not taken[seat[1]]
+    f[i] = isfree
+    local ok = isfree and (category == '' or seat[3] == category)
+        and (not accessible or seat[4] == 1)
+    okp[i + 1] = okp[i] + (ok and 1 or 0)
+    if i > 1 then gp[i + 1] = gp[i] + ((seat[2] ~= row[i - 1][2] + 1) and 1 or 0) end
+    local dx = 2 * seat[2] - fx
+    cp[i + 1] = cp[i] + dx * dx + dr * dr
+    at[seat[2]] = i
+    if ok then run = run + 1 else run = 0 end
+    if run > longest then longest = run end
+  end
+  free[r], OK[r], GAP[r], COST[r], AT[r] = f, okp, gp, cp, at
+end
+-- Whether taking row[first..last] leaves the free seat beside it alone.
+local function orphan_beside(r, first, last)
+  local row, f = rows[r], free[r]
+  local j = first - 1
+  if j >= 1 and row[j][2] == row[first][2] - 1 and f[j] then
+    if not (j > 1 and row[j - 1][2] == row[j][2] - 1 and f[j - 1]) then return true end
+  end
+  j = last + 1
+  if j <= #row and row[j][2] == row[last][2] + 1 and f[j] then
+    if not (j < #row and row[j + 1][2] == row[j][2] + 1 and f[j + 1]) then return true end
+  end
+  return false
+end
+local function section_run(r, i, n)
+  local okp, gp = OK[r], GAP[r]
+  if i + n - 1 > #rows[r] then return false end
+  return okp[i + n] - okp[i] == n and gp[i + n] - gp[i + 1] == 0
+end
+local bo, bs, bc, pick = nil, nil, nil, nil
+local function offer(o, s, c, p)
+  if bo == nil or o < bo or (o == bo and (s < bs or (s == bs and c < bc))) then
+    bo, bs, bc, pick = o, s, c, p
+  end
+end
+for r = 1, #rows do
+  local row, okp, gp, cp = rows[r], OK[r], GAP[r], COST[r]
+  for i = 1, #row - count + 1 do
+    local j = i + count - 1
+    if okp[j + 1] - okp[i] == count then
+      local shape = (gp[j + 1] - gp[i + 1] > 0) and 1 or 0
+      offer(orphan_beside(r, i, j) and 1 or 0, shape, cp[j + 1] - cp[i], {r, i, count})
+    end
+  end
+end
+if count > 1 and (bo == nil or bo == 1) then
+  for r = 1, #rows - 1 do
+    local front, at = rows[r], AT[r + 1]
+    for i = 1, #front do
+      for a = math.min(count - 1, #front - i + 1), 1, -1 do
+        if section_run(r, i, a) then
+          local b = count - a
+          local start = front[i][2]
+          for q = start - b + 1, start + a - 1 do
+            local k = at[q]
+            if k and section_run(r + 1, k, b) then
+              local o = (orphan_beside(r, i, i + a - 1) or orphan_beside(r + 1, k, k + b - 1))
+                and 1 or 0
+              offer(o, 2, COST[r][i + a] - COST[r][i] + COST[r + 1][k + b] - COST[r + 1][k],
+                    {r, i, a, k, b})
+            end
+          end
+        end
+      end
+    end
+  end
+end
+local seats = {}
+if pick ~= nil then
+  for n = 0, pick[3] - 1 do seats[#seats + 1] = rows[pick[1]][pick[2] + n][1] end
+  if pick[4] then
+    for n = 0, pick[5] - 1 do seats[#seats + 1] = rows[pick[1] + 1][pick[4] + n][1] end
+  end
+elseif split then
+  local pool = {}
+  for r = 1, #rows do
+    local row, okp, dr = rows[r], OK[r], 2 * (r - 1 - fr)
+    for i = 1, #row do
+      if okp[i + 1] > okp[i] then
+        local dx = 2 * row[i][2] - fx
+        pool[#pool + 1] = {dx * dx + dr * dr, r, row[i][2], row[i][1]}
+      end
+    end
+  end
+  if #pool >= count then
+    table.sort(pool, function(x, y)
+      if x[1] ~= y[1] then return x[1] < y[1] end
+      if x[2] ~= y[2] then return x[2] < y[2] end
+      if x[3] ~= y[3] then return x[3] < y[3] end
+      return x[4] < y[4]
+    end)
+    for n = 1, count do seats[n] = pool[n][4] end
+  end
+end
+if #seats == 0 then return {0, longest} end
+return hold_all(seats)
+"""
+
+# ARGV: channel, show_id, booking_id, ttl_ms, epoch, count, category, accessible,
+# allow_split. KEYS: the show's, then its layout (`keys.show_layout`).
+# Chooses the best block of `count` free seats (`best.py`) and holds it for booking_id,
+# in one step: no other write can come between the choice and the hold.
+# Returns {1, version, expires_at_ms, seat...}: these seats (sorted) are now held by
+#         booking_id; if booking_id already held seats of the show (a retry under the
+#         same Idempotency-Key), those are held again and no others;
+#         {0, longest}: nothing changed; no block of `count` eligible seats is free
+#         (`longest`: the longest run of eligible free seats in one row);
+#         {-1, owner}: as HOLD's;
+#         {-3}: nothing changed (no token taken either); the show's layout is not on
+#         this master (write it from the catalog, `layout.py`, and call again).
+_LAYOUT_HERE = """
+if redis.call('EXISTS', KEYS[6]) == 0 then return {-3} end
+"""
+BEST = _NOW + _PUBLISH + _MOVED + _LAYOUT_HERE + _BEST_SEATS
+
+# BEST with the write rate limits, as HOLD_LIMITED is HOLD with them: KEYS[7] the user's
+# bucket, KEYS[8] the address's; ARGV as BEST's, then the four bucket arguments.
+# Returns BEST's answers, or {-2, ...} as HOLD_LIMITED.
+BEST_LIMITED = _NOW + _PUBLISH + _MOVED + _TAKE_TOKEN + _LAYOUT_HERE + """
+local user_ok, user_wait = take_token(KEYS[7], ARGV[10], ARGV[11])
+local addr_ok, addr_wait = take_token(KEYS[8], ARGV[12], ARGV[13])
+if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, addr_wait} end
+""" + _BEST_SEATS
+
 # ARGV: channel, show_id, booking_id, seat...
 # Drops the holds of booking_id on these seats (others' holds are left alone).
 # Returns {version or 0, released seat...}; {0} for a show that moved away.
@@ -260,7 +435,8 @@ class SeatScripts:
         if scripts is None:
             scripts = {name: client.register_script(body) for name, body in
                        (("hold", HOLD), ("hold_limited", HOLD_LIMITED), ("release", RELEASE),
-                        ("book", BOOK), ("extend", EXTEND), ("repair", REPAIR))}
+                        ("book", BOOK), ("extend", EXTEND), ("repair", REPAIR),
+                        ("best", BEST), ("best_limited", BEST_LIMITED))}
             self._registered[id(client)] = scripts
         return scripts
 

@@ -15,7 +15,13 @@ from aiohttp import web
 
 from bookcluster.booking import ids
 from bookcluster.booking.confirm import ConfirmService
-from bookcluster.booking.models import Confirmation, HoldRequest, PayRequest, encode
+from bookcluster.booking.models import (
+    BestRequest,
+    Confirmation,
+    HoldRequest,
+    PayRequest,
+    encode,
+)
 from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.booking.pay import PaymentService
 from bookcluster.catalog import ShowInfo
@@ -104,6 +110,19 @@ async def hold(request: web.Request, caller: Identity) -> web.Response:
         await show_of(request), await _hold_body(request, caller), caller.user,
         request.headers.get("Idempotency-Key"), access.client_address(request),
         access.write_tokens(request), admission=request.headers.get(ADMISSION_HEADER))
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    return answer(result, status=201, headers=headers)
+
+
+@access.home_write(_show_region, redis_bound=True, lease=True, tokens_in_view=True)
+async def best(request: web.Request, caller: Identity) -> web.Response:
+    """Best available: the home master chooses and holds (`seats/best.py`)."""
+    cap = request.app[settings_key].topology.settings.max_seats_per_booking
+    body = BestRequest.parse(await json_body(request), cap)
+    result, replayed = await request.app[bookings_key].best(
+        await show_of(request), body, caller.user, request.headers.get("Idempotency-Key"),
+        access.client_address(request), access.write_tokens(request),
+        admission=request.headers.get(ADMISSION_HEADER))
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return answer(result, status=201, headers=headers)
 

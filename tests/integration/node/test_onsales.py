@@ -217,10 +217,29 @@ async def test_the_queue_orders_early_joiners_at_random_and_admits_in_order(
                         "'2 minutes' WHERE onsale_id = $1 AND user_id = $2", onsale, c)
     status, got = await hold(http, node, show, c, seats[6:7], answers[c]["pass"])
     assert status == 201, got
+    held_c = got["booking_id"]
+    # Best available takes the same pass, in the same hold path.
+    d = users[3]
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 2},
+                         headers=bearer(d)) as resp:
+        got = await resp.json()
+        assert (resp.status, got["error"]) == (403, "admission_required"), got
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 3},
+                         headers={**bearer(d), ADMISSION_HEADER: answers[d]["pass"]}) as resp:
+        got = await resp.json()
+        assert (resp.status, got["error"]) == (403, "admission_party_too_large"), got
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 2},
+                         headers={**bearer(d), ADMISSION_HEADER: answers[d]["pass"]}) as resp:
+        got = await resp.json()
+        assert resp.status == 201 and len(got["seats"]) == 2, got
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 1},
+                         headers={**bearer(d), ADMISSION_HEADER: answers[d]["pass"]}) as resp:
+        got = await resp.json()
+        assert (resp.status, got["error"]) == (403, "admission_used"), got
     used = await cluster.fetch("north", "SELECT user_id, booking_id FROM onsale_pass_use "
                                "WHERE onsale_id = $1", onsale)
-    assert {r["user_id"]: r["booking_id"] for r in used}[c] == got["booking_id"]
-    assert sorted(r["user_id"] for r in used) == sorted([a, b, c])
+    assert {r["user_id"]: r["booking_id"] for r in used}[c] == held_c
+    assert sorted(r["user_id"] for r in used) == sorted([a, b, c, d])
 
 
 async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
