@@ -239,6 +239,7 @@ class OnSales:
         region = await self.region_of(onsale)
         async with self.home.connection(region, writes=True) as conn:
             row = await conn.fetchrow("SELECT * FROM bc_onsale_join($1, $2)", onsale, user)
+            stored = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale)
         assert row is not None
         if row["state"] == "not_found":
             raise NotFound(f"no on-sale {onsale!r}", id=onsale)
@@ -246,7 +247,12 @@ class OnSales:
             raise OnSaleConflict("onsale_not_open", "the queue of this on-sale is not open yet",
                                  onsale=onsale)
         ticket = QueueTicket(onsale, user, int(row["seq"]))
-        answer = await self.position(onsale, user, ticket.sign(self.secret))
+        try:
+            answer = await self.position(onsale, user, ticket.sign(self.secret))
+        except NotFound:  # created a moment ago: not in this region's replica yet
+            assert stored is not None
+            answer = position(OnSale.from_row(stored, region), None, ticket, None,
+                              onsale_state.now_ms(), self.secret)
         return {**answer, "ticket": ticket.sign(self.secret),
                 "joined_before": row["state"] == "again"}
 
