@@ -220,3 +220,53 @@ class TheatreMoving(NodeError):
                          "nothing was changed, retry shortly", outcome="not_applied",
                          region=region, target=target, retry_after_s=self.RETRY_AFTER_S)
         self.headers = {"Retry-After": str(self.RETRY_AFTER_S)}
+
+
+class InvalidOnSale(RequestError):
+    """An on-sale the operator asked for cannot be made as asked (`field` says why)."""
+
+    code = "invalid_onsale"
+
+
+class OnSaleConflict(BookingError):
+    """A show is already under another on-sale, or the on-sale is not open yet."""
+
+    code = "onsale_conflict"
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.code = code
+
+
+class AdmissionRequired(Forbidden):
+    """A hold on a show under an on-sale came without an admission pass: queue first."""
+
+    code = "admission_required"
+
+    def __init__(self, onsale_id: str) -> None:
+        super().__init__(f"this show is on sale through a queue: join it at "
+                         f"/onsales/{onsale_id}/join and hold with the pass it gives",
+                         onsale=onsale_id, join_url=f"/onsales/{onsale_id}/join")
+
+
+# The admission pass refusals (`onsales.py`), each its own code.
+ADMISSION_REFUSALS = {
+    "admission_forged": "the admission pass is malformed or its signature does not match",
+    "admission_expired": "the admission pass's shopping window has ended",
+    "admission_used": "the admission pass was used for another hold",
+    "admission_not_yours": "the admission pass belongs to another user",
+    "admission_wrong_show": "the admission pass is for another on-sale's shows",
+    "admission_party_too_large": "the admission pass allows fewer seats in one hold",
+}
+
+
+class AdmissionRefused(Forbidden):
+    def __init__(self, code: str, **details: Any) -> None:
+        super().__init__(ADMISSION_REFUSALS[code], **details)
+        self.code = code
+
+
+class TicketRefused(Forbidden):
+    """A queue ticket that is forged, or another user's or another on-sale's."""
+
+    code = "ticket_invalid"

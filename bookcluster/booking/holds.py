@@ -28,6 +28,7 @@ from bookcluster.booking.models import (
     hold_json,
     payment_json,
 )
+from bookcluster.booking.onsales import OnSales
 from bookcluster.booking.tickets import Tickets
 from bookcluster.catalog import Catalog, SeatInfo, ShowInfo
 from bookcluster.errors import (
@@ -83,6 +84,7 @@ class BookingService:
         self.metrics = metrics
         self.home = HomeRegion(connections)
         self.tickets = Tickets(self.home, catalog, connections.topology.secrets)
+        self.onsales = OnSales(connections, catalog, self.home)
         # user -> (monotonic time its fetch started, the answer)
         self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
         self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
@@ -100,12 +102,15 @@ class BookingService:
 
     async def hold(self, show: ShowInfo, request: HoldRequest, user_id: str,
                    key: str | None = None, address: str | None = None,
-                   tokens: WriteTokens | None = None) -> tuple[dict[str, Any], bool]:
+                   tokens: WriteTokens | None = None,
+                   admission: str | None = None) -> tuple[dict[str, Any], bool]:
         """Hold the seats of a validated request (`HoldRequest.parse`, by the token's
         user `user_id`); returns the answer and whether it replays an earlier hold
         under the same Idempotency-Key (which is then returned as it is now). `address`:
         the client's, for the per-address caps (None: not checked). `tokens`: the
-        write's rate-limit tokens, taken by the hold script itself (429 if refused)."""
+        write's rate-limit tokens, taken by the hold script itself (429 if refused).
+        `admission`: the caller's on-sale admission pass (`onsales.admitted`), needed
+        when the show is under an on-sale (best-available checks it the same way)."""
         seat_ids = request.seat_ids
         layout = await self.catalog.seats_by_id(show.screen_id)
         unknown = [s for s in seat_ids if s not in layout]
@@ -115,6 +120,14 @@ class BookingService:
         booking_id, earlier = await self._booking_for(show, user_id, key, seat_ids)
         if earlier is not None:
             return earlier, True
+        async with self.onsales.admitted(show, user_id, admission, booking_id, len(seat_ids)):
+            return await self._hold(show, booking_id, seat_ids, layout, user_id, key,
+                                    address, tokens)
+
+    async def _hold(self, show: ShowInfo, booking_id: str, seat_ids: list[str],
+                    layout: dict[str, SeatInfo], user_id: str, key: str | None,
+                    address: str | None,
+                    tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
         policy = (await self.catalog.screen(show.screen_id)).no_orphan_seats
         if policy == "refuse":
             refused = await self._orphans(show, seat_ids, held=False)
@@ -147,7 +160,8 @@ class BookingService:
 
     async def best(self, show: ShowInfo, request: BestRequest, user_id: str,
                    key: str | None = None, address: str | None = None,
-                   tokens: WriteTokens | None = None) -> tuple[dict[str, Any], bool]:
+                   tokens: WriteTokens | None = None,
+                   admission: str | None = None) -> tuple[dict[str, Any], bool]:
         """Hold the best `request.count` seats free now (`seats/best.py`), chosen and held
         by one script at the home master, then recorded as `hold` records its seats.
         A retry under the same Idempotency-Key returns the seats the first attempt
@@ -157,6 +171,14 @@ class BookingService:
         booking_id, earlier = await self._booking_for(show, user_id, key, None)
         if earlier is not None:
             return {**earlier, "seats": earlier["seat_ids"]}, True
+        async with self.onsales.admitted(show, user_id, admission, booking_id, request.count):
+            return await self._best(show, request, booking_id, layout, user_id, key,
+                                    address, tokens)
+
+    async def _best(self, show: ShowInfo, request: BestRequest, booking_id: str,
+                    layout: dict[str, SeatInfo], user_id: str, key: str | None,
+                    address: str | None,
+                    tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
         args: list[Any] = [booking_id, self._ttl_ms(), self.home.epoch, request.count,
                            request.category or "", int(request.accessible),
                            int(request.allow_split)]

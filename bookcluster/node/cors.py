@@ -20,7 +20,8 @@ from bookcluster.node.typedefs import connections_key
 from bookcluster.topology.model import Topology
 
 ALLOW_METHODS = "GET, POST"
-ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+ALLOW_HEADERS = ("Authorization, Content-Type, Idempotency-Key, X-Bookcluster-Admission, "
+                 "X-Bookcluster-Queue-Ticket")
 EXPOSE_HEADERS = ", ".join(("Retry-After", HOME_REGION_HEADER, HOME_NODES_HEADER,
                             REPLAYED_HEADER))
 PREFLIGHT_MAX_AGE_S = 600

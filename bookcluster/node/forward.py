@@ -35,6 +35,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.node.body import read_body
 from bookcluster.stores import deadline
 from bookcluster.stores.connections import route_key
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "X-Bookcluster-Forwarded"
 CLIENT_HEADER = "X-Bookcluster-Client"  # "<address> <unix time> <hmac>"
-PASSED_HEADERS = ("Content-Type", "Idempotency-Key", "Authorization")
+PASSED_HEADERS = ("Content-Type", "Idempotency-Key", "Authorization", ADMISSION_HEADER)
 REPLAYED_HEADER = "Idempotent-Replayed"  # passed back: the answer is a stored one
 SIGNATURE_WINDOW_S = 30.0
 # The checked CLIENT_HEADER, kept on the request: routing and the rate limits both ask.

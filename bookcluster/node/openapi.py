@@ -18,7 +18,10 @@ from importlib import metadata
 from typing import Any
 
 from bookcluster.booking import ids
+from bookcluster.booking.onsale_state import ONSALE_ID
+from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER
 from bookcluster.booking.signing import SIGNATURE_HEADER
+from bookcluster.errors import ADMISSION_REFUSALS
 from bookcluster.node.schemas import IDEMPOTENCY_KEY, USER_ID, Schema, components, pattern, ref
 from bookcluster.topology.model import Topology
 
@@ -110,6 +113,10 @@ def header(name: str, schema: Schema, description: str, *,
 
 SHOW = path_param("show_id", pattern(ids.SHOW_ID), "a show id")
 THEATRE = path_param("theatre_id", pattern(ids.THEATRE_ID), "a theatre id")
+ONSALE = path_param("onsale_id", pattern(ONSALE_ID), "an on-sale id: `os<show id>-<8 hex>`")
+ADMISSION = header(ADMISSION_HEADER, {"type": "string"}, "the admission pass, when the show "
+                   "is under an on-sale (`/onsales/{onsale_id}/position`)", required=False)
+ADMISSION_CODES = ("admission_required", *ADMISSION_REFUSALS)
 BOOKING = path_param("booking_id", pattern(ids.BOOKING_ID),
                      "a booking id: `b<show id>-<16 hex>`, so any node finds its home region")
 
@@ -203,9 +210,10 @@ def paths() -> dict[str, dict[str, Any]]:
                         "attempt made (as it is now, header `Idempotent-Replayed: true`) "
                         "and never makes a second one.",
             params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
-                                 "the client's key for this hold", required=False)),
+                                 "the client's key for this hold", required=False),
+                    ADMISSION),
             body="HoldRequest", responses={201: ok("Held", "Hold")},
-            errors={400: ("malformed_id",), 404: ("not_found",),
+            errors={400: ("malformed_id",), 403: ADMISSION_CODES, 404: ("not_found",),
                     409: ("seats_unavailable", "hold_limit_reached", "orphan_seat"),
                     413: BODY_TOO_LARGE,
                     422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
@@ -219,9 +227,10 @@ def paths() -> dict[str, dict[str, Any]]:
                         "chosen). With an `Idempotency-Key`, a retry returns the seats the "
                         "first attempt chose and never holds a second block.",
             params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
-                                 "the client's key for this hold", required=False)),
+                                 "the client's key for this hold", required=False),
+                    ADMISSION),
             body="BestRequest", responses={201: ok("Held", "BestHold")},
-            errors={400: ("malformed_id",), 404: ("not_found",),
+            errors={400: ("malformed_id",), 403: ADMISSION_CODES, 404: ("not_found",),
                     409: ("no_block_available", "seats_unavailable", "hold_limit_reached"),
                     413: BODY_TOO_LARGE,
                     422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
@@ -299,6 +308,40 @@ def paths() -> dict[str, dict[str, Any]]:
                     401: ("bad_signature",), 404: ("not_found",), 421: MOVED,
                     413: BODY_TOO_LARGE, 422: ("invalid_input",), 429: RATE,
                     503: PRIMARY_DOWN + ("theatre_moving",)})},
+        "/onsales": {"get": operation(
+            "listOnSales", "onsale", "public", "Every on-sale, from this region's replicas",
+            description="`unavailable_regions` names regions whose replica did not answer.",
+            responses={200: ok("On-sales, by sale_at", "OnSaleList")}, errors={})},
+        "/onsales/{onsale_id}/join": {"post": operation(
+            "joinOnSale", "onsale", "user", "Join an on-sale's queue: a signed queue ticket",
+            description="At the on-sale's home region (forwarded there). One place per user: "
+                        "joining again returns the same ticket (`joined_before`). Joins "
+                        "before `sale_at` get a uniformly random place when the sale starts; "
+                        "later joins queue in arrival order behind them. Within the write "
+                        "rate limits per user and client address.",
+            params=(ONSALE,), responses={200: ok("The ticket and position", "QueueTicket")},
+            errors={400: ("malformed_id",), 403: ("ticket_invalid",), 404: ("not_found",),
+                    409: ("onsale_not_open",), 429: RATE, 503: WRITE_DOWN})},
+        "/onsales/{onsale_id}/position": {"get": operation(
+            "onSalePosition", "onsale", "user", "The caller's place in an on-sale's queue",
+            description="Answered from this region's replica of the home master (no round "
+                        "trip to the home region). `state` `admitted` carries the admission "
+                        "`pass` and the end of its shopping window.",
+            params=(ONSALE, header(TICKET_HEADER, {"type": "string"},
+                                   "the ticket from the join (or `?ticket=`)", required=False),
+                    query("ticket", {"type": "string"}, "the ticket from the join")),
+            responses={200: ok("The position", "QueuePosition")},
+            errors={400: ("malformed_id",), 403: ("ticket_invalid",), 404: ("not_found",),
+                    503: REGION_DOWN})},
+        "/ops/onsales": {"post": operation(
+            "createOnSale", "ops", "operator", "Open an on-sale for shows of one home region",
+            description="From then on a hold on its shows needs an admission pass (403 "
+                        "`admission_required` names the queue). All shows must share one "
+                        "home region (400 `invalid_onsale` otherwise); a show is under at "
+                        "most one on-sale (409 `onsale_exists`).",
+            body="OnSaleRequest", responses={201: ok("Opened", "OnSale")},
+            errors={400: ("invalid_onsale",), 409: ("onsale_exists",),
+                    413: BODY_TOO_LARGE, 422: ("invalid_input",), 503: PRIMARY_DOWN})},
         "/ops/jobs": {"get": operation(
             "jobCounts", "ops", "operator", "Job queue depth per region and state",
             responses={200: ok("Counts", "JobCounts")}, errors={})},
@@ -371,7 +414,8 @@ def document(topology: Topology) -> dict[str, Any]:
                            "Every node answers every route. Errors are JSON "
                            "`{\"error\": code, \"message\": ..., ...details}`.",
         },
-        "tags": [{"name": "catalog"}, {"name": "booking"}, {"name": "payments"},
+        "tags": [{"name": "catalog"}, {"name": "booking"}, {"name": "onsale"},
+                 {"name": "payments"},
                  {"name": "ops"}, {"name": "web"}],
         "paths": paths(),
         "components": {

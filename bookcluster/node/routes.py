@@ -5,7 +5,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from bookcluster.node import access
-from bookcluster.node.views import admin, booking, catalog, docs, live, ops, pages, payments, signin
+from bookcluster.node.views import (
+    admin,
+    booking,
+    catalog,
+    docs,
+    live,
+    onsales,
+    ops,
+    pages,
+    payments,
+    signin,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -33,11 +44,16 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/me/bookings", booking.my_bookings)
     r.add_post("/payments/webhook", access.signed(payments.webhook))
 
+    r.add_get("/onsales", onsales.list_onsales)
+    r.add_post("/onsales/{onsale_id}/join", onsales.join_onsale)
+    r.add_get("/onsales/{onsale_id}/position", onsales.onsale_position)
+
     r.add_get("/ops/jobs", admin.job_counts)
     r.add_post("/ops/jobs/replay", admin.replay_jobs)
     r.add_get("/ops/seat-cache", admin.seat_cache)
     r.add_get("/ops/overview", admin.cluster_overview)
     r.add_post("/ops/topology", admin.adopt_topology)
+    r.add_post("/ops/onsales", onsales.create_onsale)
 
     # The web pages (plain files, `bookcluster/node/web/`) and their development sign-in.
     r.add_get("/", pages.booking_page)

@@ -17,6 +17,7 @@ import msgspec
 from bookcluster.booking import ids, models
 from bookcluster.booking.ids import IDEMPOTENCY_KEY as KEY_PATTERN
 from bookcluster.booking.ids import MAX_KEY_LENGTH
+from bookcluster.booking.onsale_state import ONSALE_ID as ONSALE_ID_RE
 from bookcluster.stores.jobqueue import COUNT_STATES
 from bookcluster.topology.model import Topology
 
@@ -133,10 +134,49 @@ def from_models(cap: int) -> dict[str, Schema]:
     return generated
 
 
+ONSALE_ID = pattern(ONSALE_ID_RE)
+NUMBER_OR_NULL: Schema = {"type": ["number", "null"], "minimum": 0}
+COUNT_OR_NULL: Schema = {"type": ["integer", "null"], "minimum": 0}
+ONSALE = closed({"id": ONSALE_ID, "shows": {"type": "array", "items": SHOW_ID},
+                 "opens_at": TIME, "sale_at": TIME, "window_s": COUNT, "max_party": COUNT,
+                 "region": STRING, "join_url": STRING})
+QUEUE_POSITION: dict[str, Schema] = {
+    "onsale": ONSALE_ID, "sale_at": TIME,
+    "state": {"enum": ["waiting", "admitted", "expired", "sold_out"]},
+    "place": {"type": ["integer", "null"], "minimum": 1,
+              "description": "1 is the first; null until the sale starts (early joiners' "
+                             "places are drawn then)"},
+    "ahead": COUNT_OR_NULL, "admitted": COUNT, "joined": COUNT_OR_NULL,
+    "estimated_wait_s": NUMBER_OR_NULL, "rate_per_s": {"type": "number", "minimum": 0},
+}
+POSITION_MORE: dict[str, Schema] = {
+    "pass": {"type": "string", "description": "the admission pass (state admitted): send it "
+                                              "with the hold as X-Bookcluster-Admission"},
+    "window_ends_at": TIME,
+}
+
+
+def onsale_components(cap: int) -> dict[str, Schema]:
+    return {
+        "OnSale": ONSALE,
+        "OnSaleList": closed({"onsales": {"type": "array", "items": ref("OnSale")},
+                              "unavailable_regions": {"type": "array", "items": STRING}}),
+        "OnSaleRequest": closed(
+            {"shows": {"type": "array", "items": SHOW_ID, "minItems": 1, "maxItems": 50},
+             "opens_at": TIME, "sale_at": TIME},
+            {"window_s": {"type": "integer", "minimum": 60, "maximum": 3600},
+             "max_party": {"type": "integer", "minimum": 1, "maximum": cap}}),
+        "QueuePosition": closed(QUEUE_POSITION, POSITION_MORE),
+        "QueueTicket": closed({**QUEUE_POSITION, "ticket": STRING,
+                               "joined_before": BOOLEAN}, POSITION_MORE),
+    }
+
+
 def components(topology: Topology) -> dict[str, Schema]:
     cap = topology.settings.max_seats_per_booking
     regions = list(topology.regions)
     return {
+        **onsale_components(cap),
         "Error": ERROR,
         "Health": closed({"status": {"const": "ok"}, "node": STRING, "region": STRING,
                           "epoch": EPOCH}),

@@ -22,6 +22,9 @@ from bookcluster.topology.model import Topology
 # booking; sweeper and confirm: booking before the rest), so it cannot deadlock.
 BOOKING_TABLES = ("payment_event, ticket, notification, booking, booking_seat, payment, "
                   "outbox, idempotency, mirror_change")
+# On-sales (`bookcluster/booking/onsales.py`), dropped before the booking tables: the
+# admitter locks an on-sale's row, then reads seats and bookings.
+ONSALE_TABLES = "onsale_pass_use, onsale_admit, onsale_join, onsale_show, onsale"
 ATTEMPTS = 3
 
 
@@ -48,6 +51,7 @@ async def _reset_postgres(topology: Topology, region: str) -> None:
                 break
             await asyncio.sleep(0.1)
         async with conn.transaction():
+            await conn.execute(f"TRUNCATE {ONSALE_TABLES}")
             await conn.execute(f"TRUNCATE {BOOKING_TABLES}")
             await conn.execute(
                 "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
@@ -60,6 +64,10 @@ async def _reset_postgres(topology: Topology, region: str) -> None:
 async def _reset_redis(topology: Topology, region: str) -> None:
     redis = make_master(topology, region, near=region, timeout_s=10.0)
     try:
+        onsale_keys = [keys.ONSALES]
+        async for key in redis.scan_iter(match="{onsale:*}:*", count=1000):
+            onsale_keys.append(key)
+        await redis.delete(*onsale_keys)
         shows = set()
         for pattern in ("{show:*}:holds", "{show:*}:booked"):
             async for key in redis.scan_iter(match=pattern, count=1000):

@@ -84,3 +84,25 @@ MIRROR_GENERATION = "bookcluster:mirror-generation"
 # Versions of a generation start at gen << GENERATION_SHIFT, so they never go
 # backwards for a node, whatever a restarted master forgot.
 GENERATION_SHIFT = 32
+
+
+# -- on-sales (`bookcluster/booking/onsale_state.py`), on the on-sale's home master ----
+
+# Hash onsale_id -> JSON of its definition: every on-sale of this master's region.
+ONSALES = "bookcluster:onsales"
+
+
+def onsale_tag(onsale_id: str) -> str:
+    return f"{{onsale:{onsale_id}}}"
+
+
+def onsale_state(onsale_id: str) -> str:
+    """Hash of the queue's counters the admitter publishes: seed, n_early, joined,
+    frontier, sold_out, rate, at_ms."""
+    return f"{onsale_tag(onsale_id)}:state"
+
+
+def onsale_steps(onsale_id: str) -> str:
+    """Sorted set of the frontier's advances: member "<frontier>:<at_ms>", score the
+    frontier (places below it were admitted at at_ms)."""
+    return f"{onsale_tag(onsale_id)}:steps"

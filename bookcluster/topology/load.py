@@ -257,7 +257,7 @@ def _positive_int(reader: _Reader, value: Any, key: str) -> int:
 def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Settings:
     raw = reader.mapping(raw, "settings")
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
-               "durable", "redis_down_after", "catalog_start"}
+               "durable", "redis_down_after", "catalog_start", "onsale_admit_ceiling"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -283,6 +283,12 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
         if not isinstance(raw["durable"], bool):
             raise reader.fail("settings.durable", "expected true or false")
         out = replace(out, durable=raw["durable"])
+    if "onsale_admit_ceiling" in raw:
+        ceiling = raw["onsale_admit_ceiling"]
+        if not isinstance(ceiling, int | float) or isinstance(ceiling, bool) or ceiling <= 0:
+            raise reader.fail("settings.onsale_admit_ceiling",
+                              "expected a positive number (admissions a second)")
+        out = replace(out, onsale_admit_ceiling=float(ceiling))
     if "catalog_start" in raw:
         out = replace(out, catalog_start=_day(reader, raw["catalog_start"],
                                               "settings.catalog_start"))

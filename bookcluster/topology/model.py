@@ -88,6 +88,9 @@ class Settings:
     # The demo catalog's first show day. Unset, it is the day a fresh cluster is seeded;
     # regions started on separate hosts set it, so every region seeds the same shows.
     catalog_start: date | None = None
+    # On-sales: the most users a home region admits from a queue a second, however much
+    # headroom it measures (`bookcluster/booking/admitter.py`).
+    onsale_admit_ceiling: float = 50.0
 
     def catalog_day_one(self) -> date:
         return self.catalog_start or date.today()

@@ -27,6 +27,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+from bookcluster.booking.admitter import Admitter, AdmitterMetrics
 from bookcluster.booking.holds import BookingService
 from bookcluster.catalog import Catalog
 from bookcluster.errors import NodeError
@@ -94,6 +95,9 @@ class RegionWorker:
         self.metrics.expired.labels(self.region).set_function(
             lambda: self.sweeper.expired_total)
         self.applier = MirrorApplier(bookings.home, self.region)
+        self.admitter = Admitter(connections, self.region, bookings.home,
+                                 AdmitterMetrics(self.metrics.registry),
+                                 self.topology.settings.onsale_admit_ceiling)
         self.reconciler = Reconciler(connections, bookings.home, self.region)
         self._watch_mirror()
         try:  # a new master generation is announced before this worker reports healthy
@@ -105,7 +109,7 @@ class RegionWorker:
         stack.push_async_callback(self.consumer.close, CLOSE_GRACE_S)
         for loop in (*self.consumer.loops(), self.sweeper.loop(), self.applier.loop(),
                      self.reconciler.loop(), self._watch_loop(), self.swap.loop(),
-                     self._moves_loop()):
+                     self._moves_loop(), self.admitter.loop()):
             self.loops.start(loop)
         return self
 

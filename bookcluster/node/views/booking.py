@@ -22,6 +22,7 @@ from bookcluster.booking.models import (
     PayRequest,
     encode,
 )
+from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.booking.pay import PaymentService
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import Forbidden, InvalidInput, NotFound
@@ -108,7 +109,7 @@ async def hold(request: web.Request, caller: Identity) -> web.Response:
     result, replayed = await request.app[bookings_key].hold(
         await show_of(request), await _hold_body(request, caller), caller.user,
         request.headers.get("Idempotency-Key"), access.client_address(request),
-        access.write_tokens(request))
+        access.write_tokens(request), admission=request.headers.get(ADMISSION_HEADER))
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return answer(result, status=201, headers=headers)
 
@@ -120,7 +121,8 @@ async def best(request: web.Request, caller: Identity) -> web.Response:
     body = BestRequest.parse(await json_body(request), cap)
     result, replayed = await request.app[bookings_key].best(
         await show_of(request), body, caller.user, request.headers.get("Idempotency-Key"),
-        access.client_address(request), access.write_tokens(request))
+        access.client_address(request), access.write_tokens(request),
+        admission=request.headers.get(ADMISSION_HEADER))
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return answer(result, status=201, headers=headers)
 

@@ -167,6 +167,17 @@ def test_catalog_start_is_a_date_and_optional(tmp_path: Path) -> None:
     assert err.key == "settings.catalog_start" and "YYYY-MM-DD" in err.reason
 
 
+def test_the_onsale_admission_ceiling_is_a_positive_rate(tmp_path: Path) -> None:
+    text = topology_yaml(tmp_path / "run")
+    assert load_topology(write(tmp_path, text)).settings.onsale_admit_ceiling == 50.0
+    set_to = text.replace("settings:\n", "settings:\n  onsale_admit_ceiling: 12.5\n", 1)
+    assert load_topology(write(tmp_path, set_to)).settings.onsale_admit_ceiling == 12.5
+    for bad in ("0", "-3", "fast", "true"):
+        err = error_of(tmp_path, text.replace(
+            "settings:\n", f"settings:\n  onsale_admit_ceiling: {bad}\n", 1))
+        assert err.key == "settings.onsale_admit_ceiling" and "positive" in err.reason
+
+
 @pytest.mark.parametrize(("auth", "reason"), [
     ("  dev_sign_in: yes please\n", "expected true or false"),
     ("  dev_sign_in: true\n", "not a topology setting"),

@@ -1,0 +1,134 @@
+"""An on-sale's definition and its queue's counters as its home master publishes them.
+
+PostgreSQL decides (`0017_onsales.sql`); the home region's admitter (`admitter.py`)
+copies each round what nodes need to answer positions into the home master, which
+replicates to every region: the definition (`keys.ONSALES`), the counters
+(`keys.onsale_state`) and the frontier's steps (`keys.onsale_steps`). A node answers a
+position from its own region's replica of that master: reads stay home.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from bookcluster.seats import keys
+
+ONSALE_ID = re.compile(r"^os([1-9][0-9]{0,17})-[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class OnSale:
+    id: str
+    shows: tuple[int, ...]
+    opens_at: datetime
+    sale_at: datetime
+    window_s: int
+    max_party: int
+    region: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "shows": list(self.shows), "opens_at": self.opens_at.isoformat(),
+                "sale_at": self.sale_at.isoformat(), "window_s": self.window_s,
+                "max_party": self.max_party, "region": self.region,
+                "join_url": f"/onsales/{self.id}/join"}
+
+    @classmethod
+    def from_json(cls, text: str) -> OnSale:
+        d = json.loads(text)
+        return cls(d["id"], tuple(d["shows"]), datetime.fromisoformat(d["opens_at"]),
+                   datetime.fromisoformat(d["sale_at"]), d["window_s"], d["max_party"],
+                   d["region"])
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record, region: str) -> OnSale:
+        return cls(row["id"], tuple(row["show_ids"]), row["opens_at"], row["sale_at"],
+                   row["window_s"], row["max_party"], region)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The queue as last published: None fields are not known yet (before the seal)."""
+
+    seed: int | None
+    n_early: int | None
+    joined: int
+    frontier: int
+    sold_out: bool
+    rate_per_s: float
+    at_ms: int  # when the admitter published it (the master's clock)
+
+    def fields(self) -> dict[Any, Any]:
+        return {"seed": "" if self.seed is None else str(self.seed),
+                "n_early": "" if self.n_early is None else str(self.n_early),
+                "joined": str(self.joined), "frontier": str(self.frontier),
+                "sold_out": "1" if self.sold_out else "0", "rate": f"{self.rate_per_s:.3f}",
+                "at_ms": str(self.at_ms)}
+
+    @classmethod
+    def parse(cls, raw: dict[str, str]) -> Counters | None:
+        if not raw:
+            return None
+        return cls(int(raw["seed"]) if raw.get("seed") else None,
+                   int(raw["n_early"]) if raw.get("n_early") else None,
+                   int(raw.get("joined") or 0), int(raw.get("frontier") or 0),
+                   raw.get("sold_out") == "1", float(raw.get("rate") or 0.0),
+                   int(raw.get("at_ms") or 0))
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+async def publish_definition(client: aioredis.Redis, onsale: OnSale) -> None:
+    await client.hset(keys.ONSALES, onsale.id, json.dumps(onsale.as_json()))
+
+
+async def publish(client: aioredis.Redis, onsale: OnSale, counters: Counters,
+                  steps: list[tuple[int, int]] | None) -> None:
+    """Write the definition and counters; `steps` (frontier, at_ms), all of them, when the
+    master's copy is missing some (the caller compares counts), else None."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.ONSALES, onsale.id, json.dumps(onsale.as_json()))
+        pipe.hset(keys.onsale_state(onsale.id), mapping=counters.fields())
+        if steps is not None:
+            pipe.delete(keys.onsale_steps(onsale.id))
+            if steps:
+                pipe.zadd(keys.onsale_steps(onsale.id),
+                          {f"{f}:{at}": f for f, at in steps})
+        await pipe.execute()
+
+
+async def add_step(client: aioredis.Redis, onsale_id: str, frontier: int, at_ms: int) -> None:
+    await client.zadd(keys.onsale_steps(onsale_id), {f"{frontier}:{at_ms}": frontier})
+
+
+async def step_count(client: aioredis.Redis, onsale_id: str) -> int:
+    return int(await client.zcard(keys.onsale_steps(onsale_id)))
+
+
+async def read_all(client: aioredis.Redis) -> list[OnSale]:
+    raw: dict[Any, Any] = await client.hgetall(keys.ONSALES)
+    return [OnSale.from_json(str(v)) for v in raw.values()]
+
+
+async def read(client: aioredis.Redis, onsale_id: str) -> tuple[OnSale | None, Counters | None]:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.ONSALES, onsale_id)
+        pipe.hgetall(keys.onsale_state(onsale_id))
+        definition, counters = await pipe.execute()
+    return (OnSale.from_json(definition) if definition else None,
+            Counters.parse(counters or {}))
+
+
+async def admitted_at_ms(client: aioredis.Redis, onsale_id: str, place: int) -> int | None:
+    """When the frontier first passed `place` (None: not yet, as far as published)."""
+    found: list[Any] = await client.zrangebyscore(keys.onsale_steps(onsale_id),
+                                                  f"({place}", "+inf", start=0, num=1)
+    return int(str(found[0]).partition(":")[2]) if found else None

@@ -1,0 +1,310 @@
+"""On-sales on the session cluster: the queue's order, admission and passes.
+
+Real nodes in three regions and each region's worker (its admitter), real Redis
+replicas and PostgreSQL. Each test drops its on-sales afterwards and waits out the
+nodes' guard cache, so later tests hold the same shows freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+
+from bookcluster.booking.onsales import GUARD_REFRESH_S
+from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER, AdmissionPass
+from bookcluster.ops.reset import ONSALE_TABLES
+from tests.integration.conftest import Cluster
+from tests.integration.node.helpers import seats_of, shows_in
+from tests.integration.support import bearer, metric
+
+EARLY = 30
+
+
+@pytest_asyncio.fixture
+async def onsales(clean: Cluster) -> AsyncIterator[Cluster]:
+    yield clean
+    for region in clean.topology.regions:
+        conn = await clean.pg(region)
+        try:
+            await conn.execute(f"TRUNCATE {ONSALE_TABLES}")
+        finally:
+            await conn.close()
+    await asyncio.sleep(GUARD_REFRESH_S + 0.5)  # every node's guard forgets them
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat()
+
+
+async def create(http: aiohttp.ClientSession, node: str, body: dict[str, Any]
+                 ) -> tuple[int, dict[str, Any]]:
+    async with http.post(f"{node}/ops/onsales", json=body,
+                         headers=bearer("onsale-operator", ("operator",))) as resp:
+        return resp.status, await resp.json()
+
+
+async def join(http: aiohttp.ClientSession, node: str, onsale: str, user: str
+               ) -> dict[str, Any]:
+    async with http.post(f"{node}/onsales/{onsale}/join", headers=bearer(user)) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+        return body  # type: ignore[no-any-return]
+
+
+async def position(http: aiohttp.ClientSession, node: str, onsale: str, user: str,
+                   ticket: str) -> dict[str, Any]:
+    async with http.get(f"{node}/onsales/{onsale}/position",
+                        headers={**bearer(user), TICKET_HEADER: ticket}) as resp:
+        body = await resp.json()
+        assert resp.status == 200, body
+        return body  # type: ignore[no-any-return]
+
+
+async def hold(http: aiohttp.ClientSession, node: str, show: int, user: str, seats: list[str],
+               admission: str | None = None, key: str | None = None) -> tuple[int, Any]:
+    headers = bearer(user)
+    if admission is not None:
+        headers[ADMISSION_HEADER] = admission
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    async with http.post(f"{node}/booking/seats/{show}/lock", json={"seat_ids": seats},
+                         headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def until(check: Any, timeout_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await check()
+        if got or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.2)
+
+
+def _spearman(xs: list[int], ys: list[int]) -> float:
+    n = len(xs)
+    d2 = sum((x - y) ** 2 for x, y in zip(xs, ys, strict=True))
+    return 1 - 6 * d2 / (n * (n * n - 1))
+
+
+async def test_the_queue_orders_early_joiners_at_random_and_admits_in_order(
+        onsales: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    cluster = onsales
+    north, south = shows_in(cluster, catalog, "north"), shows_in(cluster, catalog, "south")
+    show, other = north[0], north[1]
+    now = datetime.now(UTC)
+    body = {"shows": [show], "opens_at": _iso(now - timedelta(seconds=1)),
+            "sale_at": _iso(now + timedelta(seconds=10)), "window_s": 120, "max_party": 2}
+    # Refused as asked: clear 400s, and one on-sale per show.
+    for bad, field in (({**body, "shows": [show, south[0]]}, "shows"),
+                       ({**body, "shows": [999999]}, "shows"),
+                       ({**body, "opens_at": _iso(now + timedelta(seconds=60))}, "opens_at")):
+        status, answer = await create(http, cluster.node("south"), bad)
+        assert (status, answer["error"], answer.get("field")) == (400, "invalid_onsale", field)
+    status, created = await create(http, cluster.node("west"), body)
+    assert status == 201, created
+    onsale = created["id"]
+    status, again = await create(http, cluster.node("north"), body)
+    assert (status, again["error"]) == (409, "onsale_exists")
+    status, _ = await create(http, cluster.node("north"), {**body, "shows": [other]})
+    assert status == 201
+
+    async def listed() -> bool:
+        async with http.get(cluster.node("south", 1) + "/onsales") as resp:
+            return onsale in [o["id"] for o in (await resp.json())["onsales"]]
+    assert await until(listed), "the on-sale never reached the south replica"
+
+    # Holds without a pass are refused, saying where to queue.
+    seats = seats_of(catalog, show)
+    status, refused = await hold(http, cluster.node("south"), show, "nopass", seats[:1])
+    assert (status, refused["error"], refused["onsale"]) == (403, "admission_required", onsale)
+    assert refused["join_url"] == f"/onsales/{onsale}/join"
+
+    # Early joiners, one after another, through every region's nodes.
+    users = [f"fan{i:02d}-{uuid.uuid4().hex[:6]}" for i in range(EARLY)]
+    tickets = {}
+    for i, user in enumerate(users):
+        node = cluster.nodes()[i % len(cluster.nodes())]
+        tickets[user] = (await join(http, node, onsale, user))["ticket"]
+    twice = await join(http, cluster.node("west", 1), onsale, users[0])
+    assert twice["ticket"] == tickets[users[0]] and twice["joined_before"]
+    early = await position(http, cluster.node("south"), onsale, users[0], tickets[users[0]])
+    assert (early["state"], early["place"]) == ("waiting", None)
+    rows = await cluster.fetch("north", "SELECT user_id, seq FROM onsale_join WHERE "
+                               "onsale_id = $1 ORDER BY seq", onsale)
+    assert [r["user_id"] for r in rows] == users  # the order is recorded: join order
+
+    assert datetime.now(UTC) < now + timedelta(seconds=10), "joins took past sale_at"
+    await asyncio.sleep(max(0.0, 10.5 - (datetime.now(UTC) - now).total_seconds()))
+    late = f"late-{uuid.uuid4().hex[:6]}"
+    tickets[late] = (await join(http, cluster.node("south"), onsale, late))["ticket"]
+
+    async def all_admitted() -> dict[str, dict[str, Any]] | None:
+        got = {u: await position(http, cluster.nodes()[i % 6], onsale, u, t)
+               for i, (u, t) in enumerate(tickets.items())}
+        return got if all(p["state"] == "admitted" for p in got.values()) else None
+    answers = await until(all_admitted, 20.0)
+    assert answers, "not everyone was admitted"
+    places = [answers[u]["place"] for u in users]
+    assert sorted(places) == list(range(1, EARLY + 1))
+    assert answers[late]["place"] == EARLY + 1  # behind every early joiner
+    # Arriving first gives no advantage: join order and place are not correlated (a fair
+    # shuffle of 30 exceeds |rho| 0.6 about once in 2,000 draws; the identity gives 1).
+    assert abs(_spearman(list(range(1, EARLY + 1)), places)) < 0.6, places
+
+    # Admission followed the order: a later place was never admitted before an earlier one.
+    secret = cluster.topology.secrets.get("forward_secret")
+    passes = {u: AdmissionPass.verify(secret, a["pass"]) for u, a in answers.items()}
+    by_place = sorted(passes.values(), key=lambda p: p.place)
+    assert [p.expires_at for p in by_place] == sorted(p.expires_at for p in by_place)
+    steps = await cluster.fetch("north", "SELECT frontier FROM onsale_admit WHERE "
+                                "onsale_id = $1 ORDER BY at, frontier", onsale)
+    assert [s["frontier"] for s in steps] == sorted(s["frontier"] for s in steps)
+    worker = f"http://{cluster.topology.region('north').worker}"
+
+    async def counted() -> bool:  # the worker counts just after it publishes
+        return (await metric(http, worker, "bookcluster_onsale_admitted_total",
+                             onsale=onsale) == EARLY + 1
+                and await metric(http, worker, "bookcluster_onsale_waited_seconds_count",
+                                 onsale=onsale) == EARLY + 1
+                and await metric(http, worker, "bookcluster_onsale_queue_length",
+                                 onsale=onsale) == 0)
+    assert await until(counted, 5.0)
+
+    # Passes in the hold path.
+    a, b = users[0], users[1]
+    node = cluster.node("west")  # forwarded to north with the pass
+    pass_a, pass_b = answers[a]["pass"], answers[b]["pass"]
+    status, got = await hold(http, node, show, b, seats[:3], pass_b)
+    assert (status, got["error"]) == (403, "admission_party_too_large")
+    status, got = await hold(http, node, show, b, seats[:1], pass_a)
+    assert (status, got["error"]) == (403, "admission_not_yours")
+    status, got = await hold(http, node, other, a, seats_of(catalog, other)[:1], pass_a)
+    assert (status, got["error"]) == (403, "admission_wrong_show")
+    forged = pass_a[:-1] + ("0" if pass_a[-1] != "0" else "1")
+    status, got = await hold(http, node, show, a, seats[:1], forged)
+    assert (status, got["error"]) == (403, "admission_forged")
+    expired = AdmissionPass(onsale, a, (show,), 2, 0, time.time() - 1).sign(secret)
+    status, got = await hold(http, node, show, a, seats[:1], expired)
+    assert (status, got["error"]) == (403, "admission_expired")
+    status, held = await hold(http, node, show, a, seats[:2], pass_a, key="k1")
+    assert status == 201, held
+    status, retried = await hold(http, cluster.node("north"), show, a, seats[:2], pass_a,
+                                 key="k1")
+    assert (status, retried["booking_id"]) == (201, held["booking_id"])  # a retry, not a replay
+    status, got = await hold(http, node, show, a, seats[2:3], pass_a)
+    assert (status, got["error"]) == (403, "admission_used")
+    # A hold the seats refuse gives the pass back.
+    status, got = await hold(http, node, show, b, seats[:1], pass_b)
+    assert (status, got["error"]) == (409, "seats_unavailable")
+    status, got = await hold(http, node, show, b, seats[4:6], pass_b)
+    assert status == 201, got
+    # A claim whose hold never reached PostgreSQL (its node died in between) lapses.
+    c = users[2]
+    await cluster.fetch("north", "INSERT INTO onsale_pass_use (onsale_id, user_id, "
+                        "booking_id, used_at) VALUES ($1, $2, 'b1-00000000deadbeef', "
+                        "now() - interval '30 seconds')", onsale, c)
+    status, got = await hold(http, node, show, c, seats[6:7], answers[c]["pass"])
+    assert (status, got["error"]) == (403, "admission_used")  # not yet: it may still land
+    await cluster.fetch("north", "UPDATE onsale_pass_use SET used_at = now() - interval "
+                        "'2 minutes' WHERE onsale_id = $1 AND user_id = $2", onsale, c)
+    status, got = await hold(http, node, show, c, seats[6:7], answers[c]["pass"])
+    assert status == 201, got
+    held_c = got["booking_id"]
+    # Best available takes the same pass, in the same hold path.
+    d = users[3]
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 2},
+                         headers=bearer(d)) as resp:
+        got = await resp.json()
+        assert (resp.status, got["error"]) == (403, "admission_required"), got
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 3},
+                         headers={**bearer(d), ADMISSION_HEADER: answers[d]["pass"]}) as resp:
+        got = await resp.json()
+        assert (resp.status, got["error"]) == (403, "admission_party_too_large"), got
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 2},
+                         headers={**bearer(d), ADMISSION_HEADER: answers[d]["pass"]}) as resp:
+        got = await resp.json()
+        assert resp.status == 201 and len(got["seats"]) == 2, got
+    async with http.post(f"{node}/booking/seats/{show}/best", json={"count": 1},
+                         headers={**bearer(d), ADMISSION_HEADER: answers[d]["pass"]}) as resp:
+        got = await resp.json()
+        assert (resp.status, got["error"]) == (403, "admission_used"), got
+    used = await cluster.fetch("north", "SELECT user_id, booking_id FROM onsale_pass_use "
+                               "WHERE onsale_id = $1", onsale)
+    assert {r["user_id"]: r["booking_id"] for r in used}[c] == held_c
+    assert sorted(r["user_id"] for r in used) == sorted([a, b, c, d])
+
+
+async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
+        onsales: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    cluster = onsales
+    show = shows_in(cluster, catalog, "north")[0]
+    seats = seats_of(catalog, show)
+    free = seats[:2]
+    # Every seat but two sold (as PostgreSQL decides: the admitter counts its rows).
+    conn = await cluster.pg("north")
+    try:
+        await conn.execute("UPDATE show_seat SET status = 'BOOKED', booked_booking_id = "
+                           "'sold-elsewhere' WHERE show_id = $1 AND status = 'AVAILABLE' "
+                           "AND seat_id <> ALL($2::text[])", show, free)
+    finally:
+        await conn.close()
+    now = datetime.now(UTC)
+    status, created = await create(http, cluster.node("north"), {
+        "shows": [show], "opens_at": _iso(now - timedelta(seconds=1)),
+        "sale_at": _iso(now + timedelta(seconds=2)), "window_s": 60, "max_party": 2})
+    assert status == 201, created
+    onsale = created["id"]
+    users = [f"so{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
+    tickets = {u: (await join(http, cluster.node("south"), onsale, u))["ticket"]
+               for u in users}
+
+    async def states() -> dict[str, dict[str, Any]]:
+        return {u: await position(http, cluster.node("west"), onsale, u, t)
+                for u, t in tickets.items()}
+
+    async def two_admitted() -> dict[str, dict[str, Any]] | None:
+        got = await states()
+        admitted = [u for u, p in got.items() if p["state"] == "admitted"]
+        return got if len(admitted) == 2 else None
+    got = await until(two_admitted)
+    assert got, "two shoppers for two seats were not admitted"
+    admitted = sorted((u for u, p in got.items() if p["state"] == "admitted"),
+                      key=lambda u: got[u]["place"])
+    assert {got[u]["place"] for u in admitted} == {1, 2}
+    waiting = sorted((u for u in users if u not in admitted), key=lambda u: got[u]["place"])
+    assert [got[u]["place"] for u in waiting] == [3, 4, 5]
+    # The first shopper holds both seats through the node whose holds last 1.5 s.
+    status, held = await hold(http, cluster.short_ttl_node, show, admitted[0], free,
+                              got[admitted[0]]["pass"])
+    assert status == 201, held
+    # The second's pass is unused: still an active shopper. When the hold lapses the
+    # seats are free again, and room for one more shopper opens: admission resumes.
+
+    async def third_admitted() -> bool:
+        return (await position(http, cluster.node("west"), onsale, waiting[0],
+                               tickets[waiting[0]]))["state"] == "admitted"
+    # Before the hold lapsed nobody else was admitted (2 seats, 2 shoppers).
+    assert (await position(http, cluster.node("west"), onsale, waiting[0],
+                           tickets[waiting[0]]))["state"] == "waiting"
+    assert await until(third_admitted, 20.0), "admission did not resume after the lapse"
+    # The last two seats sell (as PostgreSQL decides): sold out for everyone waiting.
+    conn = await cluster.pg("north")
+    try:
+        await conn.execute("UPDATE show_seat SET status = 'BOOKED', hold_booking_id = NULL, "
+                           "hold_expires_at = NULL, booked_booking_id = 'sold-elsewhere' "
+                           "WHERE show_id = $1 AND seat_id = ANY($2)", show, free)
+    finally:
+        await conn.close()
+
+    async def sold_out() -> bool:
+        return all([(await position(http, node, onsale, u, tickets[u]))["state"] == "sold_out"
+                    for u, node in zip(waiting[1:], cluster.nodes()[::2], strict=False)])
+    assert await until(sold_out, 10.0), "the waiting users were not told it sold out"

@@ -1,0 +1,92 @@
+"""On-sale tokens, request validation and position answers, without servers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bookcluster.booking.onsale_state import Counters, OnSale
+from bookcluster.booking.onsales import OnSaleRequest, position
+from bookcluster.booking.passes import AdmissionPass, QueueTicket, TokenRefused
+from bookcluster.booking.queue_order import place
+from bookcluster.errors import InvalidOnSale
+
+SECRET = "s" * 32
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+ONSALE = OnSale("os7-0a0b0c0d", (7, 8), NOW - timedelta(minutes=5), NOW, 600, 4, "north")
+
+
+def test_tokens_verify_only_with_their_key_and_kind() -> None:
+    ticket = QueueTicket("os7-0a0b0c0d", "asha", 3)
+    assert QueueTicket.verify(SECRET, ticket.sign(SECRET)) == ticket
+    with pytest.raises(TokenRefused):
+        QueueTicket.verify("t" * 32, ticket.sign(SECRET))
+    with pytest.raises(TokenRefused):  # a ticket is not a pass
+        AdmissionPass.verify(SECRET, ticket.sign(SECRET))
+    admission = AdmissionPass("os7-0a0b0c0d", "asha", (7, 8), 4, 2, 1e9)
+    signed = admission.sign(SECRET)
+    assert AdmissionPass.verify(SECRET, signed) == admission
+    body, _, mac = signed.partition(".")
+    forged = AdmissionPass("os7-0a0b0c0d", "ravi", (7, 8), 4, 2, 1e9).sign(SECRET)
+    with pytest.raises(TokenRefused):  # another user's claims under this signature
+        AdmissionPass.verify(SECRET, f"{forged.partition('.')[0]}.{mac}")
+    for junk in ("", "x", "a.b", body + "." + "0" * 64):
+        with pytest.raises(TokenRefused):
+            AdmissionPass.verify(SECRET, junk)
+
+
+def _request(**kw: object) -> dict[str, object]:
+    return {"shows": [7], "opens_at": "2026-12-07T11:00:00+00:00",
+            "sale_at": "2026-12-07T12:00:00+00:00", **kw}
+
+
+def test_onsale_requests_are_checked_field_by_field() -> None:
+    parsed = OnSaleRequest.parse(_request(), 10, NOW)
+    assert (parsed.shows, parsed.window_s, parsed.max_party) == ((7,), 600, 6)
+    bad = [({"shows": []}, "shows"), ({"shows": [7, 7]}, "shows"), ({"shows": ["7"]}, "shows"),
+           ({"opens_at": "2026-12-07T13:00:00+00:00"}, "opens_at"),
+           ({"sale_at": "2026-12-07T12:00:00"}, "sale_at"),  # no offset
+           ({"sale_at": "2027-06-01T12:00:00+00:00"}, "sale_at"),
+           ({"window_s": 5}, "window_s"), ({"max_party": 11}, "max_party"),
+           ({"max_party": True}, "max_party"), ({"color": "red"}, "color")]
+    for change, field in bad:
+        with pytest.raises(InvalidOnSale) as refused:
+            OnSaleRequest.parse(_request(**change), 10, NOW)
+        assert refused.value.details.get("field") == field, change
+        assert refused.value.status == 400
+
+
+def _at(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def test_before_the_sale_everyone_waits_without_a_place() -> None:
+    ticket = QueueTicket(ONSALE.id, "asha", 0)
+    counters = Counters(None, None, 5, 0, False, 0.0, 0)
+    got = position(ONSALE, counters, ticket, None, _at(NOW - timedelta(seconds=30)), SECRET)
+    assert (got["state"], got["place"], got["estimated_wait_s"]) == ("waiting", None, 30.0)
+
+
+def test_admitted_users_get_a_pass_bound_to_them_and_their_window() -> None:
+    counters = Counters(42, 5, 8, 3, False, 2.0, 0)
+    admitted_seq = next(s for s in range(5) if place(s, 42, 5) == 1)
+    ticket = QueueTicket(ONSALE.id, "asha", admitted_seq)
+    got = position(ONSALE, counters, ticket, _at(NOW), _at(NOW + timedelta(seconds=60)), SECRET)
+    assert got["state"] == "admitted" and got["place"] == 2 and got["ahead"] == 0
+    admission = AdmissionPass.verify(SECRET, got["pass"])
+    assert (admission.user, admission.shows, admission.max_party) == ("asha", (7, 8), 4)
+    assert admission.expires_at == NOW.timestamp() + 600
+    later = position(ONSALE, counters, ticket, _at(NOW), _at(NOW + timedelta(seconds=600)),
+                     SECRET)
+    assert later["state"] == "expired" and "pass" not in later
+
+
+def test_waiting_users_see_their_place_and_are_told_when_sold_out() -> None:
+    counters = Counters(42, 5, 8, 3, False, 2.0, 0)
+    ticket = QueueTicket(ONSALE.id, "ravi", 7)  # a late join: place 8, 5 ahead
+    got = position(ONSALE, counters, ticket, None, _at(NOW), SECRET)
+    assert (got["state"], got["place"], got["ahead"], got["estimated_wait_s"]) == \
+        ("waiting", 8, 4, 2.0)
+    gone = Counters(42, 5, 8, 3, True, 0.0, 0)
+    assert position(ONSALE, gone, ticket, None, _at(NOW), SECRET)["state"] == "sold_out"
