@@ -9,6 +9,7 @@ from bookcluster.node.views import (
     admin,
     booking,
     catalog,
+    checkin,
     docs,
     live,
     onsales,
@@ -43,6 +44,10 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/users/{user_id}/bookings", booking.user_bookings)
     r.add_get("/me/bookings", booking.my_bookings)
     r.add_post("/payments/webhook", access.signed(payments.webhook))
+
+    r.add_get("/tickets/keys", checkin.ticket_keys)
+    r.add_post("/checkin/scan", checkin.scan)
+    r.add_post("/checkin/batch", checkin.batch)
 
     r.add_get("/onsales", onsales.list_onsales)
     r.add_post("/onsales/{onsale_id}/join", onsales.join_onsale)
