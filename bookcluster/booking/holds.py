@@ -42,6 +42,7 @@ from bookcluster.errors import (
     NotFound,
     OrphanSeat,
     SeatsUnavailable,
+    TicketUsed,
     TransactionAborted,
 )
 from bookcluster.metrics import NodeMetrics
@@ -484,6 +485,8 @@ class BookingService:
             cancelled = await ledger.cancel(conn, booking_id, owner)
             if cancelled.prior is None:
                 raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+            if cancelled.prior == "CONFIRMED" and await ledger.admitted(conn, booking_id):
+                raise TicketUsed(booking_id)
             if cancelled.prior not in ("INITIATED", "CANCELLED"):
                 raise BookingNotPending(booking_id, cancelled.prior)
             freed = cancelled.freed

@@ -303,6 +303,13 @@ async def checkin(conn: asyncpg.Connection, *, show: int, booking: str,
                        row["prior_at"], row["prior_gate"])
 
 
+async def admitted(conn: asyncpg.Connection, booking: str) -> bool:
+    """Whether the booking's ticket went in at the door (a cancel or refund is refused)."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM checkin_scan WHERE booking_id = $1 "
+        "AND outcome IN ('admitted', 'entered_twice'))", booking))
+
+
 async def checkin_counts(conn: asyncpg.Connection, shows: list[int]) -> list[dict[str, int]]:
     """Per show: seats sold, admitted (ever), inside now."""
     rows = await conn.fetch("SELECT show_id, sold, admitted, inside FROM "

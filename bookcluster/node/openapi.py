@@ -265,7 +265,8 @@ def paths() -> dict[str, dict[str, Any]]:
             "cancel", "booking", "user", "Cancel a held booking (idempotent); frees its seats",
             params=(BOOKING,), responses={200: ok("Cancelled", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
-                    409: ("booking_not_pending",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
+                    409: ("booking_not_pending", "ticket_used"), 429: RATE, 421: MOVED,
+                    503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
