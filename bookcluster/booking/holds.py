@@ -89,7 +89,7 @@ class BookingService:
                                tuple(connections.topology.regions))
         self.onsales = OnSales(connections, catalog, self.home)
         self.checkin = CheckIn(self.home, catalog, self.tickets, connections.topology.secrets,
-                               connections.topology.settings)
+                               connections.topology.settings, metrics)
         # user -> (monotonic time its fetch started, the answer)
         self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
         self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}

@@ -379,6 +379,17 @@ def paths() -> dict[str, dict[str, Any]]:
             body="OnSaleRequest", responses={201: ok("Opened", "OnSale")},
             errors={400: ("invalid_onsale",), 409: ("onsale_exists",),
                     413: BODY_TOO_LARGE, 422: ("invalid_input",), 503: PRIMARY_DOWN})},
+        "/ops/headcounts": {"get": operation(
+            "headCounts", "ops", "operator", "Head counts of shows: sold, admitted, inside now",
+            description="Per show, read at its home region: seats sold, seats admitted at "
+                        "the door (ever) and seats inside now (admitted and not gone out). "
+                        "Name shows (`show`, repeatable) or a theatre's shows (`theatre`); "
+                        "at most 50.",
+            params=(query("show", pattern(ids.SHOW_ID), "a show (repeatable)"),
+                    query("theatre", pattern(ids.THEATRE_ID), "a theatre's shows")),
+            responses={200: ok("The counts", "HeadCounts")},
+            errors={400: ("malformed_id",), 404: ("not_found",), 422: ("invalid_input",),
+                    503: REGION_DOWN})},
         "/ops/jobs": {"get": operation(
             "jobCounts", "ops", "operator", "Job queue depth per region and state",
             responses={200: ok("Counts", "JobCounts")}, errors={})},

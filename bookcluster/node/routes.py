@@ -59,6 +59,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/ops/overview", admin.cluster_overview)
     r.add_post("/ops/topology", admin.adopt_topology)
     r.add_post("/ops/onsales", onsales.create_onsale)
+    r.add_get("/ops/headcounts", checkin.head_counts)
 
     # The web pages (plain files, `bookcluster/node/web/`) and their development sign-in.
     r.add_get("/", pages.booking_page)

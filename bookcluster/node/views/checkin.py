@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bookcluster.booking import ids
 from bookcluster.booking.checkin import parse_batch, parse_scan
 from bookcluster.errors import InvalidInput
 from bookcluster.node import access
 from bookcluster.node.auth import SCANNER, Identity
 from bookcluster.node.body import json_body
-from bookcluster.node.typedefs import bookings_key
+from bookcluster.node.typedefs import bookings_key, catalog_key
 from bookcluster.node.views.booking import answer
 
 
@@ -49,3 +50,24 @@ async def batch(request: web.Request, caller: Identity) -> web.Response:
         raise InvalidInput("no scans", field="scans")
     return answer(await request.app[bookings_key].checkin.batch(
         body, caller.user, caller.theatres, await _batch_region(request)))
+
+
+MAX_SHOWS = 50
+
+
+@access.operator
+async def head_counts(request: web.Request, caller: Identity) -> web.Response:
+    """Per show: seats sold, admitted and inside now, each read at its home region."""
+    catalog = request.app[catalog_key]
+    shows = []
+    for theatre in request.query.getall("theatre", []):
+        catalog.theatre(theatre)  # NotFound for an unknown theatre
+        shows.extend(catalog.shows_of(theatre))
+    for show in request.query.getall("show", []):
+        shows.append(await catalog.show(ids.show_id(show)))
+    if not shows:
+        raise InvalidInput("name shows (?show=ID) or a theatre (?theatre=ID)", field="show")
+    if len(shows) > MAX_SHOWS:
+        raise InvalidInput(f"at most {MAX_SHOWS} shows at once", field="show")
+    counts = await request.app[bookings_key].checkin.counts(shows)
+    return answer({"shows": sorted(counts, key=lambda c: c["show_id"])})

@@ -125,6 +125,18 @@ async def test_a_ticket_goes_in_once_a_retry_replays_and_out_lets_it_in_again(
                              "ORDER BY id", booking)
     assert [r["outcome"] for r in rows] == ["admitted", "already_admitted", "exited",
                                             "admitted"]
+    # Head counts: every seat sold went in; all are inside (out and back in again).
+    status, heads = await call(http, "GET", f"{clean.node('north')}/ops/headcounts?show={show}",
+                               headers=bearer("root", ("operator",)), user="root")
+    assert status == 200, heads
+    assert heads["shows"] == [{"show_id": show, "sold": 2, "admitted": 2, "inside": 2}]
+    async with http.get(f"{clean.node('west')}/metrics") as resp:
+        metrics = await resp.text()
+    assert "bookcluster_checkin_scans_total" in metrics and "bookcluster_show_heads" in metrics
+    status, out = await scan(http, clean.node("west"), payload, gate, "door-b", direction="out")
+    status, heads = await call(http, "GET", f"{clean.node('west')}/ops/headcounts?show={show}",
+                               headers=bearer("root", ("operator",)), user="root")
+    assert heads["shows"] == [{"show_id": show, "sold": 2, "admitted": 2, "inside": 0}]
     # A cancel after entry is refused with a clear error.
     status, body = await call(http, "POST",
                               f"{clean.node('west')}/booking/booking/{booking}/cancel",
