@@ -32,8 +32,8 @@ disagreement. Violations, by check:
                      another amount;
    `webhook_pending` a payment event stored but not processed after the grace period.
 3c. At the door (check-in: a ticket goes in once)
-   `admission_unsold` a scan that admitted a ticket whose booking is not CONFIRMED;
-   `admitted_twice`  a ticket admitted again without an exit between (an offline gate's
+   `door_admission_unsold` a scan that admitted a ticket whose booking is not CONFIRMED;
+   `door_admitted_twice` a ticket admitted again without an exit between (an offline gate's
                      double entry is recorded as `entered_twice` and reported at upload).
 4. Redis agrees with PostgreSQL (holds in Redis only save work; PostgreSQL decides)
    `redis_booked`    the `booked` hash differs from PostgreSQL's BOOKED seats;
@@ -332,11 +332,11 @@ FROM payment_event WHERE processed_at IS NULL AND received_at < now() - $1::inte
 
 
 async def _admissions(conn: asyncpg.Connection, region: str) -> list[Violation]:
-    out = [Violation("admission_unsold", region, r["show_id"], None,
+    out = [Violation("door_admission_unsold", region, r["show_id"], None,
                      f"{r['booking_id']} admitted at {r['gate']} ({r['scanned_at']}) but its "
                      f"booking is {r['status'] or 'missing'}")
            for r in await conn.fetch(ADMITTED_UNSOLD)]
-    out += [Violation("admitted_twice", region, r["show_id"], None,
+    out += [Violation("door_admitted_twice", region, r["show_id"], None,
                       f"{r['booking_id']} admitted at {r['gate']} ({r['scanned_at']}) while "
                       f"inside since {r['before_gate']}")
             for r in await conn.fetch(ADMITTED_TWICE)]

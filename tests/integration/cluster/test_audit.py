@@ -524,12 +524,12 @@ async def test_admissions_without_a_sale_or_counted_twice_are_found(
     assert (await run_audit(clean.topology)).violations == []
     await execute(clean, "south", plant, booking, show, "n-3", "door-c", "admitted")
     violation = only(await run_audit(clean.topology))
-    assert (violation.check, violation.show_id) == ("admitted_twice", show)
+    assert (violation.check, violation.show_id) == ("door_admitted_twice", show)
     assert booking in violation.detail and "door-c" in violation.detail
     await execute(clean, "south", "DELETE FROM checkin_scan WHERE nonce = 'n-3'")
     # An admission of a booking that was never sold.
     await execute(clean, "south", plant, f"b{show}-00000000000000aa", show, "n-4", "door-a",
                   "admitted")
     violation = only(await run_audit(clean.topology))
-    assert (violation.check, violation.show_id) == ("admission_unsold", show)
+    assert (violation.check, violation.show_id) == ("door_admission_unsold", show)
     assert "missing" in violation.detail
