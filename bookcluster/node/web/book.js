@@ -398,6 +398,7 @@ function startWindow() {
   const admitted = admission();
   $("window").hidden = !admitted;
   if (!admitted) return;
+  $("window-words").textContent = "Your shopping window ends in";
   const tickWindow = () => {
     const left = Math.max(0, admitted.windowEndsAt - Date.now());
     const s = Math.ceil(left / 1000);
@@ -406,7 +407,7 @@ function startWindow() {
     if (left === 0) {
       clearInterval(state.window);
       state.window = null;
-      $("window").textContent = "Your shopping window has ended.";
+      $("window-words").textContent = "Your shopping window has ended";
     }
   };
   tickWindow();
