@@ -118,7 +118,29 @@ class OnSaleRequest:
 
 def position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,
              admitted_at_ms: int | None, now_ms: int, secret: str) -> dict[str, Any]:
-    """The answer to a position poll, from the published counters (pure)."""
+    """The answer to a position poll, from the published counters (pure), with the
+    interval to poll again after (`poll_after_s`, absent when the state is final)."""
+    answer = _position(onsale, counters, ticket, admitted_at_ms, now_ms, secret)
+    after = queue_order.poll_after_s(answer["state"], answer["estimated_wait_s"])
+    if after is not None:
+        answer["poll_after_s"] = after
+    return answer
+
+
+def queue_summary(counters: Counters | None) -> dict[str, Any]:
+    """An on-sale's queue as the operator sees it, from the published counters (pure)."""
+    if counters is None:
+        return {"joined": 0, "admitted": 0, "waiting": 0, "rate_per_s": 0.0,
+                "sold_out": False, "sealed": False, "last_wait_s": None}
+    waiting = max(0, counters.joined - counters.frontier)
+    return {"joined": counters.joined, "admitted": counters.frontier, "waiting": waiting,
+            "rate_per_s": counters.rate_per_s, "sold_out": counters.sold_out,
+            "sealed": counters.seed is not None,
+            "last_wait_s": queue_order.estimated_wait_s(waiting, counters.rate_per_s)}
+
+
+def _position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,
+              admitted_at_ms: int | None, now_ms: int, secret: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"onsale": onsale.id, "sale_at": onsale.sale_at.isoformat(),
                               "place": None, "ahead": None, "admitted": 0, "joined": None,
                               "estimated_wait_s": None, "rate_per_s": 0.0,
@@ -216,13 +238,17 @@ class OnSales:
     # -- anyone's ----------------------------------------------------------------------
 
     async def list(self) -> dict[str, Any]:
-        """Every on-sale, from this region's replicas of every master."""
+        """Every on-sale with its queue's counters, from this region's replicas of every
+        master."""
         found: list[dict[str, Any]] = []
         unavailable = []
         for region in self.connections.topology.regions:
+            replica = self.connections.redis_replica(region)
             try:
-                found.extend(o.as_json() for o in
-                             await onsale_state.read_all(self.connections.redis_replica(region)))
+                onsales = await onsale_state.read_all(replica)
+                counters = await onsale_state.read_counters(replica, [o.id for o in onsales])
+                found.extend({**o.as_json(), "queue": queue_summary(counters[o.id])}
+                             for o in onsales)
             except REDIS_UNAVAILABLE:
                 unavailable.append(region)
         found.sort(key=lambda o: (o["sale_at"], o["id"]))
