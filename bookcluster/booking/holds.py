@@ -377,6 +377,7 @@ class BookingService:
         batchers, self._batchers = list(self._batchers.values()), {}
         for batcher in batchers:
             await batcher.close()
+        await self.onsales.close()
 
     async def _release_quietly(self, show: ShowInfo, booking_id: str, seats: list[str]) -> None:
         try:

@@ -118,6 +118,15 @@ async def read_all(client: aioredis.Redis) -> list[OnSale]:
     return [OnSale.from_json(str(v)) for v in raw.values()]
 
 
+async def read_counters(client: aioredis.Redis, onsale_ids: list[str]
+                        ) -> dict[str, Counters | None]:
+    async with client.pipeline(transaction=False) as pipe:
+        for onsale_id in onsale_ids:
+            pipe.hgetall(keys.onsale_state(onsale_id))
+        found = await pipe.execute()
+    return {i: Counters.parse(raw or {}) for i, raw in zip(onsale_ids, found, strict=True)}
+
+
 async def read(client: aioredis.Redis, onsale_id: str) -> tuple[OnSale | None, Counters | None]:
     async with client.pipeline(transaction=False) as pipe:
         pipe.hget(keys.ONSALES, onsale_id)

@@ -36,6 +36,7 @@ from bookcluster.errors import (
     TicketRefused,
 )
 from bookcluster.seats.home import HomeRegion
+from bookcluster.stores import deadline
 from bookcluster.stores.connections import Connections
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
 from bookcluster.topology.errors import RegionUnavailable
@@ -117,7 +118,29 @@ class OnSaleRequest:
 
 def position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,
              admitted_at_ms: int | None, now_ms: int, secret: str) -> dict[str, Any]:
-    """The answer to a position poll, from the published counters (pure)."""
+    """The answer to a position poll, from the published counters (pure), with the
+    interval to poll again after (`poll_after_s`, absent when the state is final)."""
+    answer = _position(onsale, counters, ticket, admitted_at_ms, now_ms, secret)
+    after = queue_order.poll_after_s(answer["state"], answer["estimated_wait_s"])
+    if after is not None:
+        answer["poll_after_s"] = after
+    return answer
+
+
+def queue_summary(counters: Counters | None) -> dict[str, Any]:
+    """An on-sale's queue as the operator sees it, from the published counters (pure)."""
+    if counters is None:
+        return {"joined": 0, "admitted": 0, "waiting": 0, "rate_per_s": 0.0,
+                "sold_out": False, "sealed": False, "last_wait_s": None}
+    waiting = max(0, counters.joined - counters.frontier)
+    return {"joined": counters.joined, "admitted": counters.frontier, "waiting": waiting,
+            "rate_per_s": counters.rate_per_s, "sold_out": counters.sold_out,
+            "sealed": counters.seed is not None,
+            "last_wait_s": queue_order.estimated_wait_s(waiting, counters.rate_per_s)}
+
+
+def _position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,
+              admitted_at_ms: int | None, now_ms: int, secret: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"onsale": onsale.id, "sale_at": onsale.sale_at.isoformat(),
                               "place": None, "ahead": None, "admitted": 0, "joined": None,
                               "estimated_wait_s": None, "rate_per_s": 0.0,
@@ -159,6 +182,7 @@ class OnSales:
         # region -> (monotonic time read, show -> its on-sale)
         self._guards: dict[str, tuple[float, dict[int, OnSale]]] = {}
         self._guard_locks: dict[str, asyncio.Lock] = {}
+        self._guard_reads: dict[str, asyncio.Task[None]] = {}  # background re-reads
 
     @property
     def secret(self) -> str:
@@ -214,13 +238,17 @@ class OnSales:
     # -- anyone's ----------------------------------------------------------------------
 
     async def list(self) -> dict[str, Any]:
-        """Every on-sale, from this region's replicas of every master."""
+        """Every on-sale with its queue's counters, from this region's replicas of every
+        master."""
         found: list[dict[str, Any]] = []
         unavailable = []
         for region in self.connections.topology.regions:
+            replica = self.connections.redis_replica(region)
             try:
-                found.extend(o.as_json() for o in
-                             await onsale_state.read_all(self.connections.redis_replica(region)))
+                onsales = await onsale_state.read_all(replica)
+                counters = await onsale_state.read_counters(replica, [o.id for o in onsales])
+                found.extend({**o.as_json(), "queue": queue_summary(counters[o.id])}
+                             for o in onsales)
             except REDIS_UNAVAILABLE:
                 unavailable.append(region)
         found.sort(key=lambda o: (o["sale_at"], o["id"]))
@@ -286,22 +314,53 @@ class OnSales:
     # -- the hold path -----------------------------------------------------------------
 
     async def guarding(self, show: ShowInfo) -> OnSale | None:
-        """The on-sale the show is under (read from its home PostgreSQL, briefly cached)."""
+        """The on-sale the show is under, from the last read of its home PostgreSQL.
+        Only a node's first hold of a region waits for that read. Later, a stale list is
+        re-read in the background while holds go on with it. A hold never waits on the
+        home primary before its script: a stalled primary would turn the hold's
+        "unknown" into "not applied" and cost every hold a round trip."""
         cached = self._guards.get(show.region)
-        if cached is None or time.monotonic() - cached[0] > GUARD_REFRESH_S:
-            lock = self._guard_locks.setdefault(show.region, asyncio.Lock())
-            async with lock:
-                cached = self._guards.get(show.region)
-                if cached is None or time.monotonic() - cached[0] > GUARD_REFRESH_S:
-                    started = time.monotonic()
-                    async with self.home.connection(show.region) as conn:
-                        rows = await conn.fetch("SELECT * FROM onsale")
-                    by_show = {}
-                    for row in rows:
-                        o = OnSale.from_row(row, show.region)
-                        by_show.update(dict.fromkeys(o.shows, o))
-                    cached = self._guards[show.region] = (started, by_show)
+        if cached is None:
+            await self._read_guards(show.region)
+            cached = self._guards[show.region]
+        elif time.monotonic() - cached[0] > GUARD_REFRESH_S:
+            self.read_soon(show.region)
         return cached[1].get(show.id)
+
+    def read_soon(self, region: str) -> None:
+        """Re-read the region's on-sales in the background (once at a time)."""
+        task = self._guard_reads.get(region)
+        if task is None or task.done():
+            self._guard_reads[region] = asyncio.create_task(self._reread_guards(region))
+
+    async def _read_guards(self, region: str) -> None:
+        lock = self._guard_locks.setdefault(region, asyncio.Lock())
+        async with lock:  # one read at a time per region, however many holds ask
+            cached = self._guards.get(region)
+            if cached is not None and time.monotonic() - cached[0] <= GUARD_REFRESH_S:
+                return
+            started = time.monotonic()
+            async with self.home.connection(region) as conn:
+                rows = await conn.fetch("SELECT * FROM onsale")
+            by_show = {}
+            for row in rows:
+                o = OnSale.from_row(row, region)
+                by_show.update(dict.fromkeys(o.shows, o))
+            self._guards[region] = (started, by_show)
+
+    async def _reread_guards(self, region: str) -> None:
+        try:
+            with deadline.running(None):  # its own time, not the hold's that started it
+                await self._read_guards(region)
+        except Exception as exc:  # the last list stays; the next hold tries again
+            log.warning("re-reading the on-sales of %s failed: %s", region, exc)
+
+    async def close(self) -> None:
+        """Stop the background re-reads."""
+        tasks, self._guard_reads = list(self._guard_reads.values()), {}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def admitted(self, show: ShowInfo, user: str, token: str | None, booking_id: str,

@@ -134,3 +134,18 @@ def estimated_wait_s(ahead: int, rate_per_s: float) -> float | None:
     if ahead <= 0:
         return 0.0
     return ahead / rate_per_s if rate_per_s > 0 else None
+
+
+POLL_S = (2.0, 30.0)  # the shortest and longest interval a position answer suggests
+
+
+def poll_after_s(state: str, estimated_wait_s: float | None) -> float | None:
+    """How long a client should wait before its next position poll (None: stop polling).
+    A tenth of the wait, within POLL_S: near the front it polls often, far back rarely,
+    so a million waiting pages cost what the sale can afford. Sold out is polled slowly
+    (lapsing holds resume admission); admitted and expired are final."""
+    if state in ("admitted", "expired"):
+        return None
+    if state == "sold_out" or estimated_wait_s is None:
+        return POLL_S[1] / 2
+    return round(min(POLL_S[1], max(POLL_S[0], estimated_wait_s / 10)), 1)

@@ -97,6 +97,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         app[listener_key] = listener
         bookings = BookingService(connections, catalog, metrics)
         stack.push_async_callback(bookings.close)  # its hold batchers, before the pools
+        bookings.onsales.read_soon(settings.region)  # so a first hold here never waits
         app[bookings_key] = bookings
         if topology.payments:
             gateway = GatewayClient(topology)

@@ -150,7 +150,16 @@ QUEUE_POSITION: dict[str, Schema] = {
     "ahead": COUNT_OR_NULL, "admitted": COUNT, "joined": COUNT_OR_NULL,
     "estimated_wait_s": NUMBER_OR_NULL, "rate_per_s": {"type": "number", "minimum": 0},
 }
+QUEUE_SUMMARY = closed({
+    "joined": COUNT, "admitted": COUNT,
+    "waiting": {**COUNT, "description": "joined, not admitted yet"},
+    "rate_per_s": {"type": "number", "minimum": 0}, "sold_out": BOOLEAN,
+    "sealed": {**BOOLEAN, "description": "the early joiners' order is drawn (the sale started)"},
+    "last_wait_s": {**NUMBER_OR_NULL, "description": "estimated wait of the last in line at "
+                                                     "the current rate (null: paused)"}})
 POSITION_MORE: dict[str, Schema] = {
+    "poll_after_s": {"type": "number", "minimum": 0,
+                     "description": "poll again after this long (absent: the state is final)"},
     "pass": {"type": "string", "description": "the admission pass (state admitted): send it "
                                               "with the hold as X-Bookcluster-Admission"},
     "window_ends_at": TIME,
@@ -160,7 +169,8 @@ POSITION_MORE: dict[str, Schema] = {
 def onsale_components(cap: int) -> dict[str, Schema]:
     return {
         "OnSale": ONSALE,
-        "OnSaleList": closed({"onsales": {"type": "array", "items": ref("OnSale")},
+        "OnSaleListed": closed({**ONSALE["properties"], "queue": QUEUE_SUMMARY}),
+        "OnSaleList": closed({"onsales": {"type": "array", "items": ref("OnSaleListed")},
                               "unavailable_regions": {"type": "array", "items": STRING}}),
         "OnSaleRequest": closed(
             {"shows": {"type": "array", "items": SHOW_ID, "minItems": 1, "maxItems": 50},

@@ -45,6 +45,11 @@ disagreement. Violations, by check:
                      (read now, not from the snapshot: caches are live), still after
                      ~1.6 s of looking again; names the node, the show's version and
                      mirror generation. Region = the show's home region.
+6. On-sales followed their queue (`onsale_audit.py`)
+   `unadmitted_hold` a hold of a show under an on-sale made without an admission pass;
+   `admission_order` a pass used by a user the queue had not reached, or a frontier
+                     that went back;
+   `admitted_twice`  a user with a second hold under one on-sale while their pass's ran.
 A node that does not answer its cache (or a node check that cannot get an operator
 token) is listed with the unreachable regions.
 """
@@ -64,6 +69,7 @@ import redis.asyncio as aioredis
 
 from bookcluster.node.overview import audit_report_path
 from bookcluster.ops.node_audit import CacheDiff, audit_node_caches
+from bookcluster.ops.onsale_audit import onsale_findings
 from bookcluster.seats import keys
 from bookcluster.seats.state import parse_hold
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary, make_master
@@ -476,6 +482,8 @@ async def _audit_pg(topology: Topology, region: str, grace_s: float
                 found += await _admissions(conn, region)
                 found += await _stale_holds(conn, region,
                                             topology.settings.sweep_interval_s + grace_s)
+                found += [Violation(f.check, region, f.show_id, None, f.detail)
+                          for f in await onsale_findings(conn)]
                 shows = await _pg_shows(conn)
                 homes = await _ownership(conn)
         finally:

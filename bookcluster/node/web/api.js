@@ -53,8 +53,8 @@ export function homeBase(region) {
 }
 
 /** A call to this node, or with `home` (a region) a write to one of its nodes. */
-export async function api(method, path, { body, key, token, home } = {}) {
-  const headers = { Accept: "application/json" };
+export async function api(method, path, { body, key, token, home, headers: extra } = {}) {
+  const headers = { Accept: "application/json", ...(extra || {}) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (key) headers["Idempotency-Key"] = key;
   const bearer = token === undefined ? session.load()?.token : token;
@@ -152,6 +152,23 @@ export function plainWords(status, body, retryAfterS) {
       return `The payment service isn't answering. Please retry in ${wait}.`;
     case "payment_required":
       return "The payment hasn't arrived yet.";
+    case "admission_required":
+      return "This show is on sale through a queue. Join the queue to pick seats.";
+    case "admission_expired":
+      return "Your shopping window has ended, so you can't hold seats with it any more.";
+    case "admission_used":
+      return "Your turn from the queue was already used for a hold. Pay for that hold, "
+        + "or release it and pick again within your shopping window.";
+    case "admission_party_too_large":
+      return `You can hold at most ${body.max_party} seats in this sale.`;
+    case "admission_forged":
+    case "admission_not_yours":
+    case "admission_wrong_show":
+      return "Your turn from the queue is not valid for this show. Join its queue.";
+    case "ticket_invalid":
+      return "Your place in the queue could not be checked. Join the queue again.";
+    case "onsale_not_open":
+      return "The queue is not open yet.";
     case "unauthorized":
       return "Please sign in.";
     case "forbidden":

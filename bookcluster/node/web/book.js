@@ -6,6 +6,9 @@ import {
   ApiError, api, el, istDate, istDay, istTime, newKey, rupees, seatList, session,
 } from "./api.js";
 import { LiveSeats } from "./live.js";
+import {
+  ADMISSION_HEADER, QueueWatch, admissionOf, dropAdmission, onSaleOf,
+} from "./queue.js";
 
 const MAX_SEATS = 10;  // the topology's default cap; the node says so if it is lower
 const CONFIRM_POLL_MS = 1000;
@@ -39,6 +42,9 @@ const state = {
   countdown: null,
   paying: null,             // timer of the confirm poll
   lapse: new Map(),         // seat id -> timer that frees a lapsed hold
+  onsale: null,             // the on-sale the open show is under (GET /onsales), or null
+  queue: null,              // QueueWatch of the open show's on-sale, while waiting
+  window: null,             // timer of the shopping window's countdown
 };
 
 // -- messages -------------------------------------------------------------------
@@ -189,7 +195,7 @@ async function showDetail(showId) {
 async function showView(showId) {
   const detail = await showDetail(showId);
   const holding = state.booking?.show_id === showId ? ["view-hold"] : [];
-  if (state.show?.id === showId && state.live) {
+  if (state.show?.id === showId && (state.live || state.queue)) {
     show("view-show", ...holding);
     return;
   }
@@ -206,19 +212,227 @@ async function showView(showId) {
     + `${detail.theatre.name}, ${detail.screen.name}`;
   $("back-to-shows").href = `#/theatre/${encodeURIComponent(detail.theatre.id)}`;
   $("seatmap").replaceChildren();
+  $("queue").hidden = true;
+  $("window").hidden = true;
+  // A list that does not answer is no reason to refuse the map: a hold under an
+  // on-sale answers 403 admission_required, which opens the queue then.
+  state.onsale = await onSaleOf(showId).catch(() => null);
+  if (state.show !== detail) return;  // navigated away meanwhile
+  if (state.onsale && !admission()) enterQueue(state.onsale);
+  else openSeatMap();
+}
+
+/** The live seat map of the open show (and the shopping window's timer, if admitted). */
+function openSeatMap() {
+  $("queue").hidden = true;
+  $("shop").hidden = false;
   setLiveState("connecting");
-  state.live = new LiveSeats(showId, {
+  state.live = new LiveSeats(state.show.id, {
     onSnapshot: drawMap, onDelta: applyDelta, onState: setLiveState,
   });
   updateSelection();
+  startWindow();
+}
+
+function closeSeatMap() {
+  state.live?.close();
+  state.live = null;
+  for (const timer of state.lapse.values()) clearTimeout(timer);
+  state.lapse.clear();
 }
 
 function closeLive() {
-  state.live?.close();
-  state.live = null;
+  closeSeatMap();
   state.show = null;
-  for (const timer of state.lapse.values()) clearTimeout(timer);
-  state.lapse.clear();
+  state.onsale = null;
+  state.queue?.stop();
+  state.queue = null;
+  clearInterval(state.window);
+  state.window = null;
+}
+
+// -- the on-sale's queue ------------------------------------------------------------
+
+/** The signed-in user's pass for the open show's on-sale, while its window lasts. */
+function admission() {
+  const user = session.load()?.user;
+  return state.onsale && user ? admissionOf(user, state.onsale.id) : null;
+}
+
+/** Headers of a hold: the admission pass when the show is under an on-sale. */
+function admissionHeaders() {
+  const admitted = admission();
+  return admitted ? { [ADMISSION_HEADER]: admitted.pass } : {};
+}
+
+const at = (iso) => `${istDate(iso)}, ${istTime(iso)}`;
+
+function waitWords(seconds) {
+  if (seconds === null || seconds === undefined) return "paused";
+  if (seconds < 60) return "less than a minute";
+  const minutes = Math.round(seconds / 60);
+  return minutes < 90 ? `about ${minutes} min` : `about ${Math.round(minutes / 60)} h`;
+}
+
+/** Instead of the seat map: the queue, joined or not. */
+function enterQueue(onsale) {
+  closeSeatMap();
+  state.onsale = onsale;
+  // Nothing was held: a pick made before is dropped, and the next hold is a new request.
+  state.selection.clear();
+  state.holdKey = null;
+  state.bestKey = null;
+  $("shop").hidden = true;
+  $("window").hidden = true;
+  const panel = $("queue");
+  panel.hidden = false;
+  panel.dataset.state = "none";
+  $("queue-intro").textContent = onsale.sale_at
+    ? `The sale starts ${at(onsale.sale_at)}. Everyone who joins before then gets a `
+      + "random place when it starts, so there is no need to hurry. When it is your turn, "
+      + `you get ${Math.round(onsale.window_s / 60)} minutes to pick and hold up to `
+      + `${onsale.max_party} seats.`
+    : "Join the queue: when it is your turn, the seat map opens.";
+  $("queue-join").hidden = false;
+  $("queue-join").disabled = false;
+  $("queue-status").hidden = true;
+  state.queue?.stop();
+  state.queue = null;
+  const user = session.load()?.user;
+  if (user) {
+    state.queue = watchQueue(onsale, user);
+    if (state.queue.joined) {
+      $("queue-join").hidden = true;
+      $("queue-status").hidden = false;
+      state.queue.resume();
+    }
+  }
+}
+
+function watchQueue(onsale, user) {
+  return new QueueWatch(onsale, user, {
+    onPosition: showPosition,
+    onError: (error) => {
+      if (error instanceof ApiError && error.code === "ticket_invalid") {
+        enterQueue(onsale);  // the button again: a new join
+      }
+      fail(error);
+    },
+  });
+}
+
+async function joinQueue() {
+  if (needSignIn() || !state.onsale) return;
+  const user = session.load().user;
+  if (!state.queue || state.queue.user !== user) {
+    state.queue?.stop();
+    state.queue = watchQueue(state.onsale, user);
+  }
+  $("queue-join").disabled = true;
+  try {
+    await state.queue.join();
+    clearMessages();
+    $("queue-join").hidden = true;
+    $("queue-status").hidden = false;
+  } catch (error) {
+    $("queue-join").disabled = false;
+    if (error instanceof ApiError && error.code === "onsale_not_open" && state.onsale.opens_at) {
+      alertUser(`The queue opens ${at(state.onsale.opens_at)}. Come back then.`);
+    } else {
+      fail(error);
+    }
+  }
+}
+
+function showPosition(answer) {
+  const panel = $("queue");
+  panel.dataset.state = answer.state;
+  alertUser("");
+  const figures = (place, ahead, wait) => {
+    $("queue-place").textContent = place;
+    $("queue-ahead").textContent = ahead;
+    $("queue-wait").textContent = wait;
+  };
+  if (answer.state === "admitted") {
+    state.queue?.stop();
+    state.queue = null;
+    openSeatMap();
+    notify("It's your turn! Pick your seats and hold them before your shopping window ends.");
+    return;
+  }
+  if (answer.state === "expired") {
+    state.queue?.stop();
+    $("queue-words").textContent = "Your turn came and your shopping window has ended. "
+      + "Your place in this queue is used.";
+    figures("–", "–", "–");
+    return;
+  }
+  if (answer.state === "sold_out") {
+    $("queue-words").textContent = "Sold out: every seat is sold or held. If held seats are "
+      + "released, the queue moves again and this page tells you.";
+    figures(answer.place ?? "–", answer.ahead ?? "–", "–");
+    return;
+  }
+  if (answer.place === null) {
+    $("queue-words").textContent = `You're in the queue. Places are drawn when the sale `
+      + `starts (${istTime(answer.sale_at)}): early or late before then, every place is `
+      + "equally likely.";
+    figures("drawn at the start", "–", waitWords(answer.estimated_wait_s));
+    $("queue-progress").value = 0;
+    return;
+  }
+  $("queue-words").textContent = answer.ahead === 0
+    ? "You're next: the seat map opens in a moment."
+    : `You're in the queue: ${answer.ahead.toLocaleString("en-IN")} `
+      + `${answer.ahead === 1 ? "person is" : "people are"} ahead of you.`;
+  figures(answer.place.toLocaleString("en-IN"), answer.ahead.toLocaleString("en-IN"),
+    waitWords(answer.estimated_wait_s));
+  // How much of the queue up to you has had its turn.
+  $("queue-progress").value = answer.place > 0 ? (answer.place - answer.ahead) / answer.place : 0;
+}
+
+/** The shopping window's countdown, while the page holds a pass for the open show. */
+function startWindow() {
+  clearInterval(state.window);
+  state.window = null;
+  const admitted = admission();
+  $("window").hidden = !admitted;
+  if (!admitted) return;
+  $("window-words").textContent = "Your shopping window ends in";
+  const tickWindow = () => {
+    const left = Math.max(0, admitted.windowEndsAt - Date.now());
+    const s = Math.ceil(left / 1000);
+    $("window-timer").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    $("window").classList.toggle("ending", left < 60000);
+    if (left === 0) {
+      clearInterval(state.window);
+      state.window = null;
+      $("window-words").textContent = "Your shopping window has ended";
+    }
+  };
+  tickWindow();
+  state.window = setInterval(tickWindow, 250);
+}
+
+/** A hold refused for its admission (403 admission_*): true if handled here. */
+async function admissionRefused(error) {
+  if (!(error instanceof ApiError) || error.status !== 403
+      || !String(error.code).startsWith("admission_")) return false;
+  const user = session.load()?.user;
+  const onsaleId = error.body.onsale;
+  if (error.code === "admission_required" && state.show) {
+    const listed = await onSaleOf(state.show.id, true).catch(() => null);
+    // Not in this region's list yet (opened a moment ago): its id and home suffice.
+    enterQueue(listed?.id === onsaleId ? listed
+      : { id: onsaleId, region: state.show.region, shows: [state.show.id] });
+    alertUser(error.message);
+    return true;
+  }
+  if (error.code === "admission_expired" && user && onsaleId) dropAdmission(user, onsaleId);
+  state.holdKey = null;  // refused before anything was held: a new request next time
+  state.bestKey = null;
+  fail(error);
+  return true;
 }
 
 function setLiveState(live) {
@@ -424,7 +638,8 @@ async function holdSeats() {
   $("hold").disabled = true;
   try {
     const booking = await api("POST", `/booking/seats/${state.show.id}/lock`,
-      { body: { seat_ids: seats }, key: state.holdKey, home: state.show.region });
+      { body: { seat_ids: seats }, key: state.holdKey, home: state.show.region,
+        headers: admissionHeaders() });
     state.holdKey = null;
     holdMade(booking);
     notify(`Held ${seatList(booking.seat_ids)} for you.`);
@@ -439,6 +654,10 @@ async function holdSeats() {
     }
   } catch (error) {
     state.holdUnclear = error instanceof ApiError && error.body.outcome === "unknown";
+    if (error instanceof ApiError && error.status === 403 && await admissionRefused(error)) {
+      updateSelection();
+      return;
+    }
     fail(error);
     if (error instanceof ApiError && error.code === "seats_unavailable") {
       for (const id of error.body.seats || []) {
@@ -492,7 +711,7 @@ async function holdBest(event) {
   $("best-hold").disabled = true;
   try {
     const booking = await api("POST", `/booking/seats/${state.show.id}/best`,
-      { body, key: state.bestKey, home: state.show.region });
+      { body, key: state.bestKey, home: state.show.region, headers: admissionHeaders() });
     state.bestKey = null;
     holdMade(booking);
     notify(`Held the best ${booking.seat_ids.length === 1 ? "seat" : "seats"} for you: `
@@ -511,7 +730,8 @@ async function holdBest(event) {
       alertUser(`${what} free${where} any more${most}. `
         + (count > 1 && !body.allow_split ? "Try fewer seats, another category, "
           + "\"apart is fine\", or pick seats on the map." : "Try another category or show."));
-    } else {
+    } else if (!(error instanceof ApiError && error.status === 403
+                 && await admissionRefused(error))) {
       fail(error);
     }
   } finally {
@@ -751,6 +971,7 @@ $("signin").addEventListener("submit", signIn);
 $("signout").addEventListener("click", signOut);
 $("hold").addEventListener("click", holdSeats);
 $("best").addEventListener("submit", holdBest);
+$("queue-join").addEventListener("click", joinQueue);
 fillBestCounts();
 $("pay").addEventListener("click", pay);
 $("extend").addEventListener("click", extendHold);

@@ -44,7 +44,12 @@ async function refresh() {
   const current = saved();
   if (!current) return;
   try {
-    render(await api("GET", "/ops/overview", { token: current.token }));
+    const [overview, onsales] = await Promise.all([
+      api("GET", "/ops/overview", { token: current.token }),
+      api("GET", "/onsales", { token: current.token }).catch((error) => ({ error })),
+    ]);
+    render(overview);
+    $("onsales").replaceChildren(onSalesTable(onsales));
     alertUser("");
   } catch (error) {
     alertUser(error instanceof ApiError ? error.message : String(error));
@@ -183,6 +188,47 @@ function audit(last) {
   if (checks.length) out.push(el("p", {}, checks.map(([k, n]) => `${k}: ${n}`).join(", ")));
   const unreachable = Object.entries(last.unreachable || {});
   if (unreachable.length) out.push(el("p", {}, `Not audited: ${unreachable.map(([k, v]) => `${k} (${v})`).join("; ")}`));
+  return el("div", {}, out);
+}
+
+function waitText(seconds) {
+  if (seconds === null || seconds === undefined) return "paused";
+  return seconds < 90 ? `${Math.round(seconds)} s` : `${Math.round(seconds / 60)} min`;
+}
+
+function onSaleState(o) {
+  const q = o.queue;
+  if (q.sold_out) return ["sold out", "down"];
+  if (Date.parse(o.sale_at) > Date.now()) return ["queue open, sale not started", "degraded"];
+  return [q.sealed ? "selling" : "starting", "up"];
+}
+
+/** Every on-sale (GET /onsales, from this node's region): its pace and its queue. */
+function onSalesTable(data) {
+  if (data.error) return el("p", { class: "empty" }, `Not available: ${data.error.message}`);
+  const out = [];
+  if (!data.onsales.length) out.push(el("p", { class: "empty" }, "No on-sales."));
+  else {
+    const head = ["On-sale", "Shows", "Home", "Sale at", "State", "Joined", "Admitted",
+      "Waiting", "Admitting", "Wait of the last"];
+    out.push(el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, data.onsales.map((o) => {
+        const q = o.queue;
+        const [words, tone] = onSaleState(o);
+        return el("tr", { "data-onsale": o.id },
+          el("th", { scope: "row" }, o.id), el("td", {}, o.shows.join(", ")), el("td", {}, o.region),
+          el("td", {}, when(o.sale_at)),
+          el("td", {}, el("span", { class: `state ${tone}` }, words)),
+          el("td", { "data-field": "joined" }, q.joined.toLocaleString("en-IN")),
+          el("td", { "data-field": "admitted" }, q.admitted.toLocaleString("en-IN")),
+          el("td", { "data-field": "waiting" }, q.waiting.toLocaleString("en-IN")),
+          el("td", { "data-field": "rate" }, `${q.rate_per_s.toFixed(1)} /s`),
+          el("td", { "data-field": "wait" }, q.waiting ? waitText(q.last_wait_s) : "–"));
+      }))));
+  }
+  if (data.unavailable_regions?.length) {
+    out.push(el("p", { class: "error-text" }, `Not answering now: ${data.unavailable_regions.join(", ")}`));
+  }
   return el("div", {}, out);
 }
 

@@ -6,14 +6,19 @@ import asyncio
 import io
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bookcluster.booking.onsales import GUARD_REFRESH_S
+from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER
 from bookcluster.node.auth import OPERATOR, mint
 from bookcluster.ops.audit import AuditReport, Violation, audit_command, print_report, run_audit
+from bookcluster.ops.reset import reset_cluster
 from bookcluster.seats import keys
 from bookcluster.seats.state import digest
 from bookcluster.stores.connections import make_redis
@@ -533,3 +538,136 @@ async def test_admissions_without_a_sale_or_counted_twice_are_found(
     violation = only(await run_audit(clean.topology))
     assert (violation.check, violation.show_id) == ("door_admission_unsold", show)
     assert "missing" in violation.detail
+
+
+# -- on-sales ---------------------------------------------------------------------------
+
+@pytest.fixture
+async def onsale_cluster(clean: Cluster) -> AsyncIterator[Cluster]:
+    """The clean cluster; afterwards its on-sales dropped (PostgreSQL, the masters'
+    copies) and every node's guard cache outlived, so later tests hold freely."""
+    yield clean
+    await reset_cluster(clean.topology)
+    await asyncio.sleep(GUARD_REFRESH_S + 0.5)
+
+
+async def plant_onsale(cluster: Cluster, show: int, queue: list[str], frontier: int,
+                       holds: list[tuple[str, str, float, str | None]]) -> str:
+    """An on-sale of `show` made an hour ago whose sale started (seed 0, nobody joined
+    before it: places are join order) with `queue` joined and places below `frontier`
+    admitted 10 s ago; `holds` (booking suffix, user, seconds ago made, the suffix of the
+    user's pass's hold or None) as cancelled bookings. `next_seq` is the frontier, so
+    the admitter has nobody left to admit and leaves the plant as it is."""
+    onsale = f"os{show}-0a0d17ed"
+    conn = await cluster.pg("north")
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO onsale (id, show_ids, opens_at, sale_at, window_s, max_party, "
+                "created_at, next_seq, seed, n_early, sealed_at, frontier) VALUES ($1, $2, "
+                "now() - interval '1 hour', now() - interval '1 hour', 600, 2, "
+                "now() - interval '1 hour', $3, 0, 0, now() - interval '1 hour', $3)",
+                onsale, [show], frontier)
+            await conn.execute("INSERT INTO onsale_show (show_id, onsale_id) VALUES ($1, $2)",
+                               show, onsale)
+            for seq, user in enumerate(queue):
+                await conn.execute("INSERT INTO onsale_join (onsale_id, seq, user_id) "
+                                   "VALUES ($1, $2, $3)", onsale, seq, user)
+            if frontier:
+                await conn.execute("INSERT INTO onsale_admit (onsale_id, frontier, at) "
+                                   "VALUES ($1, $2, now() - interval '10 s')", onsale, frontier)
+            for suffix, user, ago, passed in holds:
+                await conn.execute(
+                    "INSERT INTO booking (id, user_id, show_id, status, fence_token, "
+                    "amount_paise, created_at, expires_at, hold_deadline) VALUES ($1, $2, $3, "
+                    "'CANCELLED', 1, 0, now() - make_interval(secs => $4), now() + "
+                    "interval '10 min', now() + interval '10 min')",
+                    f"b{show}-{suffix}", user, show, float(ago))
+                if passed == suffix:
+                    await conn.execute(
+                        "INSERT INTO onsale_pass_use (onsale_id, user_id, booking_id, used_at) "
+                        "VALUES ($1, $2, $3, now() - make_interval(secs => $4))",
+                        onsale, user, f"b{show}-{suffix}", float(ago))
+    finally:
+        await conn.close()
+    return onsale
+
+
+async def test_a_normal_onsale_audits_clean(onsale_cluster: Cluster, catalog: Any,
+                                            http: aiohttp.ClientSession) -> None:
+    """Through the API: an on-sale, three people join, are admitted, two hold with their
+    pass (one picks, one best available); the third's hold without a pass is refused."""
+    cluster = onsale_cluster
+    show = shows_in(cluster, catalog, "north")[0]
+    now = datetime.now(UTC)
+    operator = {"Authorization": f"Bearer {mint(cluster.topology, 'op', 600, (OPERATOR,))}"}
+    status, created = await call(http, "POST", f"{cluster.node('west')}/ops/onsales",
+                                 json={"shows": [show], "sale_at": now.isoformat(),
+                                       "opens_at": (now - timedelta(seconds=1)).isoformat()},
+                                 headers=operator)
+    assert status == 201, created
+    onsale = created["id"]
+    users = ("fan-a", "fan-b", "fan-c")
+    tickets = {}
+    for user in users:
+        status, joined = await call(http, "POST", f"{cluster.node('south')}/onsales/{onsale}"
+                                    "/join", headers=bearer(cluster, user))
+        assert status == 200, joined
+        tickets[user] = joined["ticket"]
+    passes: dict[str, str] = {}
+    deadline = time.monotonic() + 20
+    while len(passes) < len(users):
+        assert time.monotonic() < deadline, passes
+        for user in users:
+            status, at = await call(http, "GET", f"{cluster.node('west')}/onsales/{onsale}/"
+                                    "position", headers={**bearer(cluster, user),
+                                                         TICKET_HEADER: tickets[user]})
+            assert status == 200, at
+            if at["state"] == "admitted":
+                passes[user] = at["pass"]
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(GUARD_REFRESH_S + 0.5)  # every node's hold path knows the on-sale
+    url = f"{cluster.node('north')}/booking/seats/{show}"
+    status, body = await call(http, "POST", f"{url}/lock", json={"seat_ids": seats_of(
+        catalog, show, 2)}, headers={**bearer(cluster, "fan-a"), ADMISSION_HEADER: passes["fan-a"]})
+    assert status == 201, body
+    status, body = await call(http, "POST", f"{url}/best", json={"count": 2},
+                              headers={**bearer(cluster, "fan-b"),
+                                       ADMISSION_HEADER: passes["fan-b"]})
+    assert status == 201, body
+    status, body = await call(http, "POST", f"{url}/lock", json={"seat_ids": seats_of(
+        catalog, show, 6)[5:]}, headers=bearer(cluster, "fan-c"))
+    assert (status, body["error"]) == (403, "admission_required")
+    report = await run_audit(cluster.topology)
+    assert report.violations == [] and report.exit_code == 0, report.violations
+
+
+async def test_a_hold_without_a_pass_is_found(onsale_cluster: Cluster, catalog: Any) -> None:
+    show = shows_in(onsale_cluster, catalog, "north")[0]
+    onsale = await plant_onsale(onsale_cluster, show, ["ok"], 1,
+                                [("0" * 16, "ok", 5, "0" * 16), ("1" * 16, "sneak", 5, None)])
+    assert only(await run_audit(onsale_cluster.topology)) == Violation(
+        "unadmitted_hold", "north", show, None,
+        f"hold b{show}-{'1' * 16} of sneak in on-sale {onsale} without an admission pass")
+
+
+async def test_a_pass_used_out_of_queue_order_is_found(onsale_cluster: Cluster,
+                                                       catalog: Any) -> None:
+    show = shows_in(onsale_cluster, catalog, "north")[0]
+    await plant_onsale(onsale_cluster, show, ["first", "second"], 1,
+                       [("0" * 16, "first", 5, "0" * 16), ("1" * 16, "second", 5, "1" * 16)])
+    found = only(await run_audit(onsale_cluster.topology))
+    assert (found.check, found.show_id) == ("admission_order", show)
+    assert found.detail.startswith(f"second (hold b{show}-{'1' * 16}")
+    assert "at place 2 used a pass" in found.detail and "never admitted" in found.detail
+
+
+async def test_a_user_admitted_twice_at_once_is_found(onsale_cluster: Cluster,
+                                                      catalog: Any) -> None:
+    show = shows_in(onsale_cluster, catalog, "north")[0]
+    onsale = await plant_onsale(onsale_cluster, show, ["twice"], 1,
+                                [("0" * 16, "twice", 5, "0" * 16), ("1" * 16, "twice", 3, None)])
+    assert only(await run_audit(onsale_cluster.topology)) == Violation(
+        "admitted_twice", "north", show, None,
+        f"twice held b{show}-{'1' * 16} in on-sale {onsale} while the hold of their pass, "
+        f"b{show}-{'0' * 16}, ran")

@@ -15,6 +15,8 @@ SCRIPT = REPO / "loadtests" / "mirror_cost.py"
 TIMEOUT_S = 180
 
 
+# Its own stores (23 s): on demand with -m slow, like the full benchmarks it smokes.
+@pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 30)
 def test_mirror_cost_smoke() -> None:
     proc = subprocess.run(

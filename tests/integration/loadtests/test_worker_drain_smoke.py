@@ -20,6 +20,8 @@ SCRIPT = REPO / "loadtests" / "worker_drain.py"
 TIMEOUT_S = 240
 
 
+# Its own cluster (30 s): on demand with -m slow, like the full benchmarks it smokes.
+@pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 30)
 def test_worker_drain_smoke(tmp_path: Path) -> None:
     out = tmp_path / "drain.json"

@@ -8,6 +8,7 @@ after the test and step; the folder is printed at the end of the run.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -91,3 +92,15 @@ def shots(request: pytest.FixtureRequest) -> Shots:
     if not _used:
         _used.append(ARTEFACTS)
     return Shots(folder)
+
+
+@pytest_asyncio.fixture
+async def onsales(clean: Any) -> AsyncIterator[Any]:
+    """The clean session cluster; afterwards its on-sales dropped (PostgreSQL and the
+    masters' copies) and every node's guard cache outlived, so later tests hold freely."""
+    from bookcluster.booking.onsales import GUARD_REFRESH_S
+    from bookcluster.ops.reset import reset_cluster
+
+    yield clean
+    await reset_cluster(clean.topology)
+    await asyncio.sleep(GUARD_REFRESH_S + 0.5)

@@ -7,17 +7,20 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest_asyncio
 
+from bookcluster.booking.onsales import GUARD_REFRESH_S
+from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.local import faults
 from bookcluster.topology.model import Endpoint
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of, shows_in
-from tests.integration.support import Session, call, free_ports, merchant
+from tests.integration.support import Session, bearer, call, free_ports, merchant
 from tests.integration.web.conftest import Shots
 
 PHONE = {"width": 390, "height": 844}
@@ -609,3 +612,103 @@ async def test_best_available_while_the_region_is_down_then_its_retry(
                              "bs.seat_id) AS seats FROM booking b JOIN booking_seat bs ON "
                              "bs.booking_id = b.id WHERE b.user_id = 'kiran' GROUP BY b.id")
     assert [(r["status"], list(r["seats"])) for r in rows] == [("INITIATED", sorted(chosen))]
+
+
+async def create_onsale(http: aiohttp.ClientSession, node: str, shows: list[int],
+                        sale_in_s: float, window_s: int = 120, max_party: int = 2) -> str:
+    now = datetime.now(UTC)
+    body = {"shows": shows, "opens_at": (now - timedelta(seconds=1)).isoformat(),
+            "sale_at": (now + timedelta(seconds=sale_in_s)).isoformat(),
+            "window_s": window_s, "max_party": max_party}
+    status, created = await call(http, "POST", f"{node}/ops/onsales", json=body,
+                                 headers=bearer("web-operator", ("operator",)))
+    assert status == 201, created
+    return str(created["id"])
+
+
+async def test_the_queue_before_the_seat_map(onsales: Cluster, catalog: Any, open_page: Any,
+                                             http: aiohttp.ClientSession,
+                                             shots: Shots) -> None:
+    """An operator opens an on-sale for a show while Asha (desktop, a north node) has its
+    map open: her hold is refused and the page shows the queue instead. Ravi (a phone, a
+    south node) opening the show sees the queue at once. Both join, wait for the draw,
+    are admitted; the seat map opens with the shopping window's timer, and their holds
+    (picked, best available) carry the pass. Positions are asked of the page's node."""
+    cluster = onsales
+    show = shows_in(cluster, catalog, "north")[0]
+    seats = seats_of(catalog, show)
+    asha = await open_page(f"{cluster.node('north')}/")
+    await sign_in(asha, "asha-q")
+    await open_show(asha, show)
+    onsale = await create_onsale(http, cluster.node("west"), [show], sale_in_s=15)
+    await asyncio.sleep(GUARD_REFRESH_S + 0.5)  # every node's hold path knows it
+
+    await asha.click(seat(seats[0]))
+    async with asha.expect_response(lambda r: "/lock" in r.url) as answer:
+        await asha.click("#hold")
+    assert (await answer.value).status == 403
+    await asha.wait_for_selector("#queue:not([hidden]) #queue-join:not([hidden])")
+    assert await asha.is_hidden("#shop")
+    assert "Join the queue to pick seats" in await alert_text(asha)
+
+    async def listed() -> bool:
+        _, body = await call(http, "GET", f"{cluster.node('south')}/onsales")
+        return onsale in [o["id"] for o in body["onsales"]]
+    for _ in range(50):
+        if await listed():
+            break
+        await asyncio.sleep(0.2)
+    ravi = await open_page(f"{cluster.node('south')}/", PHONE)
+    polled: list[str] = []
+    ravi.on("request", lambda r: polled.append(r.url) if "/position" in r.url else None)
+    await sign_in(ravi, "ravi-q")
+    await ravi.evaluate(f"location.hash = '#/show/{show}'")
+    await ravi.wait_for_selector("#queue:not([hidden]) #queue-join:not([hidden])")
+    assert await ravi.is_hidden("#shop")
+    assert "random place" in await ravi.inner_text("#queue-intro")
+
+    for page in (asha, ravi):
+        async with page.expect_response(lambda r: r.url.endswith(f"/onsales/{onsale}/join")
+                                        ) as joined:
+            await page.click("#queue-join")
+        assert (await joined.value).status == 200
+        await page.wait_for_selector("#queue-status:not([hidden])")
+    assert await ravi.inner_text("#queue-place") == "drawn at the start"
+    assert "Places are drawn when the sale starts" in await ravi.inner_text("#queue-words")
+    assert await ravi.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    await shots.take(ravi, "waiting-phone")
+    await shots.take(asha, "waiting")
+
+    for page in (asha, ravi):  # admitted: the map and the window's timer
+        await page.wait_for_selector("#shop:not([hidden]) #live-state[data-state=live]",
+                                     timeout=30000)
+        assert await page.is_hidden("#queue")
+        await page.wait_for_selector("#window:not([hidden])")
+        assert re.fullmatch(r"[12]:\d\d", await page.inner_text("#window-timer"))
+    assert polled and all(u.startswith(cluster.node("south")) for u in polled), polled
+    assert await ravi.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    await shots.take(ravi, "admitted-phone")
+
+    await asha.click(seat(seats[1]))
+    async with asha.expect_response(lambda r: "/lock" in r.url) as answer:
+        await asha.click("#hold")
+    response = await answer.value
+    assert response.status == 201
+    assert (await response.request.all_headers()).get(ADMISSION_HEADER.lower())
+    await asha.wait_for_selector("#view-hold:not([hidden])")
+    await asha.wait_for_selector("#window:not([hidden])")
+    await shots.take(asha, "held-with-the-pass")
+
+    await ravi.select_option("#best-count", "2")
+    async with ravi.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/best")
+                                    ) as answer:
+        await ravi.click("#best-hold")
+    response = await answer.value
+    assert response.status == 201, await response.text()
+    await ravi.wait_for_selector("#view-hold:not([hidden])")
+    await shots.take(ravi, "best-held-phone")
+    used = await cluster.fetch("north", "SELECT u.user_id, b.status FROM onsale_pass_use u "
+                               "JOIN booking b ON b.id = u.booking_id WHERE u.onsale_id = $1 "
+                               "ORDER BY u.user_id", onsale)
+    assert [(r["user_id"], r["status"]) for r in used] == [("asha-q", "INITIATED"),
+                                                          ("ravi-q", "INITIATED")]

@@ -9,11 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import aiohttp
+
 from bookcluster.local import faults
 from bookcluster.stores import patroni_api, sentinel_api
 from bookcluster.topology.model import Endpoint
 from tests.integration.conftest import Cluster
+from tests.integration.node.helpers import shows_in
+from tests.integration.support import bearer, call
 from tests.integration.web.conftest import Shots
+from tests.integration.web.test_booking_page import create_onsale
 
 
 @contextmanager
@@ -113,3 +118,36 @@ async def switch_back(cluster: Cluster, west_master: Endpoint) -> None:
         except patroni_api.PatroniError:
             assert time.monotonic() < deadline, "north's PostgreSQL leader did not switch back"
             await asyncio.sleep(1)
+
+
+async def test_operator_page_lists_on_sales_with_their_queue(
+        onsales: Cluster, catalog: Any, browser: Any, http: aiohttp.ClientSession,
+        shots: Shots) -> None:
+    """An on-sale of a south show whose sale has started; three people join: the operator
+    page (a north node) lists it with its home, joined and admitted counts and the rate."""
+    cluster = onsales
+    show = shows_in(cluster, catalog, "south")[0]
+    onsale = await create_onsale(http, cluster.node("south"), [show], sale_in_s=0)
+    for user in ("op-fan1", "op-fan2", "op-fan3"):
+        status, body = await call(http, "POST", f"{cluster.node('west')}/onsales/{onsale}/join",
+                                  headers=bearer(user))
+        assert status == 200, body
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{cluster.node('north')}/ops")
+        await page.click("#dev-sign-in")
+        row = f"#onsales [data-onsale='{onsale}']"
+        await page.wait_for_selector(f"{row} [data-field=joined]:has-text('3')", timeout=15000)
+        await page.wait_for_selector(f"{row} [data-field=admitted]:has-text('3')",
+                                     timeout=15000)
+        cells = await page.inner_text(row)
+        assert "south" in cells and str(show) in cells and "IST" in cells
+        assert (await page.inner_text(f"{row} [data-field=rate]")).endswith("/s")
+        assert await page.inner_text(f"{row} [data-field=waiting]") == "0"
+        await shots.take(page, "on-sales")
+    finally:
+        await context.close()
+    assert not errors, f"JavaScript errors: {errors}"

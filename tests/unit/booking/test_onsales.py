@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bookcluster.booking.onsale_state import Counters, OnSale
-from bookcluster.booking.onsales import OnSaleRequest, position
+from bookcluster.booking.onsales import OnSaleRequest, position, queue_summary
 from bookcluster.booking.passes import AdmissionPass, QueueTicket, TokenRefused
-from bookcluster.booking.queue_order import place
+from bookcluster.booking.queue_order import place, poll_after_s
 from bookcluster.errors import InvalidOnSale
 
 SECRET = "s" * 32
@@ -90,3 +90,28 @@ def test_waiting_users_see_their_place_and_are_told_when_sold_out() -> None:
         ("waiting", 8, 4, 2.0)
     gone = Counters(42, 5, 8, 3, True, 0.0, 0)
     assert position(ONSALE, gone, ticket, None, _at(NOW), SECRET)["state"] == "sold_out"
+
+
+def test_a_position_says_when_to_poll_again_near_often_far_rarely() -> None:
+    assert poll_after_s("waiting", 5.0) == 2.0
+    assert poll_after_s("waiting", 120.0) == 12.0
+    assert poll_after_s("waiting", 3600.0) == 30.0
+    assert poll_after_s("waiting", None) == 15.0  # paused: the rate is 0
+    assert poll_after_s("sold_out", None) == 15.0  # lapsing holds may resume it
+    assert poll_after_s("admitted", 0.0) is None
+    assert poll_after_s("expired", None) is None
+    ticket = QueueTicket(ONSALE.id, "asha", 3)
+    counters = Counters(7, 10, 12, 0, False, 2.0, 0)
+    got = position(ONSALE, counters, ticket, None, _at(NOW), SECRET)
+    assert got["state"] == "waiting" and got["poll_after_s"] >= 2.0
+    admitted = Counters(7, 10, 12, 12, False, 2.0, 0)
+    got = position(ONSALE, admitted, ticket, _at(NOW), _at(NOW), SECRET)
+    assert got["state"] == "admitted" and "poll_after_s" not in got
+
+
+def test_the_operator_sees_each_queue_from_its_counters() -> None:
+    assert queue_summary(None)["waiting"] == 0
+    got = queue_summary(Counters(7, 10, 50, 20, False, 3.0, 0))
+    assert got == {"joined": 50, "admitted": 20, "waiting": 30, "rate_per_s": 3.0,
+                   "sold_out": False, "sealed": True, "last_wait_s": 10.0}
+    assert queue_summary(Counters(None, None, 5, 0, False, 0.0, 0))["last_wait_s"] is None
