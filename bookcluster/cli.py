@@ -17,6 +17,7 @@
     bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
     bookcluster repair [--region R] [--show S] [--dry-run]   fix Redis seat state from PostgreSQL
     bookcluster token --user alice [--user bob] [--ttl 1h] [--role operator]
+                      [--role scanner --theatre ID...]
                                        a user token per --user, one line each
     bookcluster topology diff FILE [--json]           what FILE would change
     bookcluster topology apply FILE [--dry-run]       every node and worker takes FILE's epoch
@@ -93,7 +94,10 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=duration_arg, default=3600.0,
                        help="lifetime, e.g. 1h or 15m (default 1h)")
     token.add_argument("--role", action="append", default=[], dest="roles",
-                       help="a role claim, e.g. operator; repeatable")
+                       help="a role claim, e.g. operator or scanner; repeatable")
+    token.add_argument("--theatre", action="append", default=[], dest="theatres",
+                       help="a scanner token's theatre (where it checks tickets in); "
+                       "repeatable")
     topo = sub.add_parser("topology", help="change the running cluster's topology: diff, "
                           "apply, move a theatre")
     actions = topo.add_subparsers(dest="action", required=True)
@@ -296,7 +300,8 @@ def _token(topology: Topology, args: argparse.Namespace) -> int:
     """Tokens only on stdout, one line per --user in order, so scripts can read them."""
     from bookcluster.node import auth
 
-    tokens = [auth.mint(topology, user, args.ttl, tuple(args.roles)) for user in args.users]
+    tokens = [auth.mint(topology, user, args.ttl, tuple(args.roles), tuple(args.theatres))
+              for user in args.users]
     print("\n".join(tokens))
     return 0
 

@@ -270,3 +270,43 @@ class TicketRefused(Forbidden):
     """A queue ticket that is forged, or another user's or another on-sale's."""
 
     code = "ticket_invalid"
+
+
+class TicketNotValid(RequestError):
+    """At the door: a payload that is not a ticket we signed (`ticket_keys.verify`):
+    malformed_ticket, unknown_key or bad_signature."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+CHECKIN_REFUSALS = {
+    "already_admitted": "this ticket is inside already",
+    "not_inside": "this ticket is not inside: nothing to let out",
+    "no_reentry": "this theatre does not let a ticket in again once it went out",
+    "not_confirmed": "this ticket's booking is not confirmed (cancelled or never paid)",
+    "refunded": "this ticket's booking was refunded",
+    "seats_mismatch": "this ticket's seats are not its booking's",
+    "unknown_booking": "this show's home region has no such booking",
+    "wrong_show": "this ticket is for another show",
+    "outside_window": "this show is not open for check-in now",
+}
+
+
+class CheckinRefused(BookingError):
+    """At the door: the ticket is genuine, but does not go in (or out) now."""
+
+    def __init__(self, code: str, **details: Any) -> None:
+        super().__init__(CHECKIN_REFUSALS[code], **details)
+        self.code = code
+
+
+class TicketUsed(BookingError):
+    """A cancel or refund of a booking whose ticket was admitted at the door."""
+
+    code = "ticket_used"
+
+    def __init__(self, booking_id: str) -> None:
+        super().__init__(f"booking {booking_id} was admitted at the door: it can no longer "
+                         "be cancelled or refunded", booking_id=booking_id)

@@ -32,6 +32,14 @@ class NodeMetrics:
         self.confirms = Counter(
             "bookcluster_confirms", "Confirm attempts by home region and outcome",
             ["region", "home", "outcome"], registry=self.registry)
+        self.checkin_scans = Counter(
+            "bookcluster_checkin_scans", "Scans at the door decided by this home node, by "
+            "outcome (admitted, exited, entered_twice, and each refusal)",
+            ["region", "home", "outcome"], registry=self.registry)
+        self.show_heads = Gauge(
+            "bookcluster_show_heads", "Per show, as this home node read them after its last "
+            "scan of the show: seats sold, admitted (ever) and inside now",
+            ["home", "show", "count"], registry=self.registry)
         self.writes_waiting = Gauge(
             "bookcluster_writes_waiting", "Writes waiting for admission on this node",
             registry=self.registry)

@@ -123,7 +123,20 @@ class ConfirmService:
                                    {("book", show.id, booking_id): row.detail})
         elif outcome != Outcome.SOLD_BEFORE:
             self._count(show, outcome.value)
-        return rendered(booking_id, stored)
+        return self._with_ticket(show, booking_id, rendered(booking_id, stored))
+
+    def _with_ticket(self, show: ShowInfo, booking_id: str,
+                     stored: StoredResponse) -> StoredResponse:
+        """A sale's answer with its signed ticket (`ticket.payload`, the QR's text): the
+        same text on every replay, as Ed25519 signatures are deterministic."""
+        if stored.status != 200:
+            return stored
+        body = json.loads(stored.body)
+        if body.get("status") != "CONFIRMED" or "seat_ids" not in body:
+            return stored
+        body["ticket"] = self.bookings.tickets.ticket_json(show, booking_id,
+                                                          list(body["seat_ids"]))
+        return StoredResponse(200, json.dumps(body))
 
     async def _replicated(self, conn: asyncpg.Connection, show: ShowInfo) -> None:
         """A sale is answered 200 (sold now, sold by the webhook, or a stored answer

@@ -19,6 +19,7 @@ from typing import Any
 
 from bookcluster.booking import ids, ledger
 from bookcluster.booking.batches import HoldBatcher
+from bookcluster.booking.checkin import CheckIn
 from bookcluster.booking.limits import WriteTokens
 from bookcluster.booking.models import (
     BestRequest,
@@ -41,6 +42,7 @@ from bookcluster.errors import (
     NotFound,
     OrphanSeat,
     SeatsUnavailable,
+    TicketUsed,
     TransactionAborted,
 )
 from bookcluster.metrics import NodeMetrics
@@ -83,8 +85,11 @@ class BookingService:
         self.limits = connections.topology.limits
         self.metrics = metrics
         self.home = HomeRegion(connections)
-        self.tickets = Tickets(self.home, catalog, connections.topology.secrets)
+        self.tickets = Tickets(self.home, catalog, connections.topology.secrets,
+                               tuple(connections.topology.regions))
         self.onsales = OnSales(connections, catalog, self.home)
+        self.checkin = CheckIn(self.home, catalog, self.tickets, connections.topology.secrets,
+                               connections.topology.settings, metrics)
         # user -> (monotonic time its fetch started, the answer)
         self._lists: dict[str, tuple[float, dict[str, Any]]] = {}
         self._listing: dict[str, tuple[float, asyncio.Task[dict[str, Any]]]] = {}
@@ -397,8 +402,12 @@ class BookingService:
                 "ORDER BY created_at", booking_id) if row is not None else []
         if row is None:
             raise NotFound(f"no booking {booking_id!r}", id=booking_id)
-        return {**booking_json(row, show.region),
-                "payments": [payment_json(p) for p in payments]}
+        answer = {**booking_json(row, show.region),
+                  "payments": [payment_json(p) for p in payments]}
+        if owner is not None and row["status"] == "CONFIRMED":
+            answer["ticket"] = self.tickets.ticket_json(show, booking_id,
+                                                        list(row["seat_ids"]))
+        return answer
 
     def wrote(self, user_id: str) -> None:
         """A write of the user went through this node: their list is read afresh."""
@@ -477,6 +486,8 @@ class BookingService:
             cancelled = await ledger.cancel(conn, booking_id, owner)
             if cancelled.prior is None:
                 raise NotFound(f"no booking {booking_id!r}", id=booking_id)
+            if cancelled.prior == "CONFIRMED" and await ledger.admitted(conn, booking_id):
+                raise TicketUsed(booking_id)
             if cancelled.prior not in ("INITIATED", "CANCELLED"):
                 raise BookingNotPending(booking_id, cancelled.prior)
             freed = cancelled.freed

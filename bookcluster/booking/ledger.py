@@ -3,7 +3,8 @@
 hold recorded (`bc_record_hold`; a batch of them: `bc_record_holds`), sold (`bc_sell`)
 and confirmed (`bc_confirm`), released (`bc_release`), expired (`bc_expire`),
 cancelled (`bc_cancel`), payment failed (`bc_payment_failed`), refund started and
-refunded (`bc_refund_started`, `bc_refunded`); their SQL is in
+refunded (`bc_refund_started`, `bc_refunded`), checked in at the door (`bc_checkin`,
+counted by `bc_checkin_counts`); their SQL is in
 `bookcluster/db/functions/`. Nothing else in Python calls a booking `bc_*` function.
 Arguments are passed by name; results come back as
 typed values. A function that refuses by raising (having changed nothing) reaches the
@@ -270,3 +271,48 @@ def _freed(rows: list[asyncpg.Record]) -> list[Freed]:
 def _cancellation(booking: str, row: asyncpg.Record) -> Cancellation:
     return Cancellation(row["prior"], [(booking, row["show_id"], seat)
                                        for seat in row["freed"]])
+
+
+@dataclass(frozen=True)
+class CheckinScan:
+    """bc_checkin's answer."""
+
+    outcome: str
+    replayed: bool
+    seats: list[str]
+    booking_status: str | None
+    scanned_at: datetime | None
+    gate: str | None
+    prior_at: datetime | None
+    prior_gate: str | None
+
+
+async def checkin(conn: asyncpg.Connection, *, show: int, booking: str,
+                  seats: list[str] | None, nonce: str, gate: str, scanner: str,
+                  direction: str, at: datetime, offline: bool) -> CheckinScan:
+    """One scan, decided and recorded under the booking's row lock (in the caller's
+    fenced transaction)."""
+    row = await conn.fetchrow(
+        "SELECT outcome, replayed, seats, booking_status, scanned_at, gate, prior_at, "
+        "prior_gate FROM bc_checkin(p_show => $1, p_booking => $2, p_seats => $3, "
+        "p_nonce => $4, p_gate => $5, p_scanner => $6, p_direction => $7, p_at => $8, "
+        "p_offline => $9)", show, booking, seats, nonce, gate, scanner, direction, at, offline)
+    assert row is not None
+    return CheckinScan(row["outcome"], bool(row["replayed"]), list(row["seats"] or []),
+                       row["booking_status"], row["scanned_at"], row["gate"],
+                       row["prior_at"], row["prior_gate"])
+
+
+async def admitted(conn: asyncpg.Connection, booking: str) -> bool:
+    """Whether the booking's ticket went in at the door (a cancel or refund is refused)."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM checkin_scan WHERE booking_id = $1 "
+        "AND outcome IN ('admitted', 'entered_twice'))", booking))
+
+
+async def checkin_counts(conn: asyncpg.Connection, shows: list[int]) -> list[dict[str, int]]:
+    """Per show: seats sold, admitted (ever), inside now."""
+    rows = await conn.fetch("SELECT show_id, sold, admitted, inside FROM "
+                            "bc_checkin_counts(p_shows => $1)", shows)
+    return [{"show_id": r["show_id"], "sold": r["sold"], "admitted": r["admitted"],
+             "inside": r["inside"]} for r in rows]

@@ -275,10 +275,26 @@ class Payment(msgspec.Struct, frozen=True):
     amount_paise: Count
 
 
+class SignedTicket(msgspec.Struct, frozen=True):
+    """A confirmed booking's ticket, as its QR holds it (`ticket_keys.py`): its owner's
+    answers only. Any gate verifies `payload` with the keys of `GET /tickets/keys`."""
+
+    payload: str
+    key_id: str
+    ticket_id: str
+
+
+class ConfirmedBooking(Booking, frozen=True):
+    """A confirm's answer: the booking, and its signed ticket."""
+
+    ticket: SignedTicket | None = None
+
+
 class BookingWithPayments(Booking, frozen=True):
-    """A booking with its payments."""
+    """A booking with its payments (and, once confirmed, its signed ticket)."""
 
     payments: list[Payment]
+    ticket: SignedTicket | None = None
 
 
 HOLD_FIELDS = tuple(f for f in Hold.__struct_fields__ if f != "orphaned")
@@ -328,4 +344,5 @@ def encode(answer: Any) -> bytes:
 
 
 MODELS = (HoldRequest, BestRequest, Hold, BestHold, Booking, BookingWithPayments,
+          SignedTicket, ConfirmedBooking,
           ConfirmRequest, PayRequest, PaymentEvent)

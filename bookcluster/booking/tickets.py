@@ -24,7 +24,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from bookcluster.booking import ticket_image
+from bookcluster.booking import ticket_image, ticket_keys
 from bookcluster.booking.signing import ticket_reference
 from bookcluster.catalog import Catalog, ShowInfo, TheatreInfo
 from bookcluster.errors import BookingNotPending, NotFound, TheatreMoving
@@ -72,23 +72,46 @@ def _local(at: datetime) -> datetime:
     return at.astimezone()
 
 
-def draw(reference: str, lines: list[str]) -> bytes:
-    """The ticket's PNG: the QR code of `reference` and `lines` of text."""
-    return ticket_image.png(ticket_image.render(reference, lines))
+def draw(payload: str, lines: list[str]) -> bytes:
+    """The ticket's PNG: the QR code of `payload` (its signed text) and `lines` of text."""
+    return ticket_image.png(ticket_image.render(payload, lines))
 
 
 class Tickets:
     """Serves tickets, drawing and storing each on its first download."""
 
     def __init__(self, home: HomeRegion, catalog: Catalog, secrets: Secrets,
+                 regions: tuple[str, ...] = (),
                  renders_at_once: int = RENDERS_AT_ONCE) -> None:
         self._home = home
         self._catalog = catalog
         self._secrets = secrets
+        self._regions = regions
+        self._keys: ticket_keys.KeyRing | None = None
         self._renders = asyncio.Semaphore(renders_at_once)
 
     def reference(self, booking_id: str) -> str:
         return ticket_reference(self._secrets.get("ticket_secret"), booking_id)
+
+    @property
+    def keys(self) -> ticket_keys.KeyRing:
+        """Every region's signing key and the public keys that verify (read once)."""
+        if self._keys is None:
+            self._keys = ticket_keys.KeyRing(
+                self._regions, self._secrets.get("ticket_signing_key"),
+                self._secrets.optional("ticket_signing_key_previous"))
+        return self._keys
+
+    def payload(self, show: ShowInfo, booking_id: str, seat_ids: list[str]) -> str:
+        """The ticket's signed QR text, with the key of the show's home region."""
+        return ticket_keys.sign(self.keys.signing(show.region), booking_id, show.id,
+                                show.screen_id, seat_ids, int(show.starts_at.timestamp()))
+
+    def ticket_json(self, show: ShowInfo, booking_id: str, seat_ids: list[str]) -> dict[str, str]:
+        """A confirmed booking's `ticket` field (its owner's answers only)."""
+        payload = self.payload(show, booking_id, seat_ids)
+        return {"payload": payload, "key_id": str(ticket_keys.key_of(payload)),
+                "ticket_id": ticket_keys.ticket_id(booking_id)}
 
     async def png(self, show: ShowInfo, booking_id: str, owner: str) -> bytes:
         """The ticket of `owner`'s confirmed booking. NotFound for another user's or no
@@ -112,8 +135,9 @@ class Tickets:
         reference = self.reference(booking_id)
         lines = ticket_lines(show, self._catalog.theatre(show.theatre_id), seat_ids,
                              amount_paise, reference)
+        signed = self.payload(show, booking_id, seat_ids)
         async with self._renders:
-            image = await asyncio.to_thread(draw, reference, lines)
+            image = await asyncio.to_thread(draw, signed, lines)
         try:
             async with self._home.write(show.region, show.id) as conn:
                 stored = await conn.fetchval(STORE, booking_id, reference, image)

@@ -146,7 +146,7 @@ def create_app(settings: NodeSettings) -> web.Application:
     app[settings_key] = settings
     # Secrets are checked at start-up: a node without them must not start half-able.
     settings.topology.secrets.require("redis_password", "pg_password", "forward_secret",
-                                      "webhook_secret", "ticket_secret")
+                                      "webhook_secret", "ticket_secret", "ticket_signing_key")
     app[verifier_key] = TokenVerifier(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
     app[admission_key] = WriteAdmission(

@@ -1,7 +1,8 @@
 """Who is asking: JWT bearer tokens, verified with PyJWT.
 
 Every booking route acts for the token's `sub`; operator routes also need the
-role `operator` in the token's `roles` claim. HS256 tokens are checked with a
+role `operator` in the token's `roles` claim. A `scanner` token (a theatre's door) also
+names the theatres it may check in, in its `theatres` claim. HS256 tokens are checked with a
 shared key (the local cluster generates one per run folder, `bookcluster token`
 mints tokens with it); RS256/ES256 tokens from an identity provider are
 checked with its public key. `exp` is required; `iss`/`aud` when configured.
@@ -19,6 +20,7 @@ from bookcluster.errors import Forbidden, Unauthorized
 from bookcluster.topology.model import Auth, Topology
 
 OPERATOR = "operator"
+SCANNER = "scanner"
 VERIFIED_CACHE_SIZE = 50_000
 LEEWAY_S = 5  # clock skew between the identity provider and our nodes
 
@@ -27,10 +29,17 @@ LEEWAY_S = 5  # clock skew between the identity provider and our nodes
 class Identity:
     user: str
     roles: frozenset[str]
+    theatres: frozenset[str] = frozenset()  # a scanner's: where it may check tickets in
 
     def require(self, role: str) -> None:
         if role not in self.roles:
             raise Forbidden(f"this route needs the {role!r} role")
+
+    def require_theatre(self, theatre_id: str) -> None:
+        """A scanner checks in only the tickets of the theatres its token names."""
+        if theatre_id not in self.theatres:
+            raise Forbidden(f"this scanner's token is not for theatre {theatre_id!r}",
+                            reason="other_theatre", theatre_id=theatre_id)
 
 
 def _hs256_key(auth: Auth, topology: Topology) -> str:
@@ -92,15 +101,20 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}", reason="invalid") from None
         user, roles = claims.get("sub"), claims.get("roles", [])
+        theatres = claims.get("theatres", [])
         if not isinstance(user, str) or not ids.USER_ID.match(user):
             raise Unauthorized("the token's sub is not a valid user id", reason="invalid")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("the token's roles claim must be a list of strings",
                                reason="invalid")
-        return Identity(user, frozenset(roles)), float(claims["exp"])
+        if not isinstance(theatres, list) or not all(isinstance(t, str) for t in theatres):
+            raise Unauthorized("the token's theatres claim must be a list of strings",
+                               reason="invalid")
+        return Identity(user, frozenset(roles), frozenset(theatres)), float(claims["exp"])
 
 
-def mint(topology: Topology, user: str, ttl_s: float, roles: tuple[str, ...] = ()) -> str:
+def mint(topology: Topology, user: str, ttl_s: float, roles: tuple[str, ...] = (),
+         theatres: tuple[str, ...] = ()) -> str:
     """A token for `user` signed with the cluster's HS256 key (local clusters, tests, tools)."""
     auth = topology.auth
     if auth.algorithm != "HS256":
@@ -111,6 +125,8 @@ def mint(topology: Topology, user: str, ttl_s: float, roles: tuple[str, ...] = (
     claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + int(ttl_s)}
     if roles:
         claims["roles"] = list(roles)
+    if theatres:
+        claims["theatres"] = list(theatres)
     if auth.issuer:
         claims["iss"] = auth.issuer
     if auth.audience:

@@ -21,7 +21,8 @@ from bookcluster.booking import ids
 from bookcluster.booking.onsale_state import ONSALE_ID
 from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER
 from bookcluster.booking.signing import SIGNATURE_HEADER
-from bookcluster.errors import ADMISSION_REFUSALS
+from bookcluster.errors import ADMISSION_REFUSALS, CHECKIN_REFUSALS
+from bookcluster.node.checkin_schemas import checkin_components
 from bookcluster.node.schemas import IDEMPOTENCY_KEY, USER_ID, Schema, components, pattern, ref
 from bookcluster.topology.model import Topology
 
@@ -253,7 +254,7 @@ def paths() -> dict[str, dict[str, Any]]:
                         "byte for byte; business refusals (409) are stored too.",
             params=(BOOKING, header("Idempotency-Key", IDEMPOTENCY_KEY,
                                     "the client's key for this confirm")),
-            body="ConfirmRequest", responses={200: ok("Confirmed", "Booking")},
+            body="ConfirmRequest", responses={200: ok("Confirmed", "ConfirmedBooking")},
             errors={400: ("malformed_id", "missing_header"), 402: ("payment_required",),
                     404: ("not_found",),
                     409: ("seats_taken", "hold_expired", "booking_not_pending",
@@ -264,7 +265,8 @@ def paths() -> dict[str, dict[str, Any]]:
             "cancel", "booking", "user", "Cancel a held booking (idempotent); frees its seats",
             params=(BOOKING,), responses={200: ok("Cancelled", "BookingWithPayments")},
             errors={400: ("malformed_id",), 404: ("not_found",),
-                    409: ("booking_not_pending",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
+                    409: ("booking_not_pending", "ticket_used"), 429: RATE, 421: MOVED,
+                    503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
@@ -308,6 +310,41 @@ def paths() -> dict[str, dict[str, Any]]:
                     401: ("bad_signature",), 404: ("not_found",), 421: MOVED,
                     413: BODY_TOO_LARGE, 422: ("invalid_input",), 429: RATE,
                     503: PRIMARY_DOWN + ("theatre_moving",)})},
+        "/tickets/keys": {"get": operation(
+            "ticketKeys", "checkin", "public", "The public keys that verify signed tickets",
+            description="A ticket's QR holds `BC1.<body>.<signature>` (Ed25519 over "
+                        "`BC1.<body>`; `body` is base64url JSON naming its key id `k`). A gate "
+                        "that holds these keys verifies a ticket offline; it cannot mint one. "
+                        "Several keys are listed while keys rotate: verify with the one the "
+                        "ticket names.",
+            responses={200: ok("The keys", "TicketKeys")}, errors={})},
+        "/checkin/scan": {"post": operation(
+            "checkinScan", "checkin", "user", "Check a ticket in (or out) at a gate",
+            description="Needs a token with the `scanner` role whose `theatres` claim names "
+                        "the show's theatre (403 otherwise). At the show's home region "
+                        "(forwarded there): the signature is verified, the show checked (the "
+                        "gate's `show_id` if given; the check-in window around its start), "
+                        "and the scan recorded in one transaction. The first entry answers "
+                        "`admitted` with the seats; the same nonce again answers the same; "
+                        "a second entry with another nonce is 409 `already_admitted` with "
+                        "`prior_at` and `prior_gate`. `direction: out` lets a ticket out; it "
+                        "may come in again unless its theatre forbids re-entry.",
+            body="ScanRequest", responses={200: ok("Admitted or let out", "Scan")},
+            errors={400: ("malformed_ticket", "unknown_key", "bad_signature"),
+                    403: ("forbidden",), 409: tuple(CHECKIN_REFUSALS), 413: BODY_TOO_LARGE,
+                    422: ("invalid_input",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
+        "/checkin/batch": {"post": operation(
+            "checkinBatch", "checkin", "user", "Upload the scans a gate made offline",
+            description="Applied in order, each as a scan made at its `scanned_at`. The gate "
+                        "already let its bearers through: a second entry is recorded and "
+                        "reported in `entered_twice` (both scans, both gates), never hidden; "
+                        "a scan the rules refuse is reported with its refusal. All scans "
+                        "belong to one home region (that of the first; others answer "
+                        "`other_region`). Needs a `scanner` token for the scans' theatres.",
+            body="BatchRequest", responses={200: ok("Every scan's result", "BatchResult")},
+            errors={400: ("malformed_ticket", "unknown_key", "bad_signature"),
+                    403: ("forbidden",), 413: BODY_TOO_LARGE, 422: ("invalid_input",),
+                    429: RATE, 421: MOVED, 503: WRITE_DOWN})},
         "/onsales": {"get": operation(
             "listOnSales", "onsale", "public", "Every on-sale, from this region's replicas",
             description="`unavailable_regions` names regions whose replica did not answer.",
@@ -342,6 +379,17 @@ def paths() -> dict[str, dict[str, Any]]:
             body="OnSaleRequest", responses={201: ok("Opened", "OnSale")},
             errors={400: ("invalid_onsale",), 409: ("onsale_exists",),
                     413: BODY_TOO_LARGE, 422: ("invalid_input",), 503: PRIMARY_DOWN})},
+        "/ops/headcounts": {"get": operation(
+            "headCounts", "ops", "operator", "Head counts of shows: sold, admitted, inside now",
+            description="Per show, read at its home region: seats sold, seats admitted at "
+                        "the door (ever) and seats inside now (admitted and not gone out). "
+                        "Name shows (`show`, repeatable) or a theatre's shows (`theatre`); "
+                        "at most 50.",
+            params=(query("show", pattern(ids.SHOW_ID), "a show (repeatable)"),
+                    query("theatre", pattern(ids.THEATRE_ID), "a theatre's shows")),
+            responses={200: ok("The counts", "HeadCounts")},
+            errors={400: ("malformed_id",), 404: ("not_found",), 422: ("invalid_input",),
+                    503: REGION_DOWN})},
         "/ops/jobs": {"get": operation(
             "jobCounts", "ops", "operator", "Job queue depth per region and state",
             responses={200: ok("Counts", "JobCounts")}, errors={})},
@@ -415,6 +463,7 @@ def document(topology: Topology) -> dict[str, Any]:
                            "`{\"error\": code, \"message\": ..., ...details}`.",
         },
         "tags": [{"name": "catalog"}, {"name": "booking"}, {"name": "onsale"},
+                 {"name": "checkin"},
                  {"name": "payments"},
                  {"name": "ops"}, {"name": "web"}],
         "paths": paths(),
@@ -422,8 +471,9 @@ def document(topology: Topology) -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                 "description": "A JWT whose `sub` is the user id; `roles` may hold "
-                               "`operator`. `exp` is required."}},
-            "schemas": components(topology),
+                               "`operator` or `scanner` (then `theatres` names the "
+                               "theatres it may check in). `exp` is required."}},
+            "schemas": {**components(topology), **checkin_components()},
         },
     }
 

@@ -9,6 +9,7 @@ from bookcluster.node.views import (
     admin,
     booking,
     catalog,
+    checkin,
     docs,
     live,
     onsales,
@@ -44,6 +45,10 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/me/bookings", booking.my_bookings)
     r.add_post("/payments/webhook", access.signed(payments.webhook))
 
+    r.add_get("/tickets/keys", checkin.ticket_keys)
+    r.add_post("/checkin/scan", checkin.scan)
+    r.add_post("/checkin/batch", checkin.batch)
+
     r.add_get("/onsales", onsales.list_onsales)
     r.add_post("/onsales/{onsale_id}/join", onsales.join_onsale)
     r.add_get("/onsales/{onsale_id}/position", onsales.onsale_position)
@@ -54,6 +59,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/ops/overview", admin.cluster_overview)
     r.add_post("/ops/topology", admin.adopt_topology)
     r.add_post("/ops/onsales", onsales.create_onsale)
+    r.add_get("/ops/headcounts", checkin.head_counts)
 
     # The web pages (plain files, `bookcluster/node/web/`) and their development sign-in.
     r.add_get("/", pages.booking_page)

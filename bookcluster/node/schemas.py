@@ -77,9 +77,10 @@ ERROR: Schema = {
         "limit": {"type": ["string", "integer"], "description": "the limit reached"},
         "max": INTEGER, "retry_after_s": {"type": "integer", "minimum": 1},
         "reason": {"enum": ["expired", "invalid", "deadlock", "lock_timeout",
-                            "statement_canceled"],
-                   "description": "why a token was refused (401), or why the home primary "
-                                  "aborted the transaction (503 `transaction_aborted`)"},
+                            "statement_canceled", "other_theatre"],
+                   "description": "why a token was refused (401; 403 `other_theatre`: a "
+                                  "scanner's token for other theatres), or why the home "
+                                  "primary aborted the transaction (503 `transaction_aborted`)"},
         "region": {"type": ["string", "null"],
                    "description": "the home region that did not answer or aborted; for 421 "
                                   "`moved`, the theatre's owner (null: the answering region, "

@@ -31,6 +31,10 @@ disagreement. Violations, by check:
                      RECORDED (never verified with the gateway), being refunded, or of
                      another amount;
    `webhook_pending` a payment event stored but not processed after the grace period.
+3c. At the door (check-in: a ticket goes in once)
+   `door_admission_unsold` a scan that admitted a ticket whose booking is not CONFIRMED;
+   `door_admitted_twice` a ticket admitted again without an exit between (an offline gate's
+                     double entry is recorded as `entered_twice` and reported at upload).
 4. Redis agrees with PostgreSQL (holds in Redis only save work; PostgreSQL decides)
    `redis_booked`    the `booked` hash differs from PostgreSQL's BOOKED seats;
    `redis_hold`      a live Redis hold without a PostgreSQL LOCKED row of its booking;
@@ -309,10 +313,40 @@ WHERE b.status = 'CONFIRMED'
        OR p.booking_id <> b.id)
 ORDER BY b.show_id, b.id
 """
+# At the door (`booking/checkin.py`): an admission stands only on a confirmed sale, and a
+# ticket is admitted again only after it went out (an offline double is `entered_twice`,
+# reported at upload, never counted as an admission).
+ADMITTED_UNSOLD = """
+SELECT c.booking_id, c.show_id, c.gate, c.scanned_at, b.status
+FROM checkin_scan c LEFT JOIN booking b ON b.id = c.booking_id
+WHERE c.outcome = 'admitted' AND b.status IS DISTINCT FROM 'CONFIRMED'
+ORDER BY c.show_id, c.id
+"""
+ADMITTED_TWICE = """
+SELECT booking_id, show_id, gate, scanned_at, before_gate FROM (
+    SELECT c.booking_id, c.show_id, c.gate, c.scanned_at, c.outcome,
+           lag(c.outcome) OVER w AS before, lag(c.gate) OVER w AS before_gate
+    FROM checkin_scan c WHERE c.outcome IN ('admitted', 'exited')
+    WINDOW w AS (PARTITION BY c.booking_id ORDER BY c.id)) s
+WHERE outcome = 'admitted' AND before = 'admitted'
+ORDER BY show_id, booking_id
+"""
 PENDING_EVENTS = """
 SELECT event_id, booking_id, extract(epoch FROM now() - received_at) AS age_s
 FROM payment_event WHERE processed_at IS NULL AND received_at < now() - $1::interval
 """
+
+
+async def _admissions(conn: asyncpg.Connection, region: str) -> list[Violation]:
+    out = [Violation("door_admission_unsold", region, r["show_id"], None,
+                     f"{r['booking_id']} admitted at {r['gate']} ({r['scanned_at']}) but its "
+                     f"booking is {r['status'] or 'missing'}")
+           for r in await conn.fetch(ADMITTED_UNSOLD)]
+    out += [Violation("door_admitted_twice", region, r["show_id"], None,
+                      f"{r['booking_id']} admitted at {r['gate']} ({r['scanned_at']}) while "
+                      f"inside since {r['before_gate']}")
+            for r in await conn.fetch(ADMITTED_TWICE)]
+    return out
 
 
 async def _money(conn: asyncpg.Connection, region: str, grace_s: float) -> list[Violation]:
@@ -445,6 +479,7 @@ async def _audit_pg(topology: Topology, region: str, grace_s: float
                 found = await _double_sales(conn, region)
                 found += await _sales(conn, region)
                 found += await _money(conn, region, grace_s)
+                found += await _admissions(conn, region)
                 found += await _stale_holds(conn, region,
                                             topology.settings.sweep_interval_s + grace_s)
                 found += [Violation(f.check, region, f.show_id, None, f.detail)

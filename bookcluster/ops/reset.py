@@ -21,7 +21,7 @@ from bookcluster.topology.model import Topology
 # running services lock them (jobs: ticket/notification/payment_event before
 # booking; sweeper and confirm: booking before the rest), so it cannot deadlock.
 BOOKING_TABLES = ("payment_event, ticket, notification, booking, booking_seat, payment, "
-                  "outbox, idempotency, mirror_change")
+                  "outbox, idempotency, mirror_change, checkin_scan")
 # On-sales (`bookcluster/booking/onsales.py`), dropped before the booking tables: the
 # admitter locks an on-sale's row, then reads seats and bookings.
 ONSALE_TABLES = "onsale_pass_use, onsale_admit, onsale_join, onsale_show, onsale"

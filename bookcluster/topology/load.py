@@ -257,7 +257,8 @@ def _positive_int(reader: _Reader, value: Any, key: str) -> int:
 def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Settings:
     raw = reader.mapping(raw, "settings")
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
-               "durable", "redis_down_after", "catalog_start", "onsale_admit_ceiling"}
+               "durable", "redis_down_after", "catalog_start", "onsale_admit_ceiling",
+               "checkin_opens_before", "checkin_closes_after"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -289,6 +290,12 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
             raise reader.fail("settings.onsale_admit_ceiling",
                               "expected a positive number (admissions a second)")
         out = replace(out, onsale_admit_ceiling=float(ceiling))
+    if "checkin_opens_before" in raw:
+        out = replace(out, checkin_opens_before_s=reader.duration(
+            raw["checkin_opens_before"], "settings.checkin_opens_before"))
+    if "checkin_closes_after" in raw:
+        out = replace(out, checkin_closes_after_s=reader.duration(
+            raw["checkin_closes_after"], "settings.checkin_closes_after"))
     if "catalog_start" in raw:
         out = replace(out, catalog_start=_day(reader, raw["catalog_start"],
                                               "settings.catalog_start"))

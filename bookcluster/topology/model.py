@@ -91,6 +91,10 @@ class Settings:
     # On-sales: the most users a home region admits from a queue a second, however much
     # headroom it measures (`bookcluster/booking/admitter.py`).
     onsale_admit_ceiling: float = 50.0
+    # Check-in at the door: a show's tickets are scanned from this long before its start
+    # until this long after it (a long film and its exit scans fit in the second).
+    checkin_opens_before_s: float = 7200.0
+    checkin_closes_after_s: float = 5 * 3600.0
 
     def catalog_day_one(self) -> date:
         return self.catalog_start or date.today()

@@ -28,7 +28,8 @@ PURPOSES = {
     "pg_admin_password": "PostgreSQL superuser `bookcluster_admin` (launcher only)",
     "jwt_secret": "HS256 signing key of user tokens",
     "webhook_secret": "HMAC key of the payment gateway's webhooks",
-    "ticket_secret": "HMAC key of ticket QR references",
+    "ticket_secret": "HMAC key of ticket references (printed; QR codes before signed tickets)",
+    "ticket_signing_key": "seed of each region's Ed25519 ticket signing key",
     "gateway_api_key": "the merchant's API key at the payment gateway",
     "forward_secret": "HMAC key of requests one node forwards to another",
     "patroni_password": "Patroni's REST API (switchover, configuration changes)",
@@ -89,6 +90,14 @@ class Secrets:
         if file is not None:
             return file.read_text().strip()
         return self.get(name)
+
+    def optional(self, name: str) -> str | None:
+        """`name` as `get` finds it, or None if nobody provided it (a previous key kept
+        through a rotation)."""
+        try:
+            return self.get(name)
+        except SecretMissing:
+            return None
 
     def require(self, *names: str) -> None:
         """Fail now, naming the first missing secret, instead of at first use."""

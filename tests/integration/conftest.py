@@ -91,7 +91,10 @@ async def cluster(run_dir: Path) -> AsyncIterator[Cluster]:
     path = run_dir / "topology.yaml"
     path.write_text(topology_yaml(run_dir / "run", nodes=2, standby=("north",),
                                   theatres=_theatre_map(),
-                                  extra_settings="  sweep_interval: 500ms\n", workers=True,
+                                  extra_settings="  sweep_interval: 500ms\n"
+                                  # Seeded shows are today: check-in open all day.
+                                  "  checkin_opens_before: 48h\n"
+                                  "  checkin_closes_after: 48h\n", workers=True,
                                   limits=TEST_LIMITS))
     topology = load_topology(path)
     launcher = LocalCluster(topology, catalog=TEST_CATALOG, progress=lambda _: None)

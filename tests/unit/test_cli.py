@@ -23,7 +23,7 @@ FLAGS = {
     "run": ["name"],
     "setup": ["--catalog", "--region"],
     "status": ["--json", "--region"],
-    "token": ["--role", "--ttl", "--user"],
+    "token": ["--role", "--theatre", "--ttl", "--user"],
     "topology": [],
     "topology apply": ["--dry-run", "--json", "file"],
     "topology diff": ["--json", "file"],

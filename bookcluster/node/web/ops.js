@@ -259,4 +259,23 @@ $("dev-sign-in").addEventListener("click", async () => {
   }
 });
 $("signout").addEventListener("click", () => signedIn(null));
+
+/** Head counts per show (sold, admitted at the door, inside now), read at each show's home. */
+$("heads-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const current = saved();
+  const words = $("heads-query").value.split(/[\s,]+/).filter(Boolean);
+  if (!current || !words.length) return;
+  const query = words.map((w) => `${/^[0-9]+$/.test(w) ? "show" : "theatre"}=${encodeURIComponent(w)}`);
+  try {
+    const data = await api("GET", `/ops/headcounts?${query.join("&")}`, { token: current.token });
+    $("heads").replaceChildren(
+      el("thead", {}, el("tr", {}, ["Show", "Sold", "Admitted", "Inside now"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, data.shows.map((s) => el("tr", {},
+        [s.show_id, s.sold, s.admitted, s.inside].map((v) => el("td", {}, String(v)))))));
+    alertUser("");
+  } catch (error) {
+    alertUser(error instanceof ApiError ? error.message : String(error));
+  }
+});
 signedIn(undefined);

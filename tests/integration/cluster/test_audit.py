@@ -517,6 +517,29 @@ async def test_expired_redis_holds_are_not_judged(clean: Cluster, catalog: Any) 
     assert report.violations == [] and report.exit_code == 0
 
 
+async def test_admissions_without_a_sale_or_counted_twice_are_found(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    show = shows_in(clean, catalog, "south")[0]
+    booking = await booked(http, clean, show, seats_of(catalog, show, 1))
+    plant = ("INSERT INTO checkin_scan (booking_id, show_id, nonce, gate, scanner, direction, "
+             "scanned_at, outcome) VALUES ($1, $2, $3, $4, 'gate-1', 'in', now(), $5)")
+    # Admitted, a double the gate reported (not a violation), then admitted again.
+    await execute(clean, "south", plant, booking, show, "n-1", "door-a", "admitted")
+    await execute(clean, "south", plant, booking, show, "n-2", "door-b", "entered_twice")
+    assert (await run_audit(clean.topology)).violations == []
+    await execute(clean, "south", plant, booking, show, "n-3", "door-c", "admitted")
+    violation = only(await run_audit(clean.topology))
+    assert (violation.check, violation.show_id) == ("door_admitted_twice", show)
+    assert booking in violation.detail and "door-c" in violation.detail
+    await execute(clean, "south", "DELETE FROM checkin_scan WHERE nonce = 'n-3'")
+    # An admission of a booking that was never sold.
+    await execute(clean, "south", plant, f"b{show}-00000000000000aa", show, "n-4", "door-a",
+                  "admitted")
+    violation = only(await run_audit(clean.topology))
+    assert (violation.check, violation.show_id) == ("door_admission_unsold", show)
+    assert "missing" in violation.detail
+
+
 # -- on-sales ---------------------------------------------------------------------------
 
 @pytest.fixture

@@ -64,8 +64,11 @@ async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.C
     rows = await clean.fetch("west", "SELECT reference FROM ticket WHERE booking_id = $1",
                              booking)
     assert verify_ticket_reference(cluster_secret("ticket_secret"), rows[0]["reference"]) == booking
-    # What gate staff scan: the QR code carries exactly that signed reference.
-    assert [code.text for code in zxingcpp.read_barcodes(image)] == [rows[0]["reference"]]
+    # What gate staff scan: the QR code carries the booking's signed ticket (its owner's
+    # answer has the same text).
+    _, mine = await call(http, "GET", f"{clean.node('west')}/booking/booking/{booking}",
+                         user="mira")
+    assert [code.text for code in zxingcpp.read_barcodes(image)] == [mine["ticket"]["payload"]]
     mail = maildir(clean.topology.settings.run_dir, "west") / "new" / f"{booking}_confirmed.eml"
     await eventually(lambda: asyncio.to_thread(mail.exists))
     text = mail.read_text()

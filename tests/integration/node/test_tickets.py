@@ -12,6 +12,7 @@ import zxingcpp
 from PIL import Image
 
 from bookcluster.booking.signing import ticket_reference, verify_ticket_reference
+from bookcluster.booking.ticket_keys import KeyRing, verify
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of, shows_in
 from tests.integration.node.test_holds import confirm, hold
@@ -49,6 +50,14 @@ def scanned(png: bytes) -> list[str]:
     return [code.text for code in zxingcpp.read_barcodes(image)]
 
 
+def signed_booking(payload: str) -> str:
+    """The booking of a signed ticket, verified with the cluster's public keys."""
+    assert Session.topology is not None
+    ring = KeyRing(list(Session.topology.regions),
+                   Session.topology.secrets.get("ticket_signing_key"))
+    return verify(payload, ring.verifying()).booking_id
+
+
 async def test_first_download_draws_and_stores_the_ticket(
         clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
     booking = await sold(clean, http, catalog, "tara", 0)
@@ -58,7 +67,9 @@ async def test_first_download_draws_and_stores_the_ticket(
     assert (status, kind) == (200, "image/png")
     assert Session.topology is not None
     reference = ticket_reference(Session.topology.secrets.get("ticket_secret"), booking)
-    assert scanned(png) == [reference]
+    # The QR holds the signed ticket; the printed (and stored) reference stays the HMAC one.
+    [payload] = scanned(png)
+    assert signed_booking(payload) == booking
     assert verify_ticket_reference(Session.topology.secrets.get("ticket_secret"),
                                    reference) == booking
     [row] = await stored(clean, booking)
@@ -81,7 +92,8 @@ async def test_first_downloads_at_once_store_one_ticket(
     assert {(status, kind) for status, kind, _ in answers} == {(200, "image/png")}
     [row] = await stored(clean, booking)
     assert {png for _, _, png in answers} == {bytes(row["png"])}
-    assert scanned(bytes(row["png"])) == [row["reference"]]
+    [payload] = scanned(bytes(row["png"]))
+    assert signed_booking(payload) == booking
 
 
 async def test_an_unconfirmed_booking_has_no_ticket(
