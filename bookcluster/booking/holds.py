@@ -134,8 +134,9 @@ class BookingService:
             if refused:
                 self._count(show, "conflict")
                 raise OrphanSeat(refused)
-        result = await self._hold_script(show, "hold", [booking_id, self._ttl_ms(),
-                                                        self.home.epoch, *seat_ids], tokens)
+        result = await self._hold_script(show, "hold", [
+            booking_id, self._ttl_ms(), self.home.epoch, deadline.current().script_ms(),
+            *seat_ids], tokens)
         if int(result[0]) != 1:
             self._count(show, "conflict")
             raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
@@ -179,7 +180,8 @@ class BookingService:
                     layout: dict[str, SeatInfo], user_id: str, key: str | None,
                     address: str | None,
                     tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
-        args: list[Any] = [booking_id, self._ttl_ms(), self.home.epoch, request.count,
+        args: list[Any] = [booking_id, self._ttl_ms(), self.home.epoch,
+                           deadline.current().script_ms(), request.count,
                            request.category or "", int(request.accessible),
                            int(request.allow_split)]
         more = [keys.show_layout(show.id)]
@@ -212,8 +214,9 @@ class BookingService:
                            tokens: WriteTokens | None, more_keys: list[str] | None = None
                            ) -> Any:
         """Run a hold script (`name`, or `name`_limited taking the write's `tokens`):
-        its answer, unless a rate limit refused (429) or the show is not this region's
-        to write at our epoch (moved, moving)."""
+        its answer, unless a rate limit refused (429), the show is not this region's
+        to write at our epoch (moved, moving), or the script started on the master
+        after the write's deadline (503; nothing changed, no token taken)."""
         try:
             if tokens is None:
                 result = await self.home.script(show.region, name, show.id, args, more_keys)
@@ -225,6 +228,10 @@ class BookingService:
         except RegionUnavailable:
             self._count(show, "unavailable")
             raise
+        if int(result[0]) == -4:  # started past the deadline (`deadline.script_ms`)
+            self._count(show, "unavailable")
+            raise RegionUnavailable(show.region, "redis master (the deadline passed "
+                                    "before the hold script ran)")
         if int(result[0]) == -2:  # a rate limit refused: nothing held
             assert tokens is not None
             tokens.answer(result)
