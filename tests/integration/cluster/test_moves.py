@@ -1042,8 +1042,8 @@ async def _untouched_show(cluster: Cluster, catalog: Any) -> tuple[str, int]:
     module sell and move theatres: this one's count of seats must stay its own)."""
     for theatre in sorted(theatre_map()):
         owners = await owner_rows(cluster, theatre)
-        home = next(r for r, (state, _, _) in owners.items() if state == "OWNED")
-        for show in shows_of(catalog, theatre):
+        home = next((r for r, (state, _, _) in owners.items() if state == "OWNED"), None)
+        for show in shows_of(catalog, theatre) if home is not None else []:
             taken = await cluster.fetch(home, "SELECT count(*) AS n FROM show_seat WHERE "
                                         "show_id = $1 AND status <> 'AVAILABLE'", show)
             if taken[0]["n"] == 0:
