@@ -25,9 +25,11 @@ import random
 import secrets
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,18 +44,21 @@ ROWS, PER_ROW = 25, 40
 NO_DEADLINE = 4_102_444_800_000  # unix ms (2100)
 
 
-def old_scripts(rev: str) -> dict[str, Any]:
-    """The module-level constants of `seats/scripts.py` as of git revision `rev`."""
-    text = subprocess.run(["git", "show", f"{rev}:bookcluster/seats/scripts.py"],
+def old_module(rev: str, path: str) -> dict[str, Any]:
+    """The module-level names of `path` (a module of ours without imports of the
+    package) as of git revision `rev`."""
+    text = subprocess.run(["git", "show", f"{rev}:{path}"],
                           capture_output=True, text=True, check=True).stdout
-    namespace: dict[str, Any] = {"__name__": "old_scripts"}
-    exec(compile(text, f"{rev}:scripts.py", "exec"), namespace)  # noqa: S102 - our own file
-    return namespace
+    module = ModuleType(f"old_{rev}_{Path(path).stem}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(text, f"{rev}:{path}", "exec"), module.__dict__)  # noqa: S102 - our own file
+    return module.__dict__
 
 
-def layout() -> best.Layout:
+def layout(rule: Any = best) -> Any:
+    """The demo-like screen's layout, by `rule` (this tree's `best`, or an older one)."""
     seats = demo_catalog._layout(random.Random(0), "bench", 1.0, (ROWS, PER_ROW))
-    return best.layout_of([SeatInfo(s.seat_id, s.row_label, s.number, s.category,
+    return rule.layout_of([SeatInfo(s.seat_id, s.row_label, s.number, s.category,
                                     s.price_paise, s.blocked, s.position, s.accessible)
                            for s in seats], demo_catalog.sweet_spot(ROWS))
 
@@ -130,22 +135,25 @@ async def run(port: int, password: str, before: str, rounds: int,
     await client.config_set("slowlog-log-slower-than", 0)
     await client.config_set("slowlog-max-len", 100_000)
     fields = layout().encode()
-    old = old_scripts(before)
-    versions = {f"before ({before})": (old["BEST"], old["HOLD"], False),
-                "after": (scripts.BEST, scripts.HOLD, True)}
+    old = old_module(before, "bookcluster/seats/scripts.py")
+    old_fields = layout(SimpleNamespace(**old_module(before, "bookcluster/seats/best.py")))
+    versions = {f"before ({before})": (old["BEST"], old["HOLD"], False,
+                                       old_fields.encode()),
+                "after": (scripts.BEST, scripts.HOLD, True, fields)}
     for path, body in tries.items():
-        versions[f"try {path}"] = (body, scripts.HOLD, True)
+        versions[f"try {path}"] = (body, scripts.HOLD, True, fields)
     out: dict[str, Any] = {"seats": ROWS * PER_ROW, "rounds": rounds}
     choices: dict[str, list[list[list[str]]]] = {}
     try:
         show = 900_000
-        for name, (best_body, hold_body, deadline) in versions.items():
+        for name, (best_body, hold_body, deadline, encoded) in versions.items():
             best_us: list[float] = []
             hold_us: list[float] = []
             choices[name] = []
             for r in range(rounds):
                 show += 2
-                chosen, us = await sell_out(client, best_body, show, fields, deadline, seed=r)
+                chosen, us = await sell_out(client, best_body, show, encoded, deadline,
+                                            seed=r)
                 choices[name].append(chosen)
                 best_us += us
                 hold_us += await picked(client, hold_body, show + 1, chosen, deadline)
