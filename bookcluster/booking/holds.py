@@ -49,7 +49,7 @@ from bookcluster.seats import layout as seat_layout
 from bookcluster.seats.home import HomeRegion
 from bookcluster.seats.state import now_ms
 from bookcluster.stores import deadline, ownership
-from bookcluster.stores.connections import Connections
+from bookcluster.stores.connections import REDIS_COMMAND_TIMEOUT_S, Connections
 from bookcluster.topology.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,13 @@ FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
 # for every caller meanwhile), unless the user wrote through this node since it was read.
 LIST_CACHE_S = 1.0
 LIST_CACHE_MAX = 20_000  # users; past this the cache starts over
+
+
+def _script_cutoff() -> int:
+    """When a hold script sent now must no longer change anything at the master: when
+    this node stops waiting for its answer (the write's deadline, or the master
+    client's socket timeout if sooner), less the clock margin (`deadline.script_ms`)."""
+    return deadline.current().script_ms(REDIS_COMMAND_TIMEOUT_S)
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -135,7 +142,7 @@ class BookingService:
                 self._count(show, "conflict")
                 raise OrphanSeat(refused)
         result = await self._hold_script(show, "hold", [
-            booking_id, self._ttl_ms(), self.home.epoch, deadline.current().script_ms(),
+            booking_id, self._ttl_ms(), self.home.epoch, _script_cutoff(),
             *seat_ids], tokens)
         if int(result[0]) != 1:
             self._count(show, "conflict")
@@ -181,7 +188,7 @@ class BookingService:
                     address: str | None,
                     tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
         args: list[Any] = [booking_id, self._ttl_ms(), self.home.epoch,
-                           deadline.current().script_ms(), request.count,
+                           _script_cutoff(), request.count,
                            request.category or "", int(request.accessible),
                            int(request.allow_split)]
         more = [keys.show_layout(show.id)]

@@ -32,16 +32,14 @@ script to `choose`. `orphans` is the same orphan test for seats picked by hand
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 OrphanPolicy = Literal["refuse", "warn", "off"]
 ORPHAN_POLICIES: tuple[str, ...] = ("refuse", "warn", "off")
 
 ONE_SECTION, ACROSS_AISLE, TWO_ROWS, SPLIT = 0, 1, 2, 3
-FORMAT = "2"  # of `Layout.encode`
 
 
 class CatalogSeat(Protocol):
@@ -86,21 +84,15 @@ class Layout:
     def encode(self) -> dict[str, str]:
         """The layout as the BEST script reads it (`keys.show_layout`), a hash of short
         strings the script reads a row at a time (it parses only the rows it looks at):
-        "v" the format (`FORMAT`: the script takes a layout of another format for a
-        missing one, so the node writes it anew), "n" rows, "fr" focal row (0-based),
-        "fx" focal_x2, "cats" the categories (newline-separated), and per row
-        (1-based index r) "i<r>": its seat ids as a JSON array (decoded in C by the
-        script, which needs them to read the row's holds and sales), "c<r>": 4
-        characters a seat: position in base 64 (two digits, each chr(48 + digit)),
-        chr(48 + category index), "1" accessible else "0"; and what the script would
-        otherwise compute seat by seat, as JSON arrays: "p<r>" the positions, "g<r>"
-        how many aisles come before each seat (g[i + 1], i from 1; g[1] = g[2] = 0),
-        "k<r>" the prefix sums of the seats' costs (`cost`; k[1] = 0)."""
+        "n" rows, "fr" focal row (0-based), "fx" focal_x2, "cats" the categories
+        (newline-separated), and per row "r<1-based index>": its seat ids (space-
+        separated), a tab, then 4 characters a seat: position in base 64 (two digits,
+        each chr(48 + digit)), chr(48 + category index), "1" accessible else "0"."""
         cats = sorted({p.category for row in self.rows for p in row})
         if len(cats) > 64 or any("\n" in c for c in cats):
             raise ValueError("at most 64 categories, without newlines")
         index = {c: i for i, c in enumerate(cats)}
-        fields = {"v": FORMAT, "n": str(len(self.rows)), "fr": str(self.focal_row),
+        fields = {"n": str(len(self.rows)), "fr": str(self.focal_row),
                   "fx": str(self.focal_x2), "cats": "\n".join(cats)}
         for r, row in enumerate(self.rows, 1):
             if any(not 0 < p.position < 4096 or " " in p.seat_id or "\t" in p.seat_id
@@ -109,22 +101,8 @@ class Layout:
             codes = "".join(chr(48 + p.position // 64) + chr(48 + p.position % 64)
                             + chr(48 + index[p.category]) + ("1" if p.accessible else "0")
                             for p in row)
-            gaps, costs = [0, 0], [0]
-            for i, p in enumerate(row):
-                if i > 0:
-                    gaps.append(gaps[-1] + (p.position != row[i - 1].position + 1))
-                costs.append(costs[-1] + (2 * p.position - self.focal_x2) ** 2
-                             + (2 * (r - 1 - self.focal_row)) ** 2)
-            fields[f"i{r}"] = _json([p.seat_id for p in row])
-            fields[f"c{r}"] = codes
-            fields[f"p{r}"] = _json([p.position for p in row])
-            fields[f"g{r}"] = _json(gaps)
-            fields[f"k{r}"] = _json(costs)
+            fields[f"r{r}"] = " ".join(p.seat_id for p in row) + "\t" + codes
         return fields
-
-
-def _json(values: list[Any]) -> str:
-    return json.dumps(values, separators=(",", ":"))
 
 
 def row_order(label: str) -> tuple[int, str]:
@@ -278,9 +256,9 @@ def decode(fields: dict[str, str]) -> Layout:
     cats = fields["cats"].split("\n")
     rows = []
     for r in range(int(fields["n"])):
-        ids, codes = json.loads(fields[f"i{r + 1}"]), fields[f"c{r + 1}"]
+        ids, codes = fields[f"r{r + 1}"].split("\t")
         rows.append(tuple(
             Place(seat, r, (ord(codes[4 * i]) - 48) * 64 + ord(codes[4 * i + 1]) - 48,
                   cats[ord(codes[4 * i + 2]) - 48], codes[4 * i + 3] == "1")
-            for i, seat in enumerate(ids)))
+            for i, seat in enumerate(ids.split(" "))))
     return Layout(tuple(rows), int(fields["fr"]), int(fields["fx"]))

@@ -23,8 +23,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from bookcluster.seats import best
-
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -154,29 +152,36 @@ if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, ad
 # same rule, step for step). KEYS[6] the show's layout (`keys.show_layout`, fields of
 # `best.Layout.encode`); ARGV[6] the deadline (`_LATE`), ARGV[7 .. 10] count, category
 # ('' for any), accessible ('1' accessible spaces only), allow_split ('1').
-# Cost (measured by loadtests/best_script.py): no step goes through every hold of the
-# show in Lua. A retry of the same booking is found by one plain search (in C) of every
-# hold's value; the state of a row (its holds and sales: two HMGETs of its seat ids,
-# which cjson decodes) is read only when the row is looked at, nearest the focal row
-# first, and once a block with no orphan in one section is found, a row too far for
-# any block of it to cost less is not looked at (nor any row beyond). Each row looked
-# at is scanned once per shape (a sliding window over prefix sums; for two rows, the
-# length of the run of eligible seats in one section starting at each seat), and the
-# two-row search is skipped when no row has a run of half the block.
+# Cost: the holds, sales and blocked seats are read once (O(seats taken)); rows are
+# parsed only when looked at, nearest the focal row first, and once a block with no
+# orphan in one section is found, a row too far for any block of it to cost less is
+# not looked at (nor any row beyond). Each row looked at is scanned once per shape (a
+# sliding window over prefix sums).
 _BEST_SEATS = """
 if owner_state ~= false and (owner_state == 'moving' or moved_away()
     or tonumber(owner_state) > tonumber(ARGV[5])) then
   return {-1, owner_state}
 end
 local find, sub, byte = string.find, string.sub, string.byte
+local taken, mine = {}, {}
 -- Hold values are "<booking>|<expires ms>", the expiry 13 digits until the year 2286:
 -- compared as text with `now` (the same length), one string operation a hold.
-local nowtext, booking = string.format('%013d', now), ARGV[3]
-local fast = #nowtext == 13
-local function live(value)
-  if fast and byte(value, -14) == 124 then return sub(value, -13) > nowtext end
-  local sep = find(value, '|', 1, true)
-  return tonumber(sub(value, sep + 1)) > now
+local nowtext, booking, blen = string.format('%013d', now), ARGV[3], #ARGV[3]
+local held = redis.call('HGETALL', KEYS[1])
+for i = 1, #held, 2 do
+  local value = held[i + 1]
+  local live, sep
+  if #nowtext == 13 and byte(value, -14) == 124 then
+    sep = #value - 13
+    live = sub(value, -13) > nowtext
+  else
+    sep = find(value, '|', 1, true)
+    live = tonumber(sub(value, sep + 1)) > now
+  end
+  if live then
+    if sep == blen + 1 and sub(value, 1, blen) == booking then mine[#mine + 1] = held[i]
+    else taken[held[i]] = true end
+  end
 end
 local expires = now + tonumber(ARGV[4])
 local function hold_all(seats)
@@ -186,21 +191,9 @@ local function hold_all(seats)
   return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires, unpack(seats)}
 end
 -- A retry of this booking (same Idempotency-Key) gets the seats it holds, never more.
-local values = redis.call('HVALS', KEYS[1])
-if #values > 0 and find('\\n' .. table.concat(values, '\\n'), '\\n' .. booking .. '|', 1, true)
-then
-  local mine, held = {}, redis.call('HGETALL', KEYS[1])
-  local prefix = booking .. '|'
-  for i = 1, #held, 2 do
-    if sub(held[i + 1], 1, #prefix) == prefix and live(held[i + 1]) then
-      mine[#mine + 1] = held[i]
-    end
-  end
-  if #mine > 0 then return hold_all(mine) end
-end
-local blocked, anyblocked = {}, false
-for _, seat in ipairs(redis.call('SMEMBERS', KEYS[3])) do blocked[seat], anyblocked = true, true end
-local anysold, nothing = redis.call('HLEN', KEYS[2]) > 0, {}
+if #mine > 0 then return hold_all(mine) end
+for _, seat in ipairs(redis.call('HKEYS', KEYS[2])) do taken[seat] = true end
+for _, seat in ipairs(redis.call('SMEMBERS', KEYS[3])) do taken[seat] = true end
 local meta = redis.call('HMGET', KEYS[6], 'n', 'fr', 'fx', 'cats')
 local nrows, fr, fx = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
 local count, accessible, split = tonumber(ARGV[7]), ARGV[9] == '1', ARGV[10] == '1'
@@ -214,73 +207,36 @@ if ARGV[8] ~= '' then
   end
 end
 local longest = 0
-local barnow, plain = '|' .. nowtext, want == nil and not accessible
--- Whether seat i (free) matches the request's category and accessible (codes: `c<r>`).
-local function eligible(codes, i)
-  local cat, acc = byte(codes, 4 * i - 1, 4 * i)
-  return (want == nil or cat - 48 == want) and (not accessible or acc == 49)
-end
 -- rows[r]: ids, pos, free, and prefix sums OK (eligible), GAP (an aisle before seat i),
--- COST; RUN (`runs`) only for the two-row search.
+-- COST.
 local rows = {}
 local function row(r)
   local R = rows[r]
   if R then return R end
-  -- Everything but the seats' state is the layout's, decoded in C (`cjson`).
-  local f = redis.call('HMGET', KEYS[6], 'i' .. r, 'p' .. r, 'g' .. r, 'k' .. r, 'c' .. r)
-  local ids, codes = cjson.decode(f[1]), f[5]
-  local n = #ids
-  local holds = redis.call('HMGET', KEYS[1], unpack(ids))
-  local sold = anysold and redis.call('HMGET', KEYS[2], unpack(ids)) or nothing
-  local free, okp = {}, {0}
-  local run, ok_n, row_longest = 0, 0, 0
-  for i = 1, n do
-    local isfree = not sold[i]
-    local h = holds[i]
-    if isfree and h then
-      if fast then
-        local tail = sub(h, -14)
-        if tail > barnow then isfree = false  -- "|<expiry>" after "|<now>": live
-        elseif byte(tail) ~= 124 then isfree = not live(h) end  -- not 13 digits
-      else
-        isfree = not live(h)
-      end
-    end
-    if isfree and anyblocked and blocked[ids[i]] then isfree = false end
+  local text = redis.call('HGET', KEYS[6], 'r' .. r)
+  local tab = find(text, '\\t', 1, true)
+  local ids, pos, free, okp, gp, cp = {}, {}, {}, {0}, {0, 0}, {0}
+  for id in string.gmatch(sub(text, 1, tab - 1), '%S+') do ids[#ids + 1] = id end
+  local dr = 2 * (r - 1 - fr)
+  local run = 0
+  for i = 1, #ids do
+    local c = tab + 4 * i - 3
+    local a, b, cat, acc = byte(text, c, c + 3)
+    local p = (a - 48) * 64 + b - 48
+    pos[i] = p
+    local isfree = not taken[ids[i]]
     free[i] = isfree
-    if isfree and (plain or eligible(codes, i)) then
-      ok_n = ok_n + 1
-      run = run + 1
-      if run > row_longest then row_longest = run end
-    else
-      run = 0
-    end
-    okp[i + 1] = ok_n
+    local ok = isfree and (want == nil or cat - 48 == want) and (not accessible or acc == 49)
+    okp[i + 1] = okp[i] + (ok and 1 or 0)
+    if i > 1 then gp[i + 1] = gp[i] + ((p ~= pos[i - 1] + 1) and 1 or 0) end
+    local dx = 2 * p - fx
+    cp[i + 1] = cp[i] + dx * dx + dr * dr
+    if ok then run = run + 1 else run = 0 end
+    if run > longest then longest = run end
   end
-  if row_longest > longest then longest = row_longest end
-  R = {ids = ids, pos = cjson.decode(f[2]), free = free, OK = okp, GAP = cjson.decode(f[3]),
-       COST = cjson.decode(f[4]), LONGEST = row_longest}
+  R = {ids = ids, pos = pos, free = free, OK = okp, GAP = gp, COST = cp}
   rows[r] = R
   return R
-end
--- RUN[i]: how many eligible seats in one section (no aisle) start at seat i.
-local function runs(R)
-  local RUN = R.RUN
-  if RUN then return RUN end
-  local pos, okp = R.pos, R.OK
-  local n = #pos
-  RUN = {}
-  local next_run = 0
-  for i = n, 1, -1 do
-    if okp[i + 1] > okp[i] then
-      if i < n and pos[i + 1] == pos[i] + 1 then next_run = next_run + 1 else next_run = 1 end
-    else
-      next_run = 0
-    end
-    RUN[i] = next_run
-  end
-  R.RUN = RUN
-  return RUN
 end
 -- Whether taking row[first..last] leaves the free seat beside it alone.
 local function orphan_beside(R, first, last)
@@ -294,6 +250,10 @@ local function orphan_beside(R, first, last)
     if not (j < #pos and pos[j + 1] == pos[j] + 1 and f[j + 1]) then return true end
   end
   return false
+end
+local function section_run(R, i, n)
+  if i + n - 1 > #R.pos then return false end
+  return R.OK[i + n] - R.OK[i] == n and R.GAP[i + n] - R.GAP[i + 1] == 0
 end
 -- The best so far: key (bo, bs, bc), ties by (b1 .. b4) (the rule's seat order: row,
 -- first position, then for two rows -seats in front, the back run's first position),
@@ -314,73 +274,54 @@ local function take(o, s, c, t1, t2, t3, t4, r, i, a, k, b)
   bo, bs, bc, b1, b2, b3, b4 = o, s, c, t1, t2, t3, t4
   pr, pi, pa, pk, pb = r, i, a, k, b
 end
--- The least the across part of a block's cost can be: `count` distinct whole positions
--- nearest the focal point (0, 2, 2, 4, 4.. half seats away, or 1, 1, 3, 3.. for an odd
--- focal_x2).
-local across = 0
-for n = 0, count - 1 do
-  local d = (fx % 2 == 0) and 2 * math.floor((n + 1) / 2) or 2 * math.floor(n / 2) + 1
-  across = across + d * d
-end
 -- One row: nearest the focal row first (then the front one).
 local order = {}
-for d = 0, nrows do
-  if fr + 1 - d >= 1 and fr + 1 - d <= nrows then order[#order + 1] = fr + 1 - d end
-  if d > 0 and fr + 1 + d >= 1 and fr + 1 + d <= nrows then order[#order + 1] = fr + 1 + d end
-end
+for r = 1, nrows do order[r] = r end
+table.sort(order, function(x, y)
+  local dx, dy = math.abs(x - 1 - fr), math.abs(y - 1 - fr)
+  if dx ~= dy then return dx < dy end
+  return x < y
+end)
 for _, r in ipairs(order) do
   local dr = 2 * (r - 1 - fr)
-  if bo == 0 and bs == 0 and count * dr * dr + across > bc then break end
+  if bo == 0 and bs == 0 and count * dr * dr > bc then break end
   local R = row(r)
   local okp, gp, cp, pos = R.OK, R.GAP, R.COST, R.pos
-  if R.LONGEST >= count then  -- a run of `count` eligible seats (aisles or not)
-    for i = 1, #pos - count + 1 do
-      local j = i + count - 1
-      if okp[j + 1] - okp[i] == count then
-        local shape = (gp[j + 1] - gp[i + 1] > 0) and 1 or 0
-        local c = cp[j + 1] - cp[i]
-        -- The orphan test only for a block that could win without one (first a cheap
-        -- test of the key's first three parts, then the whole key).
-        if (bo ~= 0 or shape < bs or (shape == bs and c <= bc))
-            and better(0, shape, c, r, pos[i], 0, 0) then
-          local o = orphan_beside(R, i, j) and 1 or 0
-          if o == 0 or better(o, shape, c, r, pos[i], 0, 0) then
-            take(o, shape, c, r, pos[i], 0, 0, r, i, count)
-          end
+  for i = 1, #pos - count + 1 do
+    local j = i + count - 1
+    if okp[j + 1] - okp[i] == count then
+      local shape = (gp[j + 1] - gp[i + 1] > 0) and 1 or 0
+      local c = cp[j + 1] - cp[i]
+      -- The orphan test only for a block that could win without one.
+      if better(0, shape, c, r, pos[i], 0, 0) then
+        local o = orphan_beside(R, i, j) and 1 or 0
+        if o == 0 or better(o, shape, c, r, pos[i], 0, 0) then
+          take(o, shape, c, r, pos[i], 0, 0, r, i, count)
         end
       end
     end
   end
 end
--- Two rows, one behind the other: only while no block leaves no orphan, and only if
--- some row has a run of the larger part (at least half the block).
+-- Two rows, one behind the other: only while no block leaves no orphan.
 if count > 1 and (bo == nil or bo == 1) then
-  for r = 1, nrows do row(r) end
-  if 2 * longest >= count then
-    for r = 1, nrows - 1 do
-      local F, B = row(r), row(r + 1)
-      local FR, BR = runs(F), runs(B)
-      local at = nil
-      for i = 1, #F.pos do
-        local m = FR[i]
-        if m > 0 then
-          if at == nil then
-            at = {}
-            for k, p in ipairs(B.pos) do at[p] = k end
-          end
-          for a = math.min(count - 1, m), 1, -1 do
-            local b = count - a
-            local start = F.pos[i]
-            for q = start - b + 1, start + a - 1 do
-              local k = at[q]
-              if k and BR[k] >= b then
-                local c = F.COST[i + a] - F.COST[i] + B.COST[k + b] - B.COST[k]
-                if better(0, 2, c, r, start, -a, q) then
-                  local o = (orphan_beside(F, i, i + a - 1) or orphan_beside(B, k, k + b - 1))
-                    and 1 or 0
-                  if o == 0 or better(o, 2, c, r, start, -a, q) then
-                    take(o, 2, c, r, start, -a, q, r, i, a, k, b)
-                  end
+  for r = 1, nrows - 1 do
+    local F, B = row(r), row(r + 1)
+    local at = {}
+    for k, p in ipairs(B.pos) do at[p] = k end
+    for i = 1, #F.pos do
+      for a = math.min(count - 1, #F.pos - i + 1), 1, -1 do
+        if section_run(F, i, a) then
+          local b = count - a
+          local start = F.pos[i]
+          for q = start - b + 1, start + a - 1 do
+            local k = at[q]
+            if k and section_run(B, k, b) then
+              local c = F.COST[i + a] - F.COST[i] + B.COST[k + b] - B.COST[k]
+              if better(0, 2, c, r, start, -a, q) then
+                local o = (orphan_beside(F, i, i + a - 1) or orphan_beside(B, k, k + b - 1))
+                  and 1 or 0
+                if o == 0 or better(o, 2, c, r, start, -a, q) then
+                  take(o, 2, c, r, start, -a, q, r, i, a, k, b)
                 end
               end
             end
@@ -438,12 +379,10 @@ return hold_all(seats)
 #         (`longest`: the longest run of eligible free seats in one row);
 #         {-1, owner}, {-4, now_ms}: as HOLD's;
 #         {-3}: nothing changed (no token taken either); the show's layout is not on
-#         this master, or is of another format than `best.FORMAT` (write it from the
-#         catalog, `layout.py`, and call again).
+#         this master (write it from the catalog, `layout.py`, and call again).
 # (A show moving or moved away is refused by the owner check below, layout or not.)
 _LAYOUT_HERE = """
-if redis.call('HGET', KEYS[6], 'v') ~= '""" + best.FORMAT + """' and owner_state ~= 'moving'
-    and not moved_away() then
+if redis.call('EXISTS', KEYS[6]) == 0 and owner_state ~= 'moving' and not moved_away() then
   return {-3}
 end
 """

@@ -67,10 +67,13 @@ class Deadline:
             raise RegionUnavailable(region, f"{step}: deadline passed before it was sent")
         return left
 
-    def script_ms(self) -> int:
+    def script_ms(self, wait_s: float | None = None) -> int:
         """The master's clock time (unix ms) after which a hold script of this write
-        changes nothing: the deadline less `CLOCK_MARGIN_S` for the clocks' skew."""
-        return int((self.at - CLOCK_MARGIN_S) * 1000)
+        changes nothing: the deadline, or `wait_s` from now if the caller stops waiting
+        for the answer sooner (the client's socket timeout: it answers 503 then), less
+        `CLOCK_MARGIN_S` for the clocks' skew."""
+        end = self.at if wait_s is None else min(self.at, time.time() + wait_s)
+        return int((end - CLOCK_MARGIN_S) * 1000)
 
     def forwarded(self) -> str:
         """The header value for a forward: the home node answers before this."""
