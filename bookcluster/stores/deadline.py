@@ -14,8 +14,9 @@ What can still land late is a statement already on its way when the
 deadline passed; `RegionUnavailable.outcome` says so ("unknown") and the
 caller's retry with the same Idempotency-Key learns what happened.
 
-A hold script also carries the deadline to the master (`script_ms`): one
-that starts there after it holds nothing (`seats/scripts.py`, return code -4),
+A hold script also carries the deadline to the master (`script_ms`; sooner
+if the node stops waiting for its answer sooner): one that starts there after
+it holds nothing (`seats/scripts.py`, return code -4),
 so a script queued behind a slow or paused master cannot leave seats held,
 with no PostgreSQL record, after its caller was told 503. The master compares
 with its own clock, `CLOCK_MARGIN_S` earlier than the node's deadline: a
