@@ -51,7 +51,7 @@ from bookcluster.seats import layout as seat_layout
 from bookcluster.seats.home import HomeRegion
 from bookcluster.seats.state import now_ms
 from bookcluster.stores import deadline, ownership
-from bookcluster.stores.connections import Connections
+from bookcluster.stores.connections import REDIS_COMMAND_TIMEOUT_S, Connections
 from bookcluster.topology.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,13 @@ FROM booking b JOIN booking_seat bs ON bs.booking_id = b.id
 # for every caller meanwhile), unless the user wrote through this node since it was read.
 LIST_CACHE_S = 1.0
 LIST_CACHE_MAX = 20_000  # users; past this the cache starts over
+
+
+def _script_cutoff() -> int:
+    """When a hold script sent now must no longer change anything at the master: when
+    this node stops waiting for its answer (the write's deadline, or the master
+    client's socket timeout if sooner), less the clock margin (`deadline.script_ms`)."""
+    return deadline.current().script_ms(REDIS_COMMAND_TIMEOUT_S)
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -139,8 +146,9 @@ class BookingService:
             if refused:
                 self._count(show, "conflict")
                 raise OrphanSeat(refused)
-        result = await self._hold_script(show, "hold", [booking_id, self._ttl_ms(),
-                                                        self.home.epoch, *seat_ids], tokens)
+        result = await self._hold_script(show, "hold", [
+            booking_id, self._ttl_ms(), self.home.epoch, _script_cutoff(),
+            *seat_ids], tokens)
         if int(result[0]) != 1:
             self._count(show, "conflict")
             raise SeatsUnavailable(sorted(str(s) for s in result[1:]))
@@ -184,7 +192,8 @@ class BookingService:
                     layout: dict[str, SeatInfo], user_id: str, key: str | None,
                     address: str | None,
                     tokens: WriteTokens | None) -> tuple[dict[str, Any], bool]:
-        args: list[Any] = [booking_id, self._ttl_ms(), self.home.epoch, request.count,
+        args: list[Any] = [booking_id, self._ttl_ms(), self.home.epoch,
+                           _script_cutoff(), request.count,
                            request.category or "", int(request.accessible),
                            int(request.allow_split)]
         more = [keys.show_layout(show.id)]
@@ -217,8 +226,9 @@ class BookingService:
                            tokens: WriteTokens | None, more_keys: list[str] | None = None
                            ) -> Any:
         """Run a hold script (`name`, or `name`_limited taking the write's `tokens`):
-        its answer, unless a rate limit refused (429) or the show is not this region's
-        to write at our epoch (moved, moving)."""
+        its answer, unless a rate limit refused (429), the show is not this region's
+        to write at our epoch (moved, moving), or the script started on the master
+        after the write's deadline (503; nothing changed, no token taken)."""
         try:
             if tokens is None:
                 result = await self.home.script(show.region, name, show.id, args, more_keys)
@@ -230,6 +240,10 @@ class BookingService:
         except RegionUnavailable:
             self._count(show, "unavailable")
             raise
+        if int(result[0]) == -4:  # started past the deadline (`deadline.script_ms`)
+            self._count(show, "unavailable")
+            raise RegionUnavailable(show.region, "redis master (the deadline passed "
+                                    "before the hold script ran)")
         if int(result[0]) == -2:  # a rate limit refused: nothing held
             assert tokens is not None
             tokens.answer(result)

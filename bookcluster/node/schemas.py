@@ -64,7 +64,8 @@ BOOLEAN: Schema = {"type": "boolean"}
 AVAILABILITY = closed({"seats_left": COUNT, "seats_total": COUNT, "filling_fast": BOOLEAN,
                        "sold_out": BOOLEAN})
 SEAT = closed({"seat_id": SEAT_ID, "row": STRING, "number": COUNT, "category": STRING,
-               "price_paise": COUNT, "status": {"enum": list(SEAT_STATUSES)}})
+               "price_paise": COUNT, "position": COUNT, "accessible": BOOLEAN,
+               "status": {"enum": list(SEAT_STATUSES)}})
 # Every error body; `error` is narrowed to the codes each response can carry.
 ERROR: Schema = {
     "type": "object", "required": ["error", "message"],

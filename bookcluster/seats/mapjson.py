@@ -36,7 +36,8 @@ class _Pieces:
         self.index = {seat.seat_id: i for i, seat in enumerate(layout)}
         self.by_status = {status: [_encode(
             {"seat_id": s.seat_id, "row": s.row, "number": s.number, "category": s.category,
-             "price_paise": s.price_paise, "status": status}) for s in layout]
+             "price_paise": s.price_paise, "position": s.position,
+             "accessible": s.accessible, "status": status}) for s in layout]
             for status in STATUSES}
 
 

@@ -108,6 +108,7 @@ class SeatMaps:
             counts[status] = counts.get(status, 0) + 1
             seats.append({"seat_id": seat.seat_id, "row": seat.row, "number": seat.number,
                           "category": seat.category, "price_paise": seat.price_paise,
+                          "position": seat.position, "accessible": seat.accessible,
                           "status": status})
         return {**self._head(show, state, as_of, source), "counts": counts, "seats": seats}
 

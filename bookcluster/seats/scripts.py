@@ -59,6 +59,14 @@ local function moved_away()
 end
 """
 
+# A script sent with a deadline (ARGV[6], unix ms, `deadline.Deadline.script_ms`) that
+# starts on the master after it changes nothing: its caller has been told 503 already
+# (or is about to be), so a hold made now would sit on the master with no PostgreSQL
+# record until its TTL. Checked first, before any rate-limit token is taken.
+_LATE = """
+if now > tonumber(ARGV[6]) then return {-4, now} end
+"""
+
 # One token of a rate-limit bucket (hash {tokens, ts} at `key`), refilled at `per_s`
 # tokens a second up to `burst`, on the master's clock (`now`), so every node of the
 # region agrees. Returns 1, 0 when a token was taken; 0, the ms until one is free
@@ -86,14 +94,14 @@ local allowed, wait = take_token(KEYS[1], ARGV[1], ARGV[2])
 return {allowed, wait}
 """
 
-# The seats of HOLD and HOLD_LIMITED: ARGV[6 .. last_seat].
+# The seats of HOLD and HOLD_LIMITED: ARGV[7 .. last_seat].
 _HOLD_SEATS = """
 if owner_state ~= false and (owner_state == 'moving' or moved_away()
     or tonumber(owner_state) > tonumber(ARGV[5])) then
   return {-1, owner_state}
 end
 local seats, taken = {}, {}
-for i = 6, last_seat do
+for i = 7, last_seat do
   local seat = ARGV[i]
   seats[#seats + 1] = seat
   local owner, expires = holder(seat)
@@ -109,14 +117,15 @@ for _, seat in ipairs(seats) do redis.call('HSET', KEYS[1], seat, value) end
 return {1, publish(seats, 'LOCKED', ARGV[3], expires), expires}
 """
 
-# ARGV: channel, show_id, booking_id, ttl_ms, epoch, seat...
+# ARGV: channel, show_id, booking_id, ttl_ms, epoch, deadline_ms, seat...
 # Returns {1, version, expires_at_ms}: every seat was free (or already held by this
 #         booking: a retried hold under the same Idempotency-Key) and is now held
 #         by booking_id;
 #         {0, seat...}: nothing changed; these seats were held, booked or blocked;
 #         {-1, owner}: nothing changed; the show is moving or moved (owner key), or
-#         owned here only since an epoch newer than the caller's (ARGV[5]).
-HOLD = _NOW + _HOLDER + _PUBLISH + _MOVED + """
+#         owned here only since an epoch newer than the caller's (ARGV[5]);
+#         {-4, now_ms}: nothing changed; the master's clock is past deadline_ms (`_LATE`).
+HOLD = _NOW + _LATE + _HOLDER + _PUBLISH + _MOVED + """
 local last_seat = #ARGV
 """ + _HOLD_SEATS
 
@@ -128,11 +137,11 @@ local last_seat = #ARGV
 # calls of any other write take them; then, only if both were granted, HOLD. A token
 # taken is kept whatever follows (the other bucket's refusal, taken seats, a moved
 # show), exactly as when the limits ran before HOLD, so every limit counts the same.
-# Returns HOLD's answers, or {-2, user granted, user wait ms, address granted, address
-# wait ms} when a bucket refused (no seat changed).
+# Returns HOLD's answers (-4 before any token is taken), or {-2, user granted, user wait
+# ms, address granted, address wait ms} when a bucket refused (no seat changed).
 # The buckets are their own slots: unlike the seat scripts this one is not Redis-Cluster
 # safe (a region's master is one Redis with replicas, never a cluster).
-HOLD_LIMITED = _NOW + _HOLDER + _PUBLISH + _MOVED + _TAKE_TOKEN + """
+HOLD_LIMITED = _NOW + _LATE + _HOLDER + _PUBLISH + _MOVED + _TAKE_TOKEN + """
 local last_seat = #ARGV - 4
 local user_ok, user_wait = take_token(KEYS[6], ARGV[last_seat + 1], ARGV[last_seat + 2])
 local addr_ok, addr_wait = take_token(KEYS[7], ARGV[last_seat + 3], ARGV[last_seat + 4])
@@ -141,8 +150,8 @@ if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, ad
 
 # The choice and hold of BEST and BEST_LIMITED (`best.py` defines the rule; this is the
 # same rule, step for step). KEYS[6] the show's layout (`keys.show_layout`, fields of
-# `best.Layout.encode`); ARGV[6 .. 9] count, category ('' for any), accessible ('1'
-# accessible spaces only), allow_split ('1').
+# `best.Layout.encode`); ARGV[6] the deadline (`_LATE`), ARGV[7 .. 10] count, category
+# ('' for any), accessible ('1' accessible spaces only), allow_split ('1').
 # Cost: the holds, sales and blocked seats are read once (O(seats taken)); rows are
 # parsed only when looked at, nearest the focal row first, and once a block with no
 # orphan in one section is found, a row too far for any block of it to cost less is
@@ -187,13 +196,13 @@ for _, seat in ipairs(redis.call('HKEYS', KEYS[2])) do taken[seat] = true end
 for _, seat in ipairs(redis.call('SMEMBERS', KEYS[3])) do taken[seat] = true end
 local meta = redis.call('HMGET', KEYS[6], 'n', 'fr', 'fx', 'cats')
 local nrows, fr, fx = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
-local count, accessible, split = tonumber(ARGV[6]), ARGV[8] == '1', ARGV[9] == '1'
+local count, accessible, split = tonumber(ARGV[7]), ARGV[9] == '1', ARGV[10] == '1'
 local want = nil  -- the category's index; -1: no such category
-if ARGV[7] ~= '' then
+if ARGV[8] ~= '' then
   want = -1
   local k = 0
   for c in string.gmatch(meta[4] .. '\\n', '([^\\n]*)\\n') do
-    if c == ARGV[7] then want = k end
+    if c == ARGV[8] then want = k end
     k = k + 1
   end
 end
@@ -359,8 +368,8 @@ end
 return hold_all(seats)
 """
 
-# ARGV: channel, show_id, booking_id, ttl_ms, epoch, count, category, accessible,
-# allow_split. KEYS: the show's, then its layout (`keys.show_layout`).
+# ARGV: channel, show_id, booking_id, ttl_ms, epoch, deadline_ms, count, category,
+# accessible, allow_split. KEYS: the show's, then its layout (`keys.show_layout`).
 # Chooses the best block of `count` free seats (`best.py`) and holds it for booking_id,
 # in one step: no other write can come between the choice and the hold.
 # Returns {1, version, expires_at_ms, seat...}: these seats (sorted) are now held by
@@ -368,7 +377,7 @@ return hold_all(seats)
 #         same Idempotency-Key), those are held again and no others;
 #         {0, longest}: nothing changed; no block of `count` eligible seats is free
 #         (`longest`: the longest run of eligible free seats in one row);
-#         {-1, owner}: as HOLD's;
+#         {-1, owner}, {-4, now_ms}: as HOLD's;
 #         {-3}: nothing changed (no token taken either); the show's layout is not on
 #         this master (write it from the catalog, `layout.py`, and call again).
 # (A show moving or moved away is refused by the owner check below, layout or not.)
@@ -377,14 +386,14 @@ if redis.call('EXISTS', KEYS[6]) == 0 and owner_state ~= 'moving' and not moved_
   return {-3}
 end
 """
-BEST = _NOW + _PUBLISH + _MOVED + _LAYOUT_HERE + _BEST_SEATS
+BEST = _NOW + _LATE + _PUBLISH + _MOVED + _LAYOUT_HERE + _BEST_SEATS
 
 # BEST with the write rate limits, as HOLD_LIMITED is HOLD with them: KEYS[7] the user's
 # bucket, KEYS[8] the address's; ARGV as BEST's, then the four bucket arguments.
 # Returns BEST's answers, or {-2, ...} as HOLD_LIMITED.
-BEST_LIMITED = _NOW + _PUBLISH + _MOVED + _TAKE_TOKEN + _LAYOUT_HERE + """
-local user_ok, user_wait = take_token(KEYS[7], ARGV[10], ARGV[11])
-local addr_ok, addr_wait = take_token(KEYS[8], ARGV[12], ARGV[13])
+BEST_LIMITED = _NOW + _LATE + _PUBLISH + _MOVED + _TAKE_TOKEN + _LAYOUT_HERE + """
+local user_ok, user_wait = take_token(KEYS[7], ARGV[11], ARGV[12])
+local addr_ok, addr_wait = take_token(KEYS[8], ARGV[13], ARGV[14])
 if user_ok == 0 or addr_ok == 0 then return {-2, user_ok, user_wait, addr_ok, addr_wait} end
 """ + _BEST_SEATS
 

@@ -14,8 +14,19 @@ What can still land late is a statement already on its way when the
 deadline passed; `RegionUnavailable.outcome` says so ("unknown") and the
 caller's retry with the same Idempotency-Key learns what happened.
 
+A hold script also carries the deadline to the master (`script_ms`; sooner
+if the node stops waiting for its answer sooner): one that starts there after
+it holds nothing (`seats/scripts.py`, return code -4),
+so a script queued behind a slow or paused master cannot leave seats held,
+with no PostgreSQL record, after its caller was told 503. The master compares
+with its own clock, `CLOCK_MARGIN_S` earlier than the node's deadline: a
+master whose clock is behind the node's by less than the margin still refuses
+every script that starts past the deadline (one ahead refuses a little early,
+which costs the write at most that much of its budget). On loopback the two
+share one clock.
+
 Absolute times cross hosts, so their clocks must agree to well within the
-margin (NTP does). Background jobs have no request: each of their store calls
+margins (NTP does). Background jobs have no request: each of their store calls
 gets `STORE_BUDGET_S` of its own.
 """
 
@@ -32,6 +43,7 @@ from bookcluster.topology.errors import RegionUnavailable
 WRITE_BUDGET_S = 1.9  # the whole answer of a write, forwarding included
 REPLY_MARGIN_S = 0.25  # kept back at each forward for the answer's way back
 STORE_BUDGET_S = 1.2  # one store call of a job, or of a clean-up after a request
+CLOCK_MARGIN_S = 0.05  # the master's clock may lag the node's by this (`script_ms`)
 HEADER = "X-Bookcluster-Deadline"  # unix time in ms by which the answer is due
 
 
@@ -55,6 +67,14 @@ class Deadline:
         if left <= 0:
             raise RegionUnavailable(region, f"{step}: deadline passed before it was sent")
         return left
+
+    def script_ms(self, wait_s: float | None = None) -> int:
+        """The master's clock time (unix ms) after which a hold script of this write
+        changes nothing: the deadline, or `wait_s` from now if the caller stops waiting
+        for the answer sooner (the client's socket timeout: it answers 503 then), less
+        `CLOCK_MARGIN_S` for the clocks' skew."""
+        end = self.at if wait_s is None else min(self.at, time.time() + wait_s)
+        return int((end - CLOCK_MARGIN_S) * 1000)
 
     def forwarded(self) -> str:
         """The header value for a forward: the home node answers before this."""

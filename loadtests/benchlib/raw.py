@@ -356,7 +356,8 @@ async def stage_timing(servers: ScratchServers, concurrency: int, duration_s: fl
     async def redis_hold() -> None:
         seats = [f"T{rng.randrange(10**12)}" for _ in range(rng.randint(1, 4))]
         await script(keys=show_keys, args=[keys.SEAT_CHANGES_CHANNEL, 2,
-                                           f"b{uuid.uuid4().hex}", 600000, 1, *seats])
+                                           f"b{uuid.uuid4().hex}", 600000, 1, 4_102_444_800_000,
+                                           *seats])
 
     async def pg_hold() -> None:  # one statement, as the node sends it (plus the draw)
         k = rng.randint(1, 4)

@@ -442,11 +442,10 @@ function setLiveState(live) {
     reconnecting: "reconnecting…" }[live];
 }
 
-/** Aisles as the demo catalog lays them out (`demo_catalog.aisles`, which best available
- * keeps blocks from crossing): a quarter in from each side of a row of 12 or more. */
-function aisleAfter(perRow) {
-  const side = Math.floor(perRow / 4);
-  return perRow >= 12 ? new Set([side, perRow - side]) : new Set();
+/** Where a seat sits across its row: the map's `position` (a gap between two seats'
+ * positions is an aisle, the same aisles best available keeps blocks from crossing). */
+function positionOf(seat) {
+  return seat.position ?? seat.number;
 }
 
 function categoryClass(category) {
@@ -468,23 +467,24 @@ function drawMap(map) {
   const lines = [];
   let category = null;
   for (const [row, seats] of rows) {
-    seats.sort((a, b) => a.number - b.number);
+    seats.sort((a, b) => positionOf(a) - positionOf(b));
     if (seats[0].category !== category) {
       category = seats[0].category;
       prices.set(category, seats[0].price_paise);
       lines.push(el("div", { class: "category-line" }, `${category} · ${rupees(seats[0].price_paise)}`));
     }
-    const aisles = aisleAfter(seats[seats.length - 1].number);
     const cells = [];
-    for (const seat of seats) {
+    seats.forEach((seat, i) => {
+      if (i > 0 && positionOf(seat) > positionOf(seats[i - 1]) + 1) {
+        cells.push(el("span", { class: "aisle", "aria-hidden": "true" }));
+      }
       const button = el("button", {
-        type: "button", class: `seat ${categoryClass(seat.category)}`, "data-seat": seat.seat_id,
-        onclick: () => pickSeat(seat.seat_id),
-      }, String(seat.number));
+        type: "button", class: `seat ${categoryClass(seat.category)}${seat.accessible ? " accessible" : ""}`,
+        "data-seat": seat.seat_id, onclick: () => pickSeat(seat.seat_id),
+      }, seat.accessible ? `♿${seat.number}` : String(seat.number));
       state.buttons.set(seat.seat_id, button);
       cells.push(button);
-      if (aisles.has(seat.number)) cells.push(el("span", { class: "aisle", "aria-hidden": "true" }));
-    }
+    });
     lines.push(el("div", { class: "row", role: "group", "aria-label": `Row ${row}` },
       el("span", { class: "row-label", "aria-hidden": "true" }, row), ...cells,
       el("span", { class: "row-label", "aria-hidden": "true" }, row)));
@@ -543,9 +543,10 @@ function paintSeat(id) {
   button.setAttribute("aria-disabled", free ? "false" : "true");
   button.setAttribute("aria-pressed", selected ? "true" : "false");
   const words = mine ? "held by you" : selected ? "selected" : STATUS_WORDS[status] || status;
+  const space = seat.accessible ? ", wheelchair space" : "";
   button.setAttribute("aria-label",
-    `Row ${seat.row} seat ${seat.number}, ${seat.category}, ${rupees(seat.price_paise)}, ${words}`);
-  button.title = `${seat.seat_id} · ${seat.category} · ${rupees(seat.price_paise)} · ${words}`;
+    `Row ${seat.row} seat ${seat.number}${space}, ${seat.category}, ${rupees(seat.price_paise)}, ${words}`);
+  button.title = `${seat.seat_id}${space ? " · wheelchair space" : ""} · ${seat.category} · ${rupees(seat.price_paise)} · ${words}`;
 }
 
 /** A seat's new status; a hold with a known end frees the seat when it lapses, as

@@ -21,12 +21,15 @@ from bookcluster.seats.scripts import SeatScripts
 from bookcluster.stores.connections import Connections, make_master, make_redis
 from tests.integration.conftest import Cluster
 from tests.integration.node.best_show import BestShow, best_show
-from tests.integration.node.helpers import shows_in
+from tests.integration.node.helpers import seats_of, shows_in
+from tests.integration.node.test_availability import paused
+from tests.integration.node.test_holds import hold
 from tests.integration.support import call
 from tests.unit.seats.best_reference import random_layout
 
 RUSH = 500
 OTHER = "b1-someone"
+FAR = 4_102_444_800_000  # a deadline (unix ms, 2100) no script starts after
 
 
 async def best_hold(http: aiohttp.ClientSession, node: str, show: int, user: str,
@@ -80,7 +83,7 @@ async def test_the_script_chooses_as_the_rule_does(cluster: Cluster) -> None:
             accessible = rng.random() < 0.1
             split = rng.random() < 0.25
             result = await scripts.run(client, "best", show_keys, [
-                keys.SEAT_CHANGES_CHANNEL, show, f"b{show}-case{case}", 60_000, 1, count,
+                keys.SEAT_CHANGES_CHANNEL, show, f"b{show}-case{case}", 60_000, 1, FAR, count,
                 category or "", int(accessible), int(split)])
             want = best.choose(layout, free, count, category=category,
                                accessible=accessible, allow_split=split)
@@ -95,15 +98,25 @@ async def test_the_script_chooses_as_the_rule_does(cluster: Cluster) -> None:
         # The same booking asking again (a retry under its Idempotency-Key) gets the
         # seats it holds, never a second block.
         again = await scripts.run(client, "best", show_keys, [
-            keys.SEAT_CHANGES_CHANNEL, show, f"b{show}-case399", 60_000, 1, 1, "", 0, 1])
+            keys.SEAT_CHANGES_CHANNEL, show, f"b{show}-case399", 60_000, 1, FAR, 1, "", 0, 1])
         mine = [s for s, v in (await client.hgetall(keys.show_holds(show))).items()
                 if str(v).startswith(f"b{show}-case399|")]
         if mine:
             assert sorted(again[3:]) == sorted(mine)
+        # Started after its deadline: changes nothing, says so (-4) before any other
+        # answer (the layout is there, seats are free).
+        version = await client.get(keys.show_version(show))
+        late = await scripts.run(client, "best", show_keys, [
+            keys.SEAT_CHANGES_CHANNEL, show, f"b{show}-late", 60_000, 1,
+            int(time.time() * 1000) - 1, 1, "", 0, 1])
+        assert int(late[0]) == -4 and int(late[1]) >= time.time() * 1000 - 5_000, late
+        assert await client.get(keys.show_version(show)) == version
+        assert not [v for v in (await client.hgetall(keys.show_holds(show))).values()
+                    if str(v).startswith(f"b{show}-late|")]
         # No layout on the master: the script says so and changes nothing.
         await client.delete(keys.show_layout(show))
         assert [int(x) for x in await scripts.run(client, "best", show_keys, [
-            keys.SEAT_CHANGES_CHANNEL, show, f"b{show}-none", 60_000, 1, 1, "", 0, 0])] == [-3]
+            keys.SEAT_CHANGES_CHANNEL, show, f"b{show}-none", 60_000, 1, FAR, 1, "", 0, 0])] == [-3]
     finally:
         await client.delete(*show_keys)
         await client.aclose()
@@ -147,6 +160,51 @@ async def test_best_available_holds_what_the_rule_chooses(
     held = await clean.fetch("west", "SELECT count(*) AS n FROM booking WHERE show_id = $1",
                              show)
     assert held[0]["n"] == 2
+
+
+async def test_a_script_that_runs_after_its_deadline_holds_nothing(
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
+    """The home master paused while a hold (then a best-available hold) waits on it: the
+    node answers 503 at the deadline; when the master wakes, it runs the script (it was
+    sent), which holds nothing and publishes nothing. One request a pause: the node's
+    next connection could not even log in to a paused master."""
+    region = "south"
+    show = shows_in(clean, catalog, region)[0]
+    node = clean.node(region)
+    free = seats_of(catalog, show)
+    master = make_master(clean.topology, region)
+    held: list[str] = []
+    try:
+        for kind in ("hold", "best"):
+            # One of the kind first: the layout is on the master, the script loaded there,
+            # and the node has a connection logged in.
+            if kind == "hold":
+                status, body = await hold(http, node, show, "late-0", free[-1:])
+            else:
+                status, body = await best_hold(http, node, show, "late-0", {"count": 1})
+            assert status == 201, body
+            held += body["seat_ids"]
+            stats = await master.info("commandstats")
+            calls = int(stats["cmdstat_evalsha"]["calls"])
+            version = await master.get(keys.show_version(show))
+            with paused(clean, f"{region}.redis.master"):
+                if kind == "hold":
+                    status, body = await hold(http, node, show, "late-1", free[:2])
+                else:
+                    status, body = await best_hold(http, node, show, "late-2", {"count": 2})
+                assert status == 503 and body["error"] == "region_unavailable", body
+                await asyncio.sleep(0.3)  # well past the deadline
+            await asyncio.sleep(1.0)  # the master runs what was sent while it slept
+            stats = await master.info("commandstats")
+            assert int(stats["cmdstat_evalsha"]["calls"]) >= calls + 1, kind  # it ran
+            holds = await master.hgetall(keys.show_holds(show))
+            assert sorted(holds) == sorted(held), (kind, holds)  # only the holds before
+            assert await master.get(keys.show_version(show)) == version, kind
+        rows = await clean.fetch(region, "SELECT count(*) AS n FROM booking "
+                                 "WHERE show_id = $1", show)
+        assert rows[0]["n"] == 2
+    finally:
+        await master.aclose()
 
 
 async def _collect(pubsub: Any, into: list[dict[str, Any]], stop: asyncio.Event) -> None:

@@ -158,7 +158,8 @@ async def test_hold_limited_counts_a_bucket_as_token_bucket_does(clean: Cluster)
     async def held(booking: str, *seats: str) -> list[Any]:
         return list(await run_hold(
             keys=[*keys.show_keys(show), user_key, addr_key],
-            args=[keys.SEAT_CHANGES_CHANNEL, show, booking, 60000, 1, *seats, *rates]))
+            args=[keys.SEAT_CHANGES_CHANNEL, show, booking, 60000, 1, 4_102_444_800_000,
+                  *seats, *rates]))
 
     try:
         answers = [await held(f"b{show}-{tag}01", "A1"), await held(f"b{show}-{tag}02", "A1"),

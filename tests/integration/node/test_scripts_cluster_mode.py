@@ -79,11 +79,12 @@ async def test_show_keys_share_one_slot(cluster_redis: aioredis.Redis) -> None:
 async def test_hold_script_runs_in_cluster_mode(cluster_redis: aioredis.Redis) -> None:
     scripts = SeatScripts()
     args = [keys.SEAT_CHANGES_CHANNEL, 1001]
+    far = 4_102_444_800_000  # the scripts' deadline (unix ms, 2100)
     result = await scripts.run(cluster_redis, "hold", keys.show_keys(1001),
-                               [*args, "b1001-00000000000000aa", 60000, 1, "A1", "A2"])
+                               [*args, "b1001-00000000000000aa", 60000, 1, far, "A1", "A2"])
     assert result[0] == 1
     result = await scripts.run(cluster_redis, "hold", keys.show_keys(1001),
-                               [*args, "b1001-00000000000000bb", 60000, 1, "A2", "A3"])
+                               [*args, "b1001-00000000000000bb", 60000, 1, far, "A2", "A3"])
     assert result == [0, "A2"]
     assert await scripts.run(cluster_redis, "book", keys.show_keys(1001),
                              [*args, "b1001-00000000000000aa", "A1", "A2"]) >= 2
@@ -91,4 +92,4 @@ async def test_hold_script_runs_in_cluster_mode(cluster_redis: aioredis.Redis) -
     mixed = keys.show_keys(1001)[:2] + keys.show_keys(1002)[2:]
     with pytest.raises(ResponseError, match="same slot"):
         await scripts.run(cluster_redis, "hold", mixed,
-                          [*args, "b1001-00000000000000cc", 60000, 1, "B1"])
+                          [*args, "b1001-00000000000000cc", 60000, 1, far, "B1"])

@@ -66,3 +66,13 @@ def test_an_expired_hold_is_available() -> None:
     state = SeatState(version=2, holds={"A1": ("b1", NOW - 1), "A2": ("b2", NOW + 1)})
     seats = json.loads(encode_map(head(state), state, LAYOUT, NOW))["seats"]
     assert [s["status"] for s in seats[:3]] == ["AVAILABLE", "LOCKED", "AVAILABLE"]
+
+
+def test_each_seat_says_where_it_is_and_whether_it_is_a_wheelchair_space() -> None:
+    """The booking page draws aisles from `position` gaps and marks `accessible` seats."""
+    layout = (SeatInfo("A1", "A", 1, "GOLD", 100, False, 1, True),
+              SeatInfo("A2", "A", 2, "GOLD", 100, False, 3, False))
+    state = SeatState(version=1)
+    seats = json.loads(encode_map(head(state), state, layout, NOW))["seats"]
+    assert [(s["position"], s["accessible"]) for s in seats] == [(1, True), (3, False)]
+    assert seats == dict_map(state, layout)["seats"]

@@ -90,3 +90,22 @@ def test_the_running_deadline_is_restored_after_an_error() -> None:
     with pytest.raises(ValueError), deadline.running(limit):
         raise ValueError
     assert deadline.current() is not limit
+
+
+def test_a_script_must_start_a_clock_margin_before_the_deadline() -> None:
+    """The master compares its clock with `script_ms`: earlier than the deadline by the
+    skew it tolerates, so a lagging master still refuses a late script."""
+    d = deadline.Deadline(1_700_000_000.5)
+    assert d.script_ms() == int((d.at - deadline.CLOCK_MARGIN_S) * 1000)
+    assert d.script_ms() < int(d.at * 1000)
+    assert 0 < deadline.CLOCK_MARGIN_S < deadline.REPLY_MARGIN_S
+
+
+def test_a_script_is_cut_off_when_its_caller_stops_waiting_if_sooner() -> None:
+    """The node answers 503 at its socket timeout: a script must not start after that."""
+    far = deadline.Deadline(time.time() + 60)
+    cut = far.script_ms(0.8)
+    assert cut <= int((time.time() + 0.8 - deadline.CLOCK_MARGIN_S) * 1000) + 1
+    assert cut < far.script_ms() - 50_000
+    near = deadline.Deadline(time.time() + 0.1)
+    assert near.script_ms(0.8) == near.script_ms()
