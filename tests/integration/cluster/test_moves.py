@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from bookcluster.local import faults, patroni
 from bookcluster.local.faults import paused
+from bookcluster.loops import cancel_and_wait
 from bookcluster.ops import moves
 from bookcluster.ops.audit import run_audit
 from bookcluster.stores import patroni_api
@@ -705,9 +706,10 @@ class OwnerWatch:
                 owners = {}
                 for region, conn in conns.items():
                     try:
-                        owners[region] = await asyncio.wait_for(conn.fetchval(
-                            "SELECT state FROM theatre_owner WHERE theatre_id = $1",
-                            self.theatre), 2)
+                        async with asyncio.timeout(2):
+                            owners[region] = await conn.fetchval(
+                                "SELECT state FROM theatre_owner WHERE theatre_id = $1",
+                                self.theatre)
                     except (OSError, TimeoutError, asyncpg.PostgresError,
                             asyncpg.InterfaceError):
                         owners[region] = "?"  # not answering (paused, failing over)
@@ -731,8 +733,7 @@ class OwnerWatch:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait([self._task])  # its wait_for may swallow one cancel
 
 
 # -- after a move ------------------------------------------------------------------
