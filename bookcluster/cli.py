@@ -219,7 +219,7 @@ def _command(topology: Topology, args: argparse.Namespace) -> int:
     from bookcluster.local.supervisor import pid_alive
     from bookcluster.ops.status import status_command
 
-    return asyncio.run(status_command(topology, args.json, args.region, pid_alive))
+    return asyncio.run(status_command(topology, args.json, args.region, pid_alive, args.wide))
 
 
 async def _repair(topology: Topology, args: argparse.Namespace) -> int:
