@@ -105,7 +105,7 @@ def now(row: dict[str, Any], masters: dict[str, dict[str, Any]] | None = None) -
     if role in ("redis-master", "redis-replica"):
         source = row.get("source") or row["region"]
         seen = (masters or {}).get(source)
-        if seen is not None and seen.get("address") == row.get("address"):
+        if seen is not None and seen.get("address") == _host_port(row):
             return f"redis master ({source})"
         if row.get("redis_role") == "master":
             return (f"redis master ({source})" if seen is None
@@ -136,9 +136,7 @@ def table(rows: list[dict[str, Any]], masters: dict[str, dict[str, Any]] | None 
     body = []
     for r in rows:
         lag = f"{r['lag_bytes']:,} B" if r.get("lag_bytes") is not None else ""
-        address = str(r["address"])
-        cells = [r["name"], now(r, masters),
-                 address if wide else address.removeprefix("http://"),
+        cells = [r["name"], now(r, masters), str(r["address"]) if wide else _host_port(r),
                  "ok" if r.get("healthy") else "DOWN", lag, str(r.get("epoch") or "")]
         if wide:
             cells += [r["role"], str(r["pid"]), _patroni_detail(r) or _redis_detail(r)]
@@ -155,6 +153,11 @@ def table(rows: list[dict[str, Any]], masters: dict[str, dict[str, Any]] | None 
         if i == 0:
             lines.append("-" * len(lines[0]))
     return lines
+
+
+def _host_port(row: dict[str, Any]) -> str:
+    """Where a process listens (its address may be a URL or a DSN)."""
+    return f"{row['host']}:{row['port']}" if row.get("host") else str(row["address"])
 
 
 def _fit(text: str, width: int, right: bool) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import json
 import os
 import random
@@ -125,6 +126,11 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
         await source_pg.close()
     before = await rows_of(movable, source, shows)
     epoch = (await owner_rows(movable, theatre))[source][1]
+    # The operator's file, with their comments: the move changes only what it means.
+    file = movable.topology.path
+    text = file.read_text().replace("theatres:\n", "theatres:   # the operator's map\n", 1)
+    file.write_text(f"# the operator's own words\n{text}")
+    written = file.read_text()
 
     lines = await move(movable, theatre, target)
 
@@ -140,6 +146,13 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert any("frozen for" in line for line in lines), lines
     topology = load_topology(movable.topology.path)
     assert topology.epoch == epoch + 1 and topology.theatres[theatre] == target
+    changed = [line for line in difflib.unified_diff(written.splitlines(),
+                                                     file.read_text().splitlines(),
+                                                     lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert sorted(changed) == sorted([f"-epoch: {epoch}", f"+epoch: {epoch + 1}",
+                                      f"-  {theatre}: {source}", f"+  {theatre}: {target}"]), \
+        changed
     for node in movable.nodes():
         assert await epoch_of(http, node) == epoch + 1
 

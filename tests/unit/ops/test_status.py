@@ -80,9 +80,11 @@ def cluster_rows(topology: Topology, *, switched: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def add(name: str, region: str, role: str, address: str, **found: Any) -> None:
-        host, _, port = address.removeprefix("http://").rpartition(":")
+        host, _, port = address.rpartition(":")
+        url = {"node": f"http://{address}", "pg-member": f"postgresql://{address}/bookcluster"
+               }.get(role, f"redis://{address}")
         out.append({"name": name, "region": region, "role": role, "pid": 40000 + len(out),
-                    "host": host, "port": int(port), "address": address, "healthy": True,
+                    "host": host, "port": int(port), "address": url, "healthy": True,
                     **found})
 
     for name, region in topology.regions.items():
@@ -102,7 +104,7 @@ def cluster_rows(topology: Topology, *, switched: bool) -> list[dict[str, Any]]:
                 **({} if leader else {"lag_bytes": 1_048_576}))
     for name, region in topology.regions.items():
         for i, ep in enumerate(region.nodes):
-            add(f"{name}.node.{i + 1}", name, "node", f"http://{ep}", epoch=1)
+            add(f"{name}.node.{i + 1}", name, "node", str(ep), epoch=1)
     return out
 
 
@@ -143,7 +145,8 @@ def test_the_table_fits_100_columns_in_region_order(topology: Topology) -> None:
 
 def test_a_master_sentinel_does_not_name_is_said() -> None:
     row = {"name": "north.redis.master", "region": "north", "role": "redis-master",
-           "address": "127.0.0.1:6410", "redis_role": "master"}
+           "host": "127.0.0.1", "port": 6410, "address": "redis://127.0.0.1:6410",
+           "redis_role": "master"}
     masters = {"north": {"address": "127.0.0.1:6411", "flags": "master"}}
     assert status.now(row, masters) == "redis master (north), not Sentinel's"
     assert status.now(row, None) == "redis master (north)"
