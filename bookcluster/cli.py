@@ -2,8 +2,10 @@
 
     bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
     bookcluster up --region R          only region R's processes (one region per host)
+    bookcluster up --stored-topology   start with the cluster's applied topology when the
+                                       file is older (`topology pull` brings the file up)
     bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
-    bookcluster status [--json]        every process, its health and replication lag
+    bookcluster status [--json] [--wide]  every process, what it is now, health, lag
     (--region R on down and status: that region's launcher, that region's processes;
     --run-dir DIR before the command overrides the topology's settings.run_dir)
     bookcluster run NAME | probe NAME | setup --region R
