@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from bookcluster.stores import patroni_api
 from bookcluster.stores.connections import Connections
 
 SHOWN = 10
@@ -79,7 +80,7 @@ async def _postgres(http: aiohttp.ClientSession, connections: Connections,
         except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             errors.append(f"{api}: {type(exc).__name__}")
             continue
-        first = await _first_member(http, str(api), f"http://{members[0]}")
+        first = await _first_member(f"http://{api}", f"http://{members[0]}")
         return [{"store": "postgres", "region": region, "at": entry[3],
                  "kind": "promoted", "to": entry[4] if len(entry) > 4 else None,
                  "timeline": int(entry[0]) + 1, "reason": entry[2]}
@@ -88,17 +89,14 @@ async def _postgres(http: aiohttp.ClientSession, connections: Connections,
     raise OSError("; ".join(errors))
 
 
-async def _first_member(http: aiohttp.ClientSession, api: str, first_api: str) -> str | None:
+async def _first_member(api: str, first_api: str) -> str | None:
     """The name of the region's first member (the one that bootstraps, so timeline 1's
     leader), from the cluster view; None when it is not in it."""
     try:
-        async with http.get(f"http://{api}/cluster",
-                            timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as resp:
-            view = await resp.json(content_type=None)
-    except (OSError, aiohttp.ClientError, TimeoutError, ValueError):
+        view = await asyncio.wait_for(patroni_api.cluster_view(api), TIMEOUT_S)
+    except (OSError, aiohttp.ClientError, TimeoutError, patroni_api.PatroniError):
         return None
-    members = view.get("members", []) if isinstance(view, dict) else []
-    return next((str(m["name"]) for m in members
+    return next((str(m["name"]) for m in view.get("members", [])
                  if str(m.get("api_url", "")).startswith(first_api) and m.get("name")), None)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from bookcluster.node.failovers import recent_failovers
-from bookcluster.stores import probe
+from bookcluster.stores import patroni_api, probe
 from bookcluster.stores.connections import Connections, pg_dsn, pg_login
 from bookcluster.topology.model import Endpoint, Region, Topology
 
@@ -87,22 +87,11 @@ async def _postgres(endpoint: Endpoint, topology: Topology) -> dict[str, Any]:
     return {"up": True, "role": "standby" if recovery else "primary", "lsn": lsn}
 
 
-async def _patroni_view(topology: Topology, name: str,
-                        http: aiohttp.ClientSession) -> dict[str, Any]:
+async def _patroni_view(region: Region) -> dict[str, Any]:
     """Patroni's cluster view from the first member that answers: each member's role
     now, its timeline and its lag behind the leader."""
-    errors = []
-    for api in topology.region(name).pg_api:
-        try:
-            async with http.get(f"http://{api}/cluster",
-                                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as resp:
-                view = await resp.json(content_type=None)
-        except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            errors.append(f"{api}: {type(exc).__name__}")
-            continue
-        if isinstance(view, dict):
-            return {"up": True, "members": view.get("members", [])}
-    return {"up": False, "error": "; ".join(errors) or "no answer"}
+    view = await patroni_api.any_cluster_view(region)
+    return {"up": True, "members": view.get("members", [])}
 
 
 def pg_members(region: Region, probes: list[dict[str, Any]],
@@ -174,7 +163,7 @@ async def _region(topology: Topology, name: str,
     if topology.sentinels():
         jobs["sentinel"] = _bounded(_sentinel_master(topology, name), 2 * PROBE_TIMEOUT_S)
     if region.pg_api:
-        jobs["patroni"] = _bounded(_patroni_view(topology, name, http), 2 * PROBE_TIMEOUT_S)
+        jobs["patroni"] = _bounded(_patroni_view(region), 2 * PROBE_TIMEOUT_S)
     found = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
     probes = [found["pg_primary"]] + ([found["pg_standby"]] if "pg_standby" in found else [])
     return {
