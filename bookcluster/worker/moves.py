@@ -83,6 +83,7 @@ from bookcluster.stores.ownership import OWNED, Owner, shows_by_theatre
 from bookcluster.stores.sessions import connect
 from bookcluster.topology.document import edit_file, parse_stored, with_changes
 from bookcluster.topology.errors import TopologyError
+from bookcluster.topology.load import parse_topology
 from bookcluster.topology.model import Topology
 from bookcluster.topology.runstate import remember_applied
 from bookcluster.worker import epochs
@@ -422,6 +423,10 @@ class Mover:
         file_text = path.read_text()
         if file_text != new_document:
             try:  # only its `epoch:` and the theatre's line change (a round-trip edit)
+                at = parse_topology(file_text, path).epoch
+                if at not in (rec.from_epoch, rec.to_epoch):  # older: one edit is not enough
+                    raise TopologyError(str(path), "epoch", f"at {at}, the cluster was at "
+                                        f"{rec.from_epoch}")
                 path.write_text(edit_file(file_text, rec.to_epoch, {rec.theatre: rec.target}))
             except (TopologyError, OSError) as exc:  # the move stands; the file lags
                 self.progress(f"{path} not edited ({exc}): `bookcluster topology pull` "
