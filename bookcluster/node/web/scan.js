@@ -151,7 +151,6 @@ function signedInView() {
   $("account-user").textContent = signedIn ? signedIn.user : "";
   $("gate-name").textContent = signedIn ? signedIn.gate : "";
   if (signedIn) {
-    refreshKeys().catch(() => null);
     linkState(!navigator.onLine);
     startCamera();
   } else {
@@ -163,7 +162,9 @@ $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const problem = gate.signIn($("token").value, $("gate").value.trim(), $("show").value.trim());
   alertUser(problem || "");
-  if (!problem) signedInView();
+  if (!problem) // The keys are public: kept from the first visit, so a gate that signs in offline checks.
+if (navigator.onLine) refreshKeys().catch(() => null);
+signedInView();
 });
 $("signout").addEventListener("click", () => { gate.forget(); signedInView(); });
 $("next").addEventListener("click", () => {
@@ -174,5 +175,7 @@ $("upload").addEventListener("click", uploadNow);
 window.addEventListener("online", uploadNow);
 window.addEventListener("offline", () => linkState(true));
 setInterval(() => { if (queue.all().length && navigator.onLine) uploadNow(); }, UPLOAD_MS);
-setInterval(() => { if (gate.load() && navigator.onLine) refreshKeys().catch(() => null); }, KEYS_MS);
+setInterval(() => { if (navigator.onLine) refreshKeys().catch(() => null); }, KEYS_MS);
+// The keys are public: kept from the first visit, so a gate that signs in offline checks.
+if (navigator.onLine) refreshKeys().catch(() => null);
 signedInView();
