@@ -5,7 +5,7 @@ the gate admits by signature alone and, back online, shows the batch's double en
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,8 @@ from bookcluster.node.auth import mint
 from tests.integration.conftest import Cluster
 from tests.integration.node.test_checkin import altered, scan, sold, theatre_of
 from tests.integration.support import Session, bearer
-from tests.integration.web.camera import camera_browser, y4m_of_png
+from tests.integration.web.camera import ScannerPages, batch_reported, verdict
 from tests.integration.web.conftest import Shots, _missing
-
-PHONE = {"width": 390, "height": 844}
-READ_S = 30  # a 2-core box decoding frames while the cluster runs
 
 
 def scanner_token(theatre: str, user: str = "gate-7") -> str:
@@ -37,54 +34,15 @@ async def ticket_png(http: aiohttp.ClientSession, node: str, booking: str, user:
         return await resp.read()
 
 
-Scanner = Callable[..., Awaitable[Any]]
-
-
 @pytest_asyncio.fixture
-async def scanner(tmp_path: Path) -> AsyncIterator[Scanner]:
-    """Opens /scan, signed in as a gate, in a Chromium whose camera shows a PNG."""
+async def scanner(tmp_path: Path) -> AsyncIterator[Any]:
+    """Opens /scan signed in as a gate, in a Chromium whose camera shows a PNG."""
     reason = _missing()
     if reason is not None:
         pytest.skip(reason)
-    opened: list[Any] = []
-    errors: list[str] = []
-
-    async def open_scanner(url: str, png: bytes, token: str, gate: str, *,
-                           offline: bool = False) -> Any:
-        capture = y4m_of_png(png, tmp_path / f"camera-{len(opened)}.y4m")
-        browser_cm = camera_browser(capture)
-        chromium = await browser_cm.__aenter__()
-        opened.append(browser_cm)
-        context = await chromium.new_context(viewport=PHONE, locale="en-US",
-                                             timezone_id="Europe/London")
-        page = await context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(url)
-        if offline:  # signed in without a link, once the page has kept the ticket keys
-            await page.wait_for_function(
-                "Object.keys((JSON.parse(localStorage.getItem('bookcluster.gate.keys'))"
-                " || {keys: {}}).keys).length > 0")
-            await context.set_offline(True)
-        await page.fill("#token", token)
-        await page.fill("#gate", gate)
-        await page.click("#token-form button[type=submit]")
-        await page.wait_for_selector("#scanner:not([hidden])")
-        return page
-
-    yield open_scanner
-    for browser_cm in opened:
-        await browser_cm.__aexit__(None, None, None)
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-async def verdict(page: Any, state: str) -> dict[str, str]:
-    box = f"#verdict[data-verdict={state}]"
-    await page.wait_for_selector(box, timeout=READ_S * 1000)
-    return {"word": await page.inner_text("#verdict-word"),
-            "seats": await page.inner_text("#verdict-seats"),
-            "reason": await page.inner_text("#verdict-reason"),
-            "code": str(await page.get_attribute("#verdict", "data-code")),
-            "offline": str(await page.get_attribute("#verdict", "data-offline"))}
+    async with ScannerPages(tmp_path) as pages:
+        yield pages.open
+    assert not pages.errors, f"JavaScript errors: {pages.errors}"
 
 
 async def fits_the_phone(page: Any) -> bool:
@@ -93,7 +51,7 @@ async def fits_the_phone(page: Any) -> bool:
 
 
 async def test_a_ticket_on_camera_is_admitted_once(
-        clean: Cluster, http: aiohttp.ClientSession, catalog: Any, scanner: Scanner,
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any, scanner: Any,
         shots: Shots) -> None:
     show, confirmed = await sold(clean, http, catalog, "cam-amy", 0)
     booking = confirmed["booking_id"]
@@ -120,7 +78,7 @@ async def test_a_ticket_on_camera_is_admitted_once(
 
 
 async def test_refunded_and_forged_tickets_on_camera_are_refused(
-        clean: Cluster, http: aiohttp.ClientSession, catalog: Any, scanner: Scanner,
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any, scanner: Any,
         shots: Shots) -> None:
     show, confirmed = await sold(clean, http, catalog, "cam-ben", 0)
     booking, payload = confirmed["booking_id"], confirmed["ticket"]["payload"]
@@ -151,7 +109,7 @@ async def test_refunded_and_forged_tickets_on_camera_are_refused(
 
 
 async def test_offline_the_gate_admits_by_signature_and_reports_a_double_entry(
-        clean: Cluster, http: aiohttp.ClientSession, catalog: Any, scanner: Scanner,
+        clean: Cluster, http: aiohttp.ClientSession, catalog: Any, scanner: Any,
         shots: Shots) -> None:
     show, confirmed = await sold(clean, http, catalog, "cam-cat", 0)
     booking = confirmed["booking_id"]
@@ -172,10 +130,9 @@ async def test_offline_the_gate_admits_by_signature_and_reports_a_double_entry(
     await shots.take(page, "offline-admitted")
     # Back online: the queue is uploaded; the batch's double entry is shown, both gates.
     await page.context.set_offline(False)
-    await page.wait_for_selector("#batch:not([hidden]) .twice-line", timeout=READ_S * 1000)
-    line = await page.inner_text("#batch-twice")
+    summary, line = await batch_reported(page)
     assert booking in line and "door-y" in line and "door-x" in line, line
-    assert "1 entered twice" in await page.inner_text("#batch-summary")
+    assert "1 entered twice" in summary, summary
     assert await page.inner_text("#queued") == "0"
     await shots.take(page, "batch-reported")
     rows = await clean.fetch("west", "SELECT outcome, gate FROM checkin_scan "
