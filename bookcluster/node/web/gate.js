@@ -132,7 +132,8 @@ export function newScan(payload, signedIn, direction) {
 /** One scan: online at the home region, or offline by signature alone. The verdict:
  * `{ pass, code, seats, words, offline }`. */
 export async function decide(scan, signedIn) {
-  if (navigator.onLine && queue.all().length) await upload(signedIn).catch(() => null);
+  // Scans waiting to upload go first (the page uploads them before it calls this): a
+  // scan sent home ahead of them could be decided out of order.
   if (navigator.onLine && !queue.all().length) {
     try {
       const { status, data } = await post("/checkin/scan", scan, signedIn.token);

@@ -61,6 +61,7 @@ async function onCode(payload) {
   busy = true;
   show("checking", "Checking…", [], "");
   try {
+    if (navigator.onLine && queue.all().length) await uploadNow();
     const verdict = await decide(newScan(payload, signedIn, direction()), signedIn);
     showVerdict(verdict);
     linkState(verdict.offline);
@@ -123,7 +124,15 @@ function stopCamera() {
   $("camera").dataset.on = "false";
 }
 
-async function uploadNow() {
+let uploading = null;
+
+/** The queued scans to `POST /checkin/batch` (one upload at a time), and its report. */
+function uploadNow() {
+  uploading ??= uploadQueue().finally(() => { uploading = null; });
+  return uploading;
+}
+
+async function uploadQueue() {
   const signedIn = gate.load();
   if (!signedIn || !queue.all().length) { linkState(!navigator.onLine); return; }
   try {
