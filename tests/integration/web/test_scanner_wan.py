@@ -2,7 +2,9 @@
 (south). The scanner page keeps admitting by signature alone, queues the scan, and when
 the link is back uploads it; the ticket, admitted meanwhile at a south gate, is reported
 as entered twice with both scans and gates. A cluster of its own (two regions, one node
-each, every cross-region link through the proxy)."""
+each, every cross-region link through the proxy): slow, since the session cluster has
+no WAN proxy to cut. The short version of the same gate is test_scanner_page's offline
+test (the browser offline) with test_checkin's batch."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ async def links(http: aiohttp.ClientSession, proxy: str, mode: str) -> None:
     assert status == 200 and {link["mode"] for link in body} == {mode}, body
 
 
+@pytest.mark.slow
 async def test_a_gate_cut_off_admits_by_signature_and_reports_the_double_entry(
         tmp_path: Path, shots: Shots) -> None:
     reason = _missing()
