@@ -132,6 +132,10 @@ async def test_a_ticket_goes_in_once_a_retry_replays_and_out_lets_it_in_again(
     show, confirmed = await sold(clean, http, catalog, "ugo", 1)
     payload, booking = confirmed["ticket"]["payload"], confirmed["booking_id"]
     gate = gate_token((theatre_of(catalog, show),))
+    # Out before it went in: refused, and nobody is counted inside.
+    status, early = await scan(http, clean.node("west"), payload, gate, "door-a",
+                               direction="out")
+    assert (status, early["error"]) == (409, "not_inside"), early
     first = nonce()
     # Scanned through a node of another region: forwarded to the home region.
     status, admitted = await scan(http, clean.node("north"), payload, gate, "door-a", first)
@@ -153,8 +157,8 @@ async def test_a_ticket_goes_in_once_a_retry_replays_and_out_lets_it_in_again(
     assert (status, back["outcome"]) == (200, "admitted")
     rows = await clean.fetch("west", "SELECT outcome FROM checkin_scan WHERE booking_id = $1 "
                              "ORDER BY id", booking)
-    assert [r["outcome"] for r in rows] == ["admitted", "already_admitted", "exited",
-                                            "admitted"]
+    assert [r["outcome"] for r in rows] == ["not_inside", "admitted", "already_admitted",
+                                            "exited", "admitted"]
     # Head counts: every seat sold went in; all are inside (out and back in again).
     status, heads = await call(http, "GET", f"{clean.node('north')}/ops/headcounts?show={show}",
                                headers=bearer("root", ("operator",)), user="root")
