@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from bookcluster.booking import ledger
 from bookcluster.seats.home import HomeRegion
@@ -52,7 +53,15 @@ def earliest(limits: list[deadline.Deadline]) -> deadline.Deadline:
     return min(limits, key=lambda d: d.at)
 
 
-def take(queue: list[_Queued], at_most: int) -> tuple[list[_Queued], list[_Queued]]:
+class _Waiting(Protocol):
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+
+Q = TypeVar("Q", bound=_Waiting)
+
+
+def take(queue: list[Q], at_most: int) -> tuple[list[Q], list[Q]]:
     """The next batch (callers still waiting, in arrival order, at most `at_most`) and
     what stays queued."""
     waiting = [q for q in queue if not q.future.done()]

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from bookcluster.booking import onsale_state, queue_order
+from bookcluster.booking.join_batches import JoinBatcher
 from bookcluster.booking.onsale_state import ONSALE_ID, Counters, OnSale
 from bookcluster.booking.passes import AdmissionPass, QueueTicket, TokenRefused
 from bookcluster.catalog import Catalog, ShowInfo
@@ -183,6 +184,7 @@ class OnSales:
         self._guards: dict[str, tuple[float, dict[int, OnSale]]] = {}
         self._guard_locks: dict[str, asyncio.Lock] = {}
         self._guard_reads: dict[str, asyncio.Task[None]] = {}  # background re-reads
+        self._join_batchers: dict[str, JoinBatcher] = {}  # on-sale -> its joins' batcher
 
     @property
     def secret(self) -> str:
@@ -263,26 +265,33 @@ class OnSales:
     # -- a user's ----------------------------------------------------------------------
 
     async def join(self, onsale: str, user: str) -> dict[str, Any]:
-        """At the home region: the user's queue ticket (the same one on every call)."""
+        """At the home region: the user's queue ticket (the same one on every call). The
+        joins of one loop turn to one on-sale are one call (`join_batches.py`)."""
         region = await self.region_of(onsale)
-        async with self.home.connection(region, writes=True) as conn:
-            row = await conn.fetchrow("SELECT * FROM bc_onsale_join($1, $2)", onsale, user)
-            stored = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale)
-        assert row is not None
-        if row["state"] == "not_found":
+        joined = await self._join_batcher(region, onsale).join(user)
+        if joined.state == "not_found":
             raise NotFound(f"no on-sale {onsale!r}", id=onsale)
-        if row["state"] == "not_open":
+        if joined.state == "not_open":
             raise OnSaleConflict("onsale_not_open", "the queue of this on-sale is not open yet",
                                  onsale=onsale)
-        ticket = QueueTicket(onsale, user, int(row["seq"]))
+        assert joined.seq is not None
+        ticket = QueueTicket(onsale, user, joined.seq)
         try:
             answer = await self.position(onsale, user, ticket.sign(self.secret))
         except NotFound:  # created a moment ago: not in this region's replica yet
+            async with self.home.connection(region) as conn:
+                stored = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale)
             assert stored is not None
             answer = position(OnSale.from_row(stored, region), None, ticket, None,
                               onsale_state.now_ms(), self.secret)
         return {**answer, "ticket": ticket.sign(self.secret),
-                "joined_before": row["state"] == "again"}
+                "joined_before": joined.state == "again"}
+
+    def _join_batcher(self, region: str, onsale: str) -> JoinBatcher:
+        batcher = self._join_batchers.get(onsale)
+        if batcher is None:
+            batcher = self._join_batchers[onsale] = JoinBatcher(self.home, region, onsale)
+        return batcher
 
     async def position(self, onsale: str, user: str, token: str | None) -> dict[str, Any]:
         """From this region's replica of the home master only (reads stay home)."""
@@ -356,7 +365,10 @@ class OnSales:
             log.warning("re-reading the on-sales of %s failed: %s", region, exc)
 
     async def close(self) -> None:
-        """Stop the background re-reads."""
+        """Stop the background re-reads and the join batchers."""
+        batchers, self._join_batchers = list(self._join_batchers.values()), {}
+        for batcher in batchers:
+            await batcher.close()
         tasks, self._guard_reads = list(self._guard_reads.values()), {}
         for task in tasks:
             task.cancel()
