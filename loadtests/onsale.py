@@ -71,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=300,
                    help="requests in flight per crowd process at most (300)")
     p.add_argument("--conns-per-node", type=int, default=24)
-    p.add_argument("--max-s", type=float, default=420.0,
-                   help="the crowd stops after this many seconds at most (420)")
+    p.add_argument("--max-s", type=float, default=360.0,
+                   help="the crowd stops after this many seconds at most (360)")
     p.add_argument("--window-s", type=int, default=120, help="the shopping window (120)")
     p.add_argument("--max-party", type=int, default=4)
     p.add_argument("--nodes-per-region", type=int, default=5)

@@ -15,6 +15,7 @@ Run under the heavy lock: flock /tmp/heavy.lock timeout 900 python loadtests/pg_
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -34,10 +35,15 @@ from bookcluster.stores.connections import PG_TOOL_SESSION, pg_dsn, pg_login
 from bookcluster.stores.probe import wait_healthy
 from bookcluster.topology.load import load_topology
 from bookcluster.topology.secrets import generate_local
-from loadtests.pg_hold_cost import cpu_s
 
+TICK = os.sysconf("SC_CLK_TCK")
 JOINS = 4096  # per phase and round
 BATCHES = (1, 8, 32, 128, 256)
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def measure(pid: int, joins: int, per_call: int,
