@@ -76,20 +76,23 @@ BEGIN
     SELECT o.next_seq INTO v_next FROM onsale o WHERE o.id = p_onsale;
     INSERT INTO onsale_join (onsale_id, seq, user_id)
     SELECT p_onsale, v_next + row_number() OVER (ORDER BY f.i) - 1, f.u
+    -- Scalar subqueries, one index probe per user: as a join the planner may hash
+    -- the whole queue on every call.
     FROM (SELECT a.u, min(a.i) AS i FROM unnest(p_users) WITH ORDINALITY AS a(u, i)
-          WHERE NOT EXISTS (SELECT 1 FROM onsale_join j
-                            WHERE j.onsale_id = p_onsale AND j.user_id = a.u)
+          WHERE (SELECT j.seq FROM onsale_join j
+                 WHERE j.onsale_id = p_onsale AND j.user_id = a.u) IS NULL
           GROUP BY a.u) f;
     GET DIAGNOSTICS v_new = ROW_COUNT;
     UPDATE onsale o SET next_seq = o.next_seq + v_new WHERE o.id = p_onsale;
     RETURN QUERY
-        SELECT a.u, j.seq,
-               CASE WHEN j.seq >= v_next
-                         AND row_number() OVER (PARTITION BY a.u ORDER BY a.i) = 1
+        SELECT x.u, x.seq,
+               CASE WHEN x.seq >= v_next
+                         AND row_number() OVER (PARTITION BY x.u ORDER BY x.i) = 1
                     THEN 'joined' ELSE 'again' END::text
-        FROM unnest(p_users) WITH ORDINALITY AS a(u, i)
-        JOIN onsale_join j ON j.onsale_id = p_onsale AND j.user_id = a.u
-        ORDER BY a.i;
+        FROM (SELECT a.u, a.i, (SELECT j.seq FROM onsale_join j
+                                WHERE j.onsale_id = p_onsale AND j.user_id = a.u) AS seq
+              FROM unnest(p_users) WITH ORDINALITY AS a(u, i)) x
+        ORDER BY x.i;
 END $$;
 
 -- Claims the user's admission pass for a hold. Returns the booking that holds the
