@@ -36,10 +36,11 @@ from bookcluster.errors import (
     OnSaleConflict,
     TicketRefused,
 )
+from bookcluster.loops import Loop
 from bookcluster.seats.home import HomeRegion
 from bookcluster.stores import deadline
 from bookcluster.stores.connections import Connections
-from bookcluster.stores.errors import REDIS_UNAVAILABLE
+from bookcluster.stores.errors import PG_UNAVAILABLE, REDIS_UNAVAILABLE
 from bookcluster.topology.errors import RegionUnavailable
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,11 @@ class OnSales:
         # The admitter publishes it every round; publishing now lists it at once.
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             await onsale_state.publish_definition(self.connections.redis_master(region), onsale)
+        # Every node re-reads its region's on-sales every GUARD_REFRESH_S / 2 (holds never
+        # wait for that read): once this answers, every live node refuses holds without a
+        # pass.
+        with deadline.running(None):
+            await asyncio.sleep(GUARD_REFRESH_S)
         return onsale.as_json()
 
     # -- anyone's ----------------------------------------------------------------------
@@ -324,29 +330,31 @@ class OnSales:
 
     async def guarding(self, show: ShowInfo) -> OnSale | None:
         """The on-sale the show is under, from the last read of its home PostgreSQL.
-        Only a node's first hold of a region waits for that read. Later, a stale list is
-        re-read in the background while holds go on with it. A hold never waits on the
-        home primary before its script: a stalled primary would turn the hold's
-        "unknown" into "not applied" and cost every hold a round trip."""
+        A hold never waits on the home primary before its script (a stalled primary
+        would turn the hold's "unknown" into "not applied", and every hold would pay a
+        round trip): the node's own region is re-read by `guard_loop` twice a second;
+        another region's list (a hold served away from its home: rare) is read on first
+        use, then again in the background once stale."""
         cached = self._guards.get(show.region)
         if cached is None:
             await self._read_guards(show.region)
             cached = self._guards[show.region]
         elif time.monotonic() - cached[0] > GUARD_REFRESH_S:
-            self.read_soon(show.region)
+            self._read_soon(show.region)
         return cached[1].get(show.id)
 
-    def read_soon(self, region: str) -> None:
-        """Re-read the region's on-sales in the background (once at a time)."""
-        task = self._guard_reads.get(region)
-        if task is None or task.done():
-            self._guard_reads[region] = asyncio.create_task(self._reread_guards(region))
+    def guard_loop(self, region: str) -> Loop:
+        """Keeps this node's region's on-sale list at most GUARD_REFRESH_S old."""
+        async def round_() -> None:
+            await self._read_guards(region, fresh_s=GUARD_REFRESH_S / 2)
+        return Loop("onsales", round_, GUARD_REFRESH_S / 2,
+                    expected=(RegionUnavailable, *PG_UNAVAILABLE))
 
-    async def _read_guards(self, region: str) -> None:
+    async def _read_guards(self, region: str, fresh_s: float = GUARD_REFRESH_S) -> None:
         lock = self._guard_locks.setdefault(region, asyncio.Lock())
-        async with lock:  # one read at a time per region, however many holds ask
+        async with lock:  # one read at a time per region, however many ask
             cached = self._guards.get(region)
-            if cached is not None and time.monotonic() - cached[0] <= GUARD_REFRESH_S:
+            if cached is not None and time.monotonic() - cached[0] < fresh_s:
                 return
             started = time.monotonic()
             async with self.home.connection(region) as conn:
@@ -356,6 +364,11 @@ class OnSales:
                 o = OnSale.from_row(row, region)
                 by_show.update(dict.fromkeys(o.shows, o))
             self._guards[region] = (started, by_show)
+
+    def _read_soon(self, region: str) -> None:
+        task = self._guard_reads.get(region)
+        if task is None or task.done():
+            self._guard_reads[region] = asyncio.create_task(self._reread_guards(region))
 
     async def _reread_guards(self, region: str) -> None:
         try:

@@ -97,7 +97,6 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         app[listener_key] = listener
         bookings = BookingService(connections, catalog, metrics)
         stack.push_async_callback(bookings.close)  # its hold batchers, before the pools
-        bookings.onsales.read_soon(settings.region)  # so a first hold here never waits
         app[bookings_key] = bookings
         if topology.payments:
             gateway = GatewayClient(topology)
@@ -123,6 +122,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         swap.hooks.append(rehome)
         loops = Loops(settings.region, metrics.registry)
         loops.start(swap.loop(settings.topology_poll_s))
+        loops.start(bookings.onsales.guard_loop(settings.region))
         stack.push_async_callback(loops.close)
         log.info("node %s ready: %d theatres in catalog", settings.name, len(catalog.theatres))
         yield

@@ -118,6 +118,8 @@ ONSALE = path_param("onsale_id", pattern(ONSALE_ID), "an on-sale id: `os<show id
 ADMISSION = header(ADMISSION_HEADER, {"type": "string"}, "the admission pass, when the show "
                    "is under an on-sale (`/onsales/{onsale_id}/position`)", required=False)
 ADMISSION_CODES = ("admission_required", *ADMISSION_REFUSALS)
+HOLD_PARAMS = (SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                            "the client's key for this hold", required=False), ADMISSION)
 BOOKING = path_param("booking_id", pattern(ids.BOOKING_ID),
                      "a booking id: `b<show id>-<16 hex>`, so any node finds its home region")
 
@@ -152,6 +154,15 @@ def operation(op_id: str, tag: str, access: str, summary: str, *,
     if body is not None:
         out["requestBody"] = {"required": body_required, "content": json_content(ref(body))}
     return out
+
+
+def hold_errors(*conflicts: str) -> dict[int, tuple[str, ...]]:
+    """What a hold (picked or best available) may answer besides 201: the same but for
+    its 409 codes."""
+    return {400: ("malformed_id",), 403: ADMISSION_CODES, 404: ("not_found",),
+            409: conflicts, 413: BODY_TOO_LARGE,
+            422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
+            421: MOVED, 503: WRITE_DOWN}
 
 
 def paths() -> dict[str, dict[str, Any]]:
@@ -210,15 +221,9 @@ def paths() -> dict[str, dict[str, Any]]:
                         "With an `Idempotency-Key`, a retry returns the hold the first "
                         "attempt made (as it is now, header `Idempotent-Replayed: true`) "
                         "and never makes a second one.",
-            params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
-                                 "the client's key for this hold", required=False),
-                    ADMISSION),
+            params=HOLD_PARAMS,
             body="HoldRequest", responses={201: ok("Held", "Hold")},
-            errors={400: ("malformed_id",), 403: ADMISSION_CODES, 404: ("not_found",),
-                    409: ("seats_unavailable", "hold_limit_reached", "orphan_seat"),
-                    413: BODY_TOO_LARGE,
-                    422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
-                    421: MOVED, 503: WRITE_DOWN})},
+            errors=hold_errors("seats_unavailable", "hold_limit_reached", "orphan_seat"))},
         "/booking/seats/{show_id}/best": {"post": operation(
             "holdBest", "booking", "user", "Hold the best seats free now (best available)",
             description="The show's home master chooses the best block of `count` free "
@@ -227,15 +232,10 @@ def paths() -> dict[str, dict[str, Any]]:
                         "it is recorded and answered exactly as a hold (`seats`: the seats "
                         "chosen). With an `Idempotency-Key`, a retry returns the seats the "
                         "first attempt chose and never holds a second block.",
-            params=(SHOW, header("Idempotency-Key", IDEMPOTENCY_KEY,
-                                 "the client's key for this hold", required=False),
-                    ADMISSION),
+            params=HOLD_PARAMS,
             body="BestRequest", responses={201: ok("Held", "BestHold")},
-            errors={400: ("malformed_id",), 403: ADMISSION_CODES, 404: ("not_found",),
-                    409: ("no_block_available", "seats_unavailable", "hold_limit_reached"),
-                    413: BODY_TOO_LARGE,
-                    422: ("invalid_input", "idempotency_key_reused"), 429: RATE,
-                    421: MOVED, 503: WRITE_DOWN})},
+            errors=hold_errors("no_block_available", "seats_unavailable",
+                               "hold_limit_reached"))},
         "/booking/booking/{booking_id}/pay": {"post": operation(
             "pay", "booking", "user", "A payment intent at the gateway for the held amount",
             description="Asking again returns the same intent while it can still be paid. "

@@ -12,6 +12,7 @@ import time
 
 import asyncpg
 
+from bookcluster.booking.onsales import GUARD_REFRESH_S
 from bookcluster.seats import keys
 from bookcluster.stores import jobqueue
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary, make_master
@@ -28,18 +29,21 @@ ONSALE_TABLES = "onsale_pass_use, onsale_admit, onsale_join, onsale_show, onsale
 ATTEMPTS = 3
 
 
-async def reset_region(topology: Topology, region: str) -> None:
+async def reset_region(topology: Topology, region: str) -> int:
+    """Returns how many on-sales it dropped."""
+    dropped = 0
     for attempt in range(ATTEMPTS):
         try:
-            await _reset_postgres(topology, region)
+            dropped = await _reset_postgres(topology, region)
             break
         except asyncpg.DeadlockDetectedError:  # a lock order we did not foresee: go again
             if attempt == ATTEMPTS - 1:
                 raise
     await _reset_redis(topology, region)
+    return dropped
 
 
-async def _reset_postgres(topology: Topology, region: str) -> None:
+async def _reset_postgres(topology: Topology, region: str) -> int:
     # No lock timeout: TRUNCATE waits for the nodes' transactions to end.
     conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
                                  server_settings=PG_TOOL_SESSION)
@@ -51,12 +55,14 @@ async def _reset_postgres(topology: Topology, region: str) -> None:
                 break
             await asyncio.sleep(0.1)
         async with conn.transaction():
+            dropped = int(await conn.fetchval("SELECT count(*) FROM onsale"))
             await conn.execute(f"TRUNCATE {ONSALE_TABLES}")
             await conn.execute(f"TRUNCATE {BOOKING_TABLES}")
             await conn.execute(
                 "UPDATE show_seat SET status = 'AVAILABLE', hold_booking_id = NULL, "
                 "hold_expires_at = NULL, booked_booking_id = NULL, updated_at = now() "
                 "WHERE status IN ('LOCKED', 'BOOKED') OR hold_booking_id IS NOT NULL")
+        return dropped
     finally:
         await conn.close()
 
@@ -83,5 +89,8 @@ async def _reset_redis(topology: Topology, region: str) -> None:
 
 
 async def reset_cluster(topology: Topology) -> None:
+    dropped = 0
     for region in topology.regions:
-        await reset_region(topology, region)
+        dropped += await reset_region(topology, region)
+    if dropped:  # nodes re-read their on-sale lists in the background: let them see it
+        await asyncio.sleep(GUARD_REFRESH_S)

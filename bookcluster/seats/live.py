@@ -121,7 +121,8 @@ class LiveHub:
             self._spawn("resync", sock, self.sync(sock))
             return False
         try:
-            await asyncio.wait_for(sock.ws.send_str(text), SEND_TIMEOUT_S)
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await sock.ws.send_str(text)
         except GONE:
             self.leave(sock)
             self._spawn("close", sock, sock.ws.close(code=1011, message=b"too slow"))

@@ -108,7 +108,8 @@ class Consumer:
         deadline = loop.time() + self.poll_s
         while (left := deadline - loop.time()) > 0:
             try:
-                await asyncio.wait_for(self._wake.wait(), left)
+                async with asyncio.timeout(left):  # not wait_for: it can swallow a cancel
+                    await self._wake.wait()
             except TimeoutError:
                 break
             self._wake.clear()

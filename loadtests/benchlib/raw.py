@@ -258,7 +258,7 @@ async def redis_hold_limit(servers: ScratchServers, requests: int, clients: int,
                 "-a", servers.secrets.redis_password, "-n", str(max(1, requests // 2)),
                 "-c", str(clients), "-P", "1", "-r", "100000000", "--csv",
                 "EVALSHA", sha, "5", *keys.show_keys(show), keys.SEAT_CHANGES_CHANNEL,
-                str(show), "b__rand_int__", "600000", "1",
+                str(show), "b__rand_int__", "600000", "1", "99999999999999",  # no deadline
                 *[f"{chr(65 + i)}__rand_int__" for i in range(seats)]]
         cpu0 = servers.server_cpu_s()["redis"]
         started = time.perf_counter()
