@@ -166,7 +166,7 @@ async def crowd(cluster: BenchCluster, args: argparse.Namespace, onsale: str, sh
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"answers": {}, "timings": {}, "outcomes": Counter(),
                            "sold_out_told": [], "admitted": [], "sold": [], "cpu_s": 0.0,
-                           "unfinished": 0}
+                           "unfinished": 0, "trails": {}}
     for part in parts:
         for kind, answers in part["answers"].items():
             out["answers"].setdefault(kind, Counter()).update(answers)
@@ -175,6 +175,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         out["outcomes"].update(part["outcomes"])
         for key in ("sold_out_told", "admitted", "sold"):
             out[key].extend(part[key])
+        out["trails"].update(part.get("trails", {}))
         out["cpu_s"] += part["cpu_s"]
         out["unfinished"] += part["unfinished"]
     return out
@@ -276,6 +277,7 @@ async def queue_run(cluster: BenchCluster, http: aiohttp.ClientSession, show: in
     out["bought"] = len(result["sold"])
     out["fivexx_to_users"] = fivexx(result["answers"])
     out["series"] = series(timings, result["admitted"], result["sold"])
+    out["hold_trails"] = result["trails"]
     out.update(await bestrush.seats_in_postgres(cluster, show))
     conn = await bestrush._connect(cluster, show)
     try:
@@ -289,6 +291,31 @@ async def queue_run(cluster: BenchCluster, http: aiohttp.ClientSession, show: in
     finally:
         await conn.close()
     return out
+
+
+async def evidence(cluster: BenchCluster, show: int, violations: list[Any],
+                   trails: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """For each on-sale hold finding: the user's bookings and pass claim as PostgreSQL
+    has them, and the answers their holds got (why a hold had no pass)."""
+    users = sorted({v.detail.split(" of ")[1].split()[0] if v.check == "unadmitted_hold"
+                    else v.detail.split()[0] for v in violations
+                    if v.check in ("unadmitted_hold", "admitted_twice")})[:20]
+    if not users:
+        return []
+    conn = await bestrush._connect(cluster, show)
+    try:
+        out = []
+        for user in users:
+            bookings = await conn.fetch(
+                "SELECT id, status, created_at, updated_at, expires_at, hold_key "
+                "FROM booking WHERE user_id = $1 ORDER BY created_at", user)
+            claim = await conn.fetch(
+                "SELECT booking_id, used_at FROM onsale_pass_use WHERE user_id = $1", user)
+            out.append({"user": user, "bookings": [dict(b) for b in bookings],
+                        "pass_use": [dict(c) for c in claim], "trail": trails.get(user)})
+        return out
+    finally:
+        await conn.close()
 
 
 def series(timings: dict[str, list[list[float]]], admitted: list[list[Any]],
@@ -384,7 +411,11 @@ async def main(argv: list[str] | None = None) -> int:
                                 "admission_order": checks.get("admission_order", 0),
                                 "admitted_twice": checks.get("admitted_twice", 0),
                                 "unadmitted_hold": checks.get("unadmitted_hold", 0),
-                                "unreachable": report.unreachable}
+                                "unreachable": report.unreachable,
+                                "details": [v.detail for v in report.violations][:50]}
+            results["audit"]["evidence"] = await evidence(
+                cluster, results["queue"]["show"], report.violations,
+                results["queue"].get("hold_trails", {}))
             if not args.no_rush:
                 load = Load(duration_s=args.rush_s, max_requests=20_000, procs=2,
                             hold_clients=0, read_clients=0, rush_clients=0, wan_clients=0,

@@ -123,7 +123,11 @@ def position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,
     """The answer to a position poll, from the published counters (pure), with the
     interval to poll again after (`poll_after_s`, absent when the state is final)."""
     answer = _position(onsale, counters, ticket, admitted_at_ms, now_ms, secret)
-    after = queue_order.poll_after_s(answer["state"], answer["estimated_wait_s"])
+    to_sale_s = onsale.sale_at.timestamp() - now_ms / 1000
+    after = queue_order.poll_after_s(
+        answer["state"], answer["estimated_wait_s"], queue_order.jitter_of(ticket.user, now_ms),
+        to_sale_s=max(0.0, to_sale_s) if answer["place"] is None else None,
+        joined=answer["joined"] or 0)
     if after is not None:
         answer["poll_after_s"] = after
     return answer

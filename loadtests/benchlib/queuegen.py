@@ -148,6 +148,9 @@ class Crowd:
         self.sold_out_told: list[float] = []  # done_s of each user told sold_out
         self.admitted: list[list[Any]] = []  # [place, done_s] per admitted user
         self.sold: list[list[Any]] = []  # [booking, seats, done_s] per confirmed
+        # user name -> its holds' answers [key, status, error, outcome, booking], kept for
+        # a user whose shopping met anything but a plain 201 (the audit's evidence)
+        self.trails: dict[str, list[list[Any]]] = {}
         self.stop = Path(spec["stop_file"])
         rate = float(spec["arrivals_per_s"])
         for i in range(n):
@@ -234,6 +237,7 @@ class Crowd:
         want = self.rng.randint(1, int(self.spec["max_party"]))
         split, asked, key = False, {}, ""
         tries = 0
+        trail: list[list[Any]] = []
         while time.time() < self.end and tries < 50:
             tries += 1
             body: dict[str, Any] = {"count": want, **({"allow_split": True} if split else {})}
@@ -243,6 +247,11 @@ class Crowd:
                 "hold", pool, "POST", f"/booking/seats/{self.show}/best",
                 {**self.headers(user), "X-Bookcluster-Admission": admission,
                  "Idempotency-Key": key}, body)
+            said = answer if isinstance(answer, dict) else {}
+            trail.append([key[:8], status, said.get("error"), said.get("outcome"),
+                          said.get("booking_id")])
+            if status != 201 and status != 409:
+                self.trails[self.names[user]] = trail
             if status == 201:
                 break
             if status == 409 and (answer or {}).get("error") == "no_block_available":
@@ -320,7 +329,7 @@ class Crowd:
                 "outcomes": dict(self.outcomes),
                 "answers": {k: dict(v) for k, v in self.answers.items()},
                 "timings": self.timings, "sold_out_told": self.sold_out_told,
-                "admitted": self.admitted, "sold": self.sold,
+                "admitted": self.admitted, "sold": self.sold, "trails": self.trails,
                 "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
