@@ -54,6 +54,14 @@ WINDOW_S = (60, 3600)
 MAX_LEAD = timedelta(days=30)  # opens_at..sale_at at most; sale_at at most this far ahead
 
 
+def guard_fresh(read_started: float, now: float) -> bool:
+    """Whether a node's list of on-sale shows, whose read started at `read_started`
+    (monotonic), may still guard a hold at `now`: every on-sale created before the read
+    started is in it, and `POST /ops/onsales` answers GUARD_REFRESH_S after creating
+    one, so a hold after that answer must use a list read since."""
+    return now - read_started < GUARD_REFRESH_S
+
+
 def onsale_id(text: str) -> str:
     if not ONSALE_ID.match(text):
         raise MalformedId(f"malformed on-sale id {text!r}", id=text)
@@ -240,9 +248,9 @@ class OnSales:
         # The admitter publishes it every round; publishing now lists it at once.
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             await onsale_state.publish_definition(self.connections.redis_master(region), onsale)
-        # Every node re-reads its region's on-sales every GUARD_REFRESH_S / 2 (holds never
-        # wait for that read): once this answers, every live node refuses holds without a
-        # pass.
+        # Every node re-reads its region's on-sales every GUARD_REFRESH_S / 4, and a hold
+        # never goes on with a list read longer than GUARD_REFRESH_S ago (`guarding`):
+        # once this answers, every live node refuses holds without a pass.
         with deadline.running(None):
             await asyncio.sleep(GUARD_REFRESH_S)
         return onsale.as_json()
@@ -333,25 +341,32 @@ class OnSales:
     # -- the hold path -----------------------------------------------------------------
 
     async def guarding(self, show: ShowInfo) -> OnSale | None:
-        """The on-sale the show is under, from the last read of its home PostgreSQL.
-        A hold never waits on the home primary before its script (a stalled primary
-        would turn the hold's "unknown" into "not applied", and every hold would pay a
-        round trip): the node's own region is re-read by `guard_loop` twice a second;
-        another region's list (a hold served away from its home: rare) is read on first
-        use, then again in the background once stale."""
+        """The on-sale the show is under, from a read of its home PostgreSQL that started
+        less than GUARD_REFRESH_S ago (so a hold after `POST /ops/onsales` answered is
+        guarded on every node). The node's own region is re-read by `guard_loop` four
+        times a second, so a hold does not wait on the home primary before its script
+        (a stalled primary would cost every hold a round trip); another region's list (a
+        hold served away from its home: rare) is read on first use, then in the
+        background while fresh enough. A list too old (the loop is behind, or the
+        primary was unreachable) is read again before the hold goes on; if that read
+        fails the hold is refused as "unknown" (a retry of a hold that may have happened
+        must not learn "not applied")."""
         cached = self._guards.get(show.region)
-        if cached is None:
-            await self._read_guards(show.region)
+        if cached is None or not guard_fresh(cached[0], time.monotonic()):
+            try:
+                await self._read_guards(show.region, fresh_s=GUARD_REFRESH_S / 4)
+            except RegionUnavailable as exc:
+                raise exc.unknown() from exc
             cached = self._guards[show.region]
-        elif time.monotonic() - cached[0] > GUARD_REFRESH_S:
+        elif time.monotonic() - cached[0] > GUARD_REFRESH_S / 2:
             self._read_soon(show.region)
         return cached[1].get(show.id)
 
     def guard_loop(self, region: str) -> Loop:
-        """Keeps this node's region's on-sale list at most GUARD_REFRESH_S old."""
+        """Keeps this node's region's on-sale list about GUARD_REFRESH_S / 2 old at most."""
         async def round_() -> None:
-            await self._read_guards(region, fresh_s=GUARD_REFRESH_S / 2)
-        return Loop("onsales", round_, GUARD_REFRESH_S / 2,
+            await self._read_guards(region, fresh_s=GUARD_REFRESH_S / 4)
+        return Loop("onsales", round_, GUARD_REFRESH_S / 4,
                     expected=(RegionUnavailable, *PG_UNAVAILABLE))
 
     async def _read_guards(self, region: str, fresh_s: float = GUARD_REFRESH_S) -> None:

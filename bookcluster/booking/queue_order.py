@@ -145,6 +145,9 @@ JITTER = 0.25
 # have joined (at most SALE_POLLS_PER_S of them a second), between these bounds.
 SALE_SPREAD_S = (2.0, 30.0)
 SALE_POLLS_PER_S = 500.0
+# ... and while the sale is farther than this, to come back after this long (spread):
+# the page counts down to sale_at by itself, a poll before it learns nothing new.
+PRE_SALE_POLL_S = 300.0
 
 
 def jitter_of(user: str, now_ms: int) -> float:
@@ -165,12 +168,13 @@ def poll_after_s(state: str, estimated_wait_s: float | None, jitter: float = 0.5
     none): near the front it polls often, far back rarely, so a million waiting pages
     cost what the sale can afford. Sold out is polled slowly (lapsing holds resume
     admission); admitted and expired are final. Before the sale (`to_sale_s`: seconds
-    to sale_at, `joined` so far): rarely while it is far, then once, at a moment spread
-    after sale_at by how many joined, not every POLL_S[0] by everyone at once."""
+    to sale_at, `joined` so far): every PRE_SALE_POLL_S while it is far, else once, at a
+    moment spread after sale_at by how many joined, not every POLL_S[0] by everyone at
+    once as the sale nears."""
     if state in ("admitted", "expired"):
         return None
     if to_sale_s is not None and state == "waiting":
-        far = _spread(POLL_S[1], jitter)
+        far = _spread(PRE_SALE_POLL_S, jitter)
         if to_sale_s > far:
             return round(far, 1)
         spread = min(SALE_SPREAD_S[1], max(SALE_SPREAD_S[0], joined / SALE_POLLS_PER_S))
@@ -179,3 +183,4 @@ def poll_after_s(state: str, estimated_wait_s: float | None, jitter: float = 0.5
         return round(_spread(POLL_S[1] / 2, jitter), 1)
     base = min(POLL_S[1], max(POLL_S[0], estimated_wait_s / 10))
     return round(max(POLL_S[0], _spread(base, jitter)), 1)
+

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bookcluster.booking.onsale_state import Counters, OnSale
-from bookcluster.booking.onsales import OnSaleRequest, position, queue_summary
+from bookcluster.booking.onsales import (
+    GUARD_REFRESH_S,
+    OnSaleRequest,
+    guard_fresh,
+    position,
+    queue_summary,
+)
 from bookcluster.booking.passes import AdmissionPass, QueueTicket, TokenRefused
 from bookcluster.booking.queue_order import jitter_of, place, poll_after_s
 from bookcluster.errors import InvalidOnSale
@@ -127,11 +133,12 @@ def test_polls_are_spread_so_a_crowd_told_at_once_does_not_come_back_at_once() -
 
 
 def test_before_the_sale_a_crowd_polls_rarely_then_once_spread_after_sale_at() -> None:
-    # Far from the sale: the longest interval, spread.
-    assert poll_after_s("waiting", 600.0, 0.5, to_sale_s=600.0, joined=10) == 30.0
-    assert poll_after_s("waiting", 600.0, 0.0, to_sale_s=600.0, joined=10) == 22.5
-    # Near it: come back after sale_at, not every 2 s until then.
+    # Far from the sale: every five minutes, spread.
+    assert poll_after_s("waiting", 3600.0, 0.5, to_sale_s=3600.0, joined=10) == 300.0
+    assert poll_after_s("waiting", 3600.0, 0.0, to_sale_s=3600.0, joined=10) == 225.0
+    # Near it: come back once, after sale_at, not every 2 s until then.
     assert poll_after_s("waiting", 20.0, 0.0, to_sale_s=20.0, joined=10) == 20.0
+    assert poll_after_s("waiting", 200.0, 0.0, to_sale_s=200.0, joined=10) == 200.0
     # Spread over longer the more joined: 200,000 joined spread over 30 s, 1,000 over 2 s.
     many = [poll_after_s("waiting", 20.0, jitter_of(f"u{i}", 5), to_sale_s=20.0,
                          joined=200_000) for i in range(1000)]
@@ -146,3 +153,11 @@ def test_before_the_sale_a_crowd_polls_rarely_then_once_spread_after_sale_at() -
     counters = Counters(None, None, 5, 0, False, 0.0, 0)
     got = position(ONSALE, counters, ticket, None, _at(NOW - timedelta(seconds=10)), SECRET)
     assert 10.0 <= got["poll_after_s"] <= 12.0
+
+
+def test_a_hold_is_guarded_only_by_a_list_read_since_post_onsales_could_answer() -> None:
+    assert guard_fresh(100.0, 100.0 + GUARD_REFRESH_S * 0.9)
+    # POST /ops/onsales answers GUARD_REFRESH_S after creating: a list read before
+    # that may lack the on-sale, so it must be read again before a hold goes on.
+    assert not guard_fresh(100.0, 100.0 + GUARD_REFRESH_S)
+    assert not guard_fresh(100.0, 1000.0)  # the stale warm-up list of the medium run
