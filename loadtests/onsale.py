@@ -191,7 +191,7 @@ def fivexx(answers: dict[str, Counter[str]]) -> dict[str, int]:
     out: Counter[str] = Counter()
     for kind, counts in answers.items():
         for answer, n in counts.items():
-            if answer.startswith("5") or answer.startswith("0 "):
+            if answer.startswith("5") or answer == "0" or answer.startswith("0 "):
                 out[f"{kind} {answer}"] += n
     return dict(out)
 
@@ -219,6 +219,18 @@ async def queue_run(cluster: BenchCluster, http: aiohttp.ClientSession, show: in
         windows["middle"] = middle
 
     snapper = asyncio.create_task(snapshots())
+    clocked: dict[str, Any] = {}
+
+    async def master_clock() -> None:
+        """The home master's time per script from sale_at until the crowd ends (the
+        slow log of every command, as the no-queue rush measures it)."""
+        await asyncio.sleep(max(0.0, go_at + sale_after - 1.0 - time.time()))
+        async with bestrush.ScriptClock(cluster, cluster.home_of(show)) as clock:
+            try:
+                await over.wait()
+            finally:
+                clocked["clock"] = clock
+    clocker = asyncio.create_task(master_clock())
     try:
         parts = await crowd(cluster, args, onsale, show, go_at, folder)
     finally:
@@ -226,6 +238,7 @@ async def queue_run(cluster: BenchCluster, http: aiohttp.ClientSession, show: in
         sold_at = await watcher
         arrivals_done = snapper.done()
         snapper.cancel()
+        await asyncio.gather(clocker, return_exceptions=True)
     end = snapshot(groups)
     result = merge(parts)
     client_s = result["cpu_s"]
@@ -252,6 +265,7 @@ async def queue_run(cluster: BenchCluster, http: aiohttp.ClientSession, show: in
     out["join"] = latency(joins_ok)
     out["poll"] = latency(polls)
     out["hold"] = latency(timings.get("hold", []))
+    out["master_scripts"] = clocked["clock"].summary() if "clock" in clocked else None
     out["confirm"] = latency(timings.get("confirm", []))
     if first is not None and second is not None:
         polls_first = sum(1 for p in polls if p[0] <= args.arrive_s)
@@ -361,6 +375,15 @@ def draw(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _scripts(clock: dict[str, Any] | None) -> str:
+    """The hold scripts' p50/p99 at the master, from a ScriptClock summary."""
+    if not clock:
+        return "not measured"
+    got = [f"{name} {t['count']} x p50/p99 {t['p50_us']}/{t['p99_us']} us"
+           for name, t in clock["scripts"].items() if name != "all scripts"]
+    return "; ".join(got) + (" (slow log full)" if clock.get("full") else "")
+
+
 def summary(results: dict[str, Any]) -> list[str]:
     q, r = results["queue"], results.get("no_queue")
     cpu = q.get("cpu") or {}
@@ -382,10 +405,12 @@ def summary(results: dict[str, Any]) -> list[str]:
         f"{results['audit']['unadmitted_hold']}",
         f"told sold out: {q['told_sold_out']:,} (last {q['last_told_after_sold_out_s']} s "
         f"after); users unfinished {q['unfinished_users']:,}; outcomes {q['outcomes']}",
-        f"hold p99 with the queue {q['hold']['p99_ms']} ms ({q['hold']['count']} holds)"]
+        f"hold p99 with the queue {q['hold']['p99_ms']} ms ({q['hold']['count']} holds); "
+        f"at the home master {_scripts(q.get('master_scripts'))}"]
     if r:
         lines += [
-            f"without the queue: hold p99 {r['hold_latency']['p99_ms']} ms; sold out "
+            f"without the queue: hold p99 {r['hold_latency']['p99_ms']} ms, at the home "
+            f"master {_scripts(r.get('master_scripts'))}; sold out "
             f"(last hold) in {r['sell_out_s']} s, {r['hold_requests']:,} holds, "
             f"{r['answers_503']} x 503, "
             f"{sum(n for k, n in r['answers'].items() if k.startswith('409'))} x 409, "

@@ -177,7 +177,8 @@ class Crowd:
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             status, payload = 0, {"error": f"exception:{type(exc).__name__}"}
         now = time.time()
-        error = payload.get("error") if isinstance(payload, dict) and status >= 300 else None
+        error = (payload.get("error") if isinstance(payload, dict)
+                 and (status >= 300 or status == 0) else None)
         self.answers.setdefault(kind, Counter())[f"{status} {error}" if error
                                                  else str(status)] += 1
         self.timings.setdefault(kind, []).append((round(now - self.go, 3),
