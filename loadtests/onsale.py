@@ -63,17 +63,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arrivals", type=int, default=200_000)
-    p.add_argument("--arrive-s", type=float, default=200.0,
-                   help="seconds over which the users arrive (200)")
+    p.add_argument("--arrive-s", type=float, default=300.0,
+                   help="seconds over which the users arrive (300)")
     p.add_argument("--sale-after-s", type=float, default=None,
                    help="sale_at, seconds after the first arrival (3/4 of --arrive-s)")
     p.add_argument("--procs", type=int, default=3, help="crowd processes (3)")
     p.add_argument("--workers", type=int, default=300,
                    help="requests in flight per crowd process at most (300)")
     p.add_argument("--conns-per-node", type=int, default=24)
-    p.add_argument("--max-s", type=float, default=360.0,
-                   help="the crowd stops after this many seconds at most (360)")
-    p.add_argument("--window-s", type=int, default=120, help="the shopping window (120)")
+    p.add_argument("--max-s", type=float, default=600.0,
+                   help="the crowd stops after this many seconds at most (600)")
+    p.add_argument("--window-s", type=int, default=300, help="the shopping window (300)")
     p.add_argument("--max-party", type=int, default=4)
     p.add_argument("--nodes-per-region", type=int, default=5)
     p.add_argument("--fast", action="store_true", help="durable: false")
