@@ -353,10 +353,16 @@ class OnSales:
         must not learn "not applied")."""
         cached = self._guards.get(show.region)
         if cached is None or not guard_fresh(cached[0], time.monotonic()):
+            unavailable = RegionUnavailable(show.region, "postgres primary (on-sale list)")
             try:
-                await self._read_guards(show.region, fresh_s=GUARD_REFRESH_S / 4)
+                # Bounded by the hold's deadline, also while another read holds the lock.
+                async with asyncio.timeout(deadline.current().left_for(
+                        show.region, "postgres primary")):
+                    await self._read_guards(show.region, fresh_s=GUARD_REFRESH_S / 4)
+            except TimeoutError:
+                raise unavailable.unknown() from None
             except RegionUnavailable as exc:
-                raise exc.unknown() from exc
+                raise unavailable.unknown() from exc
             cached = self._guards[show.region]
         elif time.monotonic() - cached[0] > GUARD_REFRESH_S / 2:
             self._read_soon(show.region)
