@@ -108,9 +108,19 @@ class Pool:
                       body: bytes | None = None) -> tuple[int, bytes]:
         async with self.gate:
             conn = self.free.pop() if self.free else Conn(self.host, self.port)
+            reused = conn.writer is not None
             try:
-                answer = await asyncio.wait_for(conn.request(method, path, headers, body),
-                                                REQUEST_TIMEOUT_S)
+                try:
+                    answer = await asyncio.wait_for(conn.request(method, path, headers, body),
+                                                    REQUEST_TIMEOUT_S)
+                except (ConnectionResetError, BrokenPipeError):
+                    if not reused:
+                        raise
+                    # A keep-alive connection the server closed while it sat idle here:
+                    # sent again on a new one, as browsers and HTTP clients do.
+                    conn.close()
+                    answer = await asyncio.wait_for(conn.request(method, path, headers, body),
+                                                    REQUEST_TIMEOUT_S)
             except BaseException:
                 conn.close()
                 raise
