@@ -209,6 +209,7 @@ async function showView(showId) {
 function openSeatMap() {
   $("queue").hidden = true;
   $("shop").hidden = false;
+  zoom.reset();
   setLiveState("connecting");
   state.live = new LiveSeats(state.show.id, {
     onSnapshot: drawMap, onDelta: applyDelta, onState: setLiveState,
@@ -727,10 +728,11 @@ async function holdBest(event) {
   }
 }
 
-/** While a hold is being paid for, the panel at the bottom is the hold's: true (and the
- * person told) if so; a hold that ended gives its place back to the pick bar. */
+/** While a hold of the open show is being paid for, the panel at the bottom is the
+ * hold's: true (and the person told) if so; a hold that ended gives its place back to
+ * the pick bar. */
 function holdingHere() {
-  if (state.booking) {
+  if (state.booking && state.booking.show_id === state.show?.id) {
     alertUser(`Seats ${seatList(state.booking.seat_ids)} are held for you: pay for them, `
       + "or release them to pick others.");
     return true;

@@ -31,6 +31,12 @@ export class MapZoom {
     }).observe(scroller);
   }
 
+  /** Another show: its map starts fitted. */
+  reset() {
+    this.zoomed = false;
+    this.scroller.scrollLeft = 0;
+  }
+
   /** The map was redrawn (a snapshot): fit it to the width again unless zoomed. */
   refit() {
     this.width = this.scroller.clientWidth;
@@ -59,7 +65,9 @@ export class MapZoom {
     this.zoomIn.disabled = size >= MAX_PX;
     const pans = this.map.offsetWidth > this.scroller.clientWidth + 1;
     this.scroller.dataset.pans = String(pans);
-    this.words.textContent = pans ? "Swipe sideways for more seats; − shows them all."
+    const words = pans ? "Swipe sideways for more seats; − shows them all."
       : `Every seat in view${this.zoomIn.disabled ? "" : "; + for bigger seats"}.`;
+    // A live region: said again only when it changes, not on every snapshot.
+    if (this.words.textContent !== words) this.words.textContent = words;
   }
 }

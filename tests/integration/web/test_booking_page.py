@@ -111,6 +111,7 @@ async def map_fits_then_pans(page: Any) -> None:
         "r.querySelector('.seat').getBoundingClientRect().left])"
         "(document.querySelector('#seatmap .row'))")
     assert first[0] >= 0 and first[1] < 0, first  # the letter in view, its row's start not
+    await page.evaluate("document.getElementById('map-scroll').scrollIntoView()")
     await docs_shot(page, "booking-phone-zoomed")
     await page.click("#zoom-out")
     await page.click("#zoom-out")
@@ -307,6 +308,7 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     await page.wait_for_selector("#view-hold:not([hidden])")
     await pay_at_the_thumb(page)
     assert booking_id not in await page.inner_text("body")  # no raw ids for customers
+    await page.evaluate("document.getElementById('map-scroll').scrollIntoView()")
     await docs_shot(page, "booking-phone")
     first_deadline = await page.inner_text("#countdown")
     assert first_deadline.count(":") == 1
