@@ -28,6 +28,7 @@ import pytest_asyncio
 from bookcluster.local import faults, patroni
 from bookcluster.local.faults import paused
 from bookcluster.loops import cancel_and_wait
+from bookcluster.node.auth import mint
 from bookcluster.ops import moves
 from bookcluster.ops.audit import run_audit
 from bookcluster.stores import patroni_api
@@ -114,6 +115,16 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert status == 200, body
     status, held = await hold(http, west, show, "bob", [b], key="bob-hold")
     assert status == 201, held
+    # The ticket went in at the door, and the theatre forbids coming back after going out:
+    # both go along.
+    gate = {"Authorization": "Bearer " + mint(movable.topology, "gate-1", 600, ("scanner",),
+                                              (theatre,))}
+    door = {"payload": body["ticket"]["payload"], "gate": "door-a", "nonce": "first-scan"}
+    status, admitted = await call(http, "POST", f"{west}/checkin/scan", json=door,
+                                  headers=gate)
+    assert (status, admitted["outcome"]) == (200, "admitted"), admitted
+    await movable.fetch(source, "INSERT INTO checkin_theatre VALUES ($1, false) "
+                        "RETURNING theatre_id", theatre)
     # A dead-lettered job of the theatre's (its outbox rows not done go along).
     dead = {"booking_id": sold["booking_id"], "event": "confirmed"}
     source_pg = await movable.pg(source)
@@ -157,6 +168,25 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert {**again, "ticket": None} == {**body, "ticket": None}, again
     assert again["ticket"]["ticket_id"] == body["ticket"]["ticket_id"], again
     assert again["ticket"]["key_id"].startswith(f"{target}-"), again
+    # The door's records moved: the ticket is inside (a retried scan replays, another is
+    # refused naming the first), and the theatre's rule holds at the new home.
+    status, again = await call(http, "POST", f"{north}/checkin/scan", json=door, headers=gate)
+    assert (status, again["replayed"], again["scanned_at"]) == \
+        (200, True, admitted["scanned_at"]), again
+    status, twice = await call(http, "POST", f"{north}/checkin/scan",
+                               json={**door, "gate": "door-b", "nonce": "second-scan"},
+                               headers=gate)
+    assert (status, twice["error"], twice["prior_gate"], twice["prior_at"]) == \
+        (409, "already_admitted", "door-a", admitted["scanned_at"]), twice
+    status, out = await call(http, "POST", f"{north}/checkin/scan",
+                             json={**door, "nonce": "going-out", "direction": "out"},
+                             headers=gate)
+    assert (status, out["outcome"]) == (200, "exited"), out
+    status, back = await call(http, "POST", f"{north}/checkin/scan",
+                              json={**door, "nonce": "coming-back"}, headers=gate)
+    assert (status, back["error"]) == (409, "no_reentry"), back
+    assert await movable.fetch(source, "SELECT 1 FROM checkin_scan UNION ALL "
+                               "SELECT 1 FROM checkin_theatre") == []
     # The live hold moved with its key and its TTL; it sells at the new home.
     status, replay = await hold(http, north, show, "bob", [b], key="bob-hold")
     assert status == 201 and replay["booking_id"] == held["booking_id"], replay
