@@ -29,7 +29,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bookcluster.local import etcd, patroni, postgres_server, redis_server, sentinel, wan
+from bookcluster.local import (
+    busy_ports,
+    etcd,
+    logs,
+    patroni,
+    postgres_server,
+    redis_server,
+    sentinel,
+    wan,
+)
 from bookcluster.local.binaries import Binaries, find_binaries
 from bookcluster.local.supervisor import Child, ProcessSpec, Supervisor, kill_recorded, pid_alive
 from bookcluster.node.settings import is_loopback
@@ -51,6 +60,14 @@ class ClusterAlreadyRunning(RuntimeError):
 
 class ClusterSetupError(RuntimeError):
     pass
+
+
+class PortsInUse(ClusterSetupError):
+    """A port the launcher would bind is taken: nothing was started."""
+
+
+class ChildExited(ClusterSetupError):
+    """A child died while starting; the message carries its log's last error line."""
 
 
 def python_service(topology: Topology, name: str, region: str, role: str, ep: Endpoint,
@@ -143,6 +160,7 @@ class LocalCluster:
 
     async def start(self) -> LocalCluster:
         self._claim_run_dir()
+        self._check_ports()
         started = time.monotonic()
         try:
             await self._step("redis", self._start_redis())
@@ -158,7 +176,8 @@ class LocalCluster:
         return self
 
     def stop(self, wipe: bool = False) -> None:
-        self.supervisor.stop()
+        """Stop every process; the progress callback hears of each region as it is done."""
+        self.supervisor.stop(progress=self.progress)
         if wipe:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -248,6 +267,14 @@ class LocalCluster:
     def crashed(self) -> list[str]:
         return [c.spec.name for c in self.supervisor.crashed()]
 
+    def why_exited(self, name: str) -> str:
+        """The last error line of a child's log, and the log's path."""
+        return logs.why_it_died(self.child(name).spec.log_path)
+
+    def cap_logs(self) -> list[Path]:
+        """Rotate in place the logs past the cap (`bookcluster.local.logs`)."""
+        return logs.cap(self.run_dir / "logs")
+
     async def __aenter__(self) -> LocalCluster:
         return await self.start()
 
@@ -270,6 +297,7 @@ class LocalCluster:
             if killed:
                 self.progress(f"stopped {killed} processes left by a dead launcher")
         self._ensure_secrets()
+        logs.rotate_at_start(self.run_dir / "logs")
         self.supervisor.meta = {"topology": str(self.topology.path),
                                 "run_dir": str(self.run_dir), "started_at": time.time(),
                                 "regions": [r.name for r in self.local_regions]}
@@ -291,6 +319,20 @@ class LocalCluster:
             self.progress(f"generated secrets {', '.join(created)} in "
                           f"{cluster_secrets.secrets_dir(self.run_dir)}")
 
+    def _check_ports(self) -> None:
+        """Every port this launcher will bind, free before anything starts."""
+        taken = busy_ports.busy(busy_ports.planned(
+            self.topology, [r.name for r in self.local_regions], self._runs_gateway()))
+        if taken:
+            raise PortsInUse("nothing started: "
+                             + ("a port" if len(taken) == 1 else f"{len(taken)} ports")
+                             + " of the topology in use:\n"
+                             + "\n".join(f"  {busy.line()}" for busy in taken))
+
+    def _exited(self, child: Child) -> ChildExited:
+        return ChildExited(f"{child.spec.name} exited during start-up (exit "
+                           f"{child.popen.poll()}): {logs.why_it_died(child.spec.log_path)}")
+
     async def _step(self, what: str, work: Any) -> None:
         began = time.monotonic()
         self.progress(f"[{what}] ...")
@@ -311,8 +353,14 @@ class LocalCluster:
         record = {**child.spec.__dict__, "log_path": str(child.spec.log_path)}
         answered = (lambda r: r.get("redis_role") is not None) \
             if self._linked_later(child.spec) else None
-        await wait_healthy(record, START_TIMEOUT_S, alive=lambda: child.popen.poll() is None,
-                           secrets=self.topology.secrets, accept=answered)
+        try:
+            await wait_healthy(record, START_TIMEOUT_S,
+                               alive=lambda: child.popen.poll() is None,
+                               secrets=self.topology.secrets, accept=answered)
+        except RuntimeError:
+            if child.popen.poll() is not None:
+                raise self._exited(child) from None
+            raise
         self.progress(f"  {child.spec.name:<28} pid {child.pid:<7} {child.spec.address}")
 
     async def _start_redis(self) -> None:
@@ -366,8 +414,14 @@ class LocalCluster:
         children = [self.supervisor.start(s) for s in specs]
         waits = [asyncio.ensure_future(self._wait(c)) for c in children]
         try:
-            await wait_leader(region, START_TIMEOUT_S,
-                              alive=lambda: all(c.popen.poll() is None for c in children))
+            try:
+                await wait_leader(region, START_TIMEOUT_S,
+                                  alive=lambda: all(c.popen.poll() is None for c in children))
+            except RuntimeError:
+                dead = [c for c in children if c.popen.poll() is not None]
+                if dead:
+                    raise self._exited(dead[0]) from None
+                raise
             async with region_setup.lock(self.topology, region):
                 applied = await region_setup.create_and_migrate(self.topology, region)
             if applied:
