@@ -373,10 +373,24 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
     return ["--sweep-interval", f"{args.sweep_interval}s"]
 
 
+def _ports_free(topology: Topology, regions: list[str] | None) -> None:
+    """Busy ports refused in a second, before the launcher's code is even imported (the
+    launcher checks again, after it killed what a dead launcher left). A running
+    cluster's ports are its own: the launcher says that one is running."""
+    from bookcluster.local import busy_ports
+    from bookcluster.local.supervisor import pid_alive
+    from bookcluster.topology.runstate import read_state
+
+    state = read_state(topology.settings.run_dir)
+    if state is None or not pid_alive(state["launcher_pid"]):
+        busy_ports.check(topology, regions)
+
+
 async def _up(topology: Topology, args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    _ports_free(topology, args.regions)
     from bookcluster.local.launcher import LocalCluster
     from bookcluster.ops.applied import check_not_older, stored_for_start
     from bookcluster.ops.status import print_table

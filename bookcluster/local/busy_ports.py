@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,12 @@ TCP_LISTEN = "0A"
 TCP_TIME_WAIT = "06"
 # Processes a launcher that died moments ago left behind are killed just before the
 # check (`kill_recorded`); their sockets close as the kernel reaps them.
-RECHECKS = 3
-RECHECK_PAUSE_S = 0.3
+RECHECKS_AFTER_KILL = 5
+RECHECK_PAUSE_S = 0.2
+
+
+class PortsInUse(RuntimeError):
+    """A port the launcher would bind is taken: nothing was started."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +46,22 @@ class BusyPort:
         return f"{self.endpoint} ({self.label}): {held}"
 
 
-def planned(topology: Topology, regions: Iterable[str], gateway: bool) -> list[tuple[str,
-                                                                                      Endpoint]]:
-    """Every (label, endpoint) the launcher of `regions` binds: stores, Patroni's API,
-    etcd (client and peer), nodes, worker, and the payment gateway if it runs it.
-    The WAN proxy's ports are picked free when it starts (`bookcluster.local.ports`)."""
+def runs_gateway(topology: Topology, only: Sequence[str] | None) -> bool:
+    """Whether the launcher of `only` (None: every region) runs the payment gateway: the
+    launcher of the topology's first region does."""
+    return topology.payments is not None and (
+        only is None or next(iter(topology.regions)) in only)
+
+
+def planned(topology: Topology, only: Sequence[str] | None) -> list[tuple[str, Endpoint]]:
+    """Every (label, endpoint) the launcher of `only` (None: every region) binds: stores,
+    Patroni's API, etcd (client and peer), nodes, worker, and the payment gateway if it
+    runs it. The WAN proxy's ports are picked free when it starts (`local.ports`)."""
     found: list[tuple[str, Endpoint]] = []
-    for name in regions:
-        found += [(f"{name}.{label}", ep) for label, ep in topology.region(name).endpoints()]
-    if gateway and topology.payments is not None:
+    for name in topology.regions:
+        if only is None or name in only:
+            found += [(f"{name}.{label}", ep) for label, ep in topology.region(name).endpoints()]
+    if runs_gateway(topology, only) and topology.payments is not None:
         found.append(("payments.gateway", topology.payments.gateway))
     return found
 
@@ -136,14 +147,25 @@ def holder_of(port: int, proc: Path = PROC) -> str | None:
     return None
 
 
-def busy(endpoints: Iterable[tuple[str, Endpoint]]) -> list[BusyPort]:
-    """The endpoints a server cannot bind now, each with its holder where visible. Ports
-    busy at first are checked again briefly: a just-killed process may still hold one."""
+def busy(endpoints: Iterable[tuple[str, Endpoint]], rechecks: int = 0) -> list[BusyPort]:
+    """The endpoints a server cannot bind now, each with its holder where visible. With
+    `rechecks`, ports busy at first are checked again that many times, RECHECK_PAUSE_S
+    apart: processes killed a moment ago may still hold theirs."""
     todo = list(endpoints)
-    for attempt in range(RECHECKS):
+    for attempt in range(rechecks + 1):
         errors = {ep: why for _, ep in todo if (why := bind_error(ep)) is not None}
         todo = [(label, ep) for label, ep in todo if ep in errors]
-        if not todo or attempt == RECHECKS - 1:
+        if not todo or attempt == rechecks:
             break
         time.sleep(RECHECK_PAUSE_S)
     return [BusyPort(label, ep, errors[ep], holder_of(ep.port)) for label, ep in todo]
+
+
+def check(topology: Topology, only: Sequence[str] | None, rechecks: int = 0) -> None:
+    """Raise PortsInUse naming every port of the launcher of `only` that is taken."""
+    taken = busy(planned(topology, only), rechecks)
+    if taken:
+        raise PortsInUse("nothing started: "
+                         + ("a port" if len(taken) == 1 else f"{len(taken)} ports")
+                         + " of the topology in use:\n"
+                         + "\n".join(f"  {port.line()}" for port in taken))

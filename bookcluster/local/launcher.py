@@ -62,10 +62,6 @@ class ClusterSetupError(RuntimeError):
     pass
 
 
-class PortsInUse(ClusterSetupError):
-    """A port the launcher would bind is taken: nothing was started."""
-
-
 class ChildExited(ClusterSetupError):
     """A child died while starting; the message carries its log's last error line."""
 
@@ -155,12 +151,13 @@ class LocalCluster:
                 if self.only is None or r.name in self.only]
 
     def _runs_gateway(self) -> bool:
-        return self.topology.payments is not None and (
-            self.only is None or next(iter(self.topology.regions)) in self.only)
+        return busy_ports.runs_gateway(self.topology, self.only)
 
     async def start(self) -> LocalCluster:
-        self._claim_run_dir()
-        self._check_ports()
+        killed = self._claim_run_dir()
+        # Every port this launcher will bind, free before anything starts.
+        busy_ports.check(self.topology, self.only,
+                         busy_ports.RECHECKS_AFTER_KILL if killed else 0)
         started = time.monotonic()
         try:
             await self._step("redis", self._start_redis())
@@ -177,7 +174,9 @@ class LocalCluster:
 
     def stop(self, wipe: bool = False) -> None:
         """Stop every process; the progress callback hears of each region as it is done."""
-        self.supervisor.stop(progress=self.progress)
+        took = self.supervisor.stop(progress=self.progress)
+        if took:
+            self.progress("  by tier: " + ", ".join(f"{tier} {s:.1f}s" for tier, s in took.items()))
         if wipe:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -284,7 +283,8 @@ class LocalCluster:
 
     # -- steps -------------------------------------------------------------
 
-    def _claim_run_dir(self) -> None:
+    def _claim_run_dir(self) -> int:
+        """Returns how many processes a dead launcher had left (now killed)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)  # PostgreSQL's user must reach its data dirs
         state = read_state(self.run_dir)
@@ -292,6 +292,7 @@ class LocalCluster:
             raise ClusterAlreadyRunning(
                 f"a cluster is already running from {self.run_dir} "
                 f"(launcher pid {state['launcher_pid']}); run `bookcluster down` first")
+        killed = 0
         if state:  # a launcher died without cleaning up: finish its job
             killed = kill_recorded(self.run_dir)
             if killed:
@@ -301,6 +302,7 @@ class LocalCluster:
         self.supervisor.meta = {"topology": str(self.topology.path),
                                 "run_dir": str(self.run_dir), "started_at": time.time(),
                                 "regions": [r.name for r in self.local_regions]}
+        return killed
 
     def _ensure_secrets(self) -> None:
         """Generate the local cluster's passwords and keys once per run folder. Data made
@@ -318,16 +320,6 @@ class LocalCluster:
         if created:
             self.progress(f"generated secrets {', '.join(created)} in "
                           f"{cluster_secrets.secrets_dir(self.run_dir)}")
-
-    def _check_ports(self) -> None:
-        """Every port this launcher will bind, free before anything starts."""
-        taken = busy_ports.busy(busy_ports.planned(
-            self.topology, [r.name for r in self.local_regions], self._runs_gateway()))
-        if taken:
-            raise PortsInUse("nothing started: "
-                             + ("a port" if len(taken) == 1 else f"{len(taken)} ports")
-                             + " of the topology in use:\n"
-                             + "\n".join(f"  {busy.line()}" for busy in taken))
 
     def _exited(self, child: Child) -> ChildExited:
         return ChildExited(f"{child.spec.name} exited during start-up (exit "

@@ -135,7 +135,7 @@ class Supervisor:
         tmp.replace(self.state_path)
 
     def stop(self, timeout_s: float = 15.0,
-             progress: Callable[[str], None] | None = None) -> None:
+             progress: Callable[[str], None] | None = None) -> dict[str, float]:
         """Stop every child: first the clients (nodes, workers, the gateway: whatever is
         not a store), then the two store chains side by side, each a tier at a time
         across all regions: Patroni members then etcd (a leader that stops releases its
@@ -143,11 +143,12 @@ class Supervisor:
         go and fail it over). A tier's children are signalled together and share one
         deadline, so a stop takes about the clients' time plus the slower chain's, not
         a sum over forty processes. `progress` hears of each region as its last process
-        stops."""
+        stops. Returns how long each tier took (seconds, by its first role)."""
         began = time.monotonic()
         children = list(reversed(self.children))
         left = Counter(c.spec.region for c in children)
         lock = threading.Lock()
+        took: dict[str, float] = {}
 
         def stopped(group: list[Child]) -> None:
             with lock:
@@ -157,20 +158,24 @@ class Supervisor:
                         label = child.spec.region if child.spec.region != "-" else child.spec.name
                         progress(f"  {label}: stopped ({time.monotonic() - began:.1f}s)")
 
-        def run(tiers: Sequence[Collection[str]]) -> None:
-            for roles in tiers:
+        def run(tiers: Sequence[tuple[str, Collection[str]]]) -> None:
+            for label, roles in tiers:
                 group = [c for c in children if c.spec.role in roles]
                 if group:
+                    tier_began = time.monotonic()
                     _stop_all(group, timeout_s)
+                    took[label] = time.monotonic() - tier_began
                     stopped(group)
 
         in_chains = {role for chain in STORE_CHAINS for tier in chain for role in tier}
-        run([{c.spec.role for c in children if c.spec.role not in in_chains}])
+        run([("clients", {c.spec.role for c in children if c.spec.role not in in_chains})])
         with ThreadPoolExecutor(len(STORE_CHAINS)) as pool:
-            for done in [pool.submit(run, chain) for chain in STORE_CHAINS]:
+            for done in [pool.submit(run, [(tier[0], tier) for tier in chain])
+                         for chain in STORE_CHAINS]:
                 done.result()
         self.children.clear()
         self.state_path.unlink(missing_ok=True)
+        return took
 
     def stop_child(self, child: Child, timeout_s: float = 15.0) -> None:
         _stop(child, timeout_s)

@@ -60,11 +60,15 @@ def test_holder_unnamed_when_no_visible_process_has_the_socket(tmp_path: Path) -
 def test_planned_ports_cover_every_store_and_process_of_the_regions() -> None:
     repo = Path(__file__).resolve().parents[3]
     topology = load_topology(repo / "topology.yaml")
-    labels = [label for label, _ in busy_ports.planned(topology, ["north"], gateway=True)]
+    labels = [label for label, _ in busy_ports.planned(topology, ["north"])]
     assert "north.nodes[0]" in labels and "payments.gateway" in labels
     assert {"north.redis.master", "north.redis.sentinel", "north.postgres.primary",
             "north.postgres.etcd[0]", "north.postgres.etcd[1]", "north.postgres.patroni[0]",
             "north.worker"} <= set(labels)
     assert not any(label.startswith("south.") for label in labels)
-    south = busy_ports.planned(topology, ["south"], gateway=False)
+    south = busy_ports.planned(topology, ["south"])
     assert "payments.gateway" not in [label for label, _ in south]
+    everything = busy_ports.planned(topology, None)
+    assert len(everything) == len(set(ep for _, ep in everything))  # one row per port
+    assert {label.split(".")[0] for label, _ in everything} == {"north", "south", "west",
+                                                                "payments"}
