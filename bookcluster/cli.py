@@ -236,8 +236,6 @@ def _command(topology: Topology, args: argparse.Namespace) -> int:
 
 async def _repair(topology: Topology, args: argparse.Namespace) -> int:
     """Operator repair: needs the stores' passwords (the run folder or env)."""
-    import json
-
     from bookcluster.seats.home import HomeRegion
     from bookcluster.seats.reconcile import Reconciler
     from bookcluster.stores.connections import Connections
@@ -271,8 +269,7 @@ async def _repair(topology: Topology, args: argparse.Namespace) -> int:
         for show, seats in sorted(report.divergent.items()):
             print(f"  show {show}: " + ", ".join(f"{s}->{w}" for s, w in sorted(seats.items())))
     if args.json:
-        print(json.dumps({"dry_run": args.dry_run, "regions": found,
-                          "unreachable": unreachable}, indent=2))
+        _print_json({"dry_run": args.dry_run, "regions": found, "unreachable": unreachable})
     return 2 if unreachable else 0
 
 
