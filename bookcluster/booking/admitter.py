@@ -131,6 +131,12 @@ class Admitter:
         elapsed, pace.last = now - pace.last, now
         async with self.home.transaction(self.region) as conn:
             await conn.execute("SELECT id FROM onsale WHERE id = $1 FOR UPDATE", onsale_id)
+            # Its theatre frozen by a move, or moved away (its rows not cleaned up yet):
+            # not ours to admit or publish; the new home's admitter goes on from the
+            # frontier the move carried.
+            if not await conn.fetchval("SELECT bc_onsale_writable($1)", onsale_id):
+                self._pace.pop(onsale_id, None)
+                return
             await conn.execute("SELECT bc_onsale_seal($1)", onsale_id)
             row = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale_id)
             assert row is not None
@@ -165,9 +171,7 @@ class Admitter:
         if await onsale_state.step_count(client, onsale_id) != recorded:
             # The master lost (or never had) some: copy all of them again.
             async with self.home.connection(self.region) as conn:
-                steps = [(int(r["frontier"]), int(r["at"].timestamp() * 1000)) for r in
-                         await conn.fetch("SELECT frontier, at FROM onsale_admit WHERE "
-                                          "onsale_id = $1 ORDER BY frontier", onsale_id)]
+                steps = await onsale_state.stored_steps(conn, onsale_id)
             await onsale_state.publish(client, onsale, counters, steps)
         labels = (self.region, onsale_id)
         self.metrics.rate.labels(*labels).set(counters.rate_per_s)

@@ -105,6 +105,35 @@ async def publish(client: aioredis.Redis, onsale: OnSale, counters: Counters,
         await pipe.execute()
 
 
+async def stored_steps(conn: asyncpg.Connection, onsale_id: str) -> list[tuple[int, int]]:
+    """Every admission step PostgreSQL recorded: (frontier, at_ms), in order."""
+    return [(int(r["frontier"]), int(r["at"].timestamp() * 1000)) for r in
+            await conn.fetch("SELECT frontier, at FROM onsale_admit WHERE onsale_id = $1 "
+                             "ORDER BY frontier", onsale_id)]
+
+
+async def publish_stored(conn: asyncpg.Connection, client: aioredis.Redis, onsale_id: str,
+                         region: str) -> None:
+    """Copy an on-sale as PostgreSQL has it into `region`'s master, all steps included
+    (a theatre move, before its new home answers positions). The rate is not known
+    until the region's admitter sets it (within a round): 0 here."""
+    row = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale_id)
+    if row is None:
+        return
+    counters = Counters(row["seed"], row["n_early"], int(row["next_seq"]),
+                        int(row["frontier"]), row["sold_out"], 0.0, now_ms())
+    await publish(client, OnSale.from_row(row, region), counters,
+                  await stored_steps(conn, onsale_id))
+
+
+async def forget(client: aioredis.Redis, onsale_id: str) -> None:
+    """Drop an on-sale from a master that is no longer its home (a theatre move)."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.ONSALES, onsale_id)
+        pipe.delete(keys.onsale_state(onsale_id), keys.onsale_steps(onsale_id))
+        await pipe.execute()
+
+
 async def add_step(client: aioredis.Redis, onsale_id: str, frontier: int, at_ms: int) -> None:
     await client.zadd(keys.onsale_steps(onsale_id), {f"{frontier}:{at_ms}": frontier})
 

@@ -180,8 +180,8 @@ class OnSales:
         self.catalog = catalog
         self.home = home
         self._secret: str | None = None
-        # region -> (monotonic time read, show -> its on-sale)
-        self._guards: dict[str, tuple[float, dict[int, OnSale]]] = {}
+        # region -> (monotonic time read, the epoch then, show -> its on-sale)
+        self._guards: dict[str, tuple[float, int, dict[int, OnSale]]] = {}
         self._guard_locks: dict[str, asyncio.Lock] = {}
         self._guard_reads: dict[str, asyncio.Task[None]] = {}  # background re-reads
 
@@ -230,6 +230,8 @@ class OnSales:
             except asyncpg.UniqueViolationError:  # a concurrent on-sale took one
                 raise OnSaleConflict("onsale_exists", "show(s) already under an on-sale",
                                      shows=list(onsale.shows)) from None
+            # Where its theatres are OWNED only (a move's freeze waits for this).
+            await conn.execute("SELECT bc_onsale_own($1)", onsale.id)
         self._guards.pop(region, None)
         # The admitter publishes it every round; publishing now lists it at once.
         with contextlib.suppress(*REDIS_UNAVAILABLE):
@@ -325,14 +327,16 @@ class OnSales:
         would turn the hold's "unknown" into "not applied", and every hold would pay a
         round trip): the node's own region is re-read by `guard_loop` twice a second;
         another region's list (a hold served away from its home: rare) is read on first
-        use, then again in the background once stale."""
+        use, then again in the background once stale. A list read at an older epoch is
+        read again before the hold: a theatre that moved here brought its on-sales, and a
+        node routes a hold of it here only once it took the move's epoch."""
         cached = self._guards.get(show.region)
-        if cached is None:
+        if cached is None or cached[1] != self.home.epoch:
             await self._read_guards(show.region)
             cached = self._guards[show.region]
         elif time.monotonic() - cached[0] > GUARD_REFRESH_S:
             self._read_soon(show.region)
-        return cached[1].get(show.id)
+        return cached[2].get(show.id)
 
     def guard_loop(self, region: str) -> Loop:
         """Keeps this node's region's on-sale list at most GUARD_REFRESH_S old."""
@@ -344,8 +348,9 @@ class OnSales:
     async def _read_guards(self, region: str, fresh_s: float = GUARD_REFRESH_S) -> None:
         lock = self._guard_locks.setdefault(region, asyncio.Lock())
         async with lock:  # one read at a time per region, however many ask
-            cached = self._guards.get(region)
-            if cached is not None and time.monotonic() - cached[0] < fresh_s:
+            cached, epoch = self._guards.get(region), self.home.epoch
+            if (cached is not None and cached[1] == epoch
+                    and time.monotonic() - cached[0] < fresh_s):
                 return
             started = time.monotonic()
             async with self.home.connection(region) as conn:
@@ -354,7 +359,7 @@ class OnSales:
             for row in rows:
                 o = OnSale.from_row(row, region)
                 by_show.update(dict.fromkeys(o.shows, o))
-            self._guards[region] = (started, by_show)
+            self._guards[region] = (started, epoch, by_show)
 
     def _read_soon(self, region: str) -> None:
         task = self._guard_reads.get(region)

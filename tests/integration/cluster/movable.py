@@ -22,14 +22,15 @@ def theatre_map(regions: tuple[str, ...] = ("north", "south", "west")) -> dict[s
 
 @asynccontextmanager
 async def movable_cluster(prefix: str, *, nodes: int = 2,
-                          standby: tuple[str, ...] = ()) -> AsyncIterator[Cluster]:
+                          standby: tuple[str, ...] = (),
+                          settings: str = "") -> AsyncIterator[Cluster]:
     # Nodes look for a missed epoch only when a write answers MOVED (no poll): a
     # test of that path must not race the poll.
     async with own_cluster(prefix, TEST_CATALOG, node_args=["--topology-poll", "1h"],
                            nodes=nodes, theatres=theatre_map(), workers=True,
                            standby=standby,
                            limits=TEST_LIMITS,
-                           extra_settings="  sweep_interval: 500ms\n") as cluster:
+                           extra_settings="  sweep_interval: 500ms\n" + settings) as cluster:
         yield cluster
 
 
