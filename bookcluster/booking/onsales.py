@@ -294,6 +294,14 @@ class OnSales:
 
     async def position(self, onsale: str, user: str, token: str | None) -> dict[str, Any]:
         """From this region's replica of the home master only (reads stay home)."""
+        ticket = self.ticket(onsale, token, user)
+        definition, counters = await self.published(onsale)
+        if definition is None:
+            raise NotFound(f"no on-sale {onsale!r} (not here yet?)", id=onsale)
+        return await self.answer(definition, counters, ticket)
+
+    def ticket(self, onsale: str, token: str | None, user: str | None = None) -> QueueTicket:
+        """The caller's queue ticket for `onsale` (of `user`, when the caller is known)."""
         if not token:
             raise TicketRefused("send the queue ticket from the join as X-Bookcluster-Queue-"
                                 "Ticket (or ?ticket=)")
@@ -301,21 +309,32 @@ class OnSales:
             ticket = QueueTicket.verify(self.secret, token)
         except TokenRefused:
             raise TicketRefused("the queue ticket is malformed or forged") from None
-        if ticket.onsale != onsale or ticket.user != user:
+        if ticket.onsale != onsale or (user is not None and ticket.user != user):
             raise TicketRefused("the queue ticket is for another on-sale or user")
+        return ticket
+
+    async def published(self, onsale: str) -> tuple[OnSale | None, Counters | None]:
+        """The on-sale and its counters as this region's replica of its home master has
+        them (the home as this node routes it now: a moved theatre's, its new one)."""
         region = await self.region_of(onsale)
-        client = self.connections.redis_replica(region)
         try:
-            definition, counters = await onsale_state.read(client, onsale)
-            if definition is None:
-                raise NotFound(f"no on-sale {onsale!r} (not here yet?)", id=onsale)
-            place = None if counters is None else queue_order.place(
-                ticket.seq, counters.seed, counters.n_early)
-            at_ms = None
-            if counters is not None and place is not None and place < counters.frontier:
-                at_ms = await onsale_state.admitted_at_ms(client, onsale, place)
+            return await onsale_state.read(self.connections.redis_replica(region), onsale)
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "local redis replica") from exc
+
+    async def answer(self, definition: OnSale, counters: Counters | None,
+                     ticket: QueueTicket) -> dict[str, Any]:
+        """The ticket's position from published counters; an admitted user's also reads
+        when they were admitted (their shopping window), from the same replica."""
+        place = None if counters is None else queue_order.place(
+            ticket.seq, counters.seed, counters.n_early)
+        at_ms = None
+        if counters is not None and place is not None and place < counters.frontier:
+            client = self.connections.redis_replica(definition.region)
+            try:
+                at_ms = await onsale_state.admitted_at_ms(client, definition.id, place)
+            except REDIS_UNAVAILABLE as exc:
+                raise RegionUnavailable(definition.region, "local redis replica") from exc
         return position(definition, counters, ticket, at_ms, onsale_state.now_ms(),
                         self.secret)
 

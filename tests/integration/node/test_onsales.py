@@ -8,6 +8,7 @@ nodes' guard cache, so later tests hold the same shows freely.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -281,6 +282,18 @@ async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
     assert {got[u]["place"] for u in admitted} == {1, 2}
     waiting = sorted((u for u in users if u not in admitted), key=lambda u: got[u]["place"])
     assert [got[u]["place"] for u in waiting] == [3, 4, 5]
+    # The next two in line watch their place over the WebSocket of a node in another
+    # region (a forged ticket gets no socket).
+    live = cluster.node("west", 1) + f"/onsales/{onsale}/live"
+    async with http.get(f"{live}?ticket={tickets[users[0]][:-4]}abcd") as resp:
+        assert resp.status == 403 and (await resp.json())["error"] == "ticket_invalid"
+    pushed: dict[str, list[dict[str, Any]]] = {u: [] for u in waiting[:2]}
+
+    async def listen(user: str) -> None:
+        async with http.ws_connect(f"{live}?ticket={tickets[user]}") as ws:
+            async for message in ws:
+                pushed[user].append(json.loads(message.data))
+    listeners = [asyncio.create_task(listen(u)) for u in pushed]
     # The first shopper holds both seats through the node whose holds last 1.5 s.
     status, held = await hold(http, cluster.short_ttl_node, show, admitted[0], free,
                               got[admitted[0]]["pass"])
@@ -308,3 +321,19 @@ async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
         return all([(await position(http, node, onsale, u, tickets[u]))["state"] == "sold_out"
                     for u, node in zip(waiting[1:], cluster.nodes()[::2], strict=False)])
     assert await until(sold_out, 10.0), "the waiting users were not told it sold out"
+
+    async def pushed_sold_out() -> bool:
+        return bool(pushed[waiting[1]]) and pushed[waiting[1]][-1].get("state") == "sold_out"
+    assert await until(pushed_sold_out, 5.0), pushed
+    for task in listeners:
+        task.cancel()
+    await asyncio.gather(*listeners, return_exceptions=True)
+    # Its own position first; admitted with the pass when the queue reached it.
+    first, then = pushed[waiting[0]][0], pushed[waiting[0]][1]
+    assert (first["type"], first["state"], first["place"]) == ("position", "waiting", 3)
+    assert (then["type"], then["state"]) == ("position", "admitted") and then["pass"]
+    # The one behind: the shared count when the queue moved, then sold out.
+    kinds = [(m["type"], m.get("state"), m.get("admitted")) for m in pushed[waiting[1]]]
+    assert kinds[0] == ("position", "waiting", 2) and pushed[waiting[1]][0]["place"] == 4
+    assert ("queue", None, 3) in kinds and kinds[-1] == ("position", "sold_out", 3), kinds
+    assert len(kinds) <= 4, kinds  # pushed when the queue moved, not every round
