@@ -132,12 +132,15 @@ def queue_summary(counters: Counters | None) -> dict[str, Any]:
     """An on-sale's queue as the operator sees it, from the published counters (pure)."""
     if counters is None:
         return {"joined": 0, "admitted": 0, "waiting": 0, "rate_per_s": 0.0,
-                "sold_out": False, "sealed": False, "last_wait_s": None}
+                "sold_out": False, "sealed": False, "last_wait_s": None,
+                "wait_p50_s": None, "wait_p99_s": None, "abandoned": 0}
     waiting = max(0, counters.joined - counters.frontier)
     return {"joined": counters.joined, "admitted": counters.frontier, "waiting": waiting,
             "rate_per_s": counters.rate_per_s, "sold_out": counters.sold_out,
             "sealed": counters.seed is not None,
-            "last_wait_s": queue_order.estimated_wait_s(waiting, counters.rate_per_s)}
+            "last_wait_s": queue_order.estimated_wait_s(waiting, counters.rate_per_s),
+            "wait_p50_s": counters.wait_p50_s, "wait_p99_s": counters.wait_p99_s,
+            "abandoned": counters.abandoned}
 
 
 def _position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,

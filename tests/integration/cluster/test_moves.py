@@ -27,14 +27,12 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from bookcluster.booking.onsales import GUARD_REFRESH_S
 from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER
 from bookcluster.local import faults, patroni
 from bookcluster.local.faults import paused
 from bookcluster.loops import cancel_and_wait
 from bookcluster.ops import moves
 from bookcluster.ops.audit import run_audit
-from bookcluster.ops.reset import ONSALE_TABLES
 from bookcluster.stores import patroni_api
 from bookcluster.topology.load import load_topology
 from tests.integration.cluster.movable import (
@@ -47,7 +45,7 @@ from tests.integration.cluster.movable import (
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of
 from tests.integration.node.test_best import best_hold
-from tests.integration.node.test_onsales import until
+from tests.integration.node.test_onsales import drop_onsales, until
 from tests.integration.support import Session, bearer, call, captured_payment, merchant
 
 SHOW_TABLES = ("show_seat", "booking", "booking_seat")
@@ -1220,6 +1218,11 @@ async def test_onsale_keeps_its_queue_and_passes_across_a_move(
         assert set(refusals) <= {"503 theatre_moving"}, refusals
         assert await movable.fetch(source, "SELECT id FROM onsale") == []
 
+        async def listed_once() -> bool:  # by its new home only
+            _, body = await call(http, "GET", f"{movable.node(third)}/onsales", anonymous=True)
+            return [o["region"] for o in body["onsales"] if o["id"] == onsale] == [target]
+        assert await until(listed_once, 5.0)
+
         # Every place stays; the waiting ones are admitted by the new home.
         async def all_admitted() -> dict[str, Any] | None:
             got = await positions(movable.node(third, 1))
@@ -1251,15 +1254,27 @@ async def test_onsale_keeps_its_queue_and_passes_across_a_move(
         status, body = await _hold_with(http, movable.node(target), show, "no-pass", [c],
                                         None)
         assert (status, body["error"]) == (403, "admission_required"), body
+        # While the theatre is frozen (as a move's freeze leaves it), a join and a pass's
+        # claim get a hold's 503 theatre_moving, having changed nothing.
+        spare = next(u for u in early if u not in (used_by, fresh))
+        await movable.fetch(target, "UPDATE theatre_owner SET state = 'FROZEN', owner = $2 "
+                            "WHERE theatre_id = $1", theatre, third)
+        try:
+            status, body = await call(http, "POST", f"{movable.node(target)}{base}/join",
+                                      user="frozen-fan")
+            assert (status, body["error"]) == (503, "theatre_moving"), body
+            status, body = await _hold_with(http, movable.node(target), show, spare, [c],
+                                            after[spare]["pass"])
+            assert (status, body["error"]) == (503, "theatre_moving"), body
+        finally:
+            await movable.fetch(target, "UPDATE theatre_owner SET state = 'OWNED', owner = NULL "
+                                "WHERE theatre_id = $1", theatre)
+        assert await movable.fetch(target, "SELECT 1 FROM onsale_join WHERE user_id = $1 "
+                                   "UNION ALL SELECT 1 FROM onsale_pass_use WHERE user_id = $2",
+                                   "frozen-fan", spare) == []
         await audit_clean(movable)
     finally:  # later tests hold this show freely
-        for region in movable.topology.regions:
-            conn = await movable.pg(region)
-            try:
-                await conn.execute(f"TRUNCATE {ONSALE_TABLES}")
-            finally:
-                await conn.close()
-        await asyncio.sleep(GUARD_REFRESH_S + 0.5)
+        await drop_onsales(movable)
 
 
 async def _hold_with(http: aiohttp.ClientSession, node: str, show: int, user: str,

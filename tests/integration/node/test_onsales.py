@@ -31,13 +31,18 @@ EARLY = 30
 @pytest_asyncio.fixture
 async def onsales(clean: Cluster) -> AsyncIterator[Cluster]:
     yield clean
-    for region in clean.topology.regions:
-        conn = await clean.pg(region)
+    await drop_onsales(clean)
+
+
+async def drop_onsales(cluster: Cluster) -> None:
+    """Every on-sale's rows gone, and every node's guard forgets them."""
+    for region in cluster.topology.regions:
+        conn = await cluster.pg(region)
         try:
             await conn.execute(f"TRUNCATE {ONSALE_TABLES}")
         finally:
             await conn.close()
-    await asyncio.sleep(GUARD_REFRESH_S + 0.5)  # every node's guard forgets them
+    await asyncio.sleep(GUARD_REFRESH_S + 0.5)
 
 
 def _iso(t: datetime) -> str:
@@ -241,6 +246,28 @@ async def test_the_queue_orders_early_joiners_at_random_and_admits_in_order(
                                "WHERE onsale_id = $1", onsale)
     assert {r["user_id"]: r["booking_id"] for r in used}[c] == held_c
     assert sorted(r["user_id"] for r in used) == sorted([a, b, c, d])
+
+    # Waits and abandonment, as metrics and in the list: every admission step moved an
+    # hour back (as if the shopping windows had passed), the admitted who never held
+    # (all but those four) abandoned.
+    await cluster.fetch("north", "UPDATE onsale_admit SET at = at - interval '1 hour' "
+                        "WHERE onsale_id = $1", onsale)
+    gone = EARLY + 1 - 4
+
+    async def abandonment() -> bool:
+        return await metric(http, worker, "bookcluster_onsale_abandoned",
+                            onsale=onsale) == gone
+    assert await until(abandonment, 5.0)
+    p50 = await metric(http, worker, "bookcluster_onsale_wait_p50_seconds", onsale=onsale)
+    p99 = await metric(http, worker, "bookcluster_onsale_wait_p99_seconds", onsale=onsale)
+    assert 0 <= p50 <= p99 < 120, (p50, p99)
+
+    async def summary() -> dict[str, Any] | None:
+        async with http.get(cluster.node("south") + "/onsales") as resp:
+            found = [o["queue"] for o in (await resp.json())["onsales"] if o["id"] == onsale]
+        return found[0] if found and found[0]["abandoned"] == gone else None
+    queue = await until(summary, 5.0)
+    assert queue and queue["wait_p50_s"] <= queue["wait_p99_s"] < 120, queue
 
 
 async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
