@@ -13,10 +13,13 @@ def test_quantiles_are_nearest_rank_over_every_wait() -> None:
     assert waits.quantile(0.5) is None
     waits.add([5.0, 1.0, 3.0])
     waits.add([2.0, 4.0, -0.2])  # a clock a hair behind: no negative wait
-    assert waits.seconds == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert list(waits.seconds) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert (waits.quantile(0.5), waits.quantile(0.99), waits.quantile(1.0)) == (2.0, 5.0, 5.0)
     many = Waits()
-    many.add(float(s) for s in range(1000, 0, -1))
+    many.add(float(s) for s in range(1000, 0, -2))  # a batch sorted in at once
+    many.add(float(s) for s in range(999, 0, -2))
+    many.add([0.5])
+    assert list(many.seconds) == [0.5, *map(float, range(1, 1001))]
     assert (many.quantile(0.5), many.quantile(0.99)) == (500.0, 990.0)
 
 
