@@ -92,6 +92,9 @@ class NodeMetrics:
             registry=self.registry)
         self.live_sockets = Gauge(
             "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
+        self.queue_sockets = Gauge(
+            "bookcluster_queue_sockets", "Open live on-sale queue WebSockets",
+            registry=self.registry)
         self.live_failures = Counter(
             "bookcluster_live_failures", "Live-socket work the hub ran by itself that failed, "
             "by what (resync, close) and why (gone: the socket went away; unavailable: the "

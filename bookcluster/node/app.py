@@ -16,6 +16,7 @@ from bookcluster.booking.gateway import GatewayClient
 from bookcluster.booking.holds import BookingService
 from bookcluster.booking.limits import RateLimiter
 from bookcluster.booking.pay import PaymentService
+from bookcluster.booking.queue_live import QueueHub
 from bookcluster.catalog import Catalog
 from bookcluster.loops import Loops
 from bookcluster.metrics import NodeMetrics
@@ -40,6 +41,7 @@ from bookcluster.node.typedefs import (
     listener_key,
     metrics_key,
     openapi_key,
+    queue_hub_key,
     refusal_key,
     seatmaps_key,
     settings_key,
@@ -98,6 +100,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         bookings = BookingService(connections, catalog, metrics)
         stack.push_async_callback(bookings.close)  # its hold batchers, before the pools
         app[bookings_key] = bookings
+        queue_hub = QueueHub(bookings.onsales.published, bookings.onsales.answer, live_failed)
+        stack.push_async_callback(queue_hub.close)
+        app[queue_hub_key] = queue_hub
         if topology.payments:
             gateway = GatewayClient(topology)
             stack.push_async_callback(gateway.close)

@@ -370,6 +370,20 @@ def paths() -> dict[str, dict[str, Any]]:
             responses={200: ok("The position", "QueuePosition")},
             errors={400: ("malformed_id",), 403: ("ticket_invalid",), 404: ("not_found",),
                     503: REGION_DOWN})},
+        "/onsales/{onsale_id}/live": {"get": operation(
+            "onSaleLive", "onsale", "public", "WebSocket of the caller's place in the queue",
+            description="The queue ticket from the join (`?ticket=`) says whose place. First "
+                        "a `position` message (the position's answer), then whenever the "
+                        "queue moves one `queue` message (`admitted`, `joined`, "
+                        "`rate_per_s`, `sold_out`, `sealed`) shared by every socket of the "
+                        "on-sale, or the caller's own `position` when their state changes "
+                        "(their place drawn, `admitted` with the `pass`, `sold_out`). Served "
+                        "from this region's replica of the home master; a socket the node "
+                        "cannot serve is closed (1011): poll the position instead.",
+            params=(ONSALE, query("ticket", {"type": "string"}, "the ticket from the join")),
+            responses={101: ok("Switching to the WebSocket protocol")},
+            errors={400: ("malformed_id", "http_error"), 403: ("ticket_invalid",),
+                    404: ("not_found",)})},
         "/ops/onsales": {"post": operation(
             "createOnSale", "ops", "operator", "Open an on-sale for shows of one home region",
             description="From then on a hold on its shows needs an admission pass (403 "

@@ -52,6 +52,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/onsales", onsales.list_onsales)
     r.add_post("/onsales/{onsale_id}/join", onsales.join_onsale)
     r.add_get("/onsales/{onsale_id}/position", onsales.onsale_position)
+    r.add_get("/onsales/{onsale_id}/live", onsales.onsale_live)
 
     r.add_get("/ops/jobs", admin.job_counts)
     r.add_post("/ops/jobs/replay", admin.replay_jobs)
