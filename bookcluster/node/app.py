@@ -16,6 +16,7 @@ from bookcluster.booking.gateway import GatewayClient
 from bookcluster.booking.holds import BookingService
 from bookcluster.booking.limits import RateLimiter
 from bookcluster.booking.pay import PaymentService
+from bookcluster.booking.refunds import Refunds
 from bookcluster.catalog import Catalog
 from bookcluster.loops import Loops
 from bookcluster.metrics import NodeMetrics
@@ -46,7 +47,7 @@ from bookcluster.node.typedefs import (
     swap_key,
     verifier_key,
 )
-from bookcluster.node.views.booking import confirm_key, pay_key
+from bookcluster.node.views.booking import confirm_key, pay_key, refunds_key
 from bookcluster.node.views.pages import files_key, load_files
 from bookcluster.seats.feed import ChangeListener
 from bookcluster.seats.live import LiveHub
@@ -98,6 +99,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         bookings = BookingService(connections, catalog, metrics)
         stack.push_async_callback(bookings.close)  # its hold batchers, before the pools
         app[bookings_key] = bookings
+        app[refunds_key] = Refunds(bookings)
         if topology.payments:
             gateway = GatewayClient(topology)
             stack.push_async_callback(gateway.close)
