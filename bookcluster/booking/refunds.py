@@ -65,6 +65,8 @@ class Refunds:
             if exc.reason == Reason.DEADLINE:
                 raise RegionUnavailable(show.region, "deadline passed before commit") from None
             raise
+        metrics = self.bookings.metrics
+        metrics.refunds.labels(metrics.region, show.region, row.outcome.value).inc()
         if row.outcome == Done.NOT_FOUND:
             raise NotFound(f"no booking {booking_id!r}", id=booking_id)
         if row.outcome == Done.TICKET_USED:

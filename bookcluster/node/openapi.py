@@ -284,7 +284,7 @@ def paths() -> dict[str, dict[str, Any]]:
             responses={200: ok("Refunded", "RefundedBooking")},
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("ticket_used", "booking_not_confirmed", "refund_closed"),
-                    429: RATE, 421: MOVED, 503: WRITE_DOWN})},
+                    422: ("invalid_input",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},

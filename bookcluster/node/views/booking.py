@@ -161,7 +161,10 @@ async def cancel(request: web.Request, caller: Identity) -> web.Response:
 @access.home_write(_booking_region)
 async def refund(request: web.Request, caller: Identity) -> web.Response:
     """A confirmed booking's refund before entry (`booking/refunds.py`): its owner's, or
-    an operator's of any booking. Asked again, the same answer (`Idempotent-Replayed`)."""
+    an operator's of any booking. Asked again, the same answer (`Idempotent-Replayed`),
+    with or without its `Idempotency-Key` (checked, like a hold's)."""
+    if "Idempotency-Key" in request.headers:
+        ids.idempotency_key(request.headers["Idempotency-Key"])
     body, replayed = await request.app[refunds_key].refund(
         request.match_info["booking_id"], caller.user, OPERATOR in caller.roles)
     headers = {REPLAYED_HEADER: "true"} if replayed else None

@@ -138,12 +138,8 @@ async def test_a_refund_after_entry_is_refused_and_changes_nothing(
     assert row.outcome == ledger.RefundOutcome.REFUND_CLOSED
     assert await state(clean, third["booking_id"]) == before
     # The audit finds a refund of an admitted booking (planted: the rules refuse it).
-    pg = await clean.pg("west")
-    try:
-        await pg.execute("UPDATE payment SET status = 'REFUND_PENDING' WHERE id = $1",
-                         sale["payment_id"])
-    finally:
-        await pg.close()
+    await clean.fetch("west", "UPDATE payment SET status = 'REFUND_PENDING' WHERE id = $1",
+                      sale["payment_id"])
     found = [v for v in (await run_audit(clean.topology)).violations
              if v.check == "refund_after_entry"]
     assert [sale["booking_id"] in v.detail for v in found] == [True], found
