@@ -65,6 +65,13 @@ BEGIN
         UPDATE show_seat ss SET status = 'AVAILABLE', booked_booking_id = NULL,
                updated_at = now()
         WHERE ss.show_id = p_show AND ss.seat_id = ANY (detail);
+        -- The sale's own 'book' rows not applied yet are void now: the worker replaying
+        -- one after these seats were held again would drop that hold in Redis (BOOK drops
+        -- any hold on its seats). What a replay already in flight still does, the
+        -- reconciler repairs.
+        UPDATE mirror_change m SET applied_at = now()
+        WHERE m.show_id = p_show AND m.booking_id = p_booking AND m.op = 'book'
+          AND m.applied_at IS NULL;
         INSERT INTO mirror_change (show_id, booking_id, op, seat_id)
         SELECT p_show, p_booking, 'unbook', x FROM unnest(detail) x;
         UPDATE booking_seat bs SET sold = false WHERE bs.booking_id = p_booking;
