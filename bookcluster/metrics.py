@@ -36,6 +36,10 @@ class NodeMetrics:
             "bookcluster_checkin_scans", "Scans at the door decided by this home node, by "
             "outcome (admitted, exited, entered_twice, and each refusal)",
             ["region", "home", "outcome"], registry=self.registry)
+        self.refunds = Counter(
+            "bookcluster_refunds", "Refunds of confirmed bookings decided by this home node, "
+            "by outcome (refunded, replay, and each refusal)",
+            ["region", "home", "outcome"], registry=self.registry)
         self.writes_waiting = Gauge(
             "bookcluster_writes_waiting", "Writes waiting for admission on this node",
             registry=self.registry)

@@ -17,6 +17,7 @@ from bookcluster.booking.holds import BookingService
 from bookcluster.booking.limits import RateLimiter
 from bookcluster.booking.pay import PaymentService
 from bookcluster.booking.queue_live import QueueHub
+from bookcluster.booking.refunds import Refunds
 from bookcluster.catalog import Catalog
 from bookcluster.loops import Loops
 from bookcluster.metrics import NodeMetrics
@@ -48,7 +49,7 @@ from bookcluster.node.typedefs import (
     swap_key,
     verifier_key,
 )
-from bookcluster.node.views.booking import confirm_key, pay_key
+from bookcluster.node.views.booking import confirm_key, pay_key, refunds_key
 from bookcluster.node.views.pages import files_key, load_files
 from bookcluster.seats.feed import ChangeListener
 from bookcluster.seats.live import LiveHub
@@ -103,6 +104,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         queue_hub = QueueHub(bookings.onsales.published, bookings.onsales.answer, live_failed)
         stack.push_async_callback(queue_hub.close)
         app[queue_hub_key] = queue_hub
+        app[refunds_key] = Refunds(bookings)
         if topology.payments:
             gateway = GatewayClient(topology)
             stack.push_async_callback(gateway.close)

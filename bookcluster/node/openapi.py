@@ -267,6 +267,24 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending", "ticket_used"), 429: RATE, 421: MOVED,
                     503: WRITE_DOWN})},
+        "/booking/booking/{booking_id}/refund": {"post": operation(
+            "refund", "booking", "user", "Refund a confirmed booking before its entry",
+            description="The booking's owner, or a token with the `operator` role for any "
+                        "booking. Only a CONFIRMED booking, before the show's refund "
+                        "cut-off (`refund_closes_before`, default its start) and before its "
+                        "ticket went in at the door: the booking becomes CANCELLED, its "
+                        "seats are for sale again, its payment goes back (REFUND_PENDING, "
+                        "then REFUNDED once the gateway refunded it) and its ticket is "
+                        "refused at the door (`refunded`). Asked again (with or without "
+                        "the same `Idempotency-Key`) it answers the same, with "
+                        "`Idempotent-Replayed: true`.",
+            params=(BOOKING, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                                    "optional; a retry answers the same with or without it",
+                                    required=False)),
+            responses={200: ok("Refunded", "RefundedBooking")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("ticket_used", "booking_not_confirmed", "refund_closed"),
+                    422: ("invalid_input",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
