@@ -258,7 +258,7 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     raw = reader.mapping(raw, "settings")
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
                "durable", "redis_down_after", "catalog_start", "onsale_admit_ceiling",
-               "checkin_opens_before", "checkin_closes_after"}
+               "checkin_opens_before", "checkin_closes_after", "smtp_relay"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -296,6 +296,8 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     if "checkin_closes_after" in raw:
         out = replace(out, checkin_closes_after_s=reader.duration(
             raw["checkin_closes_after"], "settings.checkin_closes_after"))
+    if "smtp_relay" in raw:
+        out = replace(out, smtp_relay=reader.endpoint(raw["smtp_relay"], "settings.smtp_relay"))
     if "catalog_start" in raw:
         out = replace(out, catalog_start=_day(reader, raw["catalog_start"],
                                               "settings.catalog_start"))

@@ -95,6 +95,9 @@ class Settings:
     # until this long after it (a long film and its exit scans fit in the second).
     checkin_opens_before_s: float = 7200.0
     checkin_closes_after_s: float = 5 * 3600.0
+    # Mails: besides the region's outbox folder, sent through this SMTP relay (host:port)
+    # when set (`bookcluster/worker/jobs/notifications.py`).
+    smtp_relay: Endpoint | None = None
 
     def catalog_day_one(self) -> date:
         return self.catalog_start or date.today()
