@@ -90,12 +90,8 @@ def run_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def smtp_relay() -> Iterator[Relay]:
     """The SMTP relay the session cluster's workers send every mail through."""
-    relay = Relay()
-    relay.start()
-    try:
+    with Relay() as relay:
         yield relay
-    finally:
-        relay.stop()
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -51,8 +51,9 @@ class Relay:
                 parsed.append(message)
         return parsed
 
-    def start(self) -> None:
+    def __enter__(self) -> Relay:
         self._controller.start()
+        return self
 
-    def stop(self) -> None:
+    def __exit__(self, *_: object) -> None:
         self._controller.stop()

@@ -20,12 +20,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
 @pytest.fixture
 def smtp() -> Iterator[Relay]:
-    server = Relay()
-    server.start()
-    try:
+    with Relay() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def message(to: str) -> bytes:
