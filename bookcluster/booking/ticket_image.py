@@ -18,6 +18,10 @@ Where the time went and what replaced it:
 - PNG (3.4 -> 0.4 ms): one 8-bit gray IDAT written with `zlib` at level 1
   instead of Pillow's RGB encoder with adaptive filters at level 6: 5.5 KB
   instead of 10.8 KB.
+
+The text went from Pillow's 10 px default to 16 px (people read it) with the ₹
+drawn by hand: 17 % more CPU per picture (4.1 vs 3.5 ms on the shared 2-core box,
+same loop, both measured the same minute) and 8.4 instead of 5.5 KB.
 """
 
 from __future__ import annotations

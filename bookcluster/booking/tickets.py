@@ -6,7 +6,7 @@ right away and some never. Everything a ticket shows is in the booking row and t
 catalog, and its reference is an HMAC of the booking id (`signing.py`), so the
 first `GET /booking/booking/{id}/ticket` draws it instead: off the event loop, at
 most RENDERS_AT_ONCE at a time per node, and stores it in the `ticket` table of the
-booking's home PostgreSQL (about 5.5 KB; a theatre move carries the row). Every
+booking's home PostgreSQL (about 8.4 KB; a theatre move carries the row). Every
 later download is served the stored bytes. Two first downloads at the same time
 both draw, one row is stored (`STORE` keeps the first picture) and both are served
 the stored bytes.
