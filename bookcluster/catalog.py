@@ -29,10 +29,11 @@ class TheatreInfo:
     city: str
     state: str
     region: str
+    timezone: str = "Asia/Kolkata"  # IANA name: its shows' local times (`booking/formats.py`)
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "address": self.address, "city": self.city,
-                "state": self.state, "region": self.region}
+                "state": self.state, "region": self.region, "timezone": self.timezone}
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,12 @@ class Catalog:
     async def load(self) -> None:
         async with self._read() as conn:
             theatres = await conn.fetch(
-                "SELECT t.id, t.name, t.address, c.name AS city, c.state "
+                "SELECT t.id, t.name, t.address, c.name AS city, c.state, t.timezone "
                 "FROM theatre t JOIN city c ON c.id = t.city_id ORDER BY t.id")
             shows = await conn.fetch(SHOW_QUERY + " ORDER BY sh.starts_at, sh.id")
         self.theatres = {r["id"]: TheatreInfo(r["id"], r["name"], r["address"], r["city"],
-                                              r["state"], self._placement.region_of(r["id"]))
+                                              r["state"], self._placement.region_of(r["id"]),
+                                              r["timezone"])
                          for r in theatres}
         for row in shows:
             self._add_show(row)

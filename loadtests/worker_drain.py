@@ -385,9 +385,9 @@ def render_cost(count: int) -> dict[str, float]:
     from bookcluster.booking.signing import ticket_reference
 
     reference = ticket_reference("bench-secret", "b1001-0123456789abcdef")
-    lines = ["A Movie (UA, Hindi)", "A Theatre, Bengaluru - Audi 2",
-             "Mon 24 Nov 2026 18:30 IST", "Seats: A1, A2", "Paid: Rs 500.00",
-             f"Ref: {reference}"]
+    lines = ["A Movie (Hindi, UA)", "Mon 24 Nov 2026, 6:30 pm IST",
+             "A Theatre, Bengaluru - Audi 2", "Seats: A1, A2", "Paid: ₹500.00",
+             f"Ref: {reference}"]  # as `tickets.ticket_lines` writes them
     image = ticket_image.render(reference, lines)
     stages = {"qr": lambda: ticket_image.qr_modules(reference),
               "render": lambda: ticket_image.render(reference, lines),

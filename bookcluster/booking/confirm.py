@@ -43,7 +43,7 @@ from bookcluster.booking import ledger
 from bookcluster.booking.gateway import GatewayClient, GatewayUnavailable
 from bookcluster.booking.holds import BookingService
 from bookcluster.booking.ledger import Outcome, Reason
-from bookcluster.booking.models import Confirmation
+from bookcluster.booking.models import Confirmation, encode_text
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import (
     BookingError,
@@ -131,12 +131,11 @@ class ConfirmService:
         same text on every replay, as Ed25519 signatures are deterministic."""
         if stored.status != 200:
             return stored
-        body = json.loads(stored.body)
-        if body.get("status") != "CONFIRMED" or "seat_ids" not in body:
-            return stored
-        body["ticket"] = self.bookings.tickets.ticket_json(show, booking_id,
-                                                          list(body["seat_ids"]))
-        return StoredResponse(200, json.dumps(body))
+        body = json.loads(stored.body)  # PostgreSQL's json text: re-encoded like any answer
+        if body.get("status") == "CONFIRMED" and "seat_ids" in body:
+            body["ticket"] = self.bookings.tickets.ticket_json(show, booking_id,
+                                                              list(body["seat_ids"]))
+        return StoredResponse(200, encode_text(body))
 
     async def _replicated(self, conn: asyncpg.Connection, show: ShowInfo) -> None:
         """A sale is answered 200 (sold now, sold by the webhook, or a stored answer
@@ -202,7 +201,7 @@ def rendered(booking_id: str, stored: StoredResponse) -> StoredResponse:
     if "outcome" not in kept:  # stored already rendered, by a node before bc_confirm
         return stored
     error = refusal(booking_id, kept["outcome"], kept["detail"])
-    return StoredResponse(error.status, json.dumps(error.body()))
+    return StoredResponse(error.status, encode_text(error.body()))
 
 
 async def sell(conn: asyncpg.Connection, show: ShowInfo, booking_id: str,

@@ -6,7 +6,7 @@ right away and some never. Everything a ticket shows is in the booking row and t
 catalog, and its reference is an HMAC of the booking id (`signing.py`), so the
 first `GET /booking/booking/{id}/ticket` draws it instead: off the event loop, at
 most RENDERS_AT_ONCE at a time per node, and stores it in the `ticket` table of the
-booking's home PostgreSQL (about 5.5 KB; a theatre move carries the row). Every
+booking's home PostgreSQL (about 8.4 KB; a theatre move carries the row). Every
 later download is served the stored bytes. Two first downloads at the same time
 both draw, one row is stored (`STORE` keeps the first picture) and both are served
 the stored bytes.
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
-from bookcluster.booking import ticket_image, ticket_keys
+from bookcluster.booking import formats, ticket_image, ticket_keys
 from bookcluster.booking.signing import ticket_reference
 from bookcluster.catalog import Catalog, ShowInfo, TheatreInfo
 from bookcluster.errors import BookingNotPending, NotFound, TheatreMoving
@@ -55,26 +55,39 @@ STORE = ("INSERT INTO ticket (booking_id, reference, png) VALUES ($1, $2, $3) "
 STORED = "SELECT png FROM ticket WHERE booking_id = $1"
 
 
-def ticket_lines(show: ShowInfo, theatre: TheatreInfo, seat_ids: list[str],
-                 amount_paise: int, reference: str) -> list[str]:
-    """The text printed beside the QR code."""
+def summary(show: ShowInfo, theatre: TheatreInfo, seat_ids: list[str],
+            amount_paise: int) -> list[tuple[str, str]]:
+    """What a ticket and its mail say, as (label, text): the show's start in its
+    theatre's zone, amounts in rupees (`formats.py`)."""
     return [
-        f"{show.movie_title} ({show.certificate}, {show.language})",
-        f"{theatre.name}, {theatre.city} - {show.screen_name}",
-        f"{_local(show.starts_at).strftime('%a %d %b %Y %H:%M %Z')}",
-        f"Seats: {', '.join(seat_ids)}",
-        f"Paid: Rs {amount_paise / 100:.2f}",
-        f"Ref: {reference}",
+        ("Movie", f"{show.movie_title} ({show.language}, {show.certificate})"),
+        ("When", formats.local_time(show.starts_at, theatre.timezone)),
+        ("Theatre", f"{theatre.name}, {theatre.city}"),
+        ("Screen", show.screen_name),
+        ("Seats", ", ".join(seat_ids)),
+        ("Amount", formats.rupees(amount_paise)),
     ]
 
 
-def _local(at: datetime) -> datetime:
-    return at.astimezone()
+def ticket_lines(show: ShowInfo, theatre: TheatreInfo, seat_ids: list[str],
+                 amount_paise: int, reference: str) -> list[str]:
+    """The text printed beside the QR code."""
+    movie, when, place, screen, seats, amount = (text for _, text in summary(
+        show, theatre, seat_ids, amount_paise))
+    return [movie, when, f"{place} - {screen}", f"Seats: {seats}", f"Paid: {amount}",
+            f"Ref: {reference}"]
 
 
 def draw(payload: str, lines: list[str]) -> bytes:
     """The ticket's PNG: the QR code of `payload` (its signed text) and `lines` of text."""
     return ticket_image.png(ticket_image.render(payload, lines))
+
+
+@dataclass(frozen=True)
+class IssuedTicket:
+    png: bytes
+    seat_ids: list[str]
+    amount_paise: int
 
 
 class Tickets:
@@ -116,19 +129,26 @@ class Tickets:
     async def png(self, show: ShowInfo, booking_id: str, owner: str) -> bytes:
         """The ticket of `owner`'s confirmed booking. NotFound for another user's or no
         booking; BookingNotPending for one not CONFIRMED."""
+        return (await self.issued(show, booking_id, owner)).png
+
+    async def issued(self, show: ShowInfo, booking_id: str, owner: str) -> IssuedTicket:
+        """The ticket of `owner`'s confirmed booking with what it was drawn from (the
+        confirmation mail says the same), drawn and stored if this is its first use."""
         async with self._home.connection(show.region) as conn:
             row = await conn.fetchrow(TICKET_QUERY, booking_id, owner)
         if row is None:
             raise NotFound(f"no booking {booking_id!r}", id=booking_id)
         if row["status"] != "CONFIRMED":
             raise BookingNotPending(booking_id, row["status"])
+        seat_ids, amount = list(row["seat_ids"]), row["amount_paise"]
         if row["png"] is not None:
-            return bytes(row["png"])
+            return IssuedTicket(bytes(row["png"]), seat_ids, amount)
         if row["path"] is not None:  # drawn by a worker before pictures moved into PostgreSQL
             kept = await asyncio.to_thread(_read_if_there, Path(row["path"]))
             if kept is not None:
-                return kept
-        return await self._first(show, booking_id, list(row["seat_ids"]), row["amount_paise"])
+                return IssuedTicket(kept, seat_ids, amount)
+        return IssuedTicket(await self._first(show, booking_id, seat_ids, amount), seat_ids,
+                            amount)
 
     async def _first(self, show: ShowInfo, booking_id: str, seat_ids: list[str],
                      amount_paise: int) -> bytes:

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from bookcluster.booking import ids
 from bookcluster.errors import MalformedId, NodeError
+from bookcluster.node.answers import answer
 from bookcluster.node.forward import MOVED_STATUS
 from bookcluster.node.typedefs import catalog_key, connections_key, metrics_key, show_key
 from bookcluster.topology.errors import Moved, RegionUnavailable
@@ -58,14 +59,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except NodeError as exc:
-        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        return answer(exc.body(), status=exc.status, headers=exc.headers)
     except RegionUnavailable as exc:
-        return web.json_response(_unavailable_body(exc), status=503,
+        return answer(_unavailable_body(exc), status=503,
                                  headers={"Retry-After": str(exc.RETRY_AFTER_S)})
     except Moved as exc:
         # A forwarding node routes the write again (`access.py`); a client sees it only
         # if this node's region store has no newer epoch either.
-        return web.json_response(
+        return answer(
             {"error": "moved", "region": exc.region, "epoch": exc.epoch,
              "outcome": "not_applied", "retry_after_s": exc.RETRY_AFTER_S,
              "message": "this theatre is not this region's to write at the node's topology "
@@ -77,11 +78,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # 413: aiohttp's own `client_max_size` check, for a body read outside `body.py`.
         code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
                 413: "body_too_large"}.get(exc.status, "http_error")
-        return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+        return answer({"error": code, "message": exc.reason}, status=exc.status)
     except Exception:
         error_id = uuid.uuid4().hex[:12]
         log.exception("unhandled error %s on %s %s", error_id, request.method, request.path)
-        return web.json_response(
+        return answer(
             {"error": "internal", "message": "internal error", "error_id": error_id},
             status=500)
 

@@ -52,7 +52,9 @@ SEAT_ID = pattern(ids.SEAT_ID)
 USER_ID = pattern(ids.USER_ID)
 
 THEATRE = closed({"id": THEATRE_ID, "name": STRING, "address": STRING, "city": STRING,
-                  "state": STRING, "region": STRING})
+                  "state": STRING, "region": STRING,
+                  "timezone": {"type": "string", "description": "IANA time zone of its "
+                               "shows' local times, e.g. Asia/Kolkata"}})
 SHOW_FIELDS: dict[str, Schema] = {
     "id": SHOW_ID, "theatre_id": THEATRE_ID, "region": STRING,
     "screen": closed({"id": STRING, "name": STRING}),

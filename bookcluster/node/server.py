@@ -29,6 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import StreamReader
 from aiohttp.web_request import BaseRequest
 
+from bookcluster.node.answers import answer
 from bookcluster.node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class NodeProtocol(web.RequestHandler):
         if not isinstance(exc, HttpProcessingError) or status >= 500:
             return super().handle_error(request, status, exc, message)
         log.debug("malformed request from %s: %s", request.remote, exc.message[:200])
-        response = web.json_response(
+        response = answer(
             {"error": "malformed_request", "message": f"malformed HTTP: {exc.message[:200]}"},
             status=status)
         response.force_close()  # the parser's state is unknown: no next request on it

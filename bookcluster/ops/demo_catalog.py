@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from bookcluster.booking.formats import DEFAULT_ZONE, UnknownTimeZone, zone
 
 # region -> [(city, state, localities)]
 CITIES: dict[str, list[tuple[str, str, list[str]]]] = {
@@ -85,6 +85,13 @@ class Theatre:
     city_id: str
     name: str
     address: str
+    timezone: str = DEFAULT_ZONE  # IANA name; its shows' times on tickets and mails
+
+    def __post_init__(self) -> None:
+        try:
+            zone(self.timezone)
+        except UnknownTimeZone as exc:
+            raise UnknownTimeZone(self.timezone, f"theatre {self.id!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -222,7 +229,9 @@ def build_catalog(spec: CatalogSpec, start: date) -> Catalog:
                     seats.extend(layout)
                     for day in range(spec.days):
                         for slot in SHOW_TIMES[: spec.shows_per_day]:
-                            starts = datetime.combine(start + timedelta(days=day), slot, IST)
+                            # The theatre's wall clock (its zone's offset on that day).
+                            starts = datetime.combine(start + timedelta(days=day), slot,
+                                                      zone(theatre.timezone))
                             movie = movies[rng.randrange(len(movies))]
                             show_id += 1
                             shows.append(Show(show_id, screen.id, movie.id, starts))

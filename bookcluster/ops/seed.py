@@ -32,8 +32,9 @@ CATALOG_TABLES = ["city", "theatre", "screen", "seat", "movie", "show"]
 def _rows(catalog: Catalog) -> dict[str, tuple[list[str], list[tuple[object, ...]]]]:
     return {
         "city": (["id", "name", "state"], [(c.id, c.name, c.state) for c in catalog.cities]),
-        "theatre": (["id", "city_id", "name", "address"],
-                    [(t.id, t.city_id, t.name, t.address) for t in catalog.theatres]),
+        "theatre": (["id", "city_id", "name", "address", "timezone"],
+                    [(t.id, t.city_id, t.name, t.address, t.timezone)
+                     for t in catalog.theatres]),
         "screen": (["id", "theatre_id", "name", "focal_row"],
                    [(s.id, s.theatre_id, s.name, s.focal_row) for s in catalog.screens]),
         "seat": (["screen_id", "seat_id", "row_label", "number", "category", "price_paise",

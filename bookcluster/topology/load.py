@@ -267,7 +267,8 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     raw = reader.mapping(raw, "settings")
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
                "durable", "redis_down_after", "catalog_start", "onsale_admit_ceiling",
-               "checkin_opens_before", "checkin_closes_after", "refund_closes_before"}
+               "checkin_opens_before", "checkin_closes_after", "refund_closes_before",
+               "smtp_relay"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -308,6 +309,8 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     if "refund_closes_before" in raw:
         out = replace(out, refund_closes_before_s=reader.signed_duration(
             raw["refund_closes_before"], "settings.refund_closes_before"))
+    if "smtp_relay" in raw:
+        out = replace(out, smtp_relay=reader.endpoint(raw["smtp_relay"], "settings.smtp_relay"))
     if "catalog_start" in raw:
         out = replace(out, catalog_start=_day(reader, raw["catalog_start"],
                                               "settings.catalog_start"))

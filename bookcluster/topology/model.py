@@ -98,6 +98,9 @@ class Settings:
     # Refunds of a confirmed booking close this long before its show starts (0: at the
     # start; negative: that long after it, as the test cluster's shows seeded today need).
     refund_closes_before_s: float = 0.0
+    # Mails: besides the region's outbox folder, sent through this SMTP relay (host:port)
+    # when set (`bookcluster/worker/jobs/notifications.py`).
+    smtp_relay: Endpoint | None = None
 
     def catalog_day_one(self) -> date:
         return self.catalog_start or date.today()

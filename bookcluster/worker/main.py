@@ -29,6 +29,7 @@ from aiohttp import web
 
 from bookcluster.booking.admitter import Admitter, AdmitterMetrics
 from bookcluster.booking.holds import BookingService
+from bookcluster.booking.models import encode_text
 from bookcluster.catalog import Catalog
 from bookcluster.errors import NodeError
 from bookcluster.loops import Loop, Loops
@@ -194,11 +195,17 @@ class RegionWorker:
                     expected=(Exception,))
 
 
+def _answer(body: Any, status: int = 200, headers: dict[str, str] | None = None
+            ) -> web.Response:
+    """JSON like every node's answer (`booking/models.encode`)."""
+    return web.json_response(body, status=status, headers=headers, dumps=encode_text)
+
+
 def status_app(worker: RegionWorker) -> web.Application:
     verifier = TokenVerifier(worker.topology)
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "region": worker.region,
+        return _answer({"status": "ok", "region": worker.region,
                                   "jobs_run": worker.jobs_run,
                                   "epoch": worker.swap.topology.epoch})
 
@@ -208,7 +215,7 @@ def status_app(worker: RegionWorker) -> web.Application:
         stale = sorted(name for name, loop in loops.items() if loop["stale"])
         body = {"status": "stale" if stale else "ready", "region": worker.region,
                 "stale": stale, "loops": loops}
-        return web.json_response(body, status=503 if stale else 200)
+        return _answer(body, status=503 if stale else 200)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=worker.metrics.render(), content_type="text/plain")
@@ -219,8 +226,8 @@ def status_app(worker: RegionWorker) -> web.Application:
             verifier.identity(request.headers.get("Authorization")).require(OPERATOR)
             topology = await worker.swap.adopt(epoch_of(parse_json(await request.read())))
         except NodeError as exc:
-            return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
-        return web.json_response({"node": f"{worker.region}.worker", "region": worker.region,
+            return _answer(exc.body(), status=exc.status, headers=exc.headers)
+        return _answer({"node": f"{worker.region}.worker", "region": worker.region,
                                   "epoch": topology.epoch})
 
     app = web.Application()

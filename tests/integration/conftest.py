@@ -23,6 +23,7 @@ from bookcluster.stores.connections import connect_primary
 from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Endpoint, Topology
 from bookcluster.topology.placement import Placement
+from tests.integration.mailrelay import Relay
 from tests.integration.support import free_ports, topology_yaml, use_topology
 
 # Two cities per region, one theatre each, one day of two shows per screen.
@@ -86,12 +87,20 @@ def run_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+@pytest.fixture(scope="session")
+def smtp_relay() -> Iterator[Relay]:
+    """The SMTP relay the session cluster's workers send every mail through."""
+    with Relay() as relay:
+        yield relay
+
+
 @pytest_asyncio.fixture(scope="session")
-async def cluster(run_dir: Path) -> AsyncIterator[Cluster]:
+async def cluster(run_dir: Path, smtp_relay: Relay) -> AsyncIterator[Cluster]:
     path = run_dir / "topology.yaml"
     path.write_text(topology_yaml(run_dir / "run", nodes=2, standby=("north",),
                                   theatres=_theatre_map(),
                                   extra_settings="  sweep_interval: 500ms\n"
+                                  f"  smtp_relay: {smtp_relay.endpoint}\n"
                                   # Seeded shows are today: check-in open all day.
                                   "  checkin_opens_before: 48h\n"
                                   "  checkin_closes_after: 48h\n"

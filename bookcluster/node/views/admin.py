@@ -13,6 +13,7 @@ from aiohttp import web
 from bookcluster.booking import ids
 from bookcluster.errors import InvalidInput
 from bookcluster.node import access, overview
+from bookcluster.node.answers import answer
 from bookcluster.node.auth import Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.typedefs import (
@@ -42,7 +43,7 @@ async def job_counts(request: web.Request, caller: Identity) -> web.Response:
     for region in request.app[settings_key].topology.regions:
         async with home.connection(region) as conn:
             out[region] = await jobqueue.counts(conn)
-    return web.json_response({"regions": out})
+    return answer({"regions": out})
 
 
 @access.operator
@@ -58,7 +59,7 @@ async def replay_jobs(request: web.Request, caller: Identity) -> web.Response:
         raise InvalidInput("job_ids must be a list of at most 1000 strings", field="job_ids")
     async with request.app[bookings_key].home.connection(region) as conn:
         moved = await jobqueue.replay(conn, job_ids or None)
-    return web.json_response({"region": region, "replayed": moved})
+    return answer({"region": region, "replayed": moved})
 
 
 @access.operator
@@ -86,7 +87,7 @@ async def seat_cache(request: web.Request, caller: Identity) -> web.Response:
             shown["seats"] = statuses
         shows.append(shown)
     settings = request.app[settings_key]
-    return web.json_response({"node": settings.name, "region": settings.region, "at_ms": at,
+    return answer({"node": settings.name, "region": settings.region, "at_ms": at,
                               "shows": shows})
 
 
@@ -95,7 +96,7 @@ async def cluster_overview(request: web.Request, caller: Identity) -> web.Respon
     """Every region's processes, store roles and replication lag, queues, the epoch and
     the last audit, probed now from this node (`overview.py`)."""
     connections = request.app[connections_key]  # the epoch the node routes by now
-    return web.json_response(await overview.overview(
+    return answer(await overview.overview(
         connections.topology, request.app[settings_key].name, connections))
 
 
@@ -114,5 +115,5 @@ async def adopt_topology(request: web.Request, caller: Identity) -> web.Response
     epoch = epoch_of(await json_body(request))
     topology = await request.app[swap_key].adopt(epoch)
     settings = request.app[settings_key]
-    return web.json_response({"node": settings.name, "region": settings.region,
+    return answer({"node": settings.name, "region": settings.region,
                               "epoch": topology.epoch})

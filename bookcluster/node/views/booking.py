@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +19,6 @@ from bookcluster.booking.models import (
     Confirmation,
     HoldRequest,
     PayRequest,
-    encode,
 )
 from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.booking.pay import PaymentService
@@ -28,6 +26,7 @@ from bookcluster.booking.refunds import Refunds
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import Forbidden, InvalidInput, NotFound
 from bookcluster.node import access
+from bookcluster.node.answers import answer, stored_answer
 from bookcluster.node.auth import OPERATOR, Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.forward import REPLAYED_HEADER
@@ -45,12 +44,6 @@ refunds_key: web.AppKey[Refunds] = web.AppKey("refunds")
 # A hold's body, parsed and validated once per request (its turn and its view both ask),
 # or why it is invalid.
 HOLD_BODY: web.RequestKey[HoldRequest | InvalidInput] = web.RequestKey("hold_body")
-
-
-def answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """As `web.json_response`, encoded by msgspec (`models.encode`)."""
-    return web.Response(body=encode(body), status=status, headers=headers,
-                        content_type="application/json", charset="utf-8")
 
 
 async def show_of(request: web.Request) -> ShowInfo:
@@ -149,7 +142,7 @@ async def confirm(request: web.Request, caller: Identity) -> web.Response:
     stored = await request.app[confirm_key].confirm(booking_id, caller.user, Confirmation.parse(
         booking_id, request.headers.get("Idempotency-Key"), await json_body(request)))
     # The stored text, byte for byte: a retry sees exactly the first answer.
-    return web.Response(text=stored.body, status=stored.status, content_type="application/json")
+    return stored_answer(stored.body, stored.status)
 
 
 @access.home_write(_booking_region)

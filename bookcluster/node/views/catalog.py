@@ -7,6 +7,7 @@ from aiohttp import web
 from bookcluster.booking import ids
 from bookcluster.errors import InvalidInput
 from bookcluster.node import access
+from bookcluster.node.answers import answer
 from bookcluster.node.typedefs import catalog_key, seatmaps_key
 
 
@@ -18,7 +19,7 @@ async def list_theatres(request: web.Request) -> web.Response:
     theatres = [t.as_json() for t in catalog.theatres.values()
                 if (city is None or t.city.lower() == city.lower())
                 and (region is None or t.region == region)]
-    return web.json_response({"theatres": theatres, "count": len(theatres)})
+    return answer({"theatres": theatres, "count": len(theatres)})
 
 
 @access.public
@@ -27,7 +28,7 @@ async def theatre_shows(request: web.Request) -> web.Response:
     theatre = catalog.theatre(ids.theatre_id(request.match_info["theatre_id"]))
     shows = catalog.shows_of(theatre.id)
     badges = await request.app[seatmaps_key].availability(theatre.id, shows)
-    return web.json_response({"theatre": theatre.as_json(),
+    return answer({"theatre": theatre.as_json(),
                               "shows": [{**s.as_json(), "availability": badges.get(s.id)}
                                         for s in shows]})
 
@@ -37,7 +38,7 @@ async def show_detail(request: web.Request) -> web.Response:
     catalog = request.app[catalog_key]
     show = await catalog.show(ids.show_id(request.match_info["show_id"]))
     theatre = catalog.theatre(show.theatre_id)
-    return web.json_response({**show.as_json(), "theatre": theatre.as_json()})
+    return answer({**show.as_json(), "theatre": theatre.as_json()})
 
 
 @access.public
@@ -48,5 +49,5 @@ async def show_seats(request: web.Request) -> web.Response:
         raise InvalidInput("consistent must be true or false", field="consistent")
     seatmaps = request.app[seatmaps_key]
     if consistent in ("true", "1"):
-        return web.json_response(await seatmaps.seat_map(show, consistent=True))
+        return answer(await seatmaps.seat_map(show, consistent=True))
     return web.Response(body=await seatmaps.seat_map_body(show), content_type="application/json")

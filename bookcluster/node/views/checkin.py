@@ -13,10 +13,10 @@ from bookcluster.booking import ids
 from bookcluster.booking.checkin import parse_batch, parse_scan
 from bookcluster.errors import InvalidInput
 from bookcluster.node import access
+from bookcluster.node.answers import answer
 from bookcluster.node.auth import SCANNER, Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.typedefs import bookings_key, catalog_key
-from bookcluster.node.views.booking import answer
 
 
 @access.public

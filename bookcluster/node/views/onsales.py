@@ -14,10 +14,10 @@ from aiohttp import web
 from bookcluster.booking.onsales import onsale_id
 from bookcluster.booking.passes import TICKET_HEADER
 from bookcluster.node import access
+from bookcluster.node.answers import answer
 from bookcluster.node.auth import Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.typedefs import bookings_key, metrics_key, queue_hub_key
-from bookcluster.node.views.booking import answer
 from bookcluster.topology.errors import RegionUnavailable
 
 MAX_MESSAGE_BYTES = 1024  # clients send nothing

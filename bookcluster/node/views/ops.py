@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bookcluster.node.answers import answer
 from bookcluster.node.typedefs import (
     connections_key,
     listener_key,
@@ -20,7 +21,7 @@ READY_TIMEOUT_S = 1.0
 
 async def healthz(request: web.Request) -> web.Response:
     settings = request.app[settings_key]
-    return web.json_response({"status": "ok", "node": settings.name, "region": settings.region,
+    return answer({"status": "ok", "node": settings.name, "region": settings.region,
                               "epoch": request.app[swap_key].topology.epoch})
 
 
@@ -48,7 +49,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks["listener"], listeners = request.app[listener_key].readiness()
     ready = checks["redis"] == checks["postgres"] == "ok" and \
         all(v == "ok" for v in checks["listener"].values())
-    return web.json_response({"ready": ready, "region": region, "checks": checks,
+    return answer({"ready": ready, "region": region, "checks": checks,
                               "listeners": listeners}, status=200 if ready else 503)
 
 

@@ -18,6 +18,7 @@ from bookcluster.booking.outbox import enqueue
 from bookcluster.booking.signing import SIGNATURE_HEADER, SignatureError, verify_webhook
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import MalformedId, NotFound, RequestError
+from bookcluster.node.answers import answer
 from bookcluster.node.body import parse_json, read_body
 from bookcluster.node.typedefs import bookings_key, settings_key
 
@@ -62,5 +63,5 @@ async def webhook(request: web.Request) -> web.Response:
             event.event_id, event.kind, event.payment_id, event.booking_id, event.amount_paise)
         if stored:
             await enqueue(conn, "payment_event", event.as_job())
-    return web.json_response({"received": True, "duplicate": not stored,
+    return answer({"received": True, "duplicate": not stored,
                               "event_id": event.event_id, "region": region})

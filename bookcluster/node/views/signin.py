@@ -15,6 +15,7 @@ from aiohttp import web
 from bookcluster.booking import ids
 from bookcluster.errors import InvalidInput, NotFound
 from bookcluster.node import access
+from bookcluster.node.answers import answer
 from bookcluster.node.auth import OPERATOR, mint
 from bookcluster.node.body import json_body
 from bookcluster.node.typedefs import settings_key
@@ -40,5 +41,5 @@ async def dev_sign_in(request: web.Request) -> web.Response:
     granted = (OPERATOR,) if roles else ()
     token = mint(topology, user, TOKEN_TTL_S, granted)
     expires = datetime.now(UTC) + timedelta(seconds=TOKEN_TTL_S)
-    return web.json_response({"token": token, "user": user, "roles": list(granted),
+    return answer({"token": token, "user": user, "roles": list(granted),
                               "expires_at": expires.isoformat()})

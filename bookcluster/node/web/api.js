@@ -196,6 +196,24 @@ export const istTime = (iso) => `${timeFmt.format(new Date(iso))} IST`;
 export const istDate = (iso) => dateFmt.format(new Date(iso));
 export const istDay = (iso) => dayKeyFmt.format(new Date(iso));
 
+/** "Mon 7 Dec 2026, 10:00 am IST": a show's start in its theatre's time zone (the
+ * theatre's `timezone`), named, as tickets and mails print it (`booking/formats.py`). */
+export function localTime(iso, zone = IST) {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-IN", {
+    timeZone: zone, weekday: "short", day: "numeric", month: "short", year: "numeric",
+    hour: "numeric", minute: "2-digit", hour12: true, timeZoneName: "short",
+  }).formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+  return `${parts.weekday} ${parts.day} ${parts.month} ${parts.year}, `
+    + `${parts.hour}:${parts.minute} ${parts.dayPeriod.toLowerCase()} ${parts.timeZoneName}`;
+}
+
+/** "₹1,23,456.00": an amount to the paisa, Indian digit grouping (a ticket's). */
+export function rupeesExact(paise) {
+  return `₹${(paise / 100).toLocaleString("en-IN", {
+    minimumFractionDigits: 2, maximumFractionDigits: 2,
+  })}`;
+}
+
 /** Amounts are paise in the API. */
 export function rupees(paise) {
   const whole = paise % 100 === 0;

@@ -3,7 +3,8 @@
 // #/booking/ID, #/bookings), so the back button and links work.
 
 import {
-  ApiError, api, el, istDate, istDay, istTime, newKey, rupees, seatList, session,
+  ApiError, api, el, istDate, istDay, istTime, localTime, newKey, rupees, rupeesExact, seatList,
+  session,
 } from "./api.js";
 import { LiveSeats } from "./live.js";
 import { MapZoom } from "./mapzoom.js";
@@ -921,10 +922,10 @@ async function bookingView(bookingId, paymentId) {
   document.title = `${$("h-booking").textContent} — bookcluster`;
   const rows = [
     ["Movie", `${detail.movie.title} (${detail.movie.language}, ${detail.movie.certificate})`],
-    ["When", `${istDate(detail.starts_at)}, ${istTime(detail.starts_at)}`],
+    ["When", localTime(detail.starts_at, detail.theatre.timezone)],
     ["Where", `${detail.theatre.name}, ${detail.screen.name} — ${detail.theatre.address}`],
     ["Seats", seatList(booking.seat_ids)],
-    ["Amount", rupees(booking.amount_paise)],
+    ["Amount", rupeesExact(booking.amount_paise)],
     ["Status", booking.status],
   ];
   $("booking-details").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));

@@ -1,61 +1,29 @@
-"""Notifications to users, delivered to a local Maildir (`mail/<region>/new/`).
+"""Notifications to users, delivered to a local Maildir (`mail/<region>/new/`) and,
+when `settings.smtp_relay` is set, through that SMTP relay.
 
 One message per (booking, event): the file name is the notification id, so a
-repeated job rewrites the same message instead of sending a second one.
+repeated job rewrites the same message instead of sending a second one, and a job
+that recorded its notification row does not hand the mail to the relay again (one
+that died between the relay's answer and the row sends it twice, with the same
+Message-ID). A confirmation carries its ticket's PNG: drawn and stored now if no
+download drew it yet (`booking/tickets.py`), so the mail and later downloads agree.
 """
 
 from __future__ import annotations
 
-from email.message import Message
-from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
 from bookcluster.booking.signing import ticket_reference
+from bookcluster.booking.tickets import summary
+from bookcluster.worker.jobs import relay
 from bookcluster.worker.jobs.context import JobContext
 from bookcluster.worker.jobs.files import deliver
-
-SUBJECTS = {
-    "confirmed": "Your tickets are confirmed",
-    "refunded": "Your seats were taken - your payment is being refunded",
-    "payment_failed": "Your payment failed - your seats were released",
-}
+from bookcluster.worker.jobs.messages import SENDER, SUBJECTS, Attachment, letter, mail
 
 
 def maildir(run_dir: Path, region: str) -> Path:
     return run_dir / "mail" / region
-
-
-def _body(event: str, booking: dict[str, Any], data: dict[str, Any], secret: str) -> str:
-    seats = ", ".join(booking["seat_ids"])
-    if event == "confirmed":
-        return (f"Booking {booking['booking_id']} for seats {seats} is confirmed.\n"
-                f"Ticket reference: {ticket_reference(secret, booking['booking_id'])}\n")
-    if event == "refunded":
-        return (f"Your payment {data.get('payment_id')} arrived after your hold on seats "
-                f"{seats} ended and they were sold to someone else. It is being refunded "
-                f"in full.\n")
-    return f"Your payment for seats {seats} failed; the seats were released.\n"
-
-
-def mail(note_id: str, to: str, booking_id: str, subject: str, body: str) -> bytes:
-    """The message as RFC 5322 bytes.
-
-    The stdlib's compat32 `Message`, not `EmailMessage`: a fifth of the CPU (0.13 vs
-    0.7 ms, which was most of a notification job's own work), the same headers and
-    7-bit plain text. Unlike `EmailMessage` it would write a line break inside a
-    header value as is (a forged header), so such a value is refused here.
-    """
-    headers = {"From": "tickets@bookcluster.local", "To": to, "Subject": subject,
-               "Date": formatdate(), "Message-ID": make_msgid(idstring=note_id.replace(":", ".")),
-               "X-Booking-Id": booking_id, "MIME-Version": "1.0"}
-    message = Message()
-    for name, value in headers.items():
-        if "\n" in value or "\r" in value:
-            raise ValueError(f"line break in the {name} header of {note_id}")
-        message[name] = value
-    message.set_payload(body, "us-ascii" if body.isascii() else "utf-8")
-    return message.as_bytes()
 
 
 async def _booking(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
@@ -69,13 +37,35 @@ async def _booking(ctx: JobContext, data: dict[str, Any]) -> dict[str, Any]:
     return await ctx.bookings.get(data["booking_id"], owner=None)
 
 
+async def compose(ctx: JobContext, event: str, booking: dict[str, Any],
+                  data: dict[str, Any]) -> bytes:
+    """The mail of `event` about `booking`, as bytes."""
+    booking_id = booking["booking_id"]
+    show = await ctx.bookings.show_of_booking(booking_id)
+    theatre = ctx.catalog.theatre(show.theatre_id)
+    attachments = []
+    if event == "confirmed":
+        ticket = await ctx.bookings.tickets.issued(show, booking_id, booking["user_id"])
+        amount, seat_ids = ticket.amount_paise, ticket.seat_ids
+        attachments.append(Attachment(f"ticket-{booking_id}.png", ticket.png))
+    else:
+        amount, seat_ids = booking["amount_paise"], booking["seat_ids"]
+    reference = ticket_reference(ctx.topology.secrets.get("ticket_secret"), booking_id)
+    body = letter(event, summary(show, theatre, seat_ids, amount), reference,
+                  data.get("payment_id"))
+    return mail(f"{booking_id}:{event}", recipient(booking["user_id"]), booking_id,
+                SUBJECTS.get(event, event), body, attachments)
+
+
+def recipient(user_id: str) -> str:
+    return f"{user_id}@users.bookcluster.local"
+
+
 async def send(ctx: JobContext, data: dict[str, Any]) -> str:
     event = data["event"]
     booking = await _booking(ctx, data)
     note_id = f"{booking['booking_id']}:{event}"
-    message = mail(note_id, f"{booking['user_id']}@users.bookcluster.local",
-                   booking["booking_id"], SUBJECTS.get(event, event),
-                   _body(event, booking, data, ctx.topology.secrets.get("ticket_secret")))
+    message = await compose(ctx, event, booking, data)
 
     # The booking's home, which is ours unless its theatre moved since the job was queued.
     box = maildir(ctx.run_dir, booking["region"])
@@ -83,6 +73,12 @@ async def send(ctx: JobContext, data: dict[str, Any]) -> str:
     name = note_id.replace(":", "_") + ".eml"
     # Maildir delivery: written in tmp/, renamed into new/.
     deliver(message, box / "new" / name, box / "tmp")
+    smtp = ctx.topology.settings.smtp_relay
+    if smtp is not None:
+        async with ctx.home.connection(booking["region"]) as conn:
+            sent = await conn.fetchval("SELECT true FROM notification WHERE id = $1", note_id)
+        if not sent:
+            await relay.send(smtp, SENDER, [recipient(booking["user_id"])], message)
     async with ctx.home.write(booking["region"], booking["show_id"]) as conn:
         await conn.execute(
             "INSERT INTO notification (id, booking_id, user_id, kind, path) "

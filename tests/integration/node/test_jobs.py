@@ -4,6 +4,9 @@ mail, a worker killed or frozen mid-job, leases, retries, dead letters."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
+import html
 import io
 import json
 import os
@@ -18,14 +21,17 @@ import aiohttp
 import zxingcpp
 from PIL import Image
 
+from bookcluster.booking.formats import local_time, rupees
+from bookcluster.booking.models import encode_text
 from bookcluster.booking.signing import verify_ticket_reference
 from bookcluster.stores import jobqueue
 from bookcluster.topology.model import Endpoint
 from bookcluster.worker.jobs.notifications import maildir
 from tests.integration.conftest import Cluster
+from tests.integration.mailrelay import Relay
 from tests.integration.node.helpers import seats_of, shows_in
 from tests.integration.node.test_holds import confirm, hold
-from tests.integration.support import Session, bearer, call, free_ports, metric
+from tests.integration.support import Session, bearer, call, free_ports, metric, paid
 
 
 def cluster_secret(name: str) -> str:
@@ -45,7 +51,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0) 
 
 
 async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.ClientSession,
-                                                 catalog: Any) -> None:
+                                                 catalog: Any, smtp_relay: Relay) -> None:
     show = shows_in(clean, catalog, "west")[0]
     _, held = await hold(http, clean.node("north"), show, "mira", seats_of(catalog, show, 2))
     booking = held["booking_id"]
@@ -61,6 +67,7 @@ async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.C
     png = await eventually(ticket)
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.width > 300
+    info = next(s for s in catalog.shows if s.id == show)
     rows = await clean.fetch("west", "SELECT reference FROM ticket WHERE booking_id = $1",
                              booking)
     assert verify_ticket_reference(cluster_secret("ticket_secret"), rows[0]["reference"]) == booking
@@ -71,9 +78,45 @@ async def test_confirm_makes_a_ticket_and_a_mail(clean: Cluster, http: aiohttp.C
     assert [code.text for code in zxingcpp.read_barcodes(image)] == [mine["ticket"]["payload"]]
     mail = maildir(clean.topology.settings.run_dir, "west") / "new" / f"{booking}_confirmed.eml"
     await eventually(lambda: asyncio.to_thread(mail.exists))
-    text = mail.read_text()
-    assert "mira@users.bookcluster.local" in text and "confirmed" in text
-    assert rows[0]["reference"] in text
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage) and not message.defects
+    assert message["To"] == "mira@users.bookcluster.local"
+    assert message.get_content_type() == "multipart/mixed"
+    alternative, attached = message.iter_parts()
+    text, page = alternative.iter_parts()
+    assert (text.get_content_type(), page.get_content_type()) == ("text/plain", "text/html")
+    # The show's local time with its zone, rupees, and what the ticket names.
+    theatre_id = catalog.theatre_of_screen()[info.screen_id]
+    theatre = next(t for t in catalog.theatres if t.id == theatre_id)
+    movie = next(m for m in catalog.movies if m.id == info.movie_id)
+    when = local_time(info.starts_at, "Asia/Kolkata")
+    assert when.endswith(" IST")
+    amount = rupees(sum(s.price_paise for s in catalog.seats if s.screen_id == info.screen_id
+                        and s.seat_id in seats_of(catalog, show, 2)))
+    for part, quoted in ((text.get_content(), str), (page.get_content(), html.escape)):
+        assert when in part and amount in part and rows[0]["reference"] in part
+        assert quoted(movie.title) in part and quoted(theatre.name) in part
+    # The ticket attached is the one a download serves.
+    assert attached.get_content_type() == "image/png" and attached.is_attachment()
+    assert attached.get_content() == png
+    # And the same mail went through the cluster's SMTP relay (`settings.smtp_relay`).
+    relayed = await eventually(lambda: asyncio.to_thread(
+        lambda: [m for m in smtp_relay.received("mira@users.bookcluster.local")
+                 if m["X-Booking-Id"] == booking]))
+    assert [m["Message-ID"] for m in relayed] == [message["Message-ID"]]
+    [relayed_ticket] = list(relayed[0].iter_attachments())
+    assert relayed_ticket.get_content() == png
+    # Every answer is encoded alike (compact), the confirm's too, replayed or not.
+    payment_id = await paid(http, clean.node("west"), booking, "p")
+    async with http.post(f"{clean.node('west')}/booking/booking/{booking}/confirm",
+                         json={"payment_id": payment_id},
+                         headers={**bearer("mira"), "Idempotency-Key": "k"}) as resp:
+        replayed = await resp.text()
+    async with http.get(f"{clean.node('north')}/shows/{show}") as resp:
+        detail = await resp.text()
+    for answer in (replayed, detail):
+        assert answer == encode_text(json.loads(answer)), answer
+    assert json.loads(detail)["theatre"]["timezone"] == "Asia/Kolkata"
     # The mail's job carried what the sale knew (no read of the booking for it).
     jobs = await clean.fetch("west", "SELECT payload FROM outbox WHERE kind = 'notification'")
     assert [json.loads(j["payload"]) for j in jobs] == [{

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
+from bookcluster.booking import formats
 from bookcluster.booking.onsales import GUARD_REFRESH_S
 from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.local import faults
@@ -325,6 +326,12 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     await page.wait_for_selector("#view-booking:not([hidden])", timeout=20000)
     assert page.url.startswith(f"{clean.node('north')}/#/booking/")
     assert await page.inner_text("#h-booking") == "You're booked!"
+    # As the ticket and the mail say it: the theatre's time with its zone (the viewer is
+    # in London), the amount to the paisa in rupees with Indian grouping.
+    details = await page.inner_text("#booking-details")
+    starts_at = next(s.starts_at for s in catalog.shows if s.id == show)
+    assert formats.local_time(starts_at, "Asia/Kolkata") in details
+    assert formats.rupees(intent["amount_paise"]) in details
     await page.wait_for_selector("#ticket:not([hidden])", timeout=20000)
     assert await page.evaluate("document.getElementById('ticket-img').naturalWidth") > 100
     href = str(await page.get_attribute("#ticket-link", "href"))

@@ -7,13 +7,21 @@ import secrets
 
 import pytest
 import zxingcpp
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from bookcluster.booking.signing import ticket_reference, verify_ticket_reference
-from bookcluster.booking.ticket_image import FONT, TEXT_WIDTH, draw_text, png, render
+from bookcluster.booking.ticket_image import (
+    FONT,
+    RUPEE,
+    TEXT_WIDTH,
+    draw_text,
+    png,
+    render,
+    text_width,
+)
 
-LINES = ["Jawan (UA, Hindi)", "PVR Forum, Bengaluru - Audi 2", "Mon 24 Nov 2026 18:30 IST",
-         "Seats: A1, A2, A3, A4, A5, A6, A7, A8, A9, A10", "Paid: Rs 2,500.00"]
+LINES = ["Jawan (Hindi, UA)", "Tue 24 Nov 2026, 6:30 pm IST", "PVR Forum, Bengaluru - Audi 2",
+         "Seats: A1, A2, A3, A4, A5, A6, A7, A8, A9, A10", "Paid: ₹2,500.00"]
 
 
 def scanned(data: bytes) -> list[str]:
@@ -61,7 +69,8 @@ def test_text_is_drawn_right_of_the_code() -> None:
 
 
 def test_cached_glyphs_draw_what_pillow_draws() -> None:
-    lines = [*LINES, "gjpqy WMW ,;_|/\\ ~`'\"", "".join(map(chr, range(32, 127)))]
+    lines = [line.replace(RUPEE, "") for line in LINES]  # ₹: ours, below
+    lines += ["gjpqy WMW ,;_|/\\ ~`'\"", "".join(map(chr, range(32, 127)))]
     ours = Image.new("L", (900, 40 * len(lines)), 255)
     pillows = ours.copy()
     for i, line in enumerate(lines):
@@ -69,6 +78,29 @@ def test_cached_glyphs_draw_what_pillow_draws() -> None:
         ImageDraw.Draw(pillows).text((10, 5 + 40 * i), line, fill=0, font=FONT)
     assert ours.tobytes() == pillows.tobytes()
     assert ours.getextrema()[0] < 64  # there is ink to compare
+
+
+def test_the_rupee_sign_is_drawn_where_the_font_has_none() -> None:
+    """Pillow's font draws a missing-glyph box for ₹; ours draws the sign: ink of its
+    own shape, as tall as the figures, no wider than a figure's advance."""
+    ours = Image.new("L", (60, 40), 255)
+    pillows = ours.copy()
+    draw_text(ours, 10, 5, RUPEE)
+    ImageDraw.Draw(pillows).text((10, 5), RUPEE, fill=0, font=FONT)
+    assert ours.tobytes() != pillows.tobytes()
+    ink = ImageOps.invert(ours).getbbox()
+    figure = ImageOps.invert(render_text("0")).getbbox()
+    assert ink is not None and figure is not None
+    # Top and baseline those of a figure, give or take the pen's smoothed edge.
+    assert abs(ink[1] - figure[1] - 5) <= 1 and abs(ink[3] - figure[3] - 5) <= 1
+    assert ink[2] - ink[0] <= FONT.getlength("0")
+    assert text_width(f"{RUPEE}1") == round(2 * FONT.getlength("0"))
+
+
+def render_text(text: str) -> Image.Image:
+    image = Image.new("L", (60, 40), 255)
+    draw_text(image, 10, 0, text)
+    return image
 
 
 def test_png_refuses_other_modes() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 import zxingcpp
 from PIL import Image
 
 from bookcluster.booking.signing import ticket_reference, verify_ticket_reference
-from bookcluster.booking.tickets import draw, ticket_lines
+from bookcluster.booking.tickets import draw, summary, ticket_lines
 from bookcluster.catalog import ShowInfo, TheatreInfo
 
 THEATRE = TheatreInfo("t-blr-1", "PVR Forum", "Hosur Road", "Bengaluru", "Karnataka", "south")
@@ -19,11 +22,24 @@ SHOW = ShowInfo(1001, "t-blr-1", "s-1", "Audi 2", "m-1", "Jawan", "Hindi", "UA",
 
 def test_lines_name_show_theatre_seats_amount_and_reference() -> None:
     reference = ticket_reference("k" * 16, "b1001-0123456789abcdef")
-    lines = ticket_lines(SHOW, THEATRE, ["A1", "A2"], 45050, reference)
-    assert lines[0] == "Jawan (UA, Hindi)"
-    assert lines[1] == "PVR Forum, Bengaluru - Audi 2"
-    assert lines[2] == SHOW.starts_at.astimezone().strftime("%a %d %b %Y %H:%M %Z")
-    assert lines[3:] == ["Seats: A1, A2", "Paid: Rs 450.50", f"Ref: {reference}"]
+    lines = ticket_lines(SHOW, THEATRE, ["A1", "A2"], 4505050, reference)
+    assert lines == ["Jawan (Hindi, UA)", "Tue 24 Nov 2026, 6:30 pm IST",
+                     "PVR Forum, Bengaluru - Audi 2", "Seats: A1, A2", "Paid: ₹45,050.50",
+                     f"Ref: {reference}"]
+
+
+def test_the_time_is_the_theatres_whatever_the_machines_zone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose own zone is UTC (or anything) prints the theatre's wall clock."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        assert ticket_lines(SHOW, THEATRE, ["A1"], 100, "r")[1] == "Tue 24 Nov 2026, 6:30 pm IST"
+        london = replace(THEATRE, timezone="Europe/London")
+        assert summary(SHOW, london, ["A1"], 100)[1] == ("When", "Tue 24 Nov 2026, 1:00 pm GMT")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_drawn_ticket_is_a_png_whose_qr_code_is_the_signed_reference() -> None:

@@ -178,6 +178,15 @@ def test_the_onsale_admission_ceiling_is_a_positive_rate(tmp_path: Path) -> None
         assert err.key == "settings.onsale_admit_ceiling" and "positive" in err.reason
 
 
+def test_the_smtp_relay_is_an_optional_address(tmp_path: Path) -> None:
+    text = topology_yaml(tmp_path / "run")
+    assert load_topology(write(tmp_path, text)).settings.smtp_relay is None
+    set_to = text.replace("settings:\n", "settings:\n  smtp_relay: 127.0.0.1:2525\n", 1)
+    assert str(load_topology(write(tmp_path, set_to)).settings.smtp_relay) == "127.0.0.1:2525"
+    err = error_of(tmp_path, text.replace("settings:\n", "settings:\n  smtp_relay: mail\n", 1))
+    assert err.key == "settings.smtp_relay" and "host:port" in err.reason
+
+
 @pytest.mark.parametrize(("auth", "reason"), [
     ("  dev_sign_in: yes please\n", "expected true or false"),
     ("  dev_sign_in: true\n", "not a topology setting"),
