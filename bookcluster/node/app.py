@@ -18,7 +18,7 @@ from bookcluster.booking.limits import RateLimiter
 from bookcluster.booking.pay import PaymentService
 from bookcluster.catalog import Catalog
 from bookcluster.loops import Loops
-from bookcluster.metrics import NodeMetrics
+from bookcluster.metrics import NodeMetrics, secret_files, watch_secret_files
 from bookcluster.node.admission import WriteAdmission
 from bookcluster.node.auth import TokenVerifier
 from bookcluster.node.body import MAX_BODY_BYTES
@@ -56,6 +56,10 @@ from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 
 log = logging.getLogger(__name__)
+
+# Checked at start-up: a node without them must not start half-able.
+NODE_SECRETS = ("redis_password", "pg_password", "forward_secret", "webhook_secret",
+                "ticket_secret", "ticket_signing_key")
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -144,11 +148,13 @@ def create_app(settings: NodeSettings) -> web.Application:
                                        error_middleware],
                           client_max_size=MAX_BODY_BYTES)
     app[settings_key] = settings
-    # Secrets are checked at start-up: a node without them must not start half-able.
-    settings.topology.secrets.require("redis_password", "pg_password", "forward_secret",
-                                      "webhook_secret", "ticket_secret", "ticket_signing_key")
+    settings.topology.secrets.require(*NODE_SECRETS)
     app[verifier_key] = TokenVerifier(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
+    auth = settings.topology.auth  # HS256 with no `auth.secret_file`: the jwt_secret secret
+    jwt = ("jwt_secret",) if auth.algorithm == "HS256" and auth.secret_file is None else ()
+    watch_secret_files(app[metrics_key].registry, settings.region,
+                       secret_files(settings.topology, NODE_SECRETS + jwt))
     app[admission_key] = WriteAdmission(
         app[metrics_key], settings.write_slots, settings.write_queue,
         per_user=settings.topology.limits.user_writes_at_once)

@@ -32,7 +32,7 @@ from bookcluster.booking.holds import BookingService
 from bookcluster.catalog import Catalog
 from bookcluster.errors import NodeError
 from bookcluster.loops import Loop, Loops
-from bookcluster.metrics import NodeMetrics, WorkerMetrics
+from bookcluster.metrics import NodeMetrics, WorkerMetrics, secret_files, watch_secret_files
 from bookcluster.node.auth import OPERATOR, TokenVerifier
 from bookcluster.node.body import parse_json
 from bookcluster.node.topology_swap import TopologySwap
@@ -50,6 +50,7 @@ from bookcluster.topology.placement import Placement
 from bookcluster.worker import moves
 from bookcluster.worker.jobs import HANDLERS, JobContext
 from bookcluster.worker.queue import Consumer
+from bookcluster.worker.storewatch import StoreWatch
 from bookcluster.worker.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ log = logging.getLogger(__name__)
 GAUGE_REFRESH_S = 1.0
 MOVE_CHECK_S = 1.0  # how often the worker looks for a move whose driver stopped
 CLOSE_GRACE_S = 5.0
+
+
+def worker_secrets(topology: Topology) -> tuple[str, ...]:
+    """What a worker needs from the start (it refuses to start without them)."""
+    return ("redis_password", "pg_password", "ticket_secret",
+            *(("gateway_api_key",) if topology.payments else ()))
 
 
 class RegionWorker:
@@ -99,6 +106,9 @@ class RegionWorker:
                                  AdmitterMetrics(self.metrics.registry),
                                  self.topology.settings.onsale_admit_ceiling)
         self.reconciler = Reconciler(connections, bookings.home, self.region)
+        self.stores = StoreWatch(connections, self.region, self.metrics)
+        watch_secret_files(self.metrics.registry, self.region,
+                           secret_files(self.topology, worker_secrets(self.topology)))
         self._watch_mirror()
         try:  # a new master generation is announced before this worker reports healthy
             await self.reconciler.run_once()
@@ -108,7 +118,8 @@ class RegionWorker:
         # First of all: no new jobs, running ones get their grace (leases still renewed).
         stack.push_async_callback(self.consumer.close, CLOSE_GRACE_S)
         for loop in (*self.consumer.loops(), self.sweeper.loop(), self.applier.loop(),
-                     self.reconciler.loop(), self._watch_loop(), self.swap.loop(),
+                     self.reconciler.loop(), self._watch_loop(), self._stores_loop(),
+                     self.swap.loop(),
                      self._moves_loop(), self.admitter.loop()):
             self.loops.start(loop)
         return self
@@ -166,6 +177,11 @@ class RegionWorker:
         """Every second, the first a second in; a failure is one line (the stores are
         down), never the worker's end."""
         return Loop("watch", self.watch_once, GAUGE_REFRESH_S, wait_first=True,
+                    expected=(Exception,))
+
+    def _stores_loop(self) -> Loop:
+        """Every second: is each of the region's leaders writable, and its copies' lag."""
+        return Loop("stores", self.stores.run_once, GAUGE_REFRESH_S, wait_first=True,
                     expected=(Exception,))
 
     async def drive_moves_once(self) -> int:
@@ -260,8 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         topology = load_topology(args.topology, run_dir=args.run_dir)
-        topology.secrets.require("redis_password", "pg_password", "ticket_secret",
-                                 *(("gateway_api_key",) if topology.payments else ()))
+        topology.secrets.require(*worker_secrets(topology))
     except RouterError as exc:  # a bad topology or a missing secret
         raise SystemExit(f"error: {exc}") from None
     if args.region not in topology.regions:
