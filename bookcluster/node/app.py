@@ -26,10 +26,12 @@ from bookcluster.node.cors import cors_middleware
 from bookcluster.node.forward import Forwarder
 from bookcluster.node.middlewares import error_middleware, home_middleware, metrics_middleware
 from bookcluster.node.openapi import document_bytes
+from bookcluster.node.requestlog import AccessLog
 from bookcluster.node.routes import setup_routes
 from bookcluster.node.settings import NodeSettings
 from bookcluster.node.topology_swap import TopologySwap
 from bookcluster.node.typedefs import (
+    access_log_key,
     admission_key,
     bookings_key,
     catalog_key,
@@ -158,6 +160,8 @@ def create_app(settings: NodeSettings) -> web.Application:
     app[admission_key] = WriteAdmission(
         app[metrics_key], settings.write_slots, settings.write_queue,
         per_user=settings.topology.limits.user_writes_at_once)
+    app[access_log_key] = AccessLog(settings.access_log or
+                                    settings.topology.settings.access_log)
     app[openapi_key] = document_bytes(settings.topology)
     app[files_key] = load_files()
     app.cleanup_ctx.append(resources)

@@ -8,6 +8,7 @@ import sys
 
 import uvloop
 
+from bookcluster.node import requestlog
 from bookcluster.node.app import create_app
 from bookcluster.node.server import serve
 from bookcluster.node.settings import from_args
@@ -23,6 +24,12 @@ GC_THRESHOLDS = (10_000, 10, 10)
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The access log's lines are JSON alone (`requestlog.py`), on the same stream.
+    access = logging.getLogger(requestlog.LOGGER)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         settings = from_args(argv)

@@ -11,8 +11,16 @@ from aiohttp.typedefs import Handler
 
 from bookcluster.booking import ids
 from bookcluster.errors import MalformedId, NodeError
+from bookcluster.node import requestlog
 from bookcluster.node.forward import MOVED_STATUS
-from bookcluster.node.typedefs import catalog_key, connections_key, metrics_key, show_key
+from bookcluster.node.typedefs import (
+    access_log_key,
+    catalog_key,
+    connections_key,
+    forwarder_key,
+    metrics_key,
+    show_key,
+)
 from bookcluster.topology.errors import Moved, RegionUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,8 +47,10 @@ def _route(request: web.Request) -> str:
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request measured, and written to the access log when that is on."""
     started = time.perf_counter()
     status = 500
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
@@ -49,8 +59,17 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        request.app[metrics_key].observe_request(
-            _route(request), request.method, status, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        route = _route(request)
+        metrics = request.app[metrics_key]
+        metrics.observe_request(route, request.method, status, seconds)
+        access_log = request.app[access_log_key]
+        if access_log.on:
+            home = response.headers.get(HOME_REGION_HEADER) if response is not None else None
+            forwarder = request.app.get(forwarder_key)
+            forwarded_in = forwarder is not None and forwarder.forwarded(request)
+            access_log.write(requestlog.entry(request, route, status, seconds, metrics.region,
+                                              home, forwarded_in, response))
 
 
 @web.middleware

@@ -95,6 +95,8 @@ class Settings:
     # until this long after it (a long film and its exit scans fit in the second).
     checkin_opens_before_s: float = 7200.0
     checkin_closes_after_s: float = 5 * 3600.0
+    # One JSON line per request on every node's log (`bookcluster/node/requestlog.py`).
+    access_log: bool = False
 
     def catalog_day_one(self) -> date:
         return self.catalog_start or date.today()

@@ -92,6 +92,7 @@ async def cluster(run_dir: Path) -> AsyncIterator[Cluster]:
     path.write_text(topology_yaml(run_dir / "run", nodes=2, standby=("north",),
                                   theatres=_theatre_map(),
                                   extra_settings="  sweep_interval: 500ms\n"
+                                  "  access_log: true\n"
                                   # Seeded shows are today: check-in open all day.
                                   "  checkin_opens_before: 48h\n"
                                   "  checkin_closes_after: 48h\n", workers=True,
