@@ -35,6 +35,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from bookcluster import tracing
 from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.node import requestlog
 from bookcluster.node.body import read_body
@@ -145,6 +146,13 @@ class Forwarder:
                                                request.method, request.path_qs, time.time())
         headers[requestlog.TRACEPARENT] = requestlog.traceparent(requestlog.trace_id(request))
         request[requestlog.FORWARDED_TO] = home
+        with tracing.span(f"forward {home}", "client", {"bookcluster.home": home}):
+            tracing.inject(headers)  # when tracing: this span's traceparent instead
+            return await self._send(request, home, body, headers, limit)
+
+    async def _send(self, request: web.Request, home: str, body: bytes,
+                    headers: dict[str, str], limit: deadline.Deadline) -> web.Response:
+        assert self._session is not None, "Forwarder not opened"
         nodes = self.topology.region(home).nodes
         first = next(self._turn)
         for attempt in range(min(2, len(nodes))):

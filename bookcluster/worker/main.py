@@ -27,6 +27,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+from bookcluster import tracing
 from bookcluster.booking.admitter import Admitter, AdmitterMetrics
 from bookcluster.booking.holds import BookingService
 from bookcluster.catalog import Catalog
@@ -43,6 +44,7 @@ from bookcluster.stores import jobqueue
 from bookcluster.stores.connections import Connections, load_routes
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
 from bookcluster.stores.jobqueue import Job
+from bookcluster.topology import environment
 from bookcluster.topology.errors import RegionUnavailable, RouterError
 from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Endpoint, Topology, duration_arg
@@ -146,8 +148,13 @@ class RegionWorker:
             raise ValueError(f"no handler for job kind {job.kind!r}")
         started = time.monotonic()
         labels = (self.region, job.kind)
+        data = job.data
         try:
-            result = await handler(self.context, job.data)
+            with tracing.span(f"job {job.kind}", "consumer", {
+                    "bookcluster.region": self.region, "bookcluster.job": job.kind,
+                    "bookcluster.booking_id": data.get("booking_id"),
+                    "bookcluster.show_id": data.get("show_id")}):
+                result = await handler(self.context, job.data)
         except Exception as exc:
             last = job.last_attempt
             self.metrics.jobs.labels(*labels, "dead" if last else "retry").inc()
@@ -287,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     host = args.host or (endpoint.host if endpoint else "127.0.0.1")
     port = args.port or (endpoint.port if endpoint else 0)
     routes = load_routes(args.wan_routes) if args.wan_routes else {}
+    tracing.configure("bookcluster-worker", args.region, environment.otel_endpoint())
     uvloop.run(serve(topology, args.region, host, port, routes))
 
 
