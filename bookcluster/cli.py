@@ -2,8 +2,10 @@
 
     bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
     bookcluster up --region R          only region R's processes (one region per host)
+    bookcluster up --stored-topology   start with the cluster's applied topology when the
+                                       file is older (`topology pull` brings the file up)
     bookcluster down [--wipe]          stop it from another shell (keep data unless --wipe)
-    bookcluster status [--json]        every process, its health and replication lag
+    bookcluster status [--json] [--wide]  every process, what it is now, health, lag
     (--region R on down and status: that region's launcher, that region's processes;
     --run-dir DIR before the command overrides the topology's settings.run_dir)
     bookcluster run NAME | probe NAME | setup --region R
@@ -23,6 +25,7 @@
                                        a user token per --user, one line each
     bookcluster topology diff FILE [--json]           what FILE would change
     bookcluster topology apply FILE [--dry-run]       every node and worker takes FILE's epoch
+    bookcluster topology pull [FILE]                  write the applied topology to FILE
     bookcluster topology move THEATRE --to REGION [--dry-run | --rollback]
                                        move a theatre while it sells (resumes an unfinished one)
 """
@@ -64,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                     "link through a TCP proxy, e.g. 40ms")
     up.add_argument("--catalog", choices=CATALOG_SIZES, default="full",
                     help="demo catalog size: full (21 theatres per region, 3 days) or small")
+    up.add_argument("--stored-topology", action="store_true",
+                    help="start with the topology the cluster has applied (kept in the run "
+                    "folder) when the file is older, leaving the file as it is")
     down = sub.add_parser("down", help="stop a running local cluster")
     down.add_argument("--wipe", action="store_true", help="also delete the run folder (data)")
     down.add_argument("--region", help="stop the launcher of this region (refused if it "
@@ -71,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="health and replication lag of every process")
     status.add_argument("--region", help="only this region's processes")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--wide", action="store_true", help="every column (the default fits "
+                        "100 columns)")
     audit = sub.add_parser("audit", help="check the invariants across all regions; "
                            "non-zero exit on any violation")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
@@ -112,6 +120,10 @@ def parser() -> argparse.ArgumentParser:
     tapply.add_argument("--dry-run", action="store_true", help="validate and say what it "
                         "would do, change nothing")
     tapply.add_argument("--json", action="store_true", help="machine-readable output")
+    tpull = actions.add_parser("pull", help="write the cluster's applied topology to FILE "
+                               "(default: the topology file)")
+    tpull.add_argument("file", type=Path, nargs="?")
+    tpull.add_argument("--json", action="store_true", help="machine-readable output")
     tmove = actions.add_parser("move", help="move a theatre to another region while it sells")
     tmove.add_argument("theatre")
     tmove.add_argument("--to", dest="target", help="the new home region")
@@ -230,7 +242,7 @@ def _command(topology: Topology, args: argparse.Namespace) -> int:
     from bookcluster.local.supervisor import pid_alive
     from bookcluster.ops.status import status_command
 
-    return asyncio.run(status_command(topology, args.json, args.region, pid_alive))
+    return asyncio.run(status_command(topology, args.json, args.region, pid_alive, args.wide))
 
 
 async def _repair(topology: Topology, args: argparse.Namespace) -> int:
@@ -269,6 +281,10 @@ async def _topology(topology: Topology, args: argparse.Namespace) -> int:
         return await apply.diff_command(topology, args.file, args.json)
     if args.action == "apply":
         return await apply.apply_command(topology, args.file, args.dry_run, args.json)
+    if args.action == "pull":
+        from bookcluster.ops.applied import pull_command
+
+        return await pull_command(topology, args.file, args.json)
     return await moves.move_command(topology, args.theatre, args.target, dry_run=args.dry_run,
                                     rollback=args.rollback, timeout_s=args.timeout,
                                     pause_after=args.pause_after)
@@ -342,9 +358,14 @@ async def _up(topology: Topology, args: argparse.Namespace) -> int:
     import signal
 
     from bookcluster.local.launcher import LocalCluster
+    from bookcluster.ops.applied import check_not_older, stored_for_start
     from bookcluster.ops.status import print_table
     from bookcluster.stores.probe import probe_all
 
+    if args.stored_topology:
+        topology = stored_for_start(topology)
+    else:
+        check_not_older(topology)  # before anything starts
     wan_delay_ms = None if args.wan_delay is None else int(round(args.wan_delay * 1000))
     cluster = LocalCluster(topology, node_args=_node_args(args), worker_args=_worker_args(args),
                            wan_delay_ms=wan_delay_ms,

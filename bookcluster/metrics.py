@@ -38,10 +38,6 @@ class NodeMetrics:
             "bookcluster_checkin_scans", "Scans at the door decided by this home node, by "
             "outcome (admitted, exited, entered_twice, and each refusal)",
             ["region", "home", "outcome"], registry=self.registry)
-        self.show_heads = Gauge(
-            "bookcluster_show_heads", "Per show, as this home node read them after its last "
-            "scan of the show: seats sold, admitted (ever) and inside now",
-            ["home", "show", "count"], registry=self.registry)
         self.writes_waiting = Gauge(
             "bookcluster_writes_waiting", "Writes waiting for admission on this node",
             registry=self.registry)
@@ -192,6 +188,10 @@ class WorkerMetrics:
         self.mirror_repaired = Gauge(
             "bookcluster_mirror_repaired_seats", "Seats the reconciler repaired since start",
             ["region"], registry=self.registry)
+        self.show_heads = Gauge(
+            "bookcluster_show_heads", "Per show of this region whose check-in window is "
+            "open: seats sold, admitted at the door (ever) and inside now",
+            ["region", "show", "count"], registry=self.registry)
         self.mirror_generation = Gauge(
             "bookcluster_mirror_generation", "Generation of the region's Redis master",
             ["region"], registry=self.registry)

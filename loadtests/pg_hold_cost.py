@@ -17,36 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from benchlib.scratch_pg import cpu_s, scratch_postgres
 
 from bookcluster.booking import ledger
-from bookcluster.db.create import create_database
-from bookcluster.db.migrate import migrate
-from bookcluster.local import postgres_server
-from bookcluster.local.binaries import find_binaries
-from bookcluster.local.ports import free_ports
-from bookcluster.local.supervisor import Supervisor
 from bookcluster.stores.connections import PG_TOOL_SESSION, pg_dsn, pg_login
-from bookcluster.stores.probe import wait_healthy
-from bookcluster.topology.load import load_topology
-from bookcluster.topology.secrets import generate_local
 
 SHOWS = 40
 SEATS = 2000
 HOLDS = 1200  # per measured phase
-TICK = os.sysconf("SC_CLK_TCK")
 CAPS = ledger.HoldCaps(max_hold=timedelta(minutes=30), max_seats=10, max_holds=4,
                        max_address_seats=100, max_address_holds=100)
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def seed(conn: asyncpg.Connection) -> None:
@@ -142,41 +127,14 @@ async def measure(conn: asyncpg.Connection, pid: int, calls: int, one) -> float:
 
 
 async def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="bookcluster-pgcost-") as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)  # noqa: ASYNC240 - once, before anything runs
-        generate_local(folder / "run")
-        redis, replica, pg, node = free_ports(4)
-        (folder / "topology.yaml").write_text(
-            f"settings:\n  run_dir: {folder / 'run'}\n  durable: false\n"
-            f"regions:\n  scratch:\n    redis:\n      master: 127.0.0.1:{redis}\n"
-            f"      replicas:\n        scratch: 127.0.0.1:{replica}\n"
-            f"    postgres:\n      primary: 127.0.0.1:{pg}\n"
-            f"    nodes: [127.0.0.1:{node}]\n")
-        topology = load_topology(folder / "topology.yaml")
-        region = topology.region("scratch")
-        binaries = find_binaries()
-        user = postgres_server.pg_os_user()
-        await postgres_server.init_primary(
-            binaries, postgres_server.data_dir(topology, region, "pg-primary"), user,
-            topology.secrets)
-        (folder / "aux").mkdir()
-        supervisor = Supervisor(folder / "aux")
-        spec = postgres_server.primary_spec(binaries, topology, region, user)
+    async with scratch_postgres("bookcluster-pgcost-") as (topology, region):
+        tool = await asyncpg.connect(pg_dsn(region.pg_primary), **pg_login(topology.secrets),
+                                     server_settings=PG_TOOL_SESSION)
         try:
-            child = supervisor.start(spec)
-            await wait_healthy({**spec.__dict__, "log_path": str(spec.log_path),
-                                "address": spec.address.rsplit("/", 1)[0] + "/postgres"},
-                               60, alive=lambda: child.popen.poll() is None,
-                               secrets=topology.secrets)
-            await create_database([region.pg_primary], topology.secrets)
-            tool = await asyncpg.connect(pg_dsn(region.pg_primary), **pg_login(topology.secrets),
-                                         server_settings=PG_TOOL_SESSION)
-            await migrate(tool)
             await seed(tool)
             await run(tool, region, topology)
         finally:
-            supervisor.stop()
+            await tool.close()
 
 
 async def run(tool: asyncpg.Connection, region, topology) -> None:  # type: ignore[no-untyped-def]

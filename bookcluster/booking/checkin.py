@@ -14,7 +14,6 @@ and a ticket that went in twice is recorded and reported (`entered_twice`), not 
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,8 +37,6 @@ from bookcluster.metrics import NodeMetrics
 from bookcluster.seats.home import HomeRegion
 from bookcluster.topology.model import Settings
 from bookcluster.topology.secrets import Secrets
-
-log = logging.getLogger(__name__)
 
 NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 GATE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -225,8 +222,6 @@ class CheckIn:
                 direction=scan.direction, at=at, offline=offline)
         self._metrics.checkin_scans.labels(self._metrics.region, show.region,
                                            row.outcome).inc()
-        if not row.replayed and row.outcome in PASSED:
-            await self._publish_heads(show)
         if row.outcome == "unknown_booking":
             raise CheckinRefused("unknown_booking", booking_id=ticket.booking_id)
         answer: dict[str, Any] = {
@@ -242,18 +237,6 @@ class CheckIn:
         if row.outcome == "not_confirmed":
             answer["booking_status"] = row.booking_status
         return answer
-
-    async def _publish_heads(self, show: ShowInfo) -> None:
-        """The show's head counts as metrics, read after a scan that changed them; a read
-        that fails leaves the last ones (the scan is decided and recorded already)."""
-        try:
-            async with self._home.connection(show.region) as conn:
-                [heads] = await ledger.checkin_counts(conn, [show.id])
-        except Exception as exc:  # noqa: BLE001 - metrics only; the scan stands
-            log.info("head counts of show %s not read: %s", show.id, exc)
-            return
-        for count in ("sold", "admitted", "inside"):
-            self._metrics.show_heads.labels(show.region, str(show.id), count).set(heads[count])
 
     async def counts(self, shows: list[ShowInfo]) -> list[dict[str, Any]]:
         """Sold, admitted and inside now, per show (each at its home region)."""

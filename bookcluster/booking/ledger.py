@@ -312,7 +312,20 @@ async def admitted(conn: asyncpg.Connection, booking: str) -> bool:
 
 async def checkin_counts(conn: asyncpg.Connection, shows: list[int]) -> list[dict[str, int]]:
     """Per show: seats sold, admitted (ever), inside now."""
-    rows = await conn.fetch("SELECT show_id, sold, admitted, inside FROM "
-                            "bc_checkin_counts(p_shows => $1)", shows)
+    return _heads(await conn.fetch("SELECT show_id, sold, admitted, inside FROM "
+                                   "bc_checkin_counts(p_shows => $1)", shows))
+
+
+async def checkin_heads(conn: asyncpg.Connection, opens_before_s: float,
+                        closes_after_s: float) -> list[dict[str, int]]:
+    """`checkin_counts` of every show here whose check-in window is open and that sold a
+    seat (this region is its home)."""
+    return _heads(await conn.fetch(
+        "SELECT show_id, sold, admitted, inside FROM bc_checkin_heads("
+        "p_opens_before => make_interval(secs => $1), "
+        "p_closes_after => make_interval(secs => $2))", opens_before_s, closes_after_s))
+
+
+def _heads(rows: list[asyncpg.Record]) -> list[dict[str, int]]:
     return [{"show_id": r["show_id"], "sold": r["sold"], "admitted": r["admitted"],
              "inside": r["inside"]} for r in rows]

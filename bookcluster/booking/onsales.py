@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from bookcluster.booking import onsale_state, queue_order
+from bookcluster.booking.join_batches import JoinBatcher
 from bookcluster.booking.onsale_state import ONSALE_ID, Counters, OnSale
 from bookcluster.booking.passes import AdmissionPass, QueueTicket, TokenRefused
 from bookcluster.catalog import Catalog, ShowInfo
@@ -51,6 +52,14 @@ GUARD_REFRESH_S = 1.0
 MAX_SHOWS = 50
 WINDOW_S = (60, 3600)
 MAX_LEAD = timedelta(days=30)  # opens_at..sale_at at most; sale_at at most this far ahead
+
+
+def guard_fresh(read_started: float, now: float) -> bool:
+    """Whether a node's list of on-sale shows, whose read started at `read_started`
+    (monotonic), may still guard a hold at `now`: every on-sale created before the read
+    started is in it, and `POST /ops/onsales` answers GUARD_REFRESH_S after creating
+    one, so a hold after that answer must use a list read since."""
+    return now - read_started < GUARD_REFRESH_S
 
 
 def onsale_id(text: str) -> str:
@@ -122,7 +131,11 @@ def position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,
     """The answer to a position poll, from the published counters (pure), with the
     interval to poll again after (`poll_after_s`, absent when the state is final)."""
     answer = _position(onsale, counters, ticket, admitted_at_ms, now_ms, secret)
-    after = queue_order.poll_after_s(answer["state"], answer["estimated_wait_s"])
+    to_sale_s = onsale.sale_at.timestamp() - now_ms / 1000
+    after = queue_order.poll_after_s(
+        answer["state"], answer["estimated_wait_s"], queue_order.jitter_of(ticket.user, now_ms),
+        to_sale_s=max(0.0, to_sale_s) if answer["place"] is None else None,
+        joined=answer["joined"] or 0)
     if after is not None:
         answer["poll_after_s"] = after
     return answer
@@ -184,6 +197,7 @@ class OnSales:
         self._guards: dict[str, tuple[float, dict[int, OnSale]]] = {}
         self._guard_locks: dict[str, asyncio.Lock] = {}
         self._guard_reads: dict[str, asyncio.Task[None]] = {}  # background re-reads
+        self._join_batchers: dict[str, JoinBatcher] = {}  # on-sale -> its joins' batcher
 
     @property
     def secret(self) -> str:
@@ -234,9 +248,9 @@ class OnSales:
         # The admitter publishes it every round; publishing now lists it at once.
         with contextlib.suppress(*REDIS_UNAVAILABLE):
             await onsale_state.publish_definition(self.connections.redis_master(region), onsale)
-        # Every node re-reads its region's on-sales every GUARD_REFRESH_S / 2 (holds never
-        # wait for that read): once this answers, every live node refuses holds without a
-        # pass.
+        # Every node re-reads its region's on-sales every GUARD_REFRESH_S / 4, and a hold
+        # never goes on with a list read longer than GUARD_REFRESH_S ago (`guarding`):
+        # once this answers, every live node refuses holds without a pass.
         with deadline.running(None):
             await asyncio.sleep(GUARD_REFRESH_S)
         return onsale.as_json()
@@ -269,26 +283,33 @@ class OnSales:
     # -- a user's ----------------------------------------------------------------------
 
     async def join(self, onsale: str, user: str) -> dict[str, Any]:
-        """At the home region: the user's queue ticket (the same one on every call)."""
+        """At the home region: the user's queue ticket (the same one on every call). The
+        joins of one loop turn to one on-sale are one call (`join_batches.py`)."""
         region = await self.region_of(onsale)
-        async with self.home.connection(region, writes=True) as conn:
-            row = await conn.fetchrow("SELECT * FROM bc_onsale_join($1, $2)", onsale, user)
-            stored = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale)
-        assert row is not None
-        if row["state"] == "not_found":
+        joined = await self._join_batcher(region, onsale).join(user)
+        if joined.state == "not_found":
             raise NotFound(f"no on-sale {onsale!r}", id=onsale)
-        if row["state"] == "not_open":
+        if joined.state == "not_open":
             raise OnSaleConflict("onsale_not_open", "the queue of this on-sale is not open yet",
                                  onsale=onsale)
-        ticket = QueueTicket(onsale, user, int(row["seq"]))
+        assert joined.seq is not None
+        ticket = QueueTicket(onsale, user, joined.seq)
         try:
             answer = await self.position(onsale, user, ticket.sign(self.secret))
         except NotFound:  # created a moment ago: not in this region's replica yet
+            async with self.home.connection(region) as conn:
+                stored = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale)
             assert stored is not None
             answer = position(OnSale.from_row(stored, region), None, ticket, None,
                               onsale_state.now_ms(), self.secret)
         return {**answer, "ticket": ticket.sign(self.secret),
-                "joined_before": row["state"] == "again"}
+                "joined_before": joined.state == "again"}
+
+    def _join_batcher(self, region: str, onsale: str) -> JoinBatcher:
+        batcher = self._join_batchers.get(onsale)
+        if batcher is None:
+            batcher = self._join_batchers[onsale] = JoinBatcher(self.home, region, onsale)
+        return batcher
 
     async def position(self, onsale: str, user: str, token: str | None) -> dict[str, Any]:
         """From this region's replica of the home master only (reads stay home)."""
@@ -320,25 +341,38 @@ class OnSales:
     # -- the hold path -----------------------------------------------------------------
 
     async def guarding(self, show: ShowInfo) -> OnSale | None:
-        """The on-sale the show is under, from the last read of its home PostgreSQL.
-        A hold never waits on the home primary before its script (a stalled primary
-        would turn the hold's "unknown" into "not applied", and every hold would pay a
-        round trip): the node's own region is re-read by `guard_loop` twice a second;
-        another region's list (a hold served away from its home: rare) is read on first
-        use, then again in the background once stale."""
+        """The on-sale the show is under, from a read of its home PostgreSQL that started
+        less than GUARD_REFRESH_S ago (so a hold after `POST /ops/onsales` answered is
+        guarded on every node). The node's own region is re-read by `guard_loop` four
+        times a second, so a hold does not wait on the home primary before its script
+        (a stalled primary would cost every hold a round trip); another region's list (a
+        hold served away from its home: rare) is read on first use, then in the
+        background while fresh enough. A list too old (the loop is behind, or the
+        primary was unreachable) is read again before the hold goes on; if that read
+        fails the hold is refused as "unknown" (a retry of a hold that may have happened
+        must not learn "not applied")."""
         cached = self._guards.get(show.region)
-        if cached is None:
-            await self._read_guards(show.region)
+        if cached is None or not guard_fresh(cached[0], time.monotonic()):
+            unavailable = RegionUnavailable(show.region, "postgres primary (on-sale list)")
+            try:
+                # Bounded by the hold's deadline, also while another read holds the lock.
+                async with asyncio.timeout(deadline.current().left_for(
+                        show.region, "postgres primary")):
+                    await self._read_guards(show.region, fresh_s=GUARD_REFRESH_S / 4)
+            except TimeoutError:
+                raise unavailable.unknown() from None
+            except RegionUnavailable as exc:
+                raise unavailable.unknown() from exc
             cached = self._guards[show.region]
-        elif time.monotonic() - cached[0] > GUARD_REFRESH_S:
+        elif time.monotonic() - cached[0] > GUARD_REFRESH_S / 2:
             self._read_soon(show.region)
         return cached[1].get(show.id)
 
     def guard_loop(self, region: str) -> Loop:
-        """Keeps this node's region's on-sale list at most GUARD_REFRESH_S old."""
+        """Keeps this node's region's on-sale list about GUARD_REFRESH_S / 2 old at most."""
         async def round_() -> None:
-            await self._read_guards(region, fresh_s=GUARD_REFRESH_S / 2)
-        return Loop("onsales", round_, GUARD_REFRESH_S / 2,
+            await self._read_guards(region, fresh_s=GUARD_REFRESH_S / 4)
+        return Loop("onsales", round_, GUARD_REFRESH_S / 4,
                     expected=(RegionUnavailable, *PG_UNAVAILABLE))
 
     async def _read_guards(self, region: str, fresh_s: float = GUARD_REFRESH_S) -> None:
@@ -369,7 +403,10 @@ class OnSales:
             log.warning("re-reading the on-sales of %s failed: %s", region, exc)
 
     async def close(self) -> None:
-        """Stop the background re-reads."""
+        """Stop the background re-reads and the join batchers."""
+        batchers, self._join_batchers = list(self._join_batchers.values()), {}
+        for batcher in batchers:
+            await batcher.close()
         tasks, self._guard_reads = list(self._guard_reads.values()), {}
         for task in tasks:
             task.cancel()

@@ -137,15 +137,50 @@ def estimated_wait_s(ahead: int, rate_per_s: float) -> float | None:
 
 
 POLL_S = (2.0, 30.0)  # the shortest and longest interval a position answer suggests
+# Each interval is spread by up to this fraction either way: a crowd told at one moment
+# (the sale's start, a page of users arriving together) does not come back at one moment.
+JITTER = 0.25
+# Before the sale a place does not exist yet, so polling often only costs: a client is
+# told to come back at a moment spread over this long after sale_at, the longer the more
+# have joined (at most SALE_POLLS_PER_S of them a second), between these bounds.
+SALE_SPREAD_S = (2.0, 30.0)
+SALE_POLLS_PER_S = 500.0
+# ... and while the sale is farther than this, to come back after this long (spread):
+# the page counts down to sale_at by itself, a poll before it learns nothing new.
+PRE_SALE_POLL_S = 300.0
 
 
-def poll_after_s(state: str, estimated_wait_s: float | None) -> float | None:
+def jitter_of(user: str, now_ms: int) -> float:
+    """A fraction in [0, 1) that looks random across users and moments, and is the same
+    for the same (user, millisecond): pure, so a position answer stays a function."""
+    digest = hashlib.blake2b(f"{user}:{now_ms}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
+
+
+def _spread(seconds: float, jitter: float) -> float:
+    return seconds * (1 - JITTER + 2 * JITTER * jitter)
+
+
+def poll_after_s(state: str, estimated_wait_s: float | None, jitter: float = 0.5, *,
+                 to_sale_s: float | None = None, joined: int = 0) -> float | None:
     """How long a client should wait before its next position poll (None: stop polling).
-    A tenth of the wait, within POLL_S: near the front it polls often, far back rarely,
-    so a million waiting pages cost what the sale can afford. Sold out is polled slowly
-    (lapsing holds resume admission); admitted and expired are final."""
+    A tenth of the wait, within POLL_S, spread by `jitter` (a fraction in [0, 1), 0.5:
+    none): near the front it polls often, far back rarely, so a million waiting pages
+    cost what the sale can afford. Sold out is polled slowly (lapsing holds resume
+    admission); admitted and expired are final. Before the sale (`to_sale_s`: seconds
+    to sale_at, `joined` so far): every PRE_SALE_POLL_S while it is far, else once, at a
+    moment spread after sale_at by how many joined, not every POLL_S[0] by everyone at
+    once as the sale nears."""
     if state in ("admitted", "expired"):
         return None
+    if to_sale_s is not None and state == "waiting":
+        far = _spread(PRE_SALE_POLL_S, jitter)
+        if to_sale_s > far:
+            return round(far, 1)
+        spread = min(SALE_SPREAD_S[1], max(SALE_SPREAD_S[0], joined / SALE_POLLS_PER_S))
+        return round(max(POLL_S[0], to_sale_s + spread * jitter), 1)
     if state == "sold_out" or estimated_wait_s is None:
-        return POLL_S[1] / 2
-    return round(min(POLL_S[1], max(POLL_S[0], estimated_wait_s / 10)), 1)
+        return round(_spread(POLL_S[1] / 2, jitter), 1)
+    base = min(POLL_S[1], max(POLL_S[0], estimated_wait_s / 10))
+    return round(max(POLL_S[0], _spread(base, jitter)), 1)
+

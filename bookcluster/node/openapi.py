@@ -68,7 +68,7 @@ PRIMARY_DOWN = (*REGION_DOWN, "transaction_aborted")
 WRITE_DOWN = (*PRIMARY_DOWN, "overloaded", "theatre_moving")
 MOVED = ("moved",)
 BODY_TOO_LARGE = ("body_too_large", "http_error")
-STATIC_TYPES = ("text/javascript", "text/css", "text/html", "image/svg+xml")
+STATIC_TYPES = ("text/javascript", "text/css", "text/html", "image/svg+xml", "text/plain")
 
 
 def json_content(schema: Schema) -> dict[str, Any]:
@@ -436,8 +436,14 @@ def paths() -> dict[str, dict[str, Any]]:
             "operatorPage", "web", "public", "The operator web page (HTML)",
             description="The page is public; the data it shows needs an operator token.",
             responses={200: html("The page")}, errors={})},
+        "/scan": {"get": operation(
+            "scannerPage", "web", "public", "The door scanner web page (HTML)",
+            description="Reads tickets' QR codes with the camera and checks them in "
+                        "(`POST /checkin/scan`, offline: `POST /checkin/batch`); the page is "
+                        "public, its scans need a scanner token.",
+            responses={200: html("The page")}, errors={})},
         "/static/{name}": {"get": operation(
-            "staticFile", "web", "public", "A file of the web pages (JavaScript, CSS)",
+            "staticFile", "web", "public", "A file of the web pages (JavaScript, CSS, licences)",
             params=(path_param("name", {"type": "string"}, "a file name, e.g. `book.js`"),),
             responses={200: {"description": "The file", "content": {
                 t: {"schema": {"type": "string"}} for t in STATIC_TYPES}}},

@@ -3,9 +3,12 @@
 Every process the topology names is probed directly, through the one prober
 (`bookcluster.stores.probe`), with the node's own credentials, each within
 PROBE_TIMEOUT_S, so a stopped server shows as down instead of stalling the page:
-Redis masters and replicas (role, link, replication offset -> lag in bytes behind
-the source master), PostgreSQL primaries and standbys (as the application role: in
-recovery or not, WAL position -> standby lag in bytes), every node's `/readyz`, every worker's
+Redis masters and replicas (role now, link, replication offset -> lag in bytes behind
+the source region's master now, wherever Sentinel put it), PostgreSQL members (as the
+application role: in recovery or not, WAL position; and as Patroni names them now:
+leader, sync standby or replica, with Patroni's lag on the member that lags: `postgres`,
+one entry a member; `pg_primary` and `pg_standby` are the topology's slots, kept for
+scripts), every node's `/readyz`, every worker's
 `/metrics` (queue depth, outbox backlog, mirror generation), and each region's
 Redis master as the sentinels name it now. The last audit is the report
 `bookcluster audit` left in the run folder. Theatre moves are the latest
@@ -25,9 +28,9 @@ from typing import Any
 import aiohttp
 
 from bookcluster.node.failovers import recent_failovers
-from bookcluster.stores import probe
+from bookcluster.stores import patroni_api, probe
 from bookcluster.stores.connections import Connections, pg_dsn, pg_login
-from bookcluster.topology.model import Endpoint, Topology
+from bookcluster.topology.model import Endpoint, Region, Topology
 
 PROBE_TIMEOUT_S = 1.0
 SENTINEL_TIMEOUT_S = 0.3  # per sentinel: a frozen one is skipped for the next
@@ -84,6 +87,54 @@ async def _postgres(endpoint: Endpoint, topology: Topology) -> dict[str, Any]:
     return {"up": True, "role": "standby" if recovery else "primary", "lsn": lsn}
 
 
+async def _patroni_view(region: Region) -> dict[str, Any]:
+    """Patroni's cluster view from the first member that answers: each member's role
+    now, its timeline and its lag behind the leader."""
+    view = await patroni_api.any_cluster_view(region)
+    return {"up": True, "members": view.get("members", [])}
+
+
+def pg_members(region: Region, probes: list[dict[str, Any]],
+               view: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The region's PostgreSQL members as they are now: Patroni's role (leader,
+    sync_standby, replica) where it answers, else primary or standby as the server
+    says; lag on the member that lags (Patroni's, else WAL positions behind the one
+    that is the primary now)."""
+    members = {f"{m.get('host')}:{m.get('port')}": m
+               for m in (view or {}).get("members", []) if isinstance(m, dict)}
+    out = []
+    for ep, probed in zip(region.pg_members, probes, strict=True):
+        seen = members.get(str(ep), {})
+        entry = {"address": str(ep), **probed, "member": seen.get("name"),
+                 "role_now": seen.get("role") or (probed.get("role") if probed.get("up")
+                                                  else None)}
+        entry.pop("lag_bytes", None)
+        if entry["role_now"] not in ("leader", "primary") and isinstance(seen.get("lag"), int):
+            entry["lag_bytes"] = seen["lag"]
+        out.append(entry)
+    primary = next((m for m in out if m["role_now"] in ("leader", "primary")), None)
+    for m in out:
+        if primary is not None and m is not primary and "lag_bytes" not in m:
+            _lag(primary, m, "lsn")
+    return out
+
+
+def redis_lags(regions: dict[str, dict[str, Any]]) -> None:
+    """Every Redis copy of a region's master gets its lag behind that master as it is
+    now (Sentinel's, else the server of that region that says it is a master)."""
+    for source, card in regions.items():
+        servers = [card["redis_master"]] + [r for c in regions.values()
+                                            for r in c["redis_replicas"] if r["source"] == source]
+        now = (card.get("redis_master_now") or {}).get("address")
+        master = next((s for s in servers if s.get("role") == "master"
+                       and (now is None or s["address"] == now)), None) or next(
+            (s for s in servers if s.get("role") == "master"), None)
+        for server in servers:
+            server.pop("lag_bytes", None)
+            if master is not None and server is not master and server.get("role") == "replica":
+                _lag(master, server, "offset")
+
+
 def _lag(source: dict[str, Any], copy: dict[str, Any], field: str) -> None:
     """`copy` gets `lag_bytes` behind `source` when both answered."""
     lag = probe.lag_bytes(source.get(field), copy.get(field))
@@ -111,8 +162,12 @@ async def _region(topology: Topology, name: str,
                                   PROBE_TIMEOUT_S)
     if topology.sentinels():
         jobs["sentinel"] = _bounded(_sentinel_master(topology, name), 2 * PROBE_TIMEOUT_S)
+    if region.pg_api:
+        jobs["patroni"] = _bounded(_patroni_view(region), 2 * PROBE_TIMEOUT_S)
     found = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
+    probes = [found["pg_primary"]] + ([found["pg_standby"]] if "pg_standby" in found else [])
     return {
+        "postgres": pg_members(region, probes, found.get("patroni")),
         "redis_master_now": found.get("sentinel"),
         "redis_master": {"address": str(region.redis_master), **found["redis_master"]},
         "redis_replicas": [{"source": source, "address": str(ep), **found[f"replica:{source}"]}
@@ -178,10 +233,9 @@ async def overview(topology: Topology, node: str,
             asyncio.gather(*(_region(topology, name, http) for name in names)),
             _records(connections, http))
     regions = dict(zip(names, probed, strict=True))
+    redis_lags(regions)
     for region in regions.values():
-        for replica in region["redis_replicas"]:
-            _lag(regions[replica["source"]]["redis_master"], replica, "offset")
-        if region["pg_standby"] is not None:
+        if region["pg_standby"] is not None:  # the slots' fields, as before
             _lag(region["pg_primary"], region["pg_standby"], "lsn")
     return {"at": datetime.now(UTC).isoformat(), "node": node, "epoch": topology.epoch,
             "regions": regions, "failovers": failovers, "moves": moves,

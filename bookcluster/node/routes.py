@@ -64,5 +64,6 @@ def setup_routes(app: web.Application) -> None:
     # The web pages (plain files, `bookcluster/node/web/`) and their development sign-in.
     r.add_get("/", pages.booking_page)
     r.add_get("/ops", pages.operator_page)
+    r.add_get("/scan", pages.scanner_page)
     r.add_get("/static/{name}", pages.static_file)
     r.add_post("/auth/dev-sign-in", signin.dev_sign_in)

@@ -28,6 +28,7 @@ from typing import Any
 from bookcluster.ops import ownership as cluster_ownership
 from bookcluster.ops.topology_file import diff, load_next
 from bookcluster.topology.model import Topology
+from bookcluster.topology.runstate import remember_applied
 from bookcluster.worker.epochs import (
     ApplyFailed,
     Reached,
@@ -113,6 +114,7 @@ async def apply_command(topology: Topology, file: Path, dry_run: bool = False,
             print(json.dumps({"applied": False, "error": str(exc)}, indent=2))
         raise
     _adopt_file(file, topology.path, document)
+    remember_applied(topology.settings.run_dir, document)
     if as_json:
         print(json.dumps({"applied": True, "epoch": new.epoch,
                           "processes": [asdict(r) for r in reached]}, indent=2))

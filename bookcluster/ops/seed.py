@@ -17,12 +17,14 @@ import io
 from collections.abc import Callable
 
 from bookcluster.ops import ownership as cluster_ownership
+from bookcluster.ops.applied import check_stored
 from bookcluster.ops.demo_catalog import Catalog
 from bookcluster.seats import keys
 from bookcluster.stores import ownership
 from bookcluster.stores.connections import PG_TOOL_SESSION, connect_primary, make_master
 from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
+from bookcluster.worker.epochs import applied
 
 CATALOG_TABLES = ["city", "theatre", "screen", "seat", "movie", "show"]
 
@@ -155,6 +157,8 @@ async def seed_cluster(topology: Topology, catalog: Catalog,
             progress(f"  {region}: recorded ownership of its {count} theatres "
                      f"(data from before ownership records)")
         recorded = await cluster_ownership.recorded_owners(topology)
+    if record_topology:  # an older file than the cluster runs: say so, not a conflict
+        check_stored(topology, *await applied(topology))
     cluster_ownership.check(topology, recorded, f"{topology.path}")
     source = next((r for r in topology.regions if seeded[r]), None)
     for region in topology.regions:

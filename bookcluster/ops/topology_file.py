@@ -65,7 +65,8 @@ class TopologyDiff:
                 f"`bookcluster topology move {t.theatre} --to {t.after}`" for t in self.theatres]
         out += [f"! {r} (needs a restart)" for r in self.restart]
         if self.empty:
-            out.append("no change but the epoch")
+            return ["no change" if self.epoch[0] == self.epoch[1]
+                    else f"no change but the epoch ({self.epoch[0]} -> {self.epoch[1]})"]
         return out
 
 

@@ -5,8 +5,8 @@
 Everything it touches is region-local: the region's PostgreSQL primary (the outbox,
 which is the job queue; bookings) and Redis master (the seat mirror), wherever
 Patroni and Sentinel put them. Its background loops (jobs, leases, sweeper, mirror
-applier, reconciler, watch, topology poll, moves) run supervised
-(`bookcluster/loops.py`). It serves /healthz (alive), /readyz (every loop succeeded
+applier, reconciler, watch, topology poll, moves, on-sale admitter, head counts) run
+supervised (`bookcluster/loops.py`). It serves /healthz (alive), /readyz (every loop succeeded
 lately; 503 naming the stale ones) and /metrics on the region's `worker` address.
 SIGTERM: stop taking jobs, let running ones end (leases still renewed), cancel loops,
 log one summary line.
@@ -50,6 +50,7 @@ from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Endpoint, Topology, duration_arg
 from bookcluster.topology.placement import Placement
 from bookcluster.worker import moves
+from bookcluster.worker.headcounts import HeadCounts
 from bookcluster.worker.jobs import HANDLERS, JobContext
 from bookcluster.worker.queue import Consumer
 from bookcluster.worker.storewatch import StoreWatch
@@ -111,6 +112,8 @@ class RegionWorker:
         self.stores = StoreWatch(connections, self.region, self.metrics)
         watch_secret_files(self.metrics.registry, self.region,
                            secret_files(self.topology, worker_secrets(self.topology)))
+        self.heads = HeadCounts(bookings.home, self.region, self.topology.settings,
+                                self.metrics.show_heads)
         self._watch_mirror()
         try:  # a new master generation is announced before this worker reports healthy
             await self.reconciler.run_once()
@@ -121,8 +124,8 @@ class RegionWorker:
         stack.push_async_callback(self.consumer.close, CLOSE_GRACE_S)
         for loop in (*self.consumer.loops(), self.sweeper.loop(), self.applier.loop(),
                      self.reconciler.loop(), self._watch_loop(), self._stores_loop(),
-                     self.swap.loop(),
-                     self._moves_loop(), self.admitter.loop()):
+                     self.swap.loop(), self._moves_loop(), self.admitter.loop(),
+                     self.heads.loop()):
             self.loops.start(loop)
         return self
 

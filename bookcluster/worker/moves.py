@@ -81,8 +81,11 @@ from bookcluster.stores import replication
 from bookcluster.stores.connections import make_master
 from bookcluster.stores.ownership import OWNED, Owner, shows_by_theatre
 from bookcluster.stores.sessions import connect
-from bookcluster.topology.document import parse_stored, with_changes
+from bookcluster.topology.document import edit_file, parse_stored, with_changes
+from bookcluster.topology.errors import TopologyError
+from bookcluster.topology.load import parse_topology
 from bookcluster.topology.model import Topology
+from bookcluster.topology.runstate import remember_applied
 from bookcluster.worker import epochs
 
 REDIS_TIMEOUT_S = 5.0
@@ -413,14 +416,23 @@ class Mover:
                           f"{len(reached)} processes")
             for r in late:  # the move stands: they get MOVED and catch up from their store
                 self.progress(f"  {r.name} ({r.address}) did not take it yet: {r.error}")
+        remember_applied(self.topology.settings.run_dir, new_document)
         if self.cluster_file is None:  # the worker: the operator's file is theirs
             return
-        file_text = self.cluster_file.path.read_text()
+        path = self.cluster_file.path
+        file_text = path.read_text()
         if file_text != new_document:
-            edited = with_changes(file_text, rec.to_epoch, {rec.theatre: rec.target})
-            self.cluster_file.path.write_text(edited)
-        self.progress(f"{self.cluster_file.path} now maps {rec.theatre} to {rec.target} at "
-                      f"epoch {rec.to_epoch}")
+            try:  # only its `epoch:` and the theatre's line change (a round-trip edit)
+                at = parse_topology(file_text, path).epoch
+                if at not in (rec.from_epoch, rec.to_epoch):  # older: one edit is not enough
+                    raise TopologyError(str(path), "epoch", f"at {at}, the cluster was at "
+                                        f"{rec.from_epoch}")
+                path.write_text(edit_file(file_text, rec.to_epoch, {rec.theatre: rec.target}))
+            except (TopologyError, OSError) as exc:  # the move stands; the file lags
+                self.progress(f"{path} not edited ({exc}): `bookcluster topology pull` "
+                              f"writes epoch {rec.to_epoch} to it")
+                return
+        self.progress(f"{path} now maps {rec.theatre} to {rec.target} at epoch {rec.to_epoch}")
 
     async def _clean_source(self) -> None:
         """Step 7: the source forgets the theatre's rows and seat state."""

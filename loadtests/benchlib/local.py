@@ -91,15 +91,16 @@ def _run_folder() -> Path:
 
 @asynccontextmanager
 async def bench_cluster(*, spec: CatalogSpec, nodes: int, durable: bool, workers: bool,
-                        wan_delay_ms: int, progress: Callable[[str], None]
-                        ) -> AsyncIterator[BenchCluster]:
-    """A fresh cluster; `wan_delay_ms` 0 means direct links (no WAN proxy at all)."""
+                        wan_delay_ms: int, progress: Callable[[str], None],
+                        limits: str = "") -> AsyncIterator[BenchCluster]:
+    """A fresh cluster; `wan_delay_ms` 0 means direct links (no WAN proxy at all);
+    `limits`: YAML under the topology's `limits:` (the default abuse limits else)."""
     folder = _run_folder()
     try:
         path = folder / "topology.yaml"
         path.write_text(topology_yaml(folder / "run", nodes=nodes, durable=durable,
                                       workers=workers, payments=True,
-                                      theatres=theatre_homes(spec)))
+                                      theatres=theatre_homes(spec), limits=limits))
         topology = load_topology(path)
         launcher = LocalCluster(topology, catalog=spec, progress=progress,
                                 wan_delay_ms=wan_delay_ms or None)

@@ -129,3 +129,24 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def catalog() -> Any:
     from datetime import date
     return build_catalog(TEST_CATALOG, date.today())
+
+
+# -- where the suite's time goes ------------------------------------------------------
+# The suite has a 20-minute budget on a 2-core box; per-module totals (set-up of the
+# module's own clusters included) show what to shorten, in every CI log.
+_SECONDS_BY_MODULE: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::")[0]
+    _SECONDS_BY_MODULE[module] = _SECONDS_BY_MODULE.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _SECONDS_BY_MODULE:
+        return
+    terminalreporter.section("seconds per test module (set-up and tear-down included)")
+    ranked = sorted(_SECONDS_BY_MODULE.items(), key=lambda item: -item[1])
+    for module, seconds in ranked[:40]:
+        terminalreporter.write_line(f"{seconds:8.1f}  {module}")
+    terminalreporter.write_line(f"{sum(_SECONDS_BY_MODULE.values()):8.1f}  in all")

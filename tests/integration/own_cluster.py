@@ -19,9 +19,11 @@ from tests.integration.support import Session, topology_yaml, use_topology
 
 @asynccontextmanager
 async def own_cluster(prefix: str, catalog: CatalogSpec, *, node_args: Sequence[str] = (),
+                      wan_delay_ms: int | None = None,
                       **topology_options: Any) -> AsyncIterator[Cluster]:
-    """Start a loopback cluster (`topology_yaml(**topology_options)`) in a temporary folder;
-    tokens and payments go to it while it runs, to the previous cluster afterwards."""
+    """Start a loopback cluster (`topology_yaml(**topology_options)`) in a temporary folder
+    (cross-region links through the WAN proxy with `wan_delay_ms`); tokens and payments go
+    to it while it runs, to the previous cluster afterwards."""
     previous = Session.topology
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         Path(tmp).chmod(0o755)  # PostgreSQL's unprivileged user must reach its data
@@ -29,7 +31,7 @@ async def own_cluster(prefix: str, catalog: CatalogSpec, *, node_args: Sequence[
         path.write_text(topology_yaml(Path(tmp) / "run", **topology_options))
         topology = load_topology(path)
         launcher = LocalCluster(topology, catalog=catalog, progress=lambda _: None,
-                                node_args=node_args)
+                                node_args=node_args, wan_delay_ms=wan_delay_ms)
         await launcher.start()
         use_topology(topology)  # tokens and payments of this cluster
         try:

@@ -24,14 +24,16 @@ FLAGS = {
     "repair": ["--dry-run", "--region", "--show"],
     "run": ["name"],
     "setup": ["--catalog", "--region"],
-    "status": ["--json", "--region"],
+    "status": ["--json", "--region", "--wide"],
     "token": ["--role", "--theatre", "--ttl", "--user"],
     "topology": [],
     "topology apply": ["--dry-run", "--json", "file"],
     "topology diff": ["--json", "file"],
+    "topology pull": ["--json", "file"],
     "topology move": ["--dry-run", "--pause-after", "--rollback", "--timeout", "--to",
                       "theatre"],
-    "up": ["--catalog", "--hold-ttl", "--region", "--sweep-interval", "--wan-delay"],
+    "up": ["--catalog", "--hold-ttl", "--region", "--stored-topology", "--sweep-interval",
+           "--wan-delay"],
 }
 
 

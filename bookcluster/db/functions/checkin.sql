@@ -111,3 +111,17 @@ LANGUAGE sql STABLE AS $$
             WHERE bs.show_id = s.show_id AND l.outcome = 'admitted')
     FROM shows s;
 $$;
+
+-- Head counts of this region's shows whose check-in window is open now (a show opens
+-- p_opens_before its start and closes p_closes_after it) and that sold a seat here. A
+-- theatre's sold seats live only at its home (a move forgets them at the source), so
+-- every show is counted by one region: what the region's worker exports as metrics.
+CREATE OR REPLACE FUNCTION bc_checkin_heads(p_opens_before interval, p_closes_after interval)
+RETURNS TABLE (show_id bigint, sold bigint, admitted bigint, inside bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM bc_checkin_counts(ARRAY(
+        SELECT s.id FROM show s
+        WHERE s.starts_at BETWEEN now() - p_closes_after AND now() + p_opens_before
+          AND EXISTS (SELECT 1 FROM booking_seat bs WHERE bs.show_id = s.id AND bs.sold)
+        ORDER BY s.id));
+$$;

@@ -34,6 +34,18 @@ SELECT jsonb_build_object(
     'idempotency', (SELECT coalesce(jsonb_agg(t), '[]') FROM idempotency t
                     WHERE booking_id IN (SELECT id FROM bookings)
                     AND (p_since IS NULL OR created_at > p_since)),
+    -- The door's records: every scan (rows are only ever added), each with the nonce of
+    -- the scan it refers to, since ids are this region's own and the target gives new
+    -- ones; and the theatre's re-entry rule.
+    'checkin_scan', (SELECT coalesce(jsonb_agg(to_jsonb(t) || jsonb_build_object(
+                                         'prior_nonce', p.nonce) ORDER BY t.id), '[]')
+                     FROM checkin_scan t LEFT JOIN checkin_scan p ON p.id = t.prior_scan
+                     WHERE t.show_id = ANY (p_shows)
+                     AND (p_since IS NULL OR t.recorded_at > p_since)),
+    'checkin_theatre', (SELECT coalesce(jsonb_agg(t), '[]') FROM checkin_theatre t
+                        WHERE theatre_id IN (SELECT sc.theatre_id FROM show s
+                                             JOIN screen sc ON sc.id = s.screen_id
+                                             WHERE s.id = ANY (p_shows))),
     -- Jobs not done yet, always all of them: one running now may run again at the
     -- target (at least once).
     'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t WHERE done_at IS NULL
@@ -69,6 +81,12 @@ BEGIN
     DELETE FROM show_seat WHERE show_id = ANY (p_shows);
     GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
     DELETE FROM mirror_change WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM checkin_scan WHERE show_id = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM checkin_theatre
+    WHERE theatre_id IN (SELECT sc.theatre_id FROM show s JOIN screen sc ON sc.id = s.screen_id
+                         WHERE s.id = ANY (p_shows));
     GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
     DELETE FROM outbox
     WHERE substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint = ANY (p_shows);
@@ -113,6 +131,21 @@ BEGIN
     PERFORM bc_upsert_rows('ticket', p_rows->'ticket');
     PERFORM bc_upsert_rows('notification', p_rows->'notification');
     PERFORM bc_upsert_rows('idempotency', p_rows->'idempotency');
+    PERFORM bc_upsert_rows('checkin_theatre', p_rows->'checkin_theatre');
+    -- Scans get ids here, in the source's order (a booking's newest scan decides who is
+    -- inside); one caught up twice is the same (booking, nonce) and is skipped.
+    INSERT INTO checkin_scan (booking_id, show_id, nonce, gate, scanner, direction,
+                              scanned_at, recorded_at, offline, outcome)
+    SELECT r.booking_id, r.show_id, r.nonce, r.gate, r.scanner, r.direction, r.scanned_at,
+           r.recorded_at, r.offline, r.outcome
+    FROM jsonb_populate_recordset(NULL::checkin_scan, p_rows->'checkin_scan') r
+    ORDER BY r.id
+    ON CONFLICT (booking_id, nonce) DO NOTHING;
+    UPDATE checkin_scan c SET prior_scan = p.id
+    FROM jsonb_to_recordset(p_rows->'checkin_scan') AS r(booking_id text, nonce text,
+                                                         prior_nonce text)
+    JOIN checkin_scan p ON p.booking_id = r.booking_id AND p.nonce = r.prior_nonce
+    WHERE c.booking_id = r.booking_id AND c.nonce = r.nonce AND c.prior_scan IS NULL;
     -- Pending jobs: the latest export's, in place of an earlier one's (new ids here).
     -- Due at once here; a dead letter stays one; a run the source had started counts.
     DELETE FROM outbox

@@ -48,6 +48,53 @@ BEGIN
     RETURN QUERY SELECT v_seq, 'joined'::text;
 END $$;
 
+-- The joins of several users at once (one node's joins of one loop turn: one call, one
+-- commit, one take of the row lock), each answered as bc_onsale_join would: in the
+-- order of p_users, users new to the queue get consecutive sequence numbers in that
+-- order ('joined'); a user who joined before, or who is named twice, keeps one
+-- number ('again' for every mention but a new user's first).
+CREATE OR REPLACE FUNCTION bc_onsale_join_many(p_onsale text, p_users text[])
+RETURNS TABLE (user_id text, seq bigint, state text) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_opens timestamptz;
+    v_next bigint;
+    v_new bigint;
+BEGIN
+    SELECT o.opens_at INTO v_opens FROM onsale o WHERE o.id = p_onsale FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT a.u, NULL::bigint, 'not_found'::text
+                     FROM unnest(p_users) WITH ORDINALITY AS a(u, i) ORDER BY a.i;
+        RETURN;
+    END IF;
+    IF now() < v_opens THEN
+        RETURN QUERY SELECT a.u, NULL::bigint, 'not_open'::text
+                     FROM unnest(p_users) WITH ORDINALITY AS a(u, i) ORDER BY a.i;
+        RETURN;
+    END IF;
+    PERFORM bc_onsale_seal(p_onsale);
+    SELECT o.next_seq INTO v_next FROM onsale o WHERE o.id = p_onsale;
+    INSERT INTO onsale_join (onsale_id, seq, user_id)
+    SELECT p_onsale, v_next + row_number() OVER (ORDER BY f.i) - 1, f.u
+    -- Scalar subqueries, one index probe per user: as a join the planner may hash
+    -- the whole queue on every call.
+    FROM (SELECT a.u, min(a.i) AS i FROM unnest(p_users) WITH ORDINALITY AS a(u, i)
+          WHERE (SELECT j.seq FROM onsale_join j
+                 WHERE j.onsale_id = p_onsale AND j.user_id = a.u) IS NULL
+          GROUP BY a.u) f;
+    GET DIAGNOSTICS v_new = ROW_COUNT;
+    UPDATE onsale o SET next_seq = o.next_seq + v_new WHERE o.id = p_onsale;
+    RETURN QUERY
+        SELECT x.u, x.seq,
+               CASE WHEN x.seq >= v_next
+                         AND row_number() OVER (PARTITION BY x.u ORDER BY x.i) = 1
+                    THEN 'joined' ELSE 'again' END::text
+        FROM (SELECT a.u, a.i, (SELECT j.seq FROM onsale_join j
+                                WHERE j.onsale_id = p_onsale AND j.user_id = a.u) AS seq
+              FROM unnest(p_users) WITH ORDINALITY AS a(u, i)) x
+        ORDER BY x.i;
+END $$;
+
 -- Claims the user's admission pass for a hold. Returns the booking that holds the
 -- claim: p_booking if the pass was free or already claimed by this same booking (a
 -- retry with the same Idempotency-Key), another booking's id if it was used. A claim

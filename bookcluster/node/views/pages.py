@@ -1,6 +1,7 @@
-"""The web pages: the booking page at `/`, the operator page at `/ops`, and their
-static files (`bookcluster/node/web/`: plain HTML, CSS and JavaScript modules, no build
-step). The pages call the node that served them, except the booking page's writes,
+"""The web pages: the booking page at `/`, the operator page at `/ops`, the door
+scanner at `/scan`, and their static files (`bookcluster/node/web/`: plain HTML, CSS
+and JavaScript modules, no build step; one vendored library, jsQR, with its licence).
+The pages call the node that served them, except the booking page's writes,
 which go straight to a node of the show's home region (`cors.py`), back to the
 serving node (which forwards them) if that node does not answer.
 """
@@ -19,7 +20,7 @@ from bookcluster.node.typedefs import connections_key
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
-                 ".svg": "image/svg+xml"}
+                 ".svg": "image/svg+xml", ".txt": "text/plain"}
 # Only this origin's scripts and styles; connections to this origin (its own WebSocket
 # included) and to the cluster's other nodes, where the booking page sends writes home
 # (`cors.py`); tickets are shown from blob: URLs. No inline script, so injected markup
@@ -68,6 +69,12 @@ async def booking_page(request: web.Request) -> web.Response:
 async def operator_page(request: web.Request) -> web.Response:
     """The page is public; the data it shows needs an operator token (`/ops/overview`)."""
     return _serve(request, "ops.html")
+
+
+@access.public
+async def scanner_page(request: web.Request) -> web.Response:
+    """The page is public; its scans need a scanner token (`/checkin/scan`)."""
+    return _serve(request, "scan.html")
 
 
 @access.public

@@ -6,9 +6,11 @@ import {
   ApiError, api, el, istDate, istDay, istTime, newKey, rupees, seatList, session,
 } from "./api.js";
 import { LiveSeats } from "./live.js";
+import { MapZoom } from "./mapzoom.js";
 import {
   ADMISSION_HEADER, QueueWatch, admissionOf, dropAdmission, onSaleOf,
 } from "./queue.js";
+import { drawShows } from "./showlist.js";
 
 const MAX_SEATS = 10;  // the topology's default cap; the node says so if it is lower
 const CONFIRM_POLL_MS = 1000;
@@ -107,6 +109,12 @@ function needSignIn() {
 
 function show(...ids) {
   for (const id of VIEWS) $(id).hidden = !ids.includes(id);
+  syncDock();
+}
+
+/** The bar at the bottom of a show: the pick bar, or the hold panel in its place. */
+function syncDock() {
+  $("selection").hidden = !$("view-hold").hidden;
 }
 
 async function route() {
@@ -151,38 +159,13 @@ function listTheatres() {
       el("strong", {}, t.name), el("span", { class: "muted" }, t.address)))));
 }
 
-function badge(availability) {
-  if (!availability) return el("span", { class: "badge unknown" }, "availability unknown");
-  if (availability.sold_out) return el("span", { class: "badge sold-out" }, "Sold out");
-  const left = `${availability.seats_left} of ${availability.seats_total} left`;
-  if (availability.filling_fast) return el("span", { class: "badge fast" }, `Filling fast · ${left}`);
-  return el("span", { class: "badge open" }, `Available · ${left}`);
-}
-
 async function theatreView(theatreId) {
   const data = await api("GET", `/theatres/${encodeURIComponent(theatreId)}/shows`);
   show("view-shows");
   document.title = `${data.theatre.name} — bookcluster`;
   $("h-shows").textContent = data.theatre.name;
   $("theatre-address").textContent = data.theatre.address;
-  const byDay = new Map();
-  for (const s of data.shows.sort((a, b) => a.starts_at.localeCompare(b.starts_at))) {
-    const day = istDay(s.starts_at);
-    if (!byDay.has(day)) byDay.set(day, []);
-    byDay.get(day).push(s);
-  }
-  const days = [...byDay.values()].map((shows) => el("div", { class: "day" },
-    el("h2", {}, istDate(shows[0].starts_at)),
-    el("ul", { class: "cards" }, shows.map((s) => el("li", {},
-      el("a", {
-        href: `#/show/${s.id}`, class: "card show-card", "data-show": s.id,
-        "aria-disabled": s.availability?.sold_out ? "true" : null,
-      },
-      el("strong", {}, istTime(s.starts_at)),
-      el("span", {}, `${s.movie.title} (${s.movie.language}, ${s.movie.certificate})`),
-      el("span", { class: "muted" }, `${s.screen.name} · ${s.movie.duration_min} min`),
-      badge(s.availability)))))));
-  $("shows").replaceChildren(...(days.length ? days : [el("p", {}, "No shows.")]));
+  drawShows($("shows"), data.shows);
 }
 
 // -- the seat map ----------------------------------------------------------------
@@ -226,6 +209,7 @@ async function showView(showId) {
 function openSeatMap() {
   $("queue").hidden = true;
   $("shop").hidden = false;
+  zoom.reset();
   setLiveState("connecting");
   state.live = new LiveSeats(state.show.id, {
     onSnapshot: drawMap, onDelta: applyDelta, onState: setLiveState,
@@ -485,11 +469,14 @@ function drawMap(map) {
       state.buttons.set(seat.seat_id, button);
       cells.push(button);
     });
+    // The letters stay at both edges of the map while it pans (sticky).
     lines.push(el("div", { class: "row", role: "group", "aria-label": `Row ${row}` },
-      el("span", { class: "row-label", "aria-hidden": "true" }, row), ...cells,
-      el("span", { class: "row-label", "aria-hidden": "true" }, row)));
+      el("span", { class: "row-label", "aria-hidden": "true" }, row),
+      el("span", { class: "row-seats" }, ...cells),
+      el("span", { class: "row-label end", "aria-hidden": "true" }, row)));
   }
   $("seatmap").replaceChildren(...lines);
+  zoom.refit();
   drawLegend(prices);
   fillBestCategories(prices);
   for (const timer of state.lapse.values()) clearTimeout(timer);
@@ -596,6 +583,7 @@ function pickSeat(id) {
     notify(`Seat ${id} is already held for you.`);
     return;
   }
+  if (holdingHere()) return;
   if (entry.status === "UNAVAILABLE") {
     alertUser(`Seat ${id} is not for sale. Please pick another seat.`);
     return;
@@ -698,7 +686,7 @@ function fillBestCounts() {
  * gets the same hold back, never a second one. */
 async function holdBest(event) {
   event.preventDefault();
-  if (needSignIn() || !state.show) return;
+  if (needSignIn() || !state.show || holdingHere()) return;
   const count = Number($("best-count").value);
   const category = $("best-category").value;
   const body = { count };
@@ -740,16 +728,35 @@ async function holdBest(event) {
   }
 }
 
+/** While a hold of the open show is being paid for, the panel at the bottom is the
+ * hold's: true (and the person told) if so; a hold that ended gives its place back to
+ * the pick bar. */
+function holdingHere() {
+  if (state.booking && state.booking.show_id === state.show?.id) {
+    alertUser(`Seats ${seatList(state.booking.seat_ids)} are held for you: pay for them, `
+      + "or release them to pick others.");
+    return true;
+  }
+  $("view-hold").hidden = true;
+  syncDock();
+  return false;
+}
+
 function startHold(booking) {
   state.booking = booking;
   state.mine = new Set(booking.seat_ids);
   $("h-hold").textContent = "Your seats are held";
-  $("hold-summary").textContent = `${seatList(booking.seat_ids)} · ${rupees(booking.amount_paise)} · `
-    + `booking ${booking.booking_id}`;
+  // No booking id: it means nothing to a person (the ticket carries the reference).
+  $("hold-summary").textContent = `${booking.seat_ids.length === 1 ? "Seat" : "Seats"} `
+    + `${seatList(booking.seat_ids)} · ${rupees(booking.amount_paise)}`;
+  $("pay").textContent = `Pay ${rupees(booking.amount_paise)}`;
   $("hold-warning").hidden = true;
   for (const id of ["pay", "extend", "cancel"]) $(id).disabled = false;
   $("checkout").hidden = true;
   $("view-hold").hidden = false;
+  syncDock();
+  // The pick bar that had the focus is gone: the next step has it.
+  if (!$("view-show").hidden) $("pay").focus({ preventScroll: true });
   tick();
   clearInterval(state.countdown);
   state.countdown = setInterval(tick, 250);
@@ -805,6 +812,7 @@ async function releaseHold() {
       { home: booking.region });
     endHold();
     $("view-hold").hidden = true;
+    syncDock();
     notify("Seats released.");
   } catch (error) {
     fail(error);
@@ -918,22 +926,23 @@ async function bookingView(bookingId, paymentId) {
     ["Seats", seatList(booking.seat_ids)],
     ["Amount", rupees(booking.amount_paise)],
     ["Status", booking.status],
-    ["Booking", booking.booking_id],
   ];
   $("booking-details").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   $("ticket").hidden = true;
   $("ticket-wait").hidden = booking.status !== "CONFIRMED";
-  if (booking.status === "CONFIRMED") loadTicket(booking.booking_id);
+  if (booking.status === "CONFIRMED") {
+    loadTicket(booking.booking_id, `ticket-${istDay(detail.starts_at)}-${booking.seat_ids.join("-")}.png`);
+  }
 }
 
-async function loadTicket(bookingId) {
+async function loadTicket(bookingId, ticketName) {
   while (location.hash === `#/booking/${bookingId}`) {
     try {
       const png = await api("GET", `/booking/booking/${bookingId}/ticket`);
       const url = URL.createObjectURL(png);
       $("ticket-img").src = url;
       $("ticket-link").href = url;
-      $("ticket-link").download = `ticket-${bookingId}.png`;
+      $("ticket-link").download = ticketName;
       $("ticket").hidden = false;
       $("ticket-wait").hidden = true;
       return;
@@ -957,7 +966,8 @@ async function bookingsView() {
   note.textContent = `Bookings in ${seatList(data.unavailable_regions)} could not be listed right now.`;
   const items = await Promise.all(data.bookings.map(async (b) => {
     const detail = await showDetail(b.show_id).catch(() => null);
-    const title = detail ? `${detail.movie.title} · ${istDate(detail.starts_at)}, ${istTime(detail.starts_at)}` : `Show ${b.show_id}`;
+    const title = detail ? `${detail.movie.title} · ${istDate(detail.starts_at)}, ${istTime(detail.starts_at)}`
+      : "A show (its details could not be loaded)";
     return el("li", {}, el("a", { href: `#/booking/${encodeURIComponent(b.booking_id)}`, class: "card" },
       el("strong", {}, title),
       el("span", {}, `${seatList(b.seat_ids)} · ${rupees(b.amount_paise)}`),
@@ -967,6 +977,9 @@ async function bookingsView() {
 }
 
 // -- start ---------------------------------------------------------------------------
+
+const zoom = new MapZoom($("map-scroll"), $("seatmap"),
+  { zoomIn: $("zoom-in"), zoomOut: $("zoom-out"), words: $("map-words") });
 
 $("signin").addEventListener("submit", signIn);
 $("signout").addEventListener("click", signOut);

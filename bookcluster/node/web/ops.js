@@ -80,21 +80,45 @@ function row(name, label, probe, role, lagText, extra) {
     stateCell(probe, extra), el("td", {}, role || "–"), el("td", {}, lagText));
 }
 
-function regionCard(name, region) {
-  const rows = [
-    row(`${name}.redis.master`, "Redis master", region.redis_master,
-      region.redis_master.role, "–"),
-    ...region.redis_replicas.map((r) => row(`${name}.redis.replica.${r.source}`,
-      `Redis replica of ${r.source}`, r,
-      r.role === "master" ? "master (promoted)" : r.role && `${r.role}, link ${r.link || "?"}`,
-      r.role === "master" ? "–" : lag(r))),
-    row(`${name}.postgres.primary`, "PostgreSQL primary", region.pg_primary,
-      region.pg_primary.role, "–"),
-  ];
-  if (region.pg_standby) {
-    rows.push(row(`${name}.postgres.standby`, "PostgreSQL standby", region.pg_standby,
-      region.pg_standby.role, lag(region.pg_standby)));
+/** A Redis server by what it is now: the master of `source` (Sentinel's, or as it says),
+ * or a replica of it; a server that does not answer is not guessed at. */
+function redisLabel(probe, source, home, masterNow) {
+  const of = source === home ? "" : ` of ${source}`;
+  if (!probe.up && !probe.role) return `Redis${of} (no answer)`;
+  if (probe.role === "master") {
+    return masterNow && masterNow !== probe.address ? `Redis master${of}, not Sentinel's` : `Redis master${of}`;
   }
+  return `Redis replica of ${source}`;
+}
+
+const PG_NOW = { leader: "PostgreSQL leader", primary: "PostgreSQL primary", sync_standby: "PostgreSQL sync standby",
+  standby_leader: "PostgreSQL standby leader", replica: "PostgreSQL replica", standby: "PostgreSQL standby" };
+
+function redisRow(name, probe, source, home, masterNow) {
+  const r = row(name, redisLabel(probe, source, home, masterNow), probe,
+    probe.role === "replica" ? `link ${probe.link || "?"}` : "", probe.role === "replica" ? lag(probe) : "–");
+  r.dataset.now = probe.role || "";
+  return r;
+}
+
+function regionCard(name, region) {
+  const now = region.redis_master_now;
+  const masterNow = now && now.up ? now.address : null;
+  // Where the topology started each: the slot names stay the rows' identity
+  // (data-process), the labels say what each is now.
+  const slots = ["primary", "standby"];
+  const rows = [
+    redisRow(`${name}.redis.master`, region.redis_master, name, name, masterNow),
+    ...region.redis_replicas.map((r) => redisRow(`${name}.redis.replica.${r.source}`, r, r.source, name,
+      r.source === name ? masterNow : null)),
+    ...(region.postgres || []).map((m, i) => {
+      const label = m.role_now ? PG_NOW[m.role_now] || `PostgreSQL ${m.role_now}` : "PostgreSQL (no answer)";
+      const r = row(`${name}.postgres.${slots[i] || i + 1}`, label, m, m.member || "–",
+        m.lag_bytes === undefined ? "–" : lag(m));
+      r.dataset.now = m.role_now || "";
+      return r;
+    }),
+  ];
   region.nodes.forEach((n, i) => {
     const failed = Object.entries(n.checks || {})
       .filter(([, v]) => typeof v === "string" && v !== "ok").map(([k, v]) => `${k}: ${v}`);
@@ -104,14 +128,13 @@ function regionCard(name, region) {
     rows.push(nodeRow);
   });
   if (region.worker) rows.push(row(`${name}.worker`, "Worker", region.worker, "jobs, outbox, sweeper", "–"));
-  const now = region.redis_master_now;
   const master = !now ? null : el("p", { class: "muted", "data-master-now": now.address || "" },
     now.up ? `Redis master now (Sentinel): ${now.address}` : `No sentinel answers: ${now.error}`);
   return el("div", { class: "region", "data-region": name },
     el("h2", {}, name), master,
     el("table", {}, el("thead", {}, el("tr", {},
-      el("th", { scope: "col" }, "Process"), el("th", { scope: "col" }, "State"),
-      el("th", { scope: "col" }, "Role"), el("th", { scope: "col" }, "Lag"))),
+      el("th", { scope: "col" }, "Store or process"), el("th", { scope: "col" }, "State"),
+      el("th", { scope: "col" }, "Detail"), el("th", { scope: "col" }, "Lag"))),
     el("tbody", {}, rows)));
 }
 
@@ -154,12 +177,9 @@ function recordTable(section, what, head, cells) {
   return el("div", {}, out);
 }
 
+/** Only changes of master or leader are listed (restarts are not failovers). */
 function failoverWords(f) {
-  if (f.store === "redis") {
-    return f.kind === "promoted"
-      ? `Redis master is now ${f.to} (was ${f.from}), generation ${f.generation}`
-      : `Redis master ${f.to} restarted, generation ${f.generation}`;
-  }
+  if (f.store === "redis") return `Redis master is now ${f.to} (was ${f.from}), generation ${f.generation}`;
   return `PostgreSQL leader is now ${f.to || "?"}, timeline ${f.timeline}`
     + (f.reason ? ` (${f.reason})` : "");
 }

@@ -29,7 +29,10 @@ async def movable_cluster(prefix: str, *, nodes: int = 2,
                            nodes=nodes, theatres=theatre_map(), workers=True,
                            standby=standby,
                            limits=TEST_LIMITS,
-                           extra_settings="  sweep_interval: 500ms\n") as cluster:
+                           extra_settings="  sweep_interval: 500ms\n"
+                           # Seeded shows are today: check-in open all day.
+                           "  checkin_opens_before: 48h\n"
+                           "  checkin_closes_after: 48h\n") as cluster:
         yield cluster
 
 

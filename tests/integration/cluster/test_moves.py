@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import json
 import os
 import random
@@ -28,6 +29,7 @@ import pytest_asyncio
 from bookcluster.local import faults, patroni
 from bookcluster.local.faults import paused
 from bookcluster.loops import cancel_and_wait
+from bookcluster.node.auth import mint
 from bookcluster.ops import moves
 from bookcluster.ops.audit import run_audit
 from bookcluster.stores import patroni_api
@@ -114,6 +116,16 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert status == 200, body
     status, held = await hold(http, west, show, "bob", [b], key="bob-hold")
     assert status == 201, held
+    # The ticket went in at the door, and the theatre forbids coming back after going out:
+    # both go along.
+    gate = {"Authorization": "Bearer " + mint(movable.topology, "gate-1", 600, ("scanner",),
+                                              (theatre,))}
+    door = {"payload": body["ticket"]["payload"], "gate": "door-a", "nonce": "first-scan"}
+    status, admitted = await call(http, "POST", f"{west}/checkin/scan", json=door,
+                                  headers=gate)
+    assert (status, admitted["outcome"]) == (200, "admitted"), admitted
+    await movable.fetch(source, "INSERT INTO checkin_theatre VALUES ($1, false) "
+                        "RETURNING theatre_id", theatre)
     # A dead-lettered job of the theatre's (its outbox rows not done go along).
     dead = {"booking_id": sold["booking_id"], "event": "confirmed"}
     source_pg = await movable.pg(source)
@@ -125,6 +137,11 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
         await source_pg.close()
     before = await rows_of(movable, source, shows)
     epoch = (await owner_rows(movable, theatre))[source][1]
+    # The operator's file, with their comments: the move changes only what it means.
+    file = movable.topology.path
+    text = file.read_text().replace("theatres:\n", "theatres:   # the operator's map\n", 1)
+    file.write_text(f"# the operator's own words\n{text}")
+    written = file.read_text()
 
     lines = await move(movable, theatre, target)
 
@@ -140,6 +157,13 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert any("frozen for" in line for line in lines), lines
     topology = load_topology(movable.topology.path)
     assert topology.epoch == epoch + 1 and topology.theatres[theatre] == target
+    changed = [line for line in difflib.unified_diff(written.splitlines(),
+                                                     file.read_text().splitlines(),
+                                                     lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert sorted(changed) == sorted([f"-epoch: {epoch}", f"+epoch: {epoch + 1}",
+                                      f"-  {theatre}: {source}", f"+  {theatre}: {target}"]), \
+        changed
     for node in movable.nodes():
         assert await epoch_of(http, node) == epoch + 1
 
@@ -157,6 +181,25 @@ async def test_move_takes_sales_holds_and_keys_along(movable: Cluster, catalog: 
     assert {**again, "ticket": None} == {**body, "ticket": None}, again
     assert again["ticket"]["ticket_id"] == body["ticket"]["ticket_id"], again
     assert again["ticket"]["key_id"].startswith(f"{target}-"), again
+    # The door's records moved: the ticket is inside (a retried scan replays, another is
+    # refused naming the first), and the theatre's rule holds at the new home.
+    status, again = await call(http, "POST", f"{north}/checkin/scan", json=door, headers=gate)
+    assert (status, again["replayed"], again["scanned_at"]) == \
+        (200, True, admitted["scanned_at"]), again
+    status, twice = await call(http, "POST", f"{north}/checkin/scan",
+                               json={**door, "gate": "door-b", "nonce": "second-scan"},
+                               headers=gate)
+    assert (status, twice["error"], twice["prior_gate"], twice["prior_at"]) == \
+        (409, "already_admitted", "door-a", admitted["scanned_at"]), twice
+    status, out = await call(http, "POST", f"{north}/checkin/scan",
+                             json={**door, "nonce": "going-out", "direction": "out"},
+                             headers=gate)
+    assert (status, out["outcome"]) == (200, "exited"), out
+    status, back = await call(http, "POST", f"{north}/checkin/scan",
+                              json={**door, "nonce": "coming-back"}, headers=gate)
+    assert (status, back["error"]) == (409, "no_reentry"), back
+    assert await movable.fetch(source, "SELECT 1 FROM checkin_scan UNION ALL "
+                               "SELECT 1 FROM checkin_theatre") == []
     # The live hold moved with its key and its TTL; it sells at the new home.
     status, replay = await hold(http, north, show, "bob", [b], key="bob-hold")
     assert status == 201 and replay["booking_id"] == held["booking_id"], replay

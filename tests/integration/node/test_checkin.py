@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import zxingcpp
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from bookcluster.booking import ticket_keys
 from bookcluster.booking.signing import ticket_reference
@@ -70,6 +71,37 @@ def altered(payload: str, change: dict[str, Any]) -> str:
     return f"{prefix}.{raw}.{signature}"
 
 
+async def published_keys(http: aiohttp.ClientSession, node: str) -> Any:
+    async with http.get(f"{node}/tickets/keys") as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def heads_exported(clean: Cluster, http: aiohttp.ClientSession, show: int,
+                         inside: int | None = None) -> dict[str, float]:
+    """The show's `bookcluster_show_heads` series, from every region's worker, once the
+    home's worker exports them (with `inside` as given): each must come from one region."""
+    found: dict[str, float] = {}
+    for _ in range(50):
+        found, regions = {}, set()
+        for region in clean.topology.regions:
+            endpoint = clean.topology.region(region).worker
+            assert endpoint is not None
+            async with http.get(f"http://{endpoint}/metrics") as resp:
+                for family in text_string_to_metric_families(await resp.text()):
+                    for sample in family.samples:
+                        if sample.name == "bookcluster_show_heads" \
+                                and sample.labels["show"] == str(show):
+                            assert sample.labels["count"] not in found, sample
+                            found[sample.labels["count"]] = sample.value
+                            regions.add(sample.labels["region"])
+        if found and (inside is None or found.get("inside") == inside):
+            assert regions == {"west"}, regions
+            return found
+        await asyncio.sleep(0.2)
+    return found
+
+
 async def test_a_confirmed_ticket_is_signed_and_verifies_with_the_published_keys(
         clean: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
     show, confirmed = await sold(clean, http, catalog, "tess", 0)
@@ -80,9 +112,7 @@ async def test_a_confirmed_ticket_is_signed_and_verifies_with_the_published_keys
                               user="tess")
     assert status == 200 and mine["ticket"]["payload"] == payload
     # Any region publishes the keys; with them alone the ticket verifies offline.
-    async with http.get(f"{clean.node('south')}/tickets/keys") as resp:
-        assert resp.status == 200
-        published = await resp.json()
+    published = await published_keys(http, clean.node("south"))
     assert all("private" not in json.dumps(k) for k in published["keys"])
     claims = ticket_keys.verify(payload, ticket_keys.public_keys(published))
     assert claims.booking_id == confirmed["booking_id"] and claims.show_id == show
@@ -102,6 +132,10 @@ async def test_a_ticket_goes_in_once_a_retry_replays_and_out_lets_it_in_again(
     show, confirmed = await sold(clean, http, catalog, "ugo", 1)
     payload, booking = confirmed["ticket"]["payload"], confirmed["booking_id"]
     gate = gate_token((theatre_of(catalog, show),))
+    # Out before it went in: refused, and nobody is counted inside.
+    status, early = await scan(http, clean.node("west"), payload, gate, "door-a",
+                               direction="out")
+    assert (status, early["error"]) == (409, "not_inside"), early
     first = nonce()
     # Scanned through a node of another region: forwarded to the home region.
     status, admitted = await scan(http, clean.node("north"), payload, gate, "door-a", first)
@@ -123,20 +157,26 @@ async def test_a_ticket_goes_in_once_a_retry_replays_and_out_lets_it_in_again(
     assert (status, back["outcome"]) == (200, "admitted")
     rows = await clean.fetch("west", "SELECT outcome FROM checkin_scan WHERE booking_id = $1 "
                              "ORDER BY id", booking)
-    assert [r["outcome"] for r in rows] == ["admitted", "already_admitted", "exited",
-                                            "admitted"]
+    assert [r["outcome"] for r in rows] == ["not_inside", "admitted", "already_admitted",
+                                            "exited", "admitted"]
     # Head counts: every seat sold went in; all are inside (out and back in again).
     status, heads = await call(http, "GET", f"{clean.node('north')}/ops/headcounts?show={show}",
                                headers=bearer("root", ("operator",)), user="root")
     assert status == 200, heads
     assert heads["shows"] == [{"show_id": show, "sold": 2, "admitted": 2, "inside": 2}]
-    async with http.get(f"{clean.node('west')}/metrics") as resp:
-        metrics = await resp.text()
-    assert "bookcluster_checkin_scans_total" in metrics and "bookcluster_show_heads" in metrics
+    # As metrics: one series per show and count, from its home region's worker only.
+    assert await heads_exported(clean, http, show) == {"sold": 2, "admitted": 2, "inside": 2}
+    for node in clean.nodes():
+        async with http.get(f"{node}/metrics") as resp:
+            metrics = await resp.text()
+        assert "bookcluster_show_heads" not in metrics, node
+    assert "bookcluster_checkin_scans_total" in metrics
     status, out = await scan(http, clean.node("west"), payload, gate, "door-b", direction="out")
     status, heads = await call(http, "GET", f"{clean.node('west')}/ops/headcounts?show={show}",
                                headers=bearer("root", ("operator",)), user="root")
     assert heads["shows"] == [{"show_id": show, "sold": 2, "admitted": 2, "inside": 0}]
+    assert await heads_exported(clean, http, show, inside=0) == \
+        {"sold": 2, "admitted": 2, "inside": 0}
     # A cancel after entry is refused with a clear error.
     status, body = await call(http, "POST",
                               f"{clean.node('west')}/booking/booking/{booking}/cancel",
@@ -177,6 +217,12 @@ async def test_forged_altered_unknown_key_wrong_show_and_strangers_are_refused(
         "unknown key": (ticket_keys.sign(forger.signing("west"), booking, show, "x", [seat], 0),
                         "unknown_key"),
         "garbage": ("hello there", "malformed_ticket"),
+        # The whole ticket, by a key of a secret rotated out (not kept as the previous).
+        "expired key": (ticket_keys.sign(
+            ticket_keys.KeyRing(["west"], "the secret before the previous one").signing("west"),
+            booking, show, str(ticket_keys.verify(payload, ticket_keys.public_keys(
+                await published_keys(http, node))).screen_id),
+            confirmed["seat_ids"], 0), "unknown_key"),
     }
     for name, (text, code) in cases.items():
         status, body = await scan(http, node, text, gate)

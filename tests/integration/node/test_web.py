@@ -28,8 +28,10 @@ from tests.integration.support import bearer, call, free_ports
 async def test_pages_and_their_files_are_served(cluster: Cluster,
                                                 http: aiohttp.ClientSession) -> None:
     node = cluster.node("south")
-    for path, kind in (("/", "text/html"), ("/ops", "text/html"),
+    for path, kind in (("/", "text/html"), ("/ops", "text/html"), ("/scan", "text/html"),
                        ("/static/book.js", "text/javascript"),
+                       ("/static/jsQR.js", "text/javascript"),
+                       ("/static/jsQR-LICENSE.txt", "text/plain"),
                        ("/static/style.css", "text/css")):
         async with http.get(f"{node}{path}") as resp:
             assert resp.status == 200, path

@@ -3,7 +3,10 @@ own browser download is never used). `scripts/test` installs chromium first
 (`scripts/browser-setup`); without it every test here skips and says why.
 
 Screenshots go to `.artefacts/web/` (or `$BOOKCLUSTER_ARTEFACTS/web/`), named
-after the test and step; the folder is printed at the end of the run.
+after the test and step; the folder is printed at the end of the run. The
+documentation's screenshots (`docs/screens/`) are taken by the tests that reach each
+view and written there only with `BOOKCLUSTER_DOC_SCREENS=1`, so an ordinary run
+leaves the tree as it was.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync", "--disable-dev-shm-usage"]
 ARTEFACTS = Path(os.environ.get("BOOKCLUSTER_ARTEFACTS",
                                 Path(__file__).resolve().parents[3] / ".artefacts")) / "web"
+DOC_SCREENS = Path(__file__).resolve().parents[3] / "docs" / "screens"
 _used: list[Path] = []
 
 
@@ -82,6 +86,16 @@ class Shots:
         path = self.folder / f"{self.count:02d}-{step}.png"
         await page.screenshot(path=str(path), full_page=full_page)
         return path
+
+
+async def docs_shot(page: Any, name: str) -> Path:
+    """The window as it is now, as `docs/screens/<name>.png` (see above)."""
+    folder = (DOC_SCREENS if os.environ.get("BOOKCLUSTER_DOC_SCREENS") == "1"
+              else ARTEFACTS / "docs-screens")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    await page.screenshot(path=str(path))
+    return path
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ one show, a whole purchase to the ticket, a hold that expires."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,7 @@ from bookcluster.topology.model import Endpoint
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of, shows_in
 from tests.integration.support import Session, bearer, call, free_ports, merchant
-from tests.integration.web.conftest import Shots
+from tests.integration.web.conftest import Shots, docs_shot
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1200, "height": 900}
@@ -72,6 +73,63 @@ async def status_of(page: Any, seat_id: str) -> str:
 async def alert_text(page: Any) -> str:
     await page.wait_for_selector("#alert:not([hidden])")
     return str(await page.inner_text("#alert"))
+
+
+async def shows_grouped(page: Any, catalog: Any, theatre: str) -> None:
+    """A theatre's shows: one day's at a time, each under its movie's heading, the
+    times side by side (not one card a row: 48 shows were a 7,000 px column)."""
+    screens = {s.id for s in catalog.screens if s.theatre_id == theatre}
+    movies = {m.id: m.title for m in catalog.movies}
+    listed = {s.id: movies[s.movie_id] for s in catalog.shows if s.screen_id in screens}
+    under = await page.eval_on_selector_all(
+        ".day:not([hidden]) .movie", "ms => ms.map(m => [m.querySelector('h3').textContent, "
+        "[...m.querySelectorAll('.show-card')].map(a => Number(a.dataset.show))])")
+    assert {show: title for title, shows in under for show in shows} == listed
+    assert len(under) == len(set(listed.values()))  # one heading a movie
+    days = await page.eval_on_selector_all(".days button", "bs => bs.map(b => b.textContent)")
+    assert len(days) == 1 and await page.get_attribute(".days button", "aria-pressed") == "true"
+    tops = await page.eval_on_selector_all(
+        ".show-card", "as => as.map(a => Math.round(a.getBoundingClientRect().top))")
+    assert len(set(tops)) < len(tops) or len(tops) == 1, tops  # some share a line
+
+
+async def map_fits_then_pans(page: Any) -> None:
+    """A phone sees every seat of the widest row at first; "+" makes seats bigger and
+    the map pans sideways, its row letters staying in view; "−" fits it again."""
+    fits = ("[...document.querySelectorAll('#seatmap .seat')].every(b => "
+            "b.getBoundingClientRect().right <= innerWidth && b.getBoundingClientRect().left >= 0)")
+    assert await page.evaluate(fits)
+    assert await page.is_disabled("#zoom-out")
+    await page.click("#zoom-in")
+    await page.click("#zoom-in")
+    assert not await page.evaluate(fits)
+    assert await page.inner_text("#map-words") == "Swipe sideways for more seats; − shows them all."
+    await page.evaluate("(m => { m.scrollLeft = m.scrollWidth; })"
+                        "(document.getElementById('map-scroll'))")
+    first = await page.evaluate(
+        "(r => [r.querySelector('.row-label').getBoundingClientRect().left, "
+        "r.querySelector('.seat').getBoundingClientRect().left])"
+        "(document.querySelector('#seatmap .row'))")
+    assert first[0] >= 0 and first[1] < 0, first  # the letter in view, its row's start not
+    await page.evaluate("document.getElementById('map-scroll').scrollIntoView()")
+    await docs_shot(page, "booking-phone-zoomed")
+    await page.click("#zoom-out")
+    await page.click("#zoom-out")
+    assert await page.evaluate(fits) and await page.is_disabled("#zoom-out")
+
+
+async def pay_at_the_thumb(page: Any) -> None:
+    """After a hold: the hold panel (timer, Pay) in the pick bar's place, at the bottom of
+    the window even scrolled to the page's top (not below the map), and Pay has the focus."""
+    assert await page.is_hidden("#selection")
+    assert await page.evaluate("document.activeElement.id") == "pay"
+    await page.evaluate("window.scrollTo(0, 0)")
+    box = await page.evaluate("JSON.stringify(document.getElementById('pay')"
+                              ".getBoundingClientRect())")
+    pay = json.loads(box)
+    height = await page.evaluate("innerHeight")
+    assert height / 2 < pay["top"] and pay["bottom"] <= height, (pay, height)
+    assert re.fullmatch(r"\d+:\d\d", await page.inner_text("#countdown"))
 
 
 async def test_two_browsers_on_one_show(clean: Cluster, catalog: Any, open_page: Any,
@@ -221,11 +279,14 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     await page.select_option("#city", city_name)
     await page.click(f"#theatres a[href='#/theatre/{theatre}']")
     await page.wait_for_selector(f".show-card[data-show='{show}']")
-    assert "IST" in await page.inner_text(f".show-card[data-show='{show}']")
+    assert "times in IST" in await page.inner_text(".day:not([hidden]) h2")
     assert "left" in await page.inner_text(f".show-card[data-show='{show}'] .badge")
+    await shows_grouped(page, catalog, theatre)
     await shots.take(page, "shows")
+    await docs_shot(page, "shows-phone")
     await page.click(f".show-card[data-show='{show}']")
     await page.wait_for_selector("#live-state[data-state=live]")
+    await map_fits_then_pans(page)
 
     picked = seats_of(catalog, show)[:2]
     for seat_id in picked:  # the keyboard: focus the seat's button, press Space
@@ -241,8 +302,14 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     assert await page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     await shots.take(page, "seat-map-phone")
     await page.focus("#hold")
-    await page.keyboard.press("Enter")
+    async with page.expect_response(lambda r: "/lock" in r.url) as answer:
+        await page.keyboard.press("Enter")
+    booking_id = (await (await answer.value).json())["booking_id"]
     await page.wait_for_selector("#view-hold:not([hidden])")
+    await pay_at_the_thumb(page)
+    assert booking_id not in await page.inner_text("body")  # no raw ids for customers
+    await page.evaluate("document.getElementById('map-scroll').scrollIntoView()")
+    await docs_shot(page, "booking-phone")
     first_deadline = await page.inner_text("#countdown")
     assert first_deadline.count(":") == 1
     await page.click("#extend")
@@ -263,7 +330,8 @@ async def test_whole_purchase_to_the_ticket(clean: Cluster, catalog: Any, open_p
     href = str(await page.get_attribute("#ticket-link", "href"))
     assert href.startswith("blob:")
     await shots.take(page, "ticket")
-    booking_id = page.url.rsplit("/", 1)[1]
+    assert page.url.rsplit("/", 1)[1] == booking_id
+    assert booking_id not in await page.inner_text("body")
     # Hold, extend, pay and confirm went straight to the show's home (south) nodes.
     assert {url.split("/booking/")[0] for url in writes} <= set(clean.nodes("south"))
     # The page confirms unless the gateway's webhook sold the booking before it came back.
@@ -480,7 +548,10 @@ async def test_best_available_to_the_ticket(clean: Cluster, catalog: Any, open_p
     await page.wait_for_selector("#view-hold:not([hidden])")
     assert await page.inner_text("#notice") == (
         f"Held the best seats for you: {', '.join(chosen[:-1])} and {chosen[-1]}.")
-    assert held["booking_id"] in await page.inner_text("#hold-summary")
+    assert await page.inner_text("#hold-summary") == (
+        f"Seats {', '.join(chosen[:-1])} and {chosen[-1]} · {rupees(held['amount_paise'])}")
+    assert held["booking_id"] not in await page.inner_text("body")
+    await pay_at_the_thumb(page)
     rows = await clean.fetch("north", "SELECT b.status, array_agg(bs.seat_id ORDER BY "
                              "bs.seat_id) AS seats FROM booking b JOIN booking_seat bs ON "
                              "bs.booking_id = b.id WHERE b.user_id = 'bela' GROUP BY b.id")
@@ -561,11 +632,20 @@ async def test_a_pick_that_leaves_a_seat_alone_is_held_with_a_warning(
         "You can release them and pick again.")
     assert await status_of(page, f"{row}2") == "MINE"
     await shots.take(page, "orphan-warning")
+    # A desktop too: Pay in view without scrolling past the map, in the pick bar's place.
+    await pay_at_the_thumb(page)
+    await docs_shot(page, "booking-desktop")
+    # While the hold is being paid for, a tap on the map says so and picks nothing.
+    await page.click(seat(f"{row}5"))
+    assert await alert_text(page) == (f"Seats {row}2 and {row}3 are held for you: pay for "
+                                      "them, or release them to pick others.")
+    assert await page.get_attribute(seat(f"{row}5"), "aria-pressed") == "false"
 
     # Released, then seats 1 and 2: nobody is left alone, no warning.
     await page.click("#cancel")
     await page.wait_for_selector("#notice:has-text('Seats released.')")
     await page.wait_for_selector(f"{seat(f'{row}2')}[data-status=AVAILABLE]", timeout=5000)
+    assert await page.is_hidden("#view-hold") and await page.is_visible("#selection")
     for number in (1, 2):
         await page.click(seat(f"{row}{number}"))
     async with page.expect_response(lambda r: r.url.endswith(f"/booking/seats/{show}/lock")

@@ -1,17 +1,21 @@
 """The operator page in a real browser: a SIGSTOPped Redis master shows as down; a
-Redis and a PostgreSQL switchover show under recent failovers."""
+Redis and a PostgreSQL switchover show under recent failovers, and the page and
+`bookcluster status` label each store by what it is after them; the page fits a phone."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bookcluster.local import faults
+from bookcluster.ops import status
 from bookcluster.stores import patroni_api, sentinel_api
 from bookcluster.topology.model import Endpoint
 from tests.integration.conftest import Cluster
@@ -67,10 +71,13 @@ async def test_operator_page_shows_a_stopped_master_as_down(cluster: Cluster, br
 
 
 async def test_operator_page_lists_recent_failovers(cluster: Cluster, browser: Any,
-                                                   shots: Shots) -> None:
+                                                   shots: Shots,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """West's Redis master switched over by Sentinel and north's PostgreSQL leader by
     Patroni: both appear under "Recent failovers" (from the mirror reconciler's log and
-    Patroni's history), and the region card names west's master now. Both are switched
+    Patroni's history), and the region card names west's master now. Each store's row
+    says what it is now (the standby's slot is the leader, the old master a replica),
+    with the lag on the copy that lags; so does `bookcluster status`. Both are switched
     back afterwards: other tests expect the masters where the cluster started them."""
     topology = cluster.topology
     old, new = await sentinel_api.switchover(topology, "west")
@@ -92,10 +99,75 @@ async def test_operator_page_lists_recent_failovers(cluster: Cluster, browser: A
         assert "timeline" in await page.inner_text(pg_row)
         await page.wait_for_selector(f"[data-region=west] [data-master-now='{new}']",
                                      timeout=10000)
+        # Labels by what each is now, not by the topology's slot.
+        leader = f"{process('north.postgres.standby')}[data-now=leader]"
+        await page.wait_for_selector(leader, timeout=30000)
+        assert "PostgreSQL leader" in await page.inner_text(f"{leader} th")
+        standby = f"{process('north.postgres.primary')}[data-now=sync_standby]"
+        await page.wait_for_selector(standby, timeout=30000)
+        assert "PostgreSQL sync standby" in await page.inner_text(f"{standby} th")
+        assert (await page.inner_text(f"{standby} td:last-child")).endswith(" B")
+        assert await page.inner_text(f"{leader} td:last-child") == "–"
+        promoted = f"[data-region=west] tr[data-now=master]:has-text('{new}')"
+        await page.wait_for_selector(promoted, timeout=10000)
+        assert "Redis master" in await page.inner_text(f"{promoted} th")
+        demoted = f"{process('west.redis.master')}[data-now=replica]"
+        await page.wait_for_selector(demoted, timeout=30000)
+        assert "Redis replica of west" in await page.inner_text(f"{demoted} th")
+        assert "restarted" not in await page.inner_text("#failovers")
         await shots.take(page, "failovers")
+        await status_says_what_each_store_is(cluster, str(old), str(new), capsys)
     finally:
         await context.close()
         await switch_back(cluster, old)
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+async def status_says_what_each_store_is(cluster: Cluster, old: str, new: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`bookcluster status` after the switchovers: NOW is what Patroni and Sentinel say,
+    the table fits 100 columns in region order and says no timeline."""
+    topology = cluster.topology
+    capsys.readouterr()
+    await status.status_command(topology, True, None, alive=lambda pid: True)
+    rows = {f"{r['host']}:{r['port']}": r
+            for r in json.loads(capsys.readouterr().out)["processes"]}
+    north = topology.region("north")
+    assert rows[str(north.pg_standby)]["now"] == "pg leader"
+    assert rows[str(north.pg_primary)]["now"] in ("pg sync standby", "pg replica")
+    assert rows[new]["now"] == "redis master (west)"
+    assert rows[old]["now"] == "redis replica (west)"
+    await status.status_command(topology, False, None, alive=lambda pid: True)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 100 and "timeline" not in "\n".join(lines)
+    table = lines[2:lines.index("")]  # Sentinel's masters follow, one line a region
+    order = [line.split()[0].split(".")[0] for line in table
+             if ".postgres." in line or ".redis." in line]
+    assert order == sorted(order, key=list(topology.regions).index)
+
+
+async def test_operator_page_fits_a_phone(cluster: Cluster, browser: Any, shots: Shots) -> None:
+    """At 390 px the page never scrolls sideways: the region cards fit the width and a
+    wider table scrolls inside itself."""
+    context = await browser.new_context(viewport={"width": 390, "height": 844},
+                                        device_scale_factor=2, is_mobile=True, has_touch=True)
+    errors: list[str] = []
+    try:
+        page = await context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{cluster.node('north')}/ops")
+        await page.click("#dev-sign-in")
+        await page.wait_for_selector(f"{process('west.worker')}[data-up=true]")
+        await page.wait_for_selector("#failovers > div")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide"
+        widest = await page.evaluate(
+            "Math.max(...[...document.querySelectorAll('.region')]"
+            ".map((e) => e.getBoundingClientRect().right))")
+        assert widest <= 390
+        await shots.take(page, "phone")
+    finally:
+        await context.close()
     assert not errors, f"JavaScript errors: {errors}"
 
 

@@ -7,9 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bookcluster.booking.onsale_state import Counters, OnSale
-from bookcluster.booking.onsales import OnSaleRequest, position, queue_summary
+from bookcluster.booking.onsales import (
+    GUARD_REFRESH_S,
+    OnSaleRequest,
+    guard_fresh,
+    position,
+    queue_summary,
+)
 from bookcluster.booking.passes import AdmissionPass, QueueTicket, TokenRefused
-from bookcluster.booking.queue_order import place, poll_after_s
+from bookcluster.booking.queue_order import jitter_of, place, poll_after_s
 from bookcluster.errors import InvalidOnSale
 
 SECRET = "s" * 32
@@ -115,3 +121,43 @@ def test_the_operator_sees_each_queue_from_its_counters() -> None:
     assert got == {"joined": 50, "admitted": 20, "waiting": 30, "rate_per_s": 3.0,
                    "sold_out": False, "sealed": True, "last_wait_s": 10.0}
     assert queue_summary(Counters(None, None, 5, 0, False, 0.0, 0))["last_wait_s"] is None
+
+
+def test_polls_are_spread_so_a_crowd_told_at_once_does_not_come_back_at_once() -> None:
+    assert poll_after_s("waiting", 120.0, 0.0) == 9.0  # 12 s less a quarter
+    assert poll_after_s("waiting", 120.0, 0.999) == 15.0  # 12 s and (nearly) a quarter
+    assert poll_after_s("waiting", 5.0, 0.0) == 2.0  # never under the floor
+    assert poll_after_s("sold_out", None, 0.0) == 11.2
+    crowd = {poll_after_s("waiting", 300.0, jitter_of(f"u{i}", 1_000)) for i in range(200)}
+    assert min(crowd) < 25.0 and max(crowd) > 35.0 and len(crowd) > 50
+
+
+def test_before_the_sale_a_crowd_polls_rarely_then_once_spread_after_sale_at() -> None:
+    # Far from the sale: every five minutes, spread.
+    assert poll_after_s("waiting", 3600.0, 0.5, to_sale_s=3600.0, joined=10) == 300.0
+    assert poll_after_s("waiting", 3600.0, 0.0, to_sale_s=3600.0, joined=10) == 225.0
+    # Near it: come back once, after sale_at, not every 2 s until then.
+    assert poll_after_s("waiting", 20.0, 0.0, to_sale_s=20.0, joined=10) == 20.0
+    assert poll_after_s("waiting", 200.0, 0.0, to_sale_s=200.0, joined=10) == 200.0
+    # Spread over longer the more joined: 200,000 joined spread over 30 s, 1,000 over 2 s.
+    many = [poll_after_s("waiting", 20.0, jitter_of(f"u{i}", 5), to_sale_s=20.0,
+                         joined=200_000) for i in range(1000)]
+    assert all(m is not None and 20.0 <= m <= 50.0 for m in many)
+    assert max(m for m in many if m is not None) > 45.0
+    few = [poll_after_s("waiting", 20.0, jitter_of(f"u{i}", 5), to_sale_s=20.0, joined=1000)
+           for i in range(1000)]
+    assert all(f is not None and 20.0 <= f <= 22.0 for f in few)
+    # Past sale_at with no place drawn yet: soon, never below the floor.
+    assert poll_after_s("waiting", None, 0.0, to_sale_s=0.0, joined=5) == 2.0
+    ticket = QueueTicket(ONSALE.id, "asha", 0)
+    counters = Counters(None, None, 5, 0, False, 0.0, 0)
+    got = position(ONSALE, counters, ticket, None, _at(NOW - timedelta(seconds=10)), SECRET)
+    assert 10.0 <= got["poll_after_s"] <= 12.0
+
+
+def test_a_hold_is_guarded_only_by_a_list_read_since_post_onsales_could_answer() -> None:
+    assert guard_fresh(100.0, 100.0 + GUARD_REFRESH_S * 0.9)
+    # POST /ops/onsales answers GUARD_REFRESH_S after creating: a list read before
+    # that may lack the on-sale, so it must be read again before a hold goes on.
+    assert not guard_fresh(100.0, 100.0 + GUARD_REFRESH_S)
+    assert not guard_fresh(100.0, 1000.0)  # the stale warm-up list of the medium run
