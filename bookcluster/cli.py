@@ -1,6 +1,7 @@
 """`bookcluster`: start, stop and inspect the local cluster.
 
-    bookcluster up [--hold-ttl 5s]     start everything, print endpoints, run until Ctrl-C
+    bookcluster up [--hold-ttl 5s]     check every port, start everything, print endpoints,
+                                       run until Ctrl-C
     bookcluster up --region R          only region R's processes (one region per host)
     bookcluster up --stored-topology   start with the cluster's applied topology when the
                                        file is older (`topology pull` brings the file up)
@@ -13,13 +14,14 @@
                                        a region's one-off set-up: for containers (compose/)
     bookcluster deploy helm-values --region R
                                        the Helm chart's values of R's release (deploy/helm/)
-    bookcluster failover --region R --store postgres [--to MEMBER]
+    bookcluster failover --region R --store postgres [--to MEMBER] [--json]
                                        planned switchover of a region's primary (Patroni)
-    bookcluster failover --region R --store redis
+    bookcluster failover --region R --store redis [--json]
                                        planned switchover of a region's Redis master (Sentinel)
     bookcluster audit [--json]         no seat sold twice, every sale complete, Redis = PostgreSQL
-    bookcluster jobs counts|failed|replay [--region R]   the region-local job queues
-    bookcluster repair [--region R] [--show S] [--dry-run]   fix Redis seat state from PostgreSQL
+    bookcluster jobs counts|failed|replay [--region R] [--json]   the region-local job queues
+    bookcluster repair [--region R] [--show S] [--dry-run] [--json]
+                                       fix Redis seat state from PostgreSQL
     bookcluster token --user alice [--user bob] [--ttl 1h] [--role operator]
                       [--role scanner --theatre ID...]
                                        a user token per --user, one line each
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 # launcher, no aiohttp application and no client library they do not use.
 CATALOG_SIZES = ("full", "small")  # demo catalog sizes, see catalog_spec()
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topology.yaml"
+LOG_CHECK_TICKS = 10  # `up` checks its children's logs against the cap every 10 s
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,11 +96,13 @@ def parser() -> argparse.ArgumentParser:
     failover.add_argument("--to", dest="candidate",
                           help="postgres: the member to promote, e.g. north-2 (default: the "
                           "synchronous standby)")
+    failover.add_argument("--json", action="store_true", help="machine-readable output")
     repair = sub.add_parser("repair", help="compare each region's Redis seat mirror with "
                             "PostgreSQL and fix what differs")
     repair.add_argument("--region", help="one region (default: all)")
     repair.add_argument("--show", type=int, help="one show (default: every show)")
     repair.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    repair.add_argument("--json", action="store_true", help="machine-readable output")
     token = sub.add_parser("token", help="print a user token (JWT) per --user, signed with "
                            "the local cluster's key")
     token.add_argument("--user", action="append", required=True, dest="users",
@@ -160,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
     jobs.add_argument("--region", help="one region (default: all)")
     jobs.add_argument("--limit", type=int, default=100, help="how many failed jobs to list")
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
@@ -211,7 +218,10 @@ def _command(topology: Topology, args: argparse.Namespace) -> int:
 
         return asyncio.run(audit_command(topology, args.json, grace_s=args.grace))
     if args.command == "jobs":
-        return asyncio.run(_jobs(topology, args))
+        from bookcluster.ops.jobs import jobs_command
+
+        return asyncio.run(jobs_command(topology, args.action, args.region, args.job_ids,
+                                        args.limit, args.json))
     if args.command == "repair":
         return asyncio.run(_repair(topology, args))
     if args.command == "token":
@@ -253,7 +263,8 @@ async def _repair(topology: Topology, args: argparse.Namespace) -> int:
     from bookcluster.topology.errors import RegionUnavailable
 
     regions = [args.region] if args.region else list(topology.regions)
-    code = 0
+    found: dict[str, dict[str, object]] = {}
+    unreachable: dict[str, str] = {}
     for region in regions:
         async with Connections(topology, region) as connections:
             reconciler = Reconciler(connections, HomeRegion(connections), region)
@@ -263,15 +274,24 @@ async def _repair(topology: Topology, args: argparse.Namespace) -> int:
                     shows = [s for s in shows if s == args.show]
                 report = await reconciler.repair(shows, dry_run=args.dry_run)
             except RegionUnavailable as exc:
-                print(f"{region}: unreachable: {exc}", file=sys.stderr)
-                code = 2
+                unreachable[region] = str(exc)
+                if not args.json:
+                    print(f"{region}: unreachable: {exc}", file=sys.stderr)
                 continue
+        found[region] = {"shows_checked": report.shows_checked,
+                         "divergent_seats": report.divergent_seats,
+                         "divergent": {str(show): {str(s): w for s, w in seats.items()}
+                                       for show, seats in sorted(report.divergent.items())}}
+        if args.json:
+            continue
         verb = "would repair" if args.dry_run else "repaired"
         print(f"{region}: {report.shows_checked} shows checked, {verb} "
               f"{report.divergent_seats} seats in {len(report.divergent)} shows")
         for show, seats in sorted(report.divergent.items()):
             print(f"  show {show}: " + ", ".join(f"{s}->{w}" for s, w in sorted(seats.items())))
-    return code
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "regions": found, "unreachable": unreachable})
+    return 2 if unreachable else 0
 
 
 async def _topology(topology: Topology, args: argparse.Namespace) -> int:
@@ -310,10 +330,21 @@ async def _failover(topology: Topology, args: argparse.Namespace) -> int:
     except patroni_api.PatroniError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        _print_json({"region": args.region, "store": "postgres", "answer": answer,
+                     "leader_before": before["name"] if before else None,
+                     "leader_after": after["name"] if after else None})
+        return 0
     print(f"{args.region}: {answer}")
     print(f"{args.region}: leader {before['name'] if before else '-'} -> "
           f"{after['name'] if after else '- (electing)'}")
     return 0
+
+
+def _print_json(document: object) -> None:
+    import json
+
+    print(json.dumps(document, indent=2))
 
 
 async def _redis_failover(topology: Topology, args: argparse.Namespace) -> int:
@@ -328,6 +359,13 @@ async def _redis_failover(topology: Topology, args: argparse.Namespace) -> int:
     except sentinel_api.SentinelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        _print_json({"region": args.region, "store": "redis",
+                     "master_before": {"address": str(old),
+                                       "server": sentinel_api.server_name(topology, old)},
+                     "master_after": {"address": str(new),
+                                      "server": sentinel_api.server_name(topology, new)}})
+        return 0
     print(f"{args.region}: redis master {old} ({sentinel_api.server_name(topology, old)}) -> "
           f"{new} ({sentinel_api.server_name(topology, new)})")
     return 0
@@ -353,10 +391,24 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
     return ["--sweep-interval", f"{args.sweep_interval}s"]
 
 
+def _ports_free(topology: Topology, regions: list[str] | None) -> None:
+    """Busy ports refused in a second, before the launcher's code is even imported (the
+    launcher checks again, after it killed what a dead launcher left). A running
+    cluster's ports are its own: the launcher says that one is running."""
+    from bookcluster.local import busy_ports
+    from bookcluster.local.supervisor import pid_alive
+    from bookcluster.topology.runstate import read_state
+
+    state = read_state(topology.settings.run_dir)
+    if state is None or not pid_alive(state["launcher_pid"]):
+        busy_ports.check(topology, regions)
+
+
 async def _up(topology: Topology, args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    _ports_free(topology, args.regions)
     from bookcluster.local.launcher import LocalCluster
     from bookcluster.ops.applied import check_not_older, stored_for_start
     from bookcluster.ops.status import print_table
@@ -390,20 +442,24 @@ async def _up(topology: Topology, args: argparse.Namespace) -> int:
           "a user token: `bookcluster token --user alice`\n"
           "stop with Ctrl-C or `bookcluster down`", flush=True)
     reported: set[str] = set()
+    ticks = 0
     try:
         while not stop.is_set():
             for name in set(cluster.crashed()) - reported:
-                print(f"warning: {name} exited; see its log under {cluster.run_dir}/logs",
-                      flush=True)
+                print(f"warning: {name} exited: {cluster.why_exited(name)}", flush=True)
                 reported.add(name)
+            ticks += 1
+            if ticks % LOG_CHECK_TICKS == 0:
+                cluster.cap_logs()
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
                 pass
     finally:
+        began = time.monotonic()
         print("stopping...", flush=True)
         cluster.stop()
-        print("stopped: no process left", flush=True)
+        print(f"stopped in {time.monotonic() - began:.1f}s: no process left", flush=True)
     return 0
 
 
@@ -411,9 +467,8 @@ def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
     import os
     import shutil
     import signal
-    import time
 
-    from bookcluster.local.supervisor import kill_recorded, pid_alive
+    from bookcluster.local.supervisor import kill_recorded, pid_alive, wait_stopped
     from bookcluster.ops.status import launcher_regions
     from bookcluster.topology.runstate import read_state
 
@@ -429,14 +484,17 @@ def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
     elif pid_alive(state["launcher_pid"]):
         pid = state["launcher_pid"]
         print(f"asking launcher pid {pid} to stop...", flush=True)
+        began = time.monotonic()
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
+        wait_stopped(state["processes"], 60, lambda line: print(line, flush=True))
+        deadline = time.monotonic() + 5  # it removes its state file, then exits
         while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
         if pid_alive(pid):
             print(f"launcher {pid} still running after 60s; killing its processes")
         stopped = kill_recorded(run_dir)  # whatever it could not stop
-        print(f"stopped{f' ({stopped} left by the launcher)' if stopped else ''}")
+        print(f"stopped in {time.monotonic() - began:.1f}s"
+              f"{f' ({stopped} left by the launcher)' if stopped else ''}")
     else:
         stopped = kill_recorded(run_dir)
         print(f"launcher was gone; stopped {stopped} leftover processes")
@@ -444,41 +502,3 @@ def _down(topology: Topology, wipe: bool, region: str | None = None) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         print(f"wiped {run_dir}")
     return 0
-
-
-async def _jobs(topology: Topology, args: argparse.Namespace) -> int:
-    import json
-
-    import asyncpg
-
-    from bookcluster.stores import jobqueue
-    from bookcluster.stores.connections import connect_primary
-
-    regions = [args.region] if args.region else list(topology.regions)
-    code = 0
-    for region in regions:
-        try:
-            conn = await connect_primary(topology.region(region).pg_members, topology.secrets,
-                                         timeout=5)
-        except (OSError, asyncpg.PostgresError) as exc:
-            print(f"{region}: queue unreachable: {exc}", file=sys.stderr)
-            code = 2
-            continue
-        try:
-            if args.action == "counts":
-                print(f"{region}: {json.dumps(await jobqueue.counts(conn))}")
-            elif args.action == "failed":
-                dead = await jobqueue.dead_letters(conn, args.limit)
-                print(f"{region}: {len(dead)} dead-lettered job(s)")
-                for job in dead:
-                    print(f"  {job['id']:<24} {job['kind']:<14} attempts={job['attempts']} "
-                          f"reason={job['reason']!r} data={json.dumps(job['data'])}")
-            else:
-                moved = await jobqueue.replay(conn, args.job_ids or None)
-                print(f"{region}: replayed {moved} job(s)")
-        except (OSError, asyncpg.PostgresError) as exc:
-            print(f"{region}: queue unreachable: {exc}", file=sys.stderr)
-            code = 2
-        finally:
-            await conn.close()
-    return code

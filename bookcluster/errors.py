@@ -151,6 +151,26 @@ class BookingNotPending(BookingError):
         super().__init__(f"booking {booking_id} is {status}", status=status)
 
 
+class BookingNotConfirmed(BookingError):
+    """A refund of a booking that was never sold (or was cancelled without a refund)."""
+
+    code = "booking_not_confirmed"
+
+    def __init__(self, booking_id: str, status: str) -> None:
+        super().__init__(f"booking {booking_id} is {status}: only a confirmed booking is "
+                         "refunded", status=status)
+
+
+class RefundClosed(BookingError):
+    """A refund after the show's refund cut-off (`settings.refund_closes_before`)."""
+
+    code = "refund_closed"
+
+    def __init__(self, booking_id: str, closed_at: str) -> None:
+        super().__init__(f"refunds of booking {booking_id} closed at {closed_at}",
+                         booking_id=booking_id, closed_at=closed_at)
+
+
 class HoldLimitReached(BookingError):
     """A per-user or per-address cap (seats held in one show, active holds in a region)."""
 

@@ -38,6 +38,10 @@ class NodeMetrics:
             "bookcluster_checkin_scans", "Scans at the door decided by this home node, by "
             "outcome (admitted, exited, entered_twice, and each refusal)",
             ["region", "home", "outcome"], registry=self.registry)
+        self.refunds = Counter(
+            "bookcluster_refunds", "Refunds of confirmed bookings decided by this home node, "
+            "by outcome (refunded, replay, and each refusal)",
+            ["region", "home", "outcome"], registry=self.registry)
         self.writes_waiting = Gauge(
             "bookcluster_writes_waiting", "Writes waiting for admission on this node",
             registry=self.registry)
@@ -94,6 +98,9 @@ class NodeMetrics:
             registry=self.registry)
         self.live_sockets = Gauge(
             "bookcluster_live_sockets", "Open live seat-map WebSockets", registry=self.registry)
+        self.queue_sockets = Gauge(
+            "bookcluster_queue_sockets", "Open live on-sale queue WebSockets",
+            registry=self.registry)
         self.live_failures = Counter(
             "bookcluster_live_failures", "Live-socket work the hub ran by itself that failed, "
             "by what (resync, close) and why (gone: the socket went away; unavailable: the "

@@ -2,9 +2,10 @@
 
 hold recorded (`bc_record_hold`; a batch of them: `bc_record_holds`), sold (`bc_sell`)
 and confirmed (`bc_confirm`), released (`bc_release`), expired (`bc_expire`),
-cancelled (`bc_cancel`), payment failed (`bc_payment_failed`), refund started and
-refunded (`bc_refund_started`, `bc_refunded`), checked in at the door (`bc_checkin`,
-counted by `bc_checkin_counts`); their SQL is in
+cancelled (`bc_cancel`), a sale refunded before entry (`bc_refund`), payment failed
+(`bc_payment_failed`), refund started and refunded (`bc_refund_started`,
+`bc_refunded`), checked in at the door (`bc_checkin`, counted by
+`bc_checkin_counts`); their SQL is in
 `bookcluster/db/functions/`. Nothing else in Python calls a booking `bc_*` function.
 Arguments are passed by name; results come back as
 typed values. A function that refuses by raising (having changed nothing) reaches the
@@ -40,6 +41,17 @@ class Outcome(StrEnum):
     REPLAY = "replay"  # the key's stored answer
     NOT_FOUND = "not_found"
     KEY_REUSED = "key_reused"
+
+
+class RefundOutcome(StrEnum):
+    """What bc_refund answers."""
+
+    REFUNDED = "refunded"
+    REPLAY = "replay"  # refunded before: the same answer
+    NOT_FOUND = "not_found"
+    TICKET_USED = "ticket_used"  # its ticket went in at the door
+    NOT_CONFIRMED = "not_confirmed"
+    REFUND_CLOSED = "refund_closed"  # past the show's refund cut-off
 
 
 class Reason(StrEnum):
@@ -238,6 +250,32 @@ async def cancel(conn: asyncpg.Connection, booking: str, user: str) -> Cancellat
         "SELECT prior, show_id, freed FROM bc_cancel(p_booking => $1, p_user => $2)",
         booking, user)
     return _cancellation(booking, row)
+
+
+@dataclass(frozen=True)
+class Refund:
+    """bc_refund's answer: `detail` the seats freed (a replay: the booking's seats) or
+    the status (not_confirmed); `body` the answer (refunded and replay only)."""
+
+    outcome: RefundOutcome
+    detail: list[str]
+    body: str | None
+
+
+async def refund(conn: asyncpg.Connection, *, show: int, booking: str, user: str | None,
+                 reason: str, region: str, closes_at: datetime, deadline: datetime,
+                 epoch: int | None) -> Refund:
+    """A CONFIRMED booking's refund before entry, one statement (`user` None: an
+    operator's, of any booking). Raises Undone(DEADLINE) having changed nothing."""
+    try:
+        row = await conn.fetchrow(
+            "SELECT outcome, detail, answer_body FROM bc_refund(p_show => $1, "
+            "p_booking => $2, p_user => $3, p_reason => $4, p_region => $5, "
+            "p_closes_at => $6, p_deadline => $7, p_epoch => $8)",
+            show, booking, user, reason, region, closes_at, deadline, epoch)
+    except asyncpg.RaiseError as exc:
+        raise (_undone(exc) or exc) from None
+    return Refund(RefundOutcome(row["outcome"]), list(row["detail"] or []), row["answer_body"])
 
 
 async def payment_failed(conn: asyncpg.Connection, booking: str, payment: str,

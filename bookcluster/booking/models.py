@@ -297,6 +297,26 @@ class BookingWithPayments(Booking, frozen=True):
     ticket: SignedTicket | None = None
 
 
+class RefundOf(msgspec.Struct, frozen=True):
+    """The payment a refund hands back (through the refund job, at the gateway)."""
+
+    payment_id: str
+    amount_paise: Count
+
+
+class RefundedBooking(msgspec.Struct, frozen=True):
+    """A refund's answer (built in SQL by `bc_refund`), the same text when asked again."""
+
+    booking_id: BookingId
+    user_id: UserId
+    show_id: ShowId
+    region: str
+    seat_ids: Annotated[list[SeatId], Meta(min_length=1)]
+    status: Literal["CANCELLED"]
+    amount_paise: Count
+    refund: RefundOf
+
+
 HOLD_FIELDS = tuple(f for f in Hold.__struct_fields__ if f != "orphaned")
 
 
@@ -344,5 +364,5 @@ def encode(answer: Any) -> bytes:
 
 
 MODELS = (HoldRequest, BestRequest, Hold, BestHold, Booking, BookingWithPayments,
-          SignedTicket, ConfirmedBooking,
+          SignedTicket, ConfirmedBooking, RefundOf, RefundedBooking,
           ConfirmRequest, PayRequest, PaymentEvent)

@@ -63,13 +63,19 @@ class Counters:
     sold_out: bool
     rate_per_s: float
     at_ms: int  # when the admitter published it (the master's clock)
+    # The admitted users' waits (s; None: nobody admitted yet) and how many abandoned
+    # (`queue_waits.py`).
+    wait_p50_s: float | None = None
+    wait_p99_s: float | None = None
+    abandoned: int = 0
 
     def fields(self) -> dict[Any, Any]:
         return {"seed": "" if self.seed is None else str(self.seed),
                 "n_early": "" if self.n_early is None else str(self.n_early),
                 "joined": str(self.joined), "frontier": str(self.frontier),
                 "sold_out": "1" if self.sold_out else "0", "rate": f"{self.rate_per_s:.3f}",
-                "at_ms": str(self.at_ms)}
+                "at_ms": str(self.at_ms), "wait_p50": _seconds(self.wait_p50_s),
+                "wait_p99": _seconds(self.wait_p99_s), "abandoned": str(self.abandoned)}
 
     @classmethod
     def parse(cls, raw: dict[str, str]) -> Counters | None:
@@ -79,7 +85,14 @@ class Counters:
                    int(raw["n_early"]) if raw.get("n_early") else None,
                    int(raw.get("joined") or 0), int(raw.get("frontier") or 0),
                    raw.get("sold_out") == "1", float(raw.get("rate") or 0.0),
-                   int(raw.get("at_ms") or 0))
+                   int(raw.get("at_ms") or 0),
+                   float(raw["wait_p50"]) if raw.get("wait_p50") else None,
+                   float(raw["wait_p99"]) if raw.get("wait_p99") else None,
+                   int(raw.get("abandoned") or 0))
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def now_ms() -> int:
@@ -102,6 +115,35 @@ async def publish(client: aioredis.Redis, onsale: OnSale, counters: Counters,
             if steps:
                 pipe.zadd(keys.onsale_steps(onsale.id),
                           {f"{f}:{at}": f for f, at in steps})
+        await pipe.execute()
+
+
+async def stored_steps(conn: asyncpg.Connection, onsale_id: str) -> list[tuple[int, int]]:
+    """Every admission step PostgreSQL recorded: (frontier, at_ms), in order."""
+    return [(int(r["frontier"]), int(r["at"].timestamp() * 1000)) for r in
+            await conn.fetch("SELECT frontier, at FROM onsale_admit WHERE onsale_id = $1 "
+                             "ORDER BY frontier", onsale_id)]
+
+
+async def publish_stored(conn: asyncpg.Connection, client: aioredis.Redis, onsale_id: str,
+                         region: str) -> None:
+    """Copy an on-sale as PostgreSQL has it into `region`'s master, all steps included
+    (a theatre move, before its new home answers positions). The rate is not known
+    until the region's admitter sets it (within a round): 0 here."""
+    row = await conn.fetchrow("SELECT * FROM onsale WHERE id = $1", onsale_id)
+    if row is None:
+        return
+    counters = Counters(row["seed"], row["n_early"], int(row["next_seq"]),
+                        int(row["frontier"]), row["sold_out"], 0.0, now_ms())
+    await publish(client, OnSale.from_row(row, region), counters,
+                  await stored_steps(conn, onsale_id))
+
+
+async def forget(client: aioredis.Redis, onsale_id: str) -> None:
+    """Drop an on-sale from a master that is no longer its home (a theatre move)."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.ONSALES, onsale_id)
+        pipe.delete(keys.onsale_state(onsale_id), keys.onsale_steps(onsale_id))
         await pipe.execute()
 
 

@@ -145,12 +145,15 @@ def queue_summary(counters: Counters | None) -> dict[str, Any]:
     """An on-sale's queue as the operator sees it, from the published counters (pure)."""
     if counters is None:
         return {"joined": 0, "admitted": 0, "waiting": 0, "rate_per_s": 0.0,
-                "sold_out": False, "sealed": False, "last_wait_s": None}
+                "sold_out": False, "sealed": False, "last_wait_s": None,
+                "wait_p50_s": None, "wait_p99_s": None, "abandoned": 0}
     waiting = max(0, counters.joined - counters.frontier)
     return {"joined": counters.joined, "admitted": counters.frontier, "waiting": waiting,
             "rate_per_s": counters.rate_per_s, "sold_out": counters.sold_out,
             "sealed": counters.seed is not None,
-            "last_wait_s": queue_order.estimated_wait_s(waiting, counters.rate_per_s)}
+            "last_wait_s": queue_order.estimated_wait_s(waiting, counters.rate_per_s),
+            "wait_p50_s": counters.wait_p50_s, "wait_p99_s": counters.wait_p99_s,
+            "abandoned": counters.abandoned}
 
 
 def _position(onsale: OnSale, counters: Counters | None, ticket: QueueTicket,
@@ -193,8 +196,8 @@ class OnSales:
         self.catalog = catalog
         self.home = home
         self._secret: str | None = None
-        # region -> (monotonic time read, show -> its on-sale)
-        self._guards: dict[str, tuple[float, dict[int, OnSale]]] = {}
+        # region -> (monotonic time read, the epoch then, show -> its on-sale)
+        self._guards: dict[str, tuple[float, int, dict[int, OnSale]]] = {}
         self._guard_locks: dict[str, asyncio.Lock] = {}
         self._guard_reads: dict[str, asyncio.Task[None]] = {}  # background re-reads
         self._join_batchers: dict[str, JoinBatcher] = {}  # on-sale -> its joins' batcher
@@ -244,6 +247,8 @@ class OnSales:
             except asyncpg.UniqueViolationError:  # a concurrent on-sale took one
                 raise OnSaleConflict("onsale_exists", "show(s) already under an on-sale",
                                      shows=list(onsale.shows)) from None
+            # Where its theatres are OWNED only (a move's freeze waits for this).
+            await conn.execute("SELECT bc_onsale_own($1)", onsale.id)
         self._guards.pop(region, None)
         # The admitter publishes it every round; publishing now lists it at once.
         with contextlib.suppress(*REDIS_UNAVAILABLE):
@@ -313,6 +318,14 @@ class OnSales:
 
     async def position(self, onsale: str, user: str, token: str | None) -> dict[str, Any]:
         """From this region's replica of the home master only (reads stay home)."""
+        ticket = self.ticket(onsale, token, user)
+        definition, counters = await self.published(onsale)
+        if definition is None:
+            raise NotFound(f"no on-sale {onsale!r} (not here yet?)", id=onsale)
+        return await self.answer(definition, counters, ticket)
+
+    def ticket(self, onsale: str, token: str | None, user: str | None = None) -> QueueTicket:
+        """The caller's queue ticket for `onsale` (of `user`, when the caller is known)."""
         if not token:
             raise TicketRefused("send the queue ticket from the join as X-Bookcluster-Queue-"
                                 "Ticket (or ?ticket=)")
@@ -320,21 +333,32 @@ class OnSales:
             ticket = QueueTicket.verify(self.secret, token)
         except TokenRefused:
             raise TicketRefused("the queue ticket is malformed or forged") from None
-        if ticket.onsale != onsale or ticket.user != user:
+        if ticket.onsale != onsale or (user is not None and ticket.user != user):
             raise TicketRefused("the queue ticket is for another on-sale or user")
+        return ticket
+
+    async def published(self, onsale: str) -> tuple[OnSale | None, Counters | None]:
+        """The on-sale and its counters as this region's replica of its home master has
+        them (the home as this node routes it now: a moved theatre's, its new one)."""
         region = await self.region_of(onsale)
-        client = self.connections.redis_replica(region)
         try:
-            definition, counters = await onsale_state.read(client, onsale)
-            if definition is None:
-                raise NotFound(f"no on-sale {onsale!r} (not here yet?)", id=onsale)
-            place = None if counters is None else queue_order.place(
-                ticket.seq, counters.seed, counters.n_early)
-            at_ms = None
-            if counters is not None and place is not None and place < counters.frontier:
-                at_ms = await onsale_state.admitted_at_ms(client, onsale, place)
+            return await onsale_state.read(self.connections.redis_replica(region), onsale)
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "local redis replica") from exc
+
+    async def answer(self, definition: OnSale, counters: Counters | None,
+                     ticket: QueueTicket) -> dict[str, Any]:
+        """The ticket's position from published counters; an admitted user's also reads
+        when they were admitted (their shopping window), from the same replica."""
+        place = None if counters is None else queue_order.place(
+            ticket.seq, counters.seed, counters.n_early)
+        at_ms = None
+        if counters is not None and place is not None and place < counters.frontier:
+            client = self.connections.redis_replica(definition.region)
+            try:
+                at_ms = await onsale_state.admitted_at_ms(client, definition.id, place)
+            except REDIS_UNAVAILABLE as exc:
+                raise RegionUnavailable(definition.region, "local redis replica") from exc
         return position(definition, counters, ticket, at_ms, onsale_state.now_ms(),
                         self.secret)
 
@@ -350,9 +374,12 @@ class OnSales:
         background while fresh enough. A list too old (the loop is behind, or the
         primary was unreachable) is read again before the hold goes on; if that read
         fails the hold is refused as "unknown" (a retry of a hold that may have happened
-        must not learn "not applied")."""
+        must not learn "not applied"). A list read at an older epoch is read again too: a
+        theatre that moved here brought its on-sales, and a node routes a hold of it here
+        only once it took the move's epoch."""
         cached = self._guards.get(show.region)
-        if cached is None or not guard_fresh(cached[0], time.monotonic()):
+        if (cached is None or not guard_fresh(cached[0], time.monotonic())
+                or cached[1] != self.home.epoch):
             unavailable = RegionUnavailable(show.region, "postgres primary (on-sale list)")
             try:
                 # Bounded by the hold's deadline, also while another read holds the lock.
@@ -366,7 +393,7 @@ class OnSales:
             cached = self._guards[show.region]
         elif time.monotonic() - cached[0] > GUARD_REFRESH_S / 2:
             self._read_soon(show.region)
-        return cached[1].get(show.id)
+        return cached[2].get(show.id)
 
     def guard_loop(self, region: str) -> Loop:
         """Keeps this node's region's on-sale list about GUARD_REFRESH_S / 2 old at most."""
@@ -378,8 +405,9 @@ class OnSales:
     async def _read_guards(self, region: str, fresh_s: float = GUARD_REFRESH_S) -> None:
         lock = self._guard_locks.setdefault(region, asyncio.Lock())
         async with lock:  # one read at a time per region, however many ask
-            cached = self._guards.get(region)
-            if cached is not None and time.monotonic() - cached[0] < fresh_s:
+            cached, epoch = self._guards.get(region), self.home.epoch
+            if (cached is not None and cached[1] == epoch
+                    and time.monotonic() - cached[0] < fresh_s):
                 return
             started = time.monotonic()
             async with self.home.connection(region) as conn:
@@ -388,7 +416,7 @@ class OnSales:
             for row in rows:
                 o = OnSale.from_row(row, region)
                 by_show.update(dict.fromkeys(o.shows, o))
-            self._guards[region] = (started, by_show)
+            self._guards[region] = (started, epoch, by_show)
 
     def _read_soon(self, region: str) -> None:
         task = self._guard_reads.get(region)

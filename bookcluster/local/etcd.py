@@ -19,6 +19,13 @@ from bookcluster.topology.model import Region, Topology
 
 USER = "root"  # etcd's superuser; Patroni needs read-write on its whole namespace anyway
 TIMEOUT_S = 5.0
+# A bounded data folder: Patroni writes its keys every second, so etcd's defaults (a
+# snapshot every 100,000 writes, five 64 MB WAL files kept, no compaction, no quota)
+# let it grow for days. Old revisions are compacted (Patroni reads only the newest),
+# snapshots come every 10,000 writes and two WAL files (and snapshots) are kept.
+BOUNDS = ("--snapshot-count", "10000", "--max-wals", "2", "--max-snapshots", "2",
+          "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000",
+          "--quota-backend-bytes", str(256 << 20))
 
 
 class EtcdError(RuntimeError):
@@ -39,7 +46,7 @@ def etcd_spec(binary: str, topology: Topology, region: Region,
               "--listen-peer-urls", f"http://{listen_host(peer.host)}:{peer.port}",
               "--initial-advertise-peer-urls", f"http://{peer}",
               "--initial-cluster", f"{region.name}=http://{peer}",
-              "--log-level", "warn", "--logger", "zap"),
+              "--log-level", "warn", "--logger", "zap", *BOUNDS),
         log_path=topology.settings.run_dir / "logs" / f"{name}.log",
         address=f"http://{client}", user=user)
 

@@ -29,7 +29,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bookcluster.local import etcd, patroni, postgres_server, redis_server, sentinel, wan
+from bookcluster.local import (
+    busy_ports,
+    etcd,
+    logs,
+    patroni,
+    postgres_server,
+    redis_server,
+    sentinel,
+    wan,
+)
 from bookcluster.local.binaries import Binaries, find_binaries
 from bookcluster.local.supervisor import Child, ProcessSpec, Supervisor, kill_recorded, pid_alive
 from bookcluster.node.settings import is_loopback
@@ -51,6 +60,10 @@ class ClusterAlreadyRunning(RuntimeError):
 
 class ClusterSetupError(RuntimeError):
     pass
+
+
+class ChildExited(ClusterSetupError):
+    """A child died while starting; the message carries its log's last error line."""
 
 
 def python_service(topology: Topology, name: str, region: str, role: str, ep: Endpoint,
@@ -138,11 +151,13 @@ class LocalCluster:
                 if self.only is None or r.name in self.only]
 
     def _runs_gateway(self) -> bool:
-        return self.topology.payments is not None and (
-            self.only is None or next(iter(self.topology.regions)) in self.only)
+        return busy_ports.runs_gateway(self.topology, self.only)
 
     async def start(self) -> LocalCluster:
-        self._claim_run_dir()
+        killed = self._claim_run_dir()
+        # Every port this launcher will bind, free before anything starts.
+        busy_ports.check(self.topology, self.only,
+                         busy_ports.RECHECKS_AFTER_KILL if killed else 0)
         started = time.monotonic()
         try:
             await self._step("redis", self._start_redis())
@@ -158,7 +173,10 @@ class LocalCluster:
         return self
 
     def stop(self, wipe: bool = False) -> None:
-        self.supervisor.stop()
+        """Stop every process; the progress callback hears of each region as it is done."""
+        took = self.supervisor.stop(progress=self.progress)
+        if took:
+            self.progress("  by tier: " + ", ".join(f"{tier} {s:.1f}s" for tier, s in took.items()))
         if wipe:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -248,6 +266,14 @@ class LocalCluster:
     def crashed(self) -> list[str]:
         return [c.spec.name for c in self.supervisor.crashed()]
 
+    def why_exited(self, name: str) -> str:
+        """The last error line of a child's log, and the log's path."""
+        return logs.why_it_died(self.child(name).spec.log_path)
+
+    def cap_logs(self) -> list[Path]:
+        """Rotate in place the logs past the cap (`bookcluster.local.logs`)."""
+        return logs.cap(self.run_dir / "logs")
+
     async def __aenter__(self) -> LocalCluster:
         return await self.start()
 
@@ -257,7 +283,8 @@ class LocalCluster:
 
     # -- steps -------------------------------------------------------------
 
-    def _claim_run_dir(self) -> None:
+    def _claim_run_dir(self) -> int:
+        """Returns how many processes a dead launcher had left (now killed)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)  # PostgreSQL's user must reach its data dirs
         state = read_state(self.run_dir)
@@ -265,14 +292,17 @@ class LocalCluster:
             raise ClusterAlreadyRunning(
                 f"a cluster is already running from {self.run_dir} "
                 f"(launcher pid {state['launcher_pid']}); run `bookcluster down` first")
+        killed = 0
         if state:  # a launcher died without cleaning up: finish its job
             killed = kill_recorded(self.run_dir)
             if killed:
                 self.progress(f"stopped {killed} processes left by a dead launcher")
         self._ensure_secrets()
+        logs.rotate_at_start(self.run_dir / "logs")
         self.supervisor.meta = {"topology": str(self.topology.path),
                                 "run_dir": str(self.run_dir), "started_at": time.time(),
                                 "regions": [r.name for r in self.local_regions]}
+        return killed
 
     def _ensure_secrets(self) -> None:
         """Generate the local cluster's passwords and keys once per run folder. Data made
@@ -290,6 +320,10 @@ class LocalCluster:
         if created:
             self.progress(f"generated secrets {', '.join(created)} in "
                           f"{cluster_secrets.secrets_dir(self.run_dir)}")
+
+    def _exited(self, child: Child) -> ChildExited:
+        return ChildExited(f"{child.spec.name} exited during start-up (exit "
+                           f"{child.popen.poll()}): {logs.why_it_died(child.spec.log_path)}")
 
     async def _step(self, what: str, work: Any) -> None:
         began = time.monotonic()
@@ -311,8 +345,14 @@ class LocalCluster:
         record = {**child.spec.__dict__, "log_path": str(child.spec.log_path)}
         answered = (lambda r: r.get("redis_role") is not None) \
             if self._linked_later(child.spec) else None
-        await wait_healthy(record, START_TIMEOUT_S, alive=lambda: child.popen.poll() is None,
-                           secrets=self.topology.secrets, accept=answered)
+        try:
+            await wait_healthy(record, START_TIMEOUT_S,
+                               alive=lambda: child.popen.poll() is None,
+                               secrets=self.topology.secrets, accept=answered)
+        except RuntimeError:
+            if child.popen.poll() is not None:
+                raise self._exited(child) from None
+            raise
         self.progress(f"  {child.spec.name:<28} pid {child.pid:<7} {child.spec.address}")
 
     async def _start_redis(self) -> None:
@@ -366,8 +406,14 @@ class LocalCluster:
         children = [self.supervisor.start(s) for s in specs]
         waits = [asyncio.ensure_future(self._wait(c)) for c in children]
         try:
-            await wait_leader(region, START_TIMEOUT_S,
-                              alive=lambda: all(c.popen.poll() is None for c in children))
+            try:
+                await wait_leader(region, START_TIMEOUT_S,
+                                  alive=lambda: all(c.popen.poll() is None for c in children))
+            except RuntimeError:
+                dead = [c for c in children if c.popen.poll() is not None]
+                if dead:
+                    raise self._exited(dead[0]) from None
+                raise
             async with region_setup.lock(self.topology, region):
                 applied = await region_setup.create_and_migrate(self.topology, region)
             if applied:

@@ -81,7 +81,14 @@ def server_parameters(durable: bool) -> dict[str, str]:
         "max_connections": "300",  # 15 nodes x a pool per region, plus tools
         "wal_level": "replica",
         "max_wal_senders": "10",
-        "wal_keep_size": "256MB",
+        # The run folder stays bounded (README, "Disk"): PostgreSQL's default max_wal_size
+        # (1 GB) let pg_wal of each of six members grow to a gigabyte in minutes of load.
+        # Checkpoints come at 256 MB of WAL instead; a standby that is away keeps at most
+        # 512 MB in its slot (then it is cloned afresh by Patroni) and 128 MB without.
+        "wal_keep_size": "128MB",
+        "max_wal_size": "256MB",
+        "min_wal_size": "64MB",
+        "max_slot_wal_keep_size": "512MB",
         "hot_standby": "on",
         # pg_rewind (a demoted primary rejoining) needs hint-bit changes in the WAL
         # and full page writes.

@@ -16,6 +16,8 @@ from bookcluster.booking.gateway import GatewayClient
 from bookcluster.booking.holds import BookingService
 from bookcluster.booking.limits import RateLimiter
 from bookcluster.booking.pay import PaymentService
+from bookcluster.booking.queue_live import QueueHub
+from bookcluster.booking.refunds import Refunds
 from bookcluster.catalog import Catalog
 from bookcluster.loops import Loops
 from bookcluster.metrics import NodeMetrics, secret_files, watch_secret_files
@@ -42,13 +44,14 @@ from bookcluster.node.typedefs import (
     listener_key,
     metrics_key,
     openapi_key,
+    queue_hub_key,
     refusal_key,
     seatmaps_key,
     settings_key,
     swap_key,
     verifier_key,
 )
-from bookcluster.node.views.booking import confirm_key, pay_key
+from bookcluster.node.views.booking import confirm_key, pay_key, refunds_key
 from bookcluster.node.views.pages import files_key, load_files
 from bookcluster.seats.feed import ChangeListener
 from bookcluster.seats.live import LiveHub
@@ -104,6 +107,10 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         bookings = BookingService(connections, catalog, metrics)
         stack.push_async_callback(bookings.close)  # its hold batchers, before the pools
         app[bookings_key] = bookings
+        queue_hub = QueueHub(bookings.onsales.published, bookings.onsales.answer, live_failed)
+        stack.push_async_callback(queue_hub.close)
+        app[queue_hub_key] = queue_hub
+        app[refunds_key] = Refunds(bookings)
         if topology.payments:
             gateway = GatewayClient(topology)
             stack.push_async_callback(gateway.close)

@@ -268,6 +268,24 @@ def paths() -> dict[str, dict[str, Any]]:
             errors={400: ("malformed_id",), 404: ("not_found",),
                     409: ("booking_not_pending", "ticket_used"), 429: RATE, 421: MOVED,
                     503: WRITE_DOWN})},
+        "/booking/booking/{booking_id}/refund": {"post": operation(
+            "refund", "booking", "user", "Refund a confirmed booking before its entry",
+            description="The booking's owner, or a token with the `operator` role for any "
+                        "booking. Only a CONFIRMED booking, before the show's refund "
+                        "cut-off (`refund_closes_before`, default its start) and before its "
+                        "ticket went in at the door: the booking becomes CANCELLED, its "
+                        "seats are for sale again, its payment goes back (REFUND_PENDING, "
+                        "then REFUNDED once the gateway refunded it) and its ticket is "
+                        "refused at the door (`refunded`). Asked again (with or without "
+                        "the same `Idempotency-Key`) it answers the same, with "
+                        "`Idempotent-Replayed: true`.",
+            params=(BOOKING, header("Idempotency-Key", IDEMPOTENCY_KEY,
+                                    "optional; a retry answers the same with or without it",
+                                    required=False)),
+            responses={200: ok("Refunded", "RefundedBooking")},
+            errors={400: ("malformed_id",), 404: ("not_found",),
+                    409: ("ticket_used", "booking_not_confirmed", "refund_closed"),
+                    422: ("invalid_input",), 429: RATE, 421: MOVED, 503: WRITE_DOWN})},
         "/booking/booking/{booking_id}/extend": {"post": operation(
             "extend", "booking", "user", "Extend a hold, never past `max_hold` from creation",
             params=(BOOKING,), responses={200: ok("Extended", "BookingWithPayments")},
@@ -371,6 +389,20 @@ def paths() -> dict[str, dict[str, Any]]:
             responses={200: ok("The position", "QueuePosition")},
             errors={400: ("malformed_id",), 403: ("ticket_invalid",), 404: ("not_found",),
                     503: REGION_DOWN})},
+        "/onsales/{onsale_id}/live": {"get": operation(
+            "onSaleLive", "onsale", "public", "WebSocket of the caller's place in the queue",
+            description="The queue ticket from the join (`?ticket=`) says whose place. First "
+                        "a `position` message (the position's answer), then whenever the "
+                        "queue moves one `queue` message (`admitted`, `joined`, "
+                        "`rate_per_s`, `sold_out`, `sealed`) shared by every socket of the "
+                        "on-sale, or the caller's own `position` when their state changes "
+                        "(their place drawn, `admitted` with the `pass`, `sold_out`). Served "
+                        "from this region's replica of the home master; a socket the node "
+                        "cannot serve is closed (1011): poll the position instead.",
+            params=(ONSALE, query("ticket", {"type": "string"}, "the ticket from the join")),
+            responses={101: ok("Switching to the WebSocket protocol")},
+            errors={400: ("malformed_id", "http_error"), 403: ("ticket_invalid",),
+                    404: ("not_found",)})},
         "/ops/onsales": {"post": operation(
             "createOnSale", "ops", "operator", "Open an on-sale for shows of one home region",
             description="From then on a hold on its shows needs an admission pass (403 "

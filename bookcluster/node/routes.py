@@ -39,6 +39,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/booking/booking/{booking_id}/confirm", booking.confirm)
     r.add_post("/booking/booking/{booking_id}/cancel", booking.cancel)
     r.add_post("/booking/booking/{booking_id}/extend", booking.extend)
+    r.add_post("/booking/booking/{booking_id}/refund", booking.refund)
     r.add_get("/booking/booking/{booking_id}", booking.get_booking)
     r.add_get("/booking/booking/{booking_id}/ticket", booking.ticket)
     r.add_get("/users/{user_id}/bookings", booking.user_bookings)
@@ -52,6 +53,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/onsales", onsales.list_onsales)
     r.add_post("/onsales/{onsale_id}/join", onsales.join_onsale)
     r.add_get("/onsales/{onsale_id}/position", onsales.onsale_position)
+    r.add_get("/onsales/{onsale_id}/live", onsales.onsale_live)
 
     r.add_get("/ops/jobs", admin.job_counts)
     r.add_post("/ops/jobs/replay", admin.replay_jobs)

@@ -157,7 +157,13 @@ QUEUE_SUMMARY = closed({
     "rate_per_s": {"type": "number", "minimum": 0}, "sold_out": BOOLEAN,
     "sealed": {**BOOLEAN, "description": "the early joiners' order is drawn (the sale started)"},
     "last_wait_s": {**NUMBER_OR_NULL, "description": "estimated wait of the last in line at "
-                                                     "the current rate (null: paused)"}})
+                                                     "the current rate (null: paused)"},
+    "wait_p50_s": {**NUMBER_OR_NULL, "description": "median wait of the users admitted so "
+                                                    "far, from the sale's start (early "
+                                                    "joiners) or their join (null: none yet)"},
+    "wait_p99_s": {**NUMBER_OR_NULL, "description": "99th percentile of the same"},
+    "abandoned": {**COUNT, "description": "admitted users whose shopping window ended "
+                                          "without a hold"}})
 POSITION_MORE: dict[str, Schema] = {
     "poll_after_s": {"type": "number", "minimum": 0,
                      "description": "poll again after this long (absent: the state is final)"},

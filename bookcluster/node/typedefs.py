@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from bookcluster.booking.contention import EarlyRefusal
     from bookcluster.booking.holds import BookingService
     from bookcluster.booking.limits import RateLimiter
+    from bookcluster.booking.queue_live import QueueHub
     from bookcluster.catalog import Catalog, ShowInfo
     from bookcluster.metrics import NodeMetrics
     from bookcluster.node.admission import WriteAdmission
@@ -31,6 +32,7 @@ seatmaps_key: web.AppKey[SeatMaps] = web.AppKey("seatmaps")
 bookings_key: web.AppKey[BookingService] = web.AppKey("bookings")
 metrics_key: web.AppKey[NodeMetrics] = web.AppKey("metrics")
 hub_key: web.AppKey[LiveHub] = web.AppKey("hub")
+queue_hub_key: web.AppKey[QueueHub] = web.AppKey("queue_hub")  # live queue positions
 listener_key: web.AppKey[ChangeListener] = web.AppKey("listener")
 forwarder_key: web.AppKey[Forwarder] = web.AppKey("forwarder")
 verifier_key: web.AppKey[TokenVerifier] = web.AppKey("verifier")

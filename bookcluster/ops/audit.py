@@ -34,7 +34,11 @@ disagreement. Violations, by check:
 3c. At the door (check-in: a ticket goes in once)
    `door_admission_unsold` a scan that admitted a ticket whose booking is not CONFIRMED;
    `door_admitted_twice` a ticket admitted again without an exit between (an offline gate's
-                     double entry is recorded as `entered_twice` and reported at upload).
+                     double entry is recorded as `entered_twice` and reported at upload);
+   `refund_after_entry` a booking whose ticket went in at the door (admitted, or an
+                     offline double entry) and whose sale's payment is being or was
+                     refunded (a refund is refused after entry; a refunded ticket is
+                     refused at the door).
 4. Redis agrees with PostgreSQL (holds in Redis only save work; PostgreSQL decides)
    `redis_booked`    the `booked` hash differs from PostgreSQL's BOOKED seats;
    `redis_hold`      a live Redis hold without a PostgreSQL LOCKED row of its booking;
@@ -331,6 +335,14 @@ SELECT booking_id, show_id, gate, scanned_at, before_gate FROM (
 WHERE outcome = 'admitted' AND before = 'admitted'
 ORDER BY show_id, booking_id
 """
+REFUNDED_ADMITTED = """
+SELECT DISTINCT ON (c.booking_id) c.booking_id, c.show_id, c.gate, c.scanned_at,
+       p.id AS payment_id, p.status
+FROM checkin_scan c JOIN booking b ON b.id = c.booking_id
+JOIN payment p ON p.id = b.payment_id
+WHERE c.outcome IN ('admitted', 'entered_twice') AND p.status IN ('REFUND_PENDING', 'REFUNDED')
+ORDER BY c.booking_id, c.id
+"""
 PENDING_EVENTS = """
 SELECT event_id, booking_id, extract(epoch FROM now() - received_at) AS age_s
 FROM payment_event WHERE processed_at IS NULL AND received_at < now() - $1::interval
@@ -346,6 +358,10 @@ async def _admissions(conn: asyncpg.Connection, region: str) -> list[Violation]:
                       f"{r['booking_id']} admitted at {r['gate']} ({r['scanned_at']}) while "
                       f"inside since {r['before_gate']}")
             for r in await conn.fetch(ADMITTED_TWICE)]
+    out += [Violation("refund_after_entry", region, r["show_id"], None,
+                      f"{r['booking_id']} went in at {r['gate']} ({r['scanned_at']}) but its "
+                      f"payment {r['payment_id']} is {r['status']}")
+            for r in await conn.fetch(REFUNDED_ADMITTED)]
     return out
 
 

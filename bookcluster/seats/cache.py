@@ -51,9 +51,11 @@ def patched(state: SeatState, message: dict[str, Any]) -> SeatState:
     if status == "LOCKED":
         for seat in seats:
             holds[seat] = (booking, int(message["expires_at"]))
-    elif status == "AVAILABLE":
+    elif status == "AVAILABLE":  # a hold released, or a refunded sale (UNBOOK)
         for seat in seats:
             holds.pop(seat, None)
+            if booked.get(seat) == booking:
+                del booked[seat]
     elif status == "BOOKED":
         for seat in seats:
             holds.pop(seat, None)

@@ -436,6 +436,24 @@ if not changed then return 0 end
 return publish(seats, 'BOOKED', ARGV[3])
 """
 
+# ARGV: channel, show_id, booking_id, seat...
+# Puts seats sold to booking_id back on sale after PostgreSQL committed its refund
+# (`bc_refund`): a seat sold to anyone else is left alone. Returns the version, or 0
+# when none was still sold to it (applying a refund twice is a no-op) and for a show
+# that moved away.
+UNBOOK = _PUBLISH + _MOVED + """
+if moved_away() then return 0 end
+local freed = {}
+for i = 4, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[3] then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    freed[#freed + 1] = ARGV[i]
+  end
+end
+if #freed == 0 then return 0 end
+return publish(freed, 'AVAILABLE', ARGV[3])
+"""
+
 # ARGV: channel, show_id, min_version, then triples (seat, expected, wanted) where
 # a state is "B:<booking>" (sold), "H:<booking>|<expires_ms>" (held, expired or
 # not), "U" (never for sale) or "A" (free). The reconciler's repair: sets each
@@ -518,7 +536,7 @@ class SeatScripts:
         if scripts is None:
             scripts = {name: client.register_script(body) for name, body in
                        (("hold", HOLD), ("hold_limited", HOLD_LIMITED), ("release", RELEASE),
-                        ("book", BOOK), ("extend", EXTEND), ("repair", REPAIR),
+                        ("book", BOOK), ("unbook", UNBOOK), ("extend", EXTEND), ("repair", REPAIR),
                         ("best", BEST), ("best_limited", BEST_LIMITED))}
             self._registered[id(client)] = scripts
         return scripts

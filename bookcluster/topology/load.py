@@ -99,6 +99,15 @@ class _Reader:
             raise self.fail(key, "must be positive")
         return seconds
 
+    def signed_duration(self, value: Any, key: str) -> float:
+        """A duration that may be 0 or negative ('-48h')."""
+        text = str(value).strip()
+        sign = -1.0 if text.startswith("-") else 1.0
+        try:
+            return sign * parse_duration(text.removeprefix("-"))
+        except ValueError as exc:
+            raise self.fail(key, f"{exc} (or a negative one, -48h)") from None
+
 
 def load_topology(path: str | Path, run_dir: Path | None = None) -> Topology:
     """Read and validate a topology file. Raises TopologyError naming file, line, key, reason."""
@@ -258,7 +267,8 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     raw = reader.mapping(raw, "settings")
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
                "durable", "redis_down_after", "catalog_start", "onsale_admit_ceiling",
-               "checkin_opens_before", "checkin_closes_after", "access_log"}
+               "checkin_opens_before", "checkin_closes_after", "refund_closes_before",
+               "access_log"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -297,6 +307,9 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     if "checkin_closes_after" in raw:
         out = replace(out, checkin_closes_after_s=reader.duration(
             raw["checkin_closes_after"], "settings.checkin_closes_after"))
+    if "refund_closes_before" in raw:
+        out = replace(out, refund_closes_before_s=reader.signed_duration(
+            raw["refund_closes_before"], "settings.refund_closes_before"))
     if "catalog_start" in raw:
         out = replace(out, catalog_start=_day(reader, raw["catalog_start"],
                                               "settings.catalog_start"))

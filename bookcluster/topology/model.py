@@ -95,6 +95,9 @@ class Settings:
     # until this long after it (a long film and its exit scans fit in the second).
     checkin_opens_before_s: float = 7200.0
     checkin_closes_after_s: float = 5 * 3600.0
+    # Refunds of a confirmed booking close this long before its show starts (0: at the
+    # start; negative: that long after it, as the test cluster's shows seeded today need).
+    refund_closes_before_s: float = 0.0
     # One JSON line per request on every node's log (`bookcluster/node/requestlog.py`).
     access_log: bool = False
 

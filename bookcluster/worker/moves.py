@@ -9,13 +9,17 @@ that dies is resumed (the same command again) or rolled back (`--rollback`):
 
 0. **first copy**, while the theatre sells: the source exports its rows (show
    seats, bookings and their seats, payments, payment events, tickets,
-   notifications, idempotency keys, pending outbox rows) as of one snapshot; the
+   notifications, idempotency keys, pending outbox rows, the on-sales of its shows
+   with their queue, admission steps and passes' claims) as of one snapshot; the
    target imports them in a transaction it keeps open, so nobody sees them.
 1. **freeze** (`frozen`): the source master's owner keys of the theatre's shows
    say "moving" (holds are refused before they publish anything); then, under
    the theatre's exclusive advisory lock, which waits for every write in flight
    (`bc_own` holds it shared), the source's record becomes FROZEN. Every later
-   write answers 503 `theatre_moving`; reads go on.
+   write answers 503 `theatre_moving` (joins of its on-sales and passes' claims
+   too: `onsale_fence.sql`; its admitter pauses); reads go on. A theatre with an
+   on-sale that also covers another theatre's shows is not moved (one queue, one
+   home).
 2. **catch up and commit** (`committed`): what changed since the first copy's
    snapshot is exported and applied in the same target transaction, which then
    records the target as owner at epoch + 1 and commits. That commit is the
@@ -24,7 +28,10 @@ that dies is resumed (the same command again) or rolled back (`--rollback`):
    move only goes forward. A resumed move copies everything here instead.
 3. The target master is rebuilt from the target's PostgreSQL: holds with their
    absolute expiry (so their remaining TTL), sales, blocked seats, at versions
-   above the source's and the target's generation.
+   above the source's and the target's generation; its on-sales' definitions,
+   counters and admission steps (positions are answered there from then on, its
+   admitter goes on from the frontier carried; a pass, signed with the cluster's
+   key, is as valid there as it was here).
 4. The topology at epoch + 1 (the theatre mapped to the target) is stored in
    every region.
 5. **flip** (`flipped`): the source's record becomes MOVED (target, epoch + 1)
@@ -33,7 +40,8 @@ that dies is resumed (the same command again) or rolled back (`--rollback`):
    there. The freeze ends here.
 6. Every node and worker is told to route by epoch + 1; topology.yaml is
    rewritten.
-7. **clean up** (`done`): the source deletes the theatre's rows and seat state.
+7. **clean up** (`done`): the source deletes the theatre's rows and seat state
+   (and its on-sales' published state).
 
 **No outcome is guessed.** The target commit of step 2 is the move's decision, and a
 commit whose answer was lost (a timeout, a paused synchronous standby, a primary that
@@ -74,6 +82,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from asyncpg.transaction import Transaction
 
+from bookcluster.booking import onsale_state
 from bookcluster.seats import keys
 from bookcluster.seats.reconcile import pg_wanted
 from bookcluster.seats.scripts import REPAIR
@@ -115,6 +124,13 @@ RESOLVE_POLL_S = 0.2
 RESOLVE_STEP_S = 5.0
 
 COMMITTED, NOT_COMMITTED, PENDING = "committed", "not committed", "pending"
+# The on-sales of the moving shows, and those of them that also cover another theatre's
+# shows (such a queue cannot follow one theatre).
+ONSALES_OF = "SELECT DISTINCT onsale_id FROM onsale_show WHERE show_id = ANY($1::bigint[])"
+SPANNING = f"""
+SELECT o.id, array_agg(DISTINCT sc.theatre_id ORDER BY sc.theatre_id) AS theatres
+FROM onsale o JOIN show sh ON sh.id = ANY (o.show_ids) JOIN screen sc ON sc.id = sh.screen_id
+WHERE o.id IN ({ONSALES_OF}) GROUP BY o.id HAVING count(DISTINCT sc.theatre_id) > 1"""
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +274,8 @@ class Mover:
                     rec.theatre)
                 if state != OWNED:
                     raise MoveFailed(f"{rec.theatre} is {state} in {rec.source}, not OWNED")
+                # Under the lock: an on-sale made since the first look is fenced from now.
+                await self._refuse_spanning_onsales(conn)
                 await conn.execute(
                     "UPDATE theatre_owner SET state = 'FROZEN', owner = $2, updated_at = now() "
                     "WHERE theatre_id = $1", rec.theatre, rec.target)
@@ -283,6 +301,7 @@ class Mover:
         nobody sees them. The frozen copy is then only what changed since."""
         rec = self.record
         src, dst = self._pg[rec.source], self._pg[rec.target]
+        await self._refuse_spanning_onsales(src)
         async with src.transaction(isolation="repeatable_read", readonly=True):
             as_of = await src.fetchval("SELECT now()")
             row = await src.fetchrow(EXPORT, self.shows, None)
@@ -302,6 +321,14 @@ class Mover:
         await dst.execute(TAKE_MOVE_LOCK, MOVE_LOCK_CLASS, self.record.theatre)
         await dst.execute("SELECT bc_forget_theatre($1::bigint[])", self.shows)
         return opened
+
+    async def _refuse_spanning_onsales(self, conn: asyncpg.Connection) -> None:
+        rows = await conn.fetch(SPANNING, self.shows)
+        if rows:
+            said = "; ".join(f"{r['id']} covers {', '.join(r['theatres'])}" for r in rows)
+            raise MoveFailed(f"an on-sale of {self.record.theatre}'s shows also covers other "
+                             f"theatres' ({said}): its queue has one home, so "
+                             f"{self.record.theatre} moves once that on-sale ends")
 
     async def abandon_precopy(self) -> None:
         if self._open is not None:
@@ -371,6 +398,8 @@ class Mover:
                     keys.SEAT_CHANGES_CHANNEL, show, max(version + 1, floor), *wanted[show]])
                 pipe.set(keys.show_owner(show), str(rec.to_epoch))
             await pipe.execute()
+        for onsale in [r["onsale_id"] for r in await conn.fetch(ONSALES_OF, self.shows)]:
+            await onsale_state.publish_stored(conn, dst, onsale, rec.target)
         self.report["holds"] = holds
         self.progress(f"{rec.target}'s master rebuilt from PostgreSQL: {len(self.shows)} shows, "
                       f"{holds} live hold(s) carried with their remaining TTL")
@@ -439,12 +468,15 @@ class Mover:
         rec = self.record
         conn = self._pg[rec.source]
         async with conn.transaction():
+            onsales = [r["onsale_id"] for r in await conn.fetch(ONSALES_OF, self.shows)]
             deleted = await conn.fetchval("SELECT bc_forget_theatre($1::bigint[])", self.shows)
             await self.record_step("done")
         client = self._redis[rec.source]
         for show in self.shows:
             await client.delete(keys.show_holds(show), keys.show_booked(show),
                                 keys.show_blocked(show), keys.show_layout(show))
+        for onsale in onsales:
+            await onsale_state.forget(client, onsale)
         self.progress(f"{rec.source} cleaned up ({deleted} rows); done")
 
     async def rollback(self) -> None:

@@ -95,7 +95,9 @@ async def cluster(run_dir: Path) -> AsyncIterator[Cluster]:
                                   "  access_log: true\n"
                                   # Seeded shows are today: check-in open all day.
                                   "  checkin_opens_before: 48h\n"
-                                  "  checkin_closes_after: 48h\n", workers=True,
+                                  "  checkin_closes_after: 48h\n"
+                                  # ... and refunds open until long after the start.
+                                  "  refund_closes_before: -48h\n", workers=True,
                                   limits=TEST_LIMITS))
     topology = load_topology(path)
     launcher = LocalCluster(topology, catalog=TEST_CATALOG, progress=lambda _: None)

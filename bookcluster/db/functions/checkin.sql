@@ -51,11 +51,12 @@ BEGIN
         SELECT * INTO v_last FROM checkin_scan c
         WHERE c.booking_id = p_booking AND c.outcome IN ('admitted', 'exited')
         ORDER BY c.id DESC LIMIT 1;
-        IF v_status <> 'CONFIRMED' THEN
-            v_out := 'not_confirmed';
-        ELSIF EXISTS (SELECT 1 FROM payment p WHERE p.id = v_payment
-                      AND p.status IN ('REFUND_PENDING', 'REFUNDED')) THEN
+        -- A refunded sale (bc_refund: CANCELLED, its payment going back) says so.
+        IF EXISTS (SELECT 1 FROM payment p WHERE p.id = v_payment
+                   AND p.status IN ('REFUND_PENDING', 'REFUNDED')) THEN
             v_out := 'refunded';
+        ELSIF v_status <> 'CONFIRMED' THEN
+            v_out := 'not_confirmed';
         ELSIF p_seats IS NOT NULL AND NOT (p_seats @> seats AND seats @> p_seats) THEN
             v_out := 'seats_mismatch';
         ELSIF p_direction = 'in' AND v_last.outcome = 'admitted' THEN

@@ -7,7 +7,9 @@ CREATE OR REPLACE FUNCTION bc_export_theatre(p_shows bigint[], p_since timestamp
 LANGUAGE sql STABLE AS $$
 WITH bookings AS (SELECT id FROM booking WHERE show_id = ANY (p_shows)),
 changed AS (SELECT id FROM booking WHERE show_id = ANY (p_shows)
-            AND (p_since IS NULL OR updated_at > p_since OR created_at > p_since))
+            AND (p_since IS NULL OR updated_at > p_since OR created_at > p_since)),
+-- The on-sales of these shows (the mover refuses one that also covers another theatre).
+onsales AS (SELECT DISTINCT onsale_id AS id FROM onsale_show WHERE show_id = ANY (p_shows))
 SELECT jsonb_build_object(
     'show_seat', (SELECT coalesce(jsonb_agg(t), '[]') FROM show_seat t
                   WHERE show_id = ANY (p_shows) AND (p_since IS NULL OR updated_at > p_since)),
@@ -50,7 +52,22 @@ SELECT jsonb_build_object(
     -- target (at least once).
     'outbox', (SELECT coalesce(jsonb_agg(t), '[]') FROM outbox t WHERE done_at IS NULL
                AND substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint
-                   = ANY (p_shows)))
+                   = ANY (p_shows)),
+    -- On-sales: their rows (the frontier, the seed) and shows always, whole; joins and
+    -- admission steps are only ever added; the passes' claims always all of them (a
+    -- claim given back is deleted: the target's are replaced).
+    'onsale', (SELECT coalesce(jsonb_agg(t), '[]') FROM onsale t
+               WHERE id IN (SELECT id FROM onsales)),
+    'onsale_show', (SELECT coalesce(jsonb_agg(t), '[]') FROM onsale_show t
+                    WHERE onsale_id IN (SELECT id FROM onsales)),
+    'onsale_join', (SELECT coalesce(jsonb_agg(t), '[]') FROM onsale_join t
+                    WHERE onsale_id IN (SELECT id FROM onsales)
+                    AND (p_since IS NULL OR joined_at > p_since)),
+    'onsale_admit', (SELECT coalesce(jsonb_agg(t), '[]') FROM onsale_admit t
+                     WHERE onsale_id IN (SELECT id FROM onsales)
+                     AND (p_since IS NULL OR at > p_since)),
+    'onsale_pass_use', (SELECT coalesce(jsonb_agg(t), '[]') FROM onsale_pass_use t
+                        WHERE onsale_id IN (SELECT id FROM onsales)))
 $$;
 
 -- Deletes a theatre's booking rows here (its show ids); returns how many. The source
@@ -60,6 +77,8 @@ CREATE OR REPLACE FUNCTION bc_forget_theatre(p_shows bigint[]) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_bookings text[] := ARRAY(SELECT id FROM booking WHERE show_id = ANY (p_shows));
+    v_onsales text[] := ARRAY(SELECT DISTINCT onsale_id FROM onsale_show
+                              WHERE show_id = ANY (p_shows));
     v_total bigint := 0;
     v_n bigint;
 BEGIN
@@ -90,6 +109,16 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
     DELETE FROM outbox
     WHERE substring(payload->>'booking_id' from '^b([0-9]+)-')::bigint = ANY (p_shows);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM onsale_pass_use WHERE onsale_id = ANY (v_onsales);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM onsale_admit WHERE onsale_id = ANY (v_onsales);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM onsale_join WHERE onsale_id = ANY (v_onsales);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM onsale_show WHERE onsale_id = ANY (v_onsales);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
+    DELETE FROM onsale WHERE id = ANY (v_onsales);
     GET DIAGNOSTICS v_n = ROW_COUNT; v_total := v_total + v_n;
     RETURN v_total;
 END $$;
@@ -123,6 +152,8 @@ CREATE OR REPLACE FUNCTION bc_import_theatre(p_theatre text, p_shows bigint[], p
                                   p_owner_epoch integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- The on-sale rows carried are not this region's to fence yet (onsale_fence.sql).
+    PERFORM set_config('bookcluster.importing', 'on', true);
     PERFORM bc_upsert_rows('show_seat', p_rows->'show_seat');
     PERFORM bc_upsert_rows('booking', p_rows->'booking');
     PERFORM bc_upsert_rows('booking_seat', p_rows->'booking_seat');
@@ -158,6 +189,15 @@ BEGIN
                 ELSE coalesce(attempts, 0) END,
            coalesce(max_attempts, 6), coalesce(backoff_ms, 500), failed_at, last_error
     FROM jsonb_populate_recordset(NULL::outbox, p_rows->'outbox');
+    PERFORM bc_upsert_rows('onsale', p_rows->'onsale');
+    PERFORM bc_upsert_rows('onsale_show', p_rows->'onsale_show');
+    PERFORM bc_upsert_rows('onsale_join', p_rows->'onsale_join');
+    PERFORM bc_upsert_rows('onsale_admit', p_rows->'onsale_admit');
+    DELETE FROM onsale_pass_use
+    WHERE onsale_id IN (SELECT o->>'id' FROM jsonb_array_elements(p_rows->'onsale') o);
+    INSERT INTO onsale_pass_use
+    SELECT * FROM jsonb_populate_recordset(NULL::onsale_pass_use, p_rows->'onsale_pass_use');
+    PERFORM set_config('bookcluster.importing', 'off', true);
     IF p_owner_epoch IS NOT NULL THEN
         -- Tokens stamped here stay above the copied ones (a seat's newest hold has the
         -- highest token).

@@ -19,15 +19,23 @@ CREATE OR REPLACE FUNCTION bc_own(p_show bigint, p_epoch integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_theatre text;
-    v_owner theatre_owner%ROWTYPE;
 BEGIN
     SELECT sc.theatre_id INTO v_theatre FROM show sh JOIN screen sc ON sc.id = sh.screen_id
     WHERE sh.id = p_show;
     IF v_theatre IS NULL THEN
         RAISE EXCEPTION 'bc_moved' USING ERRCODE = 'P0001', DETAIL = ' 0';
     END IF;
-    PERFORM pg_advisory_xact_lock_shared(bc_theatre_lock(v_theatre));
-    SELECT * INTO v_owner FROM theatre_owner WHERE theatre_id = v_theatre;
+    PERFORM bc_own_theatre(v_theatre, p_epoch);
+END $$;
+
+-- bc_own for a theatre: its shared lock, then its record (the same refusals).
+CREATE OR REPLACE FUNCTION bc_own_theatre(p_theatre text, p_epoch integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_owner theatre_owner%ROWTYPE;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(bc_theatre_lock(p_theatre));
+    SELECT * INTO v_owner FROM theatre_owner WHERE theatre_id = p_theatre;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'bc_moved' USING ERRCODE = 'P0001', DETAIL = ' 0';
     ELSIF v_owner.state = 'MOVED' THEN

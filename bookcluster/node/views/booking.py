@@ -1,4 +1,4 @@
-"""Booking routes: hold, pay, confirm, cancel, extend, and the caller's bookings.
+"""Booking routes: hold, pay, confirm, cancel, extend, refund, and the caller's bookings.
 
 Every route acts for the bearer of a verified token (`access.py`); writes run
 in the show's home region, where ownership is checked in the same statement or
@@ -24,10 +24,11 @@ from bookcluster.booking.models import (
 )
 from bookcluster.booking.passes import ADMISSION_HEADER
 from bookcluster.booking.pay import PaymentService
+from bookcluster.booking.refunds import Refunds
 from bookcluster.catalog import ShowInfo
 from bookcluster.errors import Forbidden, InvalidInput, NotFound
 from bookcluster.node import access
-from bookcluster.node.auth import Identity
+from bookcluster.node.auth import OPERATOR, Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.forward import REPLAYED_HEADER
 from bookcluster.node.requestlog import BOOKING_HEADER
@@ -41,6 +42,7 @@ from bookcluster.node.typedefs import (
 
 confirm_key: web.AppKey[ConfirmService] = web.AppKey("confirm")
 pay_key: web.AppKey[PaymentService] = web.AppKey("pay")
+refunds_key: web.AppKey[Refunds] = web.AppKey("refunds")
 # A hold's body, parsed and validated once per request (its turn and its view both ask),
 # or why it is invalid.
 HOLD_BODY: web.RequestKey[HoldRequest | InvalidInput] = web.RequestKey("hold_body")
@@ -162,6 +164,19 @@ async def confirm(request: web.Request, caller: Identity) -> web.Response:
 async def cancel(request: web.Request, caller: Identity) -> web.Response:
     return answer(await request.app[bookings_key].cancel(
         request.match_info["booking_id"], caller.user))
+
+
+@access.home_write(_booking_region)
+async def refund(request: web.Request, caller: Identity) -> web.Response:
+    """A confirmed booking's refund before entry (`booking/refunds.py`): its owner's, or
+    an operator's of any booking. Asked again, the same answer (`Idempotent-Replayed`),
+    with or without its `Idempotency-Key` (checked, like a hold's)."""
+    if "Idempotency-Key" in request.headers:
+        ids.idempotency_key(request.headers["Idempotency-Key"])
+    body, replayed = await request.app[refunds_key].refund(
+        request.match_info["booking_id"], caller.user, OPERATOR in caller.roles)
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    return web.Response(text=body, headers=headers, content_type="application/json")
 
 
 @access.home_write(_booking_region)

@@ -230,7 +230,7 @@ function onSalesTable(data) {
   if (!data.onsales.length) out.push(el("p", { class: "empty" }, "No on-sales."));
   else {
     const head = ["On-sale", "Shows", "Home", "Sale at", "State", "Joined", "Admitted",
-      "Waiting", "Admitting", "Wait of the last"];
+      "Waiting", "Admitting", "Wait of the last", "Waited p50 / p99", "Abandoned"];
     out.push(el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, data.onsales.map((o) => {
         const q = o.queue;
@@ -243,7 +243,11 @@ function onSalesTable(data) {
           el("td", { "data-field": "admitted" }, q.admitted.toLocaleString("en-IN")),
           el("td", { "data-field": "waiting" }, q.waiting.toLocaleString("en-IN")),
           el("td", { "data-field": "rate" }, `${q.rate_per_s.toFixed(1)} /s`),
-          el("td", { "data-field": "wait" }, q.waiting ? waitText(q.last_wait_s) : "–"));
+          el("td", { "data-field": "wait" }, q.waiting ? waitText(q.last_wait_s) : "–"),
+          el("td", { "data-field": "waited" }, q.wait_p50_s === null || q.wait_p50_s === undefined
+            ? "–" : `${waitText(q.wait_p50_s)} / ${waitText(q.wait_p99_s)}`),
+          el("td", { "data-field": "abandoned", title: "admitted, shopping window over, no hold" },
+            (q.abandoned ?? 0).toLocaleString("en-IN")));
       }))));
   }
   if (data.unavailable_regions?.length) {

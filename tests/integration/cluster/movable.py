@@ -22,7 +22,8 @@ def theatre_map(regions: tuple[str, ...] = ("north", "south", "west")) -> dict[s
 
 @asynccontextmanager
 async def movable_cluster(prefix: str, *, nodes: int = 2,
-                          standby: tuple[str, ...] = ()) -> AsyncIterator[Cluster]:
+                          standby: tuple[str, ...] = (),
+                          settings: str = "") -> AsyncIterator[Cluster]:
     # Nodes look for a missed epoch only when a write answers MOVED (no poll): a
     # test of that path must not race the poll.
     async with own_cluster(prefix, TEST_CATALOG, node_args=["--topology-poll", "1h"],
@@ -32,7 +33,7 @@ async def movable_cluster(prefix: str, *, nodes: int = 2,
                            extra_settings="  sweep_interval: 500ms\n"
                            # Seeded shows are today: check-in open all day.
                            "  checkin_opens_before: 48h\n"
-                           "  checkin_closes_after: 48h\n") as cluster:
+                           "  checkin_closes_after: 48h\n" + settings) as cluster:
         yield cluster
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from bookcluster.local.supervisor import pid_alive
+from bookcluster.topology.load import load_topology
+from bookcluster.topology.runstate import STATE_FILE
 from tests.integration.support import topology_yaml
 
 READY_LINE = "stop with Ctrl-C"
@@ -118,15 +120,20 @@ def test_up_status_down_leaves_nothing(topology: Path, tmp_path: Path) -> None:
     sentinel = next(p for p in procs if p["role"] == "redis-sentinel")
     assert sentinel["sentinel_masters"]["north"]["address"] == replica["master"]
     assert state["redis_masters"]["north"]["server"] == "north.redis.master"
-    text = bookcluster(topology, "status").stdout
-    assert "north.postgres.2" in text and "LAG" in text and "leader north-1" in text
-    assert f"replica of {replica['master']}, link up" in text
-    assert f"Redis masters as Sentinel sees them: north {replica['master']} " \
-        "(north.redis.master)" in text
+    text = bookcluster(topology, "status").stdout  # the table as it is since `NOW`
+    assert "north.postgres.2" in text and "LAG" in text and "pg leader" in text
+    assert "Redis masters as Sentinel sees them:" in text
+    assert f"{replica['master']} (north.redis.master)" in text
+    wide = bookcluster(topology, "status", "--wide").stdout
+    assert f"follows {replica['master']}, link up" in wide and "leader north-1" in wide
 
+    began = time.monotonic()
     down = bookcluster(topology, "down")
+    print(f"bookcluster down took {time.monotonic() - began:.1f}s:\n{down.stdout}")
     assert down.returncode == 0, down.stderr
+    assert "  north: stopped (" in down.stdout  # progress per region
     assert launcher.wait_exit() == 0
+    assert "  north: stopped (" in launcher.log.read_text()
     assert_nothing_left(procs)
     assert (tmp_path / "run" / "north" / "pg-1" / "PG_VERSION").exists()  # data kept
     assert bookcluster(topology, "status", "--json").returncode == 1
@@ -150,7 +157,9 @@ def test_down_after_a_child_crashed_and_wipe(topology: Path, tmp_path: Path) -> 
     replica = next(p for p in procs if p["role"] == "redis-replica")
     os.kill(replica["pid"], signal.SIGKILL)
     time.sleep(1.5)
-    assert "exited" in launcher.log.read_text()
+    warning = next(line for line in launcher.log.read_text().splitlines()
+                   if "exited" in line)
+    assert replica["name"] in warning and "(log: " in warning, warning
     assert bookcluster(topology, "status").returncode == 1  # a process is down
     assert bookcluster(topology, "down", "--wipe").returncode == 0
     launcher.wait_exit()
@@ -173,6 +182,37 @@ def test_second_up_is_refused_and_a_killed_launcher_takes_its_children_along(
     assert_nothing_left(procs)
     result = bookcluster(topology, "down")
     assert result.returncode == 0
+
+
+def test_busy_ports_are_named_with_their_holder_before_anything_starts(
+        topology: Path, tmp_path: Path) -> None:
+    """Two ports of the topology taken (a node's, a Redis master's): `up` names both and
+    this process as their holder, and starts nothing."""
+    planned = load_topology(topology)
+    region = planned.region("north")
+    taken = [region.nodes[0], region.redis_master]
+    holders = []
+    for ep in taken:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((ep.host, ep.port))
+        sock.listen()
+        holders.append(sock)
+    try:
+        began = time.monotonic()
+        result = bookcluster(topology, "up", "--catalog", "small")
+        print(f"bookcluster up refused in {time.monotonic() - began:.1f}s:\n{result.stderr}")
+    finally:
+        for sock in holders:
+            sock.close()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: nothing started: 2 ports of the topology in use")
+    me = f"held by pid {os.getpid()} "
+    assert f"{taken[0]} (north.nodes[0]): {me}" in result.stderr
+    assert f"{taken[1]} (north.redis.master): {me}" in result.stderr
+    assert "[redis]" not in result.stdout  # no step began
+    assert not (tmp_path / "run" / STATE_FILE).exists()
+    assert not list((tmp_path / "run").glob("logs/*.log"))
 
 
 def test_bad_topology_is_reported_not_a_traceback(tmp_path: Path) -> None:

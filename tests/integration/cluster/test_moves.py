@@ -8,6 +8,7 @@ stores themselves and the audit.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import difflib
 import json
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER
 from bookcluster.local import faults, patroni
 from bookcluster.local.faults import paused
 from bookcluster.loops import cancel_and_wait
@@ -44,6 +47,7 @@ from tests.integration.cluster.movable import (
 from tests.integration.conftest import Cluster
 from tests.integration.node.helpers import seats_of
 from tests.integration.node.test_best import best_hold
+from tests.integration.node.test_onsales import drop_onsales, until
 from tests.integration.support import Session, bearer, call, captured_payment, merchant
 
 SHOW_TABLES = ("show_seat", "booking", "booking_seat")
@@ -52,7 +56,9 @@ SHOW_TABLES = ("show_seat", "booking", "booking_seat")
 @pytest_asyncio.fixture(scope="module")
 async def movable() -> AsyncIterator[Cluster]:
     # west's PostgreSQL has a synchronous standby: a move's commit there waits for it.
-    async with movable_cluster("bookcluster-moves-", standby=("west",)) as cluster:
+    # A slow admission ceiling: an on-sale's queue is still waiting when its theatre moves.
+    async with movable_cluster("bookcluster-moves-", standby=("west",),
+                               settings="  onsale_admit_ceiling: 2\n") as cluster:
         yield cluster
 
 
@@ -1153,3 +1159,169 @@ async def test_best_available_across_a_move(movable: Cluster, catalog: Any,
                                    {"count": 2})
     assert status == 201 and body["region"] == target, body
     await audit_clean(movable)
+
+
+# -- an on-sale whose theatre moves ---------------------------------------------
+
+def _ticket_seq(ticket: str) -> int:
+    """The sequence number a queue ticket carries (its claims, unverified)."""
+    body = ticket.partition(".")[0]
+    return int(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["s"])
+
+
+async def _onsale_call(http: aiohttp.ClientSession, method: str, url: str, user: str,
+                       **headers: str) -> tuple[int, Any]:
+    return await call(http, method, url, user=user, headers=headers)
+
+
+async def test_onsale_keeps_its_queue_and_passes_across_a_move(
+        movable: Cluster, catalog: Any, http: aiohttp.ClientSession) -> None:
+    """An on-sale with users admitted and waiting: its theatre moves; every place stays,
+    a pass issued at the old home holds at the new one (once: its use went along), the
+    waiting users are admitted by the new home's admitter, and no join made while it
+    moved is lost (each is 200 with a sequence number the new home has for that user,
+    or 503 theatre_moving while frozen)."""
+    theatre, show = await _untouched_show(movable, catalog)
+    source = next(r for r, (state, _, _) in (await owner_rows(movable, theatre)).items()
+                  if state == "OWNED")
+    target = next(r for r in movable.topology.regions if r != source)
+    third = next(r for r in movable.topology.regions if r not in (source, target))
+    a, b, c = seats_of(catalog, show, 3)
+    now = datetime.now(UTC)
+    status, created = await call(
+        http, "POST", f"{movable.node(third)}/ops/onsales", user="mover-operator",
+        headers=bearer("mover-operator", ("operator",)),
+        json={"shows": [show], "opens_at": (now - timedelta(seconds=1)).isoformat(),
+              "sale_at": (now + timedelta(seconds=3)).isoformat(), "window_s": 600,
+              "max_party": 2})
+    assert status == 201, created
+    onsale = created["id"]
+    base = f"/onsales/{onsale}"
+    try:
+        early = [f"fan-{i}" for i in range(12)]
+        tickets: dict[str, str] = {}
+        for i, user in enumerate(early):  # through every region: forwarded home
+            node = movable.nodes()[i % len(movable.nodes())]
+            status, body = await call(http, "POST", f"{node}{base}/join", user=user)
+            assert status == 200, body
+            tickets[user] = body["ticket"]
+
+        async def positions(node: str) -> dict[str, Any]:
+            out = {}
+            for user in early:
+                status, body = await _onsale_call(http, "GET", f"{node}{base}/position",
+                                                  user, **{TICKET_HEADER: tickets[user]})
+                assert status == 200, body
+                out[user] = body
+            return out
+
+        async def some_admitted() -> dict[str, Any] | None:
+            got = await positions(movable.node(third))
+            n = sum(p["state"] == "admitted" for p in got.values())
+            return got if n >= 2 else None
+
+        before = await until(some_admitted, 20.0)
+        assert before, "fewer than two admitted at the old home"
+        admitted = [u for u, p in before.items() if p["state"] == "admitted"]
+        # The first admitted user holds at the old home with their pass (its use moves too).
+        used_by = admitted[0]
+        used_pass = before[used_by]["pass"]
+        status, held = await _hold_with(http, movable.node(source), show, used_by, [a],
+                                        used_pass)
+        assert status == 201, held
+        frontier = (await movable.fetch(source, "SELECT frontier, next_seq FROM onsale "
+                                        "WHERE id = $1", onsale))[0]
+        assert frontier["frontier"] < frontier["next_seq"], "nobody was left waiting"
+
+        joins: dict[str, tuple[int, str]] = {}  # late user -> (status, ticket or error)
+        refusals: list[str] = []
+        moving = asyncio.Event()
+
+        async def late_joiner() -> None:
+            i = 0
+            while not moving.is_set():
+                i += 1
+                user, node = f"late-{i}", movable.nodes()[i % len(movable.nodes())]
+                while True:  # a refused join is retried, as a client would
+                    status, body = await call(http, "POST", f"{node}{base}/join", user=user)
+                    if status == 200:
+                        joins[user] = (status, body["ticket"])
+                        break
+                    refusals.append(f"{status} {body.get('error')}")
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.03)
+
+        async def mover() -> None:
+            try:
+                await move(movable, theatre, target)
+            finally:
+                moving.set()
+
+        await asyncio.gather(late_joiner(), mover())
+        assert set(refusals) <= {"503 theatre_moving"}, refusals
+        assert await movable.fetch(source, "SELECT id FROM onsale") == []
+
+        async def listed_once() -> bool:  # by its new home only
+            _, body = await call(http, "GET", f"{movable.node(third)}/onsales", anonymous=True)
+            return [o["region"] for o in body["onsales"] if o["id"] == onsale] == [target]
+        assert await until(listed_once, 5.0)
+
+        # Every place stays; the waiting ones are admitted by the new home.
+        async def all_admitted() -> dict[str, Any] | None:
+            got = await positions(movable.node(third, 1))
+            return got if all(p["state"] == "admitted" for p in got.values()) else None
+
+        after = await until(all_admitted, 30.0)
+        assert after, await positions(movable.node(third, 1))
+        assert {u: p["place"] for u, p in after.items()} == \
+            {u: p["place"] for u, p in before.items()}
+        moved_steps = await movable.fetch(
+            target, "SELECT count(*) AS n FROM onsale_admit WHERE onsale_id = $1 "
+            "AND frontier > $2", onsale, frontier["frontier"])
+        assert moved_steps[0]["n"] > 0  # admitted there, past the frontier carried
+        # Every join answered 200 is at the new home, under the seq its ticket carries.
+        seqs = {r["user_id"]: r["seq"] for r in await movable.fetch(
+            target, "SELECT user_id, seq FROM onsale_join WHERE onsale_id = $1", onsale)}
+        assert joins and {u: _ticket_seq(t) for u, (_, t) in joins.items()} == \
+            {u: seqs.get(u) for u in joins}
+        # A pass issued at the old home holds at the new one, through any node; the pass
+        # used at the old home is used there too.
+        fresh = admitted[1]
+        fresh_pass = before[fresh]["pass"]
+        status, body = await _hold_with(http, movable.node(source), show, fresh, [b],
+                                        fresh_pass)
+        assert status == 201 and body["region"] == target, body
+        status, body = await _hold_with(http, movable.node(target), show, used_by, [c],
+                                        used_pass)
+        assert (status, body["error"]) == (403, "admission_used"), body
+        status, body = await _hold_with(http, movable.node(target), show, "no-pass", [c],
+                                        None)
+        assert (status, body["error"]) == (403, "admission_required"), body
+        # While the theatre is frozen (as a move's freeze leaves it), a join and a pass's
+        # claim get a hold's 503 theatre_moving, having changed nothing.
+        spare = next(u for u in early if u not in (used_by, fresh))
+        await movable.fetch(target, "UPDATE theatre_owner SET state = 'FROZEN', owner = $2 "
+                            "WHERE theatre_id = $1", theatre, third)
+        try:
+            status, body = await call(http, "POST", f"{movable.node(target)}{base}/join",
+                                      user="frozen-fan")
+            assert (status, body["error"]) == (503, "theatre_moving"), body
+            status, body = await _hold_with(http, movable.node(target), show, spare, [c],
+                                            after[spare]["pass"])
+            assert (status, body["error"]) == (503, "theatre_moving"), body
+        finally:
+            await movable.fetch(target, "UPDATE theatre_owner SET state = 'OWNED', owner = NULL "
+                                "WHERE theatre_id = $1", theatre)
+        assert await movable.fetch(target, "SELECT 1 FROM onsale_join WHERE user_id = $1 "
+                                   "UNION ALL SELECT 1 FROM onsale_pass_use WHERE user_id = $2",
+                                   "frozen-fan", spare) == []
+        await audit_clean(movable)
+    finally:  # later tests hold this show freely
+        await drop_onsales(movable)
+
+
+async def _hold_with(http: aiohttp.ClientSession, node: str, show: int, user: str,
+                     seats: list[str], admission: str | None) -> tuple[int, Any]:
+    headers = {ADMISSION_HEADER: admission} if admission else {}
+    return await call(http, "POST", f"{node}/booking/seats/{show}/lock", user=user,
+                      json={"seat_ids": seats}, headers=headers)

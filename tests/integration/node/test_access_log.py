@@ -24,7 +24,7 @@ def lines_of(cluster: Cluster, region: str) -> list[dict[str, Any]]:
     """The access-log lines of every node of `region` (JSON lines of their logs)."""
     logs = cluster.topology.settings.run_dir / "logs"
     found = []
-    for path in sorted(Path(logs).glob(f"{region}.node.*.log")):
+    for path in sorted(Path(logs).glob(f"{region}.node.*.log*")):
         for line in path.read_text(errors="replace").splitlines():
             if line.startswith("{") and '"trace_id"' in line:
                 found.append(json.loads(line))

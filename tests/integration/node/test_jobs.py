@@ -255,8 +255,13 @@ async def test_failed_jobs_retry_then_dead_letter_then_replay(clean: Cluster,
                                           "north")
         assert listing.returncode == 0 and job in listing.stdout
         counts = await asyncio.to_thread(bookcluster, clean, "jobs", "counts", "--region",
-                                         "north")
-        assert counts.returncode == 0 and '"failed": 1' in counts.stdout
+                                         "north", "--json")
+        assert counts.returncode == 0 and json.loads(counts.stdout)["regions"]["north"][
+            "failed"] == 1, counts.stdout
+        table = await asyncio.to_thread(bookcluster, clean, "jobs", "counts", "--region",
+                                        "north")
+        assert table.stdout.splitlines()[0].split()[:2] == ["REGION", "WAITING"]
+        assert table.stdout.splitlines()[2].split()[0] == "north", table.stdout
         switch.unlink()
         replay = await asyncio.to_thread(bookcluster, clean, "jobs", "replay", "--region",
                                          "north")

@@ -8,6 +8,7 @@ nodes' guard cache, so later tests hold the same shows freely.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import pytest_asyncio
 from bookcluster.booking.onsales import GUARD_REFRESH_S, OnSales
 from bookcluster.booking.passes import ADMISSION_HEADER, TICKET_HEADER, AdmissionPass
 from bookcluster.catalog import ShowInfo
+from bookcluster.loops import cancel_and_wait
 from bookcluster.ops.reset import ONSALE_TABLES
 from bookcluster.seats.home import HomeRegion
 from bookcluster.stores.connections import Connections
@@ -33,13 +35,18 @@ EARLY = 30
 @pytest_asyncio.fixture
 async def onsales(clean: Cluster) -> AsyncIterator[Cluster]:
     yield clean
-    for region in clean.topology.regions:
-        conn = await clean.pg(region)
+    await drop_onsales(clean)
+
+
+async def drop_onsales(cluster: Cluster) -> None:
+    """Every on-sale's rows gone, and every node's guard forgets them."""
+    for region in cluster.topology.regions:
+        conn = await cluster.pg(region)
         try:
             await conn.execute(f"TRUNCATE {ONSALE_TABLES}")
         finally:
             await conn.close()
-    await asyncio.sleep(GUARD_REFRESH_S + 0.5)  # every node's guard forgets them
+    await asyncio.sleep(GUARD_REFRESH_S + 0.5)
 
 
 def _iso(t: datetime) -> str:
@@ -244,6 +251,28 @@ async def test_the_queue_orders_early_joiners_at_random_and_admits_in_order(
     assert {r["user_id"]: r["booking_id"] for r in used}[c] == held_c
     assert sorted(r["user_id"] for r in used) == sorted([a, b, c, d])
 
+    # Waits and abandonment, as metrics and in the list: every admission step moved an
+    # hour back (as if the shopping windows had passed), the admitted who never held
+    # (all but those four) abandoned.
+    await cluster.fetch("north", "UPDATE onsale_admit SET at = at - interval '1 hour' "
+                        "WHERE onsale_id = $1", onsale)
+    gone = EARLY + 1 - 4
+
+    async def abandonment() -> bool:
+        return await metric(http, worker, "bookcluster_onsale_abandoned",
+                            onsale=onsale) == gone
+    assert await until(abandonment, 5.0)
+    p50 = await metric(http, worker, "bookcluster_onsale_wait_p50_seconds", onsale=onsale)
+    p99 = await metric(http, worker, "bookcluster_onsale_wait_p99_seconds", onsale=onsale)
+    assert 0 <= p50 <= p99 < 120, (p50, p99)
+
+    async def summary() -> dict[str, Any] | None:
+        async with http.get(cluster.node("south") + "/onsales") as resp:
+            found = [o["queue"] for o in (await resp.json())["onsales"] if o["id"] == onsale]
+        return found[0] if found and found[0]["abandoned"] == gone else None
+    queue = await until(summary, 5.0)
+    assert queue and queue["wait_p50_s"] <= queue["wait_p99_s"] < 120, queue
+
 
 async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
         onsales: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:
@@ -284,6 +313,18 @@ async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
     assert {got[u]["place"] for u in admitted} == {1, 2}
     waiting = sorted((u for u in users if u not in admitted), key=lambda u: got[u]["place"])
     assert [got[u]["place"] for u in waiting] == [3, 4, 5]
+    # The next two in line watch their place over the WebSocket of a node in another
+    # region (a forged ticket gets no socket).
+    live = cluster.node("west", 1) + f"/onsales/{onsale}/live"
+    async with http.get(f"{live}?ticket={tickets[users[0]][:-4]}abcd") as resp:
+        assert resp.status == 403 and (await resp.json())["error"] == "ticket_invalid"
+    pushed: dict[str, list[dict[str, Any]]] = {u: [] for u in waiting[:2]}
+
+    async def listen(user: str) -> None:
+        async with http.ws_connect(f"{live}?ticket={tickets[user]}") as ws:
+            async for message in ws:
+                pushed[user].append(json.loads(message.data))
+    listeners = [asyncio.create_task(listen(u)) for u in pushed]
     # The first shopper holds both seats through the node whose holds last 1.5 s.
     status, held = await hold(http, cluster.short_ttl_node, show, admitted[0], free,
                               got[admitted[0]]["pass"])
@@ -312,6 +353,19 @@ async def test_sold_out_is_told_to_everyone_and_lapsed_holds_resume_admission(
                     for u, node in zip(waiting[1:], cluster.nodes()[::2], strict=False)])
     assert await until(sold_out, 10.0), "the waiting users were not told it sold out"
 
+    async def pushed_sold_out() -> bool:
+        return bool(pushed[waiting[1]]) and pushed[waiting[1]][-1].get("state") == "sold_out"
+    assert await until(pushed_sold_out, 5.0), pushed
+    await cancel_and_wait(listeners)
+    # Its own position first; admitted with the pass when the queue reached it.
+    first, then = pushed[waiting[0]][0], pushed[waiting[0]][1]
+    assert (first["type"], first["state"], first["place"]) == ("position", "waiting", 3)
+    assert (then["type"], then["state"]) == ("position", "admitted") and then["pass"]
+    # The one behind: the shared count when the queue moved, then sold out.
+    kinds = [(m["type"], m.get("state"), m.get("admitted")) for m in pushed[waiting[1]]]
+    assert kinds[0] == ("position", "waiting", 2) and pushed[waiting[1]][0]["place"] == 4
+    assert ("queue", None, 3) in kinds and kinds[-1] == ("position", "sold_out", 3), kinds
+    assert len(kinds) <= 4, kinds  # pushed when the queue moved, not every round
 
 async def test_joins_arriving_together_are_batched_each_with_its_own_answer(
         onsales: Cluster, http: aiohttp.ClientSession, catalog: Any) -> None:

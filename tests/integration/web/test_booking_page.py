@@ -713,13 +713,26 @@ async def test_the_queue_before_the_seat_map(onsales: Cluster, catalog: Any, ope
     map open: her hold is refused and the page shows the queue instead. Ravi (a phone, a
     south node) opening the show sees the queue at once. Both join, wait for the draw,
     are admitted; the seat map opens with the shopping window's timer, and their holds
-    (picked, best available) carry the pass. Positions are asked of the page's node."""
+    (picked, best available) carry the pass. Positions come from the page's node: pushed
+    over its WebSocket (Ravi), or polled where the socket fails (Asha's is refused)."""
     cluster = onsales
     show = shows_in(cluster, catalog, "north")[0]
     seats = seats_of(catalog, show)
     asha = await open_page(f"{cluster.node('north')}/")
     await sign_in(asha, "asha-q")
     await open_show(asha, show)
+    # Asha's queue socket goes to a path no node serves: her page polls instead.
+    await asha.evaluate("""() => {
+      const Native = window.WebSocket;
+      window.WebSocket = class extends Native {
+        constructor(url, protocols) {
+          super(String(url).replace(/\\/onsales\\/([^/]+)\\/live/, "/onsales/$1/gone"),
+                protocols);
+        }
+      };
+    }""")
+    asha_polled: list[str] = []
+    asha.on("request", lambda r: asha_polled.append(r.url) if "/position" in r.url else None)
     onsale = await create_onsale(http, cluster.node("west"), [show], sale_in_s=15)
     await asyncio.sleep(GUARD_REFRESH_S + 0.5)  # every node's hold path knows it
 
@@ -741,6 +754,8 @@ async def test_the_queue_before_the_seat_map(onsales: Cluster, catalog: Any, ope
     ravi = await open_page(f"{cluster.node('south')}/", PHONE)
     polled: list[str] = []
     ravi.on("request", lambda r: polled.append(r.url) if "/position" in r.url else None)
+    sockets: list[str] = []
+    ravi.on("websocket", lambda ws: sockets.append(ws.url) if "/onsales/" in ws.url else None)
     await sign_in(ravi, "ravi-q")
     await ravi.evaluate(f"location.hash = '#/show/{show}'")
     await ravi.wait_for_selector("#queue:not([hidden]) #queue-join:not([hidden])")
@@ -765,7 +780,11 @@ async def test_the_queue_before_the_seat_map(onsales: Cluster, catalog: Any, ope
         assert await page.is_hidden("#queue")
         await page.wait_for_selector("#window:not([hidden])")
         assert re.fullmatch(r"[12]:\d\d", await page.inner_text("#window-timer"))
-    assert polled and all(u.startswith(cluster.node("south")) for u in polled), polled
+    south = cluster.node("south").replace("http://", "ws://")
+    assert sockets and all(u.startswith(f"{south}/onsales/{onsale}/live?ticket=")
+                           for u in sockets), sockets
+    assert all(u.startswith(cluster.node("south")) for u in polled), polled
+    assert asha_polled and all(u.startswith(cluster.node("north")) for u in asha_polled)
     assert await ravi.evaluate("document.documentElement.scrollWidth <= innerWidth")
     await shots.take(ravi, "admitted-phone")
 

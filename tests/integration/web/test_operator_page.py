@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,6 +220,10 @@ async def test_operator_page_lists_on_sales_with_their_queue(
         assert "south" in cells and str(show) in cells and "IST" in cells
         assert (await page.inner_text(f"{row} [data-field=rate]")).endswith("/s")
         assert await page.inner_text(f"{row} [data-field=waiting]") == "0"
+        # How long the three waited (p50 / p99) and that none abandoned (yet).
+        assert re.fullmatch(r"\d+ s / \d+ s",
+                            await page.inner_text(f"{row} [data-field=waited]"))
+        assert await page.inner_text(f"{row} [data-field=abandoned]") == "0"
         await shots.take(page, "on-sales")
     finally:
         await context.close()

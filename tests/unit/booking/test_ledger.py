@@ -40,6 +40,12 @@ def test_each_outcome_is_one_the_sale_functions_answer(outcome: ledger.Outcome) 
     assert re.search(rf"outcome := '{outcome.value}'", SQL), outcome
 
 
+@pytest.mark.parametrize("outcome", list(ledger.RefundOutcome))
+def test_each_refund_outcome_is_one_bc_refund_answers(outcome: ledger.RefundOutcome) -> None:
+    refunds = (FUNCTIONS_DIR / "refunds.sql").read_text()
+    assert re.search(rf"outcome := '{outcome.value}'", refunds), outcome
+
+
 def test_every_outcome_the_sale_functions_answer_is_known() -> None:
     answered = set(re.findall(r"outcome := '(\w+)'", SQL))
-    assert answered <= {o.value for o in ledger.Outcome}
+    assert answered <= {o.value for o in (*ledger.Outcome, *ledger.RefundOutcome)}

@@ -119,7 +119,8 @@ def test_the_operator_sees_each_queue_from_its_counters() -> None:
     assert queue_summary(None)["waiting"] == 0
     got = queue_summary(Counters(7, 10, 50, 20, False, 3.0, 0))
     assert got == {"joined": 50, "admitted": 20, "waiting": 30, "rate_per_s": 3.0,
-                   "sold_out": False, "sealed": True, "last_wait_s": 10.0}
+                   "sold_out": False, "sealed": True, "last_wait_s": 10.0,
+                   "wait_p50_s": None, "wait_p99_s": None, "abandoned": 0}
     assert queue_summary(Counters(None, None, 5, 0, False, 0.0, 0))["last_wait_s"] is None
 
 

@@ -126,3 +126,15 @@ async def test_failed_fill_is_reported_to_every_waiter() -> None:
         with pytest.raises(ConnectionError):
             await task
     assert cache.peek(1) is None
+
+
+async def test_a_refunded_sale_reads_available_and_leaves_other_sales_alone() -> None:
+    cache = SeatCache()
+    await filled(cache, SeatState(version=5, booked={"A1": "b1-00", "A2": "b2-00"},
+                                  read_at=0.0))
+    # The UNBOOK script's change: AVAILABLE for seats the booking had bought.
+    assert cache.apply(msg(6, "AVAILABLE", ["A1", "A2"])) == "patched"
+    entry = cache.peek(1)
+    assert entry is not None
+    assert entry.state.status("A1", now_ms()) == "AVAILABLE"
+    assert entry.state.status("A2", now_ms()) == "BOOKED"  # another booking's sale

@@ -230,3 +230,15 @@ def test_an_unreadable_file_names_the_file_and_no_line(tmp_path: Path) -> None:
     err = error_of(tmp_path, "")  # an empty file
     assert err.line is None and err.reason == "file is empty"
     assert str(err) == f"{tmp_path / 'topology.yaml'}: <root>: file is empty"
+
+
+def test_refunds_close_at_the_start_unless_set_and_may_close_after_it(tmp_path: Path) -> None:
+    text = topology_yaml(tmp_path / "run")
+    assert load_topology(write(tmp_path, text)).settings.refund_closes_before_s == 0.0
+    for value, seconds in (("30m", 1800.0), ("-48h", -172800.0), ("0s", 0.0)):
+        set_to = text.replace("settings:\n", f"settings:\n  refund_closes_before: {value}\n", 1)
+        assert load_topology(write(tmp_path, set_to)).settings.refund_closes_before_s == seconds
+    for bad in ("soon", "'-'", "--3s", "10"):
+        err = error_of(tmp_path, text.replace(
+            "settings:\n", f"settings:\n  refund_closes_before: {bad}\n", 1))
+        assert err.key == "settings.refund_closes_before" and "duration" in err.reason
