@@ -12,6 +12,8 @@
     bookcluster run NAME | probe NAME | setup --region R
                                        one process in the foreground, its health check,
                                        a region's one-off set-up: for containers (compose/)
+    bookcluster deploy helm-values --region R
+                                       the Helm chart's values of R's release (deploy/helm/)
     bookcluster failover --region R --store postgres [--to MEMBER] [--json]
                                        planned switchover of a region's primary (Patroni)
     bookcluster failover --region R --store redis [--json]
@@ -150,6 +152,15 @@ def parser() -> argparse.ArgumentParser:
                            "migrations, catalog seed (idempotent, safe to run at once)")
     setup.add_argument("--region", required=True)
     setup.add_argument("--catalog", choices=CATALOG_SIZES, default="full")
+    deploy = sub.add_parser("deploy", help="files for running the cluster elsewhere: "
+                            "helm-values (deploy/helm/bookcluster/)")
+    deploy_actions = deploy.add_subparsers(dest="action", required=True)
+    helm_values = deploy_actions.add_parser(
+        "helm-values", help="the Helm chart's values of one region's release (stdout)")
+    helm_values.add_argument("--region", required=True)
+    helm_values.add_argument("--image", default="bookcluster",
+                             help="the image built from compose/Dockerfile (default bookcluster)")
+    helm_values.add_argument("--tag", default="latest", help="its tag (default latest)")
     jobs = sub.add_parser("jobs", help="region-local job queues: counts, dead letters, replay")
     jobs.add_argument("action", choices=["counts", "failed", "replay"])
     jobs.add_argument("job_ids", nargs="*", help="replay only these (default: all failed)")
@@ -228,6 +239,16 @@ def _command(topology: Topology, args: argparse.Namespace) -> int:
         return service.setup(topology, args.region, catalog_spec(args.catalog))
     if args.command == "failover":
         return asyncio.run(_failover(topology, args))
+    if args.command == "deploy":
+        from bookcluster.deploy import helm
+
+        if args.region not in topology.regions:
+            print(f"error: no region {args.region!r} in {topology.path} (regions: "
+                  f"{', '.join(topology.regions)})", file=sys.stderr)
+            return 2
+        print(helm.render(topology, args.region, topology.path.read_text(), image=args.image,
+                          tag=args.tag), end="")
+        return 0
     from bookcluster.local.supervisor import pid_alive
     from bookcluster.ops.status import status_command
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 if TYPE_CHECKING:
     from bookcluster.stores.connections import Connections
+    from bookcluster.topology.model import Topology
 
 DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -124,6 +126,34 @@ class NodeMetrics:
         return generate_latest(self.registry)
 
 
+def secret_files(topology: Topology, names: Iterable[str]) -> dict[str, Path]:
+    """The files this process's secrets (and the identity provider's key) are read from:
+    a secret its variable holds has none."""
+    files = {name: path for name in names
+             if (path := topology.secrets.source_file(name)) is not None}
+    for name, path in (("auth.secret_file", topology.auth.secret_file),
+                       ("auth.public_key_file", topology.auth.public_key_file)):
+        if path is not None:
+            files[name] = path
+    return files
+
+
+def watch_secret_files(registry: CollectorRegistry, region: str,
+                       files: dict[str, Path]) -> Gauge:
+    """`bookcluster_secret_file_present`, read when scraped: 0 once a file went missing."""
+    gauge = Gauge(
+        "bookcluster_secret_file_present", "1 while a secret or key file this process read "
+        "at start-up is still there; 0: it went missing, and the process would refuse to "
+        "start again", ["region", "name"], registry=registry)
+    for name, path in files.items():
+        gauge.labels(region, name).set_function(_exists(path))
+    return gauge
+
+
+def _exists(path: Path) -> Callable[[], float]:
+    return lambda: float(path.is_file())
+
+
 def _in_use(pool: asyncpg.Pool) -> Callable[[], float]:
     return lambda: float(pool.get_size() - pool.get_idle_size())
 
@@ -172,6 +202,18 @@ class WorkerMetrics:
         self.mirror_generation = Gauge(
             "bookcluster_mirror_generation", "Generation of the region's Redis master",
             ["region"], registry=self.registry)
+        self.store_reachable = Gauge(
+            "bookcluster_store_reachable", "1 when the region's Redis master (store=redis) or "
+            "PostgreSQL primary (store=postgres) answered the worker's last look as the "
+            "writable leader; 0 while none does (a failover, or the store is down)",
+            ["region", "store"], registry=self.registry)
+        self.redis_replica_lag = Gauge(
+            "bookcluster_redis_replica_lag_bytes", "Bytes of the region's Redis master's "
+            "replication stream a replica (in any region) has not acknowledged",
+            ["region", "replica"], registry=self.registry)
+        self.pg_standby_lag = Gauge(
+            "bookcluster_pg_standby_lag_bytes", "WAL bytes the region's PostgreSQL standby "
+            "has not replayed yet", ["region", "standby"], registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,7 +20,7 @@ from bookcluster.booking.queue_live import QueueHub
 from bookcluster.booking.refunds import Refunds
 from bookcluster.catalog import Catalog
 from bookcluster.loops import Loops
-from bookcluster.metrics import NodeMetrics
+from bookcluster.metrics import NodeMetrics, secret_files, watch_secret_files
 from bookcluster.node.admission import WriteAdmission
 from bookcluster.node.auth import TokenVerifier
 from bookcluster.node.body import MAX_BODY_BYTES
@@ -28,10 +28,12 @@ from bookcluster.node.cors import cors_middleware
 from bookcluster.node.forward import Forwarder
 from bookcluster.node.middlewares import error_middleware, home_middleware, metrics_middleware
 from bookcluster.node.openapi import document_bytes
+from bookcluster.node.requestlog import AccessLog
 from bookcluster.node.routes import setup_routes
 from bookcluster.node.settings import NodeSettings
 from bookcluster.node.topology_swap import TopologySwap
 from bookcluster.node.typedefs import (
+    access_log_key,
     admission_key,
     bookings_key,
     catalog_key,
@@ -59,6 +61,10 @@ from bookcluster.topology.model import Topology
 from bookcluster.topology.placement import Placement
 
 log = logging.getLogger(__name__)
+
+# Checked at start-up: a node without them must not start half-able.
+NODE_SECRETS = ("redis_password", "pg_password", "forward_secret", "webhook_secret",
+                "ticket_secret", "ticket_signing_key")
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -151,14 +157,18 @@ def create_app(settings: NodeSettings) -> web.Application:
                                        error_middleware],
                           client_max_size=MAX_BODY_BYTES)
     app[settings_key] = settings
-    # Secrets are checked at start-up: a node without them must not start half-able.
-    settings.topology.secrets.require("redis_password", "pg_password", "forward_secret",
-                                      "webhook_secret", "ticket_secret", "ticket_signing_key")
+    settings.topology.secrets.require(*NODE_SECRETS)
     app[verifier_key] = TokenVerifier(settings.topology)
     app[metrics_key] = NodeMetrics(settings.region)
+    auth = settings.topology.auth  # HS256 with no `auth.secret_file`: the jwt_secret secret
+    jwt = ("jwt_secret",) if auth.algorithm == "HS256" and auth.secret_file is None else ()
+    watch_secret_files(app[metrics_key].registry, settings.region,
+                       secret_files(settings.topology, NODE_SECRETS + jwt))
     app[admission_key] = WriteAdmission(
         app[metrics_key], settings.write_slots, settings.write_queue,
         per_user=settings.topology.limits.user_writes_at_once)
+    app[access_log_key] = AccessLog(settings.access_log or
+                                    settings.topology.settings.access_log)
     app[openapi_key] = document_bytes(settings.topology)
     app[files_key] = load_files()
     app.cleanup_ctx.append(resources)

@@ -35,7 +35,9 @@ import time
 import aiohttp
 from aiohttp import web
 
+from bookcluster import tracing
 from bookcluster.booking.passes import ADMISSION_HEADER
+from bookcluster.node import requestlog
 from bookcluster.node.body import read_body
 from bookcluster.stores import deadline
 from bookcluster.stores.connections import route_key
@@ -48,6 +50,7 @@ FORWARDED_HEADER = "X-Bookcluster-Forwarded"
 CLIENT_HEADER = "X-Bookcluster-Client"  # "<address> <unix time> <hmac>"
 PASSED_HEADERS = ("Content-Type", "Idempotency-Key", "Authorization", ADMISSION_HEADER)
 REPLAYED_HEADER = "Idempotent-Replayed"  # passed back: the answer is a stored one
+PASSED_BACK = ("Retry-After", REPLAYED_HEADER, requestlog.BOOKING_HEADER)
 SIGNATURE_WINDOW_S = 30.0
 # The checked CLIENT_HEADER, kept on the request: routing and the rate limits both ask.
 PEER_CLIENT: web.RequestKey[str | None] = web.RequestKey("peer_client")
@@ -141,6 +144,15 @@ class Forwarder:
         headers[deadline.HEADER] = limit.forwarded()
         headers[CLIENT_HEADER] = client_header(self._secret, self.client_address(request),
                                                request.method, request.path_qs, time.time())
+        headers[requestlog.TRACEPARENT] = requestlog.traceparent(requestlog.trace_id(request))
+        request[requestlog.FORWARDED_TO] = home
+        with tracing.span(f"forward {home}", "client", {"bookcluster.home": home}):
+            tracing.inject(headers)  # when tracing: this span's traceparent instead
+            return await self._send(request, home, body, headers, limit)
+
+    async def _send(self, request: web.Request, home: str, body: bytes,
+                    headers: dict[str, str], limit: deadline.Deadline) -> web.Response:
+        assert self._session is not None, "Forwarder not opened"
         nodes = self.topology.region(home).nodes
         first = next(self._turn)
         for attempt in range(min(2, len(nodes))):
@@ -158,8 +170,7 @@ class Forwarder:
                     if resp.status == MOVED_STATUS:  # nothing done: our map is stale
                         moved = json.loads(payload)
                         raise Moved(moved.get("region"), int(moved.get("epoch") or 0))
-                    passed = {h: resp.headers[h] for h in ("Retry-After", REPLAYED_HEADER)
-                              if h in resp.headers}
+                    passed = {h: resp.headers[h] for h in PASSED_BACK if h in resp.headers}
                     return web.Response(body=payload, status=resp.status,
                                         content_type=resp.content_type, headers=passed)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:

@@ -9,11 +9,20 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bookcluster import tracing
 from bookcluster.booking import ids
 from bookcluster.errors import MalformedId, NodeError
+from bookcluster.node import requestlog
 from bookcluster.node.answers import answer
 from bookcluster.node.forward import MOVED_STATUS
-from bookcluster.node.typedefs import catalog_key, connections_key, metrics_key, show_key
+from bookcluster.node.typedefs import (
+    access_log_key,
+    catalog_key,
+    connections_key,
+    forwarder_key,
+    metrics_key,
+    show_key,
+)
 from bookcluster.topology.errors import Moved, RegionUnavailable
 
 log = logging.getLogger(__name__)
@@ -40,18 +49,49 @@ def _route(request: web.Request) -> str:
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request measured, traced when tracing is on (`tracing.py`), and written to
+    the access log when that is on."""
     started = time.perf_counter()
     status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        request.app[metrics_key].observe_request(
-            _route(request), request.method, status, time.perf_counter() - started)
+    response: web.StreamResponse | None = None
+    route = _route(request)
+    metrics = request.app[metrics_key]
+    with tracing.server_span(f"{request.method} {route}", request.headers, {
+            "http.request.method": request.method, "http.route": route,
+            "bookcluster.region": metrics.region}) as span:
+        if span is not None:  # the access log's trace id is the trace's
+            request[requestlog.TRACE] = tracing.trace_id(span) or requestlog.trace_id(request)
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.observe_request(route, request.method, status, seconds)
+            access_log = request.app[access_log_key]
+            if access_log.on or span is not None:
+                _record(request, route, status, seconds, metrics.region, response, span,
+                        access_log)
+
+
+def _record(request: web.Request, route: str, status: int, seconds: float, region: str,
+            response: web.StreamResponse | None, span: object,
+            access_log: requestlog.AccessLog) -> None:
+    home = response.headers.get(HOME_REGION_HEADER) if response is not None else None
+    forwarder = request.app.get(forwarder_key)
+    forwarded_in = forwarder is not None and forwarder.forwarded(request)
+    line = requestlog.entry(request, route, status, seconds, region, home, forwarded_in,
+                            response)
+    tracing.annotate(span, {"http.response.status_code": status,
+                            "bookcluster.home": line["home"],
+                            "bookcluster.forwarded": line["forwarded"],
+                            "bookcluster.booking_id": line["booking_id"],
+                            "bookcluster.show_id": request.match_info.get("show_id")})
+    if access_log.on:
+        access_log.write(line)
 
 
 @web.middleware

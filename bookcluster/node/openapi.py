@@ -220,7 +220,8 @@ def paths() -> dict[str, dict[str, Any]]:
             description="Runs in the show's home region (another region's node forwards it). "
                         "With an `Idempotency-Key`, a retry returns the hold the first "
                         "attempt made (as it is now, header `Idempotent-Replayed: true`) "
-                        "and never makes a second one.",
+                        "and never makes a second one. The answer names its booking in the "
+                        "header `X-Bookcluster-Booking-Id` too.",
             params=HOLD_PARAMS,
             body="HoldRequest", responses={201: ok("Held", "Hold")},
             errors=hold_errors("seats_unavailable", "hold_limit_reached", "orphan_seat"))},

@@ -35,6 +35,9 @@ class NodeSettings:
     # `POST /auth/dev-sign-in` (a token for any name): only on loopback, turned on by the
     # local launcher (`--dev-sign-in`), never by the topology.
     dev_sign_in: bool = False
+    # One JSON line per request (`requestlog.py`): `--access-log`, or the topology's
+    # `settings.access_log` (either turns it on).
+    access_log: bool = False
 
     @property
     def name(self) -> str:
@@ -68,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                    help="serve POST /auth/dev-sign-in, a token for any user name (the local "
                         "launcher's, when every node binds loopback); refused on any other "
                         "address")
+    p.add_argument("--access-log", action="store_true",
+                   help="write one JSON line per request to the log (as settings.access_log: "
+                        "true in the topology)")
     return p
 
 
@@ -114,4 +120,5 @@ def from_args(argv: list[str] | None = None) -> NodeSettings:
     routes = load_routes(args.wan_routes) if args.wan_routes else {}
     return NodeSettings(topology, args.region, args.host, args.port, routes,
                         args.header_timeout, args.body_timeout, args.topology_poll,
-                        args.write_slots, args.write_queue, args.dev_sign_in)
+                        args.write_slots, args.write_queue, args.dev_sign_in,
+                        args.access_log)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bookcluster.node.admission import WriteAdmission
     from bookcluster.node.auth import TokenVerifier
     from bookcluster.node.forward import Forwarder
+    from bookcluster.node.requestlog import AccessLog
     from bookcluster.node.settings import NodeSettings
     from bookcluster.node.topology_swap import TopologySwap
     from bookcluster.seats.feed import ChangeListener
@@ -40,6 +41,7 @@ openapi_key: web.AppKey[bytes] = web.AppKey("openapi")  # the rendered document
 admission_key: web.AppKey[WriteAdmission] = web.AppKey("admission")
 refusal_key: web.AppKey[EarlyRefusal] = web.AppKey("refusal")
 swap_key: web.AppKey[TopologySwap] = web.AppKey("swap")  # the epoch this node routes by
+access_log_key: web.AppKey[AccessLog] = web.AppKey("access_log")
 
 # The show a request's route names, looked up once per request (with the placement it was
 # routed by: a newer epoch adopted meanwhile means a new look-up).

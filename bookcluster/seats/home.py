@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from bookcluster import tracing
 from bookcluster.errors import TransactionAborted
 from bookcluster.seats import keys, layout
 from bookcluster.seats.scripts import SeatScripts
@@ -62,10 +63,13 @@ class HomeRegion:
         client = self._connections.redis_master(region)
         left = deadline.current().left_for(region, "redis master")
         try:
-            async with asyncio.timeout(left):
-                return await self._scripts.run(
-                    client, name, keys.show_keys(show_id) + (more_keys or []),
-                    [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
+            with tracing.span(f"redis {name}", "client", {
+                    "db.system": "redis", "bookcluster.home": region,
+                    "bookcluster.show_id": show_id}):
+                async with asyncio.timeout(left):
+                    return await self._scripts.run(
+                        client, name, keys.show_keys(show_id) + (more_keys or []),
+                        [keys.SEAT_CHANGES_CHANNEL, show_id, *args])
         except REDIS_UNAVAILABLE as exc:
             raise RegionUnavailable(region, "redis master", outcome="unknown") from exc
 

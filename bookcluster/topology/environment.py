@@ -19,3 +19,8 @@ def setting(name: str) -> str | None:
 def inherited() -> dict[str, str]:
     """A copy of this process's environment: what a child starts with, where `PATH` is."""
     return dict(os.environ)
+
+
+def otel_endpoint() -> str | None:
+    """`OTEL_EXPORTER_OTLP_ENDPOINT` (traces on, `bookcluster/tracing.py`), or None."""
+    return os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None

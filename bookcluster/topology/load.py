@@ -268,7 +268,7 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
     allowed = {"run_dir", "hold_ttl", "max_hold", "max_seats_per_booking", "sweep_interval",
                "durable", "redis_down_after", "catalog_start", "onsale_admit_ceiling",
                "checkin_opens_before", "checkin_closes_after", "refund_closes_before",
-               "smtp_relay"}
+               "smtp_relay", "access_log"}
     reader.known_keys(raw, "settings", allowed)
     run_dir_value = raw.get("run_dir", ".run")
     if not isinstance(run_dir_value, str) or not run_dir_value:
@@ -290,10 +290,11 @@ def _settings(reader: _Reader, raw: Any, path: Path, run_dir: Path | None) -> Se
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
             raise reader.fail("settings.max_seats_per_booking", "expected a positive integer")
         out = replace(out, max_seats_per_booking=cap)
-    if "durable" in raw:
-        if not isinstance(raw["durable"], bool):
-            raise reader.fail("settings.durable", "expected true or false")
-        out = replace(out, durable=raw["durable"])
+    for flag in ("durable", "access_log"):
+        if flag in raw:
+            if not isinstance(raw[flag], bool):
+                raise reader.fail(f"settings.{flag}", "expected true or false")
+            out = replace(out, **{flag: raw[flag]})
     if "onsale_admit_ceiling" in raw:
         ceiling = raw["onsale_admit_ceiling"]
         if not isinstance(ceiling, int | float) or isinstance(ceiling, bool) or ceiling <= 0:

@@ -101,6 +101,8 @@ class Settings:
     # Mails: besides the region's outbox folder, sent through this SMTP relay (host:port)
     # when set (`bookcluster/worker/jobs/notifications.py`).
     smtp_relay: Endpoint | None = None
+    # One JSON line per request on every node's log (`bookcluster/node/requestlog.py`).
+    access_log: bool = False
 
     def catalog_day_one(self) -> date:
         return self.catalog_start or date.today()

@@ -104,6 +104,17 @@ class Secrets:
         for name in names:
             self.get(name)
 
+    def source_file(self, name: str) -> Path | None:
+        """The file `name` is read from (None when its variable holds it): the one
+        `BOOKCLUSTER_<NAME>_FILE` names, else `<run_dir>/secrets/<name>`. Whether it is
+        still there is an operator's alert (a Kubernetes Secret unmounted, a host's
+        folder wiped): a process that restarts without it refuses to start."""
+        env = _variable(name)
+        if self._environ.get(env):
+            return None
+        named = self._environ.get(f"{env}_FILE")
+        return Path(named) if named else secrets_dir(self.run_dir) / name
+
     def _lookup(self, name: str) -> str:
         env = _variable(name)
         if self._environ.get(env):

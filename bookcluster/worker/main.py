@@ -27,13 +27,14 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+from bookcluster import tracing
 from bookcluster.booking.admitter import Admitter, AdmitterMetrics
 from bookcluster.booking.holds import BookingService
 from bookcluster.booking.models import encode_text
 from bookcluster.catalog import Catalog
 from bookcluster.errors import NodeError
 from bookcluster.loops import Loop, Loops
-from bookcluster.metrics import NodeMetrics, WorkerMetrics
+from bookcluster.metrics import NodeMetrics, WorkerMetrics, secret_files, watch_secret_files
 from bookcluster.node.auth import OPERATOR, TokenVerifier
 from bookcluster.node.body import parse_json
 from bookcluster.node.topology_swap import TopologySwap
@@ -44,6 +45,7 @@ from bookcluster.stores import jobqueue
 from bookcluster.stores.connections import Connections, load_routes
 from bookcluster.stores.errors import REDIS_UNAVAILABLE
 from bookcluster.stores.jobqueue import Job
+from bookcluster.topology import environment
 from bookcluster.topology.errors import RegionUnavailable, RouterError
 from bookcluster.topology.load import load_topology
 from bookcluster.topology.model import Endpoint, Topology, duration_arg
@@ -52,6 +54,7 @@ from bookcluster.worker import moves
 from bookcluster.worker.headcounts import HeadCounts
 from bookcluster.worker.jobs import HANDLERS, JobContext
 from bookcluster.worker.queue import Consumer
+from bookcluster.worker.storewatch import StoreWatch
 from bookcluster.worker.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,12 @@ log = logging.getLogger(__name__)
 GAUGE_REFRESH_S = 1.0
 MOVE_CHECK_S = 1.0  # how often the worker looks for a move whose driver stopped
 CLOSE_GRACE_S = 5.0
+
+
+def worker_secrets(topology: Topology) -> tuple[str, ...]:
+    """What a worker needs from the start (it refuses to start without them)."""
+    return ("redis_password", "pg_password", "ticket_secret",
+            *(("gateway_api_key",) if topology.payments else ()))
 
 
 class RegionWorker:
@@ -101,6 +110,9 @@ class RegionWorker:
                                  AdmitterMetrics(self.metrics.registry),
                                  self.topology.settings.onsale_admit_ceiling)
         self.reconciler = Reconciler(connections, bookings.home, self.region)
+        self.stores = StoreWatch(connections, self.region, self.metrics)
+        watch_secret_files(self.metrics.registry, self.region,
+                           secret_files(self.topology, worker_secrets(self.topology)))
         self.heads = HeadCounts(bookings.home, self.region, self.topology.settings,
                                 self.metrics.show_heads)
         self._watch_mirror()
@@ -112,8 +124,9 @@ class RegionWorker:
         # First of all: no new jobs, running ones get their grace (leases still renewed).
         stack.push_async_callback(self.consumer.close, CLOSE_GRACE_S)
         for loop in (*self.consumer.loops(), self.sweeper.loop(), self.applier.loop(),
-                     self.reconciler.loop(), self._watch_loop(), self.swap.loop(),
-                     self._moves_loop(), self.admitter.loop(), self.heads.loop()):
+                     self.reconciler.loop(), self._watch_loop(), self._stores_loop(),
+                     self.swap.loop(), self._moves_loop(), self.admitter.loop(),
+                     self.heads.loop()):
             self.loops.start(loop)
         return self
 
@@ -139,8 +152,13 @@ class RegionWorker:
             raise ValueError(f"no handler for job kind {job.kind!r}")
         started = time.monotonic()
         labels = (self.region, job.kind)
+        data = job.data
         try:
-            result = await handler(self.context, job.data)
+            with tracing.span(f"job {job.kind}", "consumer", {
+                    "bookcluster.region": self.region, "bookcluster.job": job.kind,
+                    "bookcluster.booking_id": data.get("booking_id"),
+                    "bookcluster.show_id": data.get("show_id")}):
+                result = await handler(self.context, job.data)
         except Exception as exc:
             last = job.last_attempt
             self.metrics.jobs.labels(*labels, "dead" if last else "retry").inc()
@@ -170,6 +188,11 @@ class RegionWorker:
         """Every second, the first a second in; a failure is one line (the stores are
         down), never the worker's end."""
         return Loop("watch", self.watch_once, GAUGE_REFRESH_S, wait_first=True,
+                    expected=(Exception,))
+
+    def _stores_loop(self) -> Loop:
+        """Every second: is each of the region's leaders writable, and its copies' lag."""
+        return Loop("stores", self.stores.run_once, GAUGE_REFRESH_S, wait_first=True,
                     expected=(Exception,))
 
     async def drive_moves_once(self) -> int:
@@ -270,8 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         topology = load_topology(args.topology, run_dir=args.run_dir)
-        topology.secrets.require("redis_password", "pg_password", "ticket_secret",
-                                 *(("gateway_api_key",) if topology.payments else ()))
+        topology.secrets.require(*worker_secrets(topology))
     except RouterError as exc:  # a bad topology or a missing secret
         raise SystemExit(f"error: {exc}") from None
     if args.region not in topology.regions:
@@ -282,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     host = args.host or (endpoint.host if endpoint else "127.0.0.1")
     port = args.port or (endpoint.port if endpoint else 0)
     routes = load_routes(args.wan_routes) if args.wan_routes else {}
+    tracing.configure("bookcluster-worker", args.region, environment.otel_endpoint())
     uvloop.run(serve(topology, args.region, host, port, routes))
 
 

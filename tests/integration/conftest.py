@@ -101,6 +101,7 @@ async def cluster(run_dir: Path, smtp_relay: Relay) -> AsyncIterator[Cluster]:
                                   theatres=_theatre_map(),
                                   extra_settings="  sweep_interval: 500ms\n"
                                   f"  smtp_relay: {smtp_relay.endpoint}\n"
+                                  "  access_log: true\n"
                                   # Seeded shows are today: check-in open all day.
                                   "  checkin_opens_before: 48h\n"
                                   "  checkin_closes_after: 48h\n"

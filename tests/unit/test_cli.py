@@ -15,6 +15,8 @@ from bookcluster import cli
 FLAGS = {
     "": ["--run-dir", "--topology"],
     "audit": ["--grace", "--json"],
+    "deploy": [],
+    "deploy helm-values": ["--image", "--region", "--tag"],
     "down": ["--region", "--wipe"],
     "failover": ["--json", "--region", "--store", "--to"],
     "jobs": ["--json", "--limit", "--region", "action", "job_ids"],

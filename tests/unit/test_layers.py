@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "bookcluster"
 LAYERS: list[set[str]] = [
     # loops: the supervised periodic-loop helper every background loop runs in (seats,
     # booking, node and worker all own loops); it imports nothing of the package.
-    {"errors", "loops"},
+    # tracing: OpenTelemetry spans (no-ops when off) for every layer; imports nothing either.
+    {"errors", "loops", "tracing"},
     {"topology"},
     {"stores"},
     {"db", "metrics"},

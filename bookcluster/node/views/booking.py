@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -30,6 +31,7 @@ from bookcluster.node.answers import answer, stored_answer
 from bookcluster.node.auth import OPERATOR, Identity
 from bookcluster.node.body import json_body
 from bookcluster.node.forward import REPLAYED_HEADER
+from bookcluster.node.requestlog import BOOKING_HEADER
 from bookcluster.node.typedefs import (
     bookings_key,
     catalog_key,
@@ -105,8 +107,7 @@ async def hold(request: web.Request, caller: Identity) -> web.Response:
         await show_of(request), await _hold_body(request, caller), caller.user,
         request.headers.get("Idempotency-Key"), access.client_address(request),
         access.write_tokens(request), admission=request.headers.get(ADMISSION_HEADER))
-    headers = {REPLAYED_HEADER: "true"} if replayed else None
-    return answer(result, status=201, headers=headers)
+    return _held(result, replayed)
 
 
 @access.home_write(_show_region, redis_bound=True, lease=True, tokens_in_view=True)
@@ -118,7 +119,15 @@ async def best(request: web.Request, caller: Identity) -> web.Response:
         await show_of(request), body, caller.user, request.headers.get("Idempotency-Key"),
         access.client_address(request), access.write_tokens(request),
         admission=request.headers.get(ADMISSION_HEADER))
-    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    return _held(result, replayed)
+
+
+def _held(result: dict[str, Any], replayed: bool) -> web.Response:
+    """A hold's 201, naming its booking in a header too (for the access log; a forward
+    passes it back)."""
+    headers = {BOOKING_HEADER: str(result["booking_id"])}
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
     return answer(result, status=201, headers=headers)
 
 

@@ -27,8 +27,8 @@ from tests.integration.own_cluster import own_cluster
 
 REGION = "north"
 SPEC = CatalogSpec(theatres_per_city=1, cities_per_region=1, days=1, shows_per_day=1)
-LOOPS = {"jobs", "leases", "sweeper", "mirror", "reconciler", "watch", "topology", "moves",
-         "onsale-admitter", "heads"}
+LOOPS = {"jobs", "leases", "sweeper", "mirror", "reconciler", "watch", "stores", "topology",
+         "moves", "onsale-admitter", "heads"}
 WAIT_S = 30.0  # bound on every wait here (a stale bound is 10 s, the topology poll's 25 s)
 
 

@@ -117,6 +117,14 @@ def test_bad_port_and_duration(tmp_path: Path) -> None:
     assert err.key == "regions.north.redis.master" and "1..65535" in err.reason
 
 
+def test_access_log_is_a_flag_off_by_default(tmp_path: Path) -> None:
+    assert not load_topology(write(tmp_path, topology_yaml(tmp_path / "run"))).settings.access_log
+    on = topology_yaml(tmp_path / "run", extra_settings="  access_log: true\n")
+    assert load_topology(write(tmp_path, on)).settings.access_log
+    err = error_of(tmp_path, on.replace("access_log: true", "access_log: json"))
+    assert err.key == "settings.access_log" and "true or false" in err.reason
+
+
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
     text = topology_yaml(tmp_path / "run").replace("regions:", "regoins: {}\nregions:")
     err = error_of(tmp_path, text)
