@@ -111,9 +111,15 @@ OVERVIEW_REGION = closed({
     "redis_master_now": {"oneOf": [closed({"up": BOOLEAN}, {
         "address": STRING, "sentinel": STRING, "error": STRING}), {"type": "null"}],
         "description": "the region's Redis master as the sentinels name it now"},
-    "redis_master": _probe(role=STRING, offset=LSN_OR_OFFSET),
+    # The slot started as the master; after a failover it may lag as a replica.
+    "redis_master": _probe(role=STRING, offset=LSN_OR_OFFSET, lag_bytes=COUNT),
     "redis_replicas": {"type": "array", "items": _probe(
         source=STRING, role=STRING, link=STRING, offset=LSN_OR_OFFSET, lag_bytes=COUNT)},
+    "postgres": {"type": "array", "description": "every member as it is now (Patroni's "
+                 "role, else the server's), lag on the one that lags", "items": _probe(
+                     role=STRING, lsn=LSN_OR_OFFSET, lag_bytes=COUNT,
+                     member={"type": ["string", "null"]},
+                     role_now={"type": ["string", "null"]})},
     "pg_primary": _probe(role=STRING, lsn=LSN_OR_OFFSET),
     "pg_standby": {"oneOf": [_probe(role=STRING, lsn=LSN_OR_OFFSET, lag_bytes=COUNT),
                              {"type": "null"}]},

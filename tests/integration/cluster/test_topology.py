@@ -153,6 +153,33 @@ async def test_diff_names_moves_nodes_and_restarts(live: Cluster, tmp_path: Path
     assert "bookcluster topology move pune-01 --to north" in text and "needs a restart" in text
 
 
+# Before the tests that start a node which exits: a dead extra node fails every later apply.
+async def test_an_older_file_is_told_and_pulled(live: Cluster, tmp_path: Path, catalog: Any,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """After an apply, the file of the epoch before (a `git checkout topology.yaml`) is
+    refused at start, before the ownership check, naming pull first and
+    `--stored-topology` second; `topology pull` writes the applied one back; `topology
+    diff` of the applied file says "no change"."""
+    epoch = await cluster_epoch(live)
+    old = next_file(live, tmp_path, epoch)
+    assert await apply.apply_command(live.topology, next_file(live, tmp_path, epoch + 1)) == 0
+    stale = load_topology(old, run_dir=live.topology.settings.run_dir)
+    with pytest.raises(StaleTopology) as refused:
+        await seed_cluster(stale, catalog, progress=lambda _: None)
+    message = str(refused.value)
+    assert message.index("topology pull") < message.index("up --stored-topology"), message
+    with pytest.raises(StaleTopology):
+        check_not_older(stale)  # the next start says so before starting anything
+    assert stored_for_start(stale).epoch == epoch + 1
+    capsys.readouterr()
+    assert await pull_command(stale, None) == 0
+    assert load_topology(old).epoch == epoch + 1
+    assert old.read_text() == (await apply.applied(live.topology))[1]
+    assert f"epoch {epoch + 1} written" in capsys.readouterr().out
+    assert await apply.diff_command(live.topology, old) == 0
+    assert capsys.readouterr().out.strip() == "no change"
+
+
 async def test_launcher_refuses_a_map_that_disagrees(live: Cluster, tmp_path: Path,
                                                      catalog: Any) -> None:
     """Restarting with topology.yaml edited to move a theatre would seed or orphan its
@@ -187,29 +214,3 @@ async def test_node_refuses_a_map_that_disagrees(live: Cluster, tmp_path: Path) 
     log = live.launcher.supervisor.children[-1].spec.log_path.read_text()
     assert "delhi-01: placed in south, but north owns it" in log, log[-2000:]
     assert "bookcluster topology move" in log
-
-
-async def test_an_older_file_is_told_and_pulled(live: Cluster, tmp_path: Path, catalog: Any,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """After an apply, the file of the epoch before (a `git checkout topology.yaml`) is
-    refused at start, before the ownership check, naming pull first and
-    `--stored-topology` second; `topology pull` writes the applied one back; `topology
-    diff` of the applied file says "no change"."""
-    epoch = await cluster_epoch(live)
-    old = next_file(live, tmp_path, epoch)
-    assert await apply.apply_command(live.topology, next_file(live, tmp_path, epoch + 1)) == 0
-    stale = load_topology(old, run_dir=live.topology.settings.run_dir)
-    with pytest.raises(StaleTopology) as refused:
-        await seed_cluster(stale, catalog, progress=lambda _: None)
-    message = str(refused.value)
-    assert message.index("topology pull") < message.index("up --stored-topology"), message
-    with pytest.raises(StaleTopology):
-        check_not_older(stale)  # the next start says so before starting anything
-    assert stored_for_start(stale).epoch == epoch + 1
-    capsys.readouterr()
-    assert await pull_command(stale, None) == 0
-    assert load_topology(old).epoch == epoch + 1
-    assert old.read_text() == (await apply.applied(live.topology))[1]
-    assert f"epoch {epoch + 1} written" in capsys.readouterr().out
-    assert await apply.diff_command(live.topology, old) == 0
-    assert capsys.readouterr().out.strip() == "no change"
