@@ -23,12 +23,12 @@
     bookcluster repair [--region R] [--show S] [--dry-run] [--json]
                                        fix Redis seat state from PostgreSQL
     bookcluster token --user alice [--user bob] [--ttl 1h] [--role operator]
-                      [--role scanner --theatre ID...]
+                      [--role scanner --theatre ID...] [--json]
                                        a user token per --user, one line each
     bookcluster topology diff FILE [--json]           what FILE would change
     bookcluster topology apply FILE [--dry-run]       every node and worker takes FILE's epoch
     bookcluster topology pull [FILE]                  write the applied topology to FILE
-    bookcluster topology move THEATRE --to REGION [--dry-run | --rollback]
+    bookcluster topology move THEATRE --to REGION [--dry-run | --rollback] [--json]
                                        move a theatre while it sells (resumes an unfinished one)
 """
 
@@ -114,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--theatre", action="append", default=[], dest="theatres",
                        help="a scanner token's theatre (where it checks tickets in); "
                        "repeatable")
+    token.add_argument("--json", action="store_true", help="machine-readable output")
     topo = sub.add_parser("topology", help="change the running cluster's topology: diff, "
                           "apply, move a theatre")
     actions = topo.add_subparsers(dest="action", required=True)
@@ -140,6 +141,8 @@ def parser() -> argparse.ArgumentParser:
     tmove.add_argument("--timeout", type=duration_arg, default=10.0,
                        help="give up (and roll back) if the freeze or copy takes longer "
                        "(default 10s)")
+    tmove.add_argument("--json", action="store_true", help="machine-readable output (its "
+                       "progress on stderr)")
     tmove.add_argument("--pause-after", choices=["frozen", "committed", "flipped"],
                        help=argparse.SUPPRESS)  # tests and drills: stop as if crashed there
     run = sub.add_parser("run", help="run one process of the topology in the foreground "
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         code = _command(topology, args)
     except (RouterError, TimeoutError, RuntimeError, ValueError) as exc:  # and the launcher's
         print(f"error: {exc}", file=sys.stderr)  # errors, every one a RuntimeError
+        code = 2
+    except ConnectionError as exc:  # a store that does not answer: a stopped cluster, mostly
+        print(f"error: {exc}\n(is the cluster running? `bookcluster status` says)",
+              file=sys.stderr)
         code = 2
     sys.exit(code)
 
@@ -305,9 +312,28 @@ async def _topology(topology: Topology, args: argparse.Namespace) -> int:
         from bookcluster.ops.applied import pull_command
 
         return await pull_command(topology, args.file, args.json)
-    return await moves.move_command(topology, args.theatre, args.target, dry_run=args.dry_run,
-                                    rollback=args.rollback, timeout_s=args.timeout,
-                                    pause_after=args.pause_after)
+    if not args.json:
+        return await moves.move_command(topology, args.theatre, args.target,
+                                        dry_run=args.dry_run, rollback=args.rollback,
+                                        timeout_s=args.timeout, pause_after=args.pause_after)
+    steps: list[str] = []
+
+    def progress(line: str) -> None:  # stdout is the JSON's alone
+        steps.append(line)
+        print(f"[move] {line}", file=sys.stderr, flush=True)
+
+    outcome: dict[str, object] = {"theatre": args.theatre, "to": args.target,
+                                  "dry_run": args.dry_run, "rollback": args.rollback}
+    try:
+        code = await moves.move_command(topology, args.theatre, args.target,
+                                        dry_run=args.dry_run, rollback=args.rollback,
+                                        timeout_s=args.timeout, pause_after=args.pause_after,
+                                        progress=progress)
+    except moves.MoveFailed as exc:
+        _print_json({**outcome, "ok": False, "error": str(exc), "steps": steps})
+        return 2
+    _print_json({**outcome, "ok": code == 0, "steps": steps})
+    return code
 
 
 async def _failover(topology: Topology, args: argparse.Namespace) -> int:
@@ -377,6 +403,11 @@ def _token(topology: Topology, args: argparse.Namespace) -> int:
 
     tokens = [auth.mint(topology, user, args.ttl, tuple(args.roles), tuple(args.theatres))
               for user in args.users]
+    if args.json:
+        _print_json([{"user": user, "token": token, "ttl_s": args.ttl, "roles": args.roles,
+                      "theatres": args.theatres} for user, token in zip(args.users, tokens,
+                                                                         strict=True)])
+        return 0
     print("\n".join(tokens))
     return 0
 

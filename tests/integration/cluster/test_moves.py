@@ -1325,3 +1325,31 @@ async def _hold_with(http: aiohttp.ClientSession, node: str, show: int, user: st
     headers = {ADMISSION_HEADER: admission} if admission else {}
     return await call(http, "POST", f"{node}/booking/seats/{show}/lock", user=user,
                       json={"seat_ids": seats}, headers=headers)
+
+
+async def test_a_dry_run_says_what_would_move_as_json(movable: Cluster) -> None:
+    """`topology move --dry-run --json`: one JSON document on stdout (progress on stderr),
+    nothing moved; a move nobody can make is `ok: false` with the reason, exit 2."""
+    theatre = "pune-01"
+    source = owning(await owner_rows(movable, theatre))
+    target = next(r for r in movable.topology.regions if r != source)
+    argv = [sys.executable, "-m", "bookcluster", "--topology", str(movable.topology.path),
+            "topology", "move", theatre, "--to", target, "--dry-run", "--json"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[3])
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["ok"] and report["dry_run"] and report["to"] == target, report
+    assert any(step.startswith(f"would move {theatre} from {source} to {target}")
+               for step in report["steps"]), report
+    assert b"[move] would move" in err
+    assert owning(await owner_rows(movable, theatre)) == source
+    proc = await asyncio.create_subprocess_exec(
+        *argv[:-4], "--to", source, "--json", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).resolve().parents[3])
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    refused = json.loads(out)
+    assert not refused["ok"] and f"already lives in {source}" in refused["error"], refused

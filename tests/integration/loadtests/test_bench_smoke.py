@@ -44,6 +44,9 @@ def refusals(phase: dict[str, Any], ok: str) -> int:
 
 
 
+# Its own clusters and every phase (80 s, the suite's longest test): on demand with
+# -m slow, like the full benchmark it smokes and the other benchmarks' smokes.
+@pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 30)
 def test_bench_smoke(tmp_path: Path) -> None:
     proc = subprocess.run(
