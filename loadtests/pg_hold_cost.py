@@ -71,7 +71,7 @@ async def seed(conn: asyncpg.Connection) -> None:
 
 
 ROOT = Path(__file__).parents[1]
-NEW_INDEXES = (ROOT / "bookcluster/db/migrations/0014_live_holds_by_user.sql").read_text()
+NEW_INDEXES = (ROOT / "bookcluster/db/migrations/0015_live_holds_by_user.sql").read_text()
 NEW_HOLDS = (ROOT / "bookcluster/db/functions/holds.sql").read_text()
 # Before: the hold function and indexes of the commit this branch started from (or of
 # the file named by BEFORE_HOLDS_SQL).

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,6 @@ import asyncpg
 import pytest_asyncio
 
 from bookcluster.booking import ledger
-from bookcluster.db.create import create_database
 from bookcluster.db.migrate import (
     FUNCTIONS_DIR,
     checksum,
@@ -29,14 +27,8 @@ from bookcluster.db.migrate import (
     migrate,
     migration_files,
 )
-from bookcluster.local import postgres_server
-from bookcluster.local.binaries import find_binaries
-from bookcluster.local.ports import free_ports
-from bookcluster.local.supervisor import Supervisor
+from bookcluster.local.scratch_pg import scratch_primary
 from bookcluster.stores.connections import PG_TOOL_SESSION, PG_USER, pg_dsn, pg_login
-from bookcluster.stores.probe import wait_healthy
-from bookcluster.topology.load import load_topology
-from bookcluster.topology.secrets import generate_local
 
 OLD_MIGRATIONS = Path(__file__).parent / "migrations_8011435"
 SHOW = 7
@@ -51,35 +43,9 @@ Connect = Callable[[str, bool], Awaitable[asyncpg.Connection]]
 async def new_database() -> AsyncIterator[Connect]:
     """A plain PostgreSQL started by the launcher's own pieces; yields a function that
     connects to a database (first created, empty, owned by the application role)."""
-    with tempfile.TemporaryDirectory(prefix="bookcluster-migrate-") as tmp:
-        folder = Path(tmp)
-        folder.chmod(0o755)  # PostgreSQL's unprivileged user must reach its data
-        generate_local(folder / "run")
-        redis, replica, pg, node = free_ports(4)
-        (folder / "topology.yaml").write_text(
-            f"settings:\n  run_dir: {folder / 'run'}\n  durable: false\n"
-            f"regions:\n  scratch:\n    redis:\n      master: 127.0.0.1:{redis}\n"
-            f"      replicas:\n        scratch: 127.0.0.1:{replica}\n"
-            f"    postgres:\n      primary: 127.0.0.1:{pg}\n"
-            f"    nodes: [127.0.0.1:{node}]\n")
-        topology = load_topology(folder / "topology.yaml")
-        region = topology.region("scratch")
-        binaries = find_binaries()
-        user = postgres_server.pg_os_user()
-        await postgres_server.init_primary(
-            binaries, postgres_server.data_dir(topology, region, "pg-primary"), user,
-            topology.secrets)
-        (folder / "aux").mkdir()
-        supervisor = Supervisor(folder / "aux")
-        spec = postgres_server.primary_spec(binaries, topology, region, user)
+    async with scratch_primary("bookcluster-migrate-") as (topology, region):
         conns: list[asyncpg.Connection] = []
         try:
-            child = supervisor.start(spec)
-            await wait_healthy({**spec.__dict__, "log_path": str(spec.log_path),
-                                "address": spec.address.rsplit("/", 1)[0] + "/postgres"},
-                               60, alive=lambda: child.popen.poll() is None,
-                               secrets=topology.secrets)
-            await create_database([region.pg_primary], topology.secrets)
             admin = await asyncpg.connect(pg_dsn(region.pg_primary, "postgres"),
                                           **pg_login(topology.secrets, admin=True))
             conns.append(admin)
@@ -97,7 +63,6 @@ async def new_database() -> AsyncIterator[Connect]:
         finally:
             for conn in conns:
                 await conn.close()
-            supervisor.stop()
 
 
 async def old_migrate(conn: asyncpg.Connection) -> None:
