@@ -247,7 +247,12 @@ async def test_stale_node_is_redirected_and_corrects_itself(
     finally:
         stale.popen.send_signal(18)  # SIGCONT
     assert any("west.node.1" in line and "did not take it" in line for line in lines), lines
-    assert await epoch_of(http, node) == epoch  # still the old map
+    # Still the old map, mostly. The push it could not answer while stopped may still sit
+    # in its socket and be taken as it wakes (CI saw 3 == 2 once): then nothing is stale
+    # any more, and only the outcome below is certain.
+    woke_at = await epoch_of(http, node)
+    assert woke_at in (epoch, epoch + 1), woke_at
+    print(f"\nthe stopped node woke at epoch {woke_at} (the move's: {epoch + 1})")
     status, body = await hold(http, node, show, "erin", seats_of(catalog, show, 1))
     assert status == 201 and body["region"] == target, body
     assert await epoch_of(http, node) == epoch + 1
